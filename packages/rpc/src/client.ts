@@ -1,0 +1,44 @@
+/** Promise wrappers over grpc-js clients, with deadlines and request ids on every call. */
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { CHANNEL_OPTIONS, channelCredentials, type TlsMaterial } from './tls.ts';
+
+export function makeClient<T extends grpc.Client>(
+  Ctor: grpc.ServiceClientConstructor,
+  address: string,
+  tls: TlsMaterial,
+  options: grpc.ChannelOptions = {},
+): T {
+  return new Ctor(address, channelCredentials(tls), { ...CHANNEL_OPTIONS, ...options }) as unknown as T;
+}
+
+export interface CallOptions {
+  timeoutMs?: number;
+  requestId?: string;
+}
+
+/** Calls a unary method and resolves with its response; rejects with the grpc ServiceError. */
+export function unaryCall<Res>(client: grpc.Client, method: string, request: unknown, options: CallOptions = {}): Promise<Res> {
+  const metadata = new grpc.Metadata();
+  metadata.set('x-request-id', options.requestId ?? randomUUID());
+  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+  return new Promise((resolve, reject) => {
+    const fn = (client as unknown as Record<string, Function>)[method];
+    if (typeof fn !== 'function') {
+      reject(new Error(`no such method ${method}`));
+      return;
+    }
+    fn.call(client, request, metadata, { deadline }, (err: grpc.ServiceError | null, res: Res) => {
+      if (err) reject(err);
+      else resolve(res);
+    });
+  });
+}
+
+export function isServiceError(e: unknown): e is grpc.ServiceError {
+  return typeof e === 'object' && e !== null && 'code' in e && 'details' in e;
+}
+
+export function statusName(code: number): string {
+  return grpc.status[code] ?? String(code);
+}

@@ -1,0 +1,4 @@
+export * from './proto.ts';
+export * from './tls.ts';
+export * from './server.ts';
+export * from './client.ts';

@@ -1,0 +1,39 @@
+/** Loads `proto/keyshard/v1` once; every service and client uses these definitions. */
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+export const PROTO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../proto');
+
+const FILES = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto'].map((f) => `keyshard/v1/${f}`);
+
+// keepCase: field names stay snake_case, exactly as in the .proto files and in every other
+// language's stubs. Enums as strings, 64-bit integers as strings (no precision loss).
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+  includeDirs: [PROTO_ROOT],
+};
+
+type ServiceCtor = grpc.ServiceClientConstructor;
+export interface KeyshardProto {
+  KeyService: ServiceCtor;
+  CeremonyService: ServiceCtor;
+  CustodianService: ServiceCtor;
+  AuditService: ServiceCtor;
+}
+
+let cached: KeyshardProto | undefined;
+
+export function keyshardProto(): KeyshardProto {
+  if (!cached) {
+    const def = protoLoader.loadSync(FILES, LOADER_OPTIONS);
+    const root = grpc.loadPackageDefinition(def) as unknown as { keyshard: { v1: KeyshardProto } };
+    cached = root.keyshard.v1;
+  }
+  return cached;
+}

@@ -1,0 +1,121 @@
+/**
+ * The one place where gRPC meets the domain: authenticates the caller from its certificate,
+ * carries the request id, calls a thin handler, and maps `KeyshardError` codes to gRPC status.
+ * Every outcome (ok, denied, error) is reported to an observer so services can audit and log it.
+ */
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { KeyshardError, type ErrorCode } from '@keyshard/errors';
+
+export const STATUS_OF: Record<ErrorCode, grpc.status> = {
+  INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
+  NOT_FOUND: grpc.status.NOT_FOUND,
+  ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
+  FAILED_PRECONDITION: grpc.status.FAILED_PRECONDITION,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
+  UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
+  RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
+  UNAVAILABLE: grpc.status.UNAVAILABLE,
+  DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
+  UNIMPLEMENTED: grpc.status.UNIMPLEMENTED,
+  INTERNAL: grpc.status.INTERNAL,
+};
+
+export interface CallContext {
+  principal: string;
+  requestId: string;
+  method: string;
+  deadline: number; // epoch ms; Infinity when the caller set none
+}
+
+export interface CallOutcome {
+  ctx: CallContext;
+  ok: boolean;
+  code: ErrorCode | 'OK';
+  message?: string;
+  error?: unknown;
+  durationMs: number;
+}
+
+export type Observer = (outcome: CallOutcome) => void;
+
+type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+/** The caller's principal: the common name of its verified client certificate. */
+export function principalOf(call: AnyCall): string | undefined {
+  const cert = call.getAuthContext()?.sslPeerCertificate;
+  const cn = cert?.subject?.CN;
+  return typeof cn === 'string' && cn.length > 0 ? cn : undefined;
+}
+
+export function contextOf(call: AnyCall, method: string): CallContext {
+  const principal = principalOf(call);
+  if (!principal) throw new KeyshardError('UNAUTHENTICATED', 'a client certificate is required');
+  const rid = call.metadata.get('x-request-id')[0];
+  const deadline = call.getDeadline();
+  const requestId = typeof rid === 'string' && /^[\w.-]{1,64}$/.test(rid) ? rid : randomUUID();
+  return {
+    principal,
+    requestId,
+    method,
+    deadline: deadline instanceof Date ? deadline.getTime() : deadline === Infinity ? Infinity : Number(deadline),
+  };
+}
+
+export function toServiceError(e: unknown): Partial<grpc.ServiceError> {
+  if (e instanceof KeyshardError) return { code: STATUS_OF[e.code], details: e.message, message: e.message };
+  // Unknown errors may carry anything in their message: never pass it to the caller.
+  return { code: grpc.status.INTERNAL, details: 'internal error', message: 'internal error' };
+}
+
+export type UnaryHandler<Req, Res> = (req: Req, ctx: CallContext) => Promise<Res>;
+
+export interface ServiceOptions {
+  /** Service name used in method labels, e.g. "keys". */
+  name: string;
+  observer?: Observer;
+  /** Principals allowed to call anything on this service; other callers get PERMISSION_DENIED. */
+  authorize?: (ctx: CallContext) => void;
+}
+
+/**
+ * Wraps a table of async handlers into a grpc-js service implementation. Methods that the
+ * proto declares but the table lacks return UNIMPLEMENTED.
+ */
+export function unaryService(
+  definition: grpc.ServiceDefinition,
+  handlers: Record<string, UnaryHandler<any, any>>,
+  options: ServiceOptions,
+): grpc.UntypedServiceImplementation {
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const name of Object.keys(definition)) {
+    const handler = handlers[name];
+    const method = `${options.name}.${name}`;
+    impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      const started = performance.now();
+      let ctx: CallContext = { principal: 'unknown', requestId: '', method, deadline: Infinity };
+      const finish = (e: unknown, res?: unknown) => {
+        const code: ErrorCode | 'OK' = e === undefined ? 'OK' : e instanceof KeyshardError ? e.code : 'INTERNAL';
+        options.observer?.({
+          ctx,
+          ok: e === undefined,
+          code,
+          message: e instanceof KeyshardError ? e.message : undefined,
+          error: e,
+          durationMs: performance.now() - started,
+        });
+        if (e === undefined) callback(null, res);
+        else callback(toServiceError(e));
+      };
+      try {
+        ctx = contextOf(call, method);
+        options.authorize?.(ctx);
+        if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
+        handler(call.request, ctx).then((res) => finish(undefined, res), finish);
+      } catch (e) {
+        finish(e);
+      }
+    };
+  }
+  return impl;
+}
