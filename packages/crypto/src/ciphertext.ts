@@ -1,0 +1,70 @@
+/**
+ * The self-describing ciphertext clients hold (format v1):
+ *
+ *   magic "ks" (2) | format 0x01 (1) | key-id length L (1) | key id (L, ASCII) |
+ *   key version (u32 BE) | nonce (12) | ciphertext | tag (16)
+ *
+ * AAD = header (magic .. key version) || canonical encryption context, so neither the key
+ * reference nor the context can be changed without failing authentication (SP 800-38D).
+ */
+import { invalidArgument } from '@keyshard/errors';
+import { NONCE_BYTES, TAG_BYTES, openAesGcm, sealAesGcm } from './aead.ts';
+import { encodeContext, type EncryptionContext } from './context.ts';
+
+const MAGIC = Buffer.from('ks', 'ascii');
+export const FORMAT_V1 = 1;
+const KEY_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+export interface CiphertextHeader {
+  keyId: string;
+  keyVersion: number;
+}
+
+export function encodeHeader(h: CiphertextHeader): Buffer {
+  if (!KEY_ID_RE.test(h.keyId)) throw invalidArgument('key id is not valid');
+  const id = Buffer.from(h.keyId, 'ascii');
+  const head = Buffer.alloc(MAGIC.length + 2 + id.length + 4);
+  MAGIC.copy(head, 0);
+  head[2] = FORMAT_V1;
+  head[3] = id.length;
+  id.copy(head, 4);
+  head.writeUInt32BE(h.keyVersion, 4 + id.length);
+  return head;
+}
+
+export interface ParsedCiphertext extends CiphertextHeader {
+  header: Buffer;
+  sealed: Buffer; // nonce || ct || tag
+}
+
+export function parseCiphertext(blob: Buffer): ParsedCiphertext {
+  if (blob.length < 4) throw invalidArgument('ciphertext is truncated');
+  if (blob[0] !== MAGIC[0] || blob[1] !== MAGIC[1]) throw invalidArgument('not a keyshard ciphertext');
+  if (blob[2] !== FORMAT_V1) throw invalidArgument(`unsupported ciphertext format ${blob[2]}`);
+  const idLen = blob[3]!;
+  const headerLen = 4 + idLen + 4;
+  if (idLen === 0 || blob.length < headerLen + NONCE_BYTES + TAG_BYTES) throw invalidArgument('ciphertext is truncated');
+  const keyId = blob.subarray(4, 4 + idLen).toString('ascii');
+  if (!KEY_ID_RE.test(keyId)) throw invalidArgument('ciphertext names an invalid key id');
+  const keyVersion = blob.readUInt32BE(4 + idLen);
+  if (keyVersion === 0) throw invalidArgument('ciphertext names key version 0');
+  return { keyId, keyVersion, header: blob.subarray(0, headerLen), sealed: blob.subarray(headerLen) };
+}
+
+export function dataAad(header: Buffer, context: EncryptionContext): Buffer {
+  return Buffer.concat([header, encodeContext(context)]);
+}
+
+export function encryptWithVersion(
+  material: Buffer,
+  h: CiphertextHeader,
+  plaintext: Buffer,
+  context: EncryptionContext,
+): Buffer {
+  const header = encodeHeader(h);
+  return Buffer.concat([header, sealAesGcm(material, plaintext, dataAad(header, context))]);
+}
+
+export function decryptWithVersion(material: Buffer, parsed: ParsedCiphertext, context: EncryptionContext): Buffer {
+  return openAesGcm(material, parsed.sealed, dataAad(parsed.header, context));
+}

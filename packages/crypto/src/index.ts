@@ -1,0 +1,6 @@
+export * from './aead.ts';
+export * from './context.ts';
+export * from './ciphertext.ts';
+export * from './key-hierarchy.ts';
+export * from './canonical-json.ts';
+export * from './share-manifest.ts';

@@ -1,0 +1,49 @@
+/**
+ * The key hierarchy (brief, "Key hierarchy"):
+ *
+ *   root key (32 B)      only in unsealed coordinators' memory; at rest only as Shamir shares
+ *   └─ KEK per epoch     in etcd, AES-256-GCM under the root key,  AAD = "kek" | cluster | epoch
+ *      └─ key version    in etcd, AES-256-GCM under the epoch KEK, AAD = "kv"  | cluster | key id | version
+ *
+ * Binding the position into the AAD means a wrapped blob moved to another cluster, key or
+ * version fails authentication instead of being accepted. Rotating the root re-wraps KEKs only.
+ * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels.
+ */
+import { hkdfSync } from 'node:crypto';
+import { openAesGcm, sealAesGcm } from './aead.ts';
+
+function lengthPrefixed(...parts: string[]): Buffer {
+  return Buffer.concat(
+    parts.flatMap((p) => {
+      const b = Buffer.from(p, 'utf8');
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(b.length);
+      return [len, b];
+    }),
+  );
+}
+
+export const kekAad = (clusterId: string, epoch: number) => lengthPrefixed('keyshard/v1/kek', clusterId, String(epoch));
+export const versionAad = (clusterId: string, keyId: string, version: number) =>
+  lengthPrefixed('keyshard/v1/kv', clusterId, keyId, String(version));
+
+export function wrapKek(root: Buffer, clusterId: string, epoch: number, kek: Buffer): Buffer {
+  return sealAesGcm(root, kek, kekAad(clusterId, epoch));
+}
+
+export function unwrapKek(root: Buffer, clusterId: string, epoch: number, wrapped: Buffer): Buffer {
+  return openAesGcm(root, wrapped, kekAad(clusterId, epoch), 'key-encryption key');
+}
+
+export function wrapVersion(kek: Buffer, clusterId: string, keyId: string, version: number, material: Buffer): Buffer {
+  return sealAesGcm(kek, material, versionAad(clusterId, keyId, version));
+}
+
+export function unwrapVersion(kek: Buffer, clusterId: string, keyId: string, version: number, wrapped: Buffer): Buffer {
+  return openAesGcm(kek, wrapped, versionAad(clusterId, keyId, version), 'key version material');
+}
+
+/** HKDF-SHA256 (RFC 5869) subkey of the root key for one named purpose. */
+export function deriveSubkey(root: Buffer, purpose: string, length = 32): Buffer {
+  return Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), `keyshard/v1/${purpose}`, length));
+}
