@@ -1,0 +1,221 @@
+/**
+ * @keyshard/hsm — a custodian's access to its PKCS#11 token (SoftHSM2 in tests, a real HSM in
+ * production, same module interface: PKCS#11 v2.40).
+ *
+ * Invariants:
+ * - The custodian's Shamir share exists in plaintext only inside the token: it arrives
+ *   RSA-OAEP-encrypted (RFC 8017 §7.1) to the enrollment key and is C_UnwrapKey'd straight into a
+ *   sensitive token object; it leaves only through C_WrapKey, RSA-OAEP-encrypted to a recipient
+ *   public key. No method returns, logs or puts into an error message any share or key bytes.
+ * - The enrollment (RSA-2048, decrypt/unwrap) and approval (Ed25519, sign-only) private keys are
+ *   generated inside the token, sensitive and non-extractable.
+ * - Every object is created with all usage flags set explicitly; objects are found by label.
+ * - One operation per PKCS#11 session; a session that saw an error is discarded (see pkcs11.ts).
+ * - Calls are synchronous (graphene); custodian operations are rare ceremony steps.
+ */
+import graphene from 'graphene-pk11';
+import type { Key, Session, SessionObject } from 'graphene-pk11';
+import { KeyshardError } from '@keyshard/errors';
+import {
+  APPROVAL_LABEL, ENROLLMENT_LABEL, SHARE_LABEL_PREFIX, approvalTemplates, checkClusterId, checkOaepHash,
+  ed25519PublicPem, enrollmentTemplates, findTemplate, oaepMechanism, parseRsaPublicKey, recipientTemplate,
+  rsaPublicPem, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash,
+} from './objects.ts';
+import { CKA_EC_POINT, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA, TokenHandle, findAll, findOne, p11Error } from './pkcs11.ts';
+
+export { initSoftHsmToken, SOFTHSM_MODULE, type SoftHsmTokenSpec } from './softhsm.ts';
+export { ENROLLMENT_LABEL, APPROVAL_LABEL, SHARE_LABEL_PREFIX, type OaepHash } from './objects.ts';
+
+export interface TokenConfig {
+  modulePath: string;
+  tokenLabel: string;
+  pin: string;
+  /** RSA-OAEP hash for share delivery and release. SoftHSM 2.6 supports only 'sha1' (MGF1-SHA1). */
+  oaepHash: OaepHash;
+}
+
+export interface CustodianIdentity {
+  /** RSA-2048 SPKI PEM: shares are delivered encrypted to it (@keyshard/crypto oaepEncrypt). */
+  enrollmentPublicKeyPem: string;
+  /** Ed25519 SPKI PEM: verifies the custodian's ceremony approvals. */
+  approvalPublicKeyPem: string;
+}
+
+const MAX_APPROVAL_MESSAGE = 1 << 20;
+
+function asKey(obj: SessionObject): Key {
+  return obj.toType() as Key;
+}
+
+export class CustodianToken {
+  private constructor(
+    private readonly handle: TokenHandle,
+    private readonly oaepHash: OaepHash,
+  ) {}
+
+  /**
+   * Loads the module (SOFTHSM2_CONF must already be in the environment for SoftHSM), finds the
+   * token by label and logs in with the user PIN.
+   */
+  static open(cfg: TokenConfig): CustodianToken {
+    if (!cfg || typeof cfg !== 'object') throw new KeyshardError('INVALID_ARGUMENT', 'token config is required');
+    checkOaepHash(cfg.oaepHash);
+    return new CustodianToken(TokenHandle.open(cfg.modulePath, cfg.tokenLabel, cfg.pin), cfg.oaepHash);
+  }
+
+  /** Creates the enrollment and approval key pairs on first use; returns their public keys. */
+  ensureIdentity(): CustodianIdentity {
+    return this.handle.withSession('create or read the custodian identity', (s) => {
+      let enr = this.findPair(s, ENROLLMENT_LABEL);
+      if (!enr) {
+        const t = enrollmentTemplates();
+        s.generateKeyPair(graphene.KeyGenMechanism.RSA, t.pub, t.priv);
+        enr = this.findPair(s, ENROLLMENT_LABEL);
+      }
+      let appr = this.findPair(s, APPROVAL_LABEL);
+      if (!appr) {
+        const t = approvalTemplates();
+        s.generateKeyPair({ name: CKM_EC_EDWARDS_KEY_PAIR_GEN, params: null }, t.pub, t.priv);
+        appr = this.findPair(s, APPROVAL_LABEL);
+      }
+      if (!enr || !appr) throw new KeyshardError('INTERNAL', 'generated identity keys are not found in the token');
+
+      const rsa = enr.pub.getAttribute({ modulus: null, publicExponent: null }) as { modulus: Buffer; publicExponent: Buffer };
+      if (rsa.modulus.length !== 256) {
+        throw new KeyshardError('FAILED_PRECONDITION', `${ENROLLMENT_LABEL} is not an RSA-2048 key`);
+      }
+      return {
+        enrollmentPublicKeyPem: rsaPublicPem(rsa.modulus, rsa.publicExponent),
+        approvalPublicKeyPem: ed25519PublicPem(appr.pub.getAttribute(CKA_EC_POINT)),
+      };
+    });
+  }
+
+  /**
+   * C_UnwrapKey (RSA-OAEP with the enrollment key) of a delivered share into a sensitive token
+   * object `keyshard-share:<clusterId>`. Refuses if one exists unless `replace`, in which case the
+   * old object is destroyed only after the new one was created.
+   */
+  unwrapShare(clusterId: string, encryptedShare: Buffer, opts: { replace?: boolean } = {}): void {
+    checkClusterId(clusterId);
+    if (!Buffer.isBuffer(encryptedShare) || encryptedShare.length === 0) {
+      throw new KeyshardError('INVALID_ARGUMENT', 'encryptedShare must be a non-empty Buffer');
+    }
+    this.handle.withSession(`unwrap the share for cluster ${clusterId}`, (s) => {
+      const priv = this.enrollmentPrivateKey(s);
+      const existing = findAll(s, findTemplate('secret', shareLabel(clusterId)));
+      if (existing.length > 0 && !opts.replace) {
+        throw new KeyshardError('FAILED_PRECONDITION', `a share for cluster ${clusterId} is already held (use replace)`);
+      }
+      // Stage as a session object (gone with the session if anything fails), then persist.
+      let staged: Key;
+      try {
+        staged = s.unwrapKey(oaepMechanism(this.oaepHash), priv, encryptedShare, shareTemplate(clusterId, { stage: true }));
+      } catch (e) {
+        // SoftHSM reports an OAEP decoding failure (wrong key/hash, corrupted data) as CKR_GENERAL_ERROR.
+        throw p11Error(`unwrap the share for cluster ${clusterId} (not encrypted to this token's enrollment key?)`, e, {
+          CKR_GENERAL_ERROR: 'INVALID_ARGUMENT',
+          CKR_ENCRYPTED_DATA_INVALID: 'INVALID_ARGUMENT',
+        });
+      }
+      const created = staged.copy(sharePersistAttrs());
+      staged.destroy();
+      try {
+        for (const old of existing) old.destroy();
+      } catch (e) {
+        // Never leave two shares for one cluster: drop the new one and report.
+        try {
+          created.destroy();
+        } catch {
+          /* reported below */
+        }
+        throw e;
+      }
+    });
+  }
+
+  hasShare(clusterId: string): boolean {
+    checkClusterId(clusterId);
+    return this.handle.withSession('look up a share', (s) => s.find(findTemplate('secret', shareLabel(clusterId))).length > 0);
+  }
+
+  /** Cluster ids for which this token holds a share, sorted. */
+  shareClusterIds(): string[] {
+    return this.handle.withSession('list shares', (s) => {
+      const ids = new Set<string>();
+      for (const obj of findAll(s, { class: graphene.ObjectClass.SECRET_KEY, token: true })) {
+        const label = String(obj.getAttribute('label') ?? '');
+        if (label.startsWith(SHARE_LABEL_PREFIX)) ids.add(label.slice(SHARE_LABEL_PREFIX.length));
+      }
+      return [...ids].sort();
+    });
+  }
+
+  /**
+   * Releases the share wrapped to `recipientPublicKeyPem` (C_WrapKey, RSA-OAEP with cfg.oaepHash).
+   * The recipient key is imported as a session object (token=false, wrap-only) and destroyed after.
+   */
+  wrapShare(clusterId: string, recipientPublicKeyPem: string): Buffer {
+    checkClusterId(clusterId);
+    const recipient = parseRsaPublicKey(recipientPublicKeyPem, 'recipient public key');
+    return this.handle.withSession(`wrap the share for cluster ${clusterId}`, (s) => {
+      const share = findOne(s, findTemplate('secret', shareLabel(clusterId)), `cluster ${clusterId}'s share`);
+      if (!share) throw new KeyshardError('NOT_FOUND', `no share for cluster ${clusterId} in this token`);
+      const wrappingKey = s.create(recipientTemplate(recipient));
+      try {
+        return Buffer.from(s.wrapKey(oaepMechanism(this.oaepHash), asKey(wrappingKey), asKey(share)));
+      } finally {
+        wrappingKey.destroy();
+      }
+    });
+  }
+
+  /** Ed25519 (CKM_EDDSA, pure) signature by the approval key, made inside the token. */
+  signApproval(message: Buffer): Buffer {
+    if (!Buffer.isBuffer(message) || message.length === 0 || message.length > MAX_APPROVAL_MESSAGE) {
+      throw new KeyshardError('INVALID_ARGUMENT', 'approval message must be a non-empty Buffer of at most 1 MiB');
+    }
+    return this.handle.withSession('sign an approval', (s) => {
+      const priv = findOne(s, findTemplate('private', APPROVAL_LABEL), 'the approval key');
+      if (!priv) throw new KeyshardError('FAILED_PRECONDITION', 'approval key not created yet (ensureIdentity)');
+      const sig = s.createSign({ name: CKM_EDDSA, params: null }, asKey(priv)).once(message);
+      if (sig.length !== 64) throw new KeyshardError('INTERNAL', 'token returned a malformed Ed25519 signature');
+      return Buffer.from(sig);
+    });
+  }
+
+  /** Destroys the share object(s) of `clusterId`; false if there was none. */
+  destroyShare(clusterId: string): boolean {
+    checkClusterId(clusterId);
+    return this.handle.withSession(`destroy the share for cluster ${clusterId}`, (s) => {
+      const found = findAll(s, findTemplate('secret', shareLabel(clusterId)));
+      for (const obj of found) obj.destroy();
+      return found.length > 0;
+    });
+  }
+
+  /** Logs out (when no other handle of this process uses the token) and finalizes the module. */
+  close(): void {
+    this.handle.close();
+  }
+
+  private findPair(s: Session, label: string): { pub: SessionObject; priv: SessionObject } | null {
+    const pub = findOne(s, findTemplate('public', label), `public key ${label}`);
+    const priv = findOne(s, findTemplate('private', label), `private key ${label}`);
+    if (!pub && !priv) return null;
+    if (!pub || !priv) {
+      throw new KeyshardError('FAILED_PRECONDITION', `token holds only half of the ${label} key pair`);
+    }
+    const a = priv.getAttribute({ sensitive: null, extractable: null }) as { sensitive: boolean; extractable: boolean };
+    if (!a.sensitive || a.extractable) {
+      throw new KeyshardError('FAILED_PRECONDITION', `${label} private key is extractable or not sensitive`);
+    }
+    return { pub, priv };
+  }
+
+  private enrollmentPrivateKey(s: Session): Key {
+    const priv = findOne(s, findTemplate('private', ENROLLMENT_LABEL), 'the enrollment key');
+    if (!priv) throw new KeyshardError('FAILED_PRECONDITION', 'enrollment key not created yet (ensureIdentity)');
+    return asKey(priv);
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Object templates, labels and public-key encodings of the custodian token (internal).
+ *
+ * Invariants:
+ * - Every template sets CKA_TOKEN, CKA_PRIVATE and every usage flag explicitly (PKCS#11 v2.40
+ *   §4.8-4.9 defaults are token-specific), so a key can only be used for its one purpose.
+ * - Private keys are CKA_SENSITIVE=true, CKA_EXTRACTABLE=false: they never leave the token.
+ * - A share is CKO_SECRET_KEY/CKK_GENERIC_SECRET, sensitive (its CKA_VALUE can never be read),
+ *   extractable only so that C_WrapKey can release it encrypted to a recipient key, and usable
+ *   for nothing else. Share plaintext never leaves the token except wrapped to a recipient key.
+ * - RSA-OAEP per RFC 8017 §7.1 with MGF1 over the same hash as the label hash (empty label).
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import graphene from 'graphene-pk11';
+import type { ITemplate, IAlgorithm } from 'graphene-pk11';
+import { KeyshardError } from '@keyshard/errors';
+import { CKK_EC_EDWARDS } from './pkcs11.ts';
+
+export type OaepHash = 'sha1' | 'sha256';
+
+export const ENROLLMENT_LABEL = 'keyshard-enrollment';
+export const APPROVAL_LABEL = 'keyshard-approval';
+export const SHARE_LABEL_PREFIX = 'keyshard-share:';
+
+const { ObjectClass, KeyType } = graphene;
+
+/** DER of the RFC 8410 id-Ed25519 OID (1.3.101.112), used as CKA_EC_PARAMS. */
+export const ED25519_EC_PARAMS = Buffer.from('06032b6570', 'hex');
+/** SPKI prefix for an Ed25519 public key (RFC 8410 §4): SEQUENCE { AlgId, BIT STRING(32 bytes) }. */
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+const CLUSTER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function checkClusterId(clusterId: unknown): asserts clusterId is string {
+  if (typeof clusterId !== 'string' || !CLUSTER_ID_RE.test(clusterId)) {
+    throw new KeyshardError('INVALID_ARGUMENT', 'clusterId must be 1..128 characters of [A-Za-z0-9._-], starting alphanumeric');
+  }
+}
+
+export const shareLabel = (clusterId: string) => `${SHARE_LABEL_PREFIX}${clusterId}`;
+
+export function checkOaepHash(hash: unknown): asserts hash is OaepHash {
+  if (hash !== 'sha1' && hash !== 'sha256') {
+    throw new KeyshardError('INVALID_ARGUMENT', "oaepHash must be 'sha1' or 'sha256'");
+  }
+}
+
+/** CKM_RSA_PKCS_OAEP with hash = MGF1 hash = `hash`, source = empty label (RFC 8017 §7.1). */
+export function oaepMechanism(hash: OaepHash): IAlgorithm {
+  const params =
+    hash === 'sha1'
+      ? new graphene.RsaOaepParams(graphene.MechanismEnum.SHA1, graphene.RsaMgf.MGF1_SHA1)
+      : new graphene.RsaOaepParams(graphene.MechanismEnum.SHA256, graphene.RsaMgf.MGF1_SHA256);
+  return { name: 'RSA_PKCS_OAEP', params };
+}
+
+const ID_ENROLLMENT = Buffer.from(ENROLLMENT_LABEL);
+const ID_APPROVAL = Buffer.from(APPROVAL_LABEL);
+
+export function enrollmentTemplates(): { pub: ITemplate; priv: ITemplate } {
+  return {
+    pub: {
+      keyType: KeyType.RSA, token: true, private: false, label: ENROLLMENT_LABEL, id: ID_ENROLLMENT,
+      modulusBits: 2048, publicExponent: Buffer.from([1, 0, 1]),
+      encrypt: true, wrap: true, verify: false, verifyRecover: false, derive: false, modifiable: false,
+    },
+    priv: {
+      keyType: KeyType.RSA, token: true, private: true, label: ENROLLMENT_LABEL, id: ID_ENROLLMENT,
+      sensitive: true, extractable: false,
+      decrypt: false, unwrap: true, sign: false, signRecover: false, derive: false, modifiable: false,
+    },
+  };
+}
+
+export function approvalTemplates(): { pub: ITemplate; priv: ITemplate } {
+  return {
+    pub: {
+      keyType: CKK_EC_EDWARDS, token: true, private: false, label: APPROVAL_LABEL, id: ID_APPROVAL,
+      paramsEC: ED25519_EC_PARAMS,
+      verify: true, encrypt: false, wrap: false, verifyRecover: false, derive: false, modifiable: false,
+    },
+    priv: {
+      keyType: CKK_EC_EDWARDS, token: true, private: true, label: APPROVAL_LABEL, id: ID_APPROVAL,
+      sensitive: true, extractable: false,
+      sign: true, decrypt: false, unwrap: false, signRecover: false, derive: false, modifiable: false,
+    },
+  };
+}
+
+/** Search templates. `class` is set by graphene for key-pair generation, but needed for find. */
+export const findTemplate = (cls: 'public' | 'private' | 'secret', label: string): ITemplate => ({
+  class: cls === 'public' ? ObjectClass.PUBLIC_KEY : cls === 'private' ? ObjectClass.PRIVATE_KEY : ObjectClass.SECRET_KEY,
+  token: true,
+  label,
+});
+
+/**
+ * Template of a share object. CKA_WRAP_WITH_TRUSTED=false: recipients are per-ceremony session
+ * keys, not trusted keys. SoftHSM 2.6 refuses CKA_MODIFIABLE=false for a TOKEN object created by
+ * C_UnwrapKey (CKR_ATTRIBUTE_READ_ONLY), so unwrapping targets a session object (`stage`) that is
+ * then C_CopyObject'ed to the token with `persistAttrs` (token=true, modifiable=false).
+ * `value` is only for the tampering test helper's C_CreateObject.
+ */
+export function shareTemplate(clusterId: string, opts: { stage?: boolean; value?: Buffer } = {}): ITemplate {
+  const t: ITemplate = {
+    class: ObjectClass.SECRET_KEY, keyType: KeyType.GENERIC_SECRET,
+    token: !opts.stage, private: true, label: shareLabel(clusterId),
+    sensitive: true, extractable: true, wrapWithTrusted: false, modifiable: !opts.stage ? false : true,
+    encrypt: false, decrypt: false, sign: false, verify: false, wrap: false, unwrap: false, derive: false,
+  };
+  if (opts.value) t.value = opts.value;
+  return t;
+}
+
+/** C_CopyObject template turning a staged share into the persistent, non-modifiable token object. */
+export const sharePersistAttrs = (): ITemplate => ({ token: true, modifiable: false });
+
+/** Recipient RSA public key as a session object usable only to wrap (C_WrapKey). */
+export function recipientTemplate(key: KeyObject): ITemplate {
+  const jwk = key.export({ format: 'jwk' });
+  if (!jwk.n || !jwk.e) throw new KeyshardError('INVALID_ARGUMENT', 'recipient key is not an RSA public key');
+  return {
+    class: ObjectClass.PUBLIC_KEY, keyType: KeyType.RSA,
+    token: false, private: false, label: 'keyshard-recipient',
+    modulus: Buffer.from(jwk.n, 'base64url'), publicExponent: Buffer.from(jwk.e, 'base64url'),
+    wrap: true, encrypt: false, verify: false, verifyRecover: false, derive: false,
+  };
+}
+
+/** Parses a recipient/enrollment RSA public key PEM (SPKI or PKCS#1); at least 2048 bits. */
+export function parseRsaPublicKey(pem: string, what: string): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPublicKey(pem);
+  } catch {
+    throw new KeyshardError('INVALID_ARGUMENT', `${what} is not a valid public key PEM`);
+  }
+  if (key.asymmetricKeyType !== 'rsa') {
+    throw new KeyshardError('INVALID_ARGUMENT', `${what} must be an RSA public key`);
+  }
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+  if (bits < 2048 || bits > 8192) {
+    throw new KeyshardError('INVALID_ARGUMENT', `${what} must be an RSA key of 2048..8192 bits`);
+  }
+  return key;
+}
+
+export function rsaPublicPem(modulus: Buffer, publicExponent: Buffer): string {
+  const key = createPublicKey({
+    key: { kty: 'RSA', n: modulus.toString('base64url'), e: publicExponent.toString('base64url') },
+    format: 'jwk',
+  });
+  return key.export({ type: 'spki', format: 'pem' }).toString();
+}
+
+/**
+ * CKA_EC_POINT of an Ed25519 key to SPKI PEM. SoftHSM 2.6 returns the DER OCTET STRING
+ * (04 20 || 32 bytes, as PKCS#11 v2.40 §2.3.3 says for EC points); PKCS#11 v3.0 tokens may
+ * return the raw 32 bytes. Both are accepted.
+ */
+export function ed25519PublicPem(ecPoint: Buffer): string {
+  let raw: Buffer;
+  if (ecPoint.length === 34 && ecPoint[0] === 0x04 && ecPoint[1] === 0x20) raw = ecPoint.subarray(2);
+  else if (ecPoint.length === 32) raw = ecPoint;
+  else throw new KeyshardError('INTERNAL', `unexpected Ed25519 CKA_EC_POINT encoding (${ecPoint.length} bytes)`);
+  const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+  return key.export({ type: 'spki', format: 'pem' }).toString();
+}

@@ -1,0 +1,234 @@
+/**
+ * CustodianToken against a REAL SoftHSM2 token created in a fresh temp dir.
+ * Checks the package invariant: a share's plaintext never leaves the token except wrapped
+ * (RSA-OAEP, RFC 8017) to a recipient key; private keys are sensitive and non-extractable.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { constants, createPublicKey, generateKeyPairSync, privateDecrypt, randomBytes, verify } from 'node:crypto';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { KeyshardError } from '@keyshard/errors';
+import { CustodianToken, SOFTHSM_MODULE, initSoftHsmToken, type TokenConfig } from './index.ts';
+import { oaepEncrypt as oaepEncryptToPem } from '@keyshard/crypto';
+import { overwriteShareForTest, shareAttributesForTest } from './testing.ts';
+
+const execFileAsync = promisify(execFile);
+const LABEL = 'custodian-test';
+const PIN = '7391-user-pin';
+const SO_PIN = '8842-so-pin';
+
+let dir = '';
+let confPath = '';
+const cfg = (): TokenConfig => ({ modulePath: SOFTHSM_MODULE, tokenLabel: LABEL, pin: PIN, oaepHash: 'sha1' });
+
+function recipient() {
+  return generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+}
+const unwrapFor = (privateKeyPem: string, wrapped: Buffer) =>
+  privateDecrypt({ key: privateKeyPem, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, wrapped);
+
+function assertKeyshardError(e: unknown, code: string, ...mustNotContain: string[]): true {
+  assert.ok(e instanceof KeyshardError, `expected KeyshardError, got ${String(e)}`);
+  assert.equal(e.code, code, e.message);
+  for (const s of mustNotContain) assert.ok(!e.message.includes(s), 'error message leaks a secret');
+  return true;
+}
+
+function withToken<T>(fn: (t: CustodianToken) => T): T {
+  const t = CustodianToken.open(cfg());
+  try {
+    return fn(t);
+  } finally {
+    t.close();
+  }
+}
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'keyshard-hsm-'));
+  ({ confPath } = await initSoftHsmToken({ dir, label: LABEL, pin: PIN, soPin: SO_PIN }));
+  process.env.SOFTHSM2_CONF = confPath;
+});
+
+after(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('initSoftHsmToken', () => {
+  it('is idempotent for the same label and dir', async () => {
+    const again = await initSoftHsmToken({ dir, label: LABEL, pin: PIN, soPin: SO_PIN });
+    assert.equal(again.confPath, confPath);
+    const { stdout } = await execFileAsync('softhsm2-util', ['--show-slots'], { env: { ...process.env, SOFTHSM2_CONF: confPath } });
+    assert.equal(stdout.split('\n').filter((l) => new RegExp(`^\\s*Label:\\s*${LABEL}\\s*$`).test(l)).length, 1);
+  });
+
+  it('rejects bad PINs without echoing them', async () => {
+    await assert.rejects(initSoftHsmToken({ dir, label: 'other', pin: 'ab', soPin: SO_PIN }), (e) =>
+      assertKeyshardError(e, 'INVALID_ARGUMENT', 'ab', SO_PIN),
+    );
+  });
+});
+
+describe('CustodianToken', () => {
+  let identity: { enrollmentPublicKeyPem: string; approvalPublicKeyPem: string };
+
+  it('creates the identity once and returns it unchanged after reopening', () => {
+    identity = withToken((t) => {
+      const first = t.ensureIdentity();
+      assert.deepEqual(t.ensureIdentity(), first);
+      return first;
+    });
+    const enr = createPublicKey(identity.enrollmentPublicKeyPem);
+    assert.equal(enr.asymmetricKeyType, 'rsa');
+    assert.equal(enr.asymmetricKeyDetails?.modulusLength, 2048);
+    assert.equal(createPublicKey(identity.approvalPublicKeyPem).asymmetricKeyType, 'ed25519');
+    assert.deepEqual(withToken((t) => t.ensureIdentity()), identity);
+  });
+
+  it('signs approvals with Ed25519 inside the token', () => {
+    const msg = Buffer.from('ceremony hash 0123456789abcdef');
+    const sig = withToken((t) => t.signApproval(msg));
+    assert.equal(sig.length, 64);
+    assert.ok(verify(null, msg, identity.approvalPublicKeyPem, sig));
+    assert.ok(!verify(null, Buffer.from('another ceremony'), identity.approvalPublicKeyPem, sig));
+  });
+
+  it('delivers a share and re-releases exactly the same bytes wrapped to a recipient', () => {
+    const share = randomBytes(33);
+    const delivered = oaepEncryptToPem(identity.enrollmentPublicKeyPem, share, 'sha1');
+    const r1 = recipient();
+    const r2 = recipient();
+    withToken((t) => {
+      t.unwrapShare('cluster-a', delivered);
+      assert.ok(t.hasShare('cluster-a'));
+      assert.ok(!t.hasShare('cluster-b'));
+      assert.deepEqual(t.shareClusterIds(), ['cluster-a']);
+      const w1 = t.wrapShare('cluster-a', r1.publicKey);
+      const w2 = t.wrapShare('cluster-a', r2.publicKey);
+      assert.equal(w1.length, 256);
+      assert.ok(unwrapFor(r1.privateKey, w1).equals(share));
+      assert.ok(unwrapFor(r2.privateKey, w2).equals(share));
+      assert.throws(() => unwrapFor(r2.privateKey, w1));
+    });
+    // Persistent across reopen (token object).
+    assert.ok(unwrapFor(r1.privateKey, withToken((t) => t.wrapShare('cluster-a', r1.publicKey))).equals(share));
+  });
+
+  it('stores the share as a sensitive object whose value cannot be read', async () => {
+    const a = shareAttributesForTest(cfg(), 'cluster-a');
+    assert.deepEqual(a, {
+      sensitive: true, extractable: true, token: true, private: true,
+      encrypt: false, decrypt: false, sign: false, verify: false, wrap: false, unwrap: false, derive: false,
+      valueRead: 'CKR_ATTRIBUTE_SENSITIVE',
+    });
+    const out = path.join(dir, 'read-object.bin');
+    const res = await execFileAsync(
+      'pkcs11-tool',
+      ['--module', SOFTHSM_MODULE, '--token-label', LABEL, '--login', '--pin', PIN,
+        '--read-object', '--type', 'secrkey', '--label', 'keyshard-share:cluster-a', '--output-file', out],
+      { env: { ...process.env, SOFTHSM2_CONF: confPath } },
+    ).then(() => 'succeeded', (e: { stderr?: string }) => `failed: ${e.stderr ?? ''}`);
+    assert.match(res, /^failed: [\s\S]*CKR_ATTRIBUTE_SENSITIVE/, 'pkcs11-tool must not be able to read the share value');
+    const written = await stat(out).then((st) => st.size, () => 0);
+    assert.equal(written, 0, 'no share bytes may be written out');
+  });
+
+  it('refuses a second delivery unless replace, and replace swaps the value', () => {
+    const newShare = randomBytes(33);
+    const delivered = oaepEncryptToPem(identity.enrollmentPublicKeyPem, newShare, 'sha1');
+    const r = recipient();
+    withToken((t) => {
+      assert.throws(() => t.unwrapShare('cluster-a', delivered), (e) => assertKeyshardError(e, 'FAILED_PRECONDITION'));
+      t.unwrapShare('cluster-a', delivered, { replace: true });
+      assert.deepEqual(t.shareClusterIds(), ['cluster-a']);
+      assert.ok(unwrapFor(r.privateKey, t.wrapShare('cluster-a', r.publicKey)).equals(newShare));
+    });
+  });
+
+  it('rejects garbage ciphertext and keeps the token usable afterwards', () => {
+    withToken((t) => {
+      assert.throws(() => t.unwrapShare('cluster-x', randomBytes(256)), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+      assert.throws(() => t.unwrapShare('cluster-x', randomBytes(17)), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+      assert.ok(!t.hasShare('cluster-x'));
+      assert.equal(t.signApproval(Buffer.from('still works')).length, 64);
+    });
+  });
+
+  it('validates arguments', () => {
+    withToken((t) => {
+      assert.throws(() => t.wrapShare('cluster-a', 'not a pem'), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+      const ec = generateKeyPairSync('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+      assert.throws(() => t.wrapShare('cluster-a', ec.publicKey), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+      assert.throws(() => t.wrapShare('missing', recipient().publicKey), (e) => assertKeyshardError(e, 'NOT_FOUND'));
+      assert.throws(() => t.hasShare('bad/id'), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+      assert.throws(() => t.signApproval(Buffer.alloc(0)), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+    });
+    assert.throws(() => oaepEncryptToPem(identity.enrollmentPublicKeyPem, randomBytes(300), 'sha1'), (e) =>
+      assertKeyshardError(e, 'INVALID_ARGUMENT'),
+    );
+  });
+
+  it('a tampered share (test helper) is what wrapShare then releases', () => {
+    const forged = Buffer.alloc(33, 0x5a);
+    const r = recipient();
+    withToken((t) => {
+      overwriteShareForTest(cfg(), 'cluster-a', forged);
+      assert.deepEqual(t.shareClusterIds(), ['cluster-a']);
+      assert.ok(unwrapFor(r.privateKey, t.wrapShare('cluster-a', r.publicKey)).equals(forged));
+    });
+    assert.equal(shareAttributesForTest(cfg(), 'cluster-a').valueRead, 'CKR_ATTRIBUTE_SENSITIVE');
+  });
+
+  it('destroyShare removes the share', () => {
+    withToken((t) => {
+      assert.equal(t.destroyShare('cluster-a'), true);
+      assert.equal(t.hasShare('cluster-a'), false);
+      assert.equal(t.destroyShare('cluster-a'), false);
+      assert.deepEqual(t.shareClusterIds(), []);
+      assert.throws(() => t.wrapShare('cluster-a', recipient().publicKey), (e) => assertKeyshardError(e, 'NOT_FOUND'));
+    });
+  });
+
+  it('a closed token refuses operations', () => {
+    const t = CustodianToken.open(cfg());
+    t.close();
+    t.close();
+    assert.throws(() => t.ensureIdentity(), (e) => assertKeyshardError(e, 'FAILED_PRECONDITION'));
+  });
+
+  it('a wrong PIN is a clear error that does not echo the PIN', () => {
+    const wrong = 'wrong-pin-9999';
+    assert.throws(() => CustodianToken.open({ ...cfg(), pin: wrong }), (e) =>
+      assertKeyshardError(e, 'FAILED_PRECONDITION', wrong, PIN) && /PIN_INCORRECT/.test((e as Error).message),
+    );
+    // Also while another handle of this process is logged in (C_Login would not check it).
+    withToken(() =>
+      assert.throws(() => CustodianToken.open({ ...cfg(), pin: wrong }), (e) => assertKeyshardError(e, 'FAILED_PRECONDITION', wrong, PIN)),
+    );
+  });
+
+  it('an unknown token label is NOT_FOUND', () => {
+    assert.throws(() => CustodianToken.open({ ...cfg(), tokenLabel: 'no-such-token' }), (e) =>
+      assertKeyshardError(e, 'NOT_FOUND', PIN) && /no-such-token/.test((e as Error).message),
+    );
+  });
+
+  it('RSA-OAEP SHA-256 is refused by SoftHSM with a clear error', () => {
+    const share = randomBytes(33);
+    const t = CustodianToken.open({ ...cfg(), oaepHash: 'sha256' });
+    try {
+      const delivered = oaepEncryptToPem(identity.enrollmentPublicKeyPem, share, 'sha256');
+      assert.throws(() => t.unwrapShare('cluster-sha256', delivered), (e) => assertKeyshardError(e, 'FAILED_PRECONDITION'));
+      assert.equal(t.hasShare('cluster-sha256'), false);
+    } finally {
+      t.close();
+    }
+  });
+});
