@@ -26,6 +26,8 @@ export interface CallContext {
   requestId: string;
   method: string;
   deadline: number; // epoch ms; Infinity when the caller set none
+  /** Non-secret facts a handler learns (key id, ceremony id, custodian id) for the audit record. */
+  facts: { keyId?: string; ceremonyId?: string; details?: Record<string, string> };
 }
 
 export interface CallOutcome {
@@ -37,7 +39,11 @@ export interface CallOutcome {
   durationMs: number;
 }
 
-export type Observer = (outcome: CallOutcome) => void;
+/**
+ * Called with every outcome before the reply is sent. If it rejects (e.g. the audit sink
+ * cannot record the call), the caller gets that error instead of the result: fail closed.
+ */
+export type Observer = (outcome: CallOutcome) => Promise<void> | void;
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
@@ -58,6 +64,7 @@ export function contextOf(call: AnyCall, method: string): CallContext {
     principal,
     requestId,
     method,
+    facts: {},
     deadline: deadline instanceof Date ? deadline.getTime() : deadline === Infinity ? Infinity : Number(deadline),
   };
 }
@@ -93,10 +100,11 @@ export function unaryService(
     const method = `${options.name}.${name}`;
     impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const started = performance.now();
-      let ctx: CallContext = { principal: 'unknown', requestId: '', method, deadline: Infinity };
+      let ctx: CallContext = { principal: 'unknown', requestId: '', method, deadline: Infinity, facts: {} };
+      const reply = (e: unknown, res?: unknown) => (e === undefined ? callback(null, res) : callback(toServiceError(e)));
       const finish = (e: unknown, res?: unknown) => {
         const code: ErrorCode | 'OK' = e === undefined ? 'OK' : e instanceof KeyshardError ? e.code : 'INTERNAL';
-        options.observer?.({
+        const observed = options.observer?.({
           ctx,
           ok: e === undefined,
           code,
@@ -104,8 +112,11 @@ export function unaryService(
           error: e,
           durationMs: performance.now() - started,
         });
-        if (e === undefined) callback(null, res);
-        else callback(toServiceError(e));
+        if (!observed) return reply(e, res);
+        observed.then(
+          () => reply(e, res),
+          (auditError) => reply(e ?? auditError),
+        );
       };
       try {
         ctx = contextOf(call, method);

@@ -1,0 +1,89 @@
+/**
+ * keyshard's view of etcd. All state of a cluster lives under `/keyshard/<cluster>/`
+ * (one etcd key per key version, never a growing blob). Values are JSON; everything secret
+ * in them is already wrapped by the key hierarchy before it reaches this module.
+ *
+ * Layout (relative to the namespace):
+ *   cluster                      ClusterRecord (cluster id, KEK epoch)
+ *   manifest                     ShareManifest
+ *   keks/<epoch>                 KEK wrapped by the root key
+ *   keys/<key id>                key metadata
+ *   versions/<key id>/<version>  version material wrapped by a KEK (version zero-padded)
+ *   names/<name>                 key id (unique names via create-if-absent)
+ *   ceremonies/<id>              ceremony objects
+ *   ceremony-lock/<operation>    id of the one open ceremony of that kind
+ *   coordinators/<id>            replica registration, bound to a lease
+ */
+import { Etcd3, type Namespace, type IOptions } from 'etcd3';
+import { KeyshardError } from '@keyshard/errors';
+
+export { Etcd3, type Namespace };
+
+export interface EtcdConfig {
+  endpoints: string[];
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer };
+  callTimeoutMs?: number;
+}
+
+export function connectEtcd(cfg: EtcdConfig): Etcd3 {
+  const timeout = cfg.callTimeoutMs ?? 5_000;
+  const options: IOptions = {
+    hosts: cfg.endpoints,
+    dialTimeout: timeout,
+    // Every unary call gets a deadline (the client sets none by default); watches and lease
+    // keep-alives are streams and must not.
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+  };
+  if (cfg.tls) options.credentials = { rootCertificate: cfg.tls.ca, privateKey: cfg.tls.key, certChain: cfg.tls.cert };
+  return new Etcd3(options);
+}
+
+export const clusterNamespace = (client: Etcd3, cluster: string): Namespace => client.namespace(`/keyshard/${cluster}/`);
+
+export const paths = {
+  cluster: 'cluster',
+  manifest: 'manifest',
+  kek: (epoch: number) => `keks/${epoch}`,
+  key: (keyId: string) => `keys/${keyId}`,
+  keysPrefix: 'keys/',
+  versionsPrefix: (keyId: string) => `versions/${keyId}/`,
+  version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
+  name: (name: string) => `names/${name}`,
+  ceremony: (id: string) => `ceremonies/${id}`,
+  ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
+  coordinator: (id: string) => `coordinators/${id}`,
+  coordinatorsPrefix: 'coordinators/',
+} as const;
+
+/** Wraps etcd failures as UNAVAILABLE so callers get a retryable status, never a stack. */
+export async function etcdCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof KeyshardError) throw e;
+    throw new KeyshardError('UNAVAILABLE', `state store unavailable (${what})`, { cause: e });
+  }
+}
+
+export async function getJson<T>(ns: Namespace, key: string): Promise<T | undefined> {
+  const raw = await etcdCall(`get ${key}`, () => ns.get(key).string());
+  return raw === null ? undefined : (JSON.parse(raw) as T);
+}
+
+export async function putJson(ns: Namespace, key: string, value: unknown, lease?: { put(key: string): { value(v: string): Promise<unknown> } }): Promise<void> {
+  const body = JSON.stringify(value);
+  await etcdCall(`put ${key}`, () => (lease ? lease.put(key).value(body) : ns.put(key).value(body).exec()));
+}
+
+/** Puts `key` only if it does not exist; returns whether it was created. */
+export async function createJson(ns: Namespace, key: string, value: unknown): Promise<boolean> {
+  const res = await etcdCall(`create ${key}`, () =>
+    ns.if(key, 'Create', '==', 0).then(ns.put(key).value(JSON.stringify(value))).commit(),
+  );
+  return res.succeeded;
+}
+
+export async function listJson<T>(ns: Namespace, prefix: string): Promise<Map<string, T>> {
+  const all = await etcdCall(`list ${prefix}`, () => ns.getAll().prefix(prefix).strings());
+  return new Map(Object.entries(all).map(([k, v]) => [k, JSON.parse(v) as T]));
+}

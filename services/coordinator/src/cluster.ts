@@ -1,0 +1,149 @@
+/**
+ * Cluster initialisation and the step from a reconstructed root key to an open seal.
+ *
+ * Init invariants: the root key comes from the CSPRNG, is split t-of-n, and each share leaves
+ * this process only encrypted to its custodian HSM's enrollment key (RSA-OAEP, RFC 8017), to be
+ * unwrapped inside the token. The root key and the plaintext shares are zeroized before init
+ * returns; the cluster stays sealed. Manifest, first KEK and the cluster record are written in
+ * one etcd transaction, so a crash leaves either no cluster or a complete one; a crashed init
+ * is retried with the same cluster id and the custodians' shares replaced.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, unwrapKek, wrapKek, zeroize, type OaepHash, type ShareManifest,
+} from '@keyshard/crypto';
+import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
+import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
+import type { CustodianLink } from './custodian-link.ts';
+import type { Seal } from './seal.ts';
+
+export interface ClusterRecord {
+  clusterId: string;
+  state: 'initializing' | 'initialized';
+  kekEpoch: number;
+  createdAt: string;
+}
+
+export interface InitResult {
+  clusterId: string;
+  threshold: number;
+  shares: number;
+  custodianIds: string[];
+  manifestFingerprint: string;
+}
+
+export class Cluster {
+  #ns: Namespace;
+  #links: CustodianLink[];
+  #oaepHash: OaepHash;
+  #seal: Seal;
+  record: ClusterRecord | undefined;
+  manifest: ShareManifest | undefined;
+
+  constructor(ns: Namespace, links: CustodianLink[], seal: Seal, oaepHash: OaepHash) {
+    this.#ns = ns;
+    this.#links = links;
+    this.#seal = seal;
+    this.#oaepHash = oaepHash;
+  }
+
+  get initialized(): boolean {
+    return this.record?.state === 'initialized' && this.manifest !== undefined;
+  }
+
+  requireInitialized(): { record: ClusterRecord; manifest: ShareManifest } {
+    if (!this.record || this.record.state !== 'initialized' || !this.manifest)
+      throw failedPrecondition('cluster is not initialized: run `keyshard init`');
+    return { record: this.record, manifest: this.manifest };
+  }
+
+  async load(): Promise<void> {
+    this.record = await getJson<ClusterRecord>(this.#ns, paths.cluster);
+    this.manifest = await getJson<ShareManifest>(this.#ns, paths.manifest);
+  }
+
+  async init(shares: number, threshold: number): Promise<InitResult> {
+    await this.load();
+    if (this.initialized) throw failedPrecondition('cluster is already initialized');
+    if (shares !== this.#links.length)
+      throw invalidArgument(`shares (${shares}) must equal the number of configured custodians (${this.#links.length})`);
+    const clusterId = await this.#claimClusterId();
+    const identities = await Promise.all(this.#links.map((l) => l.identity()));
+    const root = randomBytes(32);
+    const kek = randomBytes(32);
+    let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
+    try {
+      split = await splitRootKey(
+        root,
+        clusterId,
+        identities.map((id, i) => ({
+          id: this.#links[i]!.id,
+          enrollmentPublicKeyPem: id.enrollment_public_key_pem,
+          approvalPublicKeyPem: id.approval_public_key_pem,
+        })),
+        threshold,
+      );
+      await Promise.all(
+        this.#links.map((link, i) => {
+          const sealedShare = oaepEncrypt(identities[i]!.enrollment_public_key_pem, Buffer.from(split!.shares[i]!), this.#oaepHash);
+          return link.deliverShare(clusterId, sealedShare, split!.manifest.custodians[i]!.x, true);
+        }),
+      );
+      const record: ClusterRecord = { clusterId, state: 'initialized', kekEpoch: 1, createdAt: new Date().toISOString() };
+      const wrappedKek = wrapKek(root, clusterId, 1, kek).toString('base64');
+      const manifest = split.manifest;
+      const res = await etcdCall('init commit', () =>
+        this.#ns
+          .if(paths.manifest, 'Create', '==', 0)
+          .then(
+            this.#ns.put(paths.manifest).value(JSON.stringify(manifest)),
+            this.#ns.put(paths.kek(1)).value(JSON.stringify({ epoch: 1, wrapped: wrappedKek })),
+            this.#ns.put(paths.cluster).value(JSON.stringify(record)),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw failedPrecondition('cluster was initialized concurrently');
+      this.record = record;
+      this.manifest = manifest;
+      return {
+        clusterId,
+        threshold,
+        shares,
+        custodianIds: manifest.custodians.map((c) => c.id),
+        manifestFingerprint: manifestFingerprint(manifest),
+      };
+    } finally {
+      zeroize(root, kek, ...(split?.shares ?? []));
+    }
+  }
+
+  /** Reuses the id of a crashed init, or records a new one; concurrent inits race on etcd. */
+  async #claimClusterId(): Promise<string> {
+    if (this.record?.state === 'initializing') return this.record.clusterId;
+    const record: ClusterRecord = { clusterId: newClusterId(), state: 'initializing', kekEpoch: 0, createdAt: new Date().toISOString() };
+    const res = await etcdCall('init claim', () =>
+      this.#ns.if(paths.cluster, 'Create', '==', 0).then(this.#ns.put(paths.cluster).value(JSON.stringify(record))).commit(),
+    );
+    if (!res.succeeded) throw failedPrecondition('another init is in progress');
+    this.record = record;
+    return record.clusterId;
+  }
+
+  /** Opens the seal with a root key that passed the manifest checks: every KEK must unwrap. */
+  async openSeal(root: Buffer): Promise<void> {
+    const { record } = this.requireInitialized();
+    const all = await etcdCall('load KEKs', () => this.#ns.getAll().prefix('keks/').strings());
+    const keks = new Map<number, Buffer>();
+    try {
+      for (const raw of Object.values(all)) {
+        const { epoch, wrapped } = JSON.parse(raw) as { epoch: number; wrapped: string };
+        keks.set(epoch, unwrapKek(root, record.clusterId, epoch, Buffer.from(wrapped, 'base64')));
+      }
+      if (!keks.has(record.kekEpoch)) throw new KeyshardError('INTERNAL', `KEK epoch ${record.kekEpoch} is missing`);
+    } catch (e) {
+      zeroize(root, ...keks.values());
+      throw e;
+    }
+    this.#seal.open(root, keks);
+  }
+}

@@ -1,0 +1,34 @@
+/** Coordinator configuration, validated once at start-up. */
+import { z, address, tlsFiles } from '@keyshard/config';
+
+export const coordinatorConfig = z.object({
+  /** Names the etcd namespace `/keyshard/<clusterName>/`. */
+  clusterName: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lowercase letters, digits and dashes'),
+  coordinatorId: z.string().regex(/^[\w.-]{1,64}$/),
+  listen: address,
+  tls: tlsFiles,
+  etcd: z.object({
+    endpoints: z.array(z.string().url()).min(1),
+    tls: tlsFiles.optional(),
+    callTimeoutMs: z.number().int().positive().default(5_000),
+  }),
+  audit: z.object({
+    address,
+    timeoutMs: z.number().int().positive().default(2_000),
+  }),
+  custodians: z
+    .array(z.object({ id: z.string().regex(/^[\w.-]{1,64}$/), address }))
+    .min(2)
+    .refine((cs) => new Set(cs.map((c) => c.id)).size === cs.length, 'custodian ids must be unique'),
+  /** Principals (certificate common names) with the admin role: init, unseal, seal. */
+  admins: z.array(z.string().min(1)).min(1),
+  /** RSA-OAEP hash for share delivery: SoftHSM supports only sha1. */
+  oaepHash: z.enum(['sha1', 'sha256']).default('sha1'),
+  maxPlaintextBytes: z.number().int().positive().max(4 * 1024 * 1024).default(64 * 1024),
+  ceremonyTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
+  custodianPollMs: z.number().int().min(50).default(300),
+  registrationTtlSeconds: z.number().int().min(2).default(10),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+});
+
+export type CoordinatorConfig = z.infer<typeof coordinatorConfig>;

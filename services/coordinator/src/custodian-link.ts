@@ -1,0 +1,68 @@
+/** The coordinator's gRPC client to custodian nodes (mutual TLS, coordinator identity). */
+import type * as grpc from '@grpc/grpc-js';
+import { keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
+import { KeyshardError } from '@keyshard/errors';
+import type { Ceremony } from '@keyshard/crypto';
+
+export interface CustodianIdentity {
+  custodian_id: string;
+  token_label: string;
+  enrollment_public_key_pem: string;
+  approval_public_key_pem: string;
+  oaep_hash: string;
+  holds_shares_for: string[];
+  approval_policy: string;
+}
+
+export interface ReleaseResponse {
+  ceremony_id: string;
+  status: 'pending' | 'released' | 'denied';
+  releases: { coordinator_id: string; wrapped_share: Buffer }[];
+  approval_signature: Buffer;
+  reason: string;
+}
+
+export class CustodianLink {
+  readonly id: string;
+  readonly address: string;
+  #client: grpc.Client;
+
+  constructor(id: string, address: string, tls: TlsMaterial) {
+    this.id = id;
+    this.address = address;
+    this.#client = makeClient(keyshardProto().CustodianService, address, tls);
+  }
+
+  async #call<T>(method: string, req: unknown, timeoutMs = 5_000): Promise<T> {
+    try {
+      return await unaryCall<T>(this.#client, method, req, { timeoutMs });
+    } catch (e) {
+      if (isServiceError(e)) {
+        // Custodian errors are already safe to show; keep their status class.
+        const code = e.code === 9 ? 'FAILED_PRECONDITION' : e.code === 7 ? 'PERMISSION_DENIED' : 'UNAVAILABLE';
+        throw new KeyshardError(code, `custodian ${this.id}: ${e.details || 'unreachable'}`, { cause: e });
+      }
+      throw e;
+    }
+  }
+
+  identity(timeoutMs?: number): Promise<CustodianIdentity> {
+    return this.#call('GetIdentity', {}, timeoutMs);
+  }
+
+  deliverShare(clusterId: string, encryptedShare: Buffer, x: number, replace: boolean): Promise<unknown> {
+    return this.#call('DeliverShare', { cluster_id: clusterId, encrypted_share: encryptedShare, x, replace });
+  }
+
+  propose(ceremony: Ceremony): Promise<ReleaseResponse> {
+    return this.#call('ProposeCeremony', { ceremony });
+  }
+
+  release(ceremonyId: string): Promise<ReleaseResponse> {
+    return this.#call('GetRelease', { id: ceremonyId });
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}

@@ -1,0 +1,83 @@
+/** Coordinator process: configuration, wiring, start and stop. Starts sealed. */
+import { hostname } from 'node:os';
+import * as grpc from '@grpc/grpc-js';
+import { createLogger, loadConfig, runMain } from '@keyshard/config';
+import { ephemeralRecipientKey } from '@keyshard/crypto';
+import { keyshardProto, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
+import { clusterNamespace, connectEtcd, paths } from '@keyshard/store';
+import { AuditClient } from '@keyshard/audit-client';
+import { coordinatorConfig } from './config.ts';
+import { Seal } from './seal.ts';
+import { Cluster } from './cluster.ts';
+import { CustodianLink } from './custodian-link.ts';
+import { Keyring } from './keyring.ts';
+import { UnsealCeremonies } from './unseal-ceremony.ts';
+import { auditObserver } from './audit.ts';
+import { ceremonyHandlers, keyHandlers } from './server.ts';
+
+async function main(): Promise<void> {
+  const config = loadConfig(coordinatorConfig);
+  const log = createLogger('coordinator', config.logLevel);
+  const tls = readTls(config.tls);
+  const etcd = connectEtcd({
+    endpoints: config.etcd.endpoints,
+    tls: config.etcd.tls ? readTls(config.etcd.tls) : undefined,
+    callTimeoutMs: config.etcd.callTimeoutMs,
+  });
+  const ns = clusterNamespace(etcd, config.clusterName);
+  const audit = new AuditClient({ address: config.audit.address, tls, source: config.coordinatorId, timeoutMs: config.audit.timeoutMs });
+  const links = config.custodians.map((c) => new CustodianLink(c.id, c.address, tls));
+  const seal = new Seal();
+  const cluster = new Cluster(ns, links, seal, config.oaepHash);
+  await cluster.load();
+  const replica = { coordinatorId: config.coordinatorId, ...ephemeralRecipientKey() };
+
+  // Liveness registration: the entry vanishes with the lease when this process dies.
+  const lease = etcd.lease(config.registrationTtlSeconds);
+  lease.on('lost', () => log.warn('etcd registration lease lost'));
+  await lease.put(`/keyshard/${config.clusterName}/${paths.coordinator(config.coordinatorId)}`).value(
+    JSON.stringify({ id: config.coordinatorId, address: config.listen, host: hostname(), publicKeyPem: replica.publicKeyPem, startedAt: new Date().toISOString() }),
+  );
+
+  const keyring = new Keyring(ns, cluster, seal, { maxPlaintextBytes: config.maxPlaintextBytes });
+  const unseal = new UnsealCeremonies({
+    ns, cluster, seal, links, replica, audit, log,
+    oaepHash: config.oaepHash,
+    ttlSeconds: config.ceremonyTtlSeconds,
+    pollMs: config.custodianPollMs,
+  });
+  const observer = auditObserver(audit, log);
+  const proto = keyshardProto();
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring), { name: 'keys', observer }));
+  server.addService(
+    proto.CeremonyService.service,
+    unaryService(
+      proto.CeremonyService.service,
+      ceremonyHandlers({ cluster, seal, unseal, links, coordinatorId: config.coordinatorId, admins: new Set(config.admins) }),
+      { name: 'ceremony', observer },
+    ),
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(config.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
+  log.info({ address: `${host}:${port}`, coordinatorId: config.coordinatorId, initialized: cluster.initialized, sealed: true }, 'listening');
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    seal.seal();
+    await new Promise<void>((r) => server.tryShutdown(() => r()));
+    await lease.revoke().catch(() => {});
+    audit.close();
+    etcd.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+void runMain(main);

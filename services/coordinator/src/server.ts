@@ -1,0 +1,135 @@
+/**
+ * Thin gRPC handlers for KeyService and CeremonyService: decode, authorize, call the domain,
+ * encode. Errors and auditing are handled by `unaryService` and the audit observer.
+ */
+import { permissionDenied, invalidArgument } from '@keyshard/errors';
+import type { Ceremony } from '@keyshard/crypto';
+import type { CallContext, UnaryHandler } from '@keyshard/rpc';
+import type { Cluster } from './cluster.ts';
+import type { Keyring, KeyRecord } from './keyring.ts';
+import type { Seal } from './seal.ts';
+import type { UnsealCeremonies } from './unseal-ceremony.ts';
+import type { CustodianLink } from './custodian-link.ts';
+
+type Handlers = Record<string, UnaryHandler<any, any>>;
+
+export function keyMessage(k: KeyRecord) {
+  return {
+    id: k.id,
+    name: k.name,
+    type: k.type,
+    usage: k.usage,
+    state: k.state,
+    primary_version: k.primaryVersion,
+    min_decryption_version: k.minDecryptionVersion,
+    description: k.description,
+    labels: k.labels,
+    created_at: k.createdAt,
+    rotated_at: k.rotatedAt,
+    created_by: k.createdBy,
+  };
+}
+
+function bytes(v: unknown, field: string): Buffer {
+  if (Buffer.isBuffer(v)) return v;
+  throw invalidArgument(`${field} must be bytes`);
+}
+
+export function keyHandlers(keyring: Keyring): Handlers {
+  return {
+    async CreateKey(req, ctx) {
+      const k = await keyring.create(req, ctx.principal);
+      ctx.facts.keyId = k.id;
+      return keyMessage(k);
+    },
+    async GetKey(req, ctx) {
+      const k = await keyring.resolve(req.key);
+      ctx.facts.keyId = k.id;
+      return keyMessage(k);
+    },
+    async ListKeys(req) {
+      const { keys, next } = await keyring.list(req.page_size, req.page_token);
+      return { keys: keys.map(keyMessage), next_page_token: next };
+    },
+    async Encrypt(req, ctx) {
+      const r = await keyring.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {});
+      ctx.facts.keyId = r.key.id;
+      ctx.facts.details = { version: String(r.version) };
+      return { ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version };
+    },
+    async Decrypt(req, ctx) {
+      const r = await keyring.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, req.key || undefined);
+      ctx.facts.keyId = r.key.id;
+      ctx.facts.details = { version: String(r.version) };
+      return { plaintext: r.plaintext, key_id: r.key.id, key_version: r.version };
+    },
+  };
+}
+
+export interface CeremonyDeps {
+  cluster: Cluster;
+  seal: Seal;
+  unseal: UnsealCeremonies;
+  links: CustodianLink[];
+  coordinatorId: string;
+  admins: Set<string>;
+}
+
+function requireAdmin(admins: Set<string>, ctx: CallContext): void {
+  if (!admins.has(ctx.principal)) throw permissionDenied(`${ctx.method} needs the admin role`);
+}
+
+function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
+  ctx.facts.ceremonyId = c.id;
+  return c;
+}
+
+export function ceremonyHandlers(d: CeremonyDeps): Handlers {
+  return {
+    async Status() {
+      await d.cluster.load();
+      const custodians = await Promise.all(
+        d.links.map(async (l) => ({
+          id: l.id,
+          address: l.address,
+          reachable: await l.identity(1_000).then(() => true, () => false),
+        })),
+      );
+      return {
+        initialized: d.cluster.initialized,
+        sealed: d.seal.sealed,
+        cluster_id: d.cluster.record?.clusterId ?? '',
+        threshold: d.cluster.manifest?.threshold ?? 0,
+        shares: d.cluster.manifest?.custodians.length ?? 0,
+        ceremony: d.unseal.current ?? null,
+        custodians,
+        coordinator_id: d.coordinatorId,
+        version: '0.1.0',
+      };
+    },
+    async Init(req, ctx) {
+      requireAdmin(d.admins, ctx);
+      const r = await d.cluster.init(req.shares || d.links.length, req.threshold || 3);
+      ctx.facts.details = { cluster_id: r.clusterId, shares: String(r.shares), threshold: String(r.threshold) };
+      return {
+        cluster_id: r.clusterId,
+        threshold: r.threshold,
+        shares: r.shares,
+        custodian_ids: r.custodianIds,
+        manifest_fingerprint: r.manifestFingerprint,
+      };
+    },
+    async StartUnseal(req, ctx) {
+      requireAdmin(d.admins, ctx);
+      return withFacts(await d.unseal.start(ctx.principal, req.ttl_seconds || undefined), ctx);
+    },
+    async GetCeremony(req, ctx) {
+      return withFacts(await d.unseal.get(req.id), ctx);
+    },
+    async Seal(_req, ctx) {
+      requireAdmin(d.admins, ctx);
+      d.seal.seal();
+      return { sealed: true };
+    },
+  };
+}
