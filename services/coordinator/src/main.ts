@@ -5,14 +5,14 @@ import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd, paths } from '@keyshard/store';
-import { AuditClient } from '@keyshard/audit-client';
+import { AuditClient, auditObserver } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
 import { Seal } from './seal.ts';
 import { Cluster } from './cluster.ts';
 import { CustodianLink } from './custodian-link.ts';
 import { Keyring } from './keyring.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
-import { auditObserver } from './audit.ts';
+
 import { ceremonyHandlers, keyHandlers } from './server.ts';
 
 async function main(): Promise<void> {

@@ -24,7 +24,7 @@ import type { Logger } from '@keyshard/config';
 import type { Cluster } from './cluster.ts';
 import type { CustodianLink, ReleaseResponse } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
-import type { AuditRecorder } from './audit.ts';
+import type { AuditRecorder } from '@keyshard/audit-client';
 
 export interface ReplicaKey {
   coordinatorId: string;
@@ -151,6 +151,8 @@ export class UnsealCeremonies {
       progress.set(link.id, 'pending');
       return;
     }
+    // A quorum is already in hand: leave further releases unopened.
+    if (accepted.length >= c.threshold) return;
     if (res.status === 'denied') {
       progress.set(link.id, 'denied');
       c.denied_by.push(link.id);

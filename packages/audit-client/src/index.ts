@@ -1,0 +1,228 @@
+/**
+ * Producer side of the audit log. `record()` resolves only once the sink has fdatasync'ed
+ * the event, so a caller that awaits it before answering its own client never does an
+ * unrecorded operation (fail closed).
+ *
+ * Throughput comes from batching on one long-lived Append stream with at most ONE batch in
+ * flight: events recorded while a batch is in flight form the next batch, so batches grow
+ * with load and one sink fsync covers many calls.
+ *
+ * Delivery is at-least-once: a rejected record() may still have been stored (e.g. the ack
+ * was lost). Retrying with the same `id` is safe: the sink stores an id only once.
+ */
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { KeyshardError, type ErrorCode } from '@keyshard/errors';
+import { keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
+
+export type { TlsMaterial };
+
+/** keyshard.v1.AuditEvent (snake_case, as in audit.proto). Never put secrets in it. */
+export interface AuditEvent {
+  id: string;
+  time: string; // RFC 3339 with milliseconds
+  source: string; // producing component; the sink requires it to equal the producer's cert CN
+  principal: string;
+  operation: string; // e.g. keys.Encrypt
+  key_id: string;
+  ceremony_id: string;
+  result: string; // ok | denied | error
+  code: string; // gRPC status name when not ok
+  request_id: string;
+  details: Record<string, string>;
+}
+
+/** What a caller passes: id, time and source are filled in; other optional fields default to empty. */
+export type AuditEventInput = Pick<AuditEvent, 'principal' | 'operation' | 'result'> & Partial<AuditEvent>;
+
+export interface AuditClientOptions {
+  address: string; // host:port of the sink
+  tls: TlsMaterial;
+  source: string;
+  timeoutMs?: number; // per record(): until acknowledged; default 2000
+  maxBatch?: number; // events per Append request; default 1000
+  maxQueued?: number; // events waiting for a batch before record() refuses; default 100000
+}
+
+interface Pending {
+  event: AuditEvent;
+  resolve: () => void;
+  reject: (e: KeyshardError) => void;
+  timer: NodeJS.Timeout;
+  settled: boolean;
+}
+
+interface AppendResponseMsg {
+  batch: string;
+  first_index: string;
+  count: string;
+  head_hash: string;
+}
+
+type AppendStream = grpc.ClientDuplexStream<{ events: AuditEvent[]; batch: string }, AppendResponseMsg>;
+
+// Refusals keep their own code (a misconfiguration is not an outage); the rest is UNAVAILABLE.
+const KEPT: Partial<Record<number, ErrorCode>> = {
+  [grpc.status.PERMISSION_DENIED]: 'PERMISSION_DENIED',
+  [grpc.status.UNAUTHENTICATED]: 'UNAUTHENTICATED',
+  [grpc.status.INVALID_ARGUMENT]: 'INVALID_ARGUMENT',
+};
+
+// grpc-js backs off up to 120 s between reconnects by default: far too long to stay
+// refusing audited calls after the sink is back. Calls fail fast while it is down.
+const RECONNECT: grpc.ChannelOptions = {
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 1000,
+};
+
+export class AuditClient {
+  private readonly timeoutMs: number;
+  private readonly maxBatch: number;
+  private readonly maxQueued: number;
+  private client: grpc.Client | undefined;
+  private stream: AppendStream | undefined;
+  private queue: Pending[] = [];
+  private inFlight: { batch: string; items: Pending[]; timer: NodeJS.Timeout } | undefined;
+  private batchSeq = 0;
+  private closed = false;
+  private idle: (() => void)[] = [];
+
+  constructor(private readonly opts: AuditClientOptions) {
+    this.timeoutMs = opts.timeoutMs ?? 2000;
+    this.maxBatch = opts.maxBatch ?? 1000;
+    this.maxQueued = opts.maxQueued ?? 100_000;
+  }
+
+  /** Resolves once the sink has durably stored the event; rejects with KeyshardError otherwise. */
+  record(input: AuditEventInput): Promise<void> {
+    if (this.closed) return Promise.reject(unavailable('client is closed'));
+    if (this.queue.length >= this.maxQueued) return Promise.reject(unavailable(`${this.queue.length} events already waiting`));
+    const event: AuditEvent = {
+      key_id: '',
+      ceremony_id: '',
+      code: '',
+      request_id: '',
+      ...input,
+      id: input.id || randomUUID(),
+      time: input.time || new Date().toISOString(),
+      source: input.source || this.opts.source,
+      details: { ...input.details },
+    };
+    // Checked here with the sink's limits: one bad event in a batch would fail the whole batch,
+    // i.e. other callers' events too.
+    const invalid = invalidReason(event);
+    if (invalid) return Promise.reject(new KeyshardError('INVALID_ARGUMENT', `audit event ${invalid}`));
+    return new Promise<void>((resolve, reject) => {
+      const p: Pending = {
+        event,
+        resolve,
+        reject,
+        settled: false,
+        timer: setTimeout(() => this.settle(p, unavailable(`not acknowledged within ${this.timeoutMs} ms`)), this.timeoutMs),
+      };
+      this.queue.push(p);
+      this.pump();
+    });
+  }
+
+  /** Waits for recorded events to be acknowledged or rejected, then ends the stream. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.inFlight || this.queue.length) await new Promise<void>((r) => this.idle.push(r));
+    const s = this.stream;
+    this.stream = undefined;
+    s?.end();
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  /** Sends the next batch if none is in flight. */
+  private pump(): void {
+    if (this.inFlight) return;
+    this.queue = this.queue.filter((p) => !p.settled); // drop the ones that timed out waiting
+    if (this.queue.length === 0) {
+      for (const r of this.idle.splice(0)) r();
+      return;
+    }
+    const stream = this.stream ?? this.connect();
+    const items = this.queue.splice(0, this.maxBatch);
+    const batch = String(++this.batchSeq);
+    // A batch never acknowledged means a hung sink or a dead connection that TCP has not
+    // noticed yet: drop the stream; events queued behind the batch go out on a fresh one.
+    const timer = setTimeout(() => {
+      this.fail(stream, unavailable(`batch not acknowledged within ${this.timeoutMs} ms`), true);
+      this.pump();
+    }, this.timeoutMs);
+    this.inFlight = { batch, items, timer };
+    stream.write({ events: items.map((p) => p.event), batch });
+  }
+
+  private connect(): AppendStream {
+    this.client ??= makeClient(keyshardProto().AuditService, this.opts.address, this.opts.tls, RECONNECT);
+    const s = (this.client as unknown as { Append(): AppendStream }).Append();
+    this.stream = s;
+    s.on('data', (res: AppendResponseMsg) => {
+      if (this.stream !== s) return;
+      const f = this.inFlight;
+      if (!f || res.batch !== f.batch) {
+        this.fail(s, unavailable(`unexpected acknowledgement for batch ${res.batch}`));
+        return;
+      }
+      this.inFlight = undefined;
+      clearTimeout(f.timer);
+      for (const p of f.items) this.settle(p);
+      this.pump();
+    });
+    s.on('error', (e: grpc.ServiceError) => {
+      const code = KEPT[e.code];
+      const err = code ? new KeyshardError(code, `audit sink refused: ${e.details}`) : unavailable(e.details || e.message);
+      this.fail(s, err);
+    });
+    // The sink ends streams when it shuts down; anything still in flight was not acknowledged.
+    s.on('end', () => this.fail(s, unavailable('stream ended by the sink')));
+    return s;
+  }
+
+  /**
+   * Drops a broken stream and rejects the in-flight batch and (unless keepQueue) every queued
+   * event, so callers learn of an outage at once; the next record() reconnects.
+   */
+  private fail(s: AppendStream, err: KeyshardError, keepQueue = false): void {
+    if (this.stream !== s) return;
+    this.stream = undefined;
+    s.cancel();
+    const pending = [...(this.inFlight?.items ?? []), ...(keepQueue ? [] : this.queue.splice(0))];
+    clearTimeout(this.inFlight?.timer);
+    this.inFlight = undefined;
+    for (const p of pending) this.settle(p, err);
+    if (this.queue.length === 0) for (const r of this.idle.splice(0)) r();
+  }
+
+  private settle(p: Pending, err?: KeyshardError): void {
+    if (p.settled) return;
+    p.settled = true;
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve();
+  }
+}
+
+const STRING_FIELDS = ['id', 'time', 'source', 'principal', 'operation', 'key_id', 'ceremony_id', 'result', 'code', 'request_id'] as const;
+const MAX_FIELD = 4096; // same bounds as the sink's
+const MAX_DETAILS = 64;
+
+function invalidReason(e: AuditEvent): string | undefined {
+  if (!e.operation) return 'needs an operation';
+  if (e.id.length > 128) return 'id is longer than 128 characters';
+  for (const f of STRING_FIELDS) if (typeof e[f] !== 'string' || e[f].length > MAX_FIELD) return `field ${f} is invalid`;
+  const details = Object.entries(e.details);
+  if (details.length > MAX_DETAILS) return `has more than ${MAX_DETAILS} details`;
+  if (details.some(([k, v]) => typeof v !== 'string' || k.length > MAX_FIELD || v.length > MAX_FIELD)) return 'details are invalid';
+  return undefined;
+}
+
+function unavailable(reason: string): KeyshardError {
+  return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`);
+}
+
+export { auditObserver, resultOf, type AuditRecorder } from './observer.ts';

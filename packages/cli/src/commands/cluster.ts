@@ -1,0 +1,81 @@
+/** status, init, unseal, seal. */
+import type { Command } from 'commander';
+import { unsealAndWait } from '@keyshard/devcluster';
+import type { Status } from '@keyshard/client';
+import { coordinatorClient } from '../connection.ts';
+import { printJson, progress } from '../output.ts';
+
+function describe(s: Status): string {
+  const lines = [
+    `cluster      ${s.cluster_id || '(not initialized)'}`,
+    `coordinator  ${s.coordinator_id}`,
+    `state        ${!s.initialized ? 'uninitialized' : s.sealed ? 'sealed' : 'unsealed'}`,
+  ];
+  if (s.initialized) lines.push(`quorum       ${s.threshold} of ${s.shares}`);
+  if (s.ceremony) {
+    const c = s.ceremony;
+    lines.push(`ceremony     ${c.operation} ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()} (approvals ${c.approved_by.length}/${c.threshold})`);
+    for (const f of c.failures) lines.push(`  rejected   ${f.custodian_id}: ${f.reason}`);
+  }
+  for (const c of s.custodians) lines.push(`custodian    ${c.id.padEnd(14)} ${c.address.padEnd(22)} ${c.reachable ? 'reachable' : 'UNREACHABLE'}`);
+  return lines.join('\n');
+}
+
+export function registerCluster(program: Command): void {
+  program
+    .command('status')
+    .description('show seal state, quorum, ceremony progress and custodian reachability')
+    .option('--json', 'print JSON (has a boolean field "sealed")')
+    .action(async (opts: { json?: boolean }) => {
+      const client = coordinatorClient(program.opts());
+      const s = await client.status();
+      client.close();
+      if (opts.json) printJson(s);
+      else process.stdout.write(`${describe(s)}\n`);
+    });
+
+  program
+    .command('init')
+    .description('generate the root key and deliver its shares to the custodians')
+    .option('--shares <n>', 'number of shares (default: all configured custodians)', (v) => Number.parseInt(v, 10))
+    .option('--threshold <t>', 'shares needed to unseal', (v) => Number.parseInt(v, 10), 3)
+    .action(async (opts: { shares?: number; threshold: number }) => {
+      const client = coordinatorClient(program.opts());
+      const r = await client.init(opts.shares, opts.threshold);
+      client.close();
+      process.stdout.write(
+        `initialized cluster ${r.cluster_id}: ${r.threshold} of ${r.shares} shares (${r.custodian_ids.join(', ')})\n` +
+          `manifest fingerprint ${r.manifest_fingerprint}\n`,
+      );
+    });
+
+  program
+    .command('unseal')
+    .description('open an unseal ceremony for the custodian quorum')
+    .option('--wait', 'wait until the ceremony finishes, showing approvals')
+    .action(async (opts: { wait?: boolean }) => {
+      const client = coordinatorClient(program.opts());
+      try {
+        if (!opts.wait) {
+          const c = await client.startUnseal();
+          process.stdout.write(`unseal ceremony ${c.id} open until ${c.expires_at}; hash ${c.hash}\n`);
+          return;
+        }
+        const c = await unsealAndWait(client, (c) => progress(`approvals ${c.approved_by.length}/${c.threshold}`), 15 * 60_000);
+        for (const f of c.failures) progress(`share from ${f.custodian_id} rejected: ${f.reason}`);
+        process.stdout.write(`unsealed (ceremony ${c.id}, approved by ${c.approved_by.join(', ')})\n`);
+      } finally {
+        client.close();
+      }
+    });
+
+  program
+    .command('seal')
+    .description('drop the root key from memory; unsealing needs the quorum again')
+    .action(async () => {
+      const client = coordinatorClient(program.opts());
+      await client.seal();
+      client.close();
+      process.stdout.write('sealed\n');
+    });
+}

@@ -1,0 +1,54 @@
+/** `keyshard dev`: a whole local cluster in the foreground until SIGINT/SIGTERM. */
+import type { Command } from 'commander';
+import { DevCluster } from '@keyshard/devcluster';
+import { progress } from '../output.ts';
+
+export function registerDev(program: Command): void {
+  program
+    .command('dev')
+    .description('run a local cluster on 127.0.0.1: etcd, SoftHSM custodians, audit sink, coordinator; init and unseal')
+    .option('--dir <dir>', 'state directory', '.keyshard/dev')
+    .option('--custodians <n>', 'number of custodians (first start only)', (v) => Number.parseInt(v, 10), 5)
+    .option('--threshold <t>', 'shares needed to unseal (first start only)', (v) => Number.parseInt(v, 10), 3)
+    .option('--manual', 'custodians wait for `keyshard custodian approve` instead of auto-approving')
+    .action(async (opts: { dir: string; custodians: number; threshold: number; manual?: boolean }) => {
+      if (!(opts.custodians >= 2 && opts.custodians <= 255)) throw new Error('--custodians must be between 2 and 255');
+      const cluster = await DevCluster.create({
+        dir: opts.dir,
+        custodians: opts.custodians,
+        threshold: opts.threshold,
+        approvalPolicy: opts.manual ? 'manual' : 'auto',
+        progress,
+      });
+      let stopping: Promise<void> | undefined;
+      const stop = () => {
+        stopping ??= cluster.stop().then(() => process.exit(0));
+        return stopping;
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      try {
+        await cluster.start();
+        await cluster.bootstrap();
+      } catch (e) {
+        await cluster.stop();
+        throw e;
+      }
+      const { plan } = cluster.layout;
+      process.stdout.write(
+        [
+          'keyshard dev cluster is up and unsealed',
+          `  coordinator  ${cluster.coordinatorAddress}`,
+          `  audit sink   127.0.0.1:${plan.ports.audit}  (log ${cluster.auditLogFile})`,
+          `  etcd         https://127.0.0.1:${plan.ports.etcdClient}`,
+          ...cluster.custodianIds.map((id) => `  ${id.padEnd(12)} ${cluster.custodianAddress(id)}`),
+          `  logs         ${cluster.layout.logDir}`,
+          '',
+          `In another shell:  . ${cluster.envFile} && npx keyshard status`,
+          'Press Ctrl-C to stop every process.',
+          '',
+        ].join('\n'),
+      );
+      await new Promise(() => {});
+    });
+}

@@ -1,0 +1,23 @@
+/** `keyshard`: the CLI for services' operators, custodians and restoring operators. */
+import { Command } from 'commander';
+import { fail } from './output.ts';
+import { registerDev } from './commands/dev.ts';
+import { registerCluster } from './commands/cluster.ts';
+import { registerKeys } from './commands/keys.ts';
+import { registerCustodian } from './commands/custodian.ts';
+
+const program = new Command('keyshard')
+  .description('keyshard: a distributed key-management service sealed by a custodian quorum')
+  .option('--addr <host:port>', 'coordinator address (KEYSHARD_ADDR)')
+  .option('--ca <file>', 'CA certificate (KEYSHARD_CA)')
+  .option('--tls-cert <file>', 'client certificate (KEYSHARD_CERT)')
+  .option('--tls-key <file>', 'client private key (KEYSHARD_KEY)')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (str, write) => write(str) });
+
+registerDev(program);
+registerCluster(program);
+registerKeys(program);
+registerCustodian(program);
+
+program.parseAsync(process.argv).catch(fail);

@@ -1,0 +1,35 @@
+/** CLI output conventions: results on stdout, progress and errors on stderr, one line each. */
+import { isServiceError, statusName } from '@keyshard/client';
+
+export class UsageError extends Error {}
+
+export function progress(msg: string): void {
+  process.stderr.write(`${msg}\n`);
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, (_k, val) => (Buffer.isBuffer(val) ? val.toString('base64') : val), 2)}\n`);
+}
+
+/** One clear line, exit non-zero. gRPC errors show their status name and the server's message. */
+export function fail(e: unknown): never {
+  if (isServiceError(e)) process.stderr.write(`keyshard: ${statusName(e.code)}: ${e.details || e.message}\n`);
+  else process.stderr.write(`keyshard: ${(e as Error).message ?? String(e)}\n`);
+  process.exit(e instanceof UsageError ? 2 : 1);
+}
+
+export async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export function parseContext(pairs: string[] | undefined): Record<string, string> {
+  const ctx: Record<string, string> = {};
+  for (const p of pairs ?? []) {
+    const i = p.indexOf('=');
+    if (i <= 0) throw new UsageError(`--context expects key=value, got ${JSON.stringify(p)}`);
+    ctx[p.slice(0, i)] = p.slice(i + 1);
+  }
+  return ctx;
+}

@@ -1,0 +1,164 @@
+/**
+ * A whole keyshard cluster on 127.0.0.1 from real parts: a single-member etcd (TLS, auto-
+ * compaction on), one SoftHSM token and custodian process per custodian, the audit sink and
+ * a coordinator. Used by `keyshard dev` and by the integration tests, so both exercise the
+ * same wiring. Every process it starts it stops, by PID.
+ */
+import path from 'node:path';
+import { KeyshardClient, CustodianOperatorClient, type Ceremony } from '@keyshard/client';
+import { ADMIN, AUDITOR, COORDINATOR, operatorOf, prepareLayout, writeConfigs, writeEnvFile, type Layout } from './layout.ts';
+import { ManagedProcess, nodeService } from './processes.ts';
+
+export { ADMIN, AUDITOR, COORDINATOR, operatorOf, type Layout };
+export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
+
+export interface DevClusterOptions {
+  dir: string;
+  custodians?: number;
+  threshold?: number;
+  approvalPolicy?: 'auto' | 'manual';
+  progress?: (msg: string) => void;
+}
+
+export class DevCluster {
+  readonly layout: Layout;
+  readonly processes = new Map<string, ManagedProcess>();
+  readonly envFile: string;
+  #progress: (msg: string) => void;
+
+  private constructor(layout: Layout, progress: (msg: string) => void) {
+    this.layout = layout;
+    this.#progress = progress;
+    writeConfigs(layout);
+    this.envFile = writeEnvFile(layout);
+    const { plan } = layout;
+    const peer = `http://127.0.0.1:${plan.ports.etcdPeer}`;
+    const client = `https://127.0.0.1:${plan.ports.etcdClient}`;
+    const etcdCert = layout.certs.etcd!;
+    this.#add({
+      name: 'etcd',
+      command: 'etcd',
+      args: [
+        '--name', 'dev', '--data-dir', layout.etcdDir,
+        '--listen-client-urls', client, '--advertise-client-urls', client,
+        '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+        '--initial-cluster', `dev=${peer}`, '--initial-cluster-state', 'new',
+        '--cert-file', etcdCert.cert, '--key-file', etcdCert.key, '--trusted-ca-file', etcdCert.ca, '--client-cert-auth',
+        '--auto-compaction-mode', 'periodic', '--auto-compaction-retention', '1h',
+        '--listen-metrics-urls', '',
+      ],
+      ready: /ready to serve client requests/,
+    });
+    this.#add({ name: 'audit-sink', ...nodeService('services/audit-sink/src/main.ts', layout.configFile('audit-sink')), ready: /"msg":"listening"/ });
+    for (const id of layout.custodianIds)
+      this.#add({
+        name: id,
+        ...nodeService('services/custodian/src/main.ts', layout.configFile(id)),
+        env: { SOFTHSM2_CONF: layout.softhsmConf[id] },
+        ready: /"msg":"listening"/,
+      });
+    this.#add({ name: COORDINATOR, ...nodeService('services/coordinator/src/main.ts', layout.configFile(COORDINATOR)), ready: /"msg":"listening"/ });
+  }
+
+  #add(spec: ConstructorParameters<typeof ManagedProcess>[0]): void {
+    this.processes.set(spec.name, new ManagedProcess(spec, this.layout.logDir));
+  }
+
+  static async create(opts: DevClusterOptions): Promise<DevCluster> {
+    const progress = opts.progress ?? (() => {});
+    const layout = await prepareLayout(
+      opts.dir,
+      { custodians: opts.custodians ?? 5, threshold: opts.threshold ?? 3, approvalPolicy: opts.approvalPolicy ?? 'auto' },
+      progress,
+    );
+    return new DevCluster(layout, progress);
+  }
+
+  get custodianIds(): string[] {
+    return this.layout.custodianIds;
+  }
+
+  get coordinatorAddress(): string {
+    return `127.0.0.1:${this.layout.plan.ports.coordinator}`;
+  }
+
+  custodianAddress(id: string): string {
+    return `127.0.0.1:${this.layout.plan.ports.custodians[this.custodianIds.indexOf(id)]}`;
+  }
+
+  process(name: string): ManagedProcess {
+    const p = this.processes.get(name);
+    if (!p) throw new Error(`no process ${name}`);
+    return p;
+  }
+
+  /** Starts everything not running, in dependency order. */
+  async start(only?: string[]): Promise<void> {
+    const order = ['etcd', 'audit-sink', ...this.custodianIds, COORDINATOR];
+    for (const name of order) {
+      if (only && !only.includes(name)) continue;
+      const p = this.process(name);
+      if (p.running) continue;
+      this.#progress(`starting ${name}`);
+      await p.start();
+    }
+  }
+
+  async stop(): Promise<void> {
+    const order = [COORDINATOR, ...this.custodianIds, 'audit-sink', 'etcd'];
+    for (const name of order) await this.process(name).stop();
+  }
+
+  /** A client with the given principal's certificate (default: the admin). */
+  client(principal = ADMIN, options: { timeoutMs?: number } = {}): KeyshardClient {
+    return new KeyshardClient({ address: this.coordinatorAddress, tls: this.layout.certs[principal]!, ...options });
+  }
+
+  operatorClient(custodianId: string): CustodianOperatorClient {
+    return new CustodianOperatorClient({ address: this.custodianAddress(custodianId), tls: this.layout.certs[operatorOf(custodianId)]! });
+  }
+
+  /** Inits if needed, then unseals through a ceremony; resolves with the completed ceremony. */
+  async bootstrap(): Promise<Ceremony | undefined> {
+    const client = this.client();
+    try {
+      let status = await client.status();
+      if (!status.initialized) {
+        this.#progress(`init: ${this.layout.plan.custodians} shares, threshold ${this.layout.plan.threshold}`);
+        await client.init(this.layout.plan.custodians, this.layout.plan.threshold);
+        status = await client.status();
+      }
+      if (!status.sealed) return undefined;
+      return await unsealAndWait(client, (c) => this.#progress(`unseal: approvals ${c.approved_by.length}/${c.threshold}`));
+    } finally {
+      client.close();
+    }
+  }
+
+  get auditLogFile(): string {
+    return path.join(this.layout.auditDir, 'audit.log');
+  }
+}
+
+/** Starts an unseal ceremony and polls it until it finishes; rejects unless it completed. */
+export async function unsealAndWait(
+  client: KeyshardClient,
+  onProgress: (c: Ceremony) => void = () => {},
+  timeoutMs = 60_000,
+): Promise<Ceremony> {
+  let c = await client.startUnseal();
+  const deadline = Date.now() + timeoutMs;
+  let last = -1;
+  while (c.state === 'CEREMONY_STATE_OPEN') {
+    if (c.approved_by.length !== last) {
+      last = c.approved_by.length;
+      onProgress(c);
+    }
+    if (Date.now() > deadline) throw new Error(`unseal ceremony ${c.id} still open after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+    c = await client.getCeremony(c.id);
+  }
+  onProgress(c);
+  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`unseal ceremony ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}: ${c.error}`);
+  return c;
+}

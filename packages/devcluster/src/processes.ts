@@ -1,0 +1,118 @@
+/**
+ * Child processes of a local cluster: spawned with their output in a log file, ready when a
+ * line says so, stopped by PID (SIGTERM, then SIGKILL after a grace period). Nothing else
+ * on the machine is touched.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export interface ProcessSpec {
+  name: string;
+  command: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+  /** Resolves readiness when a line of output matches. */
+  ready: RegExp;
+  readyTimeoutMs?: number;
+}
+
+export class ManagedProcess {
+  readonly spec: ProcessSpec;
+  readonly logFile: string;
+  child: ChildProcess | undefined;
+  #exited: Promise<number | null> = Promise.resolve(null);
+
+  constructor(spec: ProcessSpec, logDir: string) {
+    this.spec = spec;
+    mkdirSync(logDir, { recursive: true });
+    this.logFile = path.join(logDir, `${spec.name}.log`);
+  }
+
+  get pid(): number | undefined {
+    return this.child?.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
+  }
+
+  get running(): boolean {
+    return this.pid !== undefined;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    const { spec } = this;
+    const out = createWriteStream(this.logFile, { flags: 'a' });
+    const child = spawn(spec.command, spec.args, {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...spec.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    this.#exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    let buffered = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${spec.name} did not become ready within ${spec.readyTimeoutMs ?? 30_000} ms (see ${this.logFile})`)),
+        spec.readyTimeoutMs ?? 30_000,
+      );
+      const onData = (chunk: Buffer) => {
+        out.write(chunk);
+        if (buffered === null) return;
+        buffered += chunk.toString('utf8');
+        if (spec.ready.test(buffered)) {
+          buffered = null as unknown as string;
+          clearTimeout(timer);
+          resolve();
+        } else if (buffered.length > 1 << 20) buffered = buffered.slice(-65536);
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        out.end();
+        reject(new Error(`${spec.name} exited (${signal ?? code}) before it was ready; see ${this.logFile}`));
+      });
+    });
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    const pid = this.pid;
+    if (pid !== undefined) process.kill(pid, sig);
+  }
+
+  async stop(graceMs = 5_000): Promise<void> {
+    if (!this.running) return;
+    this.signal('SIGTERM');
+    const timer = setTimeout(() => this.signal('SIGKILL'), graceMs);
+    await this.#exited;
+    clearTimeout(timer);
+  }
+
+  /** SIGKILL, as a crash. */
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.signal('SIGKILL');
+    await this.#exited;
+  }
+}
+
+/** A currently free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** `node --import tsx <entry>`: services run from TypeScript sources. */
+export function nodeService(entry: string, configFile: string): { command: string; args: string[] } {
+  return { command: process.execPath, args: ['--import', 'tsx', path.join(REPO_ROOT, entry), '--config', configFile] };
+}

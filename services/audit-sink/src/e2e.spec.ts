@@ -1,0 +1,202 @@
+/**
+ * End to end: the sink as a real child process (main.ts, mutual TLS, port 0) driven by the
+ * real AuditClient; then crash (SIGKILL), restart on the same data dir, and graceful stop.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { AuditClient } from '@keyshard/audit-client';
+import { makeTestPki, type TestPki } from '../../../packages/audit-client/src/test-pki.ts';
+import { KeyshardError } from '@keyshard/errors';
+import { isServiceError, keyshardProto, makeClient, unaryCall } from '@keyshard/rpc';
+import * as grpc from '@grpc/grpc-js';
+import { verifyChainFile } from './verify.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const children = new Set<ChildProcess>();
+
+interface Sink {
+  child: ChildProcess;
+  address: string;
+  stdout: string[];
+  exited: Promise<number | null>;
+}
+
+/** Spawns main.ts and resolves with the address from its "listening" log line. */
+function startSink(configFile: string): Promise<Sink> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/audit-sink/src/main.ts', '--config', configFile], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => (children.delete(child), r(code))));
+  const stdout: string[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sink did not start: ${stderr}`)), 20_000);
+    let buf = '';
+    child.stdout!.on('data', (d) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        stdout.push(line);
+        const rec = JSON.parse(line) as { msg?: string; address?: string };
+        if (rec.msg === 'listening' && rec.address) {
+          clearTimeout(timer);
+          resolve({ child, address: rec.address, stdout, exited });
+        }
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(Object.assign(new Error(`sink exited with ${code}: ${stderr}`), { exitCode: code, stderr }));
+    });
+  });
+}
+
+const isCode = (code: string) => (e: unknown) => e instanceof KeyshardError && e.code === code;
+
+describe('audit sink end to end', () => {
+  let dir: string;
+  let pki: TestPki;
+  let sink: Sink;
+  let configFile: string;
+  const clients: AuditClient[] = [];
+  const grpcClients: grpc.Client[] = [];
+  const auditClient = (cn: string, opts: { source?: string; timeoutMs?: number } = {}) => {
+    const c = new AuditClient({ address: sink.address, tls: pki.material(cn), source: opts.source ?? cn, timeoutMs: opts.timeoutMs ?? 2000 });
+    clients.push(c);
+    return c;
+  };
+  const rawClient = (cn: string) => {
+    const c = makeClient<grpc.Client>(keyshardProto().AuditService, sink.address, pki.material(cn));
+    grpcClients.push(c);
+    return c;
+  };
+  const writeConfig = (listen: string, dataDir = path.join(dir, 'data')) => {
+    const file = path.join(dir, `sink-${Math.random().toString(36).slice(2)}.json`);
+    const cfg = { listen, dataDir, tls: pki.files('audit-sink'), appenders: ['coordinator'], readers: ['auditor'], logLevel: 'info' };
+    writeFileSync(file, JSON.stringify(cfg));
+    return file;
+  };
+
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'audit-e2e-'));
+    pki = makeTestPki(dir, 'audit-sink', ['coordinator', 'intruder', 'auditor']);
+    configFile = writeConfig('127.0.0.1:0');
+    sink = await startSink(configFile);
+  });
+
+  after(async () => {
+    for (const c of clients) await c.close().catch(() => {});
+    for (const c of grpcClients) c.close();
+    for (const child of children) if (child.pid) process.kill(child.pid, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('logs the actually bound port', () => {
+    assert.match(sink.address, /^127\.0\.0\.1:\d+$/);
+    assert.notEqual(sink.address, '127.0.0.1:0');
+  });
+
+  it('500 concurrent events are all acknowledged, stored once each, and the chain verifies', async () => {
+    const c = auditClient('coordinator');
+    await Promise.all(
+      Array.from({ length: 500 }, (_, i) =>
+        c.record({ principal: `svc-${i % 7}`, operation: i % 2 ? 'keys.Encrypt' : 'keys.Decrypt', result: 'ok', key_id: `key-${i % 5}`, details: { n: String(i) } }),
+      ),
+    );
+    const file = path.join(dir, 'data', 'audit.log');
+    assert.equal(readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 500);
+    const v = verifyChainFile(file);
+    assert.equal(v.ok, true);
+    assert.equal(v.records, 500);
+
+    const cp = await unaryCall<{ tree_size: string; root_hash: string }>(rawClient('auditor'), 'GetCheckpoint', {});
+    assert.deepEqual([cp.tree_size, cp.root_hash], ['500', v.headHash]);
+  });
+
+  it('readers page through Query with filters; appenders may not Query', async () => {
+    const reader = rawClient('auditor');
+    const seen: string[] = [];
+    let token = '';
+    do {
+      const page = await unaryCall<{ events: { index: string; event: { operation: string; source: string } }[]; next_page_token: string }>(
+        reader, 'Query', { operation: 'keys.Encrypt', page_size: 60, page_token: token },
+      );
+      assert.ok(page.events.length <= 60);
+      for (const e of page.events) {
+        assert.equal(e.event.operation, 'keys.Encrypt');
+        assert.equal(e.event.source, 'coordinator');
+        seen.push(e.index);
+      }
+      token = page.next_page_token;
+    } while (token);
+    assert.equal(seen.length, 250);
+    assert.equal(new Set(seen).size, 250);
+    await assert.rejects(unaryCall(reader, 'Query', { page_token: 'bm9wZQ' }), (e) => isServiceError(e) && e.code === grpc.status.INVALID_ARGUMENT);
+    await assert.rejects(unaryCall(rawClient('coordinator'), 'Query', {}), (e) => isServiceError(e) && e.code === grpc.status.PERMISSION_DENIED);
+    await assert.rejects(unaryCall(reader, 'GetInclusionProof', {}), (e) => isServiceError(e) && e.code === grpc.status.UNIMPLEMENTED);
+  });
+
+  it('refuses an appender whose certificate CN is not listed, and a forged source', async () => {
+    await assert.rejects(auditClient('intruder', { source: 'coordinator' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
+    await assert.rejects(auditClient('coordinator', { source: 'custodian-1' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
+    assert.equal(verifyChainFile(path.join(dir, 'data', 'audit.log')).records, 500);
+  });
+
+  it('after SIGKILL, record() rejects with UNAVAILABLE within the timeout; a restart resumes', async () => {
+    const c = auditClient('coordinator', { timeoutMs: 1500 });
+    await c.record({ principal: 'p', operation: 'before.kill', result: 'ok' });
+    process.kill(sink.child.pid!, 'SIGKILL');
+    await sink.exited;
+    const t0 = Date.now();
+    await assert.rejects(c.record({ principal: 'p', operation: 'during.outage', result: 'ok' }), isCode('UNAVAILABLE'));
+    assert.ok(Date.now() - t0 <= 1500 + 250, `took ${Date.now() - t0} ms`);
+
+    // Same data dir (the dead process's lock is taken over) and same port, so the client reconnects lazily.
+    // Until the channel's reconnect backoff (at most 1 s) elapses, record() still fails fast.
+    sink = await startSink(writeConfig(sink.address));
+    const deadline = Date.now() + 3000;
+    for (;;) {
+      try {
+        await c.record({ principal: 'p', operation: 'after.restart', result: 'ok' });
+        break;
+      } catch (e) {
+        if (!isCode('UNAVAILABLE')(e) || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const v = verifyChainFile(path.join(dir, 'data', 'audit.log'));
+    assert.equal(v.ok, true);
+    assert.equal(v.records, 502);
+  });
+
+  it('refuses to start on a tampered log', async () => {
+    const bad = path.join(dir, 'tampered');
+    const src = readFileSync(path.join(dir, 'data', 'audit.log'), 'utf8').split('\n').slice(0, 3);
+    src[1] = src[1]!.replace('"result":"ok"', '"result":"denied"');
+    mkdirSync(bad);
+    writeFileSync(path.join(bad, 'audit.log'), `${src.join('\n')}\n`);
+    await assert.rejects(startSink(writeConfig('127.0.0.1:0', bad)), (e: { exitCode?: number; stderr?: string }) =>
+      e.exitCode === 1 && /failed verification at record 1/.test(e.stderr ?? ''),
+    );
+  });
+
+  it('SIGTERM drains, closes the log and exits 0', async () => {
+    // A client still holds an open Append stream: draining must end it rather than wait it out.
+    const t0 = Date.now();
+    process.kill(sink.child.pid!, 'SIGTERM');
+    assert.equal(await sink.exited, 0);
+    assert.ok(Date.now() - t0 < 3000, `shutdown took ${Date.now() - t0} ms`);
+    assert.ok(sink.stdout.some((l) => JSON.parse(l).msg === 'stopped'));
+    assert.equal(existsSync(path.join(dir, 'data', 'LOCK')), false);
+  });
+});

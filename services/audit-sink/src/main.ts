@@ -1,0 +1,93 @@
+/**
+ * The audit sink process:
+ *   node --import tsx services/audit-sink/src/main.ts --config audit-sink.json
+ * Opens (and verifies) the chain, serves AuditService over mutual TLS, and on SIGTERM/SIGINT
+ * acknowledges what it has accepted, stops, and exits 0.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
+import { keyshardProto, readTls, serverCredentials } from '@keyshard/rpc';
+import { ChainLog } from './chain-log.ts';
+import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
+import { createAuditService } from './server.ts';
+
+export interface RunningSink {
+  address: string; // host:port actually bound
+  chain: ChainLog;
+  /** Drains Append streams, stops the server and closes the log. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const SHUTDOWN_GRACE_MS = 5_000;
+
+export async function startAuditSink(cfg: AuditSinkConfig, log: Logger): Promise<RunningSink> {
+  let stopping: Promise<void> | undefined;
+  const chain = await ChainLog.open(cfg.dataDir, {
+    // The log refuses all writes after an I/O failure; exit so a supervisor restarts us and
+    // the reopen re-verifies the file and drops the torn tail.
+    onFailure: (err) => {
+      log.fatal({ err }, 'audit log write failed; exiting');
+      void (stopping ?? Promise.resolve()).finally(() => process.exit(1));
+    },
+  });
+  log.info({ dataDir: cfg.dataDir, records: chain.size, head: chain.headHash, truncatedBytes: chain.openInfo.truncatedBytes }, 'audit log opened');
+
+  const service = createAuditService(chain, { appenders: cfg.appenders, readers: cfg.readers, logger: log });
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  server.addService(keyshardProto().AuditService.service, service.implementation);
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(cfg.listen, serverCredentials(readTls(cfg.tls)), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+  } catch (e) {
+    await chain.close();
+    throw e;
+  }
+  const host = cfg.listen.slice(0, cfg.listen.lastIndexOf(':'));
+  const address = `${host}:${port}`;
+  log.info({ address }, 'listening');
+
+  const stop = () =>
+    (stopping ??= (async () => {
+      await service.drain();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, SHUTDOWN_GRACE_MS);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await chain.close();
+      log.info({ records: chain.size, head: chain.headHash }, 'stopped');
+    })());
+  return { address, chain, stop };
+}
+
+async function main(): Promise<void> {
+  const cfg = loadConfig(auditSinkConfigSchema);
+  const log = createLogger('audit-sink', cfg.logLevel ?? 'info');
+  const sink = await startAuditSink(cfg, log);
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.info({ signal }, 'shutting down');
+    sink.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}
+
+// Importable (startAuditSink) without starting a process.
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  void runMain(main);
+}

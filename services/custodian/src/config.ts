@@ -1,0 +1,26 @@
+/** Custodian node configuration, validated once at start-up. The PIN is never in here. */
+import { z, address, tlsFiles } from '@keyshard/config';
+
+export const custodianConfig = z.object({
+  custodianId: z.string().regex(/^[\w.-]{1,64}$/),
+  listen: address,
+  tls: tlsFiles,
+  token: z.object({
+    modulePath: z.string().min(1),
+    label: z.string().min(1).max(32),
+    /** File holding the user PIN; otherwise the KEYSHARD_CUSTODIAN_PIN environment variable. */
+    pinFile: z.string().min(1).optional(),
+  }),
+  /** RSA-OAEP hash; SoftHSM 2.6 supports only sha1. */
+  oaepHash: z.enum(['sha1', 'sha256']).default('sha1'),
+  /** auto: release to any valid ceremony at once (dev); manual: an operator approves each one. */
+  approvalPolicy: z.enum(['auto', 'manual']).default('manual'),
+  /** Principals allowed to deliver shares and propose ceremonies. */
+  coordinators: z.array(z.string().min(1)).min(1),
+  /** Principals allowed to list, show, approve and deny ceremonies on this custodian. */
+  operators: z.array(z.string().min(1)).default([]),
+  audit: z.object({ address, timeoutMs: z.number().int().positive().default(2_000) }),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+});
+
+export type CustodianConfig = z.infer<typeof custodianConfig>;

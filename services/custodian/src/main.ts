@@ -1,0 +1,72 @@
+/** Custodian node process: one per HSM token. Configuration, wiring, start and stop. */
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { ConfigError, createLogger, loadConfig, runMain } from '@keyshard/config';
+import { keyshardProto, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
+import { CustodianToken } from '@keyshard/hsm';
+import { AuditClient, auditObserver } from '@keyshard/audit-client';
+import { custodianConfig } from './config.ts';
+import { Custody } from './custody.ts';
+import { authorizer, custodianHandlers } from './server.ts';
+
+function readPin(pinFile: string | undefined): string {
+  const pin = pinFile ? readFileSync(pinFile, 'utf8').trim() : process.env.KEYSHARD_CUSTODIAN_PIN;
+  if (!pin) throw new ConfigError('no token PIN: set token.pinFile or KEYSHARD_CUSTODIAN_PIN');
+  return pin;
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig(custodianConfig);
+  const log = createLogger('custodian', config.logLevel);
+  const tls = readTls(config.tls);
+  const token = CustodianToken.open({
+    modulePath: config.token.modulePath,
+    tokenLabel: config.token.label,
+    pin: readPin(config.token.pinFile),
+    oaepHash: config.oaepHash,
+  });
+  const identity = token.ensureIdentity();
+  const custody = new Custody(token, config.approvalPolicy);
+  const audit = new AuditClient({ address: config.audit.address, tls, source: config.custodianId, timeoutMs: config.audit.timeoutMs });
+
+  const proto = keyshardProto();
+  const server = new grpc.Server();
+  server.addService(
+    proto.CustodianService.service,
+    unaryService(
+      proto.CustodianService.service,
+      custodianHandlers({
+        custodianId: config.custodianId,
+        tokenLabel: config.token.label,
+        oaepHash: config.oaepHash,
+        policy: config.approvalPolicy,
+        token,
+        custody,
+        identity,
+      }),
+      {
+        name: 'custodian',
+        authorize: authorizer(new Set(config.coordinators), new Set(config.operators)),
+        observer: auditObserver(audit, log),
+      },
+    ),
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(config.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
+  log.info({ address: `${host}:${port}`, custodianId: config.custodianId, policy: config.approvalPolicy, shares: token.shareClusterIds() }, 'listening');
+
+  const stop = (signal: string) => {
+    log.info({ signal }, 'stopping');
+    server.tryShutdown(() => {
+      audit.close();
+      token.close();
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+void runMain(main);
