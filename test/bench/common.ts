@@ -1,0 +1,105 @@
+/** Shared by the bench scripts: the echo proto, child processes stopped by PID, argument parsing. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { LOADER_OPTIONS } from '@keyshard/rpc';
+
+export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(BENCH_DIR, '../..');
+
+/** keyshard.bench.Echo, loaded with the same options as the keyshard.v1 protos. */
+export function echoService(): grpc.ServiceClientConstructor {
+  const def = protoLoader.loadSync(path.join(BENCH_DIR, 'echo.proto'), { ...LOADER_OPTIONS, includeDirs: [BENCH_DIR] });
+  const root = grpc.loadPackageDefinition(def) as unknown as { keyshard: { bench: { Echo: grpc.ServiceClientConstructor } } };
+  return root.keyshard.bench.Echo;
+}
+
+/** A `node --import tsx` child with line-split stdout; stopped by its PID only. */
+export class Child {
+  readonly proc: ChildProcess;
+  readonly lines: string[] = [];
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  #waiters: { re: RegExp; resolve: (line: string) => void }[] = [];
+
+  constructor(
+    readonly name: string,
+    entry: string,
+    args: string[],
+    opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
+  ) {
+    this.proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', entry, ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let buf = '';
+    this.proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buf += chunk;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        this.lines.push(line);
+        this.#waiters = this.#waiters.filter((w) => (w.re.test(line) ? (w.resolve(line), false) : true));
+      }
+    });
+    this.proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      this.stderr = (this.stderr + chunk).slice(-16_384);
+    });
+    this.exited = new Promise((resolve) => this.proc.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get pid(): number | undefined {
+    return this.proc.exitCode === null && this.proc.signalCode === null ? this.proc.pid : undefined;
+  }
+
+  /** Resolves with the first stdout line matching `re`; rejects if the child exits first or on timeout. */
+  waitFor(re: RegExp, timeoutMs = 30_000): Promise<string> {
+    const seen = this.lines.find((l) => re.test(l));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name}: no line matching ${re} within ${timeoutMs} ms\n${this.stderr}`)), timeoutMs);
+      this.#waiters.push({ re, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+      void this.exited.then(({ code, signal }) => {
+        clearTimeout(timer);
+        reject(new Error(`${this.name} exited (${signal ?? code}) before printing ${re}\n${this.stderr}`));
+      });
+    });
+  }
+
+  /** SIGTERM by PID, SIGKILL after a grace period. */
+  async stop(graceMs = 3_000): Promise<void> {
+    const pid = this.pid;
+    if (pid === undefined) return;
+    process.kill(pid, 'SIGTERM');
+    const timer = setTimeout(() => {
+      if (this.pid !== undefined) process.kill(pid, 'SIGKILL');
+    }, graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** `--name value` pairs into a record (values are strings; flags without a value are 'true'). */
+export function parseFlags(argv: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
+    const next = argv[i + 1];
+    if (next === undefined || next.startsWith('--')) out[a.slice(2)] = 'true';
+    else {
+      out[a.slice(2)] = next;
+      i++;
+    }
+  }
+  return out;
+}
+
+export function required(flags: Record<string, string>, name: string): string {
+  const v = flags[name];
+  if (v === undefined) throw new Error(`--${name} is required`);
+  return v;
+}
