@@ -115,6 +115,13 @@ describe('Python gRPC client (grpcio, mutual TLS)', () => {
     assert.equal(ct.subarray(0, 2).toString(), 'ks', 'a self-describing keyshard ciphertext');
   });
 
+  test('Python verifies the server certificate name (TLS is real)', async () => {
+    await assert.rejects(
+      py('roundtrip', ['--key-name', keyName, '--plaintext', 'x', '--target-name-override', 'not-the-server.example']),
+      /UNAVAILABLE/,
+    );
+  });
+
   test('TS SDK ciphertext decrypts in Python, Python ciphertext decrypts in the TS SDK', async () => {
     // TS -> Python, binary plaintext so no text encoding can hide a mismatch.
     const tsPlain = Buffer.concat([Buffer.from('from typescript \u00e9\u2713 '), randomBytes(32)]);

@@ -28,7 +28,6 @@ import base64
 import glob
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -82,12 +81,10 @@ def channel(args):
     creds = grpc.ssl_channel_credentials(
         root_certificates=read(args.ca), private_key=read(args.key), certificate_chain=read(args.cert))
     options = [('grpc.max_receive_message_length', 16 * 1024 * 1024)]
-    name = args.target_name_override
-    if name is None and re.fullmatch(r'127\.\d+\.\d+\.\d+:\d+', args.address):
-        # Same as the TS SDK: verify the certificate's DNS:localhost name for loopback IP targets.
-        name = 'localhost'
-    if name:
-        options.append(('grpc.ssl_target_name_override', name))
+    # grpcio (1.51, Debian) verifies an IP target against the certificate's IP SAN, so the dev
+    # certificates (IP:127.0.0.1, DNS:localhost) need no override; one can be given anyway.
+    if args.target_name_override:
+        options.append(('grpc.ssl_target_name_override', args.target_name_override))
     return grpc.secure_channel(args.address, creds, options=options)
 
 
@@ -170,7 +167,7 @@ def main(argv=None):
     p.add_argument('--cert', required=True, help='client certificate (PEM)')
     p.add_argument('--key', required=True, help='client private key (PEM)')
     p.add_argument('--target-name-override', default=None,
-                   help='TLS name to verify; default "localhost" for 127.x.x.x targets, else the target host')
+                   help='TLS name to verify instead of the target host (e.g. localhost)')
     p.add_argument('--stubs-dir', default=None, help='directory to generate the stubs into (default: a temp dir)')
     p.add_argument('--proto-dir', default=os.path.join(REPO_ROOT, 'proto'))
     p.add_argument('--key-name', default=None, help='key id, name or alias/<name>')

@@ -34,7 +34,12 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
     // keep-alives are streams and must not.
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
   };
-  if (cfg.tls) options.credentials = { rootCertificate: cfg.tls.ca, privateKey: cfg.tls.key, certChain: cfg.tls.cert };
+  if (cfg.tls) {
+    options.credentials = { rootCertificate: cfg.tls.ca, privateKey: cfg.tls.key, certChain: cfg.tls.cert };
+    // Loopback IPs: verify the certificate's DNS:localhost name rather than send an IP as SNI.
+    if (cfg.endpoints.every((e) => /^https:\/\/127\.\d+\.\d+\.\d+:\d+$/.test(e)))
+      options.grpcOptions = { 'grpc.ssl_target_name_override': 'localhost' };
+  }
   return new Etcd3(options);
 }
 
