@@ -174,6 +174,11 @@ describe('security properties', { timeout: 300_000 }, () => {
     const auditor = cluster.client('auditor');
     await rejectsWith(auditor.seal(), 'PERMISSION_DENIED', /admin role/);
     await rejectsWith(auditor.startUnseal(), 'PERMISSION_DENIED');
+    await rejectsWith(auditor.encrypt('payments', Buffer.from('x')), 'PERMISSION_DENIED', /may not use the key service/);
+    await rejectsWith(auditor.decrypt(ciphertexts[0]!.blob, context), 'PERMISSION_DENIED');
+    const component = cluster.client('custodian-1');
+    await rejectsWith(component.listKeys(), 'PERMISSION_DENIED');
+    component.close();
     auditor.close();
     assert.equal((await client.status()).sealed, false);
     const denied = readFileSync(cluster.auditLogFile, 'utf8')

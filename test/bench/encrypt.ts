@@ -19,6 +19,9 @@
  *                   ("echo+rpc"), and additionally through the coordinator's audit observer
  *                   ("echo+rpc+audit", recording into this cluster's audit sink)
  *   BENCH_KEEP=1    keep the cluster directory (logs) instead of deleting it
+ *   BENCH_CPU_PROF=DIR  run the coordinator, the audit sink and the echo servers under
+ *                   `node --cpu-prof`; profiles (whole process lifetime) land in DIR/<process>/.
+ *                   Summarize with `node --import tsx test/bench/cpuprofile-summary.ts FILE`.
  * Every process it starts (cluster, echo servers, load generators) is stopped by PID, also on
  * error or SIGINT/SIGTERM. Exit code 1 if any measured call failed (the JSON line still prints).
  */
@@ -37,6 +40,8 @@ let keep = process.env.BENCH_KEEP === '1'; // also set when the run fails, for t
 const CONCURRENCY = 64;
 const PAYLOAD = 1024;
 const KEY_NAME = 'bench-encrypt';
+const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+const profArgs = (name: string) => (CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.join(CPU_PROF, name)}`] : []);
 
 for (const [name, v] of Object.entries({ BENCH_SECONDS: SECONDS, BENCH_WARMUP: WARMUP, BENCH_CHANNELS: CHANNELS, BENCH_ROUNDS: ROUNDS }))
   if (!Number.isFinite(v) || v < (name === 'BENCH_WARMUP' ? 0 : 1)) throw new Error(`${name} must be a positive number`);
@@ -86,8 +91,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
     void cleanup().finally(() => process.exit(130));
   });
 
-function spawnChild(name: string, file: string, args: string[]): Child {
-  const c = new Child(name, path.join(BENCH_DIR, file), args);
+function spawnChild(name: string, file: string, args: string[], nodeArgs: string[] = []): Child {
+  const c = new Child(name, path.join(BENCH_DIR, file), args, { nodeArgs });
   children.add(c);
   void c.exited.then(() => children.delete(c));
   return c;
@@ -105,6 +110,13 @@ function cpuTicks(pid: number | undefined): number | undefined {
   }
 }
 
+/** Busy (non-idle, non-iowait) clock ticks of the whole host, from /proc/stat. */
+function hostBusyTicks(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal ...
+  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+}
+
 async function runLoad(label: string, target: 'encrypt' | 'echo', address: string, watch: Record<string, () => number | undefined>): Promise<Row> {
   const c = cluster!;
   const certs = c.layout.certs[ADMIN]!;
@@ -119,9 +131,11 @@ async function runLoad(label: string, target: 'encrypt' | 'echo', address: strin
   const pids = { ...watch, load: () => load.pid };
   await load.waitFor(/"phase":"measure"/, (WARMUP + 30) * 1000);
   const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuTicks(pid())]));
+  const hostBefore = hostBusyTicks();
   const t0 = performance.now();
   await load.waitFor(/"phase":"done"/, (SECONDS + 30) * 1000);
   const after = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuTicks(pid())]));
+  const hostAfter = hostBusyTicks();
   const wall = (performance.now() - t0) / 1000;
   const resultLine = await load.waitFor(/"callsPerSec"/, 30_000);
   const { code } = await load.exited;
@@ -132,6 +146,9 @@ async function runLoad(label: string, target: 'encrypt' | 'echo', address: strin
     const b = after[k];
     if (a !== undefined && b !== undefined) cpu[k] = Math.round(((b - a) / 100 / wall) * 100);
   }
+  // Everything else on the host (other processes, other people's work): the run's noise.
+  const ours = Object.values(cpu).reduce((n, x) => n + x, 0);
+  cpu.other = Math.max(0, Math.round(((hostAfter - hostBefore) / 100 / wall) * 100) - ours);
   const result = JSON.parse(resultLine) as LoadResult;
   if (result.errors > 0) log(`WARNING: ${label}: ${result.errors} failed calls ${JSON.stringify(result.errorCodes)}; first: ${result.firstError}`);
   return { label, result, cpu };
@@ -143,7 +160,7 @@ async function startEcho(wrap: 'none' | 'rpc' | 'audit'): Promise<{ address: str
   const certs = c.layout.certs[COORDINATOR]!;
   const args = ['--ca', certs.ca, '--cert', certs.cert, '--key', certs.key, '--wrap', wrap];
   if (wrap === 'audit') args.push('--audit-address', `127.0.0.1:${c.layout.plan.ports.audit}`, '--audit-source', COORDINATOR);
-  const child = spawnChild(`echo-server (${wrap})`, 'echo-server.ts', args);
+  const child = spawnChild(`echo-server (${wrap})`, 'echo-server.ts', args, profArgs(`echo-${wrap}`));
   const line = await child.waitFor(/"listening"/);
   return { address: (JSON.parse(line) as { listening: string }).listening, child };
 }
@@ -169,10 +186,28 @@ function table(rows: Row[]): string {
   return [fmt(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(fmt)].join('\n');
 }
 
+/** CPU time per successful call, by process (µs): less sensitive to other load on the host. */
+function cpuPerCall(rows: Row[]): string {
+  const keys = [...new Set(rows.flatMap((r) => Object.keys(r.cpu)))].filter((k) => k !== 'other');
+  const head = ['run', ...keys.map((k) => `µs/call ${k}`)];
+  const body = rows.map((r) => [
+    r.label,
+    ...keys.map((k) => (r.cpu[k] === undefined || r.result.callsPerSec === 0 ? '-' : String(Math.round((r.cpu[k]! / 100 / r.result.callsPerSec) * 1e6)))),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [fmt(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(fmt)].join('\n');
+}
+
 async function main(): Promise<number> {
   dir = mkdtempSync(path.join(os.tmpdir(), 'keyshard-bench-'));
   log(`cluster in ${dir}`);
   cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, progress: log });
+  if (CPU_PROF) {
+    // Diagnostics only: DevCluster runs services as `node --import tsx main.ts`; put --cpu-prof first.
+    for (const name of [COORDINATOR, 'audit-sink']) cluster.process(name).spec.args.unshift(...profArgs(name));
+    log(`CPU profiles of ${COORDINATOR}, audit-sink and echo servers go to ${CPU_PROF}`);
+  }
   await cluster.start();
   await cluster.bootstrap();
   const admin = cluster.client();
@@ -220,8 +255,10 @@ async function main(): Promise<number> {
   console.log('');
   console.log(`Encrypt vs bare gRPC echo: ${PAYLOAD} B payload, mutual TLS, ${CONCURRENCY} in flight, ${CHANNELS} channel(s), ` +
     `${SECONDS} s measured after ${WARMUP} s warm-up, ${os.cpus().length} CPUs`);
-  console.log('(cpu% = share of one core used by each process during the measured window)');
+  console.log('(cpu% = share of one core used by each process during the measured window; other = rest of the host)');
   console.log(table(rows));
+  console.log('');
+  console.log(cpuPerCall(rows));
   console.log('');
   console.log(`ratio encrypt/echo = ${ratio.toFixed(3)} (target >= 0.6: ${ratio >= 0.6 ? 'met' : 'NOT met'})`);
   if (errors > 0) console.log(`ERRORS: ${errors} measured calls failed; the numbers above are not valid`);

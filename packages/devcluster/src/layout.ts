@@ -145,6 +145,7 @@ export function writeConfigs(l: Layout): void {
     audit: { address: addr(plan.ports.audit) },
     custodians: l.custodianIds.map((id, i) => ({ id, address: addr(plan.ports.custodians[i]!) })),
     admins: [ADMIN],
+    keyUsers: [],
     oaepHash: 'sha1',
   });
 }

@@ -22,6 +22,11 @@ export const coordinatorConfig = z.object({
     .refine((cs) => new Set(cs.map((c) => c.id)).size === cs.length, 'custodian ids must be unique'),
   /** Principals (certificate common names) with the admin role: init, unseal, seal. */
   admins: z.array(z.string().min(1)).min(1),
+  /**
+   * Principals allowed to call KeyService at all (admins always are). Per-key policy narrows
+   * this further in the key-lifecycle issue. Component identities should never be listed.
+   */
+  keyUsers: z.array(z.string().min(1)).default([]),
   /** RSA-OAEP hash for share delivery: SoftHSM supports only sha1. */
   oaepHash: z.enum(['sha1', 'sha256']).default('sha1'),
   maxPlaintextBytes: z.number().int().positive().max(4 * 1024 * 1024).default(64 * 1024),

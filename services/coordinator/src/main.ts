@@ -13,7 +13,7 @@ import { CustodianLink } from './custodian-link.ts';
 import { Keyring } from './keyring.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
 
-import { ceremonyHandlers, keyHandlers } from './server.ts';
+import { ceremonyHandlers, keyHandlers, keyServiceAuthorizer } from './server.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
@@ -49,7 +49,11 @@ async function main(): Promise<void> {
   const observer = auditObserver(audit, log);
   const proto = keyshardProto();
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
-  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring), { name: 'keys', observer }));
+  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring), {
+      name: 'keys',
+      observer,
+      authorize: keyServiceAuthorizer(new Set([...config.admins, ...config.keyUsers])),
+    }));
   server.addService(
     proto.CeremonyService.service,
     unaryService(

@@ -35,6 +35,13 @@ function bytes(v: unknown, field: string): Buffer {
   throw invalidArgument(`${field} must be bytes`);
 }
 
+/** Only configured key users and admins may call KeyService; components and readers may not. */
+export function keyServiceAuthorizer(allowed: Set<string>) {
+  return (ctx: CallContext) => {
+    if (!allowed.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not use the key service`);
+  };
+}
+
 export function keyHandlers(keyring: Keyring): Handlers {
   return {
     async CreateKey(req, ctx) {

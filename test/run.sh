@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `npm test`: installs what is missing, type-checks, then runs unit tests (specs beside the
+# sources) and integration tests (test/*.test.ts, one file at a time: each starts a real
+# cluster). `npm test -- unit` or `npm test -- integration` runs one part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/local/ensure-deps.sh
+
+part="${1:-all}"
+NODE_TEST=(node --import tsx --test --test-reporter=spec)
+
+if [ "$part" = all ] || [ "$part" = unit ]; then
+  echo "== type check" >&2
+  npx tsc -p tsconfig.json
+  echo "== unit tests" >&2
+  mapfile -t specs < <(find packages services -path '*/node_modules' -prune -o -name '*.spec.ts' -print | sort)
+  "${NODE_TEST[@]}" "${specs[@]}"
+fi
+if [ "$part" = all ] || [ "$part" = integration ]; then
+  echo "== integration tests (real etcd, SoftHSM, processes)" >&2
+  mapfile -t tests < <(find test -maxdepth 1 -name '*.test.ts' | sort)
+  "${NODE_TEST[@]}" --test-concurrency=1 "${tests[@]}"
+fi
