@@ -62,7 +62,7 @@ describe('AuditClient', () => {
 
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'audit-client-'));
-    pki = makeTestPki(dir, 'audit-sink', ['coordinator']);
+    pki = await makeTestPki(dir, 'audit-sink', ['coordinator']);
     sink = new FakeSink();
     const port = await new Promise<number>((res, rej) =>
       sink.server.bindAsync('127.0.0.1:0', serverCredentials(pki.material('audit-sink')), (e, p) => (e ? rej(e) : res(p))),

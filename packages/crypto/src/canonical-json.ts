@@ -1,9 +1,21 @@
-/** Deterministic JSON (object keys sorted recursively, no whitespace) for hashing and MACs. */
+/**
+ * Deterministic JSON: object keys sorted recursively, no whitespace, undefined members
+ * dropped. The bytes that ceremony hashes, manifest MACs and audit chain hashes are over.
+ * Non-finite numbers and non-JSON values are refused, since they would not survive a round trip.
+ */
+import { invalidArgument } from '@keyshard/errors';
+
 export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return JSON.stringify(value);
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw invalidArgument('value contains a non-finite number');
+    return JSON.stringify(value);
+  }
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  if (typeof value === 'object') {
+    const obj = value as Record<string, unknown>;
+    const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
+  }
+  throw invalidArgument(`value contains an unsupported ${typeof value}`);
 }

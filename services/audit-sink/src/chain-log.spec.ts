@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { KeyshardError } from '@keyshard/errors';
-import { ChainLog, GENESIS, canonicalJson, chainHash } from './chain-log.ts';
+import { canonicalJson } from '@keyshard/crypto';
+import { ChainLog, GENESIS, chainHash } from './chain-log.ts';
 import { verifyChainFile } from './verify.ts';
 
 const dirs: string[] = [];

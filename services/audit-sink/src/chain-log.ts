@@ -22,6 +22,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { canonicalJson } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
 import { lockDir } from './lock.ts';
 
@@ -40,23 +41,6 @@ export interface AppendResult {
   firstIndex: number; // index of the first newly stored event (= size when all were duplicates)
   count: number; // events newly stored (duplicates are acknowledged but not counted)
   headHash: string;
-}
-
-/** JSON with object keys sorted recursively and no whitespace: the bytes that are hashed. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return JSON.stringify(value);
-  if (typeof value === 'number') {
-    // NaN/Infinity would serialize as null and break verification after a round trip.
-    if (!Number.isFinite(value)) throw new KeyshardError('INVALID_ARGUMENT', 'audit event contains a non-finite number');
-    return JSON.stringify(value);
-  }
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (typeof value === 'object') {
-    const obj = value as Record<string, unknown>;
-    const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
-  }
-  throw new KeyshardError('INVALID_ARGUMENT', `audit event contains an unsupported ${typeof value} value`);
 }
 
 export function chainHash(prev: Buffer, eventJson: string): Buffer {

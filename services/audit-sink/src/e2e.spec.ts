@@ -89,7 +89,7 @@ describe('audit sink end to end', () => {
 
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'audit-e2e-'));
-    pki = makeTestPki(dir, 'audit-sink', ['coordinator', 'intruder', 'auditor']);
+    pki = await makeTestPki(dir, 'audit-sink', ['coordinator', 'intruder', 'auditor']);
     configFile = writeConfig('127.0.0.1:0');
     sink = await startSink(configFile);
   });
