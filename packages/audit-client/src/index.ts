@@ -225,4 +225,4 @@ function unavailable(reason: string): KeyshardError {
   return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`);
 }
 
-export { auditObserver, resultOf, type AuditRecorder } from './observer.ts';
+export { auditIntent, auditObserver, resultOf, type AuditRecorder } from './observer.ts';

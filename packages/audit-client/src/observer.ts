@@ -4,7 +4,7 @@
  * (UNAVAILABLE) instead of the result — fail closed. Denials are audited too.
  */
 import type { Logger } from '@keyshard/config';
-import type { CallOutcome, Observer } from '@keyshard/rpc';
+import type { CallContext, CallOutcome, Observer } from '@keyshard/rpc';
 import type { AuditEventInput } from './index.ts';
 
 /** What the observer needs of an AuditClient (a small fake in unit tests). */
@@ -35,5 +35,18 @@ export function auditObserver(audit: AuditRecorder, log: Logger): Observer {
       request_id: o.ctx.requestId,
       details: o.ctx.facts?.details ?? {},
     });
+  };
+}
+
+/**
+ * Records the intent of a state-changing call before it runs (`unaryService`'s `before`):
+ * if the sink cannot record it, the call is refused and nothing changes — fail closed for
+ * ceremonies, admin and destructive operations. The outcome is recorded by the observer.
+ */
+export function auditIntent(audit: AuditRecorder, methods: ReadonlySet<string>) {
+  return async (ctx: CallContext): Promise<void> => {
+    const name = ctx.method.slice(ctx.method.indexOf('.') + 1);
+    if (!methods.has(name)) return;
+    await audit.record({ operation: `${ctx.method}.requested`, result: 'ok', principal: ctx.principal, request_id: ctx.requestId });
   };
 }

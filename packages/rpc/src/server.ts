@@ -83,6 +83,11 @@ export interface ServiceOptions {
   observer?: Observer;
   /** Principals allowed to call anything on this service; other callers get PERMISSION_DENIED. */
   authorize?: (ctx: CallContext) => void;
+  /**
+   * Runs after authorisation and before the handler; if it rejects, the handler never runs.
+   * Services record the intent of state-changing calls here, so that none happens unaudited.
+   */
+  before?: (ctx: CallContext) => Promise<void>;
 }
 
 /**
@@ -122,7 +127,8 @@ export function unaryService(
         ctx = contextOf(call, method);
         options.authorize?.(ctx);
         if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
-        handler(call.request, ctx).then((res) => finish(undefined, res), finish);
+        const run = () => handler(call.request, ctx);
+        (options.before ? options.before(ctx).then(run) : run()).then((res) => finish(undefined, res), finish);
       } catch (e) {
         finish(e);
       }

@@ -5,7 +5,7 @@ import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd, paths } from '@keyshard/store';
-import { AuditClient, auditObserver } from '@keyshard/audit-client';
+import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
 import { Seal } from './seal.ts';
 import { Cluster } from './cluster.ts';
@@ -47,11 +47,14 @@ async function main(): Promise<void> {
     pollMs: config.custodianPollMs,
   });
   const observer = auditObserver(audit, log);
+  // State-changing calls are recorded before they run; crypto calls are recorded before they answer.
+  const before = auditIntent(audit, new Set(['CreateKey', 'Init', 'StartUnseal', 'Seal']));
   const proto = keyshardProto();
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
   server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring), {
       name: 'keys',
       observer,
+      before,
       authorize: keyServiceAuthorizer(new Set([...config.admins, ...config.keyUsers])),
     }));
   server.addService(
@@ -59,7 +62,7 @@ async function main(): Promise<void> {
     unaryService(
       proto.CeremonyService.service,
       ceremonyHandlers({ cluster, seal, unseal, links, coordinatorId: config.coordinatorId, admins: new Set(config.admins) }),
-      { name: 'ceremony', observer },
+      { name: 'ceremony', observer, before },
     ),
   );
   const port = await new Promise<number>((resolve, reject) =>

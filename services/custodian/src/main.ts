@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ConfigError, createLogger, loadConfig, runMain } from '@keyshard/config';
 import { keyshardProto, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
 import { CustodianToken } from '@keyshard/hsm';
-import { AuditClient, auditObserver } from '@keyshard/audit-client';
+import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
 import { Custody } from './custody.ts';
 import { authorizer, custodianHandlers } from './server.ts';
@@ -48,6 +48,8 @@ async function main(): Promise<void> {
         name: 'custodian',
         authorize: authorizer(new Set(config.coordinators), new Set(config.operators)),
         observer: auditObserver(audit, log),
+        // A share moves or a decision is taken only once its intent is on record.
+        before: auditIntent(audit, new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny'])),
       },
     ),
   );

@@ -1,0 +1,117 @@
+/**
+ * Custodians with the `manual` policy: nothing is released until an operator approves with
+ * `keyshard custodian approve`; a denial is recorded with its reason. And audit fails closed:
+ * with the sink down, admin operations, ceremonies and key operations are refused.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { DevCluster, REPO_ROOT, operatorOf } from '@keyshard/devcluster';
+import type { KeyshardClient } from '@keyshard/client';
+import { rejectsWith, waitFor } from './support/grpc.ts';
+
+const run = promisify(execFile);
+
+describe('manual approval and fail-closed audit', { timeout: 240_000 }, () => {
+  let dir: string;
+  let cluster: DevCluster;
+  let client: KeyshardClient;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'keyshard-approval-'));
+    cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, approvalPolicy: 'manual' });
+    await cluster.start();
+    client = cluster.client();
+    await client.init(3, 2);
+  });
+
+  after(async () => {
+    client?.close();
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function operatorCli(custodianId: string, args: string[]) {
+    const certs = cluster.layout.certs[operatorOf(custodianId)]!;
+    return run(process.execPath, [path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js'), 'custodian', ...args], {
+      env: {
+        ...process.env,
+        KEYSHARD_CUSTODIAN_ADDR: cluster.custodianAddress(custodianId),
+        KEYSHARD_CA: certs.ca,
+        KEYSHARD_CUSTODIAN_CERT: certs.cert,
+        KEYSHARD_CUSTODIAN_KEY: certs.key,
+      },
+    });
+  }
+
+  it('nothing is released until operators approve; a denial is recorded with its reason', async () => {
+    let c = await client.startUnseal();
+    const pending = await waitFor('the proposal to reach custodian-1', async () => {
+      const { stdout } = await operatorCli('custodian-1', ['pending']);
+      return stdout.includes(c.id) ? stdout : undefined;
+    });
+    assert.match(pending, /unseal\s+by admin/);
+    const shown = JSON.parse((await operatorCli('custodian-1', ['show', c.id])).stdout);
+    assert.equal(shown.hash, c.hash);
+    assert.equal(shown.cluster_id, c.cluster_id);
+    assert.deepEqual(shown.recipients.map((r: { coordinator_id: string }) => r.coordinator_id), ['coordinator-1']);
+
+    await new Promise((r) => setTimeout(r, 1_000));
+    c = await client.getCeremony(c.id);
+    assert.equal(c.state, 'CEREMONY_STATE_OPEN');
+    assert.equal(c.approved_by.length, 0, 'no share without approval');
+    assert.equal((await client.status()).sealed, true);
+
+    await waitFor('custodian-3 to see it', async () => ((await operatorCli('custodian-3', ['pending'])).stdout.includes(c.id) ? true : undefined));
+    assert.match((await operatorCli('custodian-3', ['deny', c.id, '--reason', 'not during the change freeze'])).stdout, /denied/);
+    assert.match((await operatorCli('custodian-1', ['approve', c.id])).stdout, /released/);
+    const again = await operatorCli('custodian-1', ['approve', c.id]).catch((e) => e);
+    assert.match(again.stderr, /FAILED_PRECONDITION: .*already released/);
+
+    c = await waitFor('custodian-1 accepted', async () => {
+      const x = await client.getCeremony(c.id);
+      return x.approved_by.includes('custodian-1') && x.denied_by.includes('custodian-3') ? x : undefined;
+    });
+    assert.equal(c.state, 'CEREMONY_STATE_OPEN', 'one approval of two is not enough');
+    await operatorCli('custodian-2', ['approve', c.id]);
+    c = await waitFor('completion', async () => {
+      const x = await client.getCeremony(c.id);
+      return x.state !== 'CEREMONY_STATE_OPEN' ? x : undefined;
+    });
+    assert.equal(c.state, 'CEREMONY_STATE_COMPLETED', c.error);
+    assert.deepEqual([...c.approved_by].sort(), ['custodian-1', 'custodian-2']);
+    const audit = readFileSync(cluster.auditLogFile, 'utf8');
+    const lines = audit.split('\n');
+    assert.ok(lines.some((l) => l.includes('"operation":"custodian.Deny"') && l.includes(`"ceremony_id":"${c.id}"`)));
+    assert.ok(lines.some((l) => l.includes('"operation":"ceremony.unseal.denied"') && l.includes('"reason":"not during the change freeze"')));
+  });
+
+  it('an operator certificate of one custodian cannot approve on another', async () => {
+    const certs = cluster.layout.certs[operatorOf('custodian-1')]!;
+    const res = await run(process.execPath, [path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js'), 'custodian', 'pending'], {
+      env: { ...process.env, KEYSHARD_CUSTODIAN_ADDR: cluster.custodianAddress('custodian-2'), KEYSHARD_CA: certs.ca, KEYSHARD_CUSTODIAN_CERT: certs.cert, KEYSHARD_CUSTODIAN_KEY: certs.key },
+    }).catch((e) => e);
+    assert.match(res.stderr, /PERMISSION_DENIED/);
+  });
+
+  it('with the audit sink down, admin, ceremony and key operations fail closed', async () => {
+    await client.createKey('audited');
+    const ct = (await client.encrypt('audited', Buffer.from('before the outage'))).ciphertext;
+    await cluster.process('audit-sink').kill();
+    await rejectsWith(client.encrypt('audited', Buffer.from('x')), 'UNAVAILABLE', /audit sink/);
+    await rejectsWith(client.decrypt(ct), 'UNAVAILABLE', /audit sink/);
+    await rejectsWith(client.createKey('unaudited'), 'UNAVAILABLE', /audit sink/);
+    await rejectsWith(client.seal(), 'UNAVAILABLE', /audit sink/);
+    await rejectsWith(client.startUnseal(), 'UNAVAILABLE', /audit sink/);
+    await cluster.start(['audit-sink']);
+    assert.equal((await waitFor('status', () => client.status())).sealed, false, 'the unaudited seal did not happen');
+    const dec = await waitFor('audit to recover', async () => (await client.decrypt(ct)).plaintext);
+    assert.equal(dec.toString(), 'before the outage');
+    const { keys } = await client.listKeys();
+    assert.deepEqual(keys.map((k) => k.name), ['audited'], 'the unaudited CreateKey did not happen');
+  });
+});
