@@ -2,6 +2,7 @@
  * Mutual TLS for every keyshard connection. Servers require and verify a client certificate
  * signed by the cluster CA; the peer certificate's common name is the caller's principal.
  */
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 
@@ -35,3 +36,10 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
 };
+
+/** The principal a certificate stands for: its subject common name (what peers see). */
+export function principalOfCertificate(certPem: Buffer): string {
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(new X509Certificate(certPem).subject)?.[1];
+  if (!cn) throw new Error('certificate has no common name');
+  return cn;
+}

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
-import { keyshardProto, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd, paths } from '@keyshard/store';
 import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
@@ -25,7 +25,7 @@ async function main(): Promise<void> {
     callTimeoutMs: config.etcd.callTimeoutMs,
   });
   const ns = clusterNamespace(etcd, config.clusterName);
-  const audit = new AuditClient({ address: config.audit.address, tls, source: config.coordinatorId, timeoutMs: config.audit.timeoutMs });
+  const audit = new AuditClient({ address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs });
   const links = config.custodians.map((c) => new CustodianLink(c.id, c.address, tls));
   const seal = new Seal();
   const cluster = new Cluster(ns, links, seal, config.oaepHash);
