@@ -6,3 +6,4 @@ export * from './canonical-json.ts';
 export * from './share-manifest.ts';
 export * from './ceremony.ts';
 export * from './rsa-oaep.ts';
+export * from './key-types.ts';

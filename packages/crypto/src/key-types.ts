@@ -1,0 +1,176 @@
+/**
+ * Key types and what each does, fixed at creation (AWS KMS "key spec" + "key usage"):
+ *
+ *   aes256-gcm          encrypt  AES-256-GCM, NIST SP 800-38D, 96-bit random nonces
+ *   chacha20-poly1305   encrypt  RFC 8439 AEAD, 96-bit random nonces
+ *   hmac-sha256         mac      RFC 2104 / FIPS 198-1, 32-byte key, 32-byte tag
+ *   ed25519             sign     RFC 8032 (pure Ed25519, 64-byte signatures; messages only)
+ *   ecdsa-p256          sign     FIPS 186-5 ECDSA over P-256 with SHA-256, DER signatures
+ *   ecdsa-secp256k1     sign     SEC 2 secp256k1 ECDSA with SHA-256, DER, low-S (@noble/curves)
+ *
+ * Material is what gets wrapped into etcd: raw key bytes for symmetric keys, PKCS#8 DER for
+ * the node:crypto asymmetric keys, the 32-byte scalar for secp256k1. Hot paths use node:crypto;
+ * noble is used only where node lacks the curve or a pre-hashed-digest ECDSA.
+ */
+import {
+  createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes,
+  sign as nodeSign, timingSafeEqual, verify as nodeVerify, type KeyObject,
+} from 'node:crypto';
+import { p256 } from '@noble/curves/nist.js';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
+import { failedPrecondition, invalidArgument } from '@keyshard/errors';
+
+export const KEY_TYPES = ['aes256-gcm', 'chacha20-poly1305', 'hmac-sha256', 'ed25519', 'ecdsa-p256', 'ecdsa-secp256k1'] as const;
+export type KeyType = (typeof KEY_TYPES)[number];
+export type KeyUsage = 'encrypt' | 'mac' | 'sign';
+
+export const USAGE: Record<KeyType, KeyUsage> = {
+  'aes256-gcm': 'encrypt',
+  'chacha20-poly1305': 'encrypt',
+  'hmac-sha256': 'mac',
+  ed25519: 'sign',
+  'ecdsa-p256': 'sign',
+  'ecdsa-secp256k1': 'sign',
+};
+
+export function parseKeyType(t: string | undefined): KeyType {
+  const type = (t || 'aes256-gcm') as KeyType;
+  if (!KEY_TYPES.includes(type)) throw invalidArgument(`unsupported key type ${t}; supported: ${KEY_TYPES.join(', ')}`);
+  return type;
+}
+
+export function requireUsage(type: KeyType, usage: KeyUsage, keyName: string): void {
+  if (USAGE[type] !== usage) throw failedPrecondition(`key ${keyName} is a ${type} key (usage ${USAGE[type]}), not usable to ${usage}`);
+}
+
+/** Fresh key material from the CSPRNG for a key version of this type. */
+export function generateMaterial(type: KeyType): Buffer {
+  switch (type) {
+    case 'aes256-gcm':
+    case 'chacha20-poly1305':
+    case 'hmac-sha256':
+      return randomBytes(32);
+    case 'ed25519':
+      return generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'der' });
+    case 'ecdsa-p256':
+      return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'der' });
+    case 'ecdsa-secp256k1':
+      return Buffer.from(secp256k1.utils.randomSecretKey());
+  }
+}
+
+// ChaCha20-Poly1305 (RFC 8439) with the same layout as AES-GCM: nonce (12) || ct || tag (16).
+export function sealChaCha(key: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
+  const nonce = randomBytes(12);
+  const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
+  c.setAAD(aad, { plaintextLength: plaintext.length });
+  const body = Buffer.concat([c.update(plaintext), c.final()]);
+  return Buffer.concat([nonce, body, c.getAuthTag()]);
+}
+
+export function openChaCha(key: Buffer, sealed: Buffer, aad: Buffer): Buffer {
+  if (sealed.length < 28) throw invalidArgument('ciphertext is truncated');
+  const body = sealed.subarray(12, sealed.length - 16);
+  const d = createDecipheriv('chacha20-poly1305', key, sealed.subarray(0, 12), { authTagLength: 16 });
+  d.setAAD(aad, { plaintextLength: body.length });
+  d.setAuthTag(sealed.subarray(sealed.length - 16));
+  const head = d.update(body);
+  try {
+    return Buffer.concat([head, d.final()]);
+  } catch {
+    head.fill(0);
+    throw invalidArgument('ciphertext could not be authenticated: wrong key, wrong encryption context, or modified data');
+  }
+}
+
+export function hmacSha256(key: Buffer, message: Buffer): Buffer {
+  return createHmac('sha256', key).update(message).digest();
+}
+
+export function verifyHmacSha256(key: Buffer, message: Buffer, mac: Buffer): boolean {
+  const expected = hmacSha256(key, message);
+  return mac.length === expected.length && timingSafeEqual(mac, expected);
+}
+
+function nodePrivateKey(material: Buffer): KeyObject {
+  return createPrivateKey({ key: material, format: 'der', type: 'pkcs8' });
+}
+
+export interface SignInput {
+  message?: Buffer;
+  digest?: Buffer; // SHA-256 digest, for ECDSA keys
+}
+
+function checkSignInput(type: KeyType, input: SignInput): void {
+  const hasMsg = input.message !== undefined && input.message.length > 0;
+  const hasDigest = input.digest !== undefined && input.digest.length > 0;
+  if (hasMsg === hasDigest) throw invalidArgument('give exactly one of message or digest');
+  if (hasDigest && type === 'ed25519') throw invalidArgument('ed25519 signs messages, not digests (RFC 8032 pure Ed25519)');
+  if (hasDigest && input.digest!.length !== 32) throw invalidArgument(`digest must be a 32-byte SHA-256 digest, got ${input.digest!.length} bytes`);
+}
+
+export function signWith(type: KeyType, material: Buffer, input: SignInput): Buffer {
+  checkSignInput(type, input);
+  switch (type) {
+    case 'ed25519':
+      return nodeSign(null, input.message!, nodePrivateKey(material));
+    case 'ecdsa-p256': {
+      if (input.message?.length) return nodeSign('sha256', input.message, nodePrivateKey(material));
+      const scalar = nodePrivateKey(material).export({ format: 'jwk' }).d!;
+      return Buffer.from(p256.sign(input.digest!, Buffer.from(scalar, 'base64url'), { prehash: false, format: 'der' }));
+    }
+    case 'ecdsa-secp256k1':
+      return Buffer.from(
+        secp256k1.sign(input.message?.length ? input.message : input.digest!, material, { prehash: !input.digest?.length, format: 'der' }),
+      );
+    default:
+      throw failedPrecondition(`${type} keys do not sign`);
+  }
+}
+
+export function verifyWith(type: KeyType, material: Buffer, input: SignInput, signature: Buffer): boolean {
+  checkSignInput(type, input);
+  try {
+    switch (type) {
+      case 'ed25519':
+        return nodeVerify(null, input.message!, publicKeyObject(type, material), signature);
+      case 'ecdsa-p256':
+        if (input.message?.length) return nodeVerify('sha256', input.message, publicKeyObject(type, material), signature);
+        return p256.verify(signature, input.digest!, publicKeyBytes(type, material), { prehash: false, format: 'der', lowS: false });
+      case 'ecdsa-secp256k1':
+        return secp256k1.verify(signature, input.message?.length ? input.message : input.digest!, publicKeyBytes(type, material), {
+          prehash: !input.digest?.length,
+          format: 'der',
+        });
+      default:
+        throw failedPrecondition(`${type} keys do not verify signatures`);
+    }
+  } catch (e) {
+    if (e instanceof Error && 'code' in e && (e as { code: string }).code === 'FAILED_PRECONDITION') throw e;
+    return false; // malformed signature encodings verify as false, not as errors
+  }
+}
+
+function publicKeyBytes(type: KeyType, material: Buffer): Uint8Array {
+  if (type === 'ecdsa-secp256k1') return secp256k1.getPublicKey(material, false);
+  const jwk = publicKeyObject(type, material).export({ format: 'jwk' });
+  return Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
+}
+
+function publicKeyObject(type: KeyType, material: Buffer): KeyObject {
+  if (type === 'ecdsa-secp256k1') {
+    const pub = secp256k1.getPublicKey(material, false);
+    return createPublicKey({
+      key: { kty: 'EC', crv: 'secp256k1', x: Buffer.from(pub.subarray(1, 33)).toString('base64url'), y: Buffer.from(pub.subarray(33)).toString('base64url') },
+      format: 'jwk',
+    });
+  }
+  return createPublicKey(nodePrivateKey(material));
+}
+
+/** The public key of a signing key version, as SPKI PEM and as a JWK (RFC 7517 / 8037). */
+export function publicKeyOf(type: KeyType, material: Buffer): { pem: string; jwk: Record<string, string> } {
+  if (USAGE[type] !== 'sign') throw failedPrecondition(`${type} keys have no public key`);
+  const key = publicKeyObject(type, material);
+  return { pem: key.export({ type: 'spki', format: 'pem' }).toString(), jwk: key.export({ format: 'jwk' }) as Record<string, string> };
+}
