@@ -48,16 +48,20 @@ export class Child {
     this.proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr = (this.stderr + chunk).slice(-16_384);
     });
-    this.exited = new Promise((resolve) => this.proc.once('exit', (code, signal) => resolve({ code, signal })));
+    // 'close', not 'exit': only then has all of its stdout been read.
+    this.exited = new Promise((resolve) => this.proc.once('close', (code, signal) => resolve({ code, signal })));
   }
 
   get pid(): number | undefined {
     return this.proc.exitCode === null && this.proc.signalCode === null ? this.proc.pid : undefined;
   }
 
-  /** Resolves with the first stdout line matching `re`; rejects if the child exits first or on timeout. */
-  waitFor(re: RegExp, timeoutMs = 30_000): Promise<string> {
-    const seen = this.lines.find((l) => re.test(l));
+  /**
+   * Resolves with the first stdout line matching `re` (among lines from index `from` on);
+   * rejects if the child exits first or on timeout.
+   */
+  waitFor(re: RegExp, timeoutMs = 30_000, from = 0): Promise<string> {
+    const seen = this.lines.slice(from).find((l) => re.test(l));
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${this.name}: no line matching ${re} within ${timeoutMs} ms\n${this.stderr}`)), timeoutMs);

@@ -4,19 +4,25 @@
  * CA) serving keyshard.bench.Echo, which returns the request's payload.
  *
  *   node --import tsx test/bench/echo-server.ts --ca CA --cert CERT --key KEY [--listen 127.0.0.1:0]
- *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1]
+ *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1 [--audit-pipeline N [--audit-cut turn|sync]]]
  *
  * --wrap none (default) is the bare baseline. For attributing the coordinator's per-call cost:
  *   rpc    serves Echo through @keyshard/rpc `unaryService` (principal from the peer cert,
  *          request id, error mapping) with no observer;
  *   audit  the same plus the coordinator's `auditObserver`: every call is recorded in the dev
  *          cluster's audit sink and the reply waits for its durable ack, exactly like Encrypt.
+ *          --audit-pipeline N uses the prototype in pipelined-audit-client.ts instead
+ *          (--audit-cut sync: it sends a batch from inside record(), as AuditClient does).
  * Prints one JSON line {"listening":"host:port"} when ready; exits 0 on SIGTERM/SIGINT.
+ * Diagnostics: SIGUSR1 resets its counters, SIGUSR2 prints one JSON line of them since the reset:
+ * server time per call (handler entry to reply), audit record() time, Append batches, event-loop delay.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '@keyshard/config';
-import { readTls, serverCredentials, unaryService } from '@keyshard/rpc';
-import { AuditClient, auditObserver } from '@keyshard/audit-client';
+import { readTls, serverCredentials, unaryService, type Observer } from '@keyshard/rpc';
+import { AuditClient, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
+import { PipelinedAuditClient } from './pipelined-audit-client.ts';
 import { echoService, parseFlags, required } from './common.ts';
 
 const flags = parseFlags(process.argv.slice(2));
@@ -27,22 +33,116 @@ const wrap = flags.wrap ?? 'none';
 const Echo = echoService();
 // Same server options as the coordinator's.
 const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
-let audit: AuditClient | undefined;
+let recorder: AuditRecorder | undefined;
+let batchSeq = () => 0;
+let closeAudit = async () => {};
+
+// Diagnostics (see header): a few performance.now() calls per request.
+const stats = { serverMs: [] as number[], auditMs: [] as number[], batchRttMs: [] as number[], batchesAtReset: 0 };
+
+// Batch round trip (stream.write of an Append batch to the 'data' event of its ack), measured by
+// wrapping AuditClient's private pump/connect at runtime. Diagnostics only.
+{
+  type Internals = { inFlight?: { batch: string }; pump(): void; connect(): NodeJS.EventEmitter };
+  const proto = AuditClient.prototype as unknown as Internals;
+  const writtenBy = new WeakMap<Internals, Map<string, number>>();
+  const writtenOf = (c: Internals) => writtenBy.get(c) ?? (writtenBy.set(c, new Map()), writtenBy.get(c)!);
+  const pump = proto.pump;
+  proto.pump = function (this: Internals) {
+    const before = this.inFlight?.batch;
+    pump.call(this);
+    const after = this.inFlight?.batch;
+    if (after !== undefined && after !== before) writtenOf(this).set(`${after}`, performance.now());
+  };
+  const connect = proto.connect;
+  proto.connect = function (this: Internals) {
+    const s = connect.call(this);
+    const written = writtenOf(this);
+    s.prependListener('data', (res: { batch: string }) => {
+      const t = written.get(res.batch);
+      if (t !== undefined) stats.batchRttMs.push(performance.now() - t);
+      written.delete(res.batch);
+    });
+    return s;
+  };
+}
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+loopDelay.enable();
+process.on('SIGUSR1', () => {
+  stats.serverMs = [];
+  stats.auditMs = [];
+  stats.batchRttMs = [];
+  stats.batchesAtReset = batchSeq();
+  loopDelay.reset();
+});
+process.on('SIGUSR2', () => {
+  const q = (xs: number[], p: number) => {
+    if (xs.length === 0) return null;
+    const s = [...xs].sort((a, b) => a - b);
+    return Math.round(s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]! * 100) / 100;
+  };
+  const batches = batchSeq() - stats.batchesAtReset;
+  const out = {
+    stats: wrap,
+    calls: stats.serverMs.length,
+    serverP50Ms: q(stats.serverMs, 50),
+    serverP99Ms: q(stats.serverMs, 99),
+    auditP50Ms: q(stats.auditMs, 50),
+    auditP99Ms: q(stats.auditMs, 99),
+    batchRttP50Ms: q(stats.batchRttMs, 50),
+    batchRttP99Ms: q(stats.batchRttMs, 99),
+    batches,
+    eventsPerBatch: batches ? Math.round((stats.auditMs.length / batches) * 10) / 10 : null,
+    loopDelayP50Ms: Math.round(loopDelay.percentile(50) / 1e4) / 100,
+    loopDelayP99Ms: Math.round(loopDelay.percentile(99) / 1e4) / 100,
+  };
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+});
 
 if (wrap === 'none') {
   server.addService(Echo.service, {
     Echo: (call: grpc.ServerUnaryCall<{ payload: Buffer }, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      stats.serverMs.push(0);
       callback(null, { payload: call.request.payload });
     },
   });
 } else if (wrap === 'rpc' || wrap === 'audit') {
-  let observer;
+  let observer: Observer | undefined;
   if (wrap === 'audit') {
-    audit = new AuditClient({ address: required(flags, 'audit-address'), tls, source: required(flags, 'audit-source') });
-    observer = auditObserver(audit, createLogger('bench-echo', 'warn'));
+    // --audit-pipeline N > 0: the PROTOTYPE PipelinedAuditClient (up to N Append batches in
+    // flight, one batch cut per event-loop turn) instead of the stock AuditClient (one in flight).
+    const pipeline = Number(flags['audit-pipeline'] ?? 0);
+    const opts = { address: required(flags, 'audit-address'), tls, source: required(flags, 'audit-source') };
+    if (pipeline > 0) {
+      const p = new PipelinedAuditClient({ ...opts, maxInFlight: pipeline, cut: flags['audit-cut'] === 'sync' ? 'sync' : 'turn' });
+      recorder = p;
+      batchSeq = () => p.batches;
+      closeAudit = () => p.close();
+    } else {
+      const a = new AuditClient(opts);
+      recorder = a;
+      batchSeq = () => (a as unknown as { batchSeq: number }).batchSeq;
+      closeAudit = () => a.close();
+    }
+    const inner = auditObserver(recorder!, createLogger('bench-echo', 'warn'));
+    observer = async (o) => {
+      const t = performance.now();
+      await inner(o);
+      stats.auditMs.push(performance.now() - t);
+    };
   }
   const handlers = { Echo: async (req: { payload: Buffer }) => ({ payload: req.payload }) };
-  server.addService(Echo.service, unaryService(Echo.service, handlers, { name: 'bench', observer }));
+  const impl = unaryService(Echo.service, handlers, { name: 'bench', observer });
+  const echo = impl.Echo as (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
+  server.addService(Echo.service, {
+    Echo: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      const t = performance.now();
+      echo(call, (err, res) => {
+        stats.serverMs.push(performance.now() - t);
+        cb(err, res);
+      });
+    },
+  });
 } else {
   throw new Error(`--wrap must be none, rpc or audit (got ${wrap})`);
 }
@@ -55,7 +155,7 @@ process.stdout.write(`${JSON.stringify({ listening: `${host}:${port}`, wrap, pid
 
 const stop = () => {
   server.forceShutdown();
-  void Promise.resolve(audit?.close()).finally(() => process.exit(0));
+  void closeAudit().finally(() => process.exit(0));
 };
 process.once('SIGTERM', stop);
 process.once('SIGINT', stop);

@@ -97,21 +97,12 @@ export class AuditClient {
   record(input: AuditEventInput): Promise<void> {
     if (this.closed) return Promise.reject(unavailable('client is closed'));
     if (this.queue.length >= this.maxQueued) return Promise.reject(unavailable(`${this.queue.length} events already waiting`));
-    const event: AuditEvent = {
-      key_id: '',
-      ceremony_id: '',
-      code: '',
-      request_id: '',
-      ...input,
-      id: input.id || randomUUID(),
-      time: input.time || new Date().toISOString(),
-      source: input.source || this.opts.source,
-      details: { ...input.details },
-    };
-    // Checked here with the sink's limits: one bad event in a batch would fail the whole batch,
-    // i.e. other callers' events too.
-    const invalid = invalidReason(event);
-    if (invalid) return Promise.reject(new KeyshardError('INVALID_ARGUMENT', `audit event ${invalid}`));
+    let event: AuditEvent;
+    try {
+      event = completeEvent(input, this.opts.source);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return new Promise<void>((resolve, reject) => {
       const p: Pending = {
         event,
@@ -221,8 +212,30 @@ function invalidReason(e: AuditEvent): string | undefined {
   return undefined;
 }
 
+/**
+ * Fills id, time and source, defaults the optional fields, and checks the sink's limits here:
+ * one bad event in a batch would fail the whole batch, i.e. other callers' events too.
+ */
+export function completeEvent(input: AuditEventInput, source: string): AuditEvent {
+  const event: AuditEvent = {
+    key_id: '',
+    ceremony_id: '',
+    code: '',
+    request_id: '',
+    ...input,
+    id: input.id || randomUUID(),
+    time: input.time || new Date().toISOString(),
+    source: input.source || source,
+    details: { ...input.details },
+  };
+  const invalid = invalidReason(event);
+  if (invalid) throw new KeyshardError('INVALID_ARGUMENT', `audit event ${invalid}`);
+  return event;
+}
+
 function unavailable(reason: string): KeyshardError {
   return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`);
 }
 
 export { auditIntent, auditObserver, resultOf, type AuditRecorder } from './observer.ts';
+export { AuditSpool, RoutedAudit, type AuditSpoolOptions } from './spool.ts';

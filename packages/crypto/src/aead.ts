@@ -3,14 +3,30 @@
  * for more than 2^32 random-nonce encryptions (§8.3); callers count uses per key version.
  * Output layout: nonce (12) || ciphertext || tag (16).
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 12;
 export const TAG_BYTES = 16;
 
-export function sealAesGcm(key: Buffer, plaintext: Buffer, aad: Buffer, nonce: Buffer = randomBytes(NONCE_BYTES)): Buffer {
+// Nonces come from the CSPRNG in 4 KiB refills rather than one syscall-backed call each
+// (the same pooling node's randomUUID does); every nonce is still fresh CSPRNG output, used once.
+const pool = Buffer.alloc(4096);
+let poolOffset = pool.length;
+
+export function randomNonce(): Buffer {
+  if (poolOffset + NONCE_BYTES > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const nonce = Buffer.from(pool.subarray(poolOffset, poolOffset + NONCE_BYTES));
+  pool.fill(0, poolOffset, poolOffset + NONCE_BYTES);
+  poolOffset += NONCE_BYTES;
+  return nonce;
+}
+
+export function sealAesGcm(key: Buffer, plaintext: Buffer, aad: Buffer, nonce: Buffer = randomNonce()): Buffer {
   if (key.length !== KEY_BYTES) throw new KeyshardError('INTERNAL', 'AES-256-GCM needs a 32-byte key');
   const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);

@@ -142,7 +142,7 @@ export function writeConfigs(l: Layout): void {
     listen: addr(plan.ports.coordinator),
     tls: l.certs[COORDINATOR],
     etcd: { endpoints: [etcdUrl], tls: l.certs[COORDINATOR] },
-    audit: { address: addr(plan.ports.audit) },
+    audit: { address: addr(plan.ports.audit), spoolDir: path.join(l.dir, 'spool', COORDINATOR) },
     custodians: l.custodianIds.map((id, i) => ({ id, address: addr(plan.ports.custodians[i]!) })),
     admins: [ADMIN],
     keyUsers: [],

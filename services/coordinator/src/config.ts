@@ -15,6 +15,12 @@ export const coordinatorConfig = z.object({
   audit: z.object({
     address,
     timeoutMs: z.number().int().positive().default(2_000),
+    /**
+     * Local durable spool for crypto-operation events: they are answered once fsync'ed here
+     * and shipped to the sink in order. Without it, every call waits for the sink itself.
+     */
+    spoolDir: z.string().min(1).optional(),
+    spoolMaxEvents: z.number().int().positive().default(100_000),
   }),
   custodians: z
     .array(z.object({ id: z.string().regex(/^[\w.-]{1,64}$/), address }))

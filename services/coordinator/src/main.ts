@@ -5,7 +5,7 @@ import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd, paths } from '@keyshard/store';
-import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
+import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
 import { Seal } from './seal.ts';
 import { Cluster } from './cluster.ts';
@@ -14,6 +14,9 @@ import { Keyring } from './keyring.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
 
 import { ceremonyHandlers, keyHandlers, keyServiceAuthorizer } from './server.ts';
+
+/** Crypto operations and reads go through the durable spool; all else must reach the sink. */
+const SPOOLED_OPERATIONS = new Set(['keys.Encrypt', 'keys.Decrypt', 'keys.GetKey', 'keys.ListKeys', 'ceremony.Status', 'ceremony.GetCeremony']);
 
 async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
@@ -25,7 +28,12 @@ async function main(): Promise<void> {
     callTimeoutMs: config.etcd.callTimeoutMs,
   });
   const ns = clusterNamespace(etcd, config.clusterName);
-  const audit = new AuditClient({ address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs });
+  const source = principalOfCertificate(tls.cert);
+  const sink = new AuditClient({ address: config.audit.address, tls, source, timeoutMs: config.audit.timeoutMs });
+  const spool = config.audit.spoolDir
+    ? await AuditSpool.open({ dir: config.audit.spoolDir, source, maxPending: config.audit.spoolMaxEvents }, sink, log)
+    : undefined;
+  const audit: AuditRecorder = spool ? new RoutedAudit(sink, spool, SPOOLED_OPERATIONS) : sink;
   const links = config.custodians.map((c) => new CustodianLink(c.id, c.address, tls));
   const seal = new Seal();
   const cluster = new Cluster(ns, links, seal, config.oaepHash);
@@ -79,7 +87,8 @@ async function main(): Promise<void> {
     seal.seal();
     await new Promise<void>((r) => server.tryShutdown(() => r()));
     await lease.revoke().catch(() => {});
-    audit.close();
+    await spool?.close();
+    await sink.close();
     etcd.close();
     process.exit(0);
   };

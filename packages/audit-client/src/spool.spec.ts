@@ -1,0 +1,96 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createLogger } from '@keyshard/config';
+import { KeyshardError } from '@keyshard/errors';
+import { AuditSpool } from './spool.ts';
+import type { AuditClient, AuditEvent } from './index.ts';
+
+const log = createLogger('spool-test', 'silent');
+const root = mkdtempSync(path.join(tmpdir(), 'ks-spool-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+/** An in-memory stand-in for the sink's client: stores events once by id, can be switched off. */
+class FakeSink {
+  events: AuditEvent[] = [];
+  up = true;
+  async record(e: AuditEvent): Promise<void> {
+    if (!this.up) throw new KeyshardError('UNAVAILABLE', 'audit sink unavailable: down');
+    if (!this.events.some((x) => x.id === e.id)) this.events.push(e);
+  }
+  asClient(): AuditClient {
+    return this as unknown as AuditClient;
+  }
+}
+
+const ev = (i: number) => ({ principal: 'p', operation: 'keys.Encrypt', result: 'ok' as const, request_id: `r${i}` });
+const until = async (cond: () => boolean) => {
+  for (let i = 0; i < 300 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(cond(), 'condition not reached');
+};
+
+describe('AuditSpool', () => {
+  it('acknowledges after a durable write and ships in order', async () => {
+    const dir = path.join(root, 'a');
+    const sink = new FakeSink();
+    const spool = await AuditSpool.open({ dir, source: 'coordinator-1', shipDelayMs: 5 }, sink.asClient(), log);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => spool.record(ev(i))));
+    const lines = readFileSync(path.join(dir, 'spool.log'), 'utf8').trim().split('\n');
+    assert.equal(lines.length, 50, 'every acknowledged event is on disk');
+    await until(() => sink.events.length === 50);
+    assert.deepEqual(sink.events.map((e) => e.request_id), Array.from({ length: 50 }, (_, i) => `r${i}`));
+    assert.ok(sink.events.every((e) => e.source === 'coordinator-1' && e.id && e.time));
+    await spool.close();
+  });
+
+  it('keeps accepting while the sink is down, refuses when full, drains when it is back', async () => {
+    const sink = new FakeSink();
+    sink.up = false;
+    const spool = await AuditSpool.open({ dir: path.join(root, 'b'), source: 'c', maxPending: 20, shipDelayMs: 5 }, sink.asClient(), log);
+    for (let i = 0; i < 20; i++) await spool.record(ev(i));
+    await assert.rejects(spool.record(ev(99)), (e: KeyshardError) => e.code === 'UNAVAILABLE' && /spool is full/.test(e.message));
+    sink.up = true;
+    await until(() => sink.events.length === 20);
+    assert.equal(spool.pending, 0);
+    await spool.record(ev(100));
+    await spool.close();
+  });
+
+  it('after a crash: ships what was not shipped, drops a torn tail, never stores twice', async () => {
+    const dir = path.join(root, 'c');
+    const sink = new FakeSink();
+    sink.up = false;
+    const first = await AuditSpool.open({ dir, source: 'c', shipDelayMs: 5 }, sink.asClient(), log);
+    for (let i = 0; i < 5; i++) await first.record(ev(i));
+    // "crash": abandon the instance and leave half a line behind, as a kill mid-write would.
+    appendFileSync(path.join(dir, 'spool.log'), '{"id":"torn","oper');
+    sink.up = true;
+    const second = await AuditSpool.open({ dir, source: 'c', shipDelayMs: 5 }, sink.asClient(), log);
+    await until(() => sink.events.length === 5);
+    assert.deepEqual(sink.events.map((e) => e.request_id), ['r0', 'r1', 'r2', 'r3', 'r4']);
+    assert.ok(!readFileSync(path.join(dir, 'spool.log'), 'utf8').includes('torn'));
+    await second.record(ev(5));
+    await until(() => sink.events.length === 6);
+    await second.close();
+    await first.close(0);
+    const third = await AuditSpool.open({ dir, source: 'c', shipDelayMs: 5 }, sink.asClient(), log);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(sink.events.length, 6, 're-shipping after restart stores nothing twice');
+    await third.close();
+  });
+
+  it('empties a fully shipped spool file once it is large', async () => {
+    const dir = path.join(root, 'd');
+    const sink = new FakeSink();
+    const spool = await AuditSpool.open({ dir, source: 'c', compactBytes: 2_000, shipDelayMs: 1 }, sink.asClient(), log);
+    for (let i = 0; i < 30; i++) await spool.record(ev(i));
+    await until(() => spool.pending === 0);
+    await new Promise((r) => setTimeout(r, 20));
+    await spool.record(ev(30));
+    assert.ok(statSync(path.join(dir, 'spool.log')).size < 1_000, 'compacted before the next write');
+    await until(() => sink.events.length === 31);
+    await spool.close();
+  });
+});

@@ -1,0 +1,237 @@
+/**
+ * A bounded durable spool on local disk for crypto-operation audit events (brief, "Audit
+ * fails closed for ceremonies, admin and destructive operations; crypto operations never go
+ * unrecorded (a bounded durable spool, then refusal)").
+ *
+ * Invariants:
+ *  - `record()` resolves only after the event is fdatasync'ed to `<dir>/spool.log`; appends
+ *    that arrive during an fsync share the next one (group commit);
+ *  - events are shipped to the sink in spool order; the shipped position is saved after each
+ *    acknowledged batch. A crash between ack and save re-ships events, which the sink stores
+ *    once (events carry their id). A torn, never-acknowledged tail line is dropped on open;
+ *  - when more than `maxPending` events wait to be shipped, `record()` refuses with
+ *    UNAVAILABLE: an outage of the sink turns into refusal, never into unrecorded operations;
+ *  - the spool never holds secrets: only audit events, which never carry any.
+ */
+import { closeSync, existsSync, fdatasyncSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { open, writeFile, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { KeyshardError } from '@keyshard/errors';
+import type { Logger } from '@keyshard/config';
+import { completeEvent, type AuditClient, type AuditEvent, type AuditEventInput } from './index.ts';
+import type { AuditRecorder } from './observer.ts';
+
+export interface AuditSpoolOptions {
+  dir: string;
+  source: string;
+  /** Events recorded but not yet acknowledged by the sink before record() refuses. */
+  maxPending?: number;
+  /** Events per shipping batch. */
+  shipBatch?: number;
+  /** How long the oldest unshipped event may wait for a fuller batch. */
+  shipDelayMs?: number;
+  /** Spool file size above which it is truncated once everything in it is shipped. */
+  compactBytes?: number;
+}
+
+interface Waiter {
+  line: Buffer;
+  event: AuditEvent;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export class AuditSpool implements AuditRecorder {
+  readonly #opts: Required<AuditSpoolOptions>;
+  readonly #file: string;
+  readonly #offsetFile: string;
+  #fh: FileHandle | undefined;
+  #size = 0; // bytes durably in the spool file
+  #shippedTo = 0; // byte offset up to which the sink has acknowledged
+  #unshipped: { event: AuditEvent; end: number }[] = [];
+  #waiting: Waiter[] = [];
+  #flushing = false;
+  #shipping = false;
+  #closed = false;
+  #compactDue = false;
+  #savedAt = 0;
+  #shipTimer: NodeJS.Timeout | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+
+  private constructor(opts: AuditSpoolOptions, private readonly client: AuditClient, private readonly log: Logger) {
+    this.#opts = { maxPending: 100_000, shipBatch: 500, shipDelayMs: 50, compactBytes: 8 * 1024 * 1024, ...opts };
+    this.#file = path.join(opts.dir, 'spool.log');
+    this.#offsetFile = path.join(opts.dir, 'spool.offset');
+  }
+
+  /** Opens (or creates) the spool, queues what a previous run left unshipped, starts shipping. */
+  static async open(opts: AuditSpoolOptions, client: AuditClient, log: Logger): Promise<AuditSpool> {
+    const spool = new AuditSpool(opts, client, log);
+    await spool.#load();
+    spool.#ship();
+    return spool;
+  }
+
+  get pending(): number {
+    return this.#unshipped.length + this.#waiting.length;
+  }
+
+  async #load(): Promise<void> {
+    mkdirSync(this.#opts.dir, { recursive: true, mode: 0o700 });
+    if (!existsSync(this.#file)) closeSync(openSync(this.#file, 'a', 0o600));
+    const data = readFileSync(this.#file);
+    const complete = data.lastIndexOf(0x0a) + 1; // a torn tail was never acknowledged to anyone
+    const saved = existsSync(this.#offsetFile) ? Number(readFileSync(this.#offsetFile, 'utf8')) : 0;
+    this.#shippedTo = Number.isInteger(saved) && saved >= 0 && saved <= complete ? saved : 0;
+    let pos = this.#shippedTo;
+    while (pos < complete) {
+      const end = data.indexOf(0x0a, pos) + 1;
+      this.#unshipped.push({ event: JSON.parse(data.subarray(pos, end - 1).toString('utf8')) as AuditEvent, end });
+      pos = end;
+    }
+    this.#fh = await open(this.#file, 'r+');
+    if (complete < data.length) {
+      await this.#fh.truncate(complete);
+      await this.#fh.datasync();
+    }
+    this.#size = complete;
+    if (this.#unshipped.length) this.log.info({ events: this.#unshipped.length }, 'audit spool: shipping events left by a previous run');
+  }
+
+  record(input: AuditEventInput): Promise<void> {
+    if (this.#closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit spool is closed'));
+    if (this.pending >= this.#opts.maxPending)
+      return Promise.reject(new KeyshardError('UNAVAILABLE', `audit sink unavailable and the local spool is full (${this.pending} events)`));
+    let event: AuditEvent;
+    try {
+      event = completeEvent(input, this.#opts.source);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ line: Buffer.from(`${JSON.stringify(event)}\n`), event, resolve, reject });
+      if (!this.#flushing) void this.#flush();
+    });
+  }
+
+  /** Group commit: everything waiting goes out in one write and one fdatasync. */
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#waiting.length) {
+        const group = this.#waiting.splice(0);
+        const buf = Buffer.concat(group.map((w) => w.line));
+        try {
+          if (this.#compactDue && this.#unshipped.length === 0 && !this.#shipping) await this.#compact();
+          await this.#fh!.write(buf, 0, buf.length, this.#size);
+          await this.#fh!.datasync();
+        } catch (e) {
+          const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { cause: e });
+          this.log.error({ err: (e as Error).message }, 'audit spool write failed');
+          for (const w of group) w.reject(err);
+          continue;
+        }
+        let end = this.#size;
+        for (const w of group) {
+          end += w.line.length;
+          this.#unshipped.push({ event: w.event, end });
+        }
+        this.#size = end;
+        for (const w of group) w.resolve();
+        this.#ship();
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  /**
+   * Ships unshipped events in order, one batch at a time; retries after a failure. A batch
+   * goes when `shipBatch` events wait or the oldest has waited `shipDelayMs`: fewer, larger
+   * Append batches cost the sink far less than one per group commit.
+   */
+  #ship(force = false): void {
+    if (this.#shipping || this.#closed || this.#unshipped.length === 0) return;
+    if (this.#unshipped.length < this.#opts.shipBatch && this.#opts.shipDelayMs > 0) {
+      this.#shipTimer ??= setTimeout(() => {
+        this.#shipTimer = undefined;
+        this.#ship(true);
+      }, this.#opts.shipDelayMs);
+      if (!force) return;
+    }
+    clearTimeout(this.#shipTimer);
+    this.#shipTimer = undefined;
+    this.#shipping = true;
+    const batch = this.#unshipped.slice(0, this.#opts.shipBatch);
+    Promise.all(batch.map((b) => this.client.record(b.event))).then(
+      async () => {
+        this.#unshipped.splice(0, batch.length);
+        this.#shippedTo = batch[batch.length - 1]!.end;
+        await this.#saveProgress();
+        this.#shipping = false;
+        this.#ship();
+      },
+      (e: Error) => {
+        this.#shipping = false;
+        this.log.warn({ err: e.message, pending: this.pending }, 'audit spool: sink not accepting events, will retry');
+        this.#retryTimer = setTimeout(() => this.#ship(), 1_000);
+        this.#retryTimer.unref();
+      },
+    );
+  }
+
+  /**
+   * Saves the shipped position at most every 200 ms. Not fsync'ed on purpose: an older value
+   * only re-ships events the sink already holds (it stores each id once).
+   */
+  async #saveProgress(): Promise<void> {
+    this.#compactDue = this.#unshipped.length === 0 && this.#size > this.#opts.compactBytes;
+    const now = Date.now();
+    if (now - this.#savedAt < 200 && this.#unshipped.length > 0) return;
+    this.#savedAt = now;
+    await writeFile(this.#offsetFile, String(this.#shippedTo));
+  }
+
+  /**
+   * Empties a fully shipped spool file. Runs only inside #flush (the one writer). The offset
+   * goes durably to 0 first: a crash in between re-ships old events (harmless) and can never
+   * make a stale offset skip new ones.
+   */
+  async #compact(): Promise<void> {
+    const fd = openSync(this.#offsetFile, 'w');
+    writeFileSync(fd, '0');
+    fdatasyncSync(fd);
+    closeSync(fd);
+    await this.#fh!.truncate(0);
+    await this.#fh!.datasync();
+    this.#size = 0;
+    this.#shippedTo = 0;
+    this.#compactDue = false;
+  }
+
+  /** Waits (up to `timeoutMs`) for the spool to drain to the sink, then stops shipping. */
+  async close(timeoutMs = 2_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    clearTimeout(this.#shipTimer);
+    await this.#fh?.close();
+  }
+}
+
+/**
+ * Routes each event: crypto operations to the durable spool (they continue while the spool
+ * has room), everything else straight to the sink (ceremonies and admin fail closed at once).
+ */
+export class RoutedAudit implements AuditRecorder {
+  constructor(
+    private readonly direct: AuditRecorder,
+    private readonly spool: AuditRecorder,
+    private readonly spooledOperations: ReadonlySet<string>,
+  ) {}
+
+  record(event: AuditEventInput): Promise<void> {
+    return this.spooledOperations.has(event.operation) ? this.spool.record(event) : this.direct.record(event);
+  }
+}
