@@ -49,6 +49,19 @@ describe('manual approval and fail-closed audit', { timeout: 240_000 }, () => {
     });
   }
 
+  it('a seal cancels an unseal ceremony in progress; approving it later opens nothing', async () => {
+    const c = await client.startUnseal();
+    await waitFor('the proposal to reach custodian-1', async () => ((await operatorCli('custodian-1', ['pending'])).stdout.includes(c.id) ? true : undefined));
+    await client.seal();
+    assert.equal((await client.getCeremony(c.id)).state, 'CEREMONY_STATE_CANCELLED');
+    await operatorCli('custodian-1', ['approve', c.id]);
+    await waitFor('custodian-2 to see it', async () => ((await operatorCli('custodian-2', ['pending'])).stdout.includes(c.id) ? true : undefined)).catch(() => undefined);
+    await operatorCli('custodian-2', ['approve', c.id]).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal((await client.status()).sealed, true);
+    assert.equal((await client.getCeremony(c.id)).approved_by.length, 0);
+  });
+
   it('nothing is released until operators approve; a denial is recorded with its reason', async () => {
     let c = await client.startUnseal();
     const pending = await waitFor('the proposal to reach custodian-1', async () => {

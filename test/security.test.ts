@@ -219,8 +219,12 @@ describe('security properties', { timeout: 300_000 }, () => {
     const tampered = newCeremony({ operation: 'unseal', clusterId, initiator: 'admin', ttlSeconds: 60, recipients, threshold: 2 });
     tampered.recipients = [{ coordinator_id: 'attacker', public_key_pem: 'x' }];
     await rejectsWith(unaryCall(asCoordinator, 'ProposeCeremony', { ceremony: tampered }), 'INVALID_ARGUMENT', /hash does not match/);
+    // A share in use cannot be overwritten by a coordinator identity outside a ceremony.
+    const replace = { cluster_id: clusterId, encrypted_share: randomBytes(256), x: 1, replace: true };
+    await rejectsWith(unaryCall(asCoordinator, 'DeliverShare', replace), 'FAILED_PRECONDITION', /reshare ceremony/);
     asCoordinator.close();
     assert.ok(cluster.process('custodian-2').running);
+    await rejectsWith(client.startUnseal(10 ** 6), 'INVALID_ARGUMENT', /ttl_seconds/);
   });
 
   it('every request is in the audit log, which is hash-chained and holds no secrets', async () => {

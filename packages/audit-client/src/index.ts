@@ -48,7 +48,7 @@ interface Pending {
   event: AuditEvent;
   resolve: () => void;
   reject: (e: KeyshardError) => void;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
   settled: boolean;
 }
 
@@ -112,6 +112,35 @@ export class AuditClient {
         timer: setTimeout(() => this.settle(p, unavailable(`not acknowledged within ${this.timeoutMs} ms`)), this.timeoutMs),
       };
       this.queue.push(p);
+      this.pump();
+    });
+  }
+
+  /**
+   * Sends events that are already complete (e.g. from the durable spool) as one unit: one
+   * promise and one deadline for the lot instead of one each. Resolves when all are stored.
+   */
+  recordAll(events: AuditEvent[]): Promise<void> {
+    if (events.length === 0) return Promise.resolve();
+    if (this.closed) return Promise.reject(unavailable('client is closed'));
+    if (this.queue.length + events.length > this.maxQueued) return Promise.reject(unavailable(`${this.queue.length} events already waiting`));
+    return new Promise<void>((resolve, reject) => {
+      let remaining = events.length;
+      let done = false;
+      const finish = (err?: KeyshardError) => {
+        if (done) return;
+        if (err || --remaining === 0) {
+          done = true;
+          clearTimeout(timer);
+          if (err) reject(err);
+          else resolve();
+        }
+      };
+      const group: Pending[] = events.map((event) => ({ event, resolve: () => finish(), reject: finish, timer: undefined, settled: false }));
+      const timer = setTimeout(() => {
+        for (const p of group) this.settle(p, unavailable(`not acknowledged within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.queue.push(...group);
       this.pump();
     });
   }

@@ -22,7 +22,8 @@ export function auditObserver(audit: AuditRecorder, log: Logger): Observer {
     if (!o.ok) {
       // Messages of KeyshardErrors are caller-safe by contract; unknown errors are not logged verbatim to callers.
       const line = { method: o.ctx.method, code: o.code, principal: o.ctx.principal, request_id: o.ctx.requestId };
-      if (o.code === 'INTERNAL') log.error({ ...line, err: (o.error as Error)?.message }, 'request failed');
+      // Unknown errors' messages could carry anything: log their kind, never their text.
+      if (o.code === 'INTERNAL') log.error({ ...line, error: (o.error as Error)?.name, errorCode: (o.error as { code?: unknown })?.code }, 'request failed');
       else log.info({ ...line, reason: o.message }, 'request refused');
     }
     await audit.record({

@@ -20,6 +20,9 @@ class FakeSink {
     if (!this.up) throw new KeyshardError('UNAVAILABLE', 'audit sink unavailable: down');
     if (!this.events.some((x) => x.id === e.id)) this.events.push(e);
   }
+  async recordAll(events: AuditEvent[]): Promise<void> {
+    for (const e of events) await this.record(e);
+  }
   asClient(): AuditClient {
     return this as unknown as AuditClient;
   }

@@ -163,11 +163,16 @@ export class AuditSpool implements AuditRecorder {
     this.#shipTimer = undefined;
     this.#shipping = true;
     const batch = this.#unshipped.slice(0, this.#opts.shipBatch);
-    Promise.all(batch.map((b) => this.client.record(b.event))).then(
+    this.client.recordAll(batch.map((b) => b.event)).then(
       async () => {
         this.#unshipped.splice(0, batch.length);
         this.#shippedTo = batch[batch.length - 1]!.end;
-        await this.#saveProgress();
+        try {
+          await this.#saveProgress();
+        } catch (e) {
+          // Only the shipped position was not saved: at worst the sink sees these events again.
+          this.log.warn({ err: (e as Error).message }, 'audit spool: cannot save shipping progress');
+        }
         this.#shipping = false;
         this.#ship();
       },

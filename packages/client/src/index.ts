@@ -162,3 +162,26 @@ export class CustodianOperatorClient {
     this.#c.close();
   }
 }
+
+/** Starts an unseal ceremony and polls it until it finishes; rejects unless it completed. */
+export async function unsealAndWait(
+  client: KeyshardClient,
+  onProgress: (c: Ceremony) => void = () => {},
+  timeoutMs = 60_000,
+): Promise<Ceremony> {
+  let c = await client.startUnseal();
+  const deadline = Date.now() + timeoutMs;
+  let last = -1;
+  while (c.state === 'CEREMONY_STATE_OPEN') {
+    if (c.approved_by.length !== last) {
+      last = c.approved_by.length;
+      onProgress(c);
+    }
+    if (Date.now() > deadline) throw new Error(`unseal ceremony ${c.id} still open after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+    c = await client.getCeremony(c.id);
+  }
+  onProgress(c);
+  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`unseal ceremony ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}: ${c.error}`);
+  return c;
+}

@@ -6,7 +6,10 @@
  * a canonical JSON encoding is the ceremony hash; custodians sign exactly that hash with
  * their HSM approval key (Ed25519, RFC 8032), so parameters cannot change after approval
  * without the signature failing. The random nonce makes every ceremony's hash unique, so an
- * approval cannot be replayed into another ceremony. State fields are not bound.
+ * approval of one ceremony does not verify for another. State fields are not bound.
+ * Not yet: the initiator's own signature over the object, and custodians checking that
+ * recipients are registered replicas (the governance issue) — today any coordinator
+ * identity may propose.
  * The wire shape is the proto `keyshard.v1.Ceremony` message (snake_case) as is.
  */
 import { createHash, randomBytes, randomUUID, verify } from 'node:crypto';
@@ -91,6 +94,8 @@ export function newCeremony(init: {
   return c;
 }
 
+export const MAX_CEREMONY_LIFETIME_MS = 7 * 24 * 3600 * 1000;
+
 export function isExpired(c: Ceremony, now = Date.now()): boolean {
   return Date.parse(c.expires_at) <= now;
 }
@@ -104,6 +109,8 @@ export function checkCeremonyForCustodian(c: Ceremony, clusterIds: string[], now
   if (ceremonyHash(c) !== c.hash) throw invalidArgument('ceremony hash does not match its parameters');
   if (!clusterIds.includes(c.cluster_id)) throw failedPrecondition(`ceremony ${c.id} belongs to another cluster`);
   if (isExpired(c, now)) throw failedPrecondition(`ceremony ${c.id} has expired`);
+  if (Date.parse(c.expires_at) - Date.parse(c.created_at) > MAX_CEREMONY_LIFETIME_MS)
+    throw invalidArgument(`ceremony ${c.id} would stay open longer than 7 days`);
   if (!Array.isArray(c.recipients) || c.recipients.length === 0) throw invalidArgument('ceremony names no recipients');
 }
 

@@ -10,6 +10,7 @@
  * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels.
  */
 import { hkdfSync } from 'node:crypto';
+import { KeyshardError } from '@keyshard/errors';
 import { openAesGcm, sealAesGcm } from './aead.ts';
 
 function lengthPrefixed(...parts: string[]): Buffer {
@@ -31,8 +32,20 @@ export function wrapKek(root: Buffer, clusterId: string, epoch: number, kek: Buf
   return sealAesGcm(root, kek, kekAad(clusterId, epoch));
 }
 
+/**
+ * Wrapped blobs come from the service's own state, not from callers: a failure to open one
+ * means tampering, corruption or the wrong root, so it is INTERNAL, never the caller's fault.
+ */
+function openStored(key: Buffer, wrapped: Buffer, aad: Buffer, what: string): Buffer {
+  try {
+    return openAesGcm(key, wrapped, aad, what);
+  } catch {
+    throw new KeyshardError('INTERNAL', `stored ${what} failed authentication: state is corrupted or was tampered with`);
+  }
+}
+
 export function unwrapKek(root: Buffer, clusterId: string, epoch: number, wrapped: Buffer): Buffer {
-  return openAesGcm(root, wrapped, kekAad(clusterId, epoch), 'key-encryption key');
+  return openStored(root, wrapped, kekAad(clusterId, epoch), 'key-encryption key');
 }
 
 export function wrapVersion(kek: Buffer, clusterId: string, keyId: string, version: number, material: Buffer): Buffer {
@@ -40,7 +53,7 @@ export function wrapVersion(kek: Buffer, clusterId: string, keyId: string, versi
 }
 
 export function unwrapVersion(kek: Buffer, clusterId: string, keyId: string, version: number, wrapped: Buffer): Buffer {
-  return openAesGcm(kek, wrapped, versionAad(clusterId, keyId, version), 'key version material');
+  return openStored(kek, wrapped, versionAad(clusterId, keyId, version), 'key version material');
 }
 
 /** HKDF-SHA256 (RFC 5869) subkey of the root key for one named purpose. */

@@ -5,12 +5,13 @@
  * same wiring. Every process it starts it stops, by PID.
  */
 import path from 'node:path';
-import { KeyshardClient, CustodianOperatorClient, type Ceremony } from '@keyshard/client';
+import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
 import { ADMIN, AUDITOR, COORDINATOR, operatorOf, prepareLayout, writeConfigs, writeEnvFile, type Layout } from './layout.ts';
 import { ManagedProcess, nodeService } from './processes.ts';
 
 export { ADMIN, AUDITOR, COORDINATOR, operatorOf, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
+export { unsealAndWait } from '@keyshard/client';
 
 export interface DevClusterOptions {
   dir: string;
@@ -138,27 +139,4 @@ export class DevCluster {
   get auditLogFile(): string {
     return path.join(this.layout.auditDir, 'audit.log');
   }
-}
-
-/** Starts an unseal ceremony and polls it until it finishes; rejects unless it completed. */
-export async function unsealAndWait(
-  client: KeyshardClient,
-  onProgress: (c: Ceremony) => void = () => {},
-  timeoutMs = 60_000,
-): Promise<Ceremony> {
-  let c = await client.startUnseal();
-  const deadline = Date.now() + timeoutMs;
-  let last = -1;
-  while (c.state === 'CEREMONY_STATE_OPEN') {
-    if (c.approved_by.length !== last) {
-      last = c.approved_by.length;
-      onProgress(c);
-    }
-    if (Date.now() > deadline) throw new Error(`unseal ceremony ${c.id} still open after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 200));
-    c = await client.getCeremony(c.id);
-  }
-  onProgress(c);
-  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`unseal ceremony ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}: ${c.error}`);
-  return c;
 }

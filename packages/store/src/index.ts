@@ -43,7 +43,8 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
   return new Etcd3(options);
 }
 
-export const clusterNamespace = (client: Etcd3, cluster: string): Namespace => client.namespace(`/keyshard/${cluster}/`);
+export const clusterPrefix = (cluster: string) => `/keyshard/${cluster}/`;
+export const clusterNamespace = (client: Etcd3, cluster: string): Namespace => client.namespace(clusterPrefix(cluster));
 
 export const paths = {
   cluster: 'cluster',

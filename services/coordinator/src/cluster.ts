@@ -67,8 +67,16 @@ export class Cluster {
     if (this.initialized) throw failedPrecondition('cluster is already initialized');
     if (shares !== this.#links.length)
       throw invalidArgument(`shares (${shares}) must equal the number of configured custodians (${this.#links.length})`);
+    // A retried init (a previous one crashed after claiming) replaces the shares it delivered.
+    const retry = this.record?.state === 'initializing';
     const clusterId = await this.#claimClusterId();
     const identities = await Promise.all(this.#links.map((l) => l.identity()));
+    identities.forEach((id, i) => {
+      if (id.custodian_id !== this.#links[i]!.id)
+        throw failedPrecondition(`custodian at ${this.#links[i]!.address} says it is ${id.custodian_id}, expected ${this.#links[i]!.id}`);
+    });
+    if (new Set(identities.map((id) => id.enrollment_public_key_pem)).size !== identities.length)
+      throw failedPrecondition('two custodians present the same enrollment key: they would hold one token, lowering the quorum');
     const root = randomBytes(32);
     const kek = randomBytes(32);
     let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
@@ -85,8 +93,9 @@ export class Cluster {
       );
       await Promise.all(
         this.#links.map((link, i) => {
-          const sealedShare = oaepEncrypt(identities[i]!.enrollment_public_key_pem, Buffer.from(split!.shares[i]!), this.#oaepHash);
-          return link.deliverShare(clusterId, sealedShare, split!.manifest.custodians[i]!.x, true);
+          const share = Buffer.from(split!.shares[i]!.buffer, split!.shares[i]!.byteOffset, split!.shares[i]!.byteLength); // a view, not a copy
+          const sealedShare = oaepEncrypt(identities[i]!.enrollment_public_key_pem, share, this.#oaepHash);
+          return link.deliverShare(clusterId, sealedShare, split!.manifest.custodians[i]!.x, retry);
         }),
       );
       const record: ClusterRecord = { clusterId, state: 'initialized', kekEpoch: 1, createdAt: new Date().toISOString() };
@@ -130,11 +139,11 @@ export class Cluster {
   }
 
   /** Opens the seal with a root key that passed the manifest checks: every KEK must unwrap. */
-  async openSeal(root: Buffer): Promise<void> {
-    const { record } = this.requireInitialized();
-    const all = await etcdCall('load KEKs', () => this.#ns.getAll().prefix('keks/').strings());
+  async openSeal(root: Buffer, generation: number): Promise<void> {
     const keks = new Map<number, Buffer>();
     try {
+      const { record } = this.requireInitialized();
+      const all = await etcdCall('load KEKs', () => this.#ns.getAll().prefix('keks/').strings());
       for (const raw of Object.values(all)) {
         const { epoch, wrapped } = JSON.parse(raw) as { epoch: number; wrapped: string };
         keks.set(epoch, unwrapKek(root, record.clusterId, epoch, Buffer.from(wrapped, 'base64')));
@@ -144,6 +153,6 @@ export class Cluster {
       zeroize(root, ...keks.values());
       throw e;
     }
-    this.#seal.open(root, keks);
+    this.#seal.open(root, keks, generation);
   }
 }

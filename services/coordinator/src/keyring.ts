@@ -148,13 +148,17 @@ export class Keyring {
           ns.put(paths.version(key.id, 1)).value(JSON.stringify(version)),
         )
         .commit(),
-    );
+    ).catch((e) => {
+      zeroize(material);
+      throw e;
+    });
     if (!res.succeeded) {
       zeroize(material);
       throw alreadyExists(`a key named ${key.name} already exists`);
     }
     this.#remember(key);
-    this.#material.set(`${key.id}/1`, material);
+    if (this.#seal.sealed) zeroize(material); // sealed meanwhile: keep nothing in memory
+    else this.#material.set(`${key.id}/1`, material);
     return key;
   }
 
@@ -181,8 +185,8 @@ export class Keyring {
     const v = await getJson<VersionRecord>(this.#ns, paths.version(k.id, version));
     if (!v) throw notFound(`key ${k.name} has no version ${version}`);
     const { record } = this.#cluster.requireInitialized();
+    // seal.kek() throws if the coordinator was sealed while etcd answered: nothing is cached then.
     const material = unwrapVersion(this.#seal.kek(v.kekEpoch), record.clusterId, k.id, version, Buffer.from(v.wrapped, 'base64'));
-    this.#seal.requireOpen(); // sealed while we awaited etcd: do not cache
     this.#material.set(cacheKey, material);
     return material;
   }

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
-import { clusterNamespace, connectEtcd, paths } from '@keyshard/store';
+import { clusterNamespace, clusterPrefix, connectEtcd, paths } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
 import { Seal } from './seal.ts';
@@ -13,7 +13,7 @@ import { CustodianLink } from './custodian-link.ts';
 import { Keyring } from './keyring.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
 
-import { ceremonyHandlers, keyHandlers, keyServiceAuthorizer } from './server.ts';
+import { ceremonyHandlers, ceremonyServiceAuthorizer, keyHandlers, keyServiceAuthorizer } from './server.ts';
 
 /** Crypto operations and reads go through the durable spool; all else must reach the sink. */
 const SPOOLED_OPERATIONS = new Set(['keys.Encrypt', 'keys.Decrypt', 'keys.GetKey', 'keys.ListKeys', 'ceremony.Status', 'ceremony.GetCeremony']);
@@ -41,11 +41,17 @@ async function main(): Promise<void> {
   const replica = { coordinatorId: config.coordinatorId, ...ephemeralRecipientKey() };
 
   // Liveness registration: the entry vanishes with the lease when this process dies.
-  const lease = etcd.lease(config.registrationTtlSeconds);
-  lease.on('lost', () => log.warn('etcd registration lease lost'));
-  await lease.put(`/keyshard/${config.clusterName}/${paths.coordinator(config.coordinatorId)}`).value(
-    JSON.stringify({ id: config.coordinatorId, address: config.listen, host: hostname(), publicKeyPem: replica.publicKeyPem, startedAt: new Date().toISOString() }),
-  );
+  const registration = JSON.stringify({ id: config.coordinatorId, address: config.listen, host: hostname(), publicKeyPem: replica.publicKeyPem, startedAt: new Date().toISOString() });
+  let lease = etcd.lease(config.registrationTtlSeconds);
+  const register = async (): Promise<void> => {
+    lease.on('lost', () => {
+      log.warn('etcd registration lease lost; registering again');
+      lease = etcd.lease(config.registrationTtlSeconds);
+      void register().catch((e) => log.error({ err: (e as Error).message }, 'registration failed'));
+    });
+    await lease.put(`${clusterPrefix(config.clusterName)}${paths.coordinator(config.coordinatorId)}`).value(registration);
+  };
+  await register();
 
   const keyring = new Keyring(ns, cluster, seal, { maxPlaintextBytes: config.maxPlaintextBytes });
   const unseal = new UnsealCeremonies({
@@ -69,8 +75,13 @@ async function main(): Promise<void> {
     proto.CeremonyService.service,
     unaryService(
       proto.CeremonyService.service,
-      ceremonyHandlers({ cluster, seal, unseal, links, coordinatorId: config.coordinatorId, admins: new Set(config.admins) }),
-      { name: 'ceremony', observer, before },
+      ceremonyHandlers({ cluster, seal, unseal, links, coordinatorId: config.coordinatorId }),
+      {
+        name: 'ceremony',
+        observer,
+        before,
+        authorize: ceremonyServiceAuthorizer(new Set(config.admins), new Set(config.keyUsers)),
+      },
     ),
   );
   const port = await new Promise<number>((resolve, reject) =>

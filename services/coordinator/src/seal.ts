@@ -4,13 +4,14 @@
  * Invariant: every key operation calls `requireOpen()` first, so a sealed coordinator
  * answers FAILED_PRECONDITION "sealed" and touches no key material.
  */
-import { sealedError } from '@keyshard/errors';
+import { failedPrecondition, sealedError } from '@keyshard/errors';
 import { zeroize } from '@keyshard/crypto';
 
 export class Seal {
   #root: Buffer | undefined;
   #keks = new Map<number, Buffer>();
   #onSeal: (() => void)[] = [];
+  #generation = 0;
 
   get sealed(): boolean {
     return this.#root === undefined;
@@ -20,8 +21,20 @@ export class Seal {
     if (this.#root === undefined) throw sealedError();
   }
 
-  /** Takes ownership of `root` and `keks`: they are zeroized on seal. */
-  open(root: Buffer, keks: Map<number, Buffer>): void {
+  /** Changes on every seal: an unseal that began before a seal must not open after it. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /**
+   * Takes ownership of `root` and `keks` (zeroized on seal). Refuses, zeroizing them, if the
+   * coordinator was sealed since `generation` was read.
+   */
+  open(root: Buffer, keks: Map<number, Buffer>, generation: number): void {
+    if (generation !== this.#generation) {
+      zeroize(root, ...keks.values());
+      throw failedPrecondition('sealed while the unseal was in progress');
+    }
     if (this.#root) this.seal();
     this.#root = root;
     this.#keks = keks;
@@ -39,6 +52,7 @@ export class Seal {
   }
 
   seal(): void {
+    this.#generation++;
     zeroize(this.#root, ...this.#keks.values());
     this.#root = undefined;
     this.#keks = new Map();

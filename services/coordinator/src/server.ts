@@ -79,11 +79,18 @@ export interface CeremonyDeps {
   unseal: UnsealCeremonies;
   links: CustodianLink[];
   coordinatorId: string;
-  admins: Set<string>;
 }
 
-function requireAdmin(admins: Set<string>, ctx: CallContext): void {
-  if (!admins.has(ctx.principal)) throw permissionDenied(`${ctx.method} needs the admin role`);
+const ADMIN_METHODS = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony']);
+
+/** Mutating ceremony calls need the admin role; reads need admin or key-user. */
+export function ceremonyServiceAuthorizer(admins: Set<string>, readers: Set<string>) {
+  return (ctx: CallContext) => {
+    const name = ctx.method.slice(ctx.method.indexOf('.') + 1);
+    if (admins.has(ctx.principal)) return;
+    if (ADMIN_METHODS.has(name)) throw permissionDenied(`${ctx.method} needs the admin role`);
+    if (!readers.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not read cluster status`);
+  };
 }
 
 function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
@@ -115,7 +122,6 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       };
     },
     async Init(req, ctx) {
-      requireAdmin(d.admins, ctx);
       const r = await d.cluster.init(req.shares || d.links.length, req.threshold || 3);
       ctx.facts.details = { cluster_id: r.clusterId, shares: String(r.shares), threshold: String(r.threshold) };
       return {
@@ -127,15 +133,14 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       };
     },
     async StartUnseal(req, ctx) {
-      requireAdmin(d.admins, ctx);
       return withFacts(await d.unseal.start(ctx.principal, req.ttl_seconds || undefined), ctx);
     },
     async GetCeremony(req, ctx) {
       return withFacts(await d.unseal.get(req.id), ctx);
     },
-    async Seal(_req, ctx) {
-      requireAdmin(d.admins, ctx);
+    async Seal() {
       d.seal.seal();
+      await d.unseal.cancelCurrent('sealed by an admin');
       return { sealed: true };
     },
   };

@@ -18,7 +18,7 @@ import {
   checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, verifyApproval, zeroize,
   type Ceremony, type OaepHash, type ShareRejected,
 } from '@keyshard/crypto';
-import { KeyshardError, failedPrecondition, notFound } from '@keyshard/errors';
+import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
 import { etcdCall, getJson, paths, putJson, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { Cluster } from './cluster.ts';
@@ -69,6 +69,8 @@ export class UnsealCeremonies {
   }
 
   async start(initiator: string, ttlSeconds = this.#d.ttlSeconds): Promise<Ceremony> {
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 10 || ttlSeconds > this.#d.ttlSeconds)
+      throw invalidArgument(`ttl_seconds must be between 10 and ${this.#d.ttlSeconds}`);
     const { record, manifest } = this.#d.cluster.requireInitialized();
     if (!this.#d.seal.sealed) throw failedPrecondition('already unsealed');
     if (this.#current?.state === 'CEREMONY_STATE_OPEN' && this.#driving.has(this.#current.id)) return this.#current;
@@ -102,11 +104,19 @@ export class UnsealCeremonies {
     if (!res.succeeded) throw failedPrecondition('another unseal ceremony is open');
     this.#current = c;
     this.#driving.add(c.id);
-    void this.#drive(c).finally(() => this.#driving.delete(c.id));
+    const generation = this.#d.seal.generation;
+    void this.#drive(c, generation).finally(() => this.#driving.delete(c.id));
     return c;
   }
 
-  async #drive(c: Ceremony): Promise<void> {
+  /** Seal stops an unseal in progress: its ceremony is cancelled and will not open the seal. */
+  async cancelCurrent(reason: string): Promise<void> {
+    const c = this.#current;
+    if (c?.state !== 'CEREMONY_STATE_OPEN') return;
+    await this.#finish(c, 'CEREMONY_STATE_CANCELLED', reason);
+  }
+
+  async #drive(c: Ceremony, generation: number): Promise<void> {
     const { links, log, pollMs } = this.#d;
     const progress = new Map<string, CustodianProgress>(links.map((l) => [l.id, 'unproposed']));
     const accepted: { custodianId: string; share: Uint8Array }[] = [];
@@ -116,9 +126,13 @@ export class UnsealCeremonies {
           await this.#finish(c, 'CEREMONY_STATE_EXPIRED', 'ceremony expired before a quorum released shares');
           break;
         }
-        await Promise.all(links.map((l) => this.#poll(c, l, progress, accepted)));
+        // allSettled: a failing poll must not leave siblings adding shares after the finally below.
+        const polled = await Promise.allSettled(links.map((l) => this.#poll(c, l, progress, accepted)));
+        const failed = polled.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+        if (failed) throw failed.reason;
+        if (c.state !== 'CEREMONY_STATE_OPEN') break; // cancelled by a seal meanwhile
         if (accepted.length >= c.threshold) {
-          await this.#complete(c, accepted);
+          await this.#complete(c, accepted, generation);
           break;
         }
         const open = [...progress.values()].filter((p) => p === 'unproposed' || p === 'pending').length;
@@ -193,9 +207,16 @@ export class UnsealCeremonies {
     return share;
   }
 
-  async #complete(c: Ceremony, accepted: { custodianId: string; share: Uint8Array }[]): Promise<void> {
+  /** The completion is on record before the seal opens: no unaudited unseal. */
+  async #complete(c: Ceremony, accepted: { custodianId: string; share: Uint8Array }[], generation: number): Promise<void> {
     const root = await combineShares(this.#d.cluster.manifest!, accepted);
-    await this.#d.cluster.openSeal(root);
+    try {
+      await this.#d.audit.record({ operation: 'ceremony.unseal.completing', principal: c.initiator, ceremony_id: c.id, result: 'ok', details: { approved_by: c.approved_by.join(',') } });
+    } catch (e) {
+      zeroize(root);
+      throw e;
+    }
+    await this.#d.cluster.openSeal(root, generation);
     await this.#finish(c, 'CEREMONY_STATE_COMPLETED', '');
     this.#d.log.info({ ceremonyId: c.id, approvedBy: c.approved_by }, 'unsealed');
   }
@@ -203,7 +224,7 @@ export class UnsealCeremonies {
   async #finish(c: Ceremony, state: Ceremony['state'], error: string): Promise<void> {
     c.state = state;
     c.error = error;
-    const op = { CEREMONY_STATE_COMPLETED: 'completed', CEREMONY_STATE_EXPIRED: 'expired' }[state as string] ?? 'failed';
+    const op = { CEREMONY_STATE_COMPLETED: 'completed', CEREMONY_STATE_EXPIRED: 'expired', CEREMONY_STATE_CANCELLED: 'cancelled' }[state as string] ?? 'failed';
     await this.#persist(c);
     const { ns } = this.#d;
     await etcdCall('release unseal lock', () =>

@@ -5,7 +5,9 @@
  * ceremony whose hash verifies, whose cluster this token holds a share for, and which has
  * not expired, and only after approval (policy `auto`, or an operator's `approve`). The
  * approval is an Ed25519 signature over the ceremony hash made inside the token. A ceremony
- * id re-proposed with different bound parameters is refused. Decisions are final.
+ * id re-proposed with different bound parameters is refused. Decisions are final for the life
+ * of the process (kept in memory: a restarted custodian could be asked again within the
+ * ceremony's lifetime; persisting them is part of the governance work).
  */
 import { checkCeremonyForCustodian, isExpired, type Ceremony } from '@keyshard/crypto';
 import { failedPrecondition, notFound, invalidArgument } from '@keyshard/errors';
@@ -27,6 +29,8 @@ export class Custody {
   #token: CustodianToken;
   #policy: 'auto' | 'manual';
   #records = new Map<string, ReleaseRecord>();
+  /** Shares delivered by this process and never released yet: only these may be replaced (a retried init). */
+  #provisional = new Set<string>();
 
   constructor(token: CustodianToken, policy: 'auto' | 'manual') {
     this.#token = token;
@@ -39,18 +43,36 @@ export class Custody {
     const known = this.#records.get(c.id);
     if (known) {
       if (known.ceremony.hash !== c.hash) throw failedPrecondition(`ceremony ${c.id} was proposed before with other parameters`);
+      if (known.status === 'pending' && this.#policy === 'auto') this.approve(c.id, now); // an earlier attempt failed
       return known;
     }
+    this.#prune(now);
     const record: ReleaseRecord = { ceremony: c, status: 'pending', releases: [], approval_signature: Buffer.alloc(0), reason: '' };
     this.#records.set(c.id, record);
     if (this.#policy === 'auto') this.approve(c.id, now);
     return record;
   }
 
+  /** Forgets decided or expired ceremonies an hour after their expiry: the map stays bounded. */
+  #prune(now: number): void {
+    for (const [id, r] of this.#records) if (Date.parse(r.ceremony.expires_at) + 3_600_000 < now) this.#records.delete(id);
+  }
+
   get(id: string): ReleaseRecord {
     const r = this.#records.get(id);
     if (!r) throw notFound(`ceremony ${id} has not been proposed to this custodian`);
     return r;
+  }
+
+  /**
+   * Takes a share delivered at init. Replacing an existing share is allowed only for a retried
+   * init (delivered by this process, never released); anything else needs a quorum ceremony.
+   */
+  deliver(clusterId: string, encryptedShare: Buffer, replace: boolean): void {
+    if (replace && this.#token.hasShare(clusterId) && !this.#provisional.has(clusterId))
+      throw failedPrecondition(`a share for cluster ${clusterId} is in use; replacing it needs a reshare ceremony`);
+    this.#token.unwrapShare(clusterId, encryptedShare, { replace });
+    this.#provisional.add(clusterId);
   }
 
   pending(now = Date.now()): Ceremony[] {
@@ -68,6 +90,7 @@ export class Custody {
     }));
     r.approval_signature = this.#token.signApproval(Buffer.from(c.hash, 'hex'));
     r.status = 'released';
+    this.#provisional.delete(c.cluster_id);
     return r;
   }
 

@@ -11,6 +11,7 @@ import { authorizer, custodianHandlers } from './server.ts';
 
 function readPin(pinFile: string | undefined): string {
   const pin = pinFile ? readFileSync(pinFile, 'utf8').trim() : process.env.KEYSHARD_CUSTODIAN_PIN;
+  delete process.env.KEYSHARD_CUSTODIAN_PIN; // not inherited by children, not in /proc/<pid>/environ
   if (!pin) throw new ConfigError('no token PIN: set token.pinFile or KEYSHARD_CUSTODIAN_PIN');
   return pin;
 }
@@ -62,9 +63,10 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
     server.tryShutdown(() => {
-      audit.close();
-      token.close();
-      process.exit(0);
+      void audit.close().finally(() => {
+        token.close();
+        process.exit(0);
+      });
     });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

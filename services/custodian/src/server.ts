@@ -59,7 +59,7 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
       if (!Buffer.isBuffer(req.encrypted_share) || req.encrypted_share.length === 0 || req.encrypted_share.length > 1024)
         throw invalidArgument('encrypted_share must be an RSA-OAEP ciphertext');
-      d.token.unwrapShare(req.cluster_id, req.encrypted_share, { replace: req.replace === true });
+      d.custody.deliver(req.cluster_id, req.encrypted_share, req.replace === true);
       ctx.facts.details = { cluster_id: req.cluster_id, x: String(req.x) };
       return { custodian_id: d.custodianId };
     },

@@ -1,7 +1,6 @@
 /** status, init, unseal, seal. */
 import type { Command } from 'commander';
-import { unsealAndWait } from '@keyshard/devcluster';
-import type { Status } from '@keyshard/client';
+import { unsealAndWait, type Status } from '@keyshard/client';
 import { coordinatorClient } from '../connection.ts';
 import { printJson, progress } from '../output.ts';
 
