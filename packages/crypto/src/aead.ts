@@ -1,9 +1,10 @@
 /**
- * AES-256-GCM (NIST SP 800-38D) with random 96-bit nonces (§8.2.2). A key must not be used
- * for more than 2^32 random-nonce encryptions (§8.3); callers count uses per key version.
- * Output layout: nonce (12) || ciphertext || tag (16).
+ * AEAD with random 96-bit nonces and 128-bit tags, output nonce (12) || ciphertext || tag (16):
+ *  - AES-256-GCM, NIST SP 800-38D (§8.2.2 random IVs). §8.3 limits a key to 2^32 random-nonce
+ *    encryptions: key versions must be rotated well before (counting is the keyring's job);
+ *  - ChaCha20-Poly1305, RFC 8439 §2.8.
  */
-import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomFillSync, type CipherGCM, type DecipherGCM } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';
 
 export const KEY_BYTES = 32;
@@ -26,9 +27,20 @@ export function randomNonce(): Buffer {
   return nonce;
 }
 
+export type AeadCipher = 'aes-256-gcm' | 'chacha20-poly1305';
+
 export function sealAesGcm(key: Buffer, plaintext: Buffer, aad: Buffer, nonce: Buffer = randomNonce()): Buffer {
-  if (key.length !== KEY_BYTES) throw new KeyshardError('INTERNAL', 'AES-256-GCM needs a 32-byte key');
-  const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
+  return sealAead('aes-256-gcm', key, plaintext, aad, nonce);
+}
+
+export function openAesGcm(key: Buffer, sealed: Buffer, aad: Buffer, what = 'ciphertext'): Buffer {
+  return openAead('aes-256-gcm', key, sealed, aad, what);
+}
+
+export function sealAead(alg: AeadCipher, key: Buffer, plaintext: Buffer, aad: Buffer, nonce: Buffer = randomNonce()): Buffer {
+  if (key.length !== KEY_BYTES) throw new KeyshardError('INTERNAL', `${alg} needs a 32-byte key`);
+  // Both AEADs share the GCM-style API (setAAD / getAuthTag) in node:crypto.
+  const cipher = createCipheriv(alg, key, nonce, { authTagLength: TAG_BYTES } as never) as unknown as CipherGCM;
   cipher.setAAD(aad);
   const head = cipher.update(plaintext);
   const tail = cipher.final();
@@ -36,12 +48,12 @@ export function sealAesGcm(key: Buffer, plaintext: Buffer, aad: Buffer, nonce: B
 }
 
 /** Throws INVALID_ARGUMENT on any authentication failure: wrong key, AAD, nonce or a modified byte. */
-export function openAesGcm(key: Buffer, sealed: Buffer, aad: Buffer, what = 'ciphertext'): Buffer {
+export function openAead(alg: AeadCipher, key: Buffer, sealed: Buffer, aad: Buffer, what = 'ciphertext'): Buffer {
   if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new KeyshardError('INVALID_ARGUMENT', `${what} is truncated`);
   const nonce = sealed.subarray(0, NONCE_BYTES);
   const tag = sealed.subarray(sealed.length - TAG_BYTES);
   const body = sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES);
-  const decipher = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
+  const decipher = createDecipheriv(alg, key, nonce, { authTagLength: TAG_BYTES } as never) as unknown as DecipherGCM;
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
   const head = decipher.update(body);

@@ -8,7 +8,7 @@
  * reference nor the context can be changed without failing authentication (SP 800-38D).
  */
 import { invalidArgument } from '@keyshard/errors';
-import { NONCE_BYTES, TAG_BYTES, openAesGcm, sealAesGcm } from './aead.ts';
+import { NONCE_BYTES, TAG_BYTES, openAead, sealAead, type AeadCipher } from './aead.ts';
 import { encodeContext, type EncryptionContext } from './context.ts';
 
 const MAGIC = Buffer.from('ks', 'ascii');
@@ -60,11 +60,17 @@ export function encryptWithVersion(
   h: CiphertextHeader,
   plaintext: Buffer,
   context: EncryptionContext,
+  alg: AeadCipher = 'aes-256-gcm',
 ): Buffer {
   const header = encodeHeader(h);
-  return Buffer.concat([header, sealAesGcm(material, plaintext, dataAad(header, context))]);
+  return Buffer.concat([header, sealAead(alg, material, plaintext, dataAad(header, context))]);
 }
 
-export function decryptWithVersion(material: Buffer, parsed: ParsedCiphertext, context: EncryptionContext): Buffer {
-  return openAesGcm(material, parsed.sealed, dataAad(parsed.header, context));
+export function decryptWithVersion(
+  material: Buffer,
+  parsed: ParsedCiphertext,
+  context: EncryptionContext,
+  alg: AeadCipher = 'aes-256-gcm',
+): Buffer {
+  return openAead(alg, material, parsed.sealed, dataAad(parsed.header, context));
 }

@@ -7,8 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
-  KEY_TYPES, USAGE, generateMaterial, hmacSha256, openChaCha, publicKeyOf, sealChaCha, signWith, verifyHmacSha256, verifyWith,
+  KEY_TYPES, USAGE, aeadOf, generateMaterial, hmacSha256, publicKeyOf, signWith, verifyHmacSha256, verifyWith,
 } from './key-types.ts';
+import { openAead, sealAead } from './aead.ts';
 
 const msg = Buffer.from('the quick brown fox');
 const digest = createHash('sha256').update(msg).digest();
@@ -64,12 +65,25 @@ test('HMAC-SHA256 equals node:crypto and verifies in constant time', () => {
 
 test('ChaCha20-Poly1305 round trip; AAD and bytes are authenticated', () => {
   const k = generateMaterial('chacha20-poly1305');
-  const sealed = sealChaCha(k, msg, Buffer.from('aad'));
-  assert.deepEqual(openChaCha(k, sealed, Buffer.from('aad')), msg);
-  assert.throws(() => openChaCha(k, sealed, Buffer.from('other')), { code: 'INVALID_ARGUMENT' });
+  const alg = aeadOf('chacha20-poly1305');
+  const sealed = sealAead(alg, k, msg, Buffer.from('aad'));
+  assert.deepEqual(openAead(alg, k, sealed, Buffer.from('aad')), msg);
+  assert.throws(() => openAead(alg, k, sealed, Buffer.from('other')), { code: 'INVALID_ARGUMENT' });
   const bad = Buffer.from(sealed);
   bad[14]! ^= 1;
-  assert.throws(() => openChaCha(k, bad, Buffer.from('aad')), { code: 'INVALID_ARGUMENT' });
+  assert.throws(() => openAead(alg, k, bad, Buffer.from('aad')), { code: 'INVALID_ARGUMENT' });
+  assert.throws(() => aeadOf('ed25519'), { code: 'FAILED_PRECONDITION' });
+});
+
+// RFC 8439 §2.8.2 test vector.
+test('ChaCha20-Poly1305 matches the RFC 8439 vector', () => {
+  const key = Buffer.from('808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f', 'hex');
+  const nonce = Buffer.from('070000004041424344454647', 'hex');
+  const aad = Buffer.from('50515253c0c1c2c3c4c5c6c7', 'hex');
+  const pt = Buffer.from("Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.");
+  const sealed = sealAead('chacha20-poly1305', key, pt, aad, nonce);
+  assert.equal(sealed.subarray(sealed.length - 16).toString('hex'), '1ae10b594f09e26a7e902ecbd0600691');
+  assert.equal(sealed.subarray(12, 12 + 16).toString('hex'), 'd31a8d34648e60db7b86afbc53ef7ec2');
 });
 
 test('every type has a usage', () => {

@@ -12,8 +12,9 @@
  * the node:crypto asymmetric keys, the 32-byte scalar for secp256k1. Hot paths use node:crypto;
  * noble is used only where node lacks the curve or a pre-hashed-digest ECDSA.
  */
+import type { AeadCipher } from './aead.ts';
 import {
-  createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes,
+  createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes,
   sign as nodeSign, timingSafeEqual, verify as nodeVerify, type KeyObject,
 } from 'node:crypto';
 import { p256 } from '@noble/curves/nist.js';
@@ -59,28 +60,11 @@ export function generateMaterial(type: KeyType): Buffer {
   }
 }
 
-// ChaCha20-Poly1305 (RFC 8439) with the same layout as AES-GCM: nonce (12) || ct || tag (16).
-export function sealChaCha(key: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
-  const nonce = randomBytes(12);
-  const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
-  c.setAAD(aad, { plaintextLength: plaintext.length });
-  const body = Buffer.concat([c.update(plaintext), c.final()]);
-  return Buffer.concat([nonce, body, c.getAuthTag()]);
-}
-
-export function openChaCha(key: Buffer, sealed: Buffer, aad: Buffer): Buffer {
-  if (sealed.length < 28) throw invalidArgument('ciphertext is truncated');
-  const body = sealed.subarray(12, sealed.length - 16);
-  const d = createDecipheriv('chacha20-poly1305', key, sealed.subarray(0, 12), { authTagLength: 16 });
-  d.setAAD(aad, { plaintextLength: body.length });
-  d.setAuthTag(sealed.subarray(sealed.length - 16));
-  const head = d.update(body);
-  try {
-    return Buffer.concat([head, d.final()]);
-  } catch {
-    head.fill(0);
-    throw invalidArgument('ciphertext could not be authenticated: wrong key, wrong encryption context, or modified data');
-  }
+/** The AEAD a symmetric encryption key type uses (same framing for both: aead.ts). */
+export function aeadOf(type: KeyType): AeadCipher {
+  if (type === 'aes256-gcm') return 'aes-256-gcm';
+  if (type === 'chacha20-poly1305') return 'chacha20-poly1305';
+  throw failedPrecondition(`${type} keys do not encrypt`);
 }
 
 export function hmacSha256(key: Buffer, message: Buffer): Buffer {
