@@ -23,6 +23,10 @@ export interface Key {
   created_at: string;
   rotated_at: string;
   created_by: string;
+  versions: { version: number; created_at: string }[];
+  rotation: { period_seconds: string; next_rotation_at: string };
+  policy: { grants: Record<string, { principals: string[] }> };
+  destruction_at: string;
 }
 
 export interface Ceremony {
@@ -111,8 +115,22 @@ export class KeyshardClient {
     return this.#c<{ sealed: boolean }>('Seal', {}, o);
   }
 
-  createKey(name: string, opts: { type?: string; description?: string; labels?: Record<string, string> } = {}, o?: CallOptions) {
-    return this.#k<Key>('CreateKey', { name, ...opts }, o);
+  createKey(
+    name: string,
+    opts: { type?: string; description?: string; labels?: Record<string, string>; rotationPeriodSeconds?: number; policy?: Record<string, string[]> } = {},
+    o?: CallOptions,
+  ) {
+    const { rotationPeriodSeconds, policy, ...rest } = opts;
+    return this.#k<Key>(
+      'CreateKey',
+      {
+        name,
+        ...rest,
+        rotation: rotationPeriodSeconds ? { period_seconds: rotationPeriodSeconds } : undefined,
+        policy: policy ? { grants: Object.fromEntries(Object.entries(policy).map(([op, principals]) => [op, { principals }])) } : undefined,
+      },
+      o,
+    );
   }
 
   getKey(key: string, o?: CallOptions) {
@@ -131,10 +149,115 @@ export class KeyshardClient {
     return this.#k<{ plaintext: Buffer; key_id: string; key_version: number }>('Decrypt', { ciphertext, context }, o);
   }
 
+  reEncrypt(ciphertext: Buffer, sourceContext: Context = {}, destinationKey = '', destinationContext: Context = {}, o?: CallOptions) {
+    return this.#k<{ ciphertext: Buffer; key_id: string; key_version: number }>(
+      'ReEncrypt',
+      { ciphertext, source_context: sourceContext, destination_key: destinationKey, destination_context: destinationContext },
+      o,
+    );
+  }
+
+  encryptBatch(items: { key: string; plaintext: Buffer; context?: Context }[], o?: CallOptions) {
+    return this.#k<{ results: { result: { ciphertext: Buffer; key_id: string; key_version: number } | null; error: BatchError | null }[] }>(
+      'EncryptBatch',
+      { items },
+      { timeoutMs: 60_000, ...o },
+    );
+  }
+
+  decryptBatch(items: { ciphertext: Buffer; context?: Context }[], o?: CallOptions) {
+    return this.#k<{ results: { result: { plaintext: Buffer; key_id: string; key_version: number } | null; error: BatchError | null }[] }>(
+      'DecryptBatch',
+      { items },
+      { timeoutMs: 60_000, ...o },
+    );
+  }
+
+  generateDataKey(key: string, length = 32, context: Context = {}, o?: CallOptions) {
+    return this.#k<DataKey>('GenerateDataKey', { key, length, context }, o);
+  }
+
+  generateDataKeyWithoutPlaintext(key: string, length = 32, context: Context = {}, o?: CallOptions) {
+    return this.#k<DataKey>('GenerateDataKeyWithoutPlaintext', { key, length, context }, o);
+  }
+
+  sign(key: string, input: { message?: Buffer; digest?: Buffer }, o?: CallOptions) {
+    return this.#k<{ signature: Buffer; key_id: string; key_version: number }>('Sign', { key, ...input }, o);
+  }
+
+  verify(key: string, input: { message?: Buffer; digest?: Buffer }, signature: Buffer, keyVersion = 0, o?: CallOptions) {
+    return this.#k<{ valid: boolean }>('Verify', { key, ...input, signature, key_version: keyVersion }, o);
+  }
+
+  getPublicKey(key: string, keyVersion = 0, o?: CallOptions) {
+    return this.#k<{ pem: string; jwk: string; key_version: number }>('GetPublicKey', { key, key_version: keyVersion }, o);
+  }
+
+  mac(key: string, message: Buffer, o?: CallOptions) {
+    return this.#k<{ mac: Buffer; key_version: number }>('Mac', { key, message }, o);
+  }
+
+  verifyMac(key: string, message: Buffer, mac: Buffer, keyVersion = 0, o?: CallOptions) {
+    return this.#k<{ valid: boolean }>('VerifyMac', { key, message, mac, key_version: keyVersion }, o);
+  }
+
+  rotateKey(key: string, o?: CallOptions) {
+    return this.#k<Key>('RotateKey', { key }, o);
+  }
+
+  updateKey(key: string, change: { description?: string; labels?: Record<string, string>; min_decryption_version?: number; policy?: Record<string, string[]> }, o?: CallOptions) {
+    const policy = change.policy ? { grants: Object.fromEntries(Object.entries(change.policy).map(([op, principals]) => [op, { principals }])) } : undefined;
+    return this.#k<Key>('UpdateKey', { key, ...change, policy }, o);
+  }
+
+  enableKey(key: string, o?: CallOptions) {
+    return this.#k<Key>('EnableKey', { key }, o);
+  }
+
+  disableKey(key: string, o?: CallOptions) {
+    return this.#k<Key>('DisableKey', { key }, o);
+  }
+
+  scheduleKeyDestruction(key: string, waitingPeriodSeconds = 0, o?: CallOptions) {
+    return this.#k<Key>('ScheduleKeyDestruction', { key, waiting_period_seconds: waitingPeriodSeconds }, o);
+  }
+
+  cancelKeyDestruction(key: string, o?: CallOptions) {
+    return this.#k<Key>('CancelKeyDestruction', { key }, o);
+  }
+
+  createAlias(name: string, key: string, o?: CallOptions) {
+    return this.#k<{ name: string; key_id: string }>('CreateAlias', { name, key }, o);
+  }
+
+  updateAlias(name: string, key: string, o?: CallOptions) {
+    return this.#k<{ name: string; key_id: string }>('UpdateAlias', { name, key }, o);
+  }
+
+  deleteAlias(name: string, o?: CallOptions) {
+    return this.#k<object>('DeleteAlias', { name }, o);
+  }
+
+  listAliases(key = '', o?: CallOptions) {
+    return this.#k<{ aliases: { name: string; key_id: string }[] }>('ListAliases', { key }, o);
+  }
+
   close(): void {
     this.#keys.close();
     this.#ceremony.close();
   }
+}
+
+export interface BatchError {
+  code: number;
+  message: string;
+}
+
+export interface DataKey {
+  plaintext: Buffer;
+  ciphertext: Buffer;
+  key_id: string;
+  key_version: number;
 }
 
 /** A custodian operator's client: list, show, approve and deny ceremonies on one custodian. */

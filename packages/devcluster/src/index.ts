@@ -6,10 +6,10 @@
  */
 import path from 'node:path';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
-import { ADMIN, AUDITOR, COORDINATOR, operatorOf, prepareLayout, writeConfigs, writeEnvFile, type Layout } from './layout.ts';
+import { ADMIN, APP, AUDITOR, COORDINATOR, operatorOf, prepareLayout, writeConfigs, writeEnvFile, type Layout } from './layout.ts';
 import { ManagedProcess, nodeService } from './processes.ts';
 
-export { ADMIN, AUDITOR, COORDINATOR, operatorOf, type Layout };
+export { ADMIN, APP, AUDITOR, COORDINATOR, operatorOf, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 

@@ -36,6 +36,8 @@ export interface Layout {
 
 export const ADMIN = 'admin';
 export const AUDITOR = 'auditor';
+/** A service principal that may use the key service but is not an admin. */
+export const APP = 'app';
 export const COORDINATOR = 'coordinator-1';
 export const operatorOf = (custodianId: string) => `${custodianId}-operator`;
 
@@ -79,7 +81,7 @@ export async function prepareLayout(
   const pki = path.join(dir, 'pki');
   progress('dev PKI');
   const certs: Record<string, CertFiles> = {};
-  for (const name of ['etcd', 'audit-sink', COORDINATOR, ADMIN, AUDITOR, ...custodianIds, ...custodianIds.map(operatorOf)])
+  for (const name of ['etcd', 'audit-sink', COORDINATOR, ADMIN, AUDITOR, APP, ...custodianIds, ...custodianIds.map(operatorOf)])
     certs[name] = await issueCert(pki, name);
 
   const softhsmConf: Record<string, string> = {};
@@ -145,7 +147,9 @@ export function writeConfigs(l: Layout): void {
     audit: { address: addr(plan.ports.audit), spoolDir: path.join(l.dir, 'spool', COORDINATOR) },
     custodians: l.custodianIds.map((id, i) => ({ id, address: addr(plan.ports.custodians[i]!) })),
     admins: [ADMIN],
-    keyUsers: [],
+    keyUsers: [APP],
+    // A dev/test cluster: rotation periods and destruction waits of seconds are allowed.
+    keys: { minRotationPeriodSeconds: 1, minDestructionWaitSeconds: 1, defaultDestructionWaitSeconds: 30 * 24 * 3600 },
     oaepHash: 'sha1',
   });
 }

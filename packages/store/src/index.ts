@@ -10,6 +10,7 @@
  *   keys/<key id>                key metadata
  *   versions/<key id>/<version>  version material wrapped by a KEK (version zero-padded)
  *   names/<name>                 key id (unique names via create-if-absent)
+ *   aliases/<name>               key id an alias points to
  *   ceremonies/<id>              ceremony objects
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
  *   coordinators/<id>            replica registration, bound to a lease
@@ -55,6 +56,7 @@ export const paths = {
   versionsPrefix: (keyId: string) => `versions/${keyId}/`,
   version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
   name: (name: string) => `names/${name}`,
+  alias: (name: string) => `aliases/${name}`,
   ceremony: (id: string) => `ceremonies/${id}`,
   ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
   coordinator: (id: string) => `coordinators/${id}`,

@@ -35,6 +35,15 @@ export const coordinatorConfig = z.object({
   keyUsers: z.array(z.string().min(1)).default([]),
   /** RSA-OAEP hash for share delivery: SoftHSM supports only sha1. */
   oaepHash: z.enum(['sha1', 'sha256']).default('sha1'),
+  keys: z
+    .object({
+      /** Production floor 1 hour (brief); tests may configure seconds. */
+      minRotationPeriodSeconds: z.number().int().positive().default(3600),
+      /** Production floor 7 days; tests may configure seconds. */
+      minDestructionWaitSeconds: z.number().int().positive().default(7 * 24 * 3600),
+      defaultDestructionWaitSeconds: z.number().int().positive().default(30 * 24 * 3600),
+    })
+    .default({ minRotationPeriodSeconds: 3600, minDestructionWaitSeconds: 7 * 24 * 3600, defaultDestructionWaitSeconds: 30 * 24 * 3600 }),
   maxPlaintextBytes: z.number().int().positive().max(4 * 1024 * 1024).default(64 * 1024),
   ceremonyTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
   custodianPollMs: z.number().int().min(50).default(300),

@@ -1,29 +1,29 @@
 /**
- * Keys and their versions (brief, "Key hierarchy"). Metadata lives in etcd in clear (it is
- * not secret); each version's material is its own etcd key, wrapped by the current KEK with
- * AAD = cluster id | key id | version. Unwrapped material is cached in memory only while
- * unsealed and zeroized on seal. A key name is unique: its `names/` entry is created in the
- * same transaction as the key.
+ * Keys, their versions and aliases in etcd (brief, "Key hierarchy"; "Coordination on etcd").
+ *
+ * Metadata lives in etcd in clear (it is not secret); each version's material is its own etcd
+ * key, wrapped by the current KEK with AAD = cluster id | key id | version. Unwrapped material
+ * is cached in memory only while unsealed and zeroized on seal. Names and aliases are unique
+ * (created in the same transaction as what they point to). Every metadata change is a
+ * compare-and-swap on the key's etcd revision, so concurrent replicas never lose an update;
+ * a watch keeps every replica's cache current.
  */
 import { randomBytes } from 'node:crypto';
 import {
-  decryptWithVersion, encryptWithVersion, parseCiphertext, unwrapVersion, validateContext, wrapVersion, zeroize,
-  type EncryptionContext,
+  USAGE, generateMaterial, parseKeyType, unwrapVersion, wrapVersion, zeroize, type KeyType, type KeyUsage,
 } from '@keyshard/crypto';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
-import { etcdCall, getJson, listJson, paths, type Namespace } from '@keyshard/store';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
+import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { Cluster } from './cluster.ts';
 import type { Seal } from './seal.ts';
 
-export const KEY_TYPES = ['aes256-gcm'] as const;
-export type KeyType = (typeof KEY_TYPES)[number];
 export type KeyState = 'KEY_STATE_ENABLED' | 'KEY_STATE_DISABLED' | 'KEY_STATE_PENDING_DESTRUCTION' | 'KEY_STATE_DESTROYED';
 
 export interface KeyRecord {
   id: string;
   name: string;
   type: KeyType;
-  usage: 'encrypt';
+  usage: KeyUsage;
   state: KeyState;
   primaryVersion: number;
   minDecryptionVersion: number;
@@ -32,6 +32,11 @@ export interface KeyRecord {
   createdAt: string;
   rotatedAt: string;
   createdBy: string;
+  versions: { version: number; createdAt: string }[];
+  /** operation -> principals; empty means the default: the creator (and admins, always). */
+  policy: Record<string, string[]>;
+  rotation: { periodSeconds: number; nextRotationAt: string };
+  destructionAt: string;
 }
 
 interface VersionRecord {
@@ -44,16 +49,26 @@ interface VersionRecord {
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
 export const MAX_NAME_LENGTH = 128;
 const KEY_ID_RE = /^k_[A-Za-z0-9_-]{22}$/;
+const ALIAS_PREFIX = 'alias/';
 
-export function validateKeyName(name: string): void {
-  if (typeof name !== 'string' || name.length === 0) throw invalidArgument('key name must not be empty');
-  if (name.length > MAX_NAME_LENGTH) throw invalidArgument(`key name is longer than ${MAX_NAME_LENGTH} characters`);
-  if (!NAME_RE.test(name)) throw invalidArgument('key name may contain letters, digits and _ . : - and must start with a letter or digit');
-  if (KEY_ID_RE.test(name)) throw invalidArgument('key name must not look like a key id (k_…)');
+export function validateName(name: string, what = 'key name'): void {
+  if (typeof name !== 'string' || name.length === 0) throw invalidArgument(`${what} must not be empty`);
+  if (name.length > MAX_NAME_LENGTH) throw invalidArgument(`${what} is longer than ${MAX_NAME_LENGTH} characters`);
+  if (!NAME_RE.test(name)) throw invalidArgument(`${what} may contain letters, digits and _ . : - and must start with a letter or digit`);
+  if (KEY_ID_RE.test(name)) throw invalidArgument(`${what} must not look like a key id (k_…)`);
+}
+
+export interface CreateKeyInput {
+  name: string;
+  type?: string;
+  description?: string;
+  labels?: Record<string, string>;
+  rotationPeriodSeconds?: number;
+  policy?: Record<string, string[]>;
 }
 
 export interface KeyringOptions {
-  maxPlaintextBytes: number;
+  minRotationPeriodSeconds: number;
 }
 
 export class Keyring {
@@ -63,81 +78,102 @@ export class Keyring {
   #opts: KeyringOptions;
   #keys = new Map<string, KeyRecord>();
   #byName = new Map<string, string>();
+  #aliases = new Map<string, string>(); // alias name -> key id
   #material = new Map<string, Buffer>(); // `${id}/${version}` -> unwrapped material
-  #loaded = false;
+  #loaded: Promise<void> | undefined;
 
   constructor(ns: Namespace, cluster: Cluster, seal: Seal, opts: KeyringOptions) {
     this.#ns = ns;
     this.#cluster = cluster;
     this.#seal = seal;
     this.#opts = opts;
-    seal.onSeal(() => this.#forget());
+    seal.onSeal(() => {
+      zeroize(...this.#material.values());
+      this.#material.clear();
+    });
   }
 
-  #forget(): void {
-    zeroize(...this.#material.values());
-    this.#material.clear();
+  /** Loads metadata and aliases, then follows changes made by any replica. */
+  #load(): Promise<void> {
+    this.#loaded ??= (async () => {
+      const ns = this.#ns;
+      const watcher = await etcdCall('watch keys', () => ns.watch().prefix('keys/').create());
+      watcher.on('put', (kv) => this.#remember(JSON.parse(kv.value.toString()) as KeyRecord));
+      const aliasWatcher = await etcdCall('watch aliases', () => ns.watch().prefix('aliases/').create());
+      aliasWatcher.on('put', (kv) => this.#aliases.set(this.#aliasName(kv.key.toString()), kv.value.toString()));
+      aliasWatcher.on('delete', (kv) => this.#aliases.delete(this.#aliasName(kv.key.toString())));
+      const keys = await etcdCall('load keys', () => ns.getAll().prefix('keys/').strings());
+      for (const v of Object.values(keys)) this.#remember(JSON.parse(v) as KeyRecord);
+      const aliases = await etcdCall('load aliases', () => ns.getAll().prefix('aliases/').strings());
+      for (const [k, v] of Object.entries(aliases)) this.#aliases.set(this.#aliasName(k), v);
+    })().catch((e) => {
+      this.#loaded = undefined;
+      throw e;
+    });
+    return this.#loaded;
   }
 
-  /** Loads key metadata into memory (names and states are not secret). */
-  async load(): Promise<void> {
-    const keys = await listJson<KeyRecord>(this.#ns, paths.keysPrefix);
-    this.#keys.clear();
-    this.#byName.clear();
-    for (const k of keys.values()) this.#remember(k);
-    this.#loaded = true;
+  #aliasName(etcdKey: string): string {
+    return etcdKey.slice(etcdKey.indexOf('aliases/') + 'aliases/'.length);
   }
 
   #remember(k: KeyRecord): void {
+    const old = this.#keys.get(k.id);
+    if (old && old.name !== k.name) this.#byName.delete(old.name);
     this.#keys.set(k.id, k);
     this.#byName.set(k.name, k.id);
   }
 
   async #ready(): Promise<void> {
     this.#seal.requireOpen();
-    if (!this.#loaded) await this.load();
+    await this.#load();
   }
 
-  /** Resolves an id or a name. */
+  /** Resolves an id, a name or `alias/<name>`. */
   async resolve(ref: string): Promise<KeyRecord> {
     await this.#ready();
     if (typeof ref !== 'string' || ref.length === 0) throw invalidArgument('key reference must not be empty');
-    if (ref.length > MAX_NAME_LENGTH) throw invalidArgument(`key reference is longer than ${MAX_NAME_LENGTH} characters`);
-    const id = KEY_ID_RE.test(ref) ? ref : this.#byName.get(ref);
+    if (ref.length > MAX_NAME_LENGTH + ALIAS_PREFIX.length) throw invalidArgument(`key reference is longer than ${MAX_NAME_LENGTH} characters`);
+    const id = KEY_ID_RE.test(ref) ? ref : ref.startsWith(ALIAS_PREFIX) ? this.#aliases.get(ref.slice(ALIAS_PREFIX.length)) : this.#byName.get(ref);
     const k = id ? this.#keys.get(id) : undefined;
     if (!k) throw notFound(`key ${ref} not found`);
     return k;
   }
 
-  async create(req: { name: string; type?: string; description?: string; labels?: Record<string, string> }, principal: string): Promise<KeyRecord> {
+  #rotationPeriod(seconds: number | undefined): number {
+    const p = seconds ?? 0;
+    if (!Number.isInteger(p) || p < 0) throw invalidArgument('rotation period must be a whole number of seconds');
+    if (p > 0 && p < this.#opts.minRotationPeriodSeconds)
+      throw invalidArgument(`rotation period must be at least ${this.#opts.minRotationPeriodSeconds} seconds`);
+    return p;
+  }
+
+  async create(req: CreateKeyInput, principal: string): Promise<KeyRecord> {
     await this.#ready();
-    validateKeyName(req.name);
-    const type = (req.type || 'aes256-gcm') as KeyType;
-    if (!KEY_TYPES.includes(type)) throw invalidArgument(`unsupported key type ${req.type}; supported: ${KEY_TYPES.join(', ')}`);
+    validateName(req.name);
+    const type = parseKeyType(req.type);
     if ((req.description ?? '').length > 1024) throw invalidArgument('description is longer than 1024 characters');
-    const { record } = this.#cluster.requireInitialized();
-    const now = new Date().toISOString();
+    const period = this.#rotationPeriod(req.rotationPeriodSeconds);
+    const now = new Date();
     const key: KeyRecord = {
       id: `k_${randomBytes(16).toString('base64url')}`,
       name: req.name,
       type,
-      usage: 'encrypt',
+      usage: USAGE[type],
       state: 'KEY_STATE_ENABLED',
       primaryVersion: 1,
       minDecryptionVersion: 1,
       description: req.description ?? '',
       labels: req.labels ?? {},
-      createdAt: now,
-      rotatedAt: now,
+      createdAt: now.toISOString(),
+      rotatedAt: now.toISOString(),
       createdBy: principal,
+      versions: [{ version: 1, createdAt: now.toISOString() }],
+      policy: req.policy ?? {},
+      rotation: { periodSeconds: period, nextRotationAt: period ? new Date(now.getTime() + period * 1000).toISOString() : '' },
+      destructionAt: '',
     };
-    const material = randomBytes(32);
-    const version: VersionRecord = {
-      version: 1,
-      kekEpoch: record.kekEpoch,
-      wrapped: wrapVersion(this.#seal.kek(record.kekEpoch), record.clusterId, key.id, 1, material).toString('base64'),
-      createdAt: now,
-    };
+    const { material, version } = this.#newVersion(key, 1);
     const ns = this.#ns;
     const res = await etcdCall('create key', () =>
       ns
@@ -157,9 +193,81 @@ export class Keyring {
       throw alreadyExists(`a key named ${key.name} already exists`);
     }
     this.#remember(key);
-    if (this.#seal.sealed) zeroize(material); // sealed meanwhile: keep nothing in memory
-    else this.#material.set(`${key.id}/1`, material);
+    this.#cacheMaterial(key.id, 1, material);
     return key;
+  }
+
+  #newVersion(key: KeyRecord, n: number): { material: Buffer; version: VersionRecord } {
+    const { record } = this.#cluster.requireInitialized();
+    const material = generateMaterial(key.type);
+    const wrapped = wrapVersion(this.#seal.kek(record.kekEpoch), record.clusterId, key.id, n, material).toString('base64');
+    return { material, version: { version: n, kekEpoch: record.kekEpoch, wrapped, createdAt: new Date().toISOString() } };
+  }
+
+  #cacheMaterial(id: string, version: number, material: Buffer): void {
+    if (this.#seal.sealed) zeroize(material); // sealed meanwhile: keep nothing in memory
+    else this.#material.set(`${id}/${version}`, material);
+  }
+
+  /**
+   * Applies `change` to the current record with a compare-and-swap on its etcd revision,
+   * retrying on a concurrent update. `extra` adds puts to the same transaction.
+   */
+  async update(id: string, change: (k: KeyRecord) => KeyRecord, extra: (k: KeyRecord) => [string, string][] = () => []): Promise<KeyRecord> {
+    await this.#ready();
+    const ns = this.#ns;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const res = await etcdCall('read key', () => ns.get(paths.key(id)).exec());
+      const kv = res.kvs[0];
+      if (!kv) throw notFound(`key ${id} not found`);
+      const next = change(JSON.parse(kv.value.toString()) as KeyRecord);
+      const puts = [[paths.key(id), JSON.stringify(next)] as [string, string], ...extra(next)];
+      const tx = await etcdCall('update key', () =>
+        ns
+          .if(paths.key(id), 'Mod', '==', kv.mod_revision)
+          .then(...puts.map(([k, v]) => ns.put(k).value(v)))
+          .commit(),
+      );
+      if (tx.succeeded) {
+        this.#remember(next);
+        return next;
+      }
+    }
+    throw unavailable(`key ${id} is being changed concurrently; try again`);
+  }
+
+  /** Adds a version and makes it primary (RotateKey and the rotation schedule). */
+  async rotate(k: KeyRecord): Promise<KeyRecord> {
+    let made: { n: number; material: Buffer } | undefined;
+    try {
+      const updated = await this.update(
+        k.id,
+        (cur) => {
+          if (cur.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${cur.name} is not enabled`);
+          const n = cur.primaryVersion + 1;
+          const now = new Date();
+          const period = cur.rotation.periodSeconds;
+          return {
+            ...cur,
+            primaryVersion: n,
+            rotatedAt: now.toISOString(),
+            versions: [...cur.versions, { version: n, createdAt: now.toISOString() }],
+            rotation: { periodSeconds: period, nextRotationAt: period ? new Date(now.getTime() + period * 1000).toISOString() : '' },
+          };
+        },
+        (next) => {
+          if (made) zeroize(made.material);
+          const { material, version } = this.#newVersion(next, next.primaryVersion);
+          made = { n: next.primaryVersion, material };
+          return [[paths.version(next.id, next.primaryVersion), JSON.stringify(version)]];
+        },
+      );
+      this.#cacheMaterial(updated.id, made!.n, made!.material);
+      return updated;
+    } catch (e) {
+      if (made) zeroize(made.material);
+      throw e;
+    }
   }
 
   /** Keys in name order; the page token is the last name of the previous page. */
@@ -178,7 +286,8 @@ export class Keyring {
     return { keys: page, next };
   }
 
-  async #versionMaterial(k: KeyRecord, version: number): Promise<Buffer> {
+  /** The unwrapped material of one version; throws "sealed" if sealed meanwhile. */
+  async material(k: KeyRecord, version: number): Promise<Buffer> {
     const cacheKey = `${k.id}/${version}`;
     const cached = this.#material.get(cacheKey);
     if (cached) return cached;
@@ -191,37 +300,46 @@ export class Keyring {
     return material;
   }
 
-  #requireUsable(k: KeyRecord): void {
-    if (k.state === 'KEY_STATE_DESTROYED') throw failedPrecondition(`key ${k.name} is destroyed`);
-    if (k.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${k.name} is not enabled (${k.state})`);
-  }
+  // ---- aliases -------------------------------------------------------------------------
 
-  async encrypt(ref: string, plaintext: Buffer, context: EncryptionContext): Promise<{ ciphertext: Buffer; key: KeyRecord; version: number }> {
-    if (plaintext.length > this.#opts.maxPlaintextBytes)
-      throw invalidArgument(`plaintext is ${plaintext.length} bytes; the limit is ${this.#opts.maxPlaintextBytes}`);
-    validateContext(context);
+  async createAlias(alias: string, ref: string): Promise<{ name: string; keyId: string }> {
+    validateName(alias, 'alias');
     const k = await this.resolve(ref);
-    this.#requireUsable(k);
-    const material = await this.#versionMaterial(k, k.primaryVersion);
-    const ciphertext = encryptWithVersion(material, { keyId: k.id, keyVersion: k.primaryVersion }, plaintext, context);
-    return { ciphertext, key: k, version: k.primaryVersion };
+    const ns = this.#ns;
+    const res = await etcdCall('create alias', () =>
+      ns.if(paths.alias(alias), 'Create', '==', 0).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
+    );
+    if (!res.succeeded) throw alreadyExists(`alias ${alias} already exists`);
+    this.#aliases.set(alias, k.id);
+    return { name: alias, keyId: k.id };
   }
 
-  async decrypt(ciphertext: Buffer, context: EncryptionContext, expectedKey?: string): Promise<{ plaintext: Buffer; key: KeyRecord; version: number }> {
-    this.#seal.requireOpen();
-    validateContext(context);
-    if (ciphertext.length > this.#opts.maxPlaintextBytes + 1024) throw invalidArgument('ciphertext is longer than any this service produces');
-    const parsed = parseCiphertext(ciphertext);
-    const k = await this.resolve(parsed.keyId);
-    if (expectedKey) {
-      const expected = await this.resolve(expectedKey);
-      if (expected.id !== k.id) throw invalidArgument('ciphertext was not made with the requested key');
-    }
-    this.#requireUsable(k);
-    if (parsed.keyVersion > k.primaryVersion) throw notFound(`key ${k.name} has no version ${parsed.keyVersion}`);
-    if (parsed.keyVersion < k.minDecryptionVersion)
-      throw failedPrecondition(`key version ${parsed.keyVersion} is below the minimum decryption version`);
-    const material = await this.#versionMaterial(k, parsed.keyVersion);
-    return { plaintext: decryptWithVersion(material, parsed, context), key: k, version: parsed.keyVersion };
+  async updateAlias(alias: string, ref: string): Promise<{ name: string; keyId: string }> {
+    validateName(alias, 'alias');
+    const k = await this.resolve(ref);
+    const ns = this.#ns;
+    const res = await etcdCall('update alias', () =>
+      ns.if(paths.alias(alias), 'Create', '>', 0).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
+    );
+    if (!res.succeeded) throw notFound(`alias ${alias} not found`);
+    this.#aliases.set(alias, k.id);
+    return { name: alias, keyId: k.id };
+  }
+
+  async deleteAlias(alias: string): Promise<void> {
+    await this.#ready();
+    validateName(alias, 'alias');
+    const res = await etcdCall('delete alias', () => this.#ns.delete().key(paths.alias(alias)).exec());
+    if (Number(res.deleted) === 0) throw notFound(`alias ${alias} not found`);
+    this.#aliases.delete(alias);
+  }
+
+  async listAliases(ref?: string): Promise<{ name: string; keyId: string }[]> {
+    await this.#ready();
+    const keyId = ref ? (await this.resolve(ref)).id : undefined;
+    return [...this.#aliases]
+      .filter(([, id]) => !keyId || id === keyId)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([name, id]) => ({ name, keyId: id }));
   }
 }

@@ -13,10 +13,16 @@ import { CustodianLink } from './custodian-link.ts';
 import { Keyring } from './keyring.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
 
-import { ceremonyHandlers, ceremonyServiceAuthorizer, keyHandlers, keyServiceAuthorizer } from './server.ts';
+import { ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
+import { keyHandlers, keyServiceAuthorizer } from './key-handlers.ts';
+import { KeyOperations } from './key-operations.ts';
 
 /** Crypto operations and reads go through the durable spool; all else must reach the sink. */
-const SPOOLED_OPERATIONS = new Set(['keys.Encrypt', 'keys.Decrypt', 'keys.GetKey', 'keys.ListKeys', 'ceremony.Status', 'ceremony.GetCeremony']);
+const SPOOLED_OPERATIONS = new Set(
+  ['Encrypt', 'Decrypt', 'ReEncrypt', 'EncryptBatch', 'DecryptBatch', 'GenerateDataKey', 'GenerateDataKeyWithoutPlaintext', 'Sign', 'Verify', 'Mac', 'VerifyMac', 'GetPublicKey', 'GetKey', 'ListKeys', 'ListAliases']
+    .map((m) => `keys.${m}`)
+    .concat(['ceremony.Status', 'ceremony.GetCeremony']),
+);
 
 async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
@@ -53,7 +59,13 @@ async function main(): Promise<void> {
   };
   await register();
 
-  const keyring = new Keyring(ns, cluster, seal, { maxPlaintextBytes: config.maxPlaintextBytes });
+  const keyring = new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
+  const keyOps = new KeyOperations(keyring, seal, {
+    maxPlaintextBytes: config.maxPlaintextBytes,
+    admins: new Set(config.admins),
+    minDestructionWaitSeconds: config.keys.minDestructionWaitSeconds,
+    defaultDestructionWaitSeconds: config.keys.defaultDestructionWaitSeconds,
+  });
   const unseal = new UnsealCeremonies({
     ns, cluster, seal, links, replica, audit, log,
     oaepHash: config.oaepHash,
@@ -62,10 +74,13 @@ async function main(): Promise<void> {
   });
   const observer = auditObserver(audit, log);
   // State-changing calls are recorded before they run; crypto calls are recorded before they answer.
-  const before = auditIntent(audit, new Set(['CreateKey', 'Init', 'StartUnseal', 'Seal']));
+  const before = auditIntent(
+    audit,
+    new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal']),
+  );
   const proto = keyshardProto();
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
-  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring), {
+  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps), {
       name: 'keys',
       observer,
       before,

@@ -1,6 +1,6 @@
 /**
- * Thin gRPC handlers for KeyService and CeremonyService: decode, authorize, call the domain,
- * encode. Errors and auditing are handled by `unaryService` and the audit observer.
+ * Thin gRPC handlers for CeremonyService: decode, call the domain, encode. Authorisation,
+ * errors and auditing are handled by `unaryService`, its authorizer and the audit observer.
  */
 import { permissionDenied, invalidArgument } from '@keyshard/errors';
 import type { Ceremony } from '@keyshard/crypto';
@@ -12,66 +12,6 @@ import type { UnsealCeremonies } from './unseal-ceremony.ts';
 import type { CustodianLink } from './custodian-link.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
-
-export function keyMessage(k: KeyRecord) {
-  return {
-    id: k.id,
-    name: k.name,
-    type: k.type,
-    usage: k.usage,
-    state: k.state,
-    primary_version: k.primaryVersion,
-    min_decryption_version: k.minDecryptionVersion,
-    description: k.description,
-    labels: k.labels,
-    created_at: k.createdAt,
-    rotated_at: k.rotatedAt,
-    created_by: k.createdBy,
-  };
-}
-
-function bytes(v: unknown, field: string): Buffer {
-  if (Buffer.isBuffer(v)) return v;
-  throw invalidArgument(`${field} must be bytes`);
-}
-
-/** Only configured key users and admins may call KeyService; components and readers may not. */
-export function keyServiceAuthorizer(allowed: Set<string>) {
-  return (ctx: CallContext) => {
-    if (!allowed.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not use the key service`);
-  };
-}
-
-export function keyHandlers(keyring: Keyring): Handlers {
-  return {
-    async CreateKey(req, ctx) {
-      const k = await keyring.create(req, ctx.principal);
-      ctx.facts.keyId = k.id;
-      return keyMessage(k);
-    },
-    async GetKey(req, ctx) {
-      const k = await keyring.resolve(req.key);
-      ctx.facts.keyId = k.id;
-      return keyMessage(k);
-    },
-    async ListKeys(req) {
-      const { keys, next } = await keyring.list(req.page_size, req.page_token);
-      return { keys: keys.map(keyMessage), next_page_token: next };
-    },
-    async Encrypt(req, ctx) {
-      const r = await keyring.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {});
-      ctx.facts.keyId = r.key.id;
-      ctx.facts.details = { version: String(r.version) };
-      return { ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version };
-    },
-    async Decrypt(req, ctx) {
-      const r = await keyring.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, req.key || undefined);
-      ctx.facts.keyId = r.key.id;
-      ctx.facts.details = { version: String(r.version) };
-      return { plaintext: r.plaintext, key_id: r.key.id, key_version: r.version };
-    },
-  };
-}
 
 export interface CeremonyDeps {
   cluster: Cluster;

@@ -1,0 +1,223 @@
+/**
+ * What callers do with keys: encrypt/decrypt (AEAD per key type, context as AAD), data keys,
+ * re-encryption inside the service, sign/verify, MAC, and the key lifecycle (rotate, enable,
+ * disable, scheduled destruction). Every operation checks, in order: sealed, input, key
+ * exists, per-key policy, key state, key usage. Plaintext produced inside (data keys,
+ * re-encryption) is zeroized as soon as it has been used.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  aeadOf, decryptWithVersion, encryptWithVersion, hmacSha256, parseCiphertext, publicKeyOf, requireUsage, signWith,
+  validateContext, verifyHmacSha256, verifyWith, zeroize, type EncryptionContext, type KeyUsage,
+} from '@keyshard/crypto';
+import { failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
+import type { Seal } from './seal.ts';
+import type { Keyring, KeyRecord } from './keyring.ts';
+import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';
+
+export interface KeyOperationsOptions {
+  maxPlaintextBytes: number;
+  admins: ReadonlySet<string>;
+  /** Shortest waiting period ScheduleKeyDestruction accepts. */
+  minDestructionWaitSeconds: number;
+  defaultDestructionWaitSeconds: number;
+}
+
+export const MAX_BATCH = 1000;
+
+export class KeyOperations {
+  constructor(
+    private readonly keyring: Keyring,
+    private readonly seal: Seal,
+    private readonly opts: KeyOperationsOptions,
+  ) {}
+
+  /** Resolves, authorizes and checks state; `usage` also checks the key type. */
+  async #use(ref: string, principal: string, op: KeyOperation, usage?: KeyUsage): Promise<KeyRecord> {
+    const k = await this.keyring.resolve(ref);
+    authorizeKey(k, principal, op, this.opts.admins);
+    if (k.state === 'KEY_STATE_DESTROYED') throw failedPrecondition(`key ${k.name} is destroyed`);
+    if (k.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${k.name} is not enabled (${k.state.replace('KEY_STATE_', '').toLowerCase()})`);
+    if (usage) requireUsage(k.type, usage, k.name);
+    return k;
+  }
+
+  #checkPlaintext(plaintext: Buffer): void {
+    if (plaintext.length > this.opts.maxPlaintextBytes)
+      throw invalidArgument(`plaintext is ${plaintext.length} bytes; the limit is ${this.opts.maxPlaintextBytes}`);
+  }
+
+  async #version(k: KeyRecord, requested: number | undefined): Promise<{ version: number; material: Buffer }> {
+    const version = requested || k.primaryVersion;
+    if (version > k.primaryVersion) throw notFound(`key ${k.name} has no version ${version}`);
+    if (version < k.minDecryptionVersion) throw failedPrecondition(`key version ${version} of ${k.name} is below its minimum decryption version`);
+    return { version, material: await this.keyring.material(k, version) };
+  }
+
+  // ---- encryption ----------------------------------------------------------------------
+
+  async encrypt(ref: string, plaintext: Buffer, context: EncryptionContext, principal: string) {
+    this.seal.requireOpen();
+    this.#checkPlaintext(plaintext);
+    validateContext(context);
+    return this.#encryptWith(await this.#use(ref, principal, 'encrypt', 'encrypt'), plaintext, context);
+  }
+
+  async #encryptWith(k: KeyRecord, plaintext: Buffer, context: EncryptionContext) {
+    const material = await this.keyring.material(k, k.primaryVersion);
+    const ciphertext = encryptWithVersion(material, { keyId: k.id, keyVersion: k.primaryVersion }, plaintext, context, aeadOf(k.type));
+    return { ciphertext, key: k, version: k.primaryVersion };
+  }
+
+  async decrypt(ciphertext: Buffer, context: EncryptionContext, principal: string, expectedKey?: string) {
+    this.seal.requireOpen();
+    validateContext(context);
+    if (ciphertext.length > this.opts.maxPlaintextBytes + 1024) throw invalidArgument('ciphertext is longer than any this service produces');
+    const parsed = parseCiphertext(ciphertext);
+    const k = await this.#use(parsed.keyId, principal, 'decrypt', 'encrypt');
+    if (expectedKey && (await this.keyring.resolve(expectedKey)).id !== k.id) throw invalidArgument('ciphertext was not made with the requested key');
+    const { version, material } = await this.#version(k, parsed.keyVersion);
+    return { plaintext: decryptWithVersion(material, parsed, context, aeadOf(k.type)), key: k, version };
+  }
+
+  /** Decrypts and encrypts again inside the service; the plaintext never leaves it. */
+  async reEncrypt(ciphertext: Buffer, sourceContext: EncryptionContext, destinationKey: string, destinationContext: EncryptionContext, principal: string) {
+    const source = await this.decrypt(ciphertext, sourceContext, principal);
+    try {
+      return await this.encrypt(destinationKey || source.key.id, source.plaintext, destinationContext, principal);
+    } finally {
+      zeroize(source.plaintext);
+    }
+  }
+
+  /** A fresh data key, returned in clear (unless `withPlaintext` is false) and wrapped by the key. */
+  async generateDataKey(ref: string, length: number, context: EncryptionContext, principal: string, withPlaintext: boolean) {
+    const n = length || 32;
+    if (!Number.isInteger(n) || n < 16 || n > 1024) throw invalidArgument('data key length must be between 16 and 1024 bytes');
+    this.seal.requireOpen();
+    validateContext(context);
+    const k = await this.#use(ref, principal, 'generate_data_key', 'encrypt');
+    const dataKey = randomBytes(n);
+    try {
+      const r = await this.#encryptWith(k, dataKey, context);
+      return { plaintext: withPlaintext ? Buffer.from(dataKey) : Buffer.alloc(0), ciphertext: r.ciphertext, key: k, version: r.version };
+    } finally {
+      zeroize(dataKey);
+    }
+  }
+
+  async batch<T>(items: unknown[], one: (item: any) => Promise<T>): Promise<({ result: T } | { error: unknown })[]> {
+    if (!Array.isArray(items) || items.length === 0) throw invalidArgument('a batch needs at least one item');
+    if (items.length > MAX_BATCH) throw invalidArgument(`a batch holds at most ${MAX_BATCH} items, got ${items.length}`);
+    this.seal.requireOpen();
+    return Promise.all(items.map((item) => one(item).then((result) => ({ result }), (error: unknown) => ({ error }))));
+  }
+
+  // ---- signatures and MACs -------------------------------------------------------------
+
+  async sign(ref: string, input: { message?: Buffer; digest?: Buffer }, principal: string) {
+    this.seal.requireOpen();
+    const k = await this.#use(ref, principal, 'sign', 'sign');
+    const material = await this.keyring.material(k, k.primaryVersion);
+    return { signature: signWith(k.type, material, input), key: k, version: k.primaryVersion };
+  }
+
+  async verify(ref: string, input: { message?: Buffer; digest?: Buffer }, signature: Buffer, version: number | undefined, principal: string) {
+    this.seal.requireOpen();
+    const k = await this.#use(ref, principal, 'verify', 'sign');
+    const v = await this.#version(k, version);
+    return verifyWith(k.type, v.material, input, signature);
+  }
+
+  async publicKey(ref: string, version: number | undefined, principal: string) {
+    this.seal.requireOpen();
+    const k = await this.#use(ref, principal, 'verify', 'sign');
+    const v = await this.#version(k, version);
+    return { ...publicKeyOf(k.type, v.material), version: v.version };
+  }
+
+  async mac(ref: string, message: Buffer, principal: string) {
+    this.seal.requireOpen();
+    this.#checkPlaintext(message);
+    const k = await this.#use(ref, principal, 'mac', 'mac');
+    const material = await this.keyring.material(k, k.primaryVersion);
+    return { mac: hmacSha256(material, message), key: k, version: k.primaryVersion };
+  }
+
+  async verifyMac(ref: string, message: Buffer, mac: Buffer, version: number | undefined, principal: string) {
+    this.seal.requireOpen();
+    this.#checkPlaintext(message);
+    const k = await this.#use(ref, principal, 'mac', 'mac');
+    const v = await this.#version(k, version);
+    return verifyHmacSha256(v.material, message, mac);
+  }
+
+  // ---- lifecycle -----------------------------------------------------------------------
+
+  async #admin(ref: string, principal: string, op: KeyOperation = 'admin'): Promise<KeyRecord> {
+    const k = await this.keyring.resolve(ref);
+    authorizeKey(k, principal, op, this.opts.admins);
+    if (k.state === 'KEY_STATE_DESTROYED') throw failedPrecondition(`key ${k.name} is destroyed`);
+    return k;
+  }
+
+  async rotate(ref: string, principal: string): Promise<KeyRecord> {
+    this.seal.requireOpen();
+    return this.keyring.rotate(await this.#admin(ref, principal, 'rotate'));
+  }
+
+  async setState(ref: string, principal: string, to: 'enable' | 'disable'): Promise<KeyRecord> {
+    this.seal.requireOpen();
+    const k = await this.#admin(ref, principal);
+    return this.keyring.update(k.id, (cur) => {
+      if (to === 'disable' && cur.state === 'KEY_STATE_ENABLED') return { ...cur, state: 'KEY_STATE_DISABLED' };
+      if (to === 'enable' && cur.state === 'KEY_STATE_DISABLED') return { ...cur, state: 'KEY_STATE_ENABLED' };
+      if ((to === 'disable' && cur.state === 'KEY_STATE_DISABLED') || (to === 'enable' && cur.state === 'KEY_STATE_ENABLED')) return cur;
+      throw failedPrecondition(`key ${cur.name} is ${cur.state.replace('KEY_STATE_', '').toLowerCase()}; it cannot be ${to}d`);
+    });
+  }
+
+  async scheduleDestruction(ref: string, waitingSeconds: number, principal: string): Promise<KeyRecord> {
+    this.seal.requireOpen();
+    const wait = waitingSeconds || this.opts.defaultDestructionWaitSeconds;
+    if (!Number.isInteger(wait) || wait < this.opts.minDestructionWaitSeconds)
+      throw invalidArgument(`the waiting period must be at least ${this.opts.minDestructionWaitSeconds} seconds`);
+    const k = await this.#admin(ref, principal);
+    return this.keyring.update(k.id, (cur) => {
+      if (cur.state === 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is already pending destruction`);
+      return { ...cur, state: 'KEY_STATE_PENDING_DESTRUCTION', destructionAt: new Date(Date.now() + wait * 1000).toISOString() };
+    });
+  }
+
+  async cancelDestruction(ref: string, principal: string): Promise<KeyRecord> {
+    this.seal.requireOpen();
+    const k = await this.#admin(ref, principal);
+    return this.keyring.update(k.id, (cur) => {
+      if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
+      return { ...cur, state: 'KEY_STATE_DISABLED', destructionAt: '' };
+    });
+  }
+
+  async updateKey(
+    ref: string,
+    change: { description?: string; labels?: Record<string, string>; minDecryptionVersion?: number; policy?: Record<string, string[]> },
+    principal: string,
+  ): Promise<KeyRecord> {
+    this.seal.requireOpen();
+    const k = await this.#admin(ref, principal);
+    if (change.description !== undefined && change.description.length > 1024) throw invalidArgument('description is longer than 1024 characters');
+    const policy = change.policy ? validatePolicy(change.policy) : undefined;
+    return this.keyring.update(k.id, (cur) => {
+      const min = change.minDecryptionVersion || cur.minDecryptionVersion;
+      if (min < cur.minDecryptionVersion) throw invalidArgument('min_decryption_version can only be raised');
+      if (min > cur.primaryVersion) throw invalidArgument(`min_decryption_version ${min} is above the primary version ${cur.primaryVersion}`);
+      return {
+        ...cur,
+        description: change.description ?? cur.description,
+        labels: change.labels ?? cur.labels,
+        minDecryptionVersion: min,
+        policy: policy ?? cur.policy,
+      };
+    });
+  }
+}
