@@ -107,7 +107,7 @@ export interface ServiceOptions {
    * Runs after authorisation and before the handler; if it rejects, the handler never runs.
    * Services record the intent of state-changing calls here, so that none happens unaudited.
    */
-  before?: (ctx: CallContext) => Promise<void>;
+  before?: (ctx: CallContext) => Promise<void> | undefined;
 }
 
 /**
@@ -148,7 +148,8 @@ export function unaryService(
         options.authorize?.(ctx);
         if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
         const run = () => handler(call.request, ctx);
-        (options.before ? options.before(ctx).then(run) : run()).then((res) => finish(undefined, res), finish);
+        const pending = options.before?.(ctx);
+        (pending ? pending.then(run) : run()).then((res) => finish(undefined, res), finish);
       } catch (e) {
         finish(e);
       }
