@@ -13,8 +13,8 @@
  * Environment:
  *   BENCH_SECONDS   measured seconds per run (default 10)
  *   BENCH_WARMUP    warm-up seconds per run (default 2)
- *   BENCH_CHANNELS  channels (= TLS connections) the load spreads over (default 1; same for both)
- *   BENCH_ROUNDS    echo/encrypt pairs, alternating; the median run of each counts (default 1)
+ *   BENCH_CHANNELS  channels (= TLS connections) the load spreads over (default 4, the SDK's default; same for both)
+ *   BENCH_ROUNDS    echo/encrypt pairs, alternating; the median run of each counts (default 3)
  *   BENCH_EXTRA=1   also runs diagnostic rows, to attribute the gap (none changes the JSON line):
  *                     echo+rpc          Echo through @keyshard/rpc unaryService (peer-cert principal,
  *                                       request id, error mapping), no observer
@@ -47,8 +47,9 @@ import { BENCH_DIR, Child } from './common.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
-const CHANNELS = Number(process.env.BENCH_CHANNELS ?? 1);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
+// Default: the SDK's default number of connections (KeyshardClient `connections`), for both targets.
+const CHANNELS = Number(process.env.BENCH_CHANNELS ?? 4);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3); // medians of 3 alternating rounds damp the noise of a shared machine
 const EXTRA = process.env.BENCH_EXTRA === '1';
 const PIPELINES = (process.env.BENCH_PIPELINES ?? '1,1sync').split(',').filter(Boolean);
 if (!PIPELINES.every((p) => /^\d+(sync)?$/.test(p) && parseInt(p, 10) > 0)) throw new Error('BENCH_PIPELINES: e.g. 1,1sync,4');
