@@ -13,8 +13,8 @@
  *    UNAVAILABLE: an outage of the sink turns into refusal, never into unrecorded operations;
  *  - the spool never holds secrets: only audit events, which never carry any.
  */
-import { closeSync, existsSync, fdatasyncSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { open, writeFile, type FileHandle } from 'node:fs/promises';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, write, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
@@ -35,17 +35,34 @@ export interface AuditSpoolOptions {
 }
 
 interface Waiter {
-  line: Buffer;
+  line: string; // the event's JSON and a newline
   event: AuditEvent;
   resolve: () => void;
   reject: (e: Error) => void;
+}
+
+/** Writes all of `buf` at `position` (looping over short writes). */
+function writeAt(fd: number, buf: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (offset: number) =>
+      write(fd, buf, offset, buf.length - offset, position + offset, (e, n) => {
+        if (e) reject(e);
+        else if (offset + n < buf.length) step(offset + n);
+        else resolve();
+      });
+    step(0);
+  });
+}
+
+function datasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
 }
 
 export class AuditSpool implements AuditRecorder {
   readonly #opts: Required<AuditSpoolOptions>;
   readonly #file: string;
   readonly #offsetFile: string;
-  #fh: FileHandle | undefined;
+  #fd: number | undefined;
   #size = 0; // bytes durably in the spool file
   #shippedTo = 0; // byte offset up to which the sink has acknowledged
   #unshipped: { event: AuditEvent; end: number }[] = [];
@@ -89,10 +106,10 @@ export class AuditSpool implements AuditRecorder {
       this.#unshipped.push({ event: JSON.parse(data.subarray(pos, end - 1).toString('utf8')) as AuditEvent, end });
       pos = end;
     }
-    this.#fh = await open(this.#file, 'r+');
+    this.#fd = openSync(this.#file, 'r+');
     if (complete < data.length) {
-      await this.#fh.truncate(complete);
-      await this.#fh.datasync();
+      ftruncateSync(this.#fd, complete);
+      fdatasyncSync(this.#fd);
     }
     this.#size = complete;
     if (this.#unshipped.length) this.log.info({ events: this.#unshipped.length }, 'audit spool: shipping events left by a previous run');
@@ -109,7 +126,7 @@ export class AuditSpool implements AuditRecorder {
       return Promise.reject(e);
     }
     return new Promise((resolve, reject) => {
-      this.#waiting.push({ line: Buffer.from(`${JSON.stringify(event)}\n`), event, resolve, reject });
+      this.#waiting.push({ line: `${JSON.stringify(event)}\n`, event, resolve, reject });
       if (!this.#flushing) void this.#flush();
     });
   }
@@ -120,11 +137,14 @@ export class AuditSpool implements AuditRecorder {
     try {
       while (this.#waiting.length) {
         const group = this.#waiting.splice(0);
-        const buf = Buffer.concat(group.map((w) => w.line));
+        let text = '';
+        for (const w of group) text += w.line;
+        const buf = Buffer.from(text, 'utf8');
         try {
           if (this.#compactDue && this.#unshipped.length === 0 && !this.#shipping) await this.#compact();
-          await this.#fh!.write(buf, 0, buf.length, this.#size);
-          await this.#fh!.datasync();
+          // Callback-style fs (not FileHandle promises): less overhead on the hot path.
+          await writeAt(this.#fd!, buf, this.#size);
+          await datasync(this.#fd!);
         } catch (e) {
           const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { cause: e });
           this.log.error({ err: (e as Error).message }, 'audit spool write failed');
@@ -133,7 +153,7 @@ export class AuditSpool implements AuditRecorder {
         }
         let end = this.#size;
         for (const w of group) {
-          end += w.line.length;
+          end += Buffer.byteLength(w.line);
           this.#unshipped.push({ event: w.event, end });
         }
         this.#size = end;
@@ -207,8 +227,8 @@ export class AuditSpool implements AuditRecorder {
     writeFileSync(fd, '0');
     fdatasyncSync(fd);
     closeSync(fd);
-    await this.#fh!.truncate(0);
-    await this.#fh!.datasync();
+    ftruncateSync(this.#fd!, 0);
+    fdatasyncSync(this.#fd!);
     this.#size = 0;
     this.#shippedTo = 0;
     this.#compactDue = false;
@@ -221,7 +241,8 @@ export class AuditSpool implements AuditRecorder {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#shipTimer);
-    await this.#fh?.close();
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
   }
 }
 

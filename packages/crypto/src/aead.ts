@@ -37,14 +37,16 @@ export function openAesGcm(key: Buffer, sealed: Buffer, aad: Buffer, what = 'cip
   return openAead('aes-256-gcm', key, sealed, aad, what);
 }
 
-export function sealAead(alg: AeadCipher, key: Buffer, plaintext: Buffer, aad: Buffer, nonce: Buffer = randomNonce()): Buffer {
+/** `prefix` (e.g. a ciphertext header) is prepended in the same copy as the output. */
+export function sealAead(alg: AeadCipher, key: Buffer, plaintext: Buffer, aad: Buffer, nonce: Buffer = randomNonce(), prefix?: Buffer): Buffer {
   if (key.length !== KEY_BYTES) throw new KeyshardError('INTERNAL', `${alg} needs a 32-byte key`);
   // Both AEADs share the GCM-style API (setAAD / getAuthTag) in node:crypto.
   const cipher = createCipheriv(alg, key, nonce, { authTagLength: TAG_BYTES } as never) as unknown as CipherGCM;
   cipher.setAAD(aad);
   const head = cipher.update(plaintext);
   const tail = cipher.final();
-  return Buffer.concat([nonce, head, tail, cipher.getAuthTag()]);
+  const tag = cipher.getAuthTag();
+  return prefix ? Buffer.concat([prefix, nonce, head, tail, tag]) : Buffer.concat([nonce, head, tail, tag]);
 }
 
 /** Throws INVALID_ARGUMENT on any authentication failure: wrong key, AAD, nonce or a modified byte. */

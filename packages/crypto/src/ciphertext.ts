@@ -20,6 +20,20 @@ export interface CiphertextHeader {
   keyVersion: number;
 }
 
+// Headers are the same for every message of a key version: made once, reused (read-only).
+const headerCache = new Map<string, Buffer>();
+
+function cachedHeader(h: CiphertextHeader): Buffer {
+  const id = `${h.keyId}/${h.keyVersion}`;
+  let header = headerCache.get(id);
+  if (!header) {
+    if (headerCache.size >= 10_000) headerCache.clear();
+    header = encodeHeader(h);
+    headerCache.set(id, header);
+  }
+  return header;
+}
+
 export function encodeHeader(h: CiphertextHeader): Buffer {
   if (!KEY_ID_RE.test(h.keyId)) throw invalidArgument('key id is not valid');
   const id = Buffer.from(h.keyId, 'ascii');
@@ -62,8 +76,8 @@ export function encryptWithVersion(
   context: EncryptionContext,
   alg: AeadCipher = 'aes-256-gcm',
 ): Buffer {
-  const header = encodeHeader(h);
-  return Buffer.concat([header, sealAead(alg, material, plaintext, dataAad(header, context))]);
+  const header = cachedHeader(h);
+  return sealAead(alg, material, plaintext, dataAad(header, context), undefined, header);
 }
 
 export function decryptWithVersion(

@@ -26,7 +26,10 @@ function u32(n: number): Buffer {
   return b;
 }
 
+const EMPTY_CONTEXT = Buffer.alloc(4); // count 0
+
 export function encodeContext(ctx: EncryptionContext): Buffer {
+  if (Object.keys(ctx).length === 0) return EMPTY_CONTEXT;
   const entries = Object.entries(ctx).map(([k, v]) => [Buffer.from(k, 'utf8'), Buffer.from(v, 'utf8')] as const);
   entries.sort((a, b) => Buffer.compare(a[0], b[0]));
   const parts: Buffer[] = [u32(entries.length)];
