@@ -33,3 +33,13 @@ export function custodianClient(f: ConnectionFlags & { custodian?: string }): Cu
     tls: tlsFrom(f, 'KEYSHARD_CUSTODIAN'),
   });
 }
+
+/** Runs one call with a coordinator client and closes it, also on error. */
+export async function withClient<T>(program: { opts(): ConnectionFlags }, fn: (c: KeyshardClient) => Promise<T>): Promise<T> {
+  const client = coordinatorClient(program.opts());
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}

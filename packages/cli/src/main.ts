@@ -5,6 +5,7 @@ import { registerDev } from './commands/dev.ts';
 import { registerCluster } from './commands/cluster.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerCustodian } from './commands/custodian.ts';
+import { registerCrypto } from './commands/crypto.ts';
 
 const program = new Command('keyshard')
   .description('keyshard: a distributed key-management service sealed by a custodian quorum')
@@ -19,5 +20,6 @@ registerDev(program);
 registerCluster(program);
 registerKeys(program);
 registerCustodian(program);
+registerCrypto(program);
 
 program.parseAsync(process.argv).catch(fail);

@@ -7,8 +7,10 @@ export function progress(msg: string): void {
   process.stderr.write(`${msg}\n`);
 }
 
+/** JSON on stdout; bytes as base64 (JSON.stringify has already turned Buffers into {type,data}). */
 export function printJson(v: unknown): void {
-  process.stdout.write(`${JSON.stringify(v, (_k, val) => (Buffer.isBuffer(val) ? val.toString('base64') : val), 2)}\n`);
+  const bytes = (val: unknown) => typeof val === 'object' && val !== null && (val as { type?: unknown }).type === 'Buffer' && Array.isArray((val as { data?: unknown }).data);
+  process.stdout.write(`${JSON.stringify(v, (_k, val) => (bytes(val) ? Buffer.from((val as { data: number[] }).data).toString('base64') : val), 2)}\n`);
 }
 
 /** One clear line, exit non-zero. gRPC errors show their status name and the server's message. */

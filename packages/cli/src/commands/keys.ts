@@ -1,7 +1,7 @@
 /** key create/list/show, encrypt, decrypt. */
 import type { Command } from 'commander';
 import type { Key } from '@keyshard/client';
-import { coordinatorClient } from '../connection.ts';
+import { coordinatorClient, withClient } from '../connection.ts';
 import { parseContext, printJson, readStdin, UsageError } from '../output.ts';
 
 function keyLine(k: Key): string {
@@ -15,13 +15,74 @@ export function registerKeys(program: Command): void {
   key
     .command('create <name>')
     .description('create a key; prints its id')
-    .option('--type <type>', 'key type', 'aes256-gcm')
+    .option('--type <type>', 'aes256-gcm | chacha20-poly1305 | hmac-sha256 | ed25519 | ecdsa-p256 | ecdsa-secp256k1', 'aes256-gcm')
     .option('--description <text>', 'description')
-    .action(async (name: string, opts: { type: string; description?: string }) => {
-      const client = coordinatorClient(program.opts());
-      const k = await client.createKey(name, { type: opts.type, description: opts.description });
-      client.close();
+    .option('--rotation-period <seconds>', 'rotate automatically every this many seconds', (v) => Number.parseInt(v, 10))
+    .action(async (name: string, opts: { type: string; description?: string; rotationPeriod?: number }) => {
+      const k = await withClient(program, (c) => c.createKey(name, { type: opts.type, description: opts.description, rotationPeriodSeconds: opts.rotationPeriod }));
       process.stdout.write(`${k.id}\n`);
+    });
+  for (const [verb, what] of [
+    ['rotate', 'add a version and make it primary'],
+    ['disable', 'allow nothing but metadata reads'],
+    ['enable', 'enable a disabled key'],
+    ['cancel-destroy', 'cancel a scheduled destruction (the key becomes disabled)'],
+  ] as const)
+    key
+      .command(`${verb} <key>`)
+      .description(what)
+      .action(async (ref: string) => {
+        const k = await withClient(program, (c) =>
+          verb === 'rotate' ? c.rotateKey(ref) : verb === 'disable' ? c.disableKey(ref) : verb === 'enable' ? c.enableKey(ref) : c.cancelKeyDestruction(ref),
+        );
+        process.stdout.write(`${keyLine(k)}\n`);
+      });
+  key
+    .command('schedule-destroy <key>')
+    .description('schedule destruction after a waiting period (the final destruction needs a custodian quorum)')
+    .option('--days <n>', 'waiting period in days (default 30)', (v) => Number(v))
+    .option('--seconds <n>', 'waiting period in seconds (test clusters)', (v) => Number.parseInt(v, 10))
+    .action(async (ref: string, opts: { days?: number; seconds?: number }) => {
+      const seconds = opts.seconds ?? (opts.days !== undefined ? Math.round(opts.days * 86_400) : 0);
+      const k = await withClient(program, (c) => c.scheduleKeyDestruction(ref, seconds));
+      process.stdout.write(`${keyLine(k)}  destruction at ${k.destruction_at}\n`);
+    });
+  key
+    .command('versions <key>')
+    .description("list a key's versions")
+    .action(async (ref: string) => {
+      const k = await withClient(program, (c) => c.getKey(ref));
+      for (const v of k.versions)
+        process.stdout.write(`v${v.version}  created ${v.created_at}${v.version === k.primary_version ? '  primary' : ''}${v.version < k.min_decryption_version ? '  retired' : ''}\n`);
+    });
+  key
+    .command('public <key>')
+    .description('print the public key of a signing key')
+    .option('--format <format>', 'pem | jwk', 'pem')
+    .option('--version <n>', 'key version (default: primary)', (v) => Number.parseInt(v, 10))
+    .action(async (ref: string, opts: { format: string; version?: number }) => {
+      if (opts.format !== 'pem' && opts.format !== 'jwk') throw new UsageError('--format must be pem or jwk');
+      const r = await withClient(program, (c) => c.getPublicKey(ref, opts.version ?? 0));
+      process.stdout.write(opts.format === 'pem' ? r.pem : `${r.jwk}\n`);
+    });
+  const policy = key.command('policy').description("a key's access policy");
+  policy
+    .command('get <key>')
+    .action(async (ref: string) => {
+      const k = await withClient(program, (c) => c.getKey(ref));
+      printJson(Object.fromEntries(Object.entries(k.policy.grants).map(([op, l]) => [op, l.principals])));
+    });
+  policy
+    .command('set <key> <grants...>')
+    .description('replace the policy: op=principal[,principal] ... (ops: encrypt decrypt sign verify mac generate_data_key rotate admin)')
+    .action(async (ref: string, grants: string[]) => {
+      const parsed = Object.fromEntries(grants.map((g) => {
+        const [op, list] = g.split('=');
+        if (!op || list === undefined) throw new UsageError(`expected op=principal[,principal], got ${JSON.stringify(g)}`);
+        return [op, list.split(',').filter(Boolean)];
+      }));
+      await withClient(program, (c) => c.updateKey(ref, { policy: parsed }));
+      process.stdout.write('policy updated\n');
     });
   key
     .command('list')
