@@ -4,15 +4,13 @@
  * CA) serving keyshard.bench.Echo, which returns the request's payload.
  *
  *   node --import tsx test/bench/echo-server.ts --ca CA --cert CERT --key KEY [--listen 127.0.0.1:0]
- *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1 [--audit-pipeline N [--audit-cut turn|sync]]]
+ *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1]
  *
  * --wrap none (default) is the bare baseline. For attributing the coordinator's per-call cost:
  *   rpc    serves Echo through @keyshard/rpc `unaryService` (principal from the peer cert,
  *          request id, error mapping) with no observer;
  *   audit  the same plus the coordinator's `auditObserver`: every call is recorded in the dev
  *          cluster's audit sink and the reply waits for its durable ack, exactly like Encrypt.
- *          --audit-pipeline N uses the prototype in pipelined-audit-client.ts instead
- *          (--audit-cut sync: it sends a batch from inside record(), as AuditClient does).
  * Prints one JSON line {"listening":"host:port"} when ready; exits 0 on SIGTERM/SIGINT.
  * Diagnostics: SIGUSR1 resets its counters, SIGUSR2 prints one JSON line of them since the reset:
  * server time per call (handler entry to reply), audit record() time, Append batches, event-loop delay.
@@ -22,7 +20,6 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '@keyshard/config';
 import { readTls, serverCredentials, unaryService, type Observer } from '@keyshard/rpc';
 import { AuditClient, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
-import { PipelinedAuditClient } from './pipelined-audit-client.ts';
 import { echoService, parseFlags, required } from './common.ts';
 
 const flags = parseFlags(process.argv.slice(2));
@@ -109,21 +106,10 @@ if (wrap === 'none') {
 } else if (wrap === 'rpc' || wrap === 'audit') {
   let observer: Observer | undefined;
   if (wrap === 'audit') {
-    // --audit-pipeline N > 0: the PROTOTYPE PipelinedAuditClient (up to N Append batches in
-    // flight, one batch cut per event-loop turn) instead of the stock AuditClient (one in flight).
-    const pipeline = Number(flags['audit-pipeline'] ?? 0);
-    const opts = { address: required(flags, 'audit-address'), tls, source: required(flags, 'audit-source') };
-    if (pipeline > 0) {
-      const p = new PipelinedAuditClient({ ...opts, maxInFlight: pipeline, cut: flags['audit-cut'] === 'sync' ? 'sync' : 'turn' });
-      recorder = p;
-      batchSeq = () => p.batches;
-      closeAudit = () => p.close();
-    } else {
-      const a = new AuditClient(opts);
-      recorder = a;
-      batchSeq = () => (a as unknown as { batchSeq: number }).batchSeq;
-      closeAudit = () => a.close();
-    }
+    const a = new AuditClient({ address: required(flags, 'audit-address'), tls, source: required(flags, 'audit-source') });
+    recorder = a;
+    batchSeq = () => (a as unknown as { batchSeq: number }).batchSeq;
+    closeAudit = () => a.close();
     const inner = auditObserver(recorder!, createLogger('bench-echo', 'warn'));
     observer = async (o) => {
       const t = performance.now();

@@ -21,11 +21,6 @@
  *                     echo+rpc+audit    + the coordinator's auditObserver/AuditClient into this
  *                                       cluster's audit sink: the coordinator minus the keyring
  *                     ...[ack-sink]     the same, audited to ack-sink.ts (instant ack, no storage)
- *                     ...[pipelined N]  the same, with the PROTOTYPE pipelined-audit-client.ts
- *                                       (up to N batches in flight, one batch per loop turn);
- *                                       BENCH_PIPELINES: comma-separated N or Nsync (batch sent
- *                                       from inside record(), as the stock client does);
- *                                       default 1,1sync
  *                     audit only        64 closed-loop AuditClient.record() callers into the sink
  *                   plus each echo server's own counters (server time, audit wait, batches).
  *   BENCH_KEEP=1    keep the cluster directory (logs) instead of deleting it
@@ -51,8 +46,6 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const CHANNELS = Number(process.env.BENCH_CHANNELS ?? 4);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3); // medians of 3 alternating rounds damp the noise of a shared machine
 const EXTRA = process.env.BENCH_EXTRA === '1';
-const PIPELINES = (process.env.BENCH_PIPELINES ?? '1,1sync').split(',').filter(Boolean);
-if (!PIPELINES.every((p) => /^\d+(sync)?$/.test(p) && parseInt(p, 10) > 0)) throw new Error('BENCH_PIPELINES: e.g. 1,1sync,4');
 let keep = process.env.BENCH_KEEP === '1'; // also set when the run fails, for the logs
 const CONCURRENCY = 64;
 const PAYLOAD = 1024;
@@ -201,7 +194,7 @@ async function runLoad(
 async function startEcho(
   label: string,
   wrap: 'none' | 'rpc' | 'audit',
-  audit: { address?: string; pipeline?: number; cut?: 'turn' | 'sync' } = {},
+  audit: { address?: string } = {},
 ): Promise<{ label: string; address: string; child: Child }> {
   const c = cluster!;
   // The coordinator's own certificate and the cluster CA: the same TLS setup as the coordinator.
@@ -211,8 +204,6 @@ async function startEcho(
     args.push(
       '--audit-address', audit.address ?? `127.0.0.1:${c.layout.plan.ports.audit}`,
       '--audit-source', COORDINATOR,
-      '--audit-pipeline', String(audit.pipeline ?? 0),
-      '--audit-cut', audit.cut ?? 'turn',
     );
   const child = spawnChild(`echo-server ${label}`, 'echo-server.ts', args, profArgs(label.replace(/[^\w+-]+/g, '_')));
   const line = await child.waitFor(/"listening"/);
@@ -307,13 +298,6 @@ async function main(): Promise<number> {
     extras.push(await startEcho('echo+rpc', 'rpc'));
     extras.push(await startEcho('echo+rpc+audit', 'audit'));
     extras.push(await startEcho('echo+rpc+audit[ack-sink]', 'audit', { address: ackSink }));
-    for (const spec of PIPELINES) {
-      // "4" = up to 4 in flight, batch cut once per loop turn; "1sync" = 1 in flight, batch sent
-      // from inside record() like the stock AuditClient.
-      const depth = parseInt(spec, 10);
-      const cut = spec.endsWith('sync') ? 'sync' : 'turn';
-      extras.push(await startEcho(`echo+rpc+audit[pipelined ${depth}${cut === 'sync' ? ', sync cut' : ''}]`, 'audit', { pipeline: depth, cut }));
-    }
   }
 
   const rows: Row[] = [];
