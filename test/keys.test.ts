@@ -101,6 +101,22 @@ describe('key lifecycle', { timeout: 240_000 }, () => {
     assert.ok(Date.parse(scheduled.rotation.next_rotation_at) > Date.now() + 7_000_000);
   });
 
+  it('the leader rotates keys on their schedule, once per period, and audits it', async () => {
+    const k = await admin.createKey('auto-rotated', { rotationPeriodSeconds: 2 });
+    const rotated = await waitFor('a scheduled rotation', async () => {
+      const cur = await admin.getKey('auto-rotated');
+      return cur.primary_version >= 2 ? cur : undefined;
+    }, 15_000);
+    assert.ok(Date.parse(rotated.rotation.next_rotation_at) > Date.parse(rotated.rotated_at), 'next rotation moved forward');
+    await new Promise((r) => setTimeout(r, 2_500));
+    const later = await admin.getKey('auto-rotated');
+    assert.ok(later.primary_version <= 4, `about one rotation per 2 s period, got v${later.primary_version}`);
+    assert.deepEqual(later.versions.map((v) => v.version), Array.from({ length: later.primary_version }, (_, i) => i + 1), 'no version twice, none skipped');
+    await waitFor('the scheduled rotation in the audit log', async () =>
+      readFileSync(cluster.auditLogFile, 'utf8').includes(`"key_id":"${k.id}","operation":"keys.rotation.scheduled"`) ? true : undefined,
+    );
+  });
+
   it('re-encrypts to another key and context inside the service', async () => {
     await admin.createKey('other');
     const c = await admin.encrypt('rot', msg, { from: 'a' });

@@ -150,6 +150,7 @@ export function writeConfigs(l: Layout): void {
     keyUsers: [APP],
     // A dev/test cluster: rotation periods and destruction waits of seconds are allowed.
     keys: { minRotationPeriodSeconds: 1, minDestructionWaitSeconds: 1, defaultDestructionWaitSeconds: 30 * 24 * 3600 },
+    rotationSweepSeconds: 1,
     oaepHash: 'sha1',
   });
 }

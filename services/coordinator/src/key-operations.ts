@@ -163,7 +163,7 @@ export class KeyOperations {
 
   async rotate(ref: string, principal: string): Promise<KeyRecord> {
     this.seal.requireOpen();
-    return this.keyring.rotate(await this.#admin(ref, principal, 'rotate'));
+    return (await this.keyring.rotate(await this.#admin(ref, principal, 'rotate')))!;
   }
 
   async setState(ref: string, principal: string, to: 'enable' | 'disable'): Promise<KeyRecord> {

@@ -58,6 +58,15 @@ export function validateName(name: string, what = 'key name'): void {
   if (KEY_ID_RE.test(name)) throw invalidArgument(`${what} must not look like a key id (k_…)`);
 }
 
+/** A leader's fence: writes also require its election key to be the one it was elected with. */
+export interface Fence {
+  key: string;
+  createRevision: string;
+  held(): Promise<boolean>;
+}
+
+const NOT_DUE = Symbol('not due');
+
 export interface CreateKeyInput {
   name: string;
   type?: string;
@@ -213,7 +222,12 @@ export class Keyring {
    * Applies `change` to the current record with a compare-and-swap on its etcd revision,
    * retrying on a concurrent update. `extra` adds puts to the same transaction.
    */
-  async update(id: string, change: (k: KeyRecord) => KeyRecord, extra: (k: KeyRecord) => [string, string][] = () => []): Promise<KeyRecord> {
+  async update(
+    id: string,
+    change: (k: KeyRecord) => KeyRecord,
+    extra: (k: KeyRecord) => [string, string][] = () => [],
+    fence?: Fence,
+  ): Promise<KeyRecord> {
     await this.#ready();
     const ns = this.#ns;
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -222,27 +236,40 @@ export class Keyring {
       if (!kv) throw notFound(`key ${id} not found`);
       const next = change(JSON.parse(kv.value.toString()) as KeyRecord);
       const puts = [[paths.key(id), JSON.stringify(next)] as [string, string], ...extra(next)];
-      const tx = await etcdCall('update key', () =>
-        ns
-          .if(paths.key(id), 'Mod', '==', kv.mod_revision)
-          .then(...puts.map(([k, v]) => ns.put(k).value(v)))
-          .commit(),
-      );
+      const tx = await etcdCall('update key', () => {
+        const cmp = ns.if(paths.key(id), 'Mod', '==', kv.mod_revision);
+        if (fence) cmp.and(fence.key, 'Create', '==', fence.createRevision);
+        return cmp.then(...puts.map(([k, v]) => ns.put(k).value(v))).commit();
+      });
       if (tx.succeeded) {
         this.#remember(next);
         return next;
       }
+      if (fence && !(await fence.held())) throw failedPrecondition('no longer the leader: write fenced off');
     }
     throw unavailable(`key ${id} is being changed concurrently; try again`);
   }
 
-  /** Adds a version and makes it primary (RotateKey and the rotation schedule). */
-  async rotate(k: KeyRecord): Promise<KeyRecord> {
+  /** Keys whose scheduled rotation is due at `now` (from the cache the watch keeps current). */
+  due(now: number): KeyRecord[] {
+    return [...this.#keys.values()].filter(
+      (k) => k.state === 'KEY_STATE_ENABLED' && k.rotation.periodSeconds > 0 && Date.parse(k.rotation.nextRotationAt) <= now,
+    );
+  }
+
+  /**
+   * Adds a version and makes it primary (RotateKey and the rotation schedule). With `ifDueAt`,
+   * rotates only if the stored record is still due then — a compare-and-swap on the record, so a
+   * due rotation happens once even if two sweeps race — and returns undefined otherwise.
+   */
+  async rotate(k: KeyRecord, opts: { ifDueAt?: number; fence?: Fence } = {}): Promise<KeyRecord | undefined> {
     let made: { n: number; material: Buffer } | undefined;
     try {
       const updated = await this.update(
         k.id,
         (cur) => {
+          if (opts.ifDueAt !== undefined && !(cur.rotation.periodSeconds > 0 && Date.parse(cur.rotation.nextRotationAt) <= opts.ifDueAt))
+            throw NOT_DUE;
           if (cur.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${cur.name} is not enabled`);
           const n = cur.primaryVersion + 1;
           const now = new Date();
@@ -261,11 +288,13 @@ export class Keyring {
           made = { n: next.primaryVersion, material };
           return [[paths.version(next.id, next.primaryVersion), JSON.stringify(version)]];
         },
+        opts.fence,
       );
       this.#cacheMaterial(updated.id, made!.n, made!.material);
       return updated;
     } catch (e) {
       if (made) zeroize(made.material);
+      if (e === NOT_DUE) return undefined;
       throw e;
     }
   }

@@ -16,6 +16,7 @@ import { UnsealCeremonies } from './unseal-ceremony.ts';
 import { ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
 import { keyHandlers, keyServiceAuthorizer } from './key-handlers.ts';
 import { KeyOperations } from './key-operations.ts';
+import { LeaderJobs } from './leader-jobs.ts';
 
 /** Crypto operations and reads go through the durable spool; all else must reach the sink. */
 const SPOOLED_OPERATIONS = new Set(
@@ -72,6 +73,12 @@ async function main(): Promise<void> {
     ttlSeconds: config.ceremonyTtlSeconds,
     pollMs: config.custodianPollMs,
   });
+  const leader = new LeaderJobs(ns, keyring, seal, audit, log, {
+    coordinatorId: config.coordinatorId,
+    ttlSeconds: config.leaderTtlSeconds,
+    sweepSeconds: config.rotationSweepSeconds,
+  });
+  leader.start();
   const observer = auditObserver(audit, log);
   // State-changing calls are recorded before they run; crypto calls are recorded before they answer.
   const before = auditIntent(
@@ -111,6 +118,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping');
     seal.seal();
+    await leader.stop();
     await new Promise<void>((r) => server.tryShutdown(() => r()));
     await lease.revoke().catch(() => {});
     await spool?.close();

@@ -1,0 +1,109 @@
+/**
+ * Leadership and the background jobs only the leader runs (brief, "Coordination on etcd").
+ *
+ * Replicas campaign in an etcd election; the elected one sweeps for keys whose scheduled
+ * rotation is due and rotates them. Every write of the sweep is fenced: the transaction also
+ * requires the leader's election key to still have the create revision it was elected with,
+ * so a deposed leader (lease lost, process paused) cannot write. Each rotation is also a
+ * compare-and-swap that re-checks the key is still due, so a due rotation happens exactly
+ * once even across a failover mid-sweep. Each scheduled rotation is audited before it runs.
+ */
+import type { Namespace } from '@keyshard/store';
+import type { Logger } from '@keyshard/config';
+import type { AuditRecorder } from '@keyshard/audit-client';
+import type { Fence, Keyring } from './keyring.ts';
+import type { Seal } from './seal.ts';
+
+export interface LeaderJobsOptions {
+  coordinatorId: string;
+  ttlSeconds: number;
+  sweepSeconds: number;
+}
+
+type Campaign = ReturnType<ReturnType<Namespace['election']>['campaign']>;
+
+export class LeaderJobs {
+  #campaign: Campaign | undefined;
+  #fence: Fence | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #sweeping = false;
+  #stopped = false;
+
+  constructor(
+    private readonly ns: Namespace,
+    private readonly keyring: Keyring,
+    private readonly seal: Seal,
+    private readonly audit: AuditRecorder,
+    private readonly log: Logger,
+    private readonly opts: LeaderJobsOptions,
+  ) {}
+
+  get leading(): boolean {
+    return this.#fence !== undefined;
+  }
+
+  start(): void {
+    if (this.#stopped) return;
+    const campaign = this.ns.election('leader', this.opts.ttlSeconds).campaign(this.opts.coordinatorId);
+    this.#campaign = campaign;
+    campaign.on('elected', () => void this.#elected(campaign));
+    campaign.on('error', (e: Error) => {
+      this.log.warn({ err: e.message }, 'leadership lost; campaigning again');
+      this.#fence = undefined;
+      clearInterval(this.#timer);
+      setTimeout(() => this.start(), 1_000).unref();
+    });
+  }
+
+  async #elected(campaign: Campaign): Promise<void> {
+    try {
+      const full = await campaign.getCampaignKey();
+      const prefix = 'election/';
+      const key = full.slice(full.indexOf(prefix)); // relative to this cluster's namespace
+      const kv = (await this.ns.get(key).exec()).kvs[0];
+      if (!kv) throw new Error('election key vanished');
+      const createRevision = String(kv.create_revision);
+      this.#fence = {
+        key,
+        createRevision,
+        held: async () => String((await this.ns.get(key).exec()).kvs[0]?.create_revision ?? '') === createRevision,
+      };
+      this.log.info({ coordinatorId: this.opts.coordinatorId }, 'elected leader');
+      this.#timer = setInterval(() => void this.sweep(), this.opts.sweepSeconds * 1000);
+      this.#timer.unref();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'could not take up leadership');
+    }
+  }
+
+  /** Rotates every due key; returns how many were rotated. Only the unsealed leader does anything. */
+  async sweep(now = Date.now()): Promise<number> {
+    const fence = this.#fence;
+    if (!fence || this.seal.sealed || this.#sweeping) return 0;
+    this.#sweeping = true;
+    let rotated = 0;
+    try {
+      for (const k of this.keyring.due(now)) {
+        await this.audit.record({ operation: 'keys.rotation.scheduled', principal: this.opts.coordinatorId, key_id: k.id, result: 'ok' });
+        const r = await this.keyring.rotate(k, { ifDueAt: now, fence });
+        if (r) {
+          rotated++;
+          this.log.info({ keyId: k.id, version: r.primaryVersion }, 'scheduled rotation');
+        }
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'rotation sweep stopped');
+    } finally {
+      this.#sweeping = false;
+    }
+    return rotated;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    this.#fence = undefined;
+    await this.#campaign?.resign().catch(() => {});
+  }
+}
+
