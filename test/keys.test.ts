@@ -99,6 +99,9 @@ describe('key lifecycle', { timeout: 240_000 }, () => {
     const scheduled = await admin.createKey('rot-scheduled', { rotationPeriodSeconds: 7200 });
     assert.equal(scheduled.rotation.period_seconds, '7200');
     assert.ok(Date.parse(scheduled.rotation.next_rotation_at) > Date.now() + 7_000_000);
+    const daily = await admin.setRotationPolicy('rot-scheduled', 86_400);
+    assert.equal(daily.rotation.period_seconds, '86400');
+    assert.equal((await admin.setRotationPolicy('rot-scheduled', 0)).rotation.next_rotation_at, '', '0 clears the schedule');
   });
 
   it('the leader rotates keys on their schedule, once per period, and audits it', async () => {

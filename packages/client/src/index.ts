@@ -211,6 +211,10 @@ export class KeyshardClient {
     return this.#k<{ valid: boolean }>('VerifyMac', { key, message, mac, key_version: keyVersion }, o);
   }
 
+  setRotationPolicy(key: string, periodSeconds: number, o?: CallOptions) {
+    return this.#k<Key>('SetRotationPolicy', { key, rotation: { period_seconds: periodSeconds } }, o);
+  }
+
   rotateKey(key: string, o?: CallOptions) {
     return this.#k<Key>('RotateKey', { key }, o);
   }

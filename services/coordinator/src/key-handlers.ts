@@ -114,6 +114,8 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations): Handlers {
       keyReply(ctx, ops.scheduleDestruction(req.key, seconds(req.waiting_period_seconds, 'waiting_period_seconds'), ctx.principal)),
     CancelKeyDestruction: (req, ctx) => keyReply(ctx, ops.cancelDestruction(req.key, ctx.principal)),
     RotateKey: (req, ctx) => keyReply(ctx, ops.rotate(req.key, ctx.principal)),
+    SetRotationPolicy: (req, ctx) =>
+      keyReply(ctx, ops.setRotationPolicy(req.key, seconds(req.rotation?.period_seconds, 'rotation.period_seconds'), ctx.principal)),
 
     async Encrypt(req, ctx) {
       const r = keyFacts(ctx, await encryptOne(req, ctx));

@@ -166,6 +166,17 @@ export class KeyOperations {
     return (await this.keyring.rotate(await this.#admin(ref, principal, 'rotate')))!;
   }
 
+  /** Sets (or with 0 clears) a key's rotation period; the next rotation is one period from now. */
+  async setRotationPolicy(ref: string, periodSeconds: number, principal: string): Promise<KeyRecord> {
+    this.seal.requireOpen();
+    const period = this.keyring.rotationPeriod(periodSeconds);
+    const k = await this.#admin(ref, principal, 'rotate');
+    return this.keyring.update(k.id, (cur) => ({
+      ...cur,
+      rotation: { periodSeconds: period, nextRotationAt: period ? new Date(Date.now() + period * 1000).toISOString() : '' },
+    }));
+  }
+
   async setState(ref: string, principal: string, to: 'enable' | 'disable'): Promise<KeyRecord> {
     this.seal.requireOpen();
     const k = await this.#admin(ref, principal);

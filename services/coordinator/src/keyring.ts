@@ -149,7 +149,7 @@ export class Keyring {
     return k;
   }
 
-  #rotationPeriod(seconds: number | undefined): number {
+  rotationPeriod(seconds: number | undefined): number {
     const p = seconds ?? 0;
     if (!Number.isInteger(p) || p < 0) throw invalidArgument('rotation period must be a whole number of seconds');
     if (p > 0 && p < this.#opts.minRotationPeriodSeconds)
@@ -162,7 +162,7 @@ export class Keyring {
     validateName(req.name);
     const type = parseKeyType(req.type);
     if ((req.description ?? '').length > 1024) throw invalidArgument('description is longer than 1024 characters');
-    const period = this.#rotationPeriod(req.rotationPeriodSeconds);
+    const period = this.rotationPeriod(req.rotationPeriodSeconds);
     const now = new Date();
     const key: KeyRecord = {
       id: `k_${randomBytes(16).toString('base64url')}`,
