@@ -60,6 +60,12 @@ function itemError(e: unknown) {
   return { code: STATUS_OF.INTERNAL, message: 'internal error' };
 }
 
+async function aliasReply(ctx: CallContext, p: Promise<{ name: string; keyId: string }>) {
+  const a = await p;
+  ctx.facts.keyId = a.keyId;
+  return { name: a.name, key_id: a.keyId };
+}
+
 export function keyHandlers(keyring: Keyring, ops: KeyOperations): Handlers {
   const keyReply = async (ctx: CallContext, k: Promise<KeyRecord>) => {
     const rec = await k;
@@ -179,16 +185,8 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations): Handlers {
       return { valid: await ops.verifyMac(req.key, bytes(req.message, 'message'), bytes(req.mac, 'mac'), req.key_version || undefined, ctx.principal) };
     },
 
-    async CreateAlias(req, ctx) {
-      const a = await keyring.createAlias(req.name, req.key);
-      ctx.facts.keyId = a.keyId;
-      return { name: a.name, key_id: a.keyId };
-    },
-    async UpdateAlias(req, ctx) {
-      const a = await keyring.updateAlias(req.name, req.key);
-      ctx.facts.keyId = a.keyId;
-      return { name: a.name, key_id: a.keyId };
-    },
+    CreateAlias: (req, ctx) => aliasReply(ctx, keyring.putAlias(req.name, req.key, false)),
+    UpdateAlias: (req, ctx) => aliasReply(ctx, keyring.putAlias(req.name, req.key, true)),
     async DeleteAlias(req) {
       await keyring.deleteAlias(req.name);
       return {};

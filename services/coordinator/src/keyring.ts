@@ -331,26 +331,15 @@ export class Keyring {
 
   // ---- aliases -------------------------------------------------------------------------
 
-  async createAlias(alias: string, ref: string): Promise<{ name: string; keyId: string }> {
+  /** Creates an alias (`update` false: it must not exist) or repoints one (`update`: it must). */
+  async putAlias(alias: string, ref: string, update: boolean): Promise<{ name: string; keyId: string }> {
     validateName(alias, 'alias');
     const k = await this.resolve(ref);
     const ns = this.#ns;
-    const res = await etcdCall('create alias', () =>
-      ns.if(paths.alias(alias), 'Create', '==', 0).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
+    const res = await etcdCall(update ? 'update alias' : 'create alias', () =>
+      ns.if(paths.alias(alias), 'Create', update ? '>' : '==', 0).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
     );
-    if (!res.succeeded) throw alreadyExists(`alias ${alias} already exists`);
-    this.#aliases.set(alias, k.id);
-    return { name: alias, keyId: k.id };
-  }
-
-  async updateAlias(alias: string, ref: string): Promise<{ name: string; keyId: string }> {
-    validateName(alias, 'alias');
-    const k = await this.resolve(ref);
-    const ns = this.#ns;
-    const res = await etcdCall('update alias', () =>
-      ns.if(paths.alias(alias), 'Create', '>', 0).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
-    );
-    if (!res.succeeded) throw notFound(`alias ${alias} not found`);
+    if (!res.succeeded) throw update ? notFound(`alias ${alias} not found`) : alreadyExists(`alias ${alias} already exists`);
     this.#aliases.set(alias, k.id);
     return { name: alias, keyId: k.id };
   }
