@@ -43,3 +43,13 @@ export async function withClient<T>(program: { opts(): ConnectionFlags }, fn: (c
     client.close();
   }
 }
+
+/** Runs one call with a custodian operator client and closes it, also on error. */
+export async function withCustodian<T>(flags: ConnectionFlags & { custodian?: string }, fn: (c: CustodianOperatorClient) => Promise<T>): Promise<T> {
+  const client = custodianClient(flags);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}

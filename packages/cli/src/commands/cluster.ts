@@ -1,7 +1,7 @@
 /** status, init, unseal, seal. */
 import type { Command } from 'commander';
 import { unsealAndWait, type Status } from '@keyshard/client';
-import { coordinatorClient } from '../connection.ts';
+import { coordinatorClient, withClient } from '../connection.ts';
 import { printJson, progress } from '../output.ts';
 
 function describe(s: Status): string {
@@ -26,9 +26,7 @@ export function registerCluster(program: Command): void {
     .description('show seal state, quorum, ceremony progress and custodian reachability')
     .option('--json', 'print JSON (has a boolean field "sealed")')
     .action(async (opts: { json?: boolean }) => {
-      const client = coordinatorClient(program.opts());
-      const s = await client.status();
-      client.close();
+      const s = await withClient(program, (client) => client.status());
       if (opts.json) printJson(s);
       else process.stdout.write(`${describe(s)}\n`);
     });
@@ -39,9 +37,7 @@ export function registerCluster(program: Command): void {
     .option('--shares <n>', 'number of shares (default: all configured custodians)', (v) => Number.parseInt(v, 10))
     .option('--threshold <t>', 'shares needed to unseal', (v) => Number.parseInt(v, 10), 3)
     .action(async (opts: { shares?: number; threshold: number }) => {
-      const client = coordinatorClient(program.opts());
-      const r = await client.init(opts.shares, opts.threshold);
-      client.close();
+      const r = await withClient(program, (client) => client.init(opts.shares, opts.threshold));
       process.stdout.write(
         `initialized cluster ${r.cluster_id}: ${r.threshold} of ${r.shares} shares (${r.custodian_ids.join(', ')})\n` +
           `manifest fingerprint ${r.manifest_fingerprint}\n`,
@@ -72,9 +68,7 @@ export function registerCluster(program: Command): void {
     .command('seal')
     .description('drop the root key from memory; unsealing needs the quorum again')
     .action(async () => {
-      const client = coordinatorClient(program.opts());
-      await client.seal();
-      client.close();
+      await withClient(program, (client) => client.seal());
       process.stdout.write('sealed\n');
     });
 }

@@ -1,6 +1,6 @@
 /** custodian pending/show/approve/deny: run by a custodian's operator against that custodian. */
 import type { Command } from 'commander';
-import { custodianClient } from '../connection.ts';
+import { withCustodian } from '../connection.ts';
 import { printJson } from '../output.ts';
 
 export function registerCustodian(program: Command): void {
@@ -14,27 +14,21 @@ export function registerCustodian(program: Command): void {
     .command('pending')
     .description('list ceremonies waiting for this custodian')
     .action(async () => {
-      const c = custodianClient(flags());
-      const { ceremonies } = await c.pending();
-      c.close();
+      const { ceremonies } = await withCustodian(flags(), (c) => c.pending());
       for (const x of ceremonies) process.stdout.write(`${x.id}  ${x.operation}  by ${x.initiator}  expires ${x.expires_at}\n`);
     });
   cust
     .command('show <ceremony-id>')
     .description('show every bound parameter of a ceremony before approving it')
     .action(async (id: string) => {
-      const c = custodianClient(flags());
-      const cer = await c.show(id);
-      c.close();
+      const cer = await withCustodian(flags(), (c) => c.show(id));
       printJson(cer);
     });
   cust
     .command('approve <ceremony-id>')
     .description("approve a ceremony: the HSM signs its hash and wraps the share to the ceremony's recipients")
     .action(async (id: string) => {
-      const c = custodianClient(flags());
-      const r = await c.approve(id);
-      c.close();
+      const r = await withCustodian(flags(), (c) => c.approve(id));
       process.stdout.write(`${r.ceremony_id}: ${r.status}\n`);
     });
   cust
@@ -42,9 +36,7 @@ export function registerCustodian(program: Command): void {
     .description('deny a ceremony, with a reason that is recorded')
     .requiredOption('--reason <text>', 'why')
     .action(async (id: string, opts: { reason: string }) => {
-      const c = custodianClient(flags());
-      const r = await c.deny(id, opts.reason);
-      c.close();
+      const r = await withCustodian(flags(), (c) => c.deny(id, opts.reason));
       process.stdout.write(`${r.ceremony_id}: ${r.status}\n`);
     });
 }

@@ -1,7 +1,7 @@
 /** key create/list/show, encrypt, decrypt. */
 import type { Command } from 'commander';
 import type { Key } from '@keyshard/client';
-import { coordinatorClient, withClient } from '../connection.ts';
+import { withClient } from '../connection.ts';
 import { parseContext, printJson, readStdin, UsageError } from '../output.ts';
 
 function keyLine(k: Key): string {
@@ -89,15 +89,15 @@ export function registerKeys(program: Command): void {
     .description('list keys')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
-      const client = coordinatorClient(program.opts());
       const all: Key[] = [];
-      let token = '';
-      do {
-        const page = await client.listKeys(1000, token);
-        all.push(...page.keys);
-        token = page.next_page_token;
-      } while (token);
-      client.close();
+      await withClient(program, async (client) => {
+        let token = '';
+        do {
+          const page = await client.listKeys(1000, token);
+          all.push(...page.keys);
+          token = page.next_page_token;
+        } while (token);
+      });
       if (opts.json) printJson(all);
       else for (const k of all) process.stdout.write(`${keyLine(k)}\n`);
     });
@@ -105,9 +105,7 @@ export function registerKeys(program: Command): void {
     .command('show <key>')
     .description('show a key (id or name)')
     .action(async (ref: string) => {
-      const client = coordinatorClient(program.opts());
-      const k = await client.getKey(ref);
-      client.close();
+      const k = await withClient(program, (client) => client.getKey(ref));
       printJson(k);
     });
 
@@ -120,9 +118,7 @@ export function registerKeys(program: Command): void {
     .action(async (opts: { key: string; context?: string[]; binary?: boolean }) => {
       const context = parseContext(opts.context);
       const plaintext = await readStdin();
-      const client = coordinatorClient(program.opts());
-      const r = await client.encrypt(opts.key, plaintext, context);
-      client.close();
+      const r = await withClient(program, (client) => client.encrypt(opts.key, plaintext, context));
       process.stdout.write(opts.binary ? r.ciphertext : `${r.ciphertext.toString('base64')}\n`);
     });
 
@@ -137,9 +133,7 @@ export function registerKeys(program: Command): void {
       const text = input.toString('utf8').trim();
       if (!opts.binary && !/^[A-Za-z0-9+/]+={0,2}$/.test(text)) throw new UsageError('stdin is not base64 (use --binary for raw bytes)');
       const ciphertext = opts.binary ? input : Buffer.from(text, 'base64');
-      const client = coordinatorClient(program.opts());
-      const r = await client.decrypt(ciphertext, context);
-      client.close();
+      const r = await withClient(program, (client) => client.decrypt(ciphertext, context));
       process.stdout.write(r.plaintext);
     });
 }
