@@ -8,13 +8,13 @@
  * Prints {"listening":"host:port"} when ready; exits 0 on SIGTERM/SIGINT.
  */
 import * as grpc from '@grpc/grpc-js';
-import { keyshardProto, readTls, serverCredentials } from '@keyshard/rpc';
+import { keyshardProto, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
 import { parseFlags, required } from './common.ts';
 
 const flags = parseFlags(process.argv.slice(2));
 const tls = readTls({ ca: required(flags, 'ca'), cert: required(flags, 'cert'), key: required(flags, 'key') });
 const listen = flags.listen ?? '127.0.0.1:0';
-const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
 let index = 0;
 server.addService(keyshardProto().AuditService.service, {
   Append(call: grpc.ServerDuplexStream<{ events?: unknown[]; batch?: string }, unknown>) {

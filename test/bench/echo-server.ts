@@ -18,7 +18,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '@keyshard/config';
-import { readTls, serverCredentials, unaryService, type Observer } from '@keyshard/rpc';
+import { readTls, serverCredentials, serverOptions, unaryService, type Observer } from '@keyshard/rpc';
 import { AuditClient, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { echoService, parseFlags, required } from './common.ts';
 
@@ -28,8 +28,8 @@ const listen = flags.listen ?? '127.0.0.1:0';
 const wrap = flags.wrap ?? 'none';
 
 const Echo = echoService();
-// Same server options as the coordinator's.
-const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+// Same server options as the coordinator's (@keyshard/rpc serverOptions).
+const server = new grpc.Server(serverOptions());
 let recorder: AuditRecorder | undefined;
 let batchSeq = () => 0;
 let closeAudit = async () => {};

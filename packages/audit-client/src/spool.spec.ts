@@ -48,6 +48,29 @@ describe('AuditSpool', () => {
     await spool.close();
   });
 
+  it('with several groups written at once, the file and the sink keep the order of acknowledgement', async () => {
+    const dir = path.join(root, 'multi');
+    const sink = new FakeSink();
+    sink.up = false; // everything stays in the file until the end
+    const spool = await AuditSpool.open({ dir, source: 'c', shipDelayMs: 5 }, sink.asClient(), log);
+    const acked: string[] = [];
+    const all: Promise<void>[] = [];
+    for (let burst = 0; burst < 40; burst++) {
+      // bursts in separate turns of the event loop: separate groups, several in flight at once
+      for (let i = 0; i < 5; i++) all.push(spool.record(ev(burst * 5 + i)).then(() => void acked.push(`r${burst * 5 + i}`)));
+      await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all(all);
+    const expected = Array.from({ length: 200 }, (_, i) => `r${i}`);
+    assert.deepEqual(acked, expected, 'acknowledged in the order recorded');
+    const lines = readFileSync(path.join(dir, 'spool.log'), 'utf8').trim().split('\n');
+    assert.deepEqual(lines.map((l) => (JSON.parse(l) as AuditEvent).request_id), expected, 'no hole, no reordering on disk');
+    sink.up = true;
+    await until(() => sink.events.length === 200);
+    assert.deepEqual(sink.events.map((e) => e.request_id), expected);
+    await spool.close();
+  });
+
   it('keeps accepting while the sink is down, refuses when full, drains when it is back', async () => {
     const sink = new FakeSink();
     sink.up = false;

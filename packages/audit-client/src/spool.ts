@@ -4,8 +4,11 @@
  * unrecorded (a bounded durable spool, then refusal)").
  *
  * Invariants:
- *  - `record()` resolves only after the event is fdatasync'ed to `<dir>/spool.log`; appends
- *    that arrive during an fsync share the next one (group commit);
+ *  - `record()` resolves only after the event is durable in `<dir>/spool.log` (opened O_DSYNC,
+ *    so a write returns once its data is on stable storage, as if followed by fdatasync);
+ *    appends that arrive in the same turn of the event loop share one write (group commit), and
+ *    up to MAX_GROUPS_IN_FLIGHT groups are written at once, at consecutive offsets, completing
+ *    in order: a burst never waits for the previous group's disk round trip to begin its own;
  *  - events are shipped to the sink in spool order; the shipped position is saved after each
  *    acknowledged batch. A crash between ack and save re-ships events, which the sink stores
  *    once (events carry their id). A torn, never-acknowledged tail line is dropped on open;
@@ -13,7 +16,7 @@
  *    UNAVAILABLE: an outage of the sink turns into refusal, never into unrecorded operations;
  *  - the spool never holds secrets: only audit events, which never carry any.
  */
-import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, write, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, write, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
@@ -54,8 +57,13 @@ function writeAt(fd: number, buf: Buffer, position: number): Promise<void> {
   });
 }
 
-function datasync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
+/** Groups being written at once. Each is one thread-pool job; libuv has four threads by default. */
+const MAX_GROUPS_IN_FLIGHT = 3;
+
+interface Group {
+  waiters: Waiter[];
+  end: number; // file offset just past this group
+  state: 'writing' | 'durable' | Error;
 }
 
 export class AuditSpool implements AuditRecorder {
@@ -63,11 +71,15 @@ export class AuditSpool implements AuditRecorder {
   readonly #file: string;
   readonly #offsetFile: string;
   #fd: number | undefined;
-  #size = 0; // bytes durably in the spool file
+  #size = 0; // bytes durably in the spool file, in order (every group before it is durable too)
+  #reserved = 0; // end of the last group handed to a write
+  #groups: Group[] = []; // written or being written but not yet complete, oldest first
+  #writes = 0; // writes running
+  #failed = false; // a write failed; no new write until the running ones are done
   #shippedTo = 0; // byte offset up to which the sink has acknowledged
   #unshipped: { event: AuditEvent; end: number }[] = [];
   #waiting: Waiter[] = [];
-  #flushing = false;
+  #flushQueued = false;
   #shipping = false;
   #closed = false;
   #compactDue = false;
@@ -90,7 +102,9 @@ export class AuditSpool implements AuditRecorder {
   }
 
   get pending(): number {
-    return this.#unshipped.length + this.#waiting.length;
+    let writing = 0;
+    for (const g of this.#groups) writing += g.waiters.length;
+    return this.#unshipped.length + this.#waiting.length + writing;
   }
 
   async #load(): Promise<void> {
@@ -106,12 +120,13 @@ export class AuditSpool implements AuditRecorder {
       this.#unshipped.push({ event: JSON.parse(data.subarray(pos, end - 1).toString('utf8')) as AuditEvent, end });
       pos = end;
     }
-    this.#fd = openSync(this.#file, 'r+');
+    this.#fd = openSync(this.#file, constants.O_RDWR | constants.O_DSYNC);
     if (complete < data.length) {
       ftruncateSync(this.#fd, complete);
       fdatasyncSync(this.#fd);
     }
     this.#size = complete;
+    this.#reserved = complete;
     if (this.#unshipped.length) this.log.info({ events: this.#unshipped.length }, 'audit spool: shipping events left by a previous run');
   }
 
@@ -127,42 +142,84 @@ export class AuditSpool implements AuditRecorder {
     }
     return new Promise((resolve, reject) => {
       this.#waiting.push({ line: `${JSON.stringify(event)}\n`, event, resolve, reject });
-      if (!this.#flushing) void this.#flush();
+      // The first event of a burst waits one turn of the event loop, so the calls that arrive in
+      // the same I/O poll share one write instead of each paying for one.
+      if (!this.#flushQueued) {
+        this.#flushQueued = true;
+        setImmediate(() => this.#flush());
+      }
     });
   }
 
-  /** Group commit: everything waiting goes out in one write and one fdatasync. */
-  async #flush(): Promise<void> {
-    this.#flushing = true;
-    try {
-      while (this.#waiting.length) {
-        const group = this.#waiting.splice(0);
-        let text = '';
-        for (const w of group) text += w.line;
-        const buf = Buffer.from(text, 'utf8');
-        try {
-          if (this.#compactDue && this.#unshipped.length === 0 && !this.#shipping) await this.#compact();
-          // Callback-style fs (not FileHandle promises): less overhead on the hot path.
-          await writeAt(this.#fd!, buf, this.#size);
-          await datasync(this.#fd!);
-        } catch (e) {
-          const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { cause: e });
-          this.log.error({ err: (e as Error).message }, 'audit spool write failed');
-          for (const w of group) w.reject(err);
-          continue;
-        }
-        let end = this.#size;
-        for (const w of group) {
-          end += Buffer.byteLength(w.line);
-          this.#unshipped.push({ event: w.event, end });
-        }
-        this.#size = end;
-        for (const w of group) w.resolve();
-        this.#ship();
-      }
-    } finally {
-      this.#flushing = false;
+  /** Group commit: everything waiting goes out in one durable write (if a write slot is free). */
+  #flush(): void {
+    this.#flushQueued = false;
+    if (this.#waiting.length === 0 || this.#fd === undefined) return;
+    if (this.#failed && this.#writes === 0) {
+      // The file could not be cut back after a failed write: refuse rather than risk a corrupt spool.
+      const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk');
+      for (const w of this.#waiting.splice(0)) w.reject(err);
+      return;
     }
+    if (this.#writes >= MAX_GROUPS_IN_FLIGHT || this.#failed) return; // resumes from #settled
+    if (this.#compactDue && this.#writes === 0 && this.#unshipped.length === 0 && !this.#shipping) this.#compact();
+    const waiters = this.#waiting.splice(0);
+    let text = '';
+    for (const w of waiters) text += w.line;
+    const buf = Buffer.from(text, 'utf8');
+    const group: Group = { waiters, end: this.#reserved + buf.length, state: 'writing' };
+    this.#groups.push(group);
+    this.#writes++;
+    // Callback-style fs (not FileHandle promises): less overhead on the hot path.
+    writeAt(this.#fd, buf, this.#reserved).then(
+      () => this.#settled(group, 'durable'),
+      (e: Error) => this.#settled(group, e),
+    );
+    this.#reserved = group.end;
+  }
+
+  /** Completes groups in file order: a group counts only once every group before it is durable. */
+  #settled(group: Group, state: Group['state']): void {
+    this.#writes--;
+    group.state = state;
+    if (state instanceof Error && !this.#failed) this.#fail(state);
+    while (this.#groups[0] && this.#groups[0].state === 'durable') {
+      const g = this.#groups.shift()!;
+      let end = this.#size;
+      for (const w of g.waiters) {
+        end += Buffer.byteLength(w.line);
+        this.#unshipped.push({ event: w.event, end });
+      }
+      this.#size = end;
+      for (const w of g.waiters) w.resolve();
+    }
+    if (this.#failed && this.#writes === 0) this.#recover();
+    this.#ship();
+    if (this.#waiting.length) this.#flush();
+  }
+
+  /**
+   * A write failed: every group not yet complete is refused (a later group may sit past a hole).
+   * New writes wait until the writes still running have finished (#recover).
+   */
+  #fail(e: Error): void {
+    this.#failed = true;
+    const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { cause: e });
+    this.log.error({ err: e.message }, 'audit spool write failed');
+    const failed = this.#groups.splice(0);
+    for (const g of failed) for (const w of g.waiters) w.reject(err);
+  }
+
+  /** Once no write runs: cuts the file back to its last durable end, so a restart never reads a hole. */
+  #recover(): void {
+    try {
+      ftruncateSync(this.#fd!, this.#size);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'audit spool cannot truncate after a failed write');
+      return; // stays failed: #flush refuses every record() rather than risk a corrupt spool
+    }
+    this.#reserved = this.#size;
+    this.#failed = false;
   }
 
   /**
@@ -218,11 +275,11 @@ export class AuditSpool implements AuditRecorder {
   }
 
   /**
-   * Empties a fully shipped spool file. Runs only inside #flush (the one writer). The offset
+   * Empties a fully shipped spool file. Runs only inside #flush with no write in flight. The offset
    * goes durably to 0 first: a crash in between re-ships old events (harmless) and can never
    * make a stale offset skip new ones.
    */
-  async #compact(): Promise<void> {
+  #compact(): void {
     const fd = openSync(this.#offsetFile, 'w');
     writeFileSync(fd, '0');
     fdatasyncSync(fd);
@@ -230,6 +287,7 @@ export class AuditSpool implements AuditRecorder {
     ftruncateSync(this.#fd!, 0);
     fdatasyncSync(this.#fd!);
     this.#size = 0;
+    this.#reserved = 0;
     this.#shippedTo = 0;
     this.#compactDue = false;
   }

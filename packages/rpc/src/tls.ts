@@ -30,12 +30,22 @@ export function channelCredentials(tls: TlsMaterial): grpc.ChannelCredentials {
   return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
 }
 
-/** Channel options shared by every client: bounded message size, keepalive for long streams. */
+/** Channel options shared by every client: bounded message size, keepalive for long streams, no channelz (see serverOptions). */
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': 16 * 1024 * 1024,
+  'grpc.enable_channelz': 0,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
 };
+
+/**
+ * Server options shared by every keyshard server. Channelz (grpc-js's per-call debugging
+ * registry, on by default) is off: it costs every call a few allocations and a socket lookup
+ * and nothing in keyshard reads it; health and metrics cover what operators need.
+ */
+export function serverOptions(maxReceiveBytes = 8 * 1024 * 1024): grpc.ServerOptions {
+  return { 'grpc.max_receive_message_length': maxReceiveBytes, 'grpc.enable_channelz': 0 };
+}
 
 /** The principal a certificate stands for: its subject common name (what peers see). */
 export function principalOfCertificate(certPem: Buffer): string {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
-import { keyshardProto, readTls, serverCredentials } from '@keyshard/rpc';
+import { keyshardProto, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
 import { ChainLog } from './chain-log.ts';
 import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
 import { createAuditService } from './server.ts';
@@ -35,7 +35,7 @@ export async function startAuditSink(cfg: AuditSinkConfig, log: Logger): Promise
   log.info({ dataDir: cfg.dataDir, records: chain.size, head: chain.headHash, truncatedBytes: chain.openInfo.truncatedBytes }, 'audit log opened');
 
   const service = createAuditService(chain, { appenders: cfg.appenders, readers: cfg.readers, logger: log });
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
   server.addService(keyshardProto().AuditService.service, service.implementation);
   let port: number;
   try {

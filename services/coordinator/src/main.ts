@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
-import { keyshardProto, principalOfCertificate, readTls, serverCredentials, unaryService } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService } from '@keyshard/rpc';
 import { clusterNamespace, clusterPrefix, connectEtcd, paths } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal']),
   );
   const proto = keyshardProto();
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  const server = new grpc.Server(serverOptions());
   server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps), {
       name: 'keys',
       observer,
