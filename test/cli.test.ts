@@ -115,7 +115,7 @@ describe('keyshard CLI and `keyshard dev`', { timeout: 300_000 }, () => {
     const ports = JSON.parse(readFileSync(path.join(dir, 'cluster.json'), 'utf8')).ports;
     assert.equal(await stopDev(dev), 0);
     dev = undefined;
-    for (const port of [ports.etcdClient, ports.audit, ports.coordinator, ...ports.custodians])
+    for (const port of [ports.etcdClient, ports.audit, ...ports.coordinators, ...ports.custodians])
       assert.equal(await portOpen(port), false, `port ${port} closed after Ctrl-C`);
 
     // Same DIR again: back from saved state, sealed, unsealed by a ceremony; old keys work.

@@ -6,10 +6,12 @@
  */
 import path from 'node:path';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
-import { ADMIN, APP, AUDITOR, COORDINATOR, operatorOf, prepareLayout, writeConfigs, writeEnvFile, type Layout } from './layout.ts';
+import {
+  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, prepareLayout, writeConfigs, writeEnvFile, type CoordinatorOverrides, type Layout,
+} from './layout.ts';
 import { ManagedProcess, nodeService } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, operatorOf, type Layout };
+export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, type CoordinatorOverrides, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 
@@ -18,6 +20,10 @@ export interface DevClusterOptions {
   custodians?: number;
   threshold?: number;
   approvalPolicy?: 'auto' | 'manual';
+  /** Coordinator replicas (default 1); on restart the saved layout decides. */
+  coordinators?: number;
+  /** Deep-merged into every coordinator's config (tests: small bounds, short periods). */
+  coordinatorOverrides?: CoordinatorOverrides;
   progress?: (msg: string) => void;
 }
 
@@ -58,7 +64,8 @@ export class DevCluster {
         env: { SOFTHSM2_CONF: layout.softhsmConf[id] },
         ready: /"msg":"listening"/,
       });
-    this.#add({ name: COORDINATOR, ...nodeService('services/coordinator/src/main.ts', layout.configFile(COORDINATOR)), ready: /"msg":"listening"/ });
+    for (const id of layout.coordinatorIds)
+      this.#add({ name: id, ...nodeService('services/coordinator/src/main.ts', layout.configFile(id)), ready: /"msg":"listening"/ });
   }
 
   #add(spec: ConstructorParameters<typeof ManagedProcess>[0]): void {
@@ -69,7 +76,13 @@ export class DevCluster {
     const progress = opts.progress ?? (() => {});
     const layout = await prepareLayout(
       opts.dir,
-      { custodians: opts.custodians ?? 5, threshold: opts.threshold ?? 3, approvalPolicy: opts.approvalPolicy ?? 'auto' },
+      {
+        custodians: opts.custodians ?? 5,
+        threshold: opts.threshold ?? 3,
+        approvalPolicy: opts.approvalPolicy ?? 'auto',
+        coordinators: opts.coordinators ?? 1,
+        coordinatorOverrides: opts.coordinatorOverrides,
+      },
       progress,
     );
     return new DevCluster(layout, progress);
@@ -79,8 +92,19 @@ export class DevCluster {
     return this.layout.custodianIds;
   }
 
+  get coordinatorIds(): string[] {
+    return this.layout.coordinatorIds;
+  }
+
+  /** The first coordinator's address, or the named replica's. */
   get coordinatorAddress(): string {
-    return `127.0.0.1:${this.layout.plan.ports.coordinator}`;
+    return this.coordinatorAddressOf(COORDINATOR);
+  }
+
+  coordinatorAddressOf(id: string): string {
+    const i = this.coordinatorIds.indexOf(id);
+    if (i < 0) throw new Error(`no coordinator ${id}`);
+    return `127.0.0.1:${this.layout.plan.ports.coordinators[i]}`;
   }
 
   custodianAddress(id: string): string {
@@ -95,7 +119,7 @@ export class DevCluster {
 
   /** Starts everything not running, in dependency order. */
   async start(only?: string[]): Promise<void> {
-    const order = ['etcd', 'audit-sink', ...this.custodianIds, COORDINATOR];
+    const order = ['etcd', 'audit-sink', ...this.custodianIds, ...this.coordinatorIds];
     for (const name of order) {
       if (only && !only.includes(name)) continue;
       const p = this.process(name);
@@ -106,22 +130,36 @@ export class DevCluster {
   }
 
   async stop(): Promise<void> {
-    const order = [COORDINATOR, ...this.custodianIds, 'audit-sink', 'etcd'];
+    const order = [...this.coordinatorIds, ...this.custodianIds, 'audit-sink', 'etcd'];
     for (const name of order) await this.process(name).stop();
   }
 
-  /** A client with the given principal's certificate (default: the admin). */
-  client(principal = ADMIN, options: { timeoutMs?: number } = {}): KeyshardClient {
-    return new KeyshardClient({ address: this.coordinatorAddress, tls: this.layout.certs[principal]!, ...options });
+  /** A client with the given principal's certificate (default: the admin), to one replica (default: the first). */
+  client(principal = ADMIN, options: { timeoutMs?: number; coordinator?: string } = {}): KeyshardClient {
+    const { coordinator = COORDINATOR, ...rest } = options;
+    return new KeyshardClient({ address: this.coordinatorAddressOf(coordinator), tls: this.layout.certs[principal]!, ...rest });
   }
 
   operatorClient(custodianId: string): CustodianOperatorClient {
     return new CustodianOperatorClient({ address: this.custodianAddress(custodianId), tls: this.layout.certs[operatorOf(custodianId)]! });
   }
 
-  /** Inits if needed, then unseals through a ceremony; resolves with the completed ceremony. */
+  /**
+   * Inits if needed, then unseals every replica (each through its own ceremony until one
+   * ceremony unseals them all); resolves with the first replica's completed ceremony.
+   */
   async bootstrap(): Promise<Ceremony | undefined> {
-    const client = this.client();
+    let first: Ceremony | undefined;
+    for (const id of this.coordinatorIds) {
+      const c = await this.bootstrapReplica(id);
+      if (id === COORDINATOR) first = c;
+    }
+    return first;
+  }
+
+  /** Inits (if needed) and unseals one replica. */
+  async bootstrapReplica(id: string): Promise<Ceremony | undefined> {
+    const client = this.client(ADMIN, { coordinator: id });
     try {
       let status = await client.status();
       if (!status.initialized) {

@@ -18,14 +18,19 @@ export interface ClusterPlan {
   custodians: number;
   threshold: number;
   approvalPolicy: 'auto' | 'manual';
-  ports: { etcdClient: number; etcdPeer: number; audit: number; coordinator: number; custodians: number[] };
+  ports: { etcdClient: number; etcdPeer: number; audit: number; coordinators: number[]; custodians: number[] };
 }
+
+/** Deep-merged into every coordinator's config (tests: e.g. small usage bounds). */
+export type CoordinatorOverrides = Record<string, unknown>;
 
 export interface Layout {
   dir: string;
   plan: ClusterPlan;
   certs: Record<string, CertFiles>;
   custodianIds: string[];
+  coordinatorIds: string[];
+  coordinatorOverrides: CoordinatorOverrides;
   softhsmConf: Record<string, string>;
   pinFile: Record<string, string>;
   configFile: (name: string) => string;
@@ -38,11 +43,20 @@ export const ADMIN = 'admin';
 export const AUDITOR = 'auditor';
 /** A service principal that may use the key service but is not an admin. */
 export const APP = 'app';
+/** The first coordinator replica (the only one unless the cluster has several). */
 export const COORDINATOR = 'coordinator-1';
+export const coordinatorId = (i: number) => `coordinator-${i + 1}`;
 export const operatorOf = (custodianId: string) => `${custodianId}-operator`;
 
-async function newPlan(opts: { custodians: number; threshold: number; approvalPolicy: 'auto' | 'manual' }): Promise<ClusterPlan> {
-  const ports = { etcdClient: 0, etcdPeer: 0, audit: 0, coordinator: 0, custodians: [] as number[] };
+interface PlanOptions {
+  custodians: number;
+  threshold: number;
+  approvalPolicy: 'auto' | 'manual';
+  coordinators: number;
+}
+
+async function newPlan(opts: PlanOptions): Promise<ClusterPlan> {
+  const ports = { etcdClient: 0, etcdPeer: 0, audit: 0, coordinators: [] as number[], custodians: [] as number[] };
   const taken = new Set<number>();
   const next = async () => {
     for (;;) {
@@ -56,14 +70,14 @@ async function newPlan(opts: { custodians: number; threshold: number; approvalPo
   ports.etcdClient = await next();
   ports.etcdPeer = await next();
   ports.audit = await next();
-  ports.coordinator = await next();
+  for (let i = 0; i < opts.coordinators; i++) ports.coordinators.push(await next());
   for (let i = 0; i < opts.custodians; i++) ports.custodians.push(await next());
-  return { clusterName: 'dev', ...opts, ports };
+  return { clusterName: 'dev', custodians: opts.custodians, threshold: opts.threshold, approvalPolicy: opts.approvalPolicy, ports };
 }
 
 export async function prepareLayout(
   dir: string,
-  opts: { custodians: number; threshold: number; approvalPolicy: 'auto' | 'manual' },
+  opts: PlanOptions & { coordinatorOverrides?: CoordinatorOverrides },
   progress: (msg: string) => void,
 ): Promise<Layout> {
   dir = path.resolve(dir);
@@ -72,16 +86,19 @@ export async function prepareLayout(
   let plan: ClusterPlan;
   if (existsSync(planFile)) {
     plan = JSON.parse(readFileSync(planFile, 'utf8')) as ClusterPlan;
+    const old = plan.ports as ClusterPlan['ports'] & { coordinator?: number }; // before several replicas
+    if (!old.coordinators && old.coordinator) old.coordinators = [old.coordinator];
     progress(`reusing ${dir} (${plan.custodians} custodians, threshold ${plan.threshold})`);
   } else {
     plan = await newPlan(opts);
     writeFileSync(planFile, JSON.stringify(plan, null, 2));
   }
   const custodianIds = plan.ports.custodians.map((_, i) => `custodian-${i + 1}`);
+  const coordinatorIds = plan.ports.coordinators.map((_, i) => coordinatorId(i));
   const pki = path.join(dir, 'pki');
   progress('dev PKI');
   const certs: Record<string, CertFiles> = {};
-  for (const name of ['etcd', 'audit-sink', COORDINATOR, ADMIN, AUDITOR, APP, ...custodianIds, ...custodianIds.map(operatorOf)])
+  for (const name of ['etcd', 'audit-sink', ...coordinatorIds, ADMIN, AUDITOR, APP, ...custodianIds, ...custodianIds.map(operatorOf)])
     certs[name] = await issueCert(pki, name);
 
   const softhsmConf: Record<string, string> = {};
@@ -102,6 +119,8 @@ export async function prepareLayout(
     plan,
     certs,
     custodianIds,
+    coordinatorIds,
+    coordinatorOverrides: opts.coordinatorOverrides ?? {},
     softhsmConf,
     pinFile,
     configFile: (name) => path.join(configDir, `${name}.json`),
@@ -122,7 +141,7 @@ export function writeConfigs(l: Layout): void {
     listen: addr(plan.ports.audit),
     dataDir: l.auditDir,
     tls: l.certs['audit-sink'],
-    appenders: [COORDINATOR, ...l.custodianIds],
+    appenders: [...l.coordinatorIds, ...l.custodianIds],
     readers: [AUDITOR],
   });
   l.custodianIds.forEach((id, i) =>
@@ -133,26 +152,45 @@ export function writeConfigs(l: Layout): void {
       token: { modulePath: SOFTHSM_MODULE, label: id, pinFile: l.pinFile[id] },
       oaepHash: 'sha1',
       approvalPolicy: plan.approvalPolicy,
-      coordinators: [COORDINATOR],
+      coordinators: l.coordinatorIds,
       operators: [operatorOf(id)],
       audit: { address: addr(plan.ports.audit) },
     }),
   );
-  write(COORDINATOR, {
-    clusterName: plan.clusterName,
-    coordinatorId: COORDINATOR,
-    listen: addr(plan.ports.coordinator),
-    tls: l.certs[COORDINATOR],
-    etcd: { endpoints: [etcdUrl], tls: l.certs[COORDINATOR] },
-    audit: { address: addr(plan.ports.audit), spoolDir: path.join(l.dir, 'spool', COORDINATOR) },
-    custodians: l.custodianIds.map((id, i) => ({ id, address: addr(plan.ports.custodians[i]!) })),
-    admins: [ADMIN],
-    keyUsers: [APP],
-    // A dev/test cluster: rotation periods and destruction waits of seconds are allowed.
-    keys: { minRotationPeriodSeconds: 1, minDestructionWaitSeconds: 1, defaultDestructionWaitSeconds: 30 * 24 * 3600 },
-    rotationSweepSeconds: 1,
-    oaepHash: 'sha1',
-  });
+  l.coordinatorIds.forEach((id, i) =>
+    write(
+      id,
+      merge(
+        {
+          clusterName: plan.clusterName,
+          coordinatorId: id,
+          listen: addr(plan.ports.coordinators[i]!),
+          tls: l.certs[id],
+          etcd: { endpoints: [etcdUrl], tls: l.certs[id] },
+          audit: { address: addr(plan.ports.audit), spoolDir: path.join(l.dir, 'spool', id) },
+          custodians: l.custodianIds.map((cid, j) => ({ id: cid, address: addr(plan.ports.custodians[j]!) })),
+          admins: [ADMIN],
+          keyUsers: [APP],
+          // A dev/test cluster: rotation periods and destruction waits of seconds are allowed.
+          keys: { minRotationPeriodSeconds: 1, minDestructionWaitSeconds: 1, defaultDestructionWaitSeconds: 30 * 24 * 3600 },
+          rotationSweepSeconds: 1,
+          oaepHash: 'sha1',
+        },
+        l.coordinatorOverrides,
+      ),
+    ),
+  );
+}
+
+/** `over` merged into `base`, objects recursively (arrays and values replace). */
+function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+    out[k] = isObj(b) && isObj(v) ? merge(b, v) : v;
+  }
+  return out;
 }
 
 export function writeEnvFile(l: Layout): string {
@@ -160,7 +198,7 @@ export function writeEnvFile(l: Layout): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const lines = [
     '# keyshard dev cluster: `. ./env` then `npx keyshard status`',
-    `export KEYSHARD_ADDR=${q(addr(l.plan.ports.coordinator))}`,
+    `export KEYSHARD_ADDR=${q(addr(l.plan.ports.coordinators[0]!))}`,
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,

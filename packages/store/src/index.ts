@@ -55,6 +55,9 @@ export const paths = {
   keysPrefix: 'keys/',
   versionsPrefix: (keyId: string) => `versions/${keyId}/`,
   version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
+  /** Per-version usage (encryptions reserved, last use): services/coordinator/src/version-usage.ts. */
+  usagePrefix: 'usage/',
+  usage: (keyId: string, version: number) => `usage/${keyId}/${String(version).padStart(10, '0')}`,
   name: (name: string) => `names/${name}`,
   alias: (name: string) => `aliases/${name}`,
   ceremony: (id: string) => `ceremonies/${id}`,

@@ -42,8 +42,20 @@ export const coordinatorConfig = z.object({
       /** Production floor 7 days; tests may configure seconds. */
       minDestructionWaitSeconds: z.number().int().positive().default(7 * 24 * 3600),
       defaultDestructionWaitSeconds: z.number().int().positive().default(30 * 24 * 3600),
+      /** Per-version encryption bound (services/coordinator/src/version-usage.ts). */
+      usage: z
+        .object({
+          /** NIST SP 800-38D §8.3: at most 2^32 messages per key with random 96-bit nonces. */
+          limit: z.number().int().positive().max(2 ** 32).default(2 ** 32),
+          /** A version is rotated automatically at this count: well before the limit. */
+          rotateAt: z.number().int().positive().default(2 ** 30),
+          reserveBlock: z.number().int().positive().default(2 ** 16),
+          lastUseFlushSeconds: z.number().positive().default(5),
+        })
+        .refine((u) => u.rotateAt < u.limit, 'usage.rotateAt must be below usage.limit')
+        .prefault({}), // zod 4: an absent object is parsed as {}, so the field defaults apply
     })
-    .default({ minRotationPeriodSeconds: 3600, minDestructionWaitSeconds: 7 * 24 * 3600, defaultDestructionWaitSeconds: 30 * 24 * 3600 }),
+    .prefault({}),
   maxPlaintextBytes: z.number().int().positive().max(4 * 1024 * 1024).default(64 * 1024),
   ceremonyTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
   custodianPollMs: z.number().int().min(50).default(300),

@@ -6,10 +6,14 @@ import { invalidArgument, permissionDenied, KeyshardError } from '@keyshard/erro
 import { STATUS_OF, type CallContext, type UnaryHandler } from '@keyshard/rpc';
 import type { Keyring, KeyRecord } from './keyring.ts';
 import type { KeyOperations } from './key-operations.ts';
+import type { UsageRecord } from './version-usage.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 
-export function keyMessage(k: KeyRecord) {
+/** What is known of one version's use (VersionUsage.of). */
+export type UsageOf = (keyId: string, version: number) => UsageRecord;
+
+export function keyMessage(k: KeyRecord, usageOf: UsageOf) {
   return {
     id: k.id,
     name: k.name,
@@ -23,7 +27,10 @@ export function keyMessage(k: KeyRecord) {
     created_at: k.createdAt,
     rotated_at: k.rotatedAt,
     created_by: k.createdBy,
-    versions: k.versions.map((v) => ({ version: v.version, created_at: v.createdAt, last_used_at: '', encryptions: '0' })),
+    versions: k.versions.map((v) => {
+      const u = usageOf(k.id, v.version);
+      return { version: v.version, created_at: v.createdAt, last_used_at: u.lastUsedAt, encryptions: String(u.encryptions) };
+    }),
     rotation: { period_seconds: String(k.rotation.periodSeconds), next_rotation_at: k.rotation.nextRotationAt },
     policy: { grants: Object.fromEntries(Object.entries(k.policy).map(([op, principals]) => [op, { principals }])) },
     destruction_at: k.destructionAt,
@@ -66,11 +73,11 @@ async function aliasReply(ctx: CallContext, p: Promise<{ name: string; keyId: st
   return { name: a.name, key_id: a.keyId };
 }
 
-export function keyHandlers(keyring: Keyring, ops: KeyOperations): Handlers {
+export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf): Handlers {
   const keyReply = async (ctx: CallContext, k: Promise<KeyRecord>) => {
     const rec = await k;
     ctx.facts.keyId = rec.id;
-    return keyMessage(rec);
+    return keyMessage(rec, usageOf);
   };
   const encryptOne = (req: any, ctx: CallContext) => ops.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {}, ctx.principal);
   const decryptOne = (req: any, ctx: CallContext) => ops.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, ctx.principal, req.key || undefined);
@@ -98,7 +105,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations): Handlers {
     GetKey: (req, ctx) => keyReply(ctx, keyring.resolve(req.key)),
     async ListKeys(req) {
       const { keys, next } = await keyring.list(req.page_size, req.page_token);
-      return { keys: keys.map(keyMessage), next_page_token: next };
+      return { keys: keys.map((k) => keyMessage(k, usageOf)), next_page_token: next };
     },
     UpdateKey: (req, ctx) =>
       keyReply(

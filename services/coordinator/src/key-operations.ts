@@ -10,9 +10,10 @@ import {
   aeadOf, decryptWithVersion, encryptWithVersion, hmacSha256, parseCiphertext, publicKeyOf, requireUsage, signWith,
   validateContext, verifyHmacSha256, verifyWith, zeroize, type EncryptionContext, type KeyUsage,
 } from '@keyshard/crypto';
-import { failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
+import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import type { Seal } from './seal.ts';
 import type { Keyring, KeyRecord } from './keyring.ts';
+import type { VersionUsage } from './version-usage.ts';
 import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';
 
 export interface KeyOperationsOptions {
@@ -29,8 +30,15 @@ export class KeyOperations {
   constructor(
     private readonly keyring: Keyring,
     private readonly seal: Seal,
+    private readonly usage: VersionUsage,
     private readonly opts: KeyOperationsOptions,
   ) {}
+
+  /** A version's material, noting the use (last-use time per version). */
+  #material(k: KeyRecord, version: number): Promise<Buffer> {
+    this.usage.used(k.id, version);
+    return this.keyring.material(k, version);
+  }
 
   /** Resolves, authorizes and checks state; `usage` also checks the key type. */
   async #use(ref: string, principal: string, op: KeyOperation, usage?: KeyUsage): Promise<KeyRecord> {
@@ -51,7 +59,7 @@ export class KeyOperations {
     const version = requested || k.primaryVersion;
     if (version > k.primaryVersion) throw notFound(`key ${k.name} has no version ${version}`);
     if (version < k.minDecryptionVersion) throw failedPrecondition(`key version ${version} of ${k.name} is below its minimum decryption version`);
-    return { version, material: await this.keyring.material(k, version) };
+    return { version, material: await this.#material(k, version) };
   }
 
   // ---- encryption ----------------------------------------------------------------------
@@ -63,7 +71,18 @@ export class KeyOperations {
     return this.#encryptWith(await this.#use(ref, principal, 'encrypt', 'encrypt'), plaintext, context);
   }
 
-  async #encryptWith(k: KeyRecord, plaintext: Buffer, context: EncryptionContext) {
+  /**
+   * Encrypts with the primary version, counted against its usage bound. A version found
+   * exhausted has been rotated by then: the new primary version is used instead.
+   */
+  async #encryptWith(key: KeyRecord, plaintext: Buffer, context: EncryptionContext) {
+    let k = key;
+    for (let attempt = 0; ; attempt++) {
+      const counting = this.usage.encryption(k.id, k.primaryVersion);
+      if (counting === undefined || (await counting)) break;
+      if (attempt === 2) throw unavailable(`key ${k.name} reached its usage bound and is being rotated; try again`);
+      k = await this.keyring.resolve(k.id);
+    }
     const material = await this.keyring.material(k, k.primaryVersion);
     const ciphertext = encryptWithVersion(material, { keyId: k.id, keyVersion: k.primaryVersion }, plaintext, context, aeadOf(k.type));
     return { ciphertext, key: k, version: k.primaryVersion };
@@ -118,7 +137,7 @@ export class KeyOperations {
   async sign(ref: string, input: { message?: Buffer; digest?: Buffer }, principal: string) {
     this.seal.requireOpen();
     const k = await this.#use(ref, principal, 'sign', 'sign');
-    const material = await this.keyring.material(k, k.primaryVersion);
+    const material = await this.#material(k, k.primaryVersion);
     return { signature: signWith(k.type, material, input), key: k, version: k.primaryVersion };
   }
 
@@ -140,7 +159,7 @@ export class KeyOperations {
     this.seal.requireOpen();
     this.#checkPlaintext(message);
     const k = await this.#use(ref, principal, 'mac', 'mac');
-    const material = await this.keyring.material(k, k.primaryVersion);
+    const material = await this.#material(k, k.primaryVersion);
     return { mac: hmacSha256(material, message), key: k, version: k.primaryVersion };
   }
 

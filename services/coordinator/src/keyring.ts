@@ -258,11 +258,12 @@ export class Keyring {
   }
 
   /**
-   * Adds a version and makes it primary (RotateKey and the rotation schedule). With `ifDueAt`,
-   * rotates only if the stored record is still due then — a compare-and-swap on the record, so a
-   * due rotation happens once even if two sweeps race — and returns undefined otherwise.
+   * Adds a version and makes it primary (RotateKey, the rotation schedule, the usage bound).
+   * With `ifDueAt`, rotates only if the stored record is still due then; with `ifPrimary`, only
+   * if that version is still the primary one. Both are a compare-and-swap on the record, so a
+   * due rotation happens once even if two sweeps or replicas race; undefined when not done.
    */
-  async rotate(k: KeyRecord, opts: { ifDueAt?: number; fence?: Fence } = {}): Promise<KeyRecord | undefined> {
+  async rotate(k: KeyRecord, opts: { ifDueAt?: number; ifPrimary?: number; fence?: Fence } = {}): Promise<KeyRecord | undefined> {
     let made: { n: number; material: Buffer } | undefined;
     try {
       const updated = await this.update(
@@ -270,6 +271,10 @@ export class Keyring {
         (cur) => {
           if (opts.ifDueAt !== undefined && !(cur.rotation.periodSeconds > 0 && Date.parse(cur.rotation.nextRotationAt) <= opts.ifDueAt))
             throw NOT_DUE;
+          if (opts.ifPrimary !== undefined && cur.primaryVersion !== opts.ifPrimary) {
+            this.#remember(cur); // the caller acts on what it has seen: let it see the newer record
+            throw NOT_DUE;
+          }
           if (cur.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${cur.name} is not enabled`);
           const n = cur.primaryVersion + 1;
           const now = new Date();

@@ -42,6 +42,11 @@ export class LeaderJobs {
     return this.#fence !== undefined;
   }
 
+  /** The elected replica's id (from etcd), '' if none or etcd cannot say. */
+  async currentLeader(): Promise<string> {
+    return (await this.ns.election('leader', this.opts.ttlSeconds).leader().catch(() => undefined)) ?? '';
+  }
+
   start(): void {
     if (this.#stopped) return;
     const campaign = this.ns.election('leader', this.opts.ttlSeconds).campaign(this.opts.coordinatorId);

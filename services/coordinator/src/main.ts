@@ -17,6 +17,7 @@ import { ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
 import { keyHandlers, keyServiceAuthorizer } from './key-handlers.ts';
 import { KeyOperations } from './key-operations.ts';
 import { LeaderJobs } from './leader-jobs.ts';
+import { VersionUsage } from './version-usage.ts';
 
 /** Crypto operations and reads go through the durable spool; all else must reach the sink. */
 const SPOOLED_OPERATIONS = new Set(
@@ -61,7 +62,28 @@ async function main(): Promise<void> {
   await register();
 
   const keyring = new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
-  const keyOps = new KeyOperations(keyring, seal, {
+  const usage = new VersionUsage(
+    ns,
+    {
+      limit: config.keys.usage.limit,
+      rotateAt: config.keys.usage.rotateAt,
+      reserveBlock: config.keys.usage.reserveBlock,
+      flushSeconds: config.keys.usage.lastUseFlushSeconds,
+    },
+    async (keyId, version, encryptions) => {
+      // Like scheduled rotations: audited before it runs (fails closed if the sink cannot record it).
+      await audit.record({
+        operation: 'keys.rotation.usage', principal: config.coordinatorId, key_id: keyId, result: 'ok',
+        details: { version: String(version), encryptions: String(encryptions) },
+      });
+      const k = await keyring.resolve(keyId);
+      const r = await keyring.rotate(k, { ifPrimary: version });
+      if (r) log.info({ keyId, from: version, to: r.primaryVersion, encryptions }, 'rotated at the usage bound');
+    },
+    log,
+  );
+  await usage.start();
+  const keyOps = new KeyOperations(keyring, seal, usage, {
     maxPlaintextBytes: config.maxPlaintextBytes,
     admins: new Set(config.admins),
     minDestructionWaitSeconds: config.keys.minDestructionWaitSeconds,
@@ -87,7 +109,7 @@ async function main(): Promise<void> {
   );
   const proto = keyshardProto();
   const server = new grpc.Server(serverOptions());
-  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps), {
+  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps, (id, v) => usage.of(id, v)), {
       name: 'keys',
       observer,
       before,
@@ -97,7 +119,7 @@ async function main(): Promise<void> {
     proto.CeremonyService.service,
     unaryService(
       proto.CeremonyService.service,
-      ceremonyHandlers({ cluster, seal, unseal, links, coordinatorId: config.coordinatorId }),
+      ceremonyHandlers({ cluster, seal, unseal, links, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader() }),
       {
         name: 'ceremony',
         observer,
@@ -119,6 +141,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'stopping');
     seal.seal();
     await leader.stop();
+    await usage.stop();
     await new Promise<void>((r) => server.tryShutdown(() => r()));
     await lease.revoke().catch(() => {});
     await spool?.close();

@@ -19,6 +19,7 @@ export interface CeremonyDeps {
   unseal: UnsealCeremonies;
   links: CustodianLink[];
   coordinatorId: string;
+  leaderId: () => Promise<string>;
 }
 
 const ADMIN_METHODS = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony']);
@@ -59,6 +60,7 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
         custodians,
         coordinator_id: d.coordinatorId,
         version: '0.1.0',
+        leader_id: await d.leaderId(),
       };
     },
     async Init(req, ctx) {

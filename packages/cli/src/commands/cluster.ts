@@ -8,6 +8,7 @@ function describe(s: Status): string {
   const lines = [
     `cluster      ${s.cluster_id || '(not initialized)'}`,
     `coordinator  ${s.coordinator_id}`,
+    `leader       ${(s as Status & { leader_id?: string }).leader_id || '(none elected)'}`,
     `state        ${!s.initialized ? 'uninitialized' : s.sealed ? 'sealed' : 'unsealed'}`,
   ];
   if (s.initialized) lines.push(`quorum       ${s.threshold} of ${s.shares}`);

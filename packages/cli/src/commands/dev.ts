@@ -10,13 +10,16 @@ export function registerDev(program: Command): void {
     .option('--dir <dir>', 'state directory', '.keyshard/dev')
     .option('--custodians <n>', 'number of custodians (first start only)', (v) => Number.parseInt(v, 10), 5)
     .option('--threshold <t>', 'shares needed to unseal (first start only)', (v) => Number.parseInt(v, 10), 3)
+    .option('--coordinators <n>', 'coordinator replicas (first start only)', (v) => Number.parseInt(v, 10), 1)
     .option('--manual', 'custodians wait for `keyshard custodian approve` instead of auto-approving')
-    .action(async (opts: { dir: string; custodians: number; threshold: number; manual?: boolean }) => {
+    .action(async (opts: { dir: string; custodians: number; threshold: number; coordinators: number; manual?: boolean }) => {
       if (!(opts.custodians >= 2 && opts.custodians <= 255)) throw new Error('--custodians must be between 2 and 255');
+      if (!(opts.coordinators >= 1 && opts.coordinators <= 9)) throw new Error('--coordinators must be between 1 and 9');
       const cluster = await DevCluster.create({
         dir: opts.dir,
         custodians: opts.custodians,
         threshold: opts.threshold,
+        coordinators: opts.coordinators,
         approvalPolicy: opts.manual ? 'manual' : 'auto',
         progress,
       });
@@ -38,7 +41,7 @@ export function registerDev(program: Command): void {
       process.stdout.write(
         [
           'keyshard dev cluster is up and unsealed',
-          `  coordinator  ${cluster.coordinatorAddress}`,
+          ...cluster.coordinatorIds.map((id) => `  ${id.padEnd(12)} ${cluster.coordinatorAddressOf(id)}`),
           `  audit sink   127.0.0.1:${plan.ports.audit}  (log ${cluster.auditLogFile})`,
           `  etcd         https://127.0.0.1:${plan.ports.etcdClient}`,
           ...cluster.custodianIds.map((id) => `  ${id.padEnd(12)} ${cluster.custodianAddress(id)}`),

@@ -1,0 +1,221 @@
+/**
+ * Per-version usage: how many messages each key version has encrypted, and when it was last
+ * used (what an operator needs to know before retiring or destroying it).
+ *
+ * Encryption count — NIST SP 800-38D §8.3: with random 96-bit IVs a GCM key must not be used
+ * for more than 2^32 invocations (the same bound is applied to ChaCha20-Poly1305's random
+ * 96-bit nonces, RFC 8439). Every replica reserves encryptions in blocks from the version's
+ * counter in etcd (`usage/<key>/<version>`, a compare-and-swap) and encrypts only within what
+ * it holds. A crash wastes at most the rest of a block, so the stored count is always an upper
+ * bound of what was really encrypted. Once a version's count reaches `rotateAt` it is rotated
+ * (a compare-and-swap on the key's primary version: once, whichever replica sees it first);
+ * no version ever reserves past `limit` — an encryption that finds its version exhausted waits
+ * for the rotation and uses the new primary version.
+ *
+ * Last use (any operation) is kept in memory and written to the same record every
+ * `flushSeconds`, so it is exact to within that interval and costs no etcd write per call.
+ * A watch keeps every replica's view of all versions' records current.
+ */
+import { etcdCall, paths, type Namespace } from '@keyshard/store';
+import { unavailable } from '@keyshard/errors';
+import type { Logger } from '@keyshard/config';
+
+export interface UsageRecord {
+  encryptions: number; // reserved by some replica: an upper bound of encryptions done
+  lastUsedAt: string; // RFC 3339, '' if never
+}
+
+export interface VersionUsageOptions {
+  /** Hard bound of encryptions per version (SP 800-38D §8.3: at most 2^32). */
+  limit: number;
+  /** Count at which the version is rotated: well before `limit`. */
+  rotateAt: number;
+  /** Encryptions a replica reserves at a time. */
+  reserveBlock: number;
+  /** How often last-use times are written to etcd. */
+  flushSeconds: number;
+}
+
+/** Rotates `keyId` if `version` is still its primary; audited by the caller's wiring. */
+export type RotateForUsage = (keyId: string, version: number, encryptions: number) => Promise<void>;
+
+interface Slot {
+  keyId: string;
+  version: number;
+  remaining: number; // reserved by this replica, not used yet
+  reserving: Promise<boolean> | undefined;
+  lastUsed: number; // ms since epoch, 0 if not used by this replica
+  flushedLastUse: number;
+}
+
+const EMPTY: UsageRecord = { encryptions: 0, lastUsedAt: '' };
+
+export class VersionUsage {
+  #ns: Namespace;
+  #opts: VersionUsageOptions;
+  #rotate: RotateForUsage;
+  #log: Logger;
+  #records = new Map<string, UsageRecord>(); // recordKey -> stored record (watch)
+  #slots = new Map<string, Slot>();
+  #rotations = new Map<string, Promise<void>>(); // `${keyId}#${version}` -> rotation this replica started
+  #timer: NodeJS.Timeout | undefined;
+  #loaded: Promise<void> | undefined;
+
+  constructor(ns: Namespace, opts: VersionUsageOptions, rotate: RotateForUsage, log: Logger) {
+    if (!(opts.rotateAt > 0 && opts.rotateAt < opts.limit && opts.limit <= 2 ** 32)) throw new Error('usage bounds: need 0 < rotateAt < limit <= 2^32');
+    this.#ns = ns;
+    this.#opts = opts;
+    this.#rotate = rotate;
+    this.#log = log;
+  }
+
+  /** Loads every version's record, follows changes, and starts the last-use flush. */
+  start(): Promise<void> {
+    this.#loaded ??= (async () => {
+      const prefix = paths.usagePrefix; // keys in watch events and ranges are relative to the namespace
+      const watcher = await etcdCall('watch usage', () => this.#ns.watch().prefix(prefix).create());
+      watcher.on('put', (kv) => this.#records.set(kv.key.toString().slice(prefix.length), JSON.parse(kv.value.toString()) as UsageRecord));
+      watcher.on('delete', (kv) => this.#records.delete(kv.key.toString().slice(prefix.length)));
+      const all = await etcdCall('load usage', () => this.#ns.getAll().prefix(prefix).strings());
+      for (const [k, v] of Object.entries(all)) this.#records.set(k.slice(prefix.length), JSON.parse(v) as UsageRecord);
+      this.#timer = setInterval(() => void this.flush().catch((e: Error) => this.#log.warn({ err: e.message }, 'last-use flush failed')), this.#opts.flushSeconds * 1000);
+      this.#timer.unref();
+    })().catch((e) => {
+      this.#loaded = undefined;
+      throw e;
+    });
+    return this.#loaded;
+  }
+
+  #slot(keyId: string, version: number): Slot {
+    const id = `${keyId}#${version}`; // hot path: cheaper than the padded record key
+    let s = this.#slots.get(id);
+    if (!s) {
+      s = { keyId, version, remaining: 0, reserving: undefined, lastUsed: 0, flushedLastUse: 0 };
+      this.#slots.set(id, s);
+    }
+    return s;
+  }
+
+  /** Records a use of the version (any operation) for its last-use time. */
+  used(keyId: string, version: number): void {
+    this.#slot(keyId, version).lastUsed = Date.now();
+  }
+
+  /**
+   * Counts one encryption with `version`. Returns undefined when counted from this replica's
+   * reservation (the hot path: no promise, no etcd). Otherwise a promise: true once counted,
+   * false if the version is exhausted and has been rotated — the caller must use the new
+   * primary version instead.
+   */
+  encryption(keyId: string, version: number): Promise<boolean> | undefined {
+    const s = this.#slot(keyId, version);
+    if (s.remaining > 0) {
+      s.remaining--;
+      s.lastUsed = Date.now();
+      // Reserve the next block ahead, so encryptions rarely wait for etcd.
+      if (s.remaining === Math.floor(this.#opts.reserveBlock / 4) && !s.reserving) void this.#reserve(s).catch(() => {});
+      return undefined;
+    }
+    return this.#take(s);
+  }
+
+  async #take(s: Slot): Promise<boolean> {
+    for (;;) {
+      if (!(await this.#reserve(s))) {
+        await this.#rotation(s.keyId, s.version);
+        return false;
+      }
+      if (s.remaining > 0) {
+        s.remaining--;
+        s.lastUsed = Date.now();
+        return true;
+      }
+    }
+  }
+
+  /** One reservation at a time per slot; false if the version has nothing left to reserve. */
+  #reserve(s: Slot): Promise<boolean> {
+    s.reserving ??= this.#reserveOnce(s).finally(() => (s.reserving = undefined));
+    return s.reserving;
+  }
+
+  async #reserveOnce(s: Slot): Promise<boolean> {
+    const key = paths.usage(s.keyId, s.version);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const res = await etcdCall('read usage', () => this.#ns.get(key).exec());
+      const kv = res.kvs[0];
+      const cur = kv ? (JSON.parse(kv.value.toString()) as UsageRecord) : EMPTY;
+      const grant = Math.min(this.#opts.reserveBlock, this.#opts.limit - cur.encryptions);
+      if (grant <= 0) {
+        void this.#rotation(s.keyId, s.version, cur.encryptions).catch(() => {});
+        return false;
+      }
+      const next: UsageRecord = { ...cur, encryptions: cur.encryptions + grant };
+      const tx = await etcdCall('reserve encryptions', () =>
+        (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(JSON.stringify(next))).commit(),
+      );
+      if (!tx.succeeded) continue; // another replica reserved or flushed meanwhile
+      s.remaining += grant;
+      this.#records.set(recordKey(s.keyId, s.version), next);
+      if (next.encryptions >= this.#opts.rotateAt) void this.#rotation(s.keyId, s.version, next.encryptions).catch(() => {});
+      return true;
+    }
+    throw unavailable('the usage counter of this key version is contended; try again');
+  }
+
+  /** Starts (once per version on this replica) or joins the rotation away from `version`. */
+  #rotation(keyId: string, version: number, encryptions = 0): Promise<void> {
+    const id = `${keyId}#${version}`;
+    let r = this.#rotations.get(id);
+    if (!r) {
+      r = this.#rotate(keyId, version, encryptions).catch((e: Error) => {
+        this.#rotations.delete(id); // let a later reservation try again
+        this.#log.warn({ keyId, version, err: e.message }, 'rotation at the usage bound failed');
+        throw e;
+      });
+      this.#rotations.set(id, r);
+    }
+    return r;
+  }
+
+  /** What is known of each version of a key: stored records merged with this replica's unflushed last use. */
+  of(keyId: string, version: number): UsageRecord {
+    const stored = this.#records.get(recordKey(keyId, version)) ?? EMPTY;
+    const local = this.#slots.get(`${keyId}#${version}`)?.lastUsed ?? 0;
+    if (local === 0 || (stored.lastUsedAt && Date.parse(stored.lastUsedAt) >= local)) return stored;
+    return { ...stored, lastUsedAt: new Date(local).toISOString() };
+  }
+
+  /** Writes last-use times that moved since the last flush (a compare-and-swap each, keeping the later time). */
+  async flush(): Promise<void> {
+    const due = [...this.#slots.values()].filter((s) => s.lastUsed > s.flushedLastUse);
+    for (let i = 0; i < due.length; i += 32) await Promise.all(due.slice(i, i + 32).map((s) => this.#flushOne(s)));
+  }
+
+  async #flushOne(s: Slot): Promise<void> {
+    const key = paths.usage(s.keyId, s.version);
+    const at = s.lastUsed;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const res = await etcdCall('read usage', () => this.#ns.get(key).exec());
+      const kv = res.kvs[0];
+      const cur = kv ? (JSON.parse(kv.value.toString()) as UsageRecord) : EMPTY;
+      if (cur.lastUsedAt && Date.parse(cur.lastUsedAt) >= at) break;
+      const next: UsageRecord = { ...cur, lastUsedAt: new Date(at).toISOString() };
+      const tx = await etcdCall('record last use', () =>
+        (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(JSON.stringify(next))).commit(),
+      );
+      if (tx.succeeded) break;
+    }
+    s.flushedLastUse = Math.max(s.flushedLastUse, at);
+  }
+
+  /** Writes what is left and stops the flush timer. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush().catch(() => {});
+  }
+}
+
+/** The part of `paths.usage(keyId, version)` after `paths.usagePrefix`. */
+const recordKey = (keyId: string, version: number) => paths.usage(keyId, version).slice(paths.usagePrefix.length);
