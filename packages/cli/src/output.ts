@@ -7,6 +7,41 @@ export function progress(msg: string): void {
   process.stderr.write(`${msg}\n`);
 }
 
+export interface ProgressBar {
+  tick(n?: number): void;
+  done(summary: string): void;
+}
+
+/**
+ * Progress of a long operation on stderr: a bar redrawn in place on a terminal, otherwise
+ * (logs, CI) one line at every tenth of the way.
+ */
+export function progressBar(label: string, total: number, out: NodeJS.WriteStream = process.stderr): ProgressBar {
+  let done = 0;
+  let lastTenth = -1;
+  const width = 30;
+  const draw = () => {
+    const frac = total === 0 ? 1 : done / total;
+    if (out.isTTY) {
+      const filled = Math.round(frac * width);
+      out.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`);
+    } else if (Math.floor(frac * 10) > lastTenth) {
+      lastTenth = Math.floor(frac * 10);
+      out.write(`${label} ${done}/${total} (${Math.round(frac * 100)}%)\n`);
+    }
+  };
+  draw();
+  return {
+    tick(n = 1) {
+      done = Math.min(total, done + n);
+      draw();
+    },
+    done(summary) {
+      out.write(`${out.isTTY ? '\n' : ''}${summary}\n`);
+    },
+  };
+}
+
 /** JSON on stdout; bytes as base64 (JSON.stringify has already turned Buffers into {type,data}). */
 export function printJson(v: unknown): void {
   const bytes = (val: unknown) => typeof val === 'object' && val !== null && (val as { type?: unknown }).type === 'Buffer' && Array.isArray((val as { data?: unknown }).data);

@@ -107,6 +107,10 @@ export class DevCluster {
     return `127.0.0.1:${this.layout.plan.ports.coordinators[i]}`;
   }
 
+  get etcdEndpoint(): string {
+    return `https://127.0.0.1:${this.layout.plan.ports.etcdClient}`;
+  }
+
   custodianAddress(id: string): string {
     return `127.0.0.1:${this.layout.plan.ports.custodians[this.custodianIds.indexOf(id)]}`;
   }

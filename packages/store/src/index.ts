@@ -9,6 +9,7 @@
  *   keks/<epoch>                 KEK wrapped by the root key
  *   keys/<key id>                key metadata
  *   versions/<key id>/<version>  version material wrapped by a KEK (version zero-padded)
+ *   usage/<key id>/<version>     encryptions reserved and last use of a version (no secret)
  *   names/<name>                 key id (unique names via create-if-absent)
  *   aliases/<name>               key id an alias points to
  *   ceremonies/<id>              ceremony objects

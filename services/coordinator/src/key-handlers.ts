@@ -44,9 +44,13 @@ function bytes(v: unknown, field: string): Buffer {
 
 const optionalBytes = (v: unknown): Buffer | undefined => (Buffer.isBuffer(v) && v.length > 0 ? v : undefined);
 
+/** 100 years: longer periods and waits would put the next date past what a Date holds (RangeError). */
+const MAX_SECONDS = 100 * 365 * 24 * 3600;
+
 function seconds(v: unknown, field: string): number {
   const n = Number(v ?? 0);
-  if (!Number.isSafeInteger(n) || n < 0) throw invalidArgument(`${field} is not a valid number of seconds`);
+  if (!Number.isSafeInteger(n) || n < 0 || n > MAX_SECONDS)
+    throw invalidArgument(`${field} is not a valid number of seconds (0 to ${MAX_SECONDS}, 100 years)`);
   return n;
 }
 
@@ -126,7 +130,11 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
     ScheduleKeyDestruction: (req, ctx) =>
       keyReply(ctx, ops.scheduleDestruction(req.key, seconds(req.waiting_period_seconds, 'waiting_period_seconds'), ctx.principal)),
     CancelKeyDestruction: (req, ctx) => keyReply(ctx, ops.cancelDestruction(req.key, ctx.principal)),
-    RotateKey: (req, ctx) => keyReply(ctx, ops.rotate(req.key, ctx.principal)),
+    RotateKey: async (req, ctx) => {
+      const r = await ops.rotate(req.key, ctx.principal, req.only_if_due === true);
+      ctx.facts.details = { rotated: String(r.rotated), version: String(r.key.primaryVersion) };
+      return keyReply(ctx, Promise.resolve(r.key));
+    },
     SetRotationPolicy: (req, ctx) =>
       keyReply(ctx, ops.setRotationPolicy(req.key, seconds(req.rotation?.period_seconds, 'rotation.period_seconds'), ctx.principal)),
 

@@ -180,9 +180,12 @@ export class KeyOperations {
     return k;
   }
 
-  async rotate(ref: string, principal: string): Promise<KeyRecord> {
+  /** Rotates now, or with `onlyIfDue` only if the scheduled rotation is due; `rotated` says which. */
+  async rotate(ref: string, principal: string, onlyIfDue = false): Promise<{ key: KeyRecord; rotated: boolean }> {
     this.seal.requireOpen();
-    return (await this.keyring.rotate(await this.#admin(ref, principal, 'rotate')))!;
+    const k = await this.#admin(ref, principal, 'rotate');
+    const r = await this.keyring.rotate(k, onlyIfDue ? { ifDueAt: Date.now() } : {});
+    return r ? { key: r, rotated: true } : { key: await this.keyring.resolve(k.id), rotated: false };
   }
 
   /** Sets (or with 0 clears) a key's rotation period; the next rotation is one period from now. */

@@ -13,6 +13,10 @@ import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Fence, Keyring } from './keyring.ts';
 import type { Seal } from './seal.ts';
+import { forEachConcurrent } from './concurrency.ts';
+
+/** Rotations a sweep runs at once: each is an audit record and one etcd transaction. */
+const SWEEP_CONCURRENCY = 32;
 
 export interface LeaderJobsOptions {
   coordinatorId: string;
@@ -87,15 +91,22 @@ export class LeaderJobs {
     if (!fence || this.seal.sealed || this.#sweeping) return 0;
     this.#sweeping = true;
     let rotated = 0;
+    let failed: Error | undefined;
     try {
-      for (const k of this.keyring.due(now)) {
-        await this.audit.record({ operation: 'keys.rotation.scheduled', principal: this.opts.coordinatorId, key_id: k.id, result: 'ok' });
-        const r = await this.keyring.rotate(k, { ifDueAt: now, fence });
-        if (r) {
-          rotated++;
-          this.log.info({ keyId: k.id, version: r.primaryVersion }, 'scheduled rotation');
+      await forEachConcurrent(this.keyring.due(now), SWEEP_CONCURRENCY, async (k) => {
+        if (failed) return; // fenced off, sealed or the sink is down: the next sweep tries again
+        try {
+          await this.audit.record({ operation: 'keys.rotation.scheduled', principal: this.opts.coordinatorId, key_id: k.id, result: 'ok' });
+          const r = await this.keyring.rotate(k, { ifDueAt: now, fence });
+          if (r) {
+            rotated++;
+            this.log.info({ keyId: k.id, version: r.primaryVersion }, 'scheduled rotation');
+          }
+        } catch (e) {
+          failed ??= e as Error;
         }
-      }
+      });
+      if (failed) throw failed;
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'rotation sweep stopped');
     } finally {

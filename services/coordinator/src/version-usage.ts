@@ -19,6 +19,7 @@
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import { unavailable } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
+import { forEachConcurrent } from './concurrency.ts';
 
 export interface UsageRecord {
   encryptions: number; // reserved by some replica: an upper bound of encryptions done
@@ -190,7 +191,7 @@ export class VersionUsage {
   /** Writes last-use times that moved since the last flush (a compare-and-swap each, keeping the later time). */
   async flush(): Promise<void> {
     const due = [...this.#slots.values()].filter((s) => s.lastUsed > s.flushedLastUse);
-    for (let i = 0; i < due.length; i += 32) await Promise.all(due.slice(i, i + 32).map((s) => this.#flushOne(s)));
+    await forEachConcurrent(due, 32, (s) => this.#flushOne(s));
   }
 
   async #flushOne(s: Slot): Promise<void> {
