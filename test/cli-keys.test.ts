@@ -30,7 +30,8 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'keyshard-cli-keys-'));
-    cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2 });
+    // The leader's own sweep is slowed down, so `key rotate --all-due` finds due keys to rotate.
+    cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2, coordinatorOverrides: { rotationSweepSeconds: 3600 } });
     await cluster.start();
     await cluster.bootstrap();
     const admin = cluster.layout.certs.admin!;
@@ -57,6 +58,24 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     assert.equal(await ok(['mac', '--key', 'tagger', '--verify', tag], 'hello'), 'valid\n');
     const wrongUse = await ks(['encrypt', '--key', 'signer'], 'x');
     assert.match(wrongUse.stderr, /^keyshard: FAILED_PRECONDITION: .*usage sign/);
+  });
+
+  it('key rotate --all-due rotates every due key once, with progress; versions show use', async () => {
+    for (const name of ['due-1', 'due-2', 'due-3']) await ok(['key', 'create', name, '--rotation-period', '1']);
+    await ok(['key', 'create', 'no-schedule']);
+    await ok(['encrypt', '--key', 'due-1'], 'counted');
+    await new Promise((r) => setTimeout(r, 1_500));
+    const r = await ks(['key', 'rotate', '--all-due']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /rotating due keys 3\/3 \(100%\)/);
+    assert.match(r.stderr, /^3 rotated, 0 already rotated by the schedule, of 3 due$/m);
+    for (const name of ['due-1', 'due-2', 'due-3']) assert.match(await ok(['key', 'versions', name]), /\nv2 .*primary/);
+    assert.doesNotMatch(await ok(['key', 'versions', 'no-schedule']), /v2/);
+    const v1 = (await ok(['key', 'versions', 'due-1'])).split('\n')[0]!;
+    assert.match(v1, /^v1 .* encryptions ≤[1-9]\d* +last used \d{4}-/, 'the encryption is counted and its time kept');
+    const usage = await ks(['key', 'rotate']);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /give either a key or --all-due/);
   });
 
   it('rotate, versions, re-encrypt, data keys, aliases, states and policy', async () => {

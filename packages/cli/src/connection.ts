@@ -24,7 +24,7 @@ export function tlsFrom(f: ConnectionFlags, prefix = 'KEYSHARD') {
 }
 
 export function coordinatorClient(f: ConnectionFlags): KeyshardClient {
-  return new KeyshardClient({ address: pick(f.addr, 'KEYSHARD_ADDR', 'addr'), tls: tlsFrom(f) });
+  return new KeyshardClient({ address: pick(f.addr, 'KEYSHARD_ADDR', 'addr').split(',').map((a) => a.trim()), tls: tlsFrom(f) });
 }
 
 export function custodianClient(f: ConnectionFlags & { custodian?: string }): CustodianOperatorClient {

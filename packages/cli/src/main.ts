@@ -9,7 +9,7 @@ import { registerCrypto } from './commands/crypto.ts';
 
 const program = new Command('keyshard')
   .description('keyshard: a distributed key-management service sealed by a custodian quorum')
-  .option('--addr <host:port>', 'coordinator address (KEYSHARD_ADDR)')
+  .option('--addr <host:port,...>', 'coordinator address, or several comma-separated replicas (KEYSHARD_ADDR)')
   .option('--ca <file>', 'CA certificate (KEYSHARD_CA)')
   .option('--tls-cert <file>', 'client certificate (KEYSHARD_CERT)')
   .option('--tls-key <file>', 'client private key (KEYSHARD_KEY)')

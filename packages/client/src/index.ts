@@ -1,12 +1,17 @@
 /**
  * keyshard TypeScript SDK: typed promise methods over the keyshard.v1 gRPC API, mutual TLS,
  * a deadline and a request id on every call. Errors are grpc ServiceErrors (code + details).
+ * A client may be given several coordinator replicas: calls are balanced over the healthy ones
+ * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it).
  */
 import type * as grpc from '@grpc/grpc-js';
-import { keyshardProto, makeClient, readTls, unaryCall, type CallOptions, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import { keyshardProto, makeClient, readTls, unaryCall, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import { retryPolicy, type RetryOptions } from './call-policy.ts';
+import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
 
-export type { TlsFiles, TlsMaterial, CallOptions };
+export type { TlsFiles, TlsMaterial, RetryOptions };
 export { isServiceError, statusName } from '@keyshard/rpc';
+export { METHOD_SAFETY, type Safety } from './call-policy.ts';
 
 export type Context = Record<string, string>;
 
@@ -23,7 +28,8 @@ export interface Key {
   created_at: string;
   rotated_at: string;
   created_by: string;
-  versions: { version: number; created_at: string }[];
+  /** encryptions: a uint64, as a decimal string; last_used_at: empty if never used. */
+  versions: { version: number; created_at: string; last_used_at: string; encryptions: string }[];
   rotation: { period_seconds: string; next_rotation_at: string };
   policy: { grants: Record<string, { principals: string[] }> };
   destruction_at: string;
@@ -57,48 +63,88 @@ export interface Status {
   custodians: { id: string; address: string; reachable: boolean }[];
   coordinator_id: string;
   version: string;
+  /** The replica running background jobs; empty if none is elected. */
+  leader_id: string;
 }
 
-export interface ClientOptions {
+/** Where one connection goes and as whom. */
+export interface ConnectionOptions {
   address: string;
   tls: TlsMaterial | TlsFiles;
-  timeoutMs?: number;
   channelOptions?: grpc.ChannelOptions;
-  /** TLS connections key operations are spread over (default 4). */
-  connections?: number;
 }
+
+export interface ClientOptions extends Omit<ConnectionOptions, 'address'> {
+  /** A coordinator's "host:port", or several replicas of one cluster. */
+  address: string | readonly string[];
+  /** Each call's deadline, retries included, unless the call says otherwise (default 10 s). */
+  timeoutMs?: number;
+  /** TLS connections key operations are spread over, per address (default 4). */
+  connections?: number;
+  retry?: RetryOptions;
+}
+
+export interface CallOptions {
+  /** The call's whole budget, retries included (default: the client's timeoutMs). */
+  timeoutMs?: number;
+  /** An absolute deadline (epoch ms or Date); takes precedence over timeoutMs. */
+  deadline?: number | Date;
+  /** Sent as x-request-id and kept across retries, so the audit log links the attempts. */
+  requestId?: string;
+}
+
+// A replica that comes back is noticed within seconds, not after grpc-js's default of up to 120 s.
+const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = { 'grpc.max_reconnect_backoff_ms': 5_000 };
 
 function material(tls: TlsMaterial | TlsFiles): TlsMaterial {
   return Buffer.isBuffer(tls.ca) ? (tls as TlsMaterial) : readTls(tls as TlsFiles);
 }
 
+function addressesOf(address: string | readonly string[]): string[] {
+  const list = typeof address === 'string' ? [address] : [...address];
+  if (list.length === 0 || list.some((a) => typeof a !== 'string' || a.trim() === '')) throw new Error('address must be a non-empty "host:port" or a non-empty list of them');
+  if (new Set(list).size !== list.length) throw new Error('address lists a replica twice');
+  return list;
+}
+
 export class KeyshardClient {
-  #keys: grpc.Client[];
-  #next = 0;
-  #ceremony: grpc.Client;
+  #keys: ReplicaPool;
+  #ceremony: ReplicaPool;
   #timeoutMs: number;
 
   constructor(opts: ClientOptions) {
+    const addresses = addressesOf(opts.address);
     const tls = material(opts.tls);
     const proto = keyshardProto();
     // Key operations are spread over a few TLS connections: one HTTP/2 connection serialises
     // framing and TLS records on both ends, and several keep a busy caller's latency lower.
     const connections = opts.connections ?? 4;
     if (!Number.isInteger(connections) || connections < 1 || connections > 64) throw new Error('connections must be between 1 and 64');
-    this.#keys = Array.from({ length: connections }, () =>
-      makeClient<grpc.Client>(proto.KeyService, opts.address, tls, { ...opts.channelOptions, 'grpc.use_local_subchannel_pool': 1 }),
-    );
-    this.#ceremony = makeClient(proto.CeremonyService, opts.address, tls, opts.channelOptions);
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    if (!(this.#timeoutMs > 0)) throw new Error('timeoutMs must be a positive number of milliseconds');
+    const policy = retryPolicy(opts.retry);
+    const channelOptions = { ...DEFAULT_CHANNEL_OPTIONS, ...opts.channelOptions };
+    const keyChannels = { ...channelOptions, 'grpc.use_local_subchannel_pool': 1 };
+    this.#keys = new ReplicaPool(
+      addresses.map(
+        (a) => new Replica(a, Array.from({ length: connections }, () => grpcTransport(makeClient(proto.KeyService, a, tls, keyChannels)))),
+      ),
+      policy,
+      true,
+    );
+    this.#ceremony = new ReplicaPool(
+      addresses.map((a) => new Replica(a, [grpcTransport(makeClient(proto.CeremonyService, a, tls, channelOptions))])),
+      policy,
+      false,
+    );
   }
 
-  #k<T>(method: string, req: unknown, o?: CallOptions) {
-    const client = this.#keys[this.#next++ % this.#keys.length]!;
-    return unaryCall<T>(client, method, req, { timeoutMs: this.#timeoutMs, ...o });
+  #k<T>(method: string, req: unknown, o?: CallOptions, timeoutMs = this.#timeoutMs) {
+    return this.#keys.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
   }
 
-  #c<T>(method: string, req: unknown, o?: CallOptions) {
-    return unaryCall<T>(this.#ceremony, method, req, { timeoutMs: this.#timeoutMs, ...o });
+  #c<T>(method: string, req: unknown, o?: CallOptions, timeoutMs = this.#timeoutMs) {
+    return this.#ceremony.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
   }
 
   status(o?: CallOptions) {
@@ -109,7 +155,8 @@ export class KeyshardClient {
     return this.#c<{ cluster_id: string; threshold: number; shares: number; custodian_ids: string[]; manifest_fingerprint: string }>(
       'Init',
       { shares: shares ?? 0, threshold: threshold ?? 0 },
-      { timeoutMs: 60_000, ...o },
+      o,
+      60_000,
     );
   }
 
@@ -171,7 +218,8 @@ export class KeyshardClient {
     return this.#k<{ results: { result: { ciphertext: Buffer; key_id: string; key_version: number } | null; error: BatchError | null }[] }>(
       'EncryptBatch',
       { items },
-      { timeoutMs: 60_000, ...o },
+      o,
+      60_000,
     );
   }
 
@@ -179,7 +227,8 @@ export class KeyshardClient {
     return this.#k<{ results: { result: { plaintext: Buffer; key_id: string; key_version: number } | null; error: BatchError | null }[] }>(
       'DecryptBatch',
       { items },
-      { timeoutMs: 60_000, ...o },
+      o,
+      60_000,
     );
   }
 
@@ -215,8 +264,9 @@ export class KeyshardClient {
     return this.#k<Key>('SetRotationPolicy', { key, rotation: { period_seconds: periodSeconds } }, o);
   }
 
-  rotateKey(key: string, o?: CallOptions) {
-    return this.#k<Key>('RotateKey', { key }, o);
+  /** Rotates now; with `onlyIfDue`, only if the key's scheduled rotation is due (compare-and-swap, like the leader's sweep). */
+  rotateKey(key: string, o?: CallOptions & { onlyIfDue?: boolean }) {
+    return this.#k<Key>('RotateKey', { key, only_if_due: o?.onlyIfDue ?? false }, o);
   }
 
   updateKey(key: string, change: { description?: string; labels?: Record<string, string>; min_decryption_version?: number; policy?: Record<string, string[]> }, o?: CallOptions) {
@@ -257,9 +307,14 @@ export class KeyshardClient {
   }
 
   close(): void {
-    for (const c of this.#keys) c.close();
+    this.#keys.close();
     this.#ceremony.close();
   }
+}
+
+function deadlineOf(o: CallOptions | undefined, timeoutMs: number): number {
+  if (o?.deadline !== undefined) return typeof o.deadline === 'number' ? o.deadline : o.deadline.getTime();
+  return Date.now() + (o?.timeoutMs ?? timeoutMs);
 }
 
 export interface BatchError {
@@ -277,7 +332,7 @@ export interface DataKey {
 /** A custodian operator's client: list, show, approve and deny ceremonies on one custodian. */
 export class CustodianOperatorClient {
   #c: grpc.Client;
-  constructor(opts: ClientOptions) {
+  constructor(opts: ConnectionOptions) {
     this.#c = makeClient(keyshardProto().CustodianService, opts.address, material(opts.tls), opts.channelOptions);
   }
   pending() {

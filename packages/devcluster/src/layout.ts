@@ -198,7 +198,7 @@ export function writeEnvFile(l: Layout): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const lines = [
     '# keyshard dev cluster: `. ./env` then `npx keyshard status`',
-    `export KEYSHARD_ADDR=${q(addr(l.plan.ports.coordinators[0]!))}`,
+    `export KEYSHARD_ADDR=${q(l.plan.ports.coordinators.map(addr).join(','))}`,
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,

@@ -20,10 +20,16 @@ export interface CallOptions {
   requestId?: string;
 }
 
+/** Call metadata carrying the request id the server logs and audits (a fresh one by default). */
+export function requestMetadata(requestId?: string): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set('x-request-id', requestId ?? randomUUID());
+  return metadata;
+}
+
 /** Calls a unary method and resolves with its response; rejects with the grpc ServiceError. */
 export function unaryCall<Res>(client: grpc.Client, method: string, request: unknown, options: CallOptions = {}): Promise<Res> {
-  const metadata = new grpc.Metadata();
-  metadata.set('x-request-id', options.requestId ?? randomUUID());
+  const metadata = requestMetadata(options.requestId);
   const deadline = Date.now() + (options.timeoutMs ?? 10_000);
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, Function>)[method];

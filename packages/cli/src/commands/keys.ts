@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { Key } from '@keyshard/client';
 import { withClient } from '../connection.ts';
-import { parseContext, printJson, readStdin, UsageError } from '../output.ts';
+import { parseContext, printJson, progressBar, readStdin, UsageError } from '../output.ts';
 
 function keyLine(k: Key): string {
   return `${k.id}  ${k.name.padEnd(24)} ${k.type.padEnd(12)} v${k.primary_version}  ${k.state.replace('KEY_STATE_', '').toLowerCase()}`;
@@ -22,8 +22,46 @@ export function registerKeys(program: Command): void {
       const k = await withClient(program, (c) => c.createKey(name, { type: opts.type, description: opts.description, rotationPeriodSeconds: opts.rotationPeriod }));
       process.stdout.write(`${k.id}\n`);
     });
+  key
+    .command('rotate [key]')
+    .description('add a version and make it primary; --all-due rotates every key whose scheduled rotation is due')
+    .option('--all-due', 'rotate every enabled key whose rotation period has elapsed (each at most once, like the leader sweep)')
+    .option('--concurrency <n>', 'rotations in flight with --all-due', (v) => Number.parseInt(v, 10), 16)
+    .action(async (ref: string | undefined, opts: { allDue?: boolean; concurrency: number }) => {
+      if (!!opts.allDue === !!ref) throw new UsageError('give either a key or --all-due');
+      if (!opts.allDue) {
+        const k = await withClient(program, (c) => c.rotateKey(ref!));
+        process.stdout.write(`${keyLine(k)}\n`);
+        return;
+      }
+      if (!(opts.concurrency >= 1 && opts.concurrency <= 256)) throw new UsageError('--concurrency must be between 1 and 256');
+      await withClient(program, async (c) => {
+        const now = Date.now();
+        const due: Key[] = [];
+        let token = '';
+        do {
+          const page = await c.listKeys(1000, token);
+          for (const k of page.keys)
+            if (k.state === 'KEY_STATE_ENABLED' && Number(k.rotation.period_seconds) > 0 && Date.parse(k.rotation.next_rotation_at) <= now) due.push(k);
+          token = page.next_page_token;
+        } while (token);
+        const bar = progressBar('rotating due keys', due.length);
+        let rotated = 0;
+        let next = 0;
+        const worker = async () => {
+          while (next < due.length) {
+            const k = due[next++]!;
+            // only_if_due: if the leader's sweep got there first, nothing is rotated twice.
+            const r = await c.rotateKey(k.id, { onlyIfDue: true });
+            if (r.primary_version > k.primary_version) rotated++;
+            bar.tick();
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(opts.concurrency, due.length) }, worker));
+        bar.done(`${rotated} rotated, ${due.length - rotated} already rotated by the schedule, of ${due.length} due`);
+      });
+    });
   for (const [verb, what] of [
-    ['rotate', 'add a version and make it primary'],
     ['disable', 'allow nothing but metadata reads'],
     ['enable', 'enable a disabled key'],
     ['cancel-destroy', 'cancel a scheduled destruction (the key becomes disabled)'],
@@ -33,7 +71,7 @@ export function registerKeys(program: Command): void {
       .description(what)
       .action(async (ref: string) => {
         const k = await withClient(program, (c) =>
-          verb === 'rotate' ? c.rotateKey(ref) : verb === 'disable' ? c.disableKey(ref) : verb === 'enable' ? c.enableKey(ref) : c.cancelKeyDestruction(ref),
+          verb === 'disable' ? c.disableKey(ref) : verb === 'enable' ? c.enableKey(ref) : c.cancelKeyDestruction(ref),
         );
         process.stdout.write(`${keyLine(k)}\n`);
       });
@@ -53,7 +91,10 @@ export function registerKeys(program: Command): void {
     .action(async (ref: string) => {
       const k = await withClient(program, (c) => c.getKey(ref));
       for (const v of k.versions)
-        process.stdout.write(`v${v.version}  created ${v.created_at}${v.version === k.primary_version ? '  primary' : ''}${v.version < k.min_decryption_version ? '  retired' : ''}\n`);
+        process.stdout.write(
+          `v${v.version}  created ${v.created_at}  encryptions ≤${v.encryptions}  last used ${v.last_used_at || 'never'}` +
+            `${v.version === k.primary_version ? '  primary' : ''}${v.version < k.min_decryption_version ? '  retired' : ''}\n`,
+        );
     });
   key
     .command('public <key>')

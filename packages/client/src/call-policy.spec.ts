@@ -1,0 +1,55 @@
+/** The idempotency table covers the whole API; backoff stays within its bounds. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { keyshardProto } from '@keyshard/rpc';
+import { METHOD_SAFETY, outcomeOf, retryDelayMs, retryPolicy, sealedForMs, statusError, unhealthyForMs } from './call-policy.ts';
+
+describe('call policy', () => {
+  it('classifies every KeyService and CeremonyService method, and nothing else', () => {
+    const proto = keyshardProto();
+    const methods = [...Object.keys(proto.KeyService.service), ...Object.keys(proto.CeremonyService.service)].sort();
+    assert.deepEqual(Object.keys(METHOD_SAFETY).sort(), methods);
+  });
+
+  it('repeats reads and pure crypto only', () => {
+    const idempotent = Object.keys(METHOD_SAFETY).filter((m) => METHOD_SAFETY[m] === 'idempotent');
+    for (const m of idempotent) assert.match(m, /^(Get|List|Status$|Encrypt|Decrypt|ReEncrypt|GenerateDataKey|Sign$|Verify|Mac$|VerifyMac$)/, m);
+    for (const m of ['CreateKey', 'RotateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'SetRotationPolicy', 'Init', 'StartUnseal', 'Seal'])
+      assert.equal(METHOD_SAFETY[m], 'once', m);
+  });
+
+  it('full-jitter backoff doubles up to its cap', () => {
+    const p = { ...retryPolicy({ initialBackoffMs: 100, maxBackoffMs: 1_000 }), random: () => 1 };
+    assert.deepEqual([1, 2, 3, 4, 5, 6].map((n) => retryDelayMs(p, n)), [100, 200, 400, 800, 1_000, 1_000]);
+    assert.equal(retryDelayMs({ ...p, random: () => 0 }, 3), 0);
+  });
+
+  it('skips a failing replica longer per failure, jittered, at most maxUnhealthyMs', () => {
+    const p = retryPolicy({ maxUnhealthyMs: 3_000 });
+    for (let failures = 1; failures < 40; failures++) {
+      const ms = unhealthyForMs(p, failures);
+      const cap = Math.min(3_000, 200 * 2 ** (failures - 1));
+      assert.ok(ms >= cap / 2 && ms <= cap, `${failures}: ${ms}`);
+    }
+    const sealed = sealedForMs(p);
+    assert.ok(sealed >= 1_500 && sealed <= 3_000, `sealed: ${sealed}`);
+  });
+
+  it('tells UNAVAILABLE and a sealed key operation from final answers', () => {
+    const e = (code: grpc.status, details = 'x') => statusError(code, details);
+    assert.equal(outcomeOf(e(grpc.status.UNAVAILABLE), false), 'unavailable');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'keyshard is sealed: a custodian quorum must unseal it'), true), 'sealed');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'keyshard is sealed: a custodian quorum must unseal it'), false), 'final');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'key sealed-box is destroyed'), true), 'final');
+    assert.equal(outcomeOf(e(grpc.status.DEADLINE_EXCEEDED), true), 'final');
+    assert.equal(e(grpc.status.UNAVAILABLE, 'down').message, '14 UNAVAILABLE: down');
+  });
+
+  it('validates its options', () => {
+    assert.throws(() => retryPolicy({ maxAttempts: 0 }), /maxAttempts/);
+    assert.throws(() => retryPolicy({ maxAttempts: 1.5 }), /maxAttempts/);
+    assert.throws(() => retryPolicy({ connectTimeoutMs: -1 }), /connectTimeoutMs/);
+    assert.throws(() => retryPolicy({ maxBackoffMs: Number.NaN }), /maxBackoffMs/);
+  });
+});

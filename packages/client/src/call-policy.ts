@@ -1,0 +1,133 @@
+/**
+ * When the SDK may send a keyshard.v1 call again: the idempotency table, the retry limits and
+ * the backoff. Invariants:
+ * - An `idempotent` call is retried on UNAVAILABLE (on another replica when one is healthy),
+ *   and for key operations on a sealed replica's FAILED_PRECONDITION when another replica is
+ *   not known to be sealed. Repeating it changes no key state; it may appear twice in the
+ *   audit log, with the same request id.
+ * - A `once` call changes state (a second CreateKey or RotateKey would act twice, a second
+ *   EnableKey would fail after the first succeeded). It is sent at most once, and moves to
+ *   another replica only when it provably was not sent: the chosen connection never became
+ *   READY, so the SDK never handed the request to grpc-js.
+ * - DEADLINE_EXCEEDED is never retried: every attempt carries the caller's whole remaining
+ *   deadline, so when it expires no time remains, and a server-side expiry means an
+ *   overloaded replica, which a retry would load further.
+ * - Nothing else is retried: every other status is the server's answer.
+ * Backoff is "full jitter" (a uniformly random delay below an exponentially growing cap), which
+ * keeps many clients that failed together from retrying together.
+ */
+import * as grpc from '@grpc/grpc-js';
+
+export type Safety = 'idempotent' | 'once';
+
+/** Every unary method of KeyService and CeremonyService, with how the SDK may repeat it. */
+export const METHOD_SAFETY: Readonly<Record<string, Safety>> = {
+  // KeyService, reads
+  GetKey: 'idempotent',
+  ListKeys: 'idempotent',
+  GetPublicKey: 'idempotent',
+  ListAliases: 'idempotent',
+  // KeyService, pure crypto: no key state changes (fresh nonces or data keys each time; the
+  // first answer is simply dropped)
+  Encrypt: 'idempotent',
+  Decrypt: 'idempotent',
+  ReEncrypt: 'idempotent',
+  EncryptBatch: 'idempotent',
+  DecryptBatch: 'idempotent',
+  GenerateDataKey: 'idempotent',
+  GenerateDataKeyWithoutPlaintext: 'idempotent',
+  Sign: 'idempotent',
+  Verify: 'idempotent',
+  Mac: 'idempotent',
+  VerifyMac: 'idempotent',
+  // KeyService, state changes (the coordinator's write-ahead-audited set)
+  CreateKey: 'once',
+  UpdateKey: 'once',
+  EnableKey: 'once',
+  DisableKey: 'once',
+  ScheduleKeyDestruction: 'once',
+  CancelKeyDestruction: 'once',
+  RotateKey: 'once',
+  SetRotationPolicy: 'once',
+  CreateAlias: 'once',
+  UpdateAlias: 'once',
+  DeleteAlias: 'once',
+  // CeremonyService
+  Status: 'idempotent',
+  GetCeremony: 'idempotent',
+  ListCeremonies: 'idempotent',
+  Init: 'once',
+  StartUnseal: 'once',
+  StartCeremony: 'once',
+  Seal: 'once', // seals the replica that answers: a retry elsewhere would seal a second one
+  CancelCeremony: 'once',
+};
+
+/** Retry limits a client is created with; every field is optional. */
+export interface RetryOptions {
+  /** Attempts per call, the first included (default 5; 1 turns retries off). */
+  maxAttempts?: number;
+  /** Cap of the first retry's random delay; doubles per retry (default 100 ms). */
+  initialBackoffMs?: number;
+  /** Largest cap of a retry's random delay (default 2000 ms). */
+  maxBackoffMs?: number;
+  /** How long an attempt waits for a connection before trying another replica (default 2000 ms). */
+  connectTimeoutMs?: number;
+  /** Largest time a failed or sealed replica is skipped while another is usable (default 5000 ms). */
+  maxUnhealthyMs?: number;
+}
+
+export type RetryPolicy = Required<RetryOptions> & {
+  /** A replica's first failure skips it for this long (jittered), doubling per failure. */
+  unhealthyMs: number;
+  random: () => number;
+};
+
+export function retryPolicy(o: RetryOptions = {}): RetryPolicy {
+  const p: RetryPolicy = {
+    maxAttempts: o.maxAttempts ?? 5,
+    initialBackoffMs: o.initialBackoffMs ?? 100,
+    maxBackoffMs: o.maxBackoffMs ?? 2_000,
+    connectTimeoutMs: o.connectTimeoutMs ?? 2_000,
+    maxUnhealthyMs: o.maxUnhealthyMs ?? 5_000,
+    unhealthyMs: 200,
+    random: Math.random,
+  };
+  if (!Number.isInteger(p.maxAttempts) || p.maxAttempts < 1 || p.maxAttempts > 100) throw new Error('retry.maxAttempts must be an integer between 1 and 100');
+  for (const k of ['initialBackoffMs', 'maxBackoffMs', 'connectTimeoutMs', 'maxUnhealthyMs'] as const)
+    if (!Number.isFinite(p[k]) || p[k] < 0) throw new Error(`retry.${k} must be a non-negative number of milliseconds`);
+  p.unhealthyMs = Math.min(p.unhealthyMs, p.maxUnhealthyMs);
+  return p;
+}
+
+/** The random delay before retry number `retry` (1 = the first retry). */
+export function retryDelayMs(p: RetryPolicy, retry: number): number {
+  return p.random() * Math.min(p.maxBackoffMs, p.initialBackoffMs * 2 ** (retry - 1));
+}
+
+/** How long a replica that just failed for the `failures`-th time in a row is skipped. */
+export function unhealthyForMs(p: RetryPolicy, failures: number): number {
+  const cap = Math.min(p.maxUnhealthyMs, p.unhealthyMs * 2 ** Math.min(failures - 1, 30));
+  return cap * (0.5 + p.random() / 2); // jittered, so replicas marked together recover apart
+}
+
+/** How long a replica that answered "sealed" is skipped for key operations: unsealing takes a ceremony. */
+export function sealedForMs(p: RetryPolicy): number {
+  return p.maxUnhealthyMs * (0.5 + p.random() / 2);
+}
+
+/** What a failed attempt that reached the server means for the call. */
+export type Outcome = 'final' | 'unavailable' | 'sealed';
+
+export function outcomeOf(err: grpc.ServiceError, keyOperation: boolean): Outcome {
+  if (err.code === grpc.status.UNAVAILABLE) return 'unavailable';
+  // Every key operation on a sealed replica answers sealedError(): FAILED_PRECONDITION
+  // "keyshard is sealed: ...". Key names cannot contain spaces, so no other message matches.
+  if (keyOperation && err.code === grpc.status.FAILED_PRECONDITION && /\bis sealed\b/.test(err.details)) return 'sealed';
+  return 'final';
+}
+
+/** A status error like the ones grpc-js produces, for failures the SDK itself detects. */
+export function statusError(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), { code, details, metadata: new grpc.Metadata() });
+}

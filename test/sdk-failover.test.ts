@@ -1,0 +1,217 @@
+/**
+ * The SDK's failover against a real cluster: a client given several coordinator addresses,
+ * some of them dead (a free port nobody listens on), silent (accepts TCP, never finishes the TLS
+ * handshake) or cut by a fault-injecting TCP proxy after a request went through. Idempotent calls
+ * always succeed on the live replica; a state change is sent at most once; deadlines hold.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { ADMIN, DevCluster, freePort, REPO_ROOT } from '@keyshard/devcluster';
+import { KeyshardClient, type ClientOptions } from '@keyshard/client';
+
+/** A TCP proxy to `target`. Once armed, the next connection to send data has its answers swallowed and is cut 200 ms later. */
+class CuttingProxy {
+  readonly server: net.Server;
+  readonly sockets = new Set<net.Socket>();
+  armed = false;
+  cuts = 0;
+
+  constructor(target: number) {
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(target, '127.0.0.1');
+      this.sockets.add(client).add(upstream);
+      let swallowing = false;
+      client.on('data', (d) => {
+        upstream.write(d);
+        if (this.armed && !swallowing) {
+          this.armed = false;
+          swallowing = true;
+          this.cuts += 1;
+          setTimeout(() => (client.destroy(), upstream.destroy()), 200);
+        }
+      });
+      upstream.on('data', (d) => swallowing || client.write(d));
+      for (const s of [client, upstream]) {
+        s.on('error', () => {});
+        s.on('close', () => (this.sockets.delete(s), client.destroy(), upstream.destroy()));
+      }
+    });
+  }
+
+  listen(): Promise<string> {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => resolve(`127.0.0.1:${(this.server.address() as net.AddressInfo).port}`)));
+  }
+
+  close(): void {
+    for (const s of this.sockets) s.destroy();
+    this.server.close();
+  }
+}
+
+async function outcome<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; err: grpc.ServiceError }> {
+  try {
+    return { ok: true, value: await p };
+  } catch (e) {
+    const err = e as grpc.ServiceError;
+    assert.equal(typeof err.code, 'number', `a gRPC status, not ${String(e)}`);
+    return { ok: false, err };
+  }
+}
+
+describe('SDK failover over several coordinator addresses', { timeout: 240_000 }, () => {
+  let dir: string;
+  let cluster: DevCluster;
+  let admin: KeyshardClient;
+  let live: string;
+  let dead: string;
+  let dead2: string;
+  let silent: net.Server;
+  let silentAddress: string;
+  const silentSockets = new Set<net.Socket>();
+  const clients: KeyshardClient[] = [];
+  const msg = Buffer.from('failover payload');
+
+  const client = (address: string[], opts: Partial<ClientOptions> = {}) => {
+    const c = new KeyshardClient({ address, tls: cluster.layout.certs[ADMIN]!, ...opts });
+    clients.push(c);
+    return c;
+  };
+  const count = async (name: string) => (await admin.listKeys(1000)).keys.filter((k) => k.name === name).length;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'keyshard-failover-'));
+    cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2 });
+    await cluster.start();
+    await cluster.bootstrap();
+    admin = cluster.client();
+    live = cluster.coordinatorAddress;
+    dead = `127.0.0.1:${await freePort()}`;
+    dead2 = `127.0.0.1:${await freePort()}`;
+    silent = net.createServer((s) => (silentSockets.add(s), s.on('error', () => {})));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    silentAddress = `127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    await admin.createKey('failover');
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    admin?.close();
+    for (const s of silentSockets) s.destroy();
+    silent?.close();
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('with a dead replica listed first, Encrypt, Decrypt and GetKey succeed every time', async () => {
+    // Fresh clients, so that the dead address is the very first one tried.
+    for (let i = 0; i < 5; i++) {
+      const c = client([dead, live]);
+      const e = await c.encrypt('failover', msg, { i: String(i) });
+      assert.deepEqual((await c.decrypt(e.ciphertext, { i: String(i) })).plaintext, msg);
+      assert.equal((await c.getKey('failover')).name, 'failover');
+    }
+    const c = client([dead, live]);
+    for (let round = 0; round < 20; round++) {
+      const calls = Array.from({ length: 16 }, async (_, i) => {
+        const e = await c.encrypt('failover', msg, { i: String(i) });
+        assert.deepEqual((await c.decrypt(e.ciphertext, { i: String(i) })).plaintext, msg);
+        assert.equal((await c.getKey('failover')).name, 'failover');
+      });
+      await Promise.all(calls);
+    }
+  });
+
+  it('a replica that never finishes the TLS handshake costs connectTimeoutMs, not the deadline', async () => {
+    for (let i = 0; i < 3; i++) {
+      const c = client([silentAddress, live], { timeoutMs: 5_000, retry: { connectTimeoutMs: 300 } });
+      const t0 = Date.now();
+      assert.equal((await c.getKey('failover')).name, 'failover');
+      const k = await c.createKey(`failover-silent-${i}`);
+      assert.equal(k.name, `failover-silent-${i}`);
+      assert.ok(Date.now() - t0 < 3_000, `took ${Date.now() - t0} ms`);
+      assert.equal(await count(`failover-silent-${i}`), 1);
+    }
+  });
+
+  it('CreateKey through a dead-first list is sent once: it succeeds, and never creates two keys', async () => {
+    for (let i = 0; i < 10; i++) {
+      const name = `failover-create-${i}`;
+      const r = await outcome(client([dead, live]).createKey(name));
+      assert.ok(r.ok, `the dead replica provably never got the request, so CreateKey moved on: ${r.ok ? '' : r.err.message}`);
+      assert.equal(await count(name), 1);
+    }
+  });
+
+  it('a state change cut off after it was sent is not retried; an idempotent call is', async (t) => {
+    const proxy = new CuttingProxy(Number(live.split(':')[1]));
+    const viaProxy = await proxy.listen();
+    try {
+      const c = client([viaProxy, live], { connections: 1 });
+      // Two calls connect both replicas; round robin puts the next call on the proxy.
+      await c.getKey('failover');
+      await c.getKey('failover');
+      proxy.armed = true;
+      const r = await outcome(c.createKey('failover-cut'));
+      assert.equal(proxy.cuts, 1);
+      assert.ok(!r.ok, 'the answer was swallowed, so the call cannot have succeeded');
+      assert.equal(grpc.status[r.err.code], 'UNAVAILABLE', r.err.message);
+      assert.doesNotMatch(r.err.details, /attempts/, 'sent once');
+      // The coordinator may or may not have created it before the cut; never twice.
+      const created = await count('failover-cut');
+      assert.ok(created <= 1);
+      t.diagnostic(`the cut CreateKey failed with ${r.err.details}; the coordinator had created ${created} key(s)`);
+
+      const c2 = client([viaProxy, live], { connections: 1 });
+      await c2.getKey('failover');
+      await c2.getKey('failover');
+      proxy.armed = true;
+      const e = await c2.encrypt('failover', msg);
+      assert.equal(proxy.cuts, 2);
+      assert.deepEqual((await c2.decrypt(e.ciphertext)).plaintext, msg);
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it('with every replica dead, calls fail within their deadline with UNAVAILABLE or DEADLINE_EXCEEDED', async (t) => {
+    const cases: [string, string[], (c: KeyshardClient) => Promise<unknown>][] = [
+      ['Encrypt, dead+dead', [dead, dead2], (c) => c.encrypt('failover', msg)],
+      ['GetKey, dead+silent', [dead, silentAddress], (c) => c.getKey('failover')],
+      ['CreateKey, dead+dead', [dead, dead2], (c) => c.createKey('failover-never')],
+      ['CreateKey, silent+dead', [silentAddress, dead], (c) => c.createKey('failover-never')],
+    ];
+    for (const [what, addresses, call] of cases) {
+      const c = client(addresses, { timeoutMs: 1_500, retry: { maxAttempts: 100, connectTimeoutMs: 400 } });
+      const t0 = Date.now();
+      const r = await outcome(call(c));
+      const took = Date.now() - t0;
+      assert.ok(!r.ok, what);
+      assert.ok(['UNAVAILABLE', 'DEADLINE_EXCEEDED'].includes(grpc.status[r.err.code]!), `${what}: ${r.err.message}`);
+      assert.ok(took <= 1_500 + 250, `${what}: took ${took} ms`);
+      t.diagnostic(`${what}: ${grpc.status[r.err.code]} after ${took} ms`);
+    }
+    // A per-call deadline overrides the client's default.
+    const c = client([dead, dead2], { timeoutMs: 10_000, retry: { maxAttempts: 100 } });
+    const t0 = Date.now();
+    const r = await outcome(c.status({ deadline: Date.now() + 700 }));
+    assert.ok(!r.ok && Date.now() - t0 <= 700 + 250, `took ${Date.now() - t0} ms`);
+    assert.equal(await count('failover-never'), 0);
+  });
+
+  it('the CLI takes a comma-separated --addr list', async () => {
+    const certs = cluster.layout.certs[ADMIN]!;
+    const bin = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
+    const args = ['--addr', `${dead},${live}`, '--ca', certs.ca, '--tls-cert', certs.cert, '--tls-key', certs.key, 'encrypt', '--key', 'failover'];
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = execFile(process.execPath, [bin, ...args], { cwd: REPO_ROOT }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)));
+      child.stdin!.end('via the CLI');
+    });
+    assert.deepEqual((await admin.decrypt(Buffer.from(out.trim(), 'base64'))).plaintext, Buffer.from('via the CLI'));
+  });
+});
