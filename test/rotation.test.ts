@@ -119,7 +119,7 @@ describe('rotation across two coordinators', { timeout: 300_000 }, () => {
   it('each due rotation happens exactly once when the leader is SIGKILLed mid-sweep', async (t) => {
     const KEYS = 400;
     const PERIOD = 20;
-    const leaderOf = async (c: KeyshardClient) => ((await c.status()) as unknown as { leader_id: string }).leader_id;
+    const leaderOf = async (c: KeyshardClient) => (await c.status()).leader_id;
     const leader = await waitFor('a leader', async () => (await leaderOf(one)) || undefined);
     const follower = cluster.coordinatorIds.find((id) => id !== leader)!;
     const followerClient = leader === coordinatorId(0) ? two : one;

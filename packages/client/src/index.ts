@@ -65,6 +65,8 @@ export interface Status {
   version: string;
   /** The replica running background jobs; empty if none is elected. */
   leader_id: string;
+  /** Every registered coordinator replica. */
+  replicas: { id: string; address: string; sealed: boolean; leader: boolean }[];
 }
 
 /** Where one connection goes and as whom. */

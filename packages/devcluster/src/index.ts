@@ -149,21 +149,12 @@ export class DevCluster {
   }
 
   /**
-   * Inits if needed, then unseals every replica (each through its own ceremony until one
-   * ceremony unseals them all); resolves with the first replica's completed ceremony.
+   * Inits if needed, then unseals: one ceremony through the first replica unseals every
+   * registered replica. Resolves with that ceremony once every replica serves.
    */
   async bootstrap(): Promise<Ceremony | undefined> {
-    let first: Ceremony | undefined;
-    for (const id of this.coordinatorIds) {
-      const c = await this.bootstrapReplica(id);
-      if (id === COORDINATOR) first = c;
-    }
-    return first;
-  }
-
-  /** Inits (if needed) and unseals one replica. */
-  async bootstrapReplica(id: string): Promise<Ceremony | undefined> {
-    const client = this.client(ADMIN, { coordinator: id });
+    const client = this.client();
+    let ceremony: Ceremony | undefined;
     try {
       let status = await client.status();
       if (!status.initialized) {
@@ -171,10 +162,51 @@ export class DevCluster {
         await client.init(this.layout.plan.custodians, this.layout.plan.threshold);
         status = await client.status();
       }
-      if (!status.sealed) return undefined;
-      return await unsealAndWait(client, (c) => this.#progress(`unseal: approvals ${c.approved_by.length}/${c.threshold}`));
+      if (status.sealed) ceremony = await unsealAndWait(client, (c) => this.#progress(`unseal: approvals ${c.approved_by.length}/${c.threshold}`));
     } finally {
       client.close();
+    }
+    await this.waitUnsealed(this.coordinatorIds);
+    return ceremony;
+  }
+
+  /**
+   * Brings one (restarted) replica back: it joins its unsealed peers by itself (a join
+   * ceremony); if no peer is unsealed, it is unsealed through a ceremony of its own.
+   */
+  async bootstrapReplica(id: string): Promise<void> {
+    const peers = this.coordinatorIds.filter((c) => c !== id && this.process(c).running);
+    const statuses = await Promise.all(peers.map((p) => this.#status(p).catch(() => undefined)));
+    if (!statuses.some((s) => s && !s.sealed)) {
+      const client = this.client(ADMIN, { coordinator: id });
+      try {
+        await unsealAndWait(client, (c) => this.#progress(`unseal ${id}: approvals ${c.approved_by.length}/${c.threshold}`));
+      } finally {
+        client.close();
+      }
+    }
+    await this.waitUnsealed([id]);
+  }
+
+  async #status(id: string) {
+    const client = this.client(ADMIN, { coordinator: id, timeoutMs: 3_000 });
+    try {
+      return await client.status();
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Waits until every named replica reports itself unsealed. */
+  async waitUnsealed(ids: string[], timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const id of ids) {
+      for (;;) {
+        const s = await this.#status(id).catch(() => undefined);
+        if (s && !s.sealed) break;
+        if (Date.now() > deadline) throw new Error(`replica ${id} is still sealed after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   }
 

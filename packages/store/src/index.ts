@@ -14,7 +14,8 @@
  *   aliases/<name>               key id an alias points to
  *   ceremonies/<id>              ceremony objects
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
- *   coordinators/<id>            replica registration, bound to a lease
+ *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease
+ *   seal-epoch                   count of cluster-wide seals (services/coordinator/src/replicas.ts)
  */
 import { Etcd3, type Namespace, type IOptions } from 'etcd3';
 import { KeyshardError } from '@keyshard/errors';
@@ -65,6 +66,8 @@ export const paths = {
   ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
   coordinator: (id: string) => `coordinators/${id}`,
   coordinatorsPrefix: 'coordinators/',
+  /** Cluster-wide seals so far: every replica watches it and seals when it rises. */
+  sealEpoch: 'seal-epoch',
 } as const;
 
 /** Wraps etcd failures as UNAVAILABLE so callers get a retryable status, never a stack. */

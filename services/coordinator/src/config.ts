@@ -60,6 +60,8 @@ export const coordinatorConfig = z.object({
   ceremonyTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
   custodianPollMs: z.number().int().min(50).default(300),
   registrationTtlSeconds: z.number().int().min(2).default(10),
+  /** How often a sealed replica checks whether peers are unsealed, to ask to join them. */
+  joinCheckSeconds: z.number().positive().default(2),
   /** etcd election TTL of the leader that runs background jobs. */
   leaderTtlSeconds: z.number().int().min(1).default(5),
   /** How often the leader looks for keys due for scheduled rotation. */

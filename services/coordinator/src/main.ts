@@ -1,10 +1,9 @@
 /** Coordinator process: configuration, wiring, start and stop. Starts sealed. */
-import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService } from '@keyshard/rpc';
-import { clusterNamespace, clusterPrefix, connectEtcd, paths } from '@keyshard/store';
+import { clusterNamespace, connectEtcd } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
 import { Seal } from './seal.ts';
@@ -18,6 +17,7 @@ import { keyHandlers, keyServiceAuthorizer } from './key-handlers.ts';
 import { KeyOperations } from './key-operations.ts';
 import { LeaderJobs } from './leader-jobs.ts';
 import { VersionUsage } from './version-usage.ts';
+import { Replicas } from './replicas.ts';
 
 /** Crypto operations and reads go through the durable spool; all else must reach the sink. */
 const SPOOLED_OPERATIONS = new Set(
@@ -48,18 +48,16 @@ async function main(): Promise<void> {
   await cluster.load();
   const replica = { coordinatorId: config.coordinatorId, ...ephemeralRecipientKey() };
 
-  // Liveness registration: the entry vanishes with the lease when this process dies.
-  const registration = JSON.stringify({ id: config.coordinatorId, address: config.listen, host: hostname(), publicKeyPem: replica.publicKeyPem, startedAt: new Date().toISOString() });
-  let lease = etcd.lease(config.registrationTtlSeconds);
-  const register = async (): Promise<void> => {
-    lease.on('lost', () => {
-      log.warn('etcd registration lease lost; registering again');
-      lease = etcd.lease(config.registrationTtlSeconds);
-      void register().catch((e) => log.error({ err: (e as Error).message }, 'registration failed'));
-    });
-    await lease.put(`${clusterPrefix(config.clusterName)}${paths.coordinator(config.coordinatorId)}`).value(registration);
-  };
-  await register();
+  // Registration (lease-bound: it vanishes when this process dies) and the cluster-wide seal.
+  const replicas = new Replicas(
+    etcd, ns, config.clusterName,
+    { id: config.coordinatorId, address: config.listen, publicKeyPem: replica.publicKeyPem },
+    config.registrationTtlSeconds, log,
+  );
+  await replicas.start();
+  const publish = (sealed: boolean) => void replicas.setSealed(sealed).catch((e: Error) => log.warn({ err: e.message }, 'could not publish seal state'));
+  seal.onOpen(() => publish(false));
+  seal.onSeal(() => publish(true));
 
   const keyring = new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
   const usage = new VersionUsage(
@@ -90,11 +88,26 @@ async function main(): Promise<void> {
     defaultDestructionWaitSeconds: config.keys.defaultDestructionWaitSeconds,
   });
   const unseal = new UnsealCeremonies({
-    ns, cluster, seal, links, replica, audit, log,
+    ns, replicas, cluster, seal, links, replica, audit, log,
     oaepHash: config.oaepHash,
     ttlSeconds: config.ceremonyTtlSeconds,
     pollMs: config.custodianPollMs,
   });
+  await unseal.watch();
+  replicas.onClusterSeal(() => {
+    if (seal.sealed) return;
+    seal.seal();
+    log.info('sealed: the cluster was sealed');
+    void unseal.cancelCurrent('the cluster was sealed').catch(() => {});
+  });
+  // A replica that (re)started while its peers are unsealed asks to join them.
+  const joinTimer = setInterval(() => {
+    void unseal.joinIfPeersUnsealed().then(
+      (c) => c && log.info({ ceremonyId: c.id }, 'asked the custodians to join the unsealed replicas'),
+      (e: Error) => log.warn({ err: e.message }, 'join ceremony could not start'),
+    );
+  }, config.joinCheckSeconds * 1000);
+  joinTimer.unref();
   const leader = new LeaderJobs(ns, keyring, seal, audit, log, {
     coordinatorId: config.coordinatorId,
     ttlSeconds: config.leaderTtlSeconds,
@@ -119,7 +132,7 @@ async function main(): Promise<void> {
     proto.CeremonyService.service,
     unaryService(
       proto.CeremonyService.service,
-      ceremonyHandlers({ cluster, seal, unseal, links, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader() }),
+      ceremonyHandlers({ cluster, seal, unseal, links, replicas, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader() }),
       {
         name: 'ceremony',
         observer,
@@ -139,11 +152,12 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
+    clearInterval(joinTimer);
     seal.seal();
     await leader.stop();
     await usage.stop();
     await new Promise<void>((r) => server.tryShutdown(() => r()));
-    await lease.revoke().catch(() => {});
+    await replicas.stop();
     await spool?.close();
     await sink.close();
     etcd.close();

@@ -11,6 +11,7 @@ export class Seal {
   #root: Buffer | undefined;
   #keks = new Map<number, Buffer>();
   #onSeal: (() => void)[] = [];
+  #onOpen: (() => void)[] = [];
   #generation = 0;
 
   get sealed(): boolean {
@@ -38,6 +39,11 @@ export class Seal {
     if (this.#root) this.seal();
     this.#root = root;
     this.#keks = keks;
+    for (const l of this.#onOpen) l();
+  }
+
+  onOpen(listener: () => void): void {
+    this.#onOpen.push(listener);
   }
 
   kek(epoch: number): Buffer {

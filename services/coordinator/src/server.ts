@@ -8,6 +8,7 @@ import type { CallContext, UnaryHandler } from '@keyshard/rpc';
 import type { Cluster } from './cluster.ts';
 import type { Keyring, KeyRecord } from './keyring.ts';
 import type { Seal } from './seal.ts';
+import type { Replicas } from './replicas.ts';
 import type { UnsealCeremonies } from './unseal-ceremony.ts';
 import type { CustodianLink } from './custodian-link.ts';
 
@@ -19,6 +20,7 @@ export interface CeremonyDeps {
   unseal: UnsealCeremonies;
   links: CustodianLink[];
   coordinatorId: string;
+  replicas: Replicas;
   leaderId: () => Promise<string>;
 }
 
@@ -43,6 +45,7 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
   return {
     async Status() {
       await d.cluster.load();
+      const [leader, registered] = await Promise.all([d.leaderId(), d.replicas.list().catch(() => [])]);
       const custodians = await Promise.all(
         d.links.map(async (l) => ({
           id: l.id,
@@ -60,7 +63,8 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
         custodians,
         coordinator_id: d.coordinatorId,
         version: '0.1.0',
-        leader_id: await d.leaderId(),
+        leader_id: leader,
+        replicas: registered.map((r) => ({ id: r.id, address: r.address, sealed: r.sealed, leader: r.id === leader })),
       };
     },
     async Init(req, ctx) {
@@ -80,9 +84,12 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
     async GetCeremony(req, ctx) {
       return withFacts(await d.unseal.get(req.id), ctx);
     },
-    async Seal() {
+    /** Seals every replica: this one at once, the others through the seal epoch they watch. */
+    async Seal(_req, ctx) {
       d.seal.seal();
       await d.unseal.cancelCurrent('sealed by an admin');
+      const epoch = await d.replicas.sealCluster();
+      ctx.facts.details = { seal_epoch: String(epoch) };
       return { sealed: true };
     },
   };

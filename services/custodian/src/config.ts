@@ -15,6 +15,11 @@ export const custodianConfig = z.object({
   oaepHash: z.enum(['sha1', 'sha256']).default('sha1'),
   /** auto: release to any valid ceremony at once (dev); manual: an operator approves each one. */
   approvalPolicy: z.enum(['auto', 'manual']).default('manual'),
+  /**
+   * Join ceremonies (a restarted coordinator replica asking for its own shares while its peers
+   * are unsealed): auto releases them to a registered coordinator identity asking for itself.
+   */
+  joinPolicy: z.enum(['auto', 'manual']).default('auto'),
   /** Principals allowed to deliver shares and propose ceremonies. */
   coordinators: z.array(z.string().min(1)).min(1),
   /** Principals allowed to list, show, approve and deny ceremonies on this custodian. */

@@ -5,12 +5,15 @@
  * ceremony whose hash verifies, whose cluster this token holds a share for, and which has
  * not expired, and only after approval (policy `auto`, or an operator's `approve`). The
  * approval is an Ed25519 signature over the ceremony hash made inside the token. A ceremony
- * id re-proposed with different bound parameters is refused. Decisions are final for the life
+ * id re-proposed with different bound parameters is refused. Every recipient must be a
+ * registered coordinator identity (this custodian's configured coordinators); a join ceremony
+ * names exactly one recipient, the replica that proposes it. Unseal follows the approval
+ * policy; join follows the join policy (auto-release to a registered replica asking for itself). Decisions are final for the life
  * of the process (kept in memory: a restarted custodian could be asked again within the
  * ceremony's lifetime; persisting them is part of the governance work).
  */
 import { checkCeremonyForCustodian, isExpired, type Ceremony } from '@keyshard/crypto';
-import { failedPrecondition, notFound, invalidArgument } from '@keyshard/errors';
+import { failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
 import type { CustodianToken } from '@keyshard/hsm';
 
 export type Decision = 'pending' | 'released' | 'denied';
@@ -23,34 +26,47 @@ export interface ReleaseRecord {
   reason: string;
 }
 
-const SUPPORTED = new Set(['unseal']);
+const SUPPORTED = new Set(['unseal', 'join']);
+
+export type Policy = 'auto' | 'manual';
 
 export class Custody {
   #token: CustodianToken;
-  #policy: 'auto' | 'manual';
+  #policy: { approval: Policy; join: Policy };
+  #coordinators: ReadonlySet<string>;
   #records = new Map<string, ReleaseRecord>();
   /** Shares delivered by this process and never released yet: only these may be replaced (a retried init). */
   #provisional = new Set<string>();
 
-  constructor(token: CustodianToken, policy: 'auto' | 'manual') {
+  constructor(token: CustodianToken, policy: { approval: Policy; join: Policy }, coordinators: ReadonlySet<string>) {
     this.#token = token;
     this.#policy = policy;
+    this.#coordinators = coordinators;
   }
 
-  propose(c: Ceremony, now = Date.now()): ReleaseRecord {
+  /** `proposer` is the caller's certificate identity (a registered coordinator). */
+  propose(c: Ceremony, proposer: string, now = Date.now()): ReleaseRecord {
     checkCeremonyForCustodian(c, this.#token.shareClusterIds(), now);
     if (!SUPPORTED.has(c.operation)) throw failedPrecondition(`this custodian does not serve ${c.operation} ceremonies yet`);
+    const stranger = c.recipients.find((r) => !this.#coordinators.has(r.coordinator_id));
+    if (stranger) throw permissionDenied(`recipient ${stranger.coordinator_id} is not a registered coordinator`);
+    if (c.operation === 'join' && (c.recipients.length !== 1 || c.recipients[0]!.coordinator_id !== proposer))
+      throw permissionDenied('a join ceremony may only ask for shares for the replica that proposes it');
     const known = this.#records.get(c.id);
     if (known) {
       if (known.ceremony.hash !== c.hash) throw failedPrecondition(`ceremony ${c.id} was proposed before with other parameters`);
-      if (known.status === 'pending' && this.#policy === 'auto') this.approve(c.id, now); // an earlier attempt failed
+      if (known.status === 'pending' && this.#autoApproves(c)) this.approve(c.id, now); // an earlier attempt failed
       return known;
     }
     this.#prune(now);
     const record: ReleaseRecord = { ceremony: c, status: 'pending', releases: [], approval_signature: Buffer.alloc(0), reason: '' };
     this.#records.set(c.id, record);
-    if (this.#policy === 'auto') this.approve(c.id, now);
+    if (this.#autoApproves(c)) this.approve(c.id, now);
     return record;
+  }
+
+  #autoApproves(c: Ceremony): boolean {
+    return (c.operation === 'join' ? this.#policy.join : this.#policy.approval) === 'auto';
   }
 
   /** Forgets decided or expired ceremonies an hour after their expiry: the map stays bounded. */

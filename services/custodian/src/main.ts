@@ -27,7 +27,7 @@ async function main(): Promise<void> {
     oaepHash: config.oaepHash,
   });
   const identity = token.ensureIdentity();
-  const custody = new Custody(token, config.approvalPolicy);
+  const custody = new Custody(token, { approval: config.approvalPolicy, join: config.joinPolicy }, new Set(config.coordinators));
   const audit = new AuditClient({ address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs });
 
   const proto = keyshardProto();

@@ -64,7 +64,7 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       return { custodian_id: d.custodianId };
     },
     async ProposeCeremony(req, ctx) {
-      const r = d.custody.propose(req.ceremony as Ceremony);
+      const r = d.custody.propose(req.ceremony as Ceremony, ctx.principal);
       facts(ctx, r);
       return releaseMessage(r);
     },

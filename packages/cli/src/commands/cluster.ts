@@ -8,7 +8,7 @@ function describe(s: Status): string {
   const lines = [
     `cluster      ${s.cluster_id || '(not initialized)'}`,
     `coordinator  ${s.coordinator_id}`,
-    `leader       ${(s as Status & { leader_id?: string }).leader_id || '(none elected)'}`,
+    `leader       ${s.leader_id || '(none elected)'}`,
     `state        ${!s.initialized ? 'uninitialized' : s.sealed ? 'sealed' : 'unsealed'}`,
   ];
   if (s.initialized) lines.push(`quorum       ${s.threshold} of ${s.shares}`);
@@ -17,6 +17,7 @@ function describe(s: Status): string {
     lines.push(`ceremony     ${c.operation} ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()} (approvals ${c.approved_by.length}/${c.threshold})`);
     for (const f of c.failures) lines.push(`  rejected   ${f.custodian_id}: ${f.reason}`);
   }
+  for (const r of s.replicas) lines.push(`replica      ${r.id.padEnd(14)} ${r.address.padEnd(22)} ${r.sealed ? 'sealed' : 'unsealed'}${r.leader ? '  leader' : ''}`);
   for (const c of s.custodians) lines.push(`custodian    ${c.id.padEnd(14)} ${c.address.padEnd(22)} ${c.reachable ? 'reachable' : 'UNREACHABLE'}`);
   return lines.join('\n');
 }

@@ -1,0 +1,137 @@
+/**
+ * Coordinator replicas in etcd (brief, "Ceremonies": one unseal ceremony unseals every replica).
+ *
+ * Each replica registers `coordinators/<id>` under its own lease: address, its ephemeral
+ * ceremony public key, and whether it is sealed. The entry vanishes with the lease when the
+ * process dies. An unseal ceremony names every registered sealed replica as a recipient.
+ *
+ * The cluster seal: `seal-epoch` counts cluster-wide seals. `Seal` on any replica raises it and
+ * every replica, watching it, seals itself. A replica records the epoch it unsealed in; a
+ * sealed replica asks to join (a join ceremony) only while some replica is unsealed in the
+ * current epoch, so a replica that has just sealed never rejoins through a peer that has
+ * not yet seen the seal.
+ */
+import { hostname } from 'node:os';
+import type { Etcd3, Lease } from 'etcd3';
+import type { Logger } from '@keyshard/config';
+import { clusterPrefix, etcdCall, paths, type Namespace } from '@keyshard/store';
+
+export interface Registration {
+  id: string;
+  address: string;
+  host: string;
+  publicKeyPem: string;
+  startedAt: string;
+  sealed: boolean;
+  /** The seal epoch this replica unsealed in (meaningful while !sealed). */
+  sealEpoch: number;
+}
+
+export class Replicas {
+  #etcd: Etcd3;
+  #ns: Namespace;
+  #cluster: string;
+  #ttl: number;
+  #log: Logger;
+  #lease: Lease | undefined;
+  #me: Registration;
+  #epoch = 0;
+  #onClusterSeal: (() => void)[] = [];
+  #stopped = false;
+
+  constructor(etcd: Etcd3, ns: Namespace, cluster: string, me: Omit<Registration, 'host' | 'startedAt' | 'sealed' | 'sealEpoch'>, ttlSeconds: number, log: Logger) {
+    this.#etcd = etcd;
+    this.#ns = ns;
+    this.#cluster = cluster;
+    this.#ttl = ttlSeconds;
+    this.#log = log;
+    this.#me = { ...me, host: hostname(), startedAt: new Date().toISOString(), sealed: true, sealEpoch: 0 };
+  }
+
+  get id(): string {
+    return this.#me.id;
+  }
+
+  /** The current cluster seal epoch (as last seen). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Registers under a lease (again whenever the lease is lost) and follows the cluster seal epoch. */
+  async start(): Promise<void> {
+    const watcher = await etcdCall('watch seal epoch', () => this.#ns.watch().key(paths.sealEpoch).create());
+    watcher.on('put', (kv) => this.#sawEpoch(Number(kv.value.toString()), true));
+    this.#sawEpoch(Number((await etcdCall('read seal epoch', () => this.#ns.get(paths.sealEpoch).string())) ?? 0), false);
+    await this.#register();
+  }
+
+  async #register(): Promise<void> {
+    const lease = this.#etcd.lease(this.#ttl);
+    this.#lease = lease;
+    lease.on('lost', () => {
+      if (this.#stopped) return;
+      this.#log.warn('etcd registration lease lost; registering again');
+      void this.#register().catch((e) => this.#log.error({ err: (e as Error).message }, 'registration failed'));
+    });
+    await this.#put();
+  }
+
+  async #put(): Promise<void> {
+    const lease = this.#lease;
+    if (lease) await lease.put(`${clusterPrefix(this.#cluster)}${paths.coordinator(this.#me.id)}`).value(JSON.stringify(this.#me)).exec();
+  }
+
+  #sawEpoch(epoch: number, notify: boolean): void {
+    if (!(epoch > this.#epoch)) return;
+    this.#epoch = epoch;
+    if (notify) for (const l of this.#onClusterSeal) l();
+  }
+
+  /** Called when another replica (or this one) sealed the whole cluster. */
+  onClusterSeal(listener: () => void): void {
+    this.#onClusterSeal.push(listener);
+  }
+
+  /** Publishes this replica's seal state. */
+  async setSealed(sealed: boolean): Promise<void> {
+    this.#me = { ...this.#me, sealed, sealEpoch: sealed ? this.#me.sealEpoch : this.#epoch };
+    await etcdCall('update registration', () => this.#put());
+  }
+
+  /** Seals the whole cluster: raises the epoch every replica watches. */
+  async sealCluster(): Promise<number> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const res = await etcdCall('read seal epoch', () => this.#ns.get(paths.sealEpoch).exec());
+      const kv = res.kvs[0];
+      const next = Number(kv?.value.toString() ?? 0) + 1;
+      const tx = await etcdCall('raise seal epoch', () =>
+        (kv ? this.#ns.if(paths.sealEpoch, 'Mod', '==', kv.mod_revision) : this.#ns.if(paths.sealEpoch, 'Create', '==', 0))
+          .then(this.#ns.put(paths.sealEpoch).value(String(next)))
+          .commit(),
+      );
+      if (tx.succeeded) {
+        this.#sawEpoch(next, true);
+        return next;
+      }
+    }
+    throw new Error('seal epoch contended');
+  }
+
+  /** Every registered replica. */
+  async list(): Promise<Registration[]> {
+    const all = await etcdCall('list replicas', () => this.#ns.getAll().prefix(paths.coordinatorsPrefix).strings());
+    return Object.values(all)
+      .map((v) => JSON.parse(v) as Registration)
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  /** Whether some replica is unsealed in the current epoch (so this one may ask to join). */
+  async peerUnsealed(): Promise<boolean> {
+    return (await this.list()).some((r) => r.id !== this.#me.id && !r.sealed && r.sealEpoch === this.#epoch);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#lease?.revoke().catch(() => {});
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * High availability of the seal (issue "Quorum governance", item 3) with three coordinator
+ * replicas, three custodians (threshold 2) whose operators approve unseal ceremonies by hand
+ * and whose join policy is the default auto-release to registered coordinator identities:
+ *  - one unseal ceremony unseals every replica;
+ *  - a replica SIGKILLed and restarted rejoins through a join ceremony, with no operator;
+ *  - custodians refuse a recipient that is not a registered coordinator, a join asked for
+ *    another replica, and a caller whose certificate identity is not registered;
+ *  - Seal on one replica seals them all, and none rejoins by itself afterwards.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ADMIN, DevCluster, coordinatorId } from '@keyshard/devcluster';
+import { unsealAndWait, type Ceremony, type KeyshardClient } from '@keyshard/client';
+import { newCeremony } from '@keyshard/crypto';
+import { issueCert } from '@keyshard/pki';
+import { keyshardProto, makeClient, readTls, unaryCall } from '@keyshard/rpc';
+import { rejectsWith, waitFor } from './support/grpc.ts';
+
+describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
+  let dir: string;
+  let cluster: DevCluster;
+  const clients: KeyshardClient[] = [];
+  const ids = [coordinatorId(0), coordinatorId(1), coordinatorId(2)];
+  const auditOps = () => readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event as { operation: string; ceremony_id: string; principal: string; details: Record<string, string> });
+
+  /** Starts an unseal on replica 1 and has two custodian operators approve it. */
+  const unsealByOperators = async (): Promise<Ceremony> => {
+    const admin = clients[0]!;
+    const approving = unsealAndWait(admin, () => {}, 60_000);
+    const pending = await waitFor('the ceremony at the custodians', async () => {
+      const p = await cluster.operatorClient('custodian-1').pending();
+      return p.ceremonies.find((c) => c.operation === 'unseal');
+    });
+    for (const id of ['custodian-1', 'custodian-3']) await cluster.operatorClient(id).approve(pending.id);
+    return approving;
+  };
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'keyshard-ha-'));
+    cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, coordinators: 3, approvalPolicy: 'manual' });
+    await cluster.start();
+    for (const id of ids) clients.push(cluster.client(ADMIN, { coordinator: id }));
+    await clients[0]!.init(3, 2);
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('one unseal ceremony, approved by two operators, unseals all three replicas', async () => {
+    const c = await unsealByOperators();
+    assert.deepEqual(c.recipients.map((r) => r.coordinator_id).sort(), ids, 'every registered replica is a recipient');
+    await cluster.waitUnsealed(ids, 20_000);
+    const k = await clients[0]!.createKey('ha');
+    const cts = await Promise.all(clients.map((cl, i) => cl.encrypt(k.id, Buffer.from(`from ${i}`))));
+    for (const [i, ct] of cts.entries()) assert.equal((await clients[(i + 1) % 3]!.decrypt(ct.ciphertext)).plaintext.toString(), `from ${i}`);
+    assert.equal(auditOps().filter((e) => e.operation === 'ceremony.unseal.created').length, 1, 'one ceremony');
+    const completing = auditOps().filter((e) => e.operation === 'ceremony.unseal.completing' && e.ceremony_id === c.id);
+    assert.deepEqual(completing.map((e) => e.details.replica).sort(), ids, `each replica audits its own unseal: ${JSON.stringify(auditOps().filter((e) => e.operation.startsWith('ceremony.')).map((e) => [e.operation, e.principal, e.details.replica, e.ceremony_id.slice(0, 8)]))}`);
+    const status = await clients[1]!.status();
+    assert.deepEqual(status.replicas.map((r) => [r.id, r.sealed]), ids.map((id) => [id, false]));
+    assert.equal(status.replicas.filter((r) => r.leader).length, 1, 'one leader');
+  });
+
+  it('a restarted replica rejoins through a join ceremony the custodians release by policy', async () => {
+    const victim = ids[2]!;
+    await cluster.process(victim).kill();
+    await cluster.start([victim]);
+    // No operator approves anything here: the join policy releases to a registered replica asking for itself.
+    await cluster.waitUnsealed([victim], 30_000);
+    const join = auditOps().find((e) => e.operation === 'ceremony.join.completed' && e.principal === victim);
+    assert.ok(join, 'the join ceremony is audited');
+    const k = await clients[0]!.getKey('ha');
+    const ct = await clients[2]!.encrypt(k.id, Buffer.from('after join'));
+    assert.equal((await clients[0]!.decrypt(ct.ciphertext)).plaintext.toString(), 'after join');
+  });
+
+  it('custodians refuse unregistered recipients, a join for another replica, and unregistered callers', async () => {
+    const { cluster_id: clusterId } = await clients[0]!.status();
+    const asReplica1 = makeClient(keyshardProto().CustodianService, cluster.custodianAddress('custodian-2'), readTls(cluster.layout.certs[ids[0]!]!));
+    try {
+      const rogue = newCeremony({
+        operation: 'unseal', clusterId, initiator: ADMIN, ttlSeconds: 60, threshold: 2,
+        recipients: [{ coordinator_id: ids[0]!, public_key_pem: 'k' }, { coordinator_id: 'rogue', public_key_pem: 'k' }],
+      });
+      await rejectsWith(unaryCall(asReplica1, 'ProposeCeremony', { ceremony: rogue }), 'PERMISSION_DENIED', /rogue is not a registered coordinator/);
+      const forOther = newCeremony({ operation: 'join', clusterId, initiator: ids[0]!, ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: ids[1]!, public_key_pem: 'k' }] });
+      await rejectsWith(unaryCall(asReplica1, 'ProposeCeremony', { ceremony: forOther }), 'PERMISSION_DENIED', /only ask for shares for the replica that proposes it/);
+    } finally {
+      asReplica1.close();
+    }
+    // A certificate from the cluster CA, but for an identity no custodian has registered.
+    const rogueCert = await issueCert(path.join(dir, 'pki'), 'rogue-replica');
+    const asRogue = makeClient(keyshardProto().CustodianService, cluster.custodianAddress('custodian-2'), readTls(rogueCert));
+    try {
+      const ceremony = newCeremony({ operation: 'join', clusterId, initiator: 'rogue-replica', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'rogue-replica', public_key_pem: 'k' }] });
+      await rejectsWith(unaryCall(asRogue, 'ProposeCeremony', { ceremony }), 'PERMISSION_DENIED');
+    } finally {
+      asRogue.close();
+    }
+  });
+
+  it('Seal on one replica seals every replica; none rejoins by itself; one ceremony unseals them again', async () => {
+    await clients[1]!.seal();
+    for (const c of clients) await waitFor('every replica sealed', async () => ((await c.status()).sealed ? true : undefined), 10_000);
+    await rejectsWith(clients[0]!.encrypt('ha', Buffer.from('x')), 'FAILED_PRECONDITION', /sealed/);
+    await new Promise((r) => setTimeout(r, 5_000)); // > 2 join checks
+    for (const c of clients) assert.equal((await c.status()).sealed, true, 'no replica rejoined a sealed cluster');
+    await unsealByOperators();
+    await cluster.waitUnsealed(ids, 20_000);
+  });
+});
