@@ -6,6 +6,7 @@ import { registerCluster } from './commands/cluster.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerCustodian } from './commands/custodian.ts';
 import { registerCrypto } from './commands/crypto.ts';
+import { registerCeremonies } from './commands/ceremony.ts';
 
 const program = new Command('keyshard')
   .description('keyshard: a distributed key-management service sealed by a custodian quorum')
@@ -21,5 +22,6 @@ registerCluster(program);
 registerKeys(program);
 registerCustodian(program);
 registerCrypto(program);
+registerCeremonies(program); // after registerKeys: adds `key destroy`
 
 program.parseAsync(process.argv).catch(fail);

@@ -174,6 +174,19 @@ export class KeyshardClient {
     return this.#c<{ sealed: boolean }>('Seal', {}, o);
   }
 
+  /** Opens a quorum ceremony (e.g. destroy-key with parameters { key }). */
+  startCeremony(operation: string, parameters: Record<string, string> = {}, ttlSeconds = 0, o?: CallOptions) {
+    return this.#c<Ceremony>('StartCeremony', { operation, parameters, ttl_seconds: ttlSeconds }, o);
+  }
+
+  listCeremonies(includeFinished = false, o?: CallOptions) {
+    return this.#c<{ ceremonies: Ceremony[] }>('ListCeremonies', { include_finished: includeFinished }, o);
+  }
+
+  cancelCeremony(id: string, o?: CallOptions) {
+    return this.#c<Ceremony>('CancelCeremony', { id }, o);
+  }
+
   createKey(
     name: string,
     opts: { type?: string; description?: string; labels?: Record<string, string>; rotationPeriodSeconds?: number; policy?: Record<string, string[]> } = {},
@@ -363,7 +376,20 @@ export async function unsealAndWait(
   onProgress: (c: Ceremony) => void = () => {},
   timeoutMs = 60_000,
 ): Promise<Ceremony> {
-  let c = await client.startUnseal();
+  return waitForCeremony(client, await client.startUnseal(), onProgress, timeoutMs);
+}
+
+/**
+ * Follows a ceremony until it leaves OPEN, reporting each change of its approvals; resolves
+ * with the completed ceremony, rejects if it failed, expired or was cancelled.
+ */
+export async function waitForCeremony(
+  client: KeyshardClient,
+  ceremony: Ceremony,
+  onProgress: (c: Ceremony) => void = () => {},
+  timeoutMs = 60_000,
+): Promise<Ceremony> {
+  let c = ceremony;
   const deadline = Date.now() + timeoutMs;
   let last = -1;
   while (c.state === 'CEREMONY_STATE_OPEN') {
@@ -371,11 +397,11 @@ export async function unsealAndWait(
       last = c.approved_by.length;
       onProgress(c);
     }
-    if (Date.now() > deadline) throw new Error(`unseal ceremony ${c.id} still open after ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new Error(`${c.operation} ceremony ${c.id} still open after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 200));
     c = await client.getCeremony(c.id);
   }
   onProgress(c);
-  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`unseal ceremony ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}: ${c.error}`);
+  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`${c.operation} ceremony ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}: ${c.error}`);
   return c;
 }

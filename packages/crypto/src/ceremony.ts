@@ -7,9 +7,8 @@
  * their HSM approval key (Ed25519, RFC 8032), so parameters cannot change after approval
  * without the signature failing. The random nonce makes every ceremony's hash unique, so an
  * approval of one ceremony does not verify for another. State fields are not bound.
- * Not yet: the initiator's own signature over the object, and custodians checking that
- * recipients are registered replicas (the governance issue) — today any coordinator
- * identity may propose.
+ * Custodians check that recipients are registered coordinator identities (services/custodian).
+ * Not yet: the initiator's own signature over the object.
  * The wire shape is the proto `keyshard.v1.Ceremony` message (snake_case) as is.
  */
 import { createHash, randomBytes, randomUUID, verify } from 'node:crypto';
@@ -43,6 +42,9 @@ export interface Ceremony {
 }
 
 export const OPERATIONS = ['unseal', 'join', 'reshare', 'rotate-root', 'destroy-key', 'destroy-cluster', 'recover'] as const;
+
+/** Operations whose approval releases a share to the recipients; the others are approvals only. */
+export const RELEASING_OPERATIONS: ReadonlySet<string> = new Set(['unseal', 'join', 'reshare', 'rotate-root', 'recover']);
 
 export function ceremonyHash(c: Ceremony): string {
   const bound = {
@@ -111,7 +113,40 @@ export function checkCeremonyForCustodian(c: Ceremony, clusterIds: string[], now
   if (isExpired(c, now)) throw failedPrecondition(`ceremony ${c.id} has expired`);
   if (Date.parse(c.expires_at) - Date.parse(c.created_at) > MAX_CEREMONY_LIFETIME_MS)
     throw invalidArgument(`ceremony ${c.id} would stay open longer than 7 days`);
-  if (!Array.isArray(c.recipients) || c.recipients.length === 0) throw invalidArgument('ceremony names no recipients');
+  if (!Array.isArray(c.recipients)) throw invalidArgument('ceremony recipients are missing');
+  if (RELEASING_OPERATIONS.has(c.operation) ? c.recipients.length === 0 : c.recipients.length > 0)
+    throw invalidArgument(RELEASING_OPERATIONS.has(c.operation) ? 'ceremony names no recipients' : `a ${c.operation} ceremony releases no share and names no recipients`);
+}
+
+export interface ApprovalTally {
+  approved: string[]; // custodian ids, each once
+  refused: { custodian_id: string; reason: string }[];
+}
+
+/**
+ * Counts the approvals of a ceremony: one per custodian of `custodians` (the share manifest)
+ * whose HSM signature over this ceremony's hash verifies. A duplicate counts once; a signature
+ * made for another ceremony (a replayed approval) does not verify, since every hash covers a
+ * fresh id and nonce; after expiry nothing counts.
+ */
+export function tallyApprovals(
+  c: Ceremony,
+  custodians: readonly { id: string; approvalPublicKeyPem: string }[],
+  approvals: readonly { custodianId: string; signature: Buffer }[],
+  now = Date.now(),
+): ApprovalTally {
+  const tally: ApprovalTally = { approved: [], refused: [] };
+  for (const a of approvals) {
+    if (tally.approved.includes(a.custodianId)) continue;
+    const entry = custodians.find((m) => m.id === a.custodianId);
+    let reason = '';
+    if (isExpired(c, now)) reason = 'the ceremony had expired';
+    else if (!entry) reason = 'custodian is not in the share manifest';
+    else if (!verifyApproval(c, entry.approvalPublicKeyPem, a.signature)) reason = 'approval signature does not verify for this ceremony';
+    if (reason) tally.refused.push({ custodian_id: a.custodianId, reason });
+    else tally.approved.push(a.custodianId);
+  }
+  return tally;
 }
 
 /** Verifies a custodian's Ed25519 approval signature over the ceremony hash. */

@@ -46,6 +46,16 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
   return new Etcd3(options);
 }
 
+/**
+ * Drops every revision older than `revision` (physically) and defragments each member, so a
+ * deleted value (e.g. a destroyed key's wrapped material) survives in no old revision and no
+ * free page of the backend database.
+ */
+export async function compactAndDefragment(client: Etcd3, revision: string): Promise<void> {
+  await etcdCall('compact', () => client.kv.compact({ revision, physical: true }));
+  await etcdCall('defragment', () => client.maintenance.defragment());
+}
+
 export const clusterPrefix = (cluster: string) => `/keyshard/${cluster}/`;
 export const clusterNamespace = (client: Etcd3, cluster: string): Namespace => client.namespace(clusterPrefix(cluster));
 

@@ -12,7 +12,7 @@ import {
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import type { Seal } from './seal.ts';
-import type { Keyring, KeyRecord } from './keyring.ts';
+import { validateLabels, type Keyring, type KeyRecord } from './keyring.ts';
 import type { VersionUsage } from './version-usage.ts';
 import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';
 
@@ -239,6 +239,7 @@ export class KeyOperations {
     this.seal.requireOpen();
     const k = await this.#admin(ref, principal);
     if (change.description !== undefined && change.description.length > 1024) throw invalidArgument('description is longer than 1024 characters');
+    if (change.labels !== undefined) validateLabels(change.labels);
     const policy = change.policy ? validatePolicy(change.policy) : undefined;
     return this.keyring.update(k.id, (cur) => {
       const min = change.minDecryptionVersion || cur.minDecryptionVersion;

@@ -15,6 +15,7 @@ import {
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { Cluster } from './cluster.ts';
+import { validatePolicy } from './key-policy.ts';
 import type { Seal } from './seal.ts';
 
 export type KeyState = 'KEY_STATE_ENABLED' | 'KEY_STATE_DISABLED' | 'KEY_STATE_PENDING_DESTRUCTION' | 'KEY_STATE_DESTROYED';
@@ -56,6 +57,16 @@ export function validateName(name: string, what = 'key name'): void {
   if (name.length > MAX_NAME_LENGTH) throw invalidArgument(`${what} is longer than ${MAX_NAME_LENGTH} characters`);
   if (!NAME_RE.test(name)) throw invalidArgument(`${what} may contain letters, digits and _ . : - and must start with a letter or digit`);
   if (KEY_ID_RE.test(name)) throw invalidArgument(`${what} must not look like a key id (k_…)`);
+}
+
+const MAX_LABELS = 64;
+
+/** Labels are kept in every key record and returned by GetKey and ListKeys: bounded like the description. */
+export function validateLabels(labels: Record<string, string>): void {
+  const entries = Object.entries(labels);
+  if (entries.length > MAX_LABELS) throw invalidArgument(`a key has at most ${MAX_LABELS} labels, got ${entries.length}`);
+  if (entries.some(([k, v]) => k.length > MAX_NAME_LENGTH || v.length > 1024))
+    throw invalidArgument(`label names are limited to ${MAX_NAME_LENGTH} characters and label values to 1024`);
 }
 
 /** A leader's fence: writes also require its election key to be the one it was elected with. */
@@ -127,6 +138,7 @@ export class Keyring {
   }
 
   #remember(k: KeyRecord): void {
+    if (k.state === 'KEY_STATE_DESTROYED') this.#forgetMaterial(k.id);
     const old = this.#keys.get(k.id);
     if (old && old.name !== k.name) this.#byName.delete(old.name);
     this.#keys.set(k.id, k);
@@ -162,6 +174,8 @@ export class Keyring {
     validateName(req.name);
     const type = parseKeyType(req.type);
     if ((req.description ?? '').length > 1024) throw invalidArgument('description is longer than 1024 characters');
+    validateLabels(req.labels ?? {});
+    const policy = req.policy ? validatePolicy(req.policy) : {};
     const period = this.rotationPeriod(req.rotationPeriodSeconds);
     const now = new Date();
     const key: KeyRecord = {
@@ -178,7 +192,7 @@ export class Keyring {
       rotatedAt: now.toISOString(),
       createdBy: principal,
       versions: [{ version: 1, createdAt: now.toISOString() }],
-      policy: req.policy ?? {},
+      policy,
       rotation: { periodSeconds: period, nextRotationAt: period ? new Date(now.getTime() + period * 1000).toISOString() : '' },
       destructionAt: '',
     };
@@ -211,6 +225,14 @@ export class Keyring {
     const material = generateMaterial(key.type);
     const wrapped = wrapVersion(this.#seal.kek(record.kekEpoch), record.clusterId, key.id, n, material).toString('base64');
     return { material, version: { version: n, kekEpoch: record.kekEpoch, wrapped, createdAt: new Date().toISOString() } };
+  }
+
+  #forgetMaterial(id: string): void {
+    for (const [cacheKey, material] of this.#material)
+      if (cacheKey.startsWith(`${id}/`)) {
+        zeroize(material);
+        this.#material.delete(cacheKey);
+      }
   }
 
   #cacheMaterial(id: string, version: number, material: Buffer): void {
@@ -302,6 +324,37 @@ export class Keyring {
       if (e === NOT_DUE) return undefined;
       throw e;
     }
+  }
+
+  /**
+   * Crypto-shreds a key (a quorum-approved destroy-key ceremony): its versions' wrapped material
+   * and usage records are deleted and its record becomes a tombstone, in one transaction that
+   * requires the record to be unchanged and still past its destruction date. Returns the etcd
+   * revision of the deletion, for compaction.
+   */
+  async destroy(id: string, now = Date.now()): Promise<string> {
+    await this.#ready();
+    const ns = this.#ns;
+    const res = await etcdCall('read key', () => ns.get(paths.key(id)).exec());
+    const kv = res.kvs[0];
+    if (!kv) throw notFound(`key ${id} not found`);
+    const cur = JSON.parse(kv.value.toString()) as KeyRecord;
+    if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
+    if (Date.parse(cur.destructionAt) > now) throw failedPrecondition(`key ${cur.name} may not be destroyed before ${cur.destructionAt}`);
+    const tombstone: KeyRecord = { ...cur, state: 'KEY_STATE_DESTROYED', policy: {}, rotation: { periodSeconds: 0, nextRotationAt: '' } };
+    const tx = await etcdCall('destroy key', () =>
+      ns
+        .if(paths.key(id), 'Mod', '==', kv.mod_revision)
+        .then(
+          ns.put(paths.key(id)).value(JSON.stringify(tombstone)),
+          ns.delete().prefix(paths.versionsPrefix(id)),
+          ns.delete().prefix(`${paths.usagePrefix}${id}/`),
+        )
+        .commit(),
+    );
+    if (!tx.succeeded) throw unavailable(`key ${cur.name} changed during its destruction; the ceremony may be retried`);
+    this.#remember(tombstone);
+    return tx.header.revision;
   }
 
   /** Keys in name order; the page token is the last name of the previous page. */

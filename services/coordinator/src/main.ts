@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService } from '@keyshard/rpc';
-import { clusterNamespace, connectEtcd } from '@keyshard/store';
+import { clusterNamespace, compactAndDefragment, connectEtcd } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
 import { Seal } from './seal.ts';
@@ -18,6 +18,8 @@ import { KeyOperations } from './key-operations.ts';
 import { LeaderJobs } from './leader-jobs.ts';
 import { VersionUsage } from './version-usage.ts';
 import { Replicas } from './replicas.ts';
+import { QuorumCeremonies } from './quorum-ceremonies.ts';
+import { destroyKeyOperation } from './key-destruction.ts';
 
 /** Crypto operations and reads go through the durable spool; all else must reach the sink. */
 const SPOOLED_OPERATIONS = new Set(
@@ -94,6 +96,10 @@ async function main(): Promise<void> {
     pollMs: config.custodianPollMs,
   });
   await unseal.watch();
+  const quorum = new QuorumCeremonies(
+    { ns, cluster, seal, links, audit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
+    { 'destroy-key': destroyKeyOperation(keyring, (revision) => compactAndDefragment(etcd, revision)) },
+  );
   replicas.onClusterSeal(() => {
     if (seal.sealed) return;
     seal.seal();
@@ -118,7 +124,7 @@ async function main(): Promise<void> {
   // State-changing calls are recorded before they run; crypto calls are recorded before they answer.
   const before = auditIntent(
     audit,
-    new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal']),
+    new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony']),
   );
   const proto = keyshardProto();
   const server = new grpc.Server(serverOptions());
@@ -132,7 +138,7 @@ async function main(): Promise<void> {
     proto.CeremonyService.service,
     unaryService(
       proto.CeremonyService.service,
-      ceremonyHandlers({ cluster, seal, unseal, links, replicas, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader() }),
+      ceremonyHandlers({ cluster, seal, unseal, quorum, links, replicas, ns, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader() }),
       {
         name: 'ceremony',
         observer,

@@ -2,7 +2,9 @@
  * Thin gRPC handlers for CeremonyService: decode, call the domain, encode. Authorisation,
  * errors and auditing are handled by `unaryService`, its authorizer and the audit observer.
  */
-import { permissionDenied, invalidArgument } from '@keyshard/errors';
+import { permissionDenied, invalidArgument, failedPrecondition, notFound } from '@keyshard/errors';
+import { OPERATIONS } from '@keyshard/crypto';
+import { getJson, paths, etcdCall, type Namespace } from '@keyshard/store';
 import type { Ceremony } from '@keyshard/crypto';
 import type { CallContext, UnaryHandler } from '@keyshard/rpc';
 import type { Cluster } from './cluster.ts';
@@ -10,6 +12,7 @@ import type { Keyring, KeyRecord } from './keyring.ts';
 import type { Seal } from './seal.ts';
 import type { Replicas } from './replicas.ts';
 import type { UnsealCeremonies } from './unseal-ceremony.ts';
+import type { QuorumCeremonies } from './quorum-ceremonies.ts';
 import type { CustodianLink } from './custodian-link.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
@@ -21,6 +24,8 @@ export interface CeremonyDeps {
   links: CustodianLink[];
   coordinatorId: string;
   replicas: Replicas;
+  quorum: QuorumCeremonies;
+  ns: Namespace;
   leaderId: () => Promise<string>;
 }
 
@@ -83,6 +88,30 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
     },
     async GetCeremony(req, ctx) {
       return withFacts(await d.unseal.get(req.id), ctx);
+    },
+    async StartCeremony(req, ctx) {
+      const op = String(req.operation ?? '');
+      const params = (req.parameters ?? {}) as Record<string, string>;
+      const ttl = req.ttl_seconds || undefined;
+      if (op === 'unseal') return withFacts(await d.unseal.start(ctx.principal, ttl), ctx);
+      if (d.quorum.handles(op)) return withFacts(await d.quorum.start(op, params, ctx.principal, ttl), ctx);
+      if (op === 'join') throw failedPrecondition('a replica asks for its own join ceremony; it cannot be started by hand');
+      if ((OPERATIONS as readonly string[]).includes(op)) throw failedPrecondition(`${op} ceremonies are not available in this version`);
+      throw invalidArgument(`unknown ceremony operation ${JSON.stringify(op)}; one of ${OPERATIONS.join(', ')}`);
+    },
+    async ListCeremonies(req) {
+      const all = await etcdCall('list ceremonies', () => d.ns.getAll().prefix('ceremonies/').strings());
+      const ceremonies = Object.values(all)
+        .map((v) => JSON.parse(v) as Ceremony)
+        .filter((c) => req.include_finished || c.state === 'CEREMONY_STATE_OPEN')
+        .sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+      return { ceremonies };
+    },
+    async CancelCeremony(req, ctx) {
+      const c = await getJson<Ceremony>(d.ns, paths.ceremony(String(req.id ?? '')));
+      if (!c) throw notFound(`no ceremony ${JSON.stringify(req.id)}`);
+      const cancelled = c.operation === 'unseal' || c.operation === 'join' ? await d.unseal.cancel(c.id, ctx.principal) : await d.quorum.cancel(c.id, ctx.principal);
+      return withFacts(cancelled, ctx);
     },
     /** Seals every replica: this one at once, the others through the seal epoch they watch. */
     async Seal(_req, ctx) {

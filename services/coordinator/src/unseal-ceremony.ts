@@ -104,6 +104,11 @@ export class UnsealCeremonies {
       }
       if (c.state !== 'CEREMONY_STATE_OPEN') {
         if (this.#active.has(c.id) && !this.#driving.has(c.id) && c.state !== 'CEREMONY_STATE_COMPLETED') this.#ended.add(c.id);
+        // Cancelled through another replica: the driver stops too and never opens the seal.
+        if (this.#driving.has(c.id) && c.state === 'CEREMONY_STATE_CANCELLED' && this.#current?.id === c.id) {
+          this.#current.state = c.state;
+          this.#current.error = c.error;
+        }
         return;
       }
       if (this.#active.has(c.id) || !this.#d.seal.sealed) return;
@@ -202,6 +207,20 @@ export class UnsealCeremonies {
       this.#driving.delete(c.id);
       this.#ended.delete(c.id);
     });
+  }
+
+  /** CancelCeremony (admin) for an unseal or join ceremony, whichever replica drives it. */
+  async cancel(id: string, principal: string): Promise<Ceremony> {
+    const reason = `cancelled by ${principal}`;
+    if (this.#current?.id === id && this.#driving.has(id)) {
+      if (this.#current.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${this.#current.state.replace('CEREMONY_STATE_', '').toLowerCase()}`);
+      await this.#finish(this.#current, 'CEREMONY_STATE_CANCELLED', reason, 'driver');
+      return this.#current;
+    }
+    const c = await this.get(id);
+    if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}`);
+    await this.#finish(c, 'CEREMONY_STATE_CANCELLED', reason, 'driver'); // recorded here; its driver sees it through the watch
+    return c;
   }
 
   /** Seal stops an unseal in progress: its ceremony is cancelled and will not open the seal. */

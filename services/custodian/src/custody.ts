@@ -12,7 +12,7 @@
  * of the process (kept in memory: a restarted custodian could be asked again within the
  * ceremony's lifetime; persisting them is part of the governance work).
  */
-import { checkCeremonyForCustodian, isExpired, type Ceremony } from '@keyshard/crypto';
+import { RELEASING_OPERATIONS, checkCeremonyForCustodian, isExpired, type Ceremony } from '@keyshard/crypto';
 import { failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
 import type { CustodianToken } from '@keyshard/hsm';
 
@@ -26,7 +26,7 @@ export interface ReleaseRecord {
   reason: string;
 }
 
-const SUPPORTED = new Set(['unseal', 'join']);
+const SUPPORTED = new Set(['unseal', 'join', 'destroy-key']);
 
 export type Policy = 'auto' | 'manual';
 
@@ -100,10 +100,10 @@ export class Custody {
     if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`);
     if (isExpired(r.ceremony, now)) throw failedPrecondition(`ceremony ${id} has expired`);
     const c = r.ceremony;
-    r.releases = c.recipients.map((rec) => ({
-      coordinator_id: rec.coordinator_id,
-      wrapped_share: this.#token.wrapShare(c.cluster_id, rec.public_key_pem),
-    }));
+    // Approval-only operations (destroy-key): the signature is the whole answer; no share moves.
+    r.releases = RELEASING_OPERATIONS.has(c.operation)
+      ? c.recipients.map((rec) => ({ coordinator_id: rec.coordinator_id, wrapped_share: this.#token.wrapShare(c.cluster_id, rec.public_key_pem) }))
+      : [];
     r.approval_signature = this.#token.signApproval(Buffer.from(c.hash, 'hex'));
     r.status = 'released';
     this.#provisional.delete(c.cluster_id);

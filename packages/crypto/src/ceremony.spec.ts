@@ -1,0 +1,58 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { checkCeremonyForCustodian, newCeremony, tallyApprovals, type Ceremony } from './ceremony.ts';
+
+const custodian = (id: string) => {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  return { id, approvalPublicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(), privateKey };
+};
+const cs = [custodian('c1'), custodian('c2'), custodian('c3')];
+const approve = (c: Ceremony, who: (typeof cs)[number]) => ({ custodianId: who.id, signature: sign(null, Buffer.from(c.hash, 'hex'), who.privateKey) });
+const destroyKey = (now?: number) =>
+  newCeremony({ operation: 'destroy-key', parameters: { key_id: 'k_x' }, clusterId: 'c-1', initiator: 'admin', ttlSeconds: 60, recipients: [], threshold: 2, now });
+
+describe('ceremony approvals', () => {
+  it('counts one valid approval per custodian; duplicates count once', () => {
+    const c = destroyKey();
+    const t = tallyApprovals(c, cs, [approve(c, cs[0]!), approve(c, cs[0]!), approve(c, cs[1]!)]);
+    assert.deepEqual(t.approved, ['c1', 'c2']);
+    assert.deepEqual(t.refused, []);
+  });
+
+  it('refuses an approval replayed from another ceremony', () => {
+    const old = destroyKey();
+    const fresh = destroyKey(); // same operation and parameters: only id and nonce differ
+    const t = tallyApprovals(fresh, cs, [{ ...approve(old, cs[0]!) }, approve(fresh, cs[1]!)]);
+    assert.deepEqual(t.approved, ['c2']);
+    assert.match(t.refused[0]!.reason, /does not verify for this ceremony/);
+  });
+
+  it('refuses approvals of a ceremony whose parameters changed after signing', () => {
+    const c = destroyKey();
+    const sig = approve(c, cs[0]!);
+    const changed = { ...c, parameters: { key_id: 'k_other' } };
+    // The stored hash no longer matches the parameters: custodians and coordinator both refuse it.
+    assert.throws(() => checkCeremonyForCustodian(changed, ['c-1']), /hash does not match/);
+    const rehashed = newCeremony({ ...c, operation: c.operation, parameters: changed.parameters, clusterId: 'c-1', ttlSeconds: 60, recipients: [], threshold: 2 });
+    assert.deepEqual(tallyApprovals(rehashed, cs, [sig]).approved, []);
+  });
+
+  it('counts nothing after expiry, and nothing from outside the manifest', () => {
+    const c = destroyKey(Date.now() - 120_000);
+    assert.deepEqual(tallyApprovals(c, cs, [approve(c, cs[0]!), approve(c, cs[1]!)]).approved, []);
+    const live = destroyKey();
+    const stranger = custodian('c9');
+    const t = tallyApprovals(live, cs, [approve(live, stranger)]);
+    assert.match(t.refused[0]!.reason, /not in the share manifest/);
+  });
+
+  it('an approval-only ceremony names no recipients; a releasing one must', () => {
+    const c = destroyKey();
+    checkCeremonyForCustodian(c, ['c-1']);
+    const withRecipient = newCeremony({ operation: 'destroy-key', clusterId: 'c-1', initiator: 'a', ttlSeconds: 60, recipients: [{ coordinator_id: 'x', public_key_pem: 'k' }], threshold: 2 });
+    assert.throws(() => checkCeremonyForCustodian(withRecipient, ['c-1']), /releases no share/);
+    const unseal = newCeremony({ operation: 'unseal', clusterId: 'c-1', initiator: 'a', ttlSeconds: 60, recipients: [], threshold: 2 });
+    assert.throws(() => checkCeremonyForCustodian(unseal, ['c-1']), /no recipients/);
+  });
+});

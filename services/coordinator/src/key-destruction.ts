@@ -1,0 +1,26 @@
+/**
+ * destroy-key: the quorum-approved end of a key's life (issue "Full key lifecycle" item 7).
+ * A key past its destruction waiting period is crypto-shredded: its versions' wrapped
+ * material is deleted, its record kept as a tombstone (any use answers "destroyed"), and etcd
+ * is compacted and defragmented so no older revision or free page still holds the material.
+ */
+import { failedPrecondition } from '@keyshard/errors';
+import type { Keyring } from './keyring.ts';
+import type { QuorumOperation } from './quorum-ceremonies.ts';
+
+export function destroyKeyOperation(keyring: Keyring, compact: (revision: string) => Promise<void>): QuorumOperation {
+  return {
+    async prepare(p) {
+      const k = await keyring.resolve(p.key ?? '');
+      if (k.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${k.name} is not pending destruction; schedule it first`);
+      if (Date.parse(k.destructionAt) > Date.now()) throw failedPrecondition(`the waiting period of key ${k.name} ends at ${k.destructionAt}`);
+      // What each custodian's operator sees (keyshard custodian show) and signs.
+      return { key_id: k.id, key_name: k.name, key_type: k.type, destruction_at: k.destructionAt, versions: String(k.versions.length) };
+    },
+    async execute(c) {
+      const revision = await keyring.destroy(c.parameters.key_id!);
+      await compact(revision);
+      return { key_id: c.parameters.key_id!, revision };
+    },
+  };
+}
