@@ -19,7 +19,7 @@ import { KeyshardError } from '@keyshard/errors';
 import {
   APPROVAL_LABEL, ENROLLMENT_LABEL, SHARE_LABEL_PREFIX, approvalTemplates, checkClusterId, checkOaepHash,
   ed25519PublicPem, enrollmentTemplates, findTemplate, oaepMechanism, parseRsaPublicKey, recipientTemplate,
-  rsaPublicPem, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash,
+  rsaPublicPem, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash, checkGeneration, dataTemplate, parseShareLabel, peersLabel, PEERS_LABEL_PREFIX,
 } from './objects.ts';
 import { CKA_EC_POINT, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA, TokenHandle, findAll, findOne, p11Error } from './pkcs11.ts';
 
@@ -96,21 +96,23 @@ export class CustodianToken {
    * object `keyshard-share:<clusterId>`. Refuses if one exists unless `replace`, in which case the
    * old object is destroyed only after the new one was created.
    */
-  unwrapShare(clusterId: string, encryptedShare: Buffer, opts: { replace?: boolean } = {}): void {
+  unwrapShare(clusterId: string, encryptedShare: Buffer, opts: { replace?: boolean; generation?: number } = {}): void {
     checkClusterId(clusterId);
+    const generation = opts.generation ?? 1;
+    checkGeneration(generation);
     if (!Buffer.isBuffer(encryptedShare) || encryptedShare.length === 0) {
       throw new KeyshardError('INVALID_ARGUMENT', 'encryptedShare must be a non-empty Buffer');
     }
     this.handle.withSession(`unwrap the share for cluster ${clusterId}`, (s) => {
       const priv = this.enrollmentPrivateKey(s);
-      const existing = findAll(s, findTemplate('secret', shareLabel(clusterId)));
+      const existing = findAll(s, findTemplate('secret', shareLabel(clusterId, generation)));
       if (existing.length > 0 && !opts.replace) {
         throw new KeyshardError('FAILED_PRECONDITION', `a share for cluster ${clusterId} is already held (use replace)`);
       }
       // Stage as a session object (gone with the session if anything fails), then persist.
       let staged: Key;
       try {
-        staged = s.unwrapKey(oaepMechanism(this.oaepHash), priv, encryptedShare, shareTemplate(clusterId, { stage: true }));
+        staged = s.unwrapKey(oaepMechanism(this.oaepHash), priv, encryptedShare, shareTemplate(clusterId, { stage: true, generation }));
       } catch (e) {
         // SoftHSM reports an OAEP decoding failure (wrong key/hash, corrupted data) as CKR_GENERAL_ERROR.
         throw p11Error(`unwrap the share for cluster ${clusterId} (not encrypted to this token's enrollment key?)`, e, {
@@ -134,9 +136,41 @@ export class CustodianToken {
     });
   }
 
-  hasShare(clusterId: string): boolean {
+  hasShare(clusterId: string, generation = 1): boolean {
     checkClusterId(clusterId);
-    return this.handle.withSession('look up a share', (s) => s.find(findTemplate('secret', shareLabel(clusterId))).length > 0);
+    return this.handle.withSession('look up a share', (s) => s.find(findTemplate('secret', shareLabel(clusterId, generation))).length > 0);
+  }
+
+  /** The share generations this token holds for `clusterId`, ascending. */
+  shareGenerations(clusterId: string): number[] {
+    checkClusterId(clusterId);
+    return this.handle.withSession('list share generations', (s) =>
+      findAll(s, { class: graphene.ObjectClass.SECRET_KEY, token: true })
+        .map((o) => parseShareLabel(String(o.getAttribute('label') ?? '')))
+        .filter((p) => p?.clusterId === clusterId)
+        .map((p) => p!.generation)
+        .sort((a, b) => a - b),
+    );
+  }
+
+  /** Stores (replacing) the non-secret description of a share set: its custodians and threshold. */
+  storePeers(clusterId: string, generation: number, value: Buffer): void {
+    checkClusterId(clusterId);
+    checkGeneration(generation);
+    this.handle.withSession('store share-set peers', (s) => {
+      const old = findAll(s, { class: graphene.ObjectClass.DATA, token: true, label: peersLabel(clusterId, generation) });
+      s.create(dataTemplate(peersLabel(clusterId, generation), value));
+      for (const o of old) o.destroy();
+    });
+  }
+
+  readPeers(clusterId: string, generation: number): Buffer | undefined {
+    checkClusterId(clusterId);
+    checkGeneration(generation);
+    return this.handle.withSession('read share-set peers', (s) => {
+      const o = findOne(s, { class: graphene.ObjectClass.DATA, token: true, label: peersLabel(clusterId, generation) }, 'share-set peers');
+      return o ? Buffer.from(o.getAttribute('value') as Buffer) : undefined;
+    });
   }
 
   /** Cluster ids for which this token holds a share, sorted. */
@@ -144,8 +178,8 @@ export class CustodianToken {
     return this.handle.withSession('list shares', (s) => {
       const ids = new Set<string>();
       for (const obj of findAll(s, { class: graphene.ObjectClass.SECRET_KEY, token: true })) {
-        const label = String(obj.getAttribute('label') ?? '');
-        if (label.startsWith(SHARE_LABEL_PREFIX)) ids.add(label.slice(SHARE_LABEL_PREFIX.length));
+        const parsed = parseShareLabel(String(obj.getAttribute('label') ?? ''));
+        if (parsed) ids.add(parsed.clusterId);
       }
       return [...ids].sort();
     });
@@ -155,11 +189,11 @@ export class CustodianToken {
    * Releases the share wrapped to `recipientPublicKeyPem` (C_WrapKey, RSA-OAEP with cfg.oaepHash).
    * The recipient key is imported as a session object (token=false, wrap-only) and destroyed after.
    */
-  wrapShare(clusterId: string, recipientPublicKeyPem: string): Buffer {
+  wrapShare(clusterId: string, recipientPublicKeyPem: string, generation = 1): Buffer {
     checkClusterId(clusterId);
     const recipient = parseRsaPublicKey(recipientPublicKeyPem, 'recipient public key');
     return this.handle.withSession(`wrap the share for cluster ${clusterId}`, (s) => {
-      const share = findOne(s, findTemplate('secret', shareLabel(clusterId)), `cluster ${clusterId}'s share`);
+      const share = findOne(s, findTemplate('secret', shareLabel(clusterId, generation)), `cluster ${clusterId}'s share`);
       if (!share) throw new KeyshardError('NOT_FOUND', `no share for cluster ${clusterId} in this token`);
       const wrappingKey = s.create(recipientTemplate(recipient));
       try {
@@ -184,12 +218,23 @@ export class CustodianToken {
     });
   }
 
-  /** Destroys the share object(s) of `clusterId`; false if there was none. */
-  destroyShare(clusterId: string): boolean {
+  /**
+   * Destroys the share object(s) of `clusterId` — of one generation, or of every generation when
+   * none is given — and their peers records; false if there was no share.
+   */
+  destroyShare(clusterId: string, generation?: number): boolean {
     checkClusterId(clusterId);
+    if (generation !== undefined) checkGeneration(generation);
     return this.handle.withSession(`destroy the share for cluster ${clusterId}`, (s) => {
-      const found = findAll(s, findTemplate('secret', shareLabel(clusterId)));
-      for (const obj of found) obj.destroy();
+      const found = findAll(s, { class: graphene.ObjectClass.SECRET_KEY, token: true }).filter((o) => {
+        const p = parseShareLabel(String(o.getAttribute('label') ?? ''));
+        return p?.clusterId === clusterId && (generation === undefined || p.generation === generation);
+      });
+      const peers = findAll(s, { class: graphene.ObjectClass.DATA, token: true }).filter((o) => {
+        const label = String(o.getAttribute('label') ?? '');
+        return generation === undefined ? label.startsWith(`${PEERS_LABEL_PREFIX}${clusterId}#`) : label === peersLabel(clusterId, generation);
+      });
+      for (const obj of [...found, ...peers]) obj.destroy();
       return found.length > 0;
     });
   }

@@ -37,7 +37,37 @@ export function checkClusterId(clusterId: unknown): asserts clusterId is string 
   }
 }
 
-export const shareLabel = (clusterId: string) => `${SHARE_LABEL_PREFIX}${clusterId}`;
+/**
+ * A share set is a generation of a cluster's shares (a reshare or root rotation makes the next
+ * one; both may sit in a token until the new set is confirmed). Generation 1 keeps the
+ * original label; later ones append `#<generation>` (cluster ids cannot contain '#').
+ */
+export function shareLabel(clusterId: string, generation = 1): string {
+  checkGeneration(generation);
+  return generation === 1 ? `${SHARE_LABEL_PREFIX}${clusterId}` : `${SHARE_LABEL_PREFIX}${clusterId}#${generation}`;
+}
+
+export function parseShareLabel(label: string): { clusterId: string; generation: number } | undefined {
+  if (!label.startsWith(SHARE_LABEL_PREFIX)) return undefined;
+  const [clusterId, g] = label.slice(SHARE_LABEL_PREFIX.length).split('#');
+  return { clusterId: clusterId!, generation: g === undefined ? 1 : Number(g) };
+}
+
+export function checkGeneration(generation: unknown): asserts generation is number {
+  if (!Number.isSafeInteger(generation) || (generation as number) < 1)
+    throw new KeyshardError('INVALID_ARGUMENT', 'share generation must be a positive integer');
+}
+
+/** What a custodian needs to check a quorum for its share set: the set's custodians and threshold. */
+export const PEERS_LABEL_PREFIX = 'keyshard-peers:';
+export const peersLabel = (clusterId: string, generation: number) => `${PEERS_LABEL_PREFIX}${clusterId}#${generation}`;
+
+/** A private, non-modifiable data object on the token (CKO_DATA). */
+export function dataTemplate(label: string, value?: Buffer): ITemplate {
+  const t: ITemplate = { class: ObjectClass.DATA, token: true, private: true, label, modifiable: false, application: 'keyshard' };
+  if (value) t.value = value;
+  return t;
+}
 
 export function checkOaepHash(hash: unknown): asserts hash is OaepHash {
   if (hash !== 'sha1' && hash !== 'sha256') {
@@ -101,10 +131,10 @@ export const findTemplate = (cls: 'public' | 'private' | 'secret', label: string
  * then C_CopyObject'ed to the token with `persistAttrs` (token=true, modifiable=false).
  * `value` is only for the tampering test helper's C_CreateObject.
  */
-export function shareTemplate(clusterId: string, opts: { stage?: boolean; value?: Buffer } = {}): ITemplate {
+export function shareTemplate(clusterId: string, opts: { stage?: boolean; value?: Buffer; generation?: number } = {}): ITemplate {
   const t: ITemplate = {
     class: ObjectClass.SECRET_KEY, keyType: KeyType.GENERIC_SECRET,
-    token: !opts.stage, private: true, label: shareLabel(clusterId),
+    token: !opts.stage, private: true, label: shareLabel(clusterId, opts.generation),
     sensitive: true, extractable: true, wrapWithTrusted: false, modifiable: !opts.stage ? false : true,
     encrypt: false, decrypt: false, sign: false, verify: false, wrap: false, unwrap: false, derive: false,
   };

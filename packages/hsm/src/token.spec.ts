@@ -196,6 +196,36 @@ describe('CustodianToken', () => {
     });
   });
 
+  it('holds several share generations side by side, with their peers records; destroys one or all', () => {
+    const g1 = randomBytes(33);
+    const g2 = randomBytes(33);
+    const r = recipient();
+    const peers = Buffer.from(JSON.stringify({ threshold: 2, custodians: [{ id: 'c1', approvalPublicKeyPem: 'pem' }] }));
+    withToken((t) => {
+      t.unwrapShare('cluster-g', oaepEncryptToPem(identity.enrollmentPublicKeyPem, g1, 'sha1'));
+      t.unwrapShare('cluster-g', oaepEncryptToPem(identity.enrollmentPublicKeyPem, g2, 'sha1'), { generation: 2 });
+      t.storePeers('cluster-g', 1, peers);
+      t.storePeers('cluster-g', 2, peers);
+      t.storePeers('cluster-g', 2, Buffer.from('{"replaced":true}'));
+      assert.deepEqual(t.shareGenerations('cluster-g'), [1, 2]);
+      assert.deepEqual(t.shareClusterIds(), ['cluster-g']);
+      assert.ok(unwrapFor(r.privateKey, t.wrapShare('cluster-g', r.publicKey)).equals(g1));
+      assert.ok(unwrapFor(r.privateKey, t.wrapShare('cluster-g', r.publicKey, 2)).equals(g2));
+      assert.deepEqual(t.readPeers('cluster-g', 1), peers);
+      assert.equal(t.readPeers('cluster-g', 2)!.toString(), '{"replaced":true}');
+      assert.equal(t.readPeers('cluster-g', 3), undefined);
+      assert.equal(t.destroyShare('cluster-g', 1), true);
+      assert.deepEqual(t.shareGenerations('cluster-g'), [2]);
+      assert.equal(t.readPeers('cluster-g', 1), undefined);
+      assert.ok(t.readPeers('cluster-g', 2));
+      t.unwrapShare('cluster-g', oaepEncryptToPem(identity.enrollmentPublicKeyPem, g1, 'sha1'), { generation: 3 });
+      assert.equal(t.destroyShare('cluster-g'), true, 'every generation');
+      assert.deepEqual(t.shareGenerations('cluster-g'), []);
+      assert.equal(t.readPeers('cluster-g', 2), undefined);
+      assert.throws(() => t.hasShare('cluster-g', 0), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+    });
+  });
+
   it('a closed token refuses operations', () => {
     const t = CustodianToken.open(cfg());
     t.close();
