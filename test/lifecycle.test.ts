@@ -40,7 +40,7 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
     assert.equal(s.sealed, true);
     await rejectsWith(client.init(5, 1), 'INVALID_ARGUMENT', /threshold must be at least 2/);
     await rejectsWith(client.init(5, 6), 'INVALID_ARGUMENT', /at least the threshold/);
-    await rejectsWith(client.init(4, 3), 'INVALID_ARGUMENT', /configured custodians/);
+    await rejectsWith(client.init(6, 3), 'INVALID_ARGUMENT', /exceeds the 5 configured custodians/);
     await rejectsWith(client.createKey('early'), 'FAILED_PRECONDITION', /sealed/);
   });
 

@@ -44,7 +44,7 @@ export interface Ceremony {
 export const OPERATIONS = ['unseal', 'join', 'reshare', 'rotate-root', 'destroy-key', 'destroy-cluster', 'recover'] as const;
 
 /** Operations whose approval releases a share to the recipients; the others are approvals only. */
-export const RELEASING_OPERATIONS: ReadonlySet<string> = new Set(['unseal', 'join', 'reshare', 'rotate-root', 'recover']);
+export const RELEASING_OPERATIONS: ReadonlySet<string> = new Set(['unseal', 'join', 'recover']);
 
 export function ceremonyHash(c: Ceremony): string {
   const bound = {

@@ -35,6 +35,8 @@ export interface ManifestCustodian {
 export interface ShareManifest {
   version: 1;
   clusterId: string;
+  /** Share set; absent = 1 (init). Each reshare or root rotation makes the next. */
+  generation?: number;
   threshold: number;
   createdAt: string;
   custodians: ManifestCustodian[];
@@ -102,6 +104,7 @@ export async function splitRootKey(
   clusterId: string,
   custodians: CustodianKeys[],
   threshold: number,
+  generation = 1,
 ): Promise<{ manifest: ShareManifest; shares: Uint8Array[] }> {
   validateQuorum(custodians.length, threshold);
   if (root.length !== ROOT_KEY_BYTES) throw new KeyshardError('INTERNAL', 'root key must be 32 bytes');
@@ -112,6 +115,7 @@ export async function splitRootKey(
   const body: Omit<ShareManifest, 'mac'> = {
     version: 1,
     clusterId,
+    ...(generation > 1 ? { generation } : {}),
     threshold,
     createdAt: new Date().toISOString(),
     custodians: custodians.map((c, i) => ({

@@ -16,6 +16,7 @@
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
  *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease
  *   seal-epoch                   count of cluster-wide seals (services/coordinator/src/replicas.ts)
+ *   share-set-next               generation of the share set being made (services/coordinator/src/share-sets.ts)
  */
 import { Etcd3, type Namespace, type IOptions } from 'etcd3';
 import { KeyshardError } from '@keyshard/errors';
@@ -76,6 +77,8 @@ export const paths = {
   ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
   coordinator: (id: string) => `coordinators/${id}`,
   coordinatorsPrefix: 'coordinators/',
+  /** The share generation a reshare / rotate-root in progress delivers (never reused). */
+  shareSetNext: 'share-set-next',
   /** Cluster-wide seals so far: every replica watches it and seals when it rises. */
   sealEpoch: 'seal-epoch',
 } as const;

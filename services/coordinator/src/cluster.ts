@@ -65,18 +65,14 @@ export class Cluster {
   async init(shares: number, threshold: number): Promise<InitResult> {
     await this.load();
     if (this.initialized) throw failedPrecondition('cluster is already initialized');
-    if (shares !== this.#links.length)
-      throw invalidArgument(`shares (${shares}) must equal the number of configured custodians (${this.#links.length})`);
+    if (shares > this.#links.length)
+      throw invalidArgument(`shares (${shares}) exceeds the ${this.#links.length} configured custodians`);
+    // The first `shares` configured custodians hold the shares; the others can join through a reshare.
+    const links = this.#links.slice(0, shares);
     // A retried init (a previous one crashed after claiming) replaces the shares it delivered.
     const retry = this.record?.state === 'initializing';
     const clusterId = await this.#claimClusterId();
-    const identities = await Promise.all(this.#links.map((l) => l.identity()));
-    identities.forEach((id, i) => {
-      if (id.custodian_id !== this.#links[i]!.id)
-        throw failedPrecondition(`custodian at ${this.#links[i]!.address} says it is ${id.custodian_id}, expected ${this.#links[i]!.id}`);
-    });
-    if (new Set(identities.map((id) => id.enrollment_public_key_pem)).size !== identities.length)
-      throw failedPrecondition('two custodians present the same enrollment key: they would hold one token, lowering the quorum');
+    const identities = await this.identities(links);
     const root = randomBytes(32);
     const kek = randomBytes(32);
     let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
@@ -85,19 +81,13 @@ export class Cluster {
         root,
         clusterId,
         identities.map((id, i) => ({
-          id: this.#links[i]!.id,
+          id: links[i]!.id,
           enrollmentPublicKeyPem: id.enrollment_public_key_pem,
           approvalPublicKeyPem: id.approval_public_key_pem,
         })),
         threshold,
       );
-      await Promise.all(
-        this.#links.map((link, i) => {
-          const share = Buffer.from(split!.shares[i]!.buffer, split!.shares[i]!.byteOffset, split!.shares[i]!.byteLength); // a view, not a copy
-          const sealedShare = oaepEncrypt(identities[i]!.enrollment_public_key_pem, share, this.#oaepHash);
-          return link.deliverShare(clusterId, sealedShare, split!.manifest.custodians[i]!.x, retry);
-        }),
-      );
+      await this.deliver(links, identities, split, { clusterId, generation: 1, replace: retry });
       const record: ClusterRecord = { clusterId, state: 'initialized', kekEpoch: 1, createdAt: new Date().toISOString() };
       const wrappedKek = wrapKek(root, clusterId, 1, kek).toString('base64');
       const manifest = split.manifest;
@@ -124,6 +114,37 @@ export class Cluster {
     } finally {
       zeroize(root, kek, ...(split?.shares ?? []));
     }
+  }
+
+  /** The custodians' identities, checked: each is who the configuration says, no token twice. */
+  async identities(links: CustodianLink[]) {
+    const identities = await Promise.all(links.map((l) => l.identity()));
+    identities.forEach((id, i) => {
+      if (id.custodian_id !== links[i]!.id) throw failedPrecondition(`custodian at ${links[i]!.address} says it is ${id.custodian_id}, expected ${links[i]!.id}`);
+    });
+    if (new Set(identities.map((id) => id.enrollment_public_key_pem)).size !== identities.length)
+      throw failedPrecondition('two custodians present the same enrollment key: they would hold one token, lowering the quorum');
+    return identities;
+  }
+
+  /**
+   * Delivers each share of `split` to its custodian, encrypted to that custodian HSM's
+   * enrollment key (RSA-OAEP, RFC 8017), with the set's peers and threshold.
+   */
+  async deliver(
+    links: CustodianLink[],
+    identities: { enrollment_public_key_pem: string }[],
+    split: { manifest: ShareManifest; shares: Uint8Array[] },
+    opts: { clusterId: string; generation: number; replace: boolean; ceremonyId?: string },
+  ): Promise<void> {
+    const peers = split.manifest.custodians.map((c) => ({ id: c.id, approvalPublicKeyPem: c.approvalPublicKeyPem }));
+    await Promise.all(
+      links.map((link, i) => {
+        const share = Buffer.from(split.shares[i]!.buffer, split.shares[i]!.byteOffset, split.shares[i]!.byteLength); // a view, not a copy
+        const sealedShare = oaepEncrypt(identities[i]!.enrollment_public_key_pem, share, this.#oaepHash);
+        return link.deliverShare({ ...opts, encryptedShare: sealedShare, x: split.manifest.custodians[i]!.x, threshold: split.manifest.threshold, peers });
+      }),
+    );
   }
 
   /** Reuses the id of a crashed init, or records a new one; concurrent inits race on etcd. */

@@ -67,6 +67,8 @@ export const coordinatorConfig = z.object({
   /** How often the leader looks for keys due for scheduled rotation. */
   rotationSweepSeconds: z.number().positive().default(30),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+  /** Crash tests only: SIGKILL the process at a named step of a ceremony (e.g. reshare:delivered). */
+  faultInjection: z.object({ crashAt: z.string().min(1).optional() }).default({}),
 });
 
 export type CoordinatorConfig = z.infer<typeof coordinatorConfig>;

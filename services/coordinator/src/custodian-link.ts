@@ -50,8 +50,32 @@ export class CustodianLink {
     return this.#call('GetIdentity', {}, timeoutMs);
   }
 
-  deliverShare(clusterId: string, encryptedShare: Buffer, x: number, replace: boolean): Promise<unknown> {
-    return this.#call('DeliverShare', { cluster_id: clusterId, encrypted_share: encryptedShare, x, replace });
+  /** Delivers a share encrypted to the custodian's enrollment key, with its set's peers and threshold. */
+  deliverShare(d: {
+    clusterId: string;
+    encryptedShare: Buffer;
+    x: number;
+    replace: boolean;
+    generation: number;
+    threshold: number;
+    peers: { id: string; approvalPublicKeyPem: string }[];
+    ceremonyId?: string;
+  }): Promise<unknown> {
+    return this.#call('DeliverShare', {
+      cluster_id: d.clusterId,
+      encrypted_share: d.encryptedShare,
+      x: d.x,
+      replace: d.replace,
+      generation: d.generation,
+      threshold: d.threshold,
+      peers: d.peers.map((p) => ({ custodian_id: p.id, approval_public_key_pem: p.approvalPublicKeyPem })),
+      ceremony_id: d.ceremonyId ?? '',
+    });
+  }
+
+  /** Asks the custodian to destroy share set(s) on a quorum's approvals of `ceremonyId`. */
+  destroyShare(clusterId: string, ceremonyId: string, approvals: { custodianId: string; signature: Buffer }[]): Promise<{ status: string }> {
+    return this.#call('DestroyShare', { cluster_id: clusterId, ceremony_id: ceremonyId, approvals: approvals.map((a) => ({ custodian_id: a.custodianId, signature: a.signature })) });
   }
 
   propose(ceremony: Ceremony): Promise<ReleaseResponse> {

@@ -200,10 +200,10 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
       return { valid: await ops.verifyMac(req.key, bytes(req.message, 'message'), bytes(req.mac, 'mac'), req.key_version || undefined, ctx.principal) };
     },
 
-    CreateAlias: (req, ctx) => aliasReply(ctx, keyring.putAlias(req.name, req.key, false)),
-    UpdateAlias: (req, ctx) => aliasReply(ctx, keyring.putAlias(req.name, req.key, true)),
-    async DeleteAlias(req) {
-      await keyring.deleteAlias(req.name);
+    CreateAlias: (req, ctx) => aliasReply(ctx, ops.putAlias(req.name, req.key, false, ctx.principal)),
+    UpdateAlias: (req, ctx) => aliasReply(ctx, ops.putAlias(req.name, req.key, true, ctx.principal)),
+    async DeleteAlias(req, ctx) {
+      await ops.deleteAlias(req.name, ctx.principal);
       return {};
     },
     async ListAliases(req) {

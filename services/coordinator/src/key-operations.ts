@@ -12,7 +12,7 @@ import {
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import type { Seal } from './seal.ts';
-import { validateLabels, type Keyring, type KeyRecord } from './keyring.ts';
+import { validateLabels, validateName, type Keyring, type KeyRecord } from './keyring.ts';
 import type { VersionUsage } from './version-usage.ts';
 import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';
 
@@ -229,6 +229,25 @@ export class KeyOperations {
       if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
       return { ...cur, state: 'KEY_STATE_DISABLED', destructionAt: '' };
     });
+  }
+
+  // ---- aliases: administering an alias means administering the key(s) it names -------------
+
+  /** Creates an alias of a key, or repoints one: needs `admin` on the new key and on the key it named. */
+  async putAlias(alias: string, ref: string, update: boolean, principal: string): Promise<{ name: string; keyId: string }> {
+    this.seal.requireOpen();
+    validateName(alias, 'alias');
+    const target = await this.#admin(ref, principal);
+    const from = update ? await this.#admin(`alias/${alias}`, principal) : undefined;
+    return this.keyring.putAlias(alias, target, from?.id);
+  }
+
+  /** Deletes an alias: needs `admin` on the key it names. */
+  async deleteAlias(alias: string, principal: string): Promise<void> {
+    this.seal.requireOpen();
+    validateName(alias, 'alias');
+    const k = await this.#admin(`alias/${alias}`, principal);
+    await this.keyring.deleteAlias(alias, k.id);
   }
 
   async updateKey(

@@ -389,24 +389,28 @@ export class Keyring {
 
   // ---- aliases -------------------------------------------------------------------------
 
-  /** Creates an alias (`update` false: it must not exist) or repoints one (`update`: it must). */
-  async putAlias(alias: string, ref: string, update: boolean): Promise<{ name: string; keyId: string }> {
+  /**
+   * Creates an alias (`from` undefined: it must not exist) or repoints one (`from`: the key id
+   * it must still name — the caller authorised against that key).
+   */
+  async putAlias(alias: string, k: KeyRecord, from?: string): Promise<{ name: string; keyId: string }> {
     validateName(alias, 'alias');
-    const k = await this.resolve(ref);
     const ns = this.#ns;
-    const res = await etcdCall(update ? 'update alias' : 'create alias', () =>
-      ns.if(paths.alias(alias), 'Create', update ? '>' : '==', 0).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
+    const res = await etcdCall(from ? 'update alias' : 'create alias', () =>
+      (from ? ns.if(paths.alias(alias), 'Value', '==', from) : ns.if(paths.alias(alias), 'Create', '==', 0)).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
     );
-    if (!res.succeeded) throw update ? notFound(`alias ${alias} not found`) : alreadyExists(`alias ${alias} already exists`);
+    if (!res.succeeded) throw from ? unavailable(`alias ${alias} changed meanwhile; try again`) : alreadyExists(`alias ${alias} already exists`);
     this.#aliases.set(alias, k.id);
     return { name: alias, keyId: k.id };
   }
 
-  async deleteAlias(alias: string): Promise<void> {
+  /** Deletes an alias if it still names `from` (the key the caller was authorised against). */
+  async deleteAlias(alias: string, from: string): Promise<void> {
     await this.#ready();
     validateName(alias, 'alias');
-    const res = await etcdCall('delete alias', () => this.#ns.delete().key(paths.alias(alias)).exec());
-    if (Number(res.deleted) === 0) throw notFound(`alias ${alias} not found`);
+    const ns = this.#ns;
+    const res = await etcdCall('delete alias', () => ns.if(paths.alias(alias), 'Value', '==', from).then(ns.delete().key(paths.alias(alias))).commit());
+    if (!res.succeeded) throw unavailable(`alias ${alias} changed meanwhile; try again`);
     this.#aliases.delete(alias);
   }
 

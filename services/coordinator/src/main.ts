@@ -20,6 +20,7 @@ import { VersionUsage } from './version-usage.ts';
 import { Replicas } from './replicas.ts';
 import { QuorumCeremonies } from './quorum-ceremonies.ts';
 import { destroyKeyOperation } from './key-destruction.ts';
+import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './share-sets.ts';
 
 /** Crypto operations and reads go through the durable spool; all else must reach the sink. */
 const SPOOLED_OPERATIONS = new Set(
@@ -96,9 +97,23 @@ async function main(): Promise<void> {
     pollMs: config.custodianPollMs,
   });
   await unseal.watch();
+  const compact = (revision: string) => compactAndDefragment(etcd, revision);
+  const shareSets: ShareSetDeps = {
+    ns, cluster, seal, links, log, compact,
+    sealCluster: async () => {
+      seal.seal();
+      await replicas.sealCluster();
+    },
+    crashAt: config.faultInjection.crashAt,
+  };
   const quorum = new QuorumCeremonies(
     { ns, cluster, seal, links, audit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
-    { 'destroy-key': destroyKeyOperation(keyring, (revision) => compactAndDefragment(etcd, revision)) },
+    {
+      'destroy-key': destroyKeyOperation(keyring, compact),
+      reshare: shareSetOperation(shareSets, 'reshare'),
+      'rotate-root': shareSetOperation(shareSets, 'rotate-root'),
+      'destroy-cluster': destroyClusterOperation(shareSets),
+    },
   );
   replicas.onClusterSeal(() => {
     if (seal.sealed) return;

@@ -28,8 +28,8 @@ import type { Seal } from './seal.ts';
 export interface QuorumOperation {
   /** Checks a request and returns the parameters custodians will see and sign. */
   prepare(parameters: Record<string, string>): Promise<Record<string, string>>;
-  /** Runs once the ceremony is approved; returns details for the audit record. */
-  execute(c: Ceremony): Promise<Record<string, string>>;
+  /** Runs once the ceremony is approved (with the approvals counted); returns details for the audit record. */
+  execute(c: Ceremony, approvals: { custodianId: string; signature: Buffer }[]): Promise<Record<string, string>>;
 }
 
 export interface QuorumDeps {
@@ -63,7 +63,8 @@ export class QuorumCeremonies {
       throw invalidArgument(`ttl_seconds must be between 10 and ${this.#d.ttlSeconds}`);
     this.#d.seal.requireOpen();
     const { record, manifest } = this.#d.cluster.requireInitialized();
-    const params = await op.prepare(parameters);
+    // Every ceremony names the share set whose custodians approve it (custodians check they hold it).
+    const params = { generation: String(manifest.generation ?? 1), ...(await op.prepare(parameters)) };
     const { ns } = this.#d;
     const lock = paths.ceremonyLock(operation);
     await this.#clearStaleLock(lock);
@@ -116,9 +117,13 @@ export class QuorumCeremonies {
           // Only the progress fields change; a CAS on OPEN keeps a concurrent cancel.
           await this.#persistIfOpen(c);
         }
-        if (tally.approved.length >= c.threshold) return void (await this.#execute(c, op));
-        if (manifest.custodians.length - denied.length - tally.refused.length < c.threshold)
-          return void (await this.#finish(c, 'CEREMONY_STATE_FAILED', `only ${manifest.custodians.length - denied.length - tally.refused.length} custodians can still approve, ${c.threshold} needed`));
+        if (tally.approved.length >= c.threshold)
+          return void (await this.#execute(c, op, approvals.filter((a) => tally.approved.includes(a.custodianId))));
+        const undecided = manifest.custodians.filter(
+          (m) => !tally.approved.includes(m.id) && !denied.includes(m.id) && !tally.refused.some((r) => r.custodian_id === m.id),
+        ).length;
+        if (tally.approved.length + undecided < c.threshold)
+          return void (await this.#finish(c, 'CEREMONY_STATE_FAILED', `only ${tally.approved.length + undecided} custodians can still approve, ${c.threshold} needed`));
         await new Promise((r) => setTimeout(r, pollMs));
       }
     } catch (e) {
@@ -138,13 +143,13 @@ export class QuorumCeremonies {
   }
 
   /** Approved: the stored ceremony must still be the one approved; then the act runs. */
-  async #execute(c: Ceremony, op: QuorumOperation): Promise<void> {
+  async #execute(c: Ceremony, op: QuorumOperation, approvals: { custodianId: string; signature: Buffer }[]): Promise<void> {
     const stored = await getJson<Ceremony>(this.#d.ns, paths.ceremony(c.id));
     if (stored?.state !== 'CEREMONY_STATE_OPEN') return;
     if (ceremonyHash(stored) !== c.hash || stored.hash !== c.hash)
       return void (await this.#finish(c, 'CEREMONY_STATE_FAILED', 'the stored ceremony no longer matches what the custodians approved; nothing was done'));
     await this.#d.audit.record({ operation: `ceremony.${c.operation}.executing`, principal: c.initiator, ceremony_id: c.id, result: 'ok', details: { approved_by: c.approved_by.join(',') } });
-    const details = await op.execute(c);
+    const details = await op.execute(c, approvals);
     await this.#finish(c, 'CEREMONY_STATE_COMPLETED', '', details);
     this.#d.log.info({ ceremonyId: c.id, operation: c.operation, approvedBy: c.approved_by }, 'quorum ceremony completed');
   }

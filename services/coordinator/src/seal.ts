@@ -46,6 +46,25 @@ export class Seal {
     this.#onOpen.push(listener);
   }
 
+  /** A copy of the root key (the caller zeroizes it): reshare splits it anew. */
+  rootCopy(): Buffer {
+    this.requireOpen();
+    return Buffer.from(this.#root!);
+  }
+
+  /** Epochs of the KEKs held. */
+  kekEpochs(): number[] {
+    this.requireOpen();
+    return [...this.#keks.keys()];
+  }
+
+  /** After a root rotation is committed: the new root replaces the old (zeroized); KEKs stay. */
+  replaceRoot(root: Buffer): void {
+    this.requireOpen();
+    zeroize(this.#root);
+    this.#root = root;
+  }
+
   kek(epoch: number): Buffer {
     this.requireOpen();
     const kek = this.#keks.get(epoch);

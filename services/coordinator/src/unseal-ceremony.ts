@@ -162,6 +162,8 @@ export class UnsealCeremonies {
     }
     const c = newCeremony({
       operation,
+      // Custodians release their share of the current set.
+      parameters: { generation: String(manifest.generation ?? 1) },
       clusterId: record.clusterId,
       initiator,
       ttlSeconds,

@@ -12,7 +12,7 @@
  * of the process (kept in memory: a restarted custodian could be asked again within the
  * ceremony's lifetime; persisting them is part of the governance work).
  */
-import { RELEASING_OPERATIONS, checkCeremonyForCustodian, isExpired, type Ceremony } from '@keyshard/crypto';
+import { RELEASING_OPERATIONS, checkCeremonyForCustodian, isExpired, tallyApprovals, type Ceremony } from '@keyshard/crypto';
 import { failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
 import type { CustodianToken } from '@keyshard/hsm';
 
@@ -26,28 +26,52 @@ export interface ReleaseRecord {
   reason: string;
 }
 
-const SUPPORTED = new Set(['unseal', 'join', 'destroy-key']);
+/** A share set's custodians and threshold, stored with the share (what a quorum is checked against). */
+export interface ShareSetPeers {
+  threshold: number;
+  custodians: { id: string; approvalPublicKeyPem: string }[];
+}
+
+export interface Delivery {
+  clusterId: string;
+  encryptedShare: Buffer;
+  replace: boolean;
+  generation: number;
+  peers?: ShareSetPeers;
+  ceremonyId?: string;
+}
+
+const SUPPORTED = new Set(['unseal', 'join', 'destroy-key', 'reshare', 'rotate-root', 'destroy-cluster']);
+/** Ceremonies that make a new share set, delivered to the custodians in `parameters.custodians`. */
+const NEW_SET = new Set(['reshare', 'rotate-root']);
 
 export type Policy = 'auto' | 'manual';
 
+/** The share generation a ceremony acts on (its `generation` parameter; 1 for clusters from before share sets). */
+const generationOf = (c: Ceremony) => Number(c.parameters?.generation ?? '1') || 1;
+
 export class Custody {
   #token: CustodianToken;
+  #custodianId: string;
   #policy: { approval: Policy; join: Policy };
   #coordinators: ReadonlySet<string>;
   #records = new Map<string, ReleaseRecord>();
-  /** Shares delivered by this process and never released yet: only these may be replaced (a retried init). */
+  /** Share sets delivered by this process and never released yet: only these may be replaced (a retried init or reshare). */
   #provisional = new Set<string>();
 
-  constructor(token: CustodianToken, policy: { approval: Policy; join: Policy }, coordinators: ReadonlySet<string>) {
+  constructor(token: CustodianToken, custodianId: string, policy: { approval: Policy; join: Policy }, coordinators: ReadonlySet<string>) {
     this.#token = token;
+    this.#custodianId = custodianId;
     this.#policy = policy;
     this.#coordinators = coordinators;
   }
 
   /** `proposer` is the caller's certificate identity (a registered coordinator). */
   propose(c: Ceremony, proposer: string, now = Date.now()): ReleaseRecord {
-    checkCeremonyForCustodian(c, this.#token.shareClusterIds(), now);
-    if (!SUPPORTED.has(c.operation)) throw failedPrecondition(`this custodian does not serve ${c.operation} ceremonies yet`);
+    // A custodian named in a new share set may hold no share of the cluster yet: it only receives.
+    const joining = NEW_SET.has(c?.operation) && String(c.parameters?.custodians ?? '').split(',').includes(this.#custodianId);
+    checkCeremonyForCustodian(c, joining ? [...this.#token.shareClusterIds(), c.cluster_id] : this.#token.shareClusterIds(), now);
+    if (!SUPPORTED.has(c.operation)) throw failedPrecondition(`this custodian does not serve ${c.operation} ceremonies`);
     const stranger = c.recipients.find((r) => !this.#coordinators.has(r.coordinator_id));
     if (stranger) throw permissionDenied(`recipient ${stranger.coordinator_id} is not a registered coordinator`);
     if (c.operation === 'join' && (c.recipients.length !== 1 || c.recipients[0]!.coordinator_id !== proposer))
@@ -65,8 +89,10 @@ export class Custody {
     return record;
   }
 
+  /** Auto-release by policy, and only by a custodian holding the share set the ceremony acts on. */
   #autoApproves(c: Ceremony): boolean {
-    return (c.operation === 'join' ? this.#policy.join : this.#policy.approval) === 'auto';
+    if ((c.operation === 'join' ? this.#policy.join : this.#policy.approval) !== 'auto') return false;
+    return this.#token.hasShare(c.cluster_id, generationOf(c)); // a custodian outside the set (e.g. joining a reshare) never approves
   }
 
   /** Forgets decided or expired ceremonies an hour after their expiry: the map stays bounded. */
@@ -81,14 +107,24 @@ export class Custody {
   }
 
   /**
-   * Takes a share delivered at init. Replacing an existing share is allowed only for a retried
-   * init (delivered by this process, never released); anything else needs a quorum ceremony.
+   * Takes a share. Generation 1 comes from init: replacing it is allowed only for a retried init
+   * (delivered by this process, never released). A later generation comes only within the
+   * reshare or rotate-root ceremony that makes it, which this custodian must have been shown.
    */
-  deliver(clusterId: string, encryptedShare: Buffer, replace: boolean): void {
-    if (replace && this.#token.hasShare(clusterId) && !this.#provisional.has(clusterId))
-      throw failedPrecondition(`a share for cluster ${clusterId} is in use; replacing it needs a reshare ceremony`);
-    this.#token.unwrapShare(clusterId, encryptedShare, { replace });
-    this.#provisional.add(clusterId);
+  deliver(d: Delivery, now = Date.now()): void {
+    const set = `${d.clusterId}#${d.generation}`;
+    if (d.generation > 1) {
+      const r = d.ceremonyId ? this.#records.get(d.ceremonyId) : undefined;
+      const c = r?.ceremony;
+      if (!c || !NEW_SET.has(c.operation) || c.cluster_id !== d.clusterId || c.parameters.new_generation !== String(d.generation) || isExpired(c, now))
+        throw failedPrecondition(`share set ${d.generation} is delivered only within the open reshare or rotate-root ceremony that makes it`);
+    }
+    if (d.replace && this.#token.hasShare(d.clusterId, d.generation) && !this.#provisional.has(set))
+      throw failedPrecondition(`a share for cluster ${d.clusterId} is in use; replacing it needs a reshare ceremony`);
+    if (d.peers) checkPeers(d.peers, this.#custodianId);
+    this.#token.unwrapShare(d.clusterId, d.encryptedShare, { replace: d.replace, generation: d.generation });
+    if (d.peers) this.#token.storePeers(d.clusterId, d.generation, Buffer.from(JSON.stringify(d.peers)));
+    this.#provisional.add(set);
   }
 
   pending(now = Date.now()): Ceremony[] {
@@ -100,13 +136,16 @@ export class Custody {
     if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`);
     if (isExpired(r.ceremony, now)) throw failedPrecondition(`ceremony ${id} has expired`);
     const c = r.ceremony;
-    // Approval-only operations (destroy-key): the signature is the whole answer; no share moves.
+    const generation = generationOf(c);
+    if (RELEASING_OPERATIONS.has(c.operation) && !this.#token.hasShare(c.cluster_id, generation))
+      throw failedPrecondition(`this custodian holds no share of set ${generation} of cluster ${c.cluster_id} to release`);
+    // Approval-only operations (destroy-key, destroy-cluster): the signature is the whole answer; no share moves.
     r.releases = RELEASING_OPERATIONS.has(c.operation)
-      ? c.recipients.map((rec) => ({ coordinator_id: rec.coordinator_id, wrapped_share: this.#token.wrapShare(c.cluster_id, rec.public_key_pem) }))
+      ? c.recipients.map((rec) => ({ coordinator_id: rec.coordinator_id, wrapped_share: this.#token.wrapShare(c.cluster_id, rec.public_key_pem, generation) }))
       : [];
     r.approval_signature = this.#token.signApproval(Buffer.from(c.hash, 'hex'));
     r.status = 'released';
-    this.#provisional.delete(c.cluster_id);
+    this.#provisional.delete(`${c.cluster_id}#${generation}`);
     return r;
   }
 
@@ -118,4 +157,36 @@ export class Custody {
     r.reason = reason;
     return r;
   }
+
+  /**
+   * Destroys share sets on a quorum's word: every generation for destroy-cluster; the set the
+   * ceremony released (the old one) for reshare / rotate-root. The approvals are counted
+   * against the peers record of that set, stored when it was delivered — never against keys
+   * the caller supplies. Returns the generations destroyed.
+   */
+  destroy(clusterId: string, ceremonyId: string, approvals: { custodianId: string; signature: Buffer }[], now = Date.now()): number[] {
+    const c = this.get(ceremonyId).ceremony;
+    if (c.cluster_id !== clusterId) throw invalidArgument(`ceremony ${ceremonyId} is for another cluster`);
+    if (c.operation !== 'destroy-cluster' && !NEW_SET.has(c.operation)) throw failedPrecondition(`a ${c.operation} ceremony destroys no share`);
+    if (isExpired(c, now)) throw failedPrecondition(`ceremony ${ceremonyId} has expired`);
+    const generation = generationOf(c);
+    if (this.#token.shareGenerations(clusterId).length === 0) return []; // nothing held: nothing to check or destroy
+    const raw = this.#token.readPeers(clusterId, generation);
+    if (!raw) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}`);
+    const peers = JSON.parse(raw.toString()) as ShareSetPeers;
+    const tally = tallyApprovals(c, peers.custodians, approvals, now);
+    if (tally.approved.length < peers.threshold)
+      throw permissionDenied(`destroying a share needs ${peers.threshold} valid approvals of set ${generation}; got ${tally.approved.length}`);
+    const generations = c.operation === 'destroy-cluster' ? this.#token.shareGenerations(clusterId) : [generation];
+    this.#token.destroyShare(clusterId, c.operation === 'destroy-cluster' ? undefined : generation);
+    return generations;
+  }
+}
+
+function checkPeers(p: ShareSetPeers, self: string): void {
+  const ok =
+    Number.isInteger(p.threshold) && p.threshold >= 2 && Array.isArray(p.custodians) && p.custodians.length >= p.threshold && p.custodians.length <= 255 &&
+    p.custodians.every((c) => typeof c.id === 'string' && typeof c.approvalPublicKeyPem === 'string' && c.approvalPublicKeyPem.includes('PUBLIC KEY'));
+  if (!ok) throw invalidArgument('peers: a threshold of at least 2 and that many custodians with approval keys');
+  if (!p.custodians.some((c) => c.id === self)) throw invalidArgument(`peers do not include this custodian (${self})`);
 }

@@ -27,7 +27,7 @@ async function main(): Promise<void> {
     oaepHash: config.oaepHash,
   });
   const identity = token.ensureIdentity();
-  const custody = new Custody(token, { approval: config.approvalPolicy, join: config.joinPolicy }, new Set(config.coordinators));
+  const custody = new Custody(token, config.custodianId, { approval: config.approvalPolicy, join: config.joinPolicy }, new Set(config.coordinators));
   const audit = new AuditClient({ address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs });
 
   const proto = keyshardProto();
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
         authorize: authorizer(new Set(config.coordinators), new Set(config.operators)),
         observer: auditObserver(audit, log),
         // A share moves or a decision is taken only once its intent is on record.
-        before: auditIntent(audit, new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny'])),
+        before: auditIntent(audit, new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare'])),
       },
     ),
   );

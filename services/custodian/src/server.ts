@@ -5,7 +5,7 @@ import type { CustodianToken } from '@keyshard/hsm';
 import type { Ceremony } from '@keyshard/crypto';
 import type { Custody, ReleaseRecord } from './custody.ts';
 
-const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease']);
+const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease', 'DestroyShare']);
 const OPERATOR_METHODS = new Set(['GetIdentity', 'ListPending', 'ShowCeremony', 'Approve', 'Deny']);
 
 export function authorizer(coordinators: Set<string>, operators: Set<string>) {
@@ -59,9 +59,22 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
       if (!Buffer.isBuffer(req.encrypted_share) || req.encrypted_share.length === 0 || req.encrypted_share.length > 1024)
         throw invalidArgument('encrypted_share must be an RSA-OAEP ciphertext');
-      d.custody.deliver(req.cluster_id, req.encrypted_share, req.replace === true);
-      ctx.facts.details = { cluster_id: req.cluster_id, x: String(req.x) };
+      const peers = Array.isArray(req.peers) && req.peers.length > 0
+        ? { threshold: Number(req.threshold), custodians: req.peers.map((p: { custodian_id: string; approval_public_key_pem: string }) => ({ id: p.custodian_id, approvalPublicKeyPem: p.approval_public_key_pem })) }
+        : undefined;
+      const generation = Number(req.generation) || 1;
+      d.custody.deliver({ clusterId: req.cluster_id, encryptedShare: req.encrypted_share, replace: req.replace === true, generation, peers, ceremonyId: req.ceremony_id || undefined });
+      ctx.facts.details = { cluster_id: req.cluster_id, x: String(req.x), generation: String(generation) };
+      if (req.ceremony_id) ctx.facts.ceremonyId = req.ceremony_id;
       return { custodian_id: d.custodianId };
+    },
+    async DestroyShare(req, ctx) {
+      if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
+      const approvals = (req.approvals ?? []).map((a: { custodian_id: string; signature: Buffer }) => ({ custodianId: a.custodian_id, signature: a.signature }));
+      const destroyed = d.custody.destroy(req.cluster_id, req.ceremony_id, approvals);
+      ctx.facts.ceremonyId = req.ceremony_id;
+      ctx.facts.details = { cluster_id: req.cluster_id, generations: destroyed.join(',') };
+      return { ceremony_id: req.ceremony_id, status: destroyed.length ? `destroyed set ${destroyed.join(',')}` : 'no share held' };
     },
     async ProposeCeremony(req, ctx) {
       const r = d.custody.propose(req.ceremony as Ceremony, ctx.principal);

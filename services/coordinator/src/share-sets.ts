@@ -1,0 +1,181 @@
+/**
+ * Quorum-approved changes to the share set (brief, "Ceremonies"): reshare, rotate-root and
+ * destroy-cluster, as QuorumOperations (quorum-ceremonies.ts). The coordinator is unsealed,
+ * so the root key is in its memory; the custodians' HSM-signed approvals are what authorise.
+ *
+ * reshare (same root) and rotate-root (new root, every KEK re-wrapped under it) run the same
+ * steps, each safe to crash after:
+ *   1 reserve   `share-set-next` := the new generation (a retry never reuses a generation
+ *               whose shares may sit half-delivered in some token)
+ *   2 deliver   the new shares (generation g+1) to the new custodians, each encrypted to its
+ *               HSM's enrollment key, with the new set's peers and threshold
+ *   3 switch    one etcd transaction: manifest := the new set (and, for rotate-root, every KEK
+ *               re-wrapped under the new root), only if the manifest and KEKs are unchanged
+ *   4 retire    each old custodian destroys its old share, after checking the quorum's
+ *               approvals against the old set it holds
+ * Until 3 commits the old set is the one etcd names and every old share exists; from 3 on
+ * the new set is complete. So a crash at any step leaves a cluster that unseals with the old
+ * or the new set, never neither. A crash after 3 leaves old shares behind (harmless: etcd
+ * names the new set; destroy-cluster removes every generation).
+ *
+ * destroy-cluster: every custodian destroys every generation of its shares on the quorum's
+ * approvals; then every replica is sealed and the cluster's etcd state erased, compacted
+ * and defragmented. Unsealing is impossible afterwards.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  manifestFingerprint, splitRootKey, validateQuorum, wrapKek, zeroize, type Ceremony, type ShareManifest,
+} from '@keyshard/crypto';
+import { failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/errors';
+import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
+import type { Logger } from '@keyshard/config';
+import type { Cluster } from './cluster.ts';
+import type { CustodianLink } from './custodian-link.ts';
+import type { Seal } from './seal.ts';
+import type { QuorumOperation } from './quorum-ceremonies.ts';
+
+export interface ShareSetDeps {
+  ns: Namespace;
+  cluster: Cluster;
+  seal: Seal;
+  links: CustodianLink[];
+  log: Logger;
+  sealCluster(): Promise<unknown>;
+  compact(revision: string): Promise<void>;
+  /** Fault injection for crash tests: SIGKILL this process when reaching the named step. */
+  crashAt?: string;
+}
+
+type Approval = { custodianId: string; signature: Buffer };
+
+async function crashPoint(d: ShareSetDeps, step: string): Promise<void> {
+  if (d.crashAt !== step) return;
+  d.log.warn({ step }, 'fault injection: SIGKILL');
+  process.kill(process.pid, 'SIGKILL');
+  await new Promise(() => {}); // never continue past the crash point
+}
+
+const generationOf = (m: ShareManifest) => m.generation ?? 1;
+
+/** reshare and rotate-root: a new share set (same or new root), then the old one retired. */
+export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-root'): QuorumOperation {
+  return {
+    async prepare(p) {
+      d.seal.requireOpen();
+      const { manifest } = d.cluster.requireInitialized();
+      const current = manifest.custodians.map((c) => c.id);
+      const ids = p.custodians ? String(p.custodians).split(',').map((s) => s.trim()).filter(Boolean) : current;
+      const threshold = p.threshold ? Number(p.threshold) : manifest.threshold;
+      if (!Number.isInteger(threshold)) throw invalidArgument('threshold must be a whole number');
+      validateQuorum(ids.length, threshold);
+      if (new Set(ids).size !== ids.length) throw invalidArgument('a custodian is listed twice');
+      const unknown = ids.filter((id) => !d.links.some((l) => l.id === id));
+      if (unknown.length) throw invalidArgument(`not configured custodians: ${unknown.join(', ')}`);
+      const reserved = Number((await etcdCall('read share-set reservation', () => d.ns.get(paths.shareSetNext).string())) ?? 0);
+      const next = Math.max(generationOf(manifest), reserved) + 1;
+      return {
+        new_generation: String(next),
+        custodians: ids.join(','),
+        threshold: String(threshold),
+        previous_custodians: current.join(','),
+        previous_threshold: String(manifest.threshold),
+        manifest_fingerprint: manifestFingerprint(manifest),
+      };
+    },
+
+    async execute(c, approvals) {
+      const { record, manifest } = d.cluster.requireInitialized();
+      if (manifestFingerprint(manifest) !== c.parameters.manifest_fingerprint) throw failedPrecondition('the share set changed since this ceremony began');
+      const generation = Number(c.parameters.new_generation);
+      const ids = c.parameters.custodians!.split(',');
+      const links = ids.map((id) => d.links.find((l) => l.id === id)!);
+      const manifestRev = (await etcdCall('read manifest', () => d.ns.get(paths.manifest).exec())).kvs[0]?.mod_revision;
+      // 1 reserve
+      await etcdCall('reserve share set', () => d.ns.put(paths.shareSetNext).value(String(generation)).exec());
+      await crashPoint(d, `${kind}:reserved`);
+      // 2 deliver
+      const root = kind === 'reshare' ? d.seal.rootCopy() : randomBytes(32);
+      let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
+      const rewrapped: [string, string][] = [];
+      try {
+        const identities = await d.cluster.identities(links);
+        split = await splitRootKey(
+          root,
+          record.clusterId,
+          identities.map((id, i) => ({ id: ids[i]!, enrollmentPublicKeyPem: id.enrollment_public_key_pem, approvalPublicKeyPem: id.approval_public_key_pem })),
+          Number(c.parameters.threshold),
+          generation,
+        );
+        await d.cluster.deliver(links, identities, split, { clusterId: record.clusterId, generation, replace: false, ceremonyId: c.id });
+        await crashPoint(d, `${kind}:delivered`);
+        if (kind === 'rotate-root')
+          for (const epoch of d.seal.kekEpochs())
+            rewrapped.push([paths.kek(epoch), JSON.stringify({ epoch, wrapped: wrapKek(root, record.clusterId, epoch, d.seal.kek(epoch)).toString('base64') })]);
+        // 3 switch: the new set (and KEKs under the new root) in one transaction
+        const newManifest = split.manifest;
+        const tx = await etcdCall('switch share set', () => {
+          const cmp = manifestRev ? d.ns.if(paths.manifest, 'Mod', '==', manifestRev) : d.ns.if(paths.manifest, 'Create', '==', 0);
+          return cmp.then(d.ns.put(paths.manifest).value(JSON.stringify(newManifest)), ...rewrapped.map(([k, v]) => d.ns.put(k).value(v))).commit();
+        });
+        if (!tx.succeeded) throw failedPrecondition('the share manifest changed during the ceremony; nothing was switched');
+        d.cluster.manifest = newManifest;
+        if (kind === 'rotate-root') d.seal.replaceRoot(Buffer.from(root));
+        d.log.info({ ceremonyId: c.id, generation, custodians: ids }, `${kind}: new share set in use`);
+      } finally {
+        zeroize(root, ...(split?.shares ?? []));
+      }
+      await crashPoint(d, `${kind}:switched`);
+      // 4 retire the old set
+      const retired = await retire(d, record.clusterId, c, approvals, manifest.custodians.map((m) => m.id));
+      await crashPoint(d, `${kind}:retired`);
+      return { generation: String(generation), custodians: ids.join(','), threshold: c.parameters.threshold!, old_shares_destroyed: retired.join(',') };
+    },
+  };
+}
+
+/** Each custodian destroys what the ceremony names; returns who did. Failures are logged, not fatal. */
+async function retire(d: ShareSetDeps, clusterId: string, c: Ceremony, approvals: Approval[], custodians: string[]): Promise<string[]> {
+  const done: string[] = [];
+  const failed: string[] = [];
+  await Promise.all(
+    custodians.map(async (id) => {
+      const link = d.links.find((l) => l.id === id);
+      try {
+        if (!link) throw new Error('not configured');
+        await link.destroyShare(clusterId, c.id, approvals);
+        done.push(id);
+      } catch (e) {
+        failed.push(id);
+        d.log.warn({ ceremonyId: c.id, custodian: id, err: (e as Error).message }, 'share not destroyed');
+      }
+    }),
+  );
+  if (failed.length && c.operation === 'destroy-cluster')
+    throw new KeyshardError('UNAVAILABLE', `shares destroyed at ${done.sort().join(', ') || 'none'}; not at ${failed.sort().join(', ')}: run destroy-cluster again`);
+  return done.sort();
+}
+
+/** destroy-cluster: every share of every generation destroyed, then the cluster's state erased. */
+export function destroyClusterOperation(d: ShareSetDeps): QuorumOperation {
+  return {
+    async prepare() {
+      const { record, manifest } = d.cluster.requireInitialized();
+      return { cluster_id: record.clusterId, manifest_fingerprint: manifestFingerprint(manifest), custodians: d.links.map((l) => l.id).join(',') };
+    },
+    async execute(c, approvals) {
+      const { record } = d.cluster.requireInitialized();
+      const destroyed = await retire(d, record.clusterId, c, approvals, d.links.map((l) => l.id));
+      await crashPoint(d, 'destroy-cluster:shares-destroyed');
+      await d.sealCluster();
+      const ceremonyRecord = await getJson<Ceremony>(d.ns, paths.ceremony(c.id));
+      const epoch = await etcdCall('read seal epoch', () => d.ns.get(paths.sealEpoch).string());
+      const res = await etcdCall('erase cluster state', () => d.ns.delete().all().exec());
+      await d.compact(res.header.revision);
+      // Kept: the seal epoch (replicas compare against it) and the record of this ceremony.
+      if (epoch) await etcdCall('keep seal epoch', () => d.ns.put(paths.sealEpoch).value(epoch).exec());
+      if (ceremonyRecord) await etcdCall('keep ceremony record', () => d.ns.put(paths.ceremony(c.id)).value(JSON.stringify(ceremonyRecord)).exec());
+      await d.cluster.load();
+      return { cluster_id: record.clusterId, shares_destroyed_at: destroyed.join(',') };
+    },
+  };
+}
