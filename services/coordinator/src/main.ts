@@ -107,7 +107,7 @@ async function main(): Promise<void> {
     crashAt: config.faultInjection.crashAt,
   };
   const quorum = new QuorumCeremonies(
-    { ns, cluster, seal, links, audit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
+    { ns, driver: replicas, cluster, seal, links, audit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
     {
       'destroy-key': destroyKeyOperation(keyring, compact),
       reshare: shareSetOperation(shareSets, 'reshare'),

@@ -32,8 +32,16 @@ export interface QuorumOperation {
   execute(c: Ceremony, approvals: { custodianId: string; signature: Buffer }[]): Promise<Record<string, string>>;
 }
 
+/** Which replica drives a ceremony, and whether a driver is still alive (replicas.ts). */
+export interface DriverIdentity {
+  /** `<coordinator id>/<fingerprint of its ceremony key>`: unique per process. */
+  self: string;
+  alive(driver: string): Promise<boolean>;
+}
+
 export interface QuorumDeps {
   ns: Namespace;
+  driver: DriverIdentity;
   cluster: Cluster;
   seal: Seal;
   links: CustodianLink[];
@@ -64,7 +72,7 @@ export class QuorumCeremonies {
     this.#d.seal.requireOpen();
     const { record, manifest } = this.#d.cluster.requireInitialized();
     // Every ceremony names the share set whose custodians approve it (custodians check they hold it).
-    const params = { generation: String(manifest.generation ?? 1), ...(await op.prepare(parameters)) };
+    const params = { generation: String(manifest.generation ?? 1), ...(await op.prepare(parameters)), driver: this.#d.driver.self };
     const { ns } = this.#d;
     const lock = paths.ceremonyLock(operation);
     await this.#clearStaleLock(lock);
@@ -78,14 +86,20 @@ export class QuorumCeremonies {
     return c;
   }
 
-  /** A lock whose ceremony is no longer open (or expired) is released. */
+  /**
+   * A lock whose ceremony is no longer open, has expired, or whose driving replica died (its
+   * registration is gone: a crash mid-ceremony) is released; the ceremony is closed as such.
+   */
   async #clearStaleLock(lock: string): Promise<void> {
     const { ns } = this.#d;
     const id = await etcdCall('read ceremony lock', () => ns.get(lock).string());
     if (!id) return;
     const c = await getJson<Ceremony>(ns, paths.ceremony(id));
-    if (c && c.state === 'CEREMONY_STATE_OPEN' && !isExpired(c)) return;
-    if (c && c.state === 'CEREMONY_STATE_OPEN') await this.#finish(c, 'CEREMONY_STATE_EXPIRED', 'expired before a quorum approved it');
+    if (c && c.state === 'CEREMONY_STATE_OPEN') {
+      if (isExpired(c)) await this.#finish(c, 'CEREMONY_STATE_EXPIRED', 'expired before a quorum approved it');
+      else if (!(await this.#d.driver.alive(c.parameters.driver ?? ''))) await this.#finish(c, 'CEREMONY_STATE_FAILED', 'the coordinator running it stopped; start a new one');
+      else return;
+    }
     await etcdCall('clear ceremony lock', () => ns.if(lock, 'Value', '==', id).then(ns.delete().key(lock)).commit());
   }
 

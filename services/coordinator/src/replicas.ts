@@ -11,6 +11,7 @@
  * current epoch, so a replica that has just sealed never rejoins through a peer that has
  * not yet seen the seal.
  */
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from '@keyshard/config';
@@ -123,6 +124,20 @@ export class Replicas {
     return Object.values(all)
       .map((v) => JSON.parse(v) as Registration)
       .sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  /** `<id>/<fingerprint>` of a registered replica process (its ceremony key changes per process). */
+  static driverOf(r: { id: string; publicKeyPem: string }): string {
+    return `${r.id}/${createHash('sha256').update(r.publicKeyPem).digest('hex').slice(0, 16)}`;
+  }
+
+  get self(): string {
+    return Replicas.driverOf(this.#me);
+  }
+
+  /** Whether the replica process `driver` (driverOf) is still registered. */
+  async alive(driver: string): Promise<boolean> {
+    return (await this.list()).some((r) => Replicas.driverOf(r) === driver);
   }
 
   /** Whether some replica is unsealed in the current epoch (so this one may ask to join). */

@@ -159,27 +159,31 @@ export class Custody {
   }
 
   /**
-   * Destroys share sets on a quorum's word: every generation for destroy-cluster; the set the
-   * ceremony released (the old one) for reshare / rotate-root. The approvals are counted
-   * against the peers record of that set, stored when it was delivered — never against keys
-   * the caller supplies. Returns the generations destroyed.
+   * Destroys share sets on a quorum's word: every generation for destroy-cluster; for reshare /
+   * rotate-root every generation older than the one it made (the retired set, and any set a
+   * crashed ceremony left half-made). The approvals are counted against the peers records of
+   * sets this token holds, stored when they were delivered (the ceremony's own set first) —
+   * never against keys the caller supplies. Returns the generations destroyed.
    */
   destroy(clusterId: string, ceremonyId: string, approvals: { custodianId: string; signature: Buffer }[], now = Date.now()): number[] {
+    const held = this.#token.shareGenerations(clusterId);
+    if (held.length === 0) return []; // nothing held: nothing to check or destroy
     const c = this.get(ceremonyId).ceremony;
     if (c.cluster_id !== clusterId) throw invalidArgument(`ceremony ${ceremonyId} is for another cluster`);
     if (c.operation !== 'destroy-cluster' && !NEW_SET.has(c.operation)) throw failedPrecondition(`a ${c.operation} ceremony destroys no share`);
     if (isExpired(c, now)) throw failedPrecondition(`ceremony ${ceremonyId} has expired`);
     const generation = generationOf(c);
-    if (this.#token.shareGenerations(clusterId).length === 0) return []; // nothing held: nothing to check or destroy
-    const raw = this.#token.readPeers(clusterId, generation);
-    if (!raw) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}`);
-    const peers = JSON.parse(raw.toString()) as ShareSetPeers;
-    const tally = tallyApprovals(c, peers.custodians, approvals, now);
-    if (tally.approved.length < peers.threshold)
-      throw permissionDenied(`destroying a share needs ${peers.threshold} valid approvals of set ${generation}; got ${tally.approved.length}`);
-    const generations = c.operation === 'destroy-cluster' ? this.#token.shareGenerations(clusterId) : [generation];
-    this.#token.destroyShare(clusterId, c.operation === 'destroy-cluster' ? undefined : generation);
-    return generations;
+    const records = [generation, ...held.filter((g) => g !== generation)]
+      .map((g) => this.#token.readPeers(clusterId, g))
+      .filter((r): r is Buffer => r !== undefined)
+      .map((r) => JSON.parse(r.toString()) as ShareSetPeers);
+    if (records.length === 0) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}`);
+    const tallies = records.map((p) => ({ need: p.threshold, got: tallyApprovals(c, p.custodians, approvals, now).approved.length }));
+    if (!tallies.some((t) => t.got >= t.need))
+      throw permissionDenied(`destroying a share needs a quorum of valid approvals: got ${tallies[0]!.got} of ${tallies[0]!.need}`);
+    const doomed = c.operation === 'destroy-cluster' ? held : held.filter((g) => g < Number(c.parameters.new_generation));
+    for (const g of doomed) this.#token.destroyShare(clusterId, g);
+    return doomed;
   }
 }
 
