@@ -114,6 +114,32 @@ export interface ServiceOptions {
  * Wraps a table of async handlers into a grpc-js service implementation. Methods that the
  * proto declares but the table lacks return UNIMPLEMENTED.
  */
+/** What a request that does not decode as its message becomes (see decodingSafe). */
+const UNDECODABLE = Symbol('undecodable request');
+
+/**
+ * The service definition with requests that fail to decode turned into a marker instead of
+ * an exception: grpc-js would answer those INTERNAL before any keyshard code runs (and so
+ * unaudited); unaryService answers them INVALID_ARGUMENT, after authorization, and audits it.
+ */
+export function decodingSafe(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, m] of Object.entries(definition)) {
+    const decode = m.requestDeserialize;
+    out[name] = {
+      ...m,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return decode(bytes);
+        } catch {
+          return UNDECODABLE;
+        }
+      },
+    };
+  }
+  return out as grpc.ServiceDefinition;
+}
+
 export function unaryService(
   definition: grpc.ServiceDefinition,
   handlers: Record<string, UnaryHandler<any, any>>,
@@ -147,6 +173,7 @@ export function unaryService(
         ctx = contextOf(call, method);
         options.authorize?.(ctx);
         if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
+        if (call.request === UNDECODABLE) throw new KeyshardError('INVALID_ARGUMENT', `the request is not a valid ${name} request message`);
         const run = () => handler(call.request, ctx);
         const pending = options.before?.(ctx);
         (pending ? pending.then(run) : run()).then((res) => finish(undefined, res), finish);

@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
-import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe } from '@keyshard/rpc';
 import { clusterNamespace, compactAndDefragment, connectEtcd } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
@@ -143,14 +143,14 @@ async function main(): Promise<void> {
   );
   const proto = keyshardProto();
   const server = new grpc.Server(serverOptions());
-  server.addService(proto.KeyService.service, unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps, (id, v) => usage.of(id, v)), {
+  server.addService(decodingSafe(proto.KeyService.service), unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps, (id, v) => usage.of(id, v)), {
       name: 'keys',
       observer,
       before,
       authorize: keyServiceAuthorizer(new Set([...config.admins, ...config.keyUsers])),
     }));
   server.addService(
-    proto.CeremonyService.service,
+    decodingSafe(proto.CeremonyService.service),
     unaryService(
       proto.CeremonyService.service,
       ceremonyHandlers({ cluster, seal, unseal, quorum, links, replicas, ns, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader() }),

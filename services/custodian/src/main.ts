@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError, createLogger, loadConfig, runMain } from '@keyshard/config';
-import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe } from '@keyshard/rpc';
 import { CustodianToken } from '@keyshard/hsm';
 import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   const proto = keyshardProto();
   const server = new grpc.Server(serverOptions());
   server.addService(
-    proto.CustodianService.service,
+    decodingSafe(proto.CustodianService.service),
     unaryService(
       proto.CustodianService.service,
       custodianHandlers({
