@@ -7,6 +7,7 @@ import { registerKeys } from './commands/keys.ts';
 import { registerCustodian } from './commands/custodian.ts';
 import { registerCrypto } from './commands/crypto.ts';
 import { registerCeremonies } from './commands/ceremony.ts';
+import { registerAudit } from './commands/audit.ts';
 
 const program = new Command('keyshard')
   .description('keyshard: a distributed key-management service sealed by a custodian quorum')
@@ -23,5 +24,6 @@ registerKeys(program);
 registerCustodian(program);
 registerCrypto(program);
 registerCeremonies(program); // after registerKeys: adds `key destroy`
+registerAudit(program);
 
 program.parseAsync(process.argv).catch(fail);

@@ -143,6 +143,9 @@ export function writeConfigs(l: Layout): void {
     tls: l.certs['audit-sink'],
     appenders: [...l.coordinatorIds, ...l.custodianIds],
     readers: [AUDITOR],
+    // The sink's keys live outside its data dir, so a copy of the log holds neither.
+    checkpointKeyFile: path.join(l.dir, 'audit-keys', 'checkpoint.pem'),
+    hmacKeyFile: path.join(l.dir, 'audit-keys', 'hmac.key'),
   });
   l.custodianIds.forEach((id, i) =>
     write(id, {

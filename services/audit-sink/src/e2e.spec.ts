@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,9 @@ import { makeTestPki, type TestPki } from '../../../packages/audit-client/src/te
 import { KeyshardError } from '@keyshard/errors';
 import { isServiceError, keyshardProto, makeClient, unaryCall } from '@keyshard/rpc';
 import * as grpc from '@grpc/grpc-js';
-import { verifyChainFile } from './verify.ts';
+import { verifyInclusion } from '@keyshard/audit-client/merkle';
+import { verifyLogDir } from './verify.ts';
+import { hmacValue } from './sensitive.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const children = new Set<ChildProcess>();
@@ -82,7 +84,11 @@ describe('audit sink end to end', () => {
   };
   const writeConfig = (listen: string, dataDir = path.join(dir, 'data')) => {
     const file = path.join(dir, `sink-${Math.random().toString(36).slice(2)}.json`);
-    const cfg = { listen, dataDir, tls: pki.files('audit-sink'), appenders: ['coordinator'], readers: ['auditor'], logLevel: 'info' };
+    const keys = path.join(dir, 'sink-keys');
+    const cfg = {
+      listen, dataDir, tls: pki.files('audit-sink'), appenders: ['coordinator'], readers: ['auditor'], logLevel: 'info',
+      checkpointKeyFile: path.join(keys, 'checkpoint.pem'), hmacKeyFile: path.join(keys, 'hmac.key'), sensitive: { details: ['tenant'] },
+    };
     writeFileSync(file, JSON.stringify(cfg));
     return file;
   };
@@ -106,7 +112,7 @@ describe('audit sink end to end', () => {
     assert.notEqual(sink.address, '127.0.0.1:0');
   });
 
-  it('500 concurrent events are all acknowledged, stored once each, and the chain verifies', async () => {
+  it('500 concurrent events are all acknowledged, stored once each, and the log verifies', async () => {
     const c = auditClient('coordinator');
     await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
@@ -115,12 +121,14 @@ describe('audit sink end to end', () => {
     );
     const file = path.join(dir, 'data', 'audit.log');
     assert.equal(readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 500);
-    const v = verifyChainFile(file);
-    assert.equal(v.ok, true);
+    const v = verifyLogDir(path.join(dir, 'data'));
+    assert.equal(v.ok, true, v.reason);
     assert.equal(v.records, 500);
 
     const cp = await unaryCall<{ tree_size: string; root_hash: string }>(rawClient('auditor'), 'GetCheckpoint', {});
-    assert.deepEqual([cp.tree_size, cp.root_hash], ['500', v.headHash]);
+    assert.deepEqual([cp.tree_size, cp.root_hash], ['500', v.rootHash]);
+    const proof = await unaryCall<{ path: Buffer[]; leaf_hash: Buffer; root_hash: Buffer }>(rawClient('auditor'), 'GetInclusionProof', { index: 123, tree_size: 400 });
+    assert.ok(verifyInclusion(123, 400, proof.leaf_hash, proof.path, proof.root_hash));
   });
 
   it('readers page through Query with filters; appenders may not Query', async () => {
@@ -143,13 +151,24 @@ describe('audit sink end to end', () => {
     assert.equal(new Set(seen).size, 250);
     await assert.rejects(unaryCall(reader, 'Query', { page_token: 'bm9wZQ' }), (e) => isServiceError(e) && e.code === grpc.status.INVALID_ARGUMENT);
     await assert.rejects(unaryCall(rawClient('coordinator'), 'Query', {}), (e) => isServiceError(e) && e.code === grpc.status.PERMISSION_DENIED);
-    await assert.rejects(unaryCall(reader, 'GetInclusionProof', {}), (e) => isServiceError(e) && e.code === grpc.status.UNIMPLEMENTED);
+    await assert.rejects(unaryCall(reader, 'GetInclusionProof', { index: 600 }), (e) => isServiceError(e) && e.code === grpc.status.INVALID_ARGUMENT);
+  });
+
+  it('stores marked and configured sensitive details as HMACs that HashValue reproduces', async () => {
+    await auditClient('coordinator').record({ principal: 'p', operation: 'keys.Encrypt', result: 'ok', details: { 'sensitive.context.user': 'alice', tenant: 'acme', version: '3' } });
+    const text = readFileSync(path.join(dir, 'data', 'audit.log'), 'utf8');
+    assert.ok(!text.includes('alice') && !text.includes('acme'));
+    const key = Buffer.from(readFileSync(path.join(dir, 'sink-keys', 'hmac.key'), 'utf8').trim(), 'hex');
+    const stored = JSON.parse(text.trim().split('\n').at(-1)!).event.details;
+    assert.deepEqual(stored, { 'sensitive.context.user': hmacValue(key, 'alice'), tenant: hmacValue(key, 'acme'), version: '3' });
+    const { hash } = await unaryCall<{ hash: string }>(rawClient('auditor'), 'HashValue', { value: 'acme' });
+    assert.equal(hash, stored.tenant);
   });
 
   it('refuses an appender whose certificate CN is not listed, and a forged source', async () => {
     await assert.rejects(auditClient('intruder', { source: 'coordinator' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
     await assert.rejects(auditClient('coordinator', { source: 'custodian-1' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
-    assert.equal(verifyChainFile(path.join(dir, 'data', 'audit.log')).records, 500);
+    assert.equal(verifyLogDir(path.join(dir, 'data')).records, 501);
   });
 
   it('after SIGKILL, record() rejects with UNAVAILABLE within the timeout; a restart resumes', async () => {
@@ -174,17 +193,19 @@ describe('audit sink end to end', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    const v = verifyChainFile(path.join(dir, 'data', 'audit.log'));
-    assert.equal(v.ok, true);
-    assert.equal(v.records, 502);
+    const v = verifyLogDir(path.join(dir, 'data'));
+    assert.equal(v.ok, true, v.reason);
+    assert.equal(v.records, 503);
   });
 
   it('refuses to start on a tampered log', async () => {
     const bad = path.join(dir, 'tampered');
-    const src = readFileSync(path.join(dir, 'data', 'audit.log'), 'utf8').split('\n').slice(0, 3);
+    cpSync(path.join(dir, 'data'), bad, { recursive: true, verbatimSymlinks: true });
+    rmSync(path.join(bad, 'LOCK'), { force: true });
+    const seg = path.join(bad, 'segments', readdirSync(path.join(bad, 'segments'))[0]!);
+    const src = readFileSync(seg, 'utf8').split('\n');
     src[1] = src[1]!.replace('"result":"ok"', '"result":"denied"');
-    mkdirSync(bad);
-    writeFileSync(path.join(bad, 'audit.log'), `${src.join('\n')}\n`);
+    writeFileSync(seg, src.join('\n'));
     await assert.rejects(startSink(writeConfig('127.0.0.1:0', bad)), (e: { exitCode?: number; stderr?: string }) =>
       e.exitCode === 1 && /failed verification at record 1/.test(e.stderr ?? ''),
     );

@@ -1,40 +1,48 @@
 /**
  * The audit sink process:
  *   node --import tsx services/audit-sink/src/main.ts --config audit-sink.json
- * Opens (and verifies) the chain, serves AuditService over mutual TLS, and on SIGTERM/SIGINT
- * acknowledges what it has accepted, stops, and exits 0.
+ * Opens (and verifies) the log, serves AuditService over mutual TLS, and on SIGTERM/SIGINT
+ * acknowledges what it has accepted, writes a last checkpoint, stops, and exits 0.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
 import { keyshardProto, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
-import { ChainLog } from './chain-log.ts';
+import { AuditLog } from './audit-log.ts';
+import { loadSigner } from './checkpoint-store.ts';
 import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
+import { SensitiveFields, loadHmacKey } from './sensitive.ts';
 import { createAuditService } from './server.ts';
 
 export interface RunningSink {
   address: string; // host:port actually bound
-  chain: ChainLog;
+  log: AuditLog;
   /** Drains Append streams, stops the server and closes the log. Idempotent. */
   stop(): Promise<void>;
 }
 
 const SHUTDOWN_GRACE_MS = 5_000;
 
-export async function startAuditSink(cfg: AuditSinkConfig, log: Logger): Promise<RunningSink> {
+export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Promise<RunningSink> {
   let stopping: Promise<void> | undefined;
-  const chain = await ChainLog.open(cfg.dataDir, {
+  const signer = loadSigner(cfg.checkpointKeyFile);
+  const sensitive = new SensitiveFields(loadHmacKey(cfg.hmacKeyFile), cfg.sensitive);
+  const log = await AuditLog.open(cfg.dataDir, {
+    signer,
+    segmentBytes: cfg.segmentBytes,
+    checkpointIntervalMs: cfg.checkpointIntervalMs,
     // The log refuses all writes after an I/O failure; exit so a supervisor restarts us and
-    // the reopen re-verifies the file and drops the torn tail.
+    // the reopen re-verifies the files and drops the torn tail.
     onFailure: (err) => {
-      log.fatal({ err }, 'audit log write failed; exiting');
+      logger.fatal({ err }, 'audit log write failed; exiting');
       void (stopping ?? Promise.resolve()).finally(() => process.exit(1));
     },
   });
-  log.info({ dataDir: cfg.dataDir, records: chain.size, head: chain.headHash, truncatedBytes: chain.openInfo.truncatedBytes }, 'audit log opened');
+  const cp = log.checkpoint;
+  logger.info({ dataDir: cfg.dataDir, records: log.size, root: cp.root_hash, keyId: cp.key_id, truncatedBytes: log.openInfo.truncatedBytes }, 'audit log opened');
 
-  const service = createAuditService(chain, { appenders: cfg.appenders, readers: cfg.readers, logger: log });
+  const service = createAuditService(log, { appenders: cfg.appenders, readers: cfg.readers, sensitive, logger });
   const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
   server.addService(keyshardProto().AuditService.service, service.implementation);
   let port: number;
@@ -43,12 +51,12 @@ export async function startAuditSink(cfg: AuditSinkConfig, log: Logger): Promise
       server.bindAsync(cfg.listen, serverCredentials(readTls(cfg.tls)), (err, p) => (err ? reject(err) : resolve(p))),
     );
   } catch (e) {
-    await chain.close();
+    await log.close();
     throw e;
   }
   const host = cfg.listen.slice(0, cfg.listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
-  log.info({ address }, 'listening');
+  logger.info({ address }, 'listening');
 
   const stop = () =>
     (stopping ??= (async () => {
@@ -63,22 +71,22 @@ export async function startAuditSink(cfg: AuditSinkConfig, log: Logger): Promise
           resolve();
         });
       });
-      await chain.close();
-      log.info({ records: chain.size, head: chain.headHash }, 'stopped');
+      await log.close();
+      logger.info({ records: log.size, root: log.checkpoint.root_hash }, 'stopped');
     })());
-  return { address, chain, stop };
+  return { address, log, stop };
 }
 
 async function main(): Promise<void> {
   const cfg = loadConfig(auditSinkConfigSchema);
-  const log = createLogger('audit-sink', cfg.logLevel ?? 'info');
-  const sink = await startAuditSink(cfg, log);
+  const logger = createLogger('audit-sink', cfg.logLevel ?? 'info');
+  const sink = await startAuditSink(cfg, logger);
   const onSignal = (signal: NodeJS.Signals) => {
-    log.info({ signal }, 'shutting down');
+    logger.info({ signal }, 'shutting down');
     sink.stop().then(
       () => process.exit(0),
       (err) => {
-        log.error({ err }, 'shutdown failed');
+        logger.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );

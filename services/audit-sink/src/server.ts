@@ -1,46 +1,22 @@
 /**
- * AuditService handlers: thin adapters between gRPC and the ChainLog. Authorization is by
- * certificate CN: `appenders` may Append (and GetCheckpoint), `readers` may read.
- * An event's `source` must be the appender's own identity (empty = filled in), so one
- * component cannot write events in another's name.
+ * AuditService handlers: thin adapters between gRPC and the AuditLog. Authorization is by
+ * certificate CN: `appenders` may Append (and GetCheckpoint), `readers` may read everything.
+ * Events are normalized (event.ts) and their sensitive values replaced by HMACs
+ * (sensitive.ts) before they are hashed and stored.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '@keyshard/config';
 import { KeyshardError, invalidArgument, permissionDenied } from '@keyshard/errors';
+import { toCheckpointMsg } from '@keyshard/audit-client/checkpoint';
 import { contextOf, keyshardProto, toServiceError, unaryService, type CallOutcome } from '@keyshard/rpc';
-import type { ChainLog } from './chain-log.ts';
-
-/** AuditEvent exactly as in audit.proto (keepCase): what is hashed and stored. */
-export interface StoredAuditEvent {
-  id: string;
-  time: string;
-  source: string;
-  principal: string;
-  operation: string;
-  key_id: string;
-  ceremony_id: string;
-  result: string;
-  code: string;
-  request_id: string;
-  details: Record<string, string>;
-}
-
-type RawEvent = Partial<Record<keyof StoredAuditEvent, unknown>>;
+import type { AuditLog } from './audit-log.ts';
+import { normalizeEvent, type RawEvent } from './event.ts';
+import { queryLog, type QueryRequestMsg } from './query.ts';
+import type { SensitiveFields } from './sensitive.ts';
 
 interface AppendRequestMsg {
   events?: RawEvent[];
   batch?: string;
-}
-
-interface QueryRequestMsg {
-  from_time: string;
-  to_time: string;
-  principal: string;
-  key_id: string;
-  operation: string;
-  result: string;
-  page_size: number;
-  page_token: string;
 }
 
 type Who = { principal: string; requestId: string; method: string };
@@ -48,62 +24,41 @@ type Who = { principal: string; requestId: string; method: string };
 export interface AuditServiceOptions {
   appenders: readonly string[];
   readers: readonly string[];
+  sensitive: SensitiveFields;
   logger: Logger;
 }
 
-const STRING_FIELDS = ['id', 'time', 'source', 'principal', 'operation', 'key_id', 'ceremony_id', 'result', 'code', 'request_id'] as const;
-// Bounds keep one producer from bloating the log; real events are far smaller.
-const MAX_ID = 128;
-const MAX_FIELD = 4096;
-const MAX_DETAILS = 64;
 const MAX_OUTSTANDING = 16; // unacknowledged batches per stream before we stop reading it
-const DEFAULT_PAGE = 100;
-const MAX_PAGE = 1000;
+const MAX_HASH_INPUT = 4096;
 
-/** Copies exactly the proto fields, so every producer's events hash the same way. */
-export function normalizeEvent(raw: RawEvent | undefined, caller: string): StoredAuditEvent {
-  const ev = {} as StoredAuditEvent;
-  for (const f of STRING_FIELDS) {
-    const v = raw?.[f] ?? '';
-    if (typeof v !== 'string' || v.length > MAX_FIELD) throw invalidArgument(`audit event field ${f} is invalid`);
-    ev[f] = v;
-  }
-  if (!ev.id || ev.id.length > MAX_ID) throw invalidArgument('audit event needs an id of 1..128 characters');
-  if (!ev.operation) throw invalidArgument('audit event needs an operation');
-  if (ev.source === '') ev.source = caller;
-  else if (ev.source !== caller) throw permissionDenied(`event source ${ev.source} does not match the caller's identity ${caller}`);
-  const details = raw?.details ?? {};
-  if (typeof details !== 'object' || details === null || Array.isArray(details)) throw invalidArgument('audit event details are invalid');
-  const entries = Object.entries(details as Record<string, unknown>);
-  if (entries.length > MAX_DETAILS) throw invalidArgument(`audit event has more than ${MAX_DETAILS} details`);
-  ev.details = {};
-  for (const [k, v] of entries) {
-    if (typeof v !== 'string' || k.length > MAX_FIELD || v.length > MAX_FIELD) throw invalidArgument(`audit event detail ${k.slice(0, 64)} is invalid`);
-    ev.details[k] = v;
-  }
-  return ev;
+/** A uint64 request field (a string under our loader options); 0 or absent means `dflt`. */
+function sizeField(v: unknown, name: string, dflt: number): number {
+  const n = Number(v ?? 0);
+  if (!Number.isSafeInteger(n) || n < 0) throw invalidArgument(`${name} is out of range`);
+  return n === 0 ? dflt : n;
 }
 
 export interface AuditServiceHandle {
   implementation: grpc.UntypedServiceImplementation;
-  /** Stops taking new batches, acknowledges those already taken, then ends every Append stream. */
+  /** Stops taking new batches, acknowledges those already taken, then ends every stream. */
   drain(): Promise<void>;
 }
 
-export function createAuditService(chain: ChainLog, opts: AuditServiceOptions): AuditServiceHandle {
+export function createAuditService(log: AuditLog, opts: AuditServiceOptions): AuditServiceHandle {
   const appenders = new Set(opts.appenders);
   const readers = new Set(opts.readers);
-  const log = opts.logger;
+  const logger = opts.logger;
   const streams = new Set<{ settled: () => Promise<void>; end: () => void }>();
+  const tails = new Set<AbortController>();
   let draining = false;
 
   // Calls are logged, not audited: the sink does not audit itself into its own log.
   const logCall = (ctx: Who, e: unknown, started: number) => {
     const code = e === undefined ? 'OK' : e instanceof KeyshardError ? e.code : 'INTERNAL';
     const entry = { method: ctx.method, principal: ctx.principal, request_id: ctx.requestId, code, ms: Math.round(performance.now() - started) };
-    if (e === undefined) log.debug(entry, 'call');
-    else if (code === 'INTERNAL') log.error({ ...entry, err: e }, 'call failed');
-    else log.warn({ ...entry, reason: (e as Error).message }, 'call refused');
+    if (e === undefined) logger.debug(entry, 'call');
+    else if (code === 'INTERNAL') logger.error({ ...entry, err: e }, 'call failed');
+    else logger.warn({ ...entry, reason: (e as Error).message }, 'call refused');
   };
   const observe = (o: CallOutcome) => logCall(o.ctx, o.error, performance.now() - o.durationMs);
 
@@ -111,14 +66,24 @@ export function createAuditService(chain: ChainLog, opts: AuditServiceOptions): 
   const unary = unaryService(
     unaryDefs,
     {
-      GetCheckpoint: async () => ({
-        tree_size: String(chain.size),
-        root_hash: chain.headHash,
-        time: new Date().toISOString(),
-        key_id: '', // unsigned until the Merkle log brings signed checkpoints
-        signature: Buffer.alloc(0),
-      }),
-      Query: (req: QueryRequestMsg) => query(chain, req),
+      GetCheckpoint: async () => toCheckpointMsg(await log.freshCheckpoint()),
+      GetInclusionProof: async (req: { index?: string; tree_size?: string }) => {
+        const size = sizeField(req.tree_size, 'tree_size', log.size);
+        const index = sizeField(req.index, 'index', 0);
+        const path = log.inclusionProof(index, size);
+        return { index: String(index), tree_size: String(size), path, leaf_hash: log.leafAt(index), root_hash: log.rootAt(size) };
+      },
+      GetConsistencyProof: async (req: { first_size?: string; second_size?: string }) => {
+        const second = sizeField(req.second_size, 'second_size', log.size);
+        const first = sizeField(req.first_size, 'first_size', 0);
+        return { path: log.consistencyProof(first, second), first_size: String(first), second_size: String(second) };
+      },
+      Query: (req: QueryRequestMsg) => queryLog(log, req),
+      HashValue: async (req: { value?: string }) => {
+        const value = req.value ?? '';
+        if (value.length > MAX_HASH_INPUT) throw invalidArgument(`value is longer than ${MAX_HASH_INPUT} characters`);
+        return { hash: opts.sensitive.hash(value) };
+      },
     },
     {
       name: 'audit',
@@ -163,10 +128,18 @@ export function createAuditService(chain: ChainLog, opts: AuditServiceOptions): 
       tail = tail.then(async () => {
         try {
           if (finished) return;
-          const events = (req.events ?? []).map((e) => normalizeEvent(e, ctx.principal));
-          const r = await chain.append(events);
+          const events = (req.events ?? []).map((e) => opts.sensitive.apply(normalizeEvent(e, ctx.principal)));
+          const r = await log.append(events);
           if (!finished && !call.cancelled) {
-            call.write({ batch: req.batch ?? '0', first_index: String(r.firstIndex), count: String(r.count), head_hash: r.headHash });
+            const cp = r.checkpoint;
+            call.write({
+              batch: req.batch ?? '0',
+              first_index: String(r.firstIndex),
+              count: String(r.count),
+              head_hash: cp.root_hash,
+              tree_size: String(cp.tree_size),
+              checkpoint: toCheckpointMsg(cp),
+            });
           }
         } catch (e) {
           finish(e);
@@ -179,73 +152,55 @@ export function createAuditService(chain: ChainLog, opts: AuditServiceOptions): 
     call.on('cancelled', () => finish(new KeyshardError('UNAVAILABLE', 'cancelled by the client')));
   }
 
-  function Tail(call: grpc.ServerWritableStream<unknown, unknown>): void {
-    try {
-      const ctx = contextOf(call, 'audit.Tail');
+  /** Streams stored events from from_index; with `follow`, keeps sending new ones until cancelled. */
+  function Tail(call: grpc.ServerWritableStream<{ from_index?: string; follow?: boolean }, unknown>): void {
+    const started = performance.now();
+    let ctx: Who = { principal: 'unknown', requestId: '', method: 'audit.Tail' };
+    const stop = new AbortController();
+    const run = async () => {
+      ctx = contextOf(call, 'audit.Tail');
       if (!readers.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not call audit.Tail`);
-      throw new KeyshardError('UNIMPLEMENTED', 'audit.Tail is not implemented in this version');
-    } catch (e) {
-      call.emit('error', toServiceError(e));
-    }
+      let next = sizeField(call.request.from_index, 'from_index', 0);
+      call.on('cancelled', () => stop.abort());
+      tails.add(stop);
+      for (;;) {
+        for await (const r of log.records(next)) {
+          if (stop.signal.aborted) return;
+          // Respect flow control: a slow reader slows its own stream, nobody else's.
+          if (!call.write({ index: String(r.index), event: r.event })) await new Promise((res) => call.once('drain', res));
+          next = r.index + 1;
+        }
+        if (!call.request.follow || stop.signal.aborted || draining) return;
+        await log.waitForGrowth(next, stop.signal); // until record `next` exists
+        if (stop.signal.aborted || draining) return;
+      }
+    };
+    run().then(
+      () => {
+        tails.delete(stop);
+        logCall(ctx, undefined, started);
+        if (!call.cancelled) call.end();
+      },
+      (e) => {
+        tails.delete(stop);
+        logCall(ctx, e, started);
+        if (!call.cancelled) call.emit('error', toServiceError(e));
+      },
+    );
   }
 
   return {
     implementation: { ...unary, Append, Tail },
     async drain() {
       draining = true;
+      for (const t of tails) t.abort();
       const open = [...streams];
-      await Promise.all(open.map(async (s) => {
-        await s.settled();
-        s.end();
-      }));
+      await Promise.all(
+        open.map(async (s) => {
+          await s.settled();
+          s.end();
+        }),
+      );
     },
   };
-}
-
-async function query(chain: ChainLog, req: QueryRequestMsg) {
-  const pageSize = req.page_size > 0 ? Math.min(req.page_size, MAX_PAGE) : DEFAULT_PAGE;
-  const from = parseTime(req.from_time, 'from_time');
-  const to = parseTime(req.to_time, 'to_time');
-  const start = req.page_token ? decodeToken(req.page_token) : { index: 0, offset: 0 };
-  const matches = (ev: Partial<StoredAuditEvent>) => {
-    if (req.principal && ev.principal !== req.principal) return false;
-    if (req.key_id && ev.key_id !== req.key_id) return false;
-    if (req.operation && ev.operation !== req.operation) return false;
-    if (req.result && ev.result !== req.result) return false;
-    if (from !== undefined || to !== undefined) {
-      const t = Date.parse(ev.time ?? '');
-      if (Number.isNaN(t) || (from !== undefined && t < from) || (to !== undefined && t >= to)) return false;
-    }
-    return true;
-  };
-  const events: { index: string; event: unknown }[] = [];
-  let next = '';
-  // A linear scan is fine at this size; the Merkle log will bring an index.
-  for await (const r of chain.records(start.offset, start.index)) {
-    if (events.length === pageSize) {
-      next = encodeToken(r.index, r.offset);
-      break;
-    }
-    if (matches(r.event as Partial<StoredAuditEvent>)) events.push({ index: String(r.index), event: r.event });
-  }
-  return { events, next_page_token: next };
-}
-
-function parseTime(s: string, field: string): number | undefined {
-  if (!s) return undefined;
-  const t = Date.parse(s);
-  if (Number.isNaN(t)) throw invalidArgument(`${field} is not an RFC 3339 time`);
-  return t;
-}
-
-// Page tokens carry the byte offset so a page does not rescan the log from the start;
-// ChainLog.records checks that the offset is the start of the record with that index.
-function encodeToken(index: number, offset: number): string {
-  return Buffer.from(`${index}.${offset}`).toString('base64url');
-}
-
-function decodeToken(token: string): { index: number; offset: number } {
-  const m = /^(\d{1,15})\.(\d{1,15})$/.exec(Buffer.from(token, 'base64url').toString('utf8'));
-  if (!m) throw invalidArgument('invalid page_token');
-  return { index: Number(m[1]), offset: Number(m[2]) };
 }

@@ -1,53 +1,139 @@
 /**
- * Offline verification of an audit chain file, without a running sink (e.g. on a copy
- * taken for an investigation). Also a CLI:
- *   node --import tsx services/audit-sink/src/verify.ts <dataDir>/audit.log [tree_size:root_hash]
- * prints a JSON result; exits 0 when the chain verifies (and contains the given checkpoint,
- * as returned by GetCheckpoint), 1 otherwise. A chain that verifies on its own proves nothing
- * about records cut from its tail or a wholesale rewrite: that needs a checkpoint kept elsewhere.
+ * Offline verification of an audit log directory, without a running sink (e.g. a copy taken
+ * for an investigation). It recomputes every record's leaf and the whole RFC 6962 tree, checks
+ * every stored checkpoint's signature and root, the consistency between successive checkpoints
+ * (RFC 9162 §2.1.4), and optionally a checkpoint kept elsewhere (`--checkpoint`), which is what
+ * catches a wholesale rewrite or a cut tail. Reports the first bad index and why.
+ *
+ * Also a CLI (`keyshard audit verify` wraps it):
+ *   node --import tsx services/audit-sink/src/verify.ts <dataDir | dataDir/audit.log> [checkpoint.json] [--key pub.pem]…
+ * prints a JSON result; exits 0 when the log verifies, 1 otherwise.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GENESIS, scanChain } from './chain-log.ts';
+import type { KeyObject } from 'node:crypto';
+import { MerkleTree, verifyConsistency } from '@keyshard/audit-client/merkle';
+import { checkpointProblem, type SignedCheckpoint } from '@keyshard/audit-client/checkpoint';
+import { CHECKPOINTS_FILE, KEYS_DIR, loadPublicKeys, readCheckpointFile } from './checkpoint-store.ts';
+import { ACTIVE_LINK, scanSegments } from './segments.ts';
+
+export interface VerifyOptions {
+  /** A checkpoint obtained from the sink earlier and kept outside the log directory. */
+  checkpoint?: SignedCheckpoint;
+  /** Trusted public key files or directories; default: the log directory's own keys/. */
+  keys?: string[];
+}
 
 export interface VerifyResult {
   ok: boolean;
   records: number;
-  headHash?: string;
+  rootHash: string;
+  checkpoints: number; // stored checkpoints checked
   firstBadIndex?: number;
   reason?: string;
+  notes: string[];
 }
 
-export interface Checkpoint {
-  treeSize: number;
-  rootHash: string; // hex
-}
-
-export function verifyChainFile(file: string, checkpoint?: Checkpoint): VerifyResult {
-  let atCheckpoint: string | undefined = checkpoint?.treeSize === 0 ? GENESIS.toString('hex') : undefined;
-  const scan = scanChain(file, (index, hash) => {
-    if (checkpoint && index === checkpoint.treeSize - 1) atCheckpoint = hash.toString('hex');
+export function verifyLogDir(dataDir: string, opts: VerifyOptions = {}): VerifyResult {
+  if (path.basename(dataDir) === ACTIVE_LINK) dataDir = path.dirname(dataDir);
+  const tree = new MerkleTree();
+  const ids = new Map<string, number>();
+  let dup: { index: number; first: number } | undefined;
+  const scan = scanSegments(dataDir, (index, rec) => {
+    const seen = ids.get(rec.event.id);
+    if (seen !== undefined) dup ??= { index, first: seen };
+    ids.set(rec.event.id, index);
+    tree.appendLeafHash(rec.leaf);
   });
-  const headHash = scan.headHash.toString('hex');
-  if (scan.bad) return { ok: false, records: scan.records, headHash, firstBadIndex: scan.bad.index, reason: scan.bad.reason };
-  if (checkpoint && atCheckpoint !== checkpoint.rootHash.toLowerCase()) {
-    const reason = atCheckpoint === undefined ? 'log is shorter than the checkpoint' : 'log does not contain the checkpoint';
-    return { ok: false, records: scan.records, headHash, reason };
+  const result = (bad?: { index?: number; reason: string }): VerifyResult => ({
+    ok: bad === undefined,
+    records: tree.size,
+    rootHash: tree.root().toString('hex'),
+    checkpoints: checked,
+    ...(bad ? { firstBadIndex: bad.index, reason: bad.reason } : {}),
+    notes,
+  });
+  const notes: string[] = [];
+  let checked = 0;
+  if (scan.segments.length === 0) return result({ reason: `no segment files in ${path.join(dataDir, 'segments')}` });
+  if (scan.bad) return result(scan.bad);
+  if (dup) return result({ index: dup.index, reason: `duplicate event id (first stored at index ${dup.first})` });
+  if (scan.tornBytes > 0) notes.push(`torn final line (${scan.tornBytes} bytes, never acknowledged; the sink cuts it on start)`);
+
+  const keys = loadPublicKeys(...(opts.keys?.length ? opts.keys : [path.join(dataDir, KEYS_DIR)]));
+  const cps = readCheckpointFile(path.join(dataDir, CHECKPOINTS_FILE));
+  if (cps.bad) return result({ reason: `${CHECKPOINTS_FILE} line ${cps.bad.line}: ${cps.bad.reason}` });
+  let prev: SignedCheckpoint | undefined;
+  for (const [i, c] of cps.checkpoints.entries()) {
+    const bad = checkAgainst(tree, c, keys, prev, `checkpoint ${i + 1} of ${CHECKPOINTS_FILE}`);
+    if (bad) return result(bad);
+    checked += 1;
+    prev = c;
   }
-  // A torn final line is a crash artefact the sink drops on open (it was never acknowledged):
-  // the chain is still valid, but say so.
-  const reason = scan.tornBytes > 0 ? `torn final line (${scan.tornBytes} bytes, never acknowledged)` : undefined;
-  return { ok: true, records: scan.records, headHash, ...(reason ? { reason } : {}) };
+  if (checked === 0) notes.push('no stored checkpoint: the records are consistent, but nothing signed vouches for them');
+  if (opts.checkpoint) {
+    const bad = checkAgainst(tree, opts.checkpoint, keys, undefined, 'the given checkpoint');
+    if (bad) return result(bad);
+  }
+  return result();
+}
+
+/**
+ * Checks one checkpoint against the recomputed tree; and that it extends `prev` (same log,
+ * only appended to). When a root differs, the change lies between the previous good
+ * checkpoint and this one: the first index that can be named is prev's size.
+ */
+function checkAgainst(
+  tree: MerkleTree,
+  c: SignedCheckpoint,
+  keys: ReadonlyMap<string, KeyObject>,
+  prev: SignedCheckpoint | undefined,
+  what: string,
+): { index?: number; reason: string } | undefined {
+  const problem = checkpointProblem(c, keys);
+  if (problem) return { reason: `${what} (size ${c.tree_size}): ${problem}` };
+  if (c.tree_size > tree.size) return { index: tree.size, reason: `${what} covers ${c.tree_size} records, the log holds ${tree.size}: records ${tree.size}..${c.tree_size - 1} were removed` };
+  const root = tree.root(c.tree_size);
+  if (root.toString('hex') !== c.root_hash) {
+    const from = prev?.tree_size ?? 0;
+    return { index: from, reason: `${what} (size ${c.tree_size}) has a different root: a record in ${from}..${c.tree_size - 1} was changed, removed or reordered` };
+  }
+  if (prev) {
+    if (c.tree_size < prev.tree_size) return { reason: `${what} has size ${c.tree_size}, smaller than the one before (${prev.tree_size})` };
+    const proof = tree.consistencyProof(prev.tree_size, c.tree_size);
+    if (!verifyConsistency(prev.tree_size, c.tree_size, Buffer.from(prev.root_hash, 'hex'), root, proof)) {
+      return { index: prev.tree_size, reason: `${what} is not consistent with the checkpoint of size ${prev.tree_size}` };
+    }
+  }
+  return undefined;
+}
+
+/** Reads a checkpoint file: the stored JSON form, or the proto JSON form (`keyshard audit checkpoint --json`). */
+export function readCheckpointJson(file: string): SignedCheckpoint {
+  const raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  return {
+    tree_size: Number(raw.tree_size),
+    root_hash: String(raw.root_hash ?? ''),
+    time: String(raw.time ?? ''),
+    key_id: String(raw.key_id ?? ''),
+    signature: String(raw.signature ?? ''),
+  };
 }
 
 function cli(argv: string[]): number {
-  const [file, cp] = argv;
-  const m = cp === undefined ? undefined : /^(\d+):([0-9a-fA-F]{64})$/.exec(cp);
-  if (!file || (cp !== undefined && !m)) {
-    process.stderr.write('usage: verify.ts <audit.log> [tree_size:root_hash]\n');
+  const keys: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--key' && argv[i + 1]) keys.push(argv[++i]!);
+    else rest.push(argv[i]!);
+  }
+  const [dir, cp] = rest;
+  if (!dir || rest.length > 2) {
+    process.stderr.write('usage: verify.ts <log-dir> [checkpoint.json] [--key public.pem]...\n');
     return 2;
   }
-  const r = verifyChainFile(file, m ? { treeSize: Number(m[1]), rootHash: m[2]! } : undefined);
+  const r = verifyLogDir(dir, { keys, ...(cp ? { checkpoint: readCheckpointJson(cp) } : {}) });
   process.stdout.write(`${JSON.stringify(r)}\n`);
   return r.ok ? 0 : 1;
 }

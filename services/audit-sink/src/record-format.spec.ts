@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { canonicalJson } from '@keyshard/crypto';
+import { canonicalEventJson, checkRecord, encodeRecord } from './record-format.ts';
+import { leafHash } from '@keyshard/audit-client/merkle';
+
+const str = fc.string({ unit: 'binary', maxLength: 12 });
+const auditEvent = fc.record({
+  id: str, time: str, source: str, principal: str, operation: str, key_id: str, ceremony_id: str, result: str, code: str, request_id: str,
+  details: fc.dictionary(str, str, { maxKeys: 5 }),
+});
+
+describe('record format', () => {
+  it("the audit event fast path gives canonicalJson's exact bytes, and other shapes fall back to it", () => {
+    fc.assert(fc.property(auditEvent, (e) => canonicalEventJson(e) === canonicalJson(e)), { numRuns: 300 });
+    fc.assert(fc.property(fc.dictionary(str, fc.oneof(str, fc.integer(), fc.dictionary(str, str))), (e) => canonicalEventJson(e) === canonicalJson(e)), { numRuns: 300 });
+  });
+
+  it('a record line round-trips through checkRecord; any other spelling of it does not', () => {
+    const ev = { id: 'a', operation: 'keys.Encrypt', details: { b: '1', a: '2' } };
+    const json = canonicalJson(ev);
+    const line = Buffer.from(encodeRecord(4, leafHash(json), json));
+    assert.deepEqual(checkRecord(line, 4), { event: JSON.parse(json), leaf: leafHash(json) });
+    assert.match((checkRecord(line, 5) as { reason: string }).reason, /expected index 5, found 4/);
+    const spaced = Buffer.from(line.toString().replace('"index":4,', '"index": 4,'));
+    assert.match((checkRecord(spaced, 4) as { reason: string }).reason, /canonical form/);
+  });
+});
