@@ -27,7 +27,7 @@ import {
   manifestFingerprint, splitRootKey, validateQuorum, wrapKek, zeroize, type Ceremony, type ShareManifest,
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/errors';
-import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
+import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { Cluster } from './cluster.ts';
 import type { CustodianLink } from './custodian-link.ts';
@@ -167,13 +167,21 @@ export function destroyClusterOperation(d: ShareSetDeps): QuorumOperation {
       const destroyed = await retire(d, record.clusterId, c, approvals, d.links.map((l) => l.id));
       await crashPoint(d, 'destroy-cluster:shares-destroyed');
       await d.sealCluster();
-      const ceremonyRecord = await getJson<Ceremony>(d.ns, paths.ceremony(c.id));
-      const epoch = await etcdCall('read seal epoch', () => d.ns.get(paths.sealEpoch).string());
-      const res = await etcdCall('erase cluster state', () => d.ns.delete().all().exec());
+      // Erased in one transaction: everything of the cluster except the replicas' lease-bound
+      // registrations and election, the seal epoch they compare against, and this ceremony's
+      // record (its epitaph, still followed by whoever waits for it).
+      const others = (await etcdCall('list ceremonies', () => d.ns.getAll().prefix('ceremonies/').keys())).filter((k) => k !== paths.ceremony(c.id));
+      const ERASED_PREFIXES = [paths.keysPrefix, 'versions/', paths.usagePrefix, 'names/', 'aliases/', 'keks/', 'ceremony-lock/'];
+      const res = await etcdCall('erase cluster state', () =>
+        d.ns
+          .if(paths.cluster, 'Create', '>', 0)
+          .then(
+            ...ERASED_PREFIXES.map((p) => d.ns.delete().prefix(p)),
+            ...[paths.cluster, paths.manifest, paths.shareSetNext, ...others].map((k) => d.ns.delete().key(k)),
+          )
+          .commit(),
+      );
       await d.compact(res.header.revision);
-      // Kept: the seal epoch (replicas compare against it) and the record of this ceremony.
-      if (epoch) await etcdCall('keep seal epoch', () => d.ns.put(paths.sealEpoch).value(epoch).exec());
-      if (ceremonyRecord) await etcdCall('keep ceremony record', () => d.ns.put(paths.ceremony(c.id)).value(JSON.stringify(ceremonyRecord)).exec());
       await d.cluster.load();
       return { cluster_id: record.clusterId, shares_destroyed_at: destroyed.join(',') };
     },
