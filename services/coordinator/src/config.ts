@@ -58,7 +58,8 @@ export const coordinatorConfig = z.object({
     .prefault({}),
   maxPlaintextBytes: z.number().int().positive().max(4 * 1024 * 1024).default(64 * 1024),
   ceremonyTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
-  custodianPollMs: z.number().int().min(50).default(300),
+  /** How often a ceremony asks custodians for their releases while it is open. */
+  custodianPollMs: z.number().int().min(10).default(50),
   registrationTtlSeconds: z.number().int().min(2).default(10),
   /** How often a sealed replica checks whether peers are unsealed, to ask to join them. */
   joinCheckSeconds: z.number().positive().default(2),
