@@ -4,9 +4,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { LOADER_OPTIONS } from '@keyshard/rpc';
+import { LOADER_OPTIONS, readTls, type TlsMaterial } from '@keyshard/rpc';
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+
+/** Progress and warnings of a bench, on stderr (stdout is its report). */
+export const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 export const REPO_ROOT = path.resolve(BENCH_DIR, '../..');
 
 /** keyshard.bench.Echo, loaded with the same options as the keyshard.v1 protos. */
@@ -16,7 +19,7 @@ export function echoService(): grpc.ServiceClientConstructor {
   return root.keyshard.bench.Echo;
 }
 
-/** A `node --import tsx` child with line-split stdout; stopped by its PID only. */
+/** A `node --import tsx` child with line-split stdout (`echo`: also passed through); stopped by its PID only. */
 export class Child {
   readonly proc: ChildProcess;
   readonly lines: string[] = [];
@@ -28,7 +31,7 @@ export class Child {
     readonly name: string,
     entry: string,
     args: string[],
-    opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
+    opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[]; echo?: boolean } = {},
   ) {
     this.proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', entry, ...args], {
       cwd: REPO_ROOT,
@@ -42,10 +45,12 @@ export class Child {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         this.lines.push(line);
+        if (opts.echo) process.stdout.write(`${line}\n`);
         this.#waiters = this.#waiters.filter((w) => (w.re.test(line) ? (w.resolve(line), false) : true));
       }
     });
     this.proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      if (opts.echo) process.stderr.write(chunk);
       this.stderr = (this.stderr + chunk).slice(-16_384);
     });
     // 'close', not 'exit': only then has all of its stdout been read.
@@ -107,3 +112,7 @@ export function required(flags: Record<string, string>, name: string): string {
   if (v === undefined) throw new Error(`--${name} is required`);
   return v;
 }
+
+/** The certificates named by --ca, --cert and --key. */
+export const tlsFromFlags = (flags: Record<string, string>): TlsMaterial =>
+  readTls({ ca: required(flags, 'ca'), cert: required(flags, 'cert'), key: required(flags, 'key') });

@@ -1,8 +1,13 @@
 /**
  * Summarizes a V8 .cpuprofile (from `node --cpu-prof`): self time by function and by package/file,
- * and inclusive time of selected functions. Diagnostics for test/bench/encrypt.ts.
+ * and inclusive time of selected functions. Diagnostics for the bench scripts (BENCH_CPU_PROF).
  *
  *   node --import tsx test/bench/cpuprofile-summary.ts FILE.cpuprofile [--top 40] [--match REGEX]
+ *        [--from-us T0 --to-us T1]
+ *
+ * --from-us/--to-us keep only the samples taken in that window. Profile timestamps are
+ * CLOCK_MONOTONIC microseconds, the clock of `process.hrtime` in every process on the host, so
+ * a bench can print the window of what it measured (test/bench/rotate.ts does, per sweep).
  */
 import { readFileSync } from 'node:fs';
 import { parseFlags } from './common.ts';
@@ -31,9 +36,15 @@ const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 const parent = new Map<number, number>();
 for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
 
+// Each sample's time: the profile's start plus the deltas so far (µs).
+const from = Number(flags['from-us'] ?? -Infinity);
+const to = Number(flags['to-us'] ?? Infinity);
+let clock = prof.startTime;
+const inWindow = prof.samples.map((_, i) => ((clock += prof.timeDeltas[i] ?? 0), clock >= from && clock <= to));
+
 // Self time per node from samples and deltas (µs).
 const self = new Map<number, number>();
-prof.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0)));
+prof.samples.forEach((id, i) => inWindow[i] && self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0)));
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 
 const shortUrl = (url: string) => {
@@ -58,7 +69,8 @@ function tally(key: (n: Node) => string): [string, number][] {
   return [...m.entries()].sort((a, b) => b[1] - a[1]);
 }
 
-console.log(`${file}: ${(total / 1e6).toFixed(2)} s sampled over ${((prof.endTime - prof.startTime) / 1e6).toFixed(1)} s`);
+const span = (Math.min(to, prof.endTime) - Math.max(from, prof.startTime)) / 1e6;
+console.log(`${file}: ${(total / 1e6).toFixed(2)} s sampled over ${span.toFixed(1)} s${flags['from-us'] || flags['to-us'] ? ' (window)' : ''}`);
 console.log('\nself time by package/file:');
 for (const [k, t] of tally((n) => (['(idle)', '(program)', '(garbage collector)'].includes(n.callFrame.functionName) ? n.callFrame.functionName : shortUrl(n.callFrame.url))).slice(0, top))
   console.log(`${pct(t)} ${ms(t)}  ${k}`);
@@ -70,6 +82,7 @@ if (flags.match) {
   const re = new RegExp(flags.match);
   const incl = new Map<string, number>();
   prof.samples.forEach((id, i) => {
+    if (!inWindow[i]) return;
     const seen = new Set<string>();
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       const n = byId.get(cur)!;

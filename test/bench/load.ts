@@ -1,89 +1,59 @@
 /**
  * Closed-loop load generator (its own process, so it does not share an event loop with what it
- * measures). Keeps `--concurrency` unary calls in flight, spread round-robin over `--channels`
- * channels (each with its own subchannel pool, i.e. its own TCP+TLS connection), for a warm-up
- * and then `--seconds` of measurement.
+ * measures). Keeps `--concurrency` calls of a target (targets.ts) in flight, for a warm-up and
+ * then `--seconds` of measurement; or, with `--count N`, exactly N calls (numbered 0 … N-1) and
+ * no warm-up, measured from the first call to the last answer.
  *
- *   node --import tsx test/bench/load.ts --target encrypt|echo|audit --address HOST:PORT
- *        --ca CA --cert CERT --key KEY [--keyname NAME] [--concurrency 64] [--seconds 10]
- *        [--warmup 2] [--payload 1024] [--channels 1]
+ *   node --import tsx test/bench/load.ts --target TARGET --ca CA --cert CERT --key KEY
+ *        [--address HOST:PORT] [--concurrency 64] [--seconds 10] [--warmup 2] [--count N]
+ *        [--payload 1024] [--channels 1] [target flags, see targets.ts and etcd-baseline.ts]
  *
  * --target audit (diagnostics) drives the audit sink directly through @keyshard/audit-client, the
  * way the coordinator does: each "call" is one record() awaited until the sink's durable ack; the
  * cert must be an appender's (e.g. coordinator-1) and --source its CN. --channels here is the
  * number of AuditClient instances (= Append streams, i.e. batches in flight). Reports batches.
  *
- * Calls are made like the SDK makes them (`makeClient` + `unaryCall`: mutual TLS, CHANNEL_OPTIONS,
- * x-request-id metadata, 10 s deadline). Throughput counts calls that complete inside the
- * measurement window; latency is per call (issue to completion) for those calls. Failed calls
- * count as errors (with their status codes) and not as calls.
- *
- * Prints one JSON line:
+ * Throughput counts calls that complete inside the measurement window; latency is per call
+ * (issue to completion) for those calls. Failed calls count as errors (with their status codes)
+ * and not as calls. Prints {"phase":"measure"} and {"phase":"done"} around the window, then one
+ * JSON line:
  *   {"calls","seconds","callsPerSec","p50Ms","p99Ms","errors", ...details}
  * and exits 0 (also when errors > 0: the caller decides; the count is in the line).
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
-import { isServiceError, keyshardProto, makeClient, readTls, statusName, unaryCall } from '@keyshard/rpc';
-import { AuditClient } from '@keyshard/audit-client';
-import { echoService, parseFlags, required } from './common.ts';
+import { randomBytes } from 'node:crypto';
+import { isServiceError, statusName } from '@keyshard/rpc';
+import { parseFlags, required } from './common.ts';
+import { openTarget } from './targets.ts';
 
 const flags = parseFlags(process.argv.slice(2));
-const target = required(flags, 'target');
-const address = required(flags, 'address');
-const tls = readTls({ ca: required(flags, 'ca'), cert: required(flags, 'cert'), key: required(flags, 'key') });
+const targetName = required(flags, 'target');
 const concurrency = Number(flags.concurrency ?? 64);
+const count = flags.count === undefined ? undefined : Number(flags.count);
 const seconds = Number(flags.seconds ?? 10);
-const warmup = Number(flags.warmup ?? 2);
+const warmup = count === undefined ? Number(flags.warmup ?? 2) : 0;
 const payloadBytes = Number(flags.payload ?? 1024);
 const channels = Number(flags.channels ?? 1);
 
-let Ctor: grpc.ServiceClientConstructor;
-let method: string;
-let request: unknown;
-const payload = randomBytes(payloadBytes);
-if (target === 'encrypt') {
-  Ctor = keyshardProto().KeyService;
-  method = 'Encrypt';
-  request = { key: required(flags, 'keyname'), plaintext: payload, context: {} };
-} else if (target === 'echo') {
-  Ctor = echoService();
-  method = 'Echo';
-  request = { payload };
-} else if (target === 'audit') {
-  Ctor = keyshardProto().AuditService;
-  method = '';
-  request = undefined;
-} else {
-  throw new Error(`--target must be encrypt, echo or audit (got ${target})`);
-}
-
-// A local subchannel pool per channel: otherwise grpc-js would share one connection between
-// channels with equal target, credentials and options.
-const clients =
-  target === 'audit'
-    ? []
-    : Array.from({ length: channels }, () => makeClient<grpc.Client>(Ctor, address, tls, { 'grpc.use_local_subchannel_pool': 1 }));
-await Promise.all(
-  clients.map((c) => new Promise<void>((resolve, reject) => c.waitForReady(Date.now() + 10_000, (e) => (e ? reject(e) : resolve())))),
-);
-const audits =
-  target === 'audit'
-    ? Array.from({ length: channels }, () => new AuditClient({ address, tls, source: required(flags, 'source'), timeoutMs: 10_000 }))
-    : [];
-const auditEvent = { principal: 'admin', operation: 'bench.Audit', result: 'ok', key_id: 'k_AAAAAAAAAAAAAAAAAAAAAA', details: { version: '1' } };
+const target = await openTarget(targetName, flags, randomBytes(payloadBytes));
 
 const t0 = performance.now();
 const measureFrom = t0 + warmup * 1000;
-const measureTo = measureFrom + seconds * 1000;
-// Phase markers, so the parent can sample server CPU over (about) the measured window.
-setTimeout(() => process.stdout.write('{"phase":"measure"}\n'), measureFrom - t0);
-setTimeout(() => process.stdout.write('{"phase":"done"}\n'), measureTo - t0);
+let measureTo = count === undefined ? measureFrom + seconds * 1000 : Infinity;
+// Phase markers, so the parent can sample server CPU over (about) the measured window; each
+// once, also when the calls end before a timer fires (a target that computes in this process).
+const printed = new Set<string>();
+const phase = (name: 'measure' | 'done') => {
+  if (!printed.has(name)) process.stdout.write(`{"phase":"${name}"}\n`);
+  printed.add(name);
+};
+setTimeout(() => phase('measure'), measureFrom - t0);
+if (count === undefined) setTimeout(() => phase('done'), measureTo - t0);
 let latencies = new Float64Array(1 << 16);
 let calls = 0;
 let errors = 0;
 let warmupCalls = 0;
 let warmupErrors = 0;
+let issued = 0;
 const codes: Record<string, number> = {};
 let firstError: string | undefined;
 
@@ -96,14 +66,13 @@ function record(latency: number): void {
   latencies[calls++] = latency;
 }
 
-async function worker(client: grpc.Client | undefined, audit: AuditClient | undefined): Promise<void> {
+async function worker(index: number): Promise<void> {
   for (;;) {
     const start = performance.now();
-    if (start >= measureTo) return;
+    if (start >= measureTo || (count !== undefined && issued >= count)) return;
     let err: unknown;
     try {
-      if (audit) await audit.record({ ...auditEvent, request_id: randomUUID() });
-      else await unaryCall(client!, method, request, { timeoutMs: 10_000 });
+      await target.call(index, issued++);
     } catch (e) {
       err = e;
     }
@@ -123,23 +92,23 @@ async function worker(client: grpc.Client | undefined, audit: AuditClient | unde
   }
 }
 
-await Promise.all(
-  Array.from({ length: concurrency }, (_, i) => worker(clients[i % clients.length], audits[i % audits.length])),
-);
-for (const c of clients) c.close();
-// AuditClient numbers its batches (private field; diagnostics only): events per batch.
-const batches = audits.reduce((n, a) => n + (a as unknown as { batchSeq: number }).batchSeq, 0);
-await Promise.all(audits.map((a) => a.close()));
+await Promise.all(Array.from({ length: concurrency }, (_, i) => worker(i)));
+if (count !== undefined) measureTo = performance.now();
+phase('measure');
+phase('done');
+const details = target.details?.(calls + warmupCalls) ?? {};
+await target.close();
 
 const sorted = latencies.subarray(0, calls).sort();
 const pct = (p: number) => (calls === 0 ? NaN : sorted[Math.min(calls - 1, Math.ceil((p / 100) * calls) - 1)]!);
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+const measuredSeconds = count === undefined ? seconds : (measureTo - measureFrom) / 1000;
 const cpu = process.cpuUsage();
 const result = {
-  target,
+  target: targetName,
   calls,
-  seconds,
-  callsPerSec: round(calls / seconds, 1),
+  seconds: round(measuredSeconds, 3),
+  callsPerSec: round(calls / measuredSeconds, 1),
   p50Ms: round(pct(50)),
   p99Ms: round(pct(99)),
   errors,
@@ -150,7 +119,7 @@ const result = {
   channels,
   payloadBytes,
   loadCpuSec: round((cpu.user + cpu.system) / 1e6, 1), // whole process, warm-up included
-  ...(target === 'audit' ? { auditBatches: batches, eventsPerBatch: round((calls + warmupCalls) / Math.max(1, batches), 1) } : {}),
+  ...details,
 };
 process.stdout.write(`${JSON.stringify(result)}\n`);
 process.exit(0);

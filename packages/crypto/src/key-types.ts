@@ -76,8 +76,22 @@ export function verifyHmacSha256(key: Buffer, message: Buffer, mac: Buffer): boo
   return mac.length === expected.length && timingSafeEqual(mac, expected);
 }
 
+/**
+ * Parsed key objects, per material buffer: parsing PKCS#8 DER costs more than an Ed25519
+ * signature. Keyed weakly by the cached material Buffer (services/coordinator keyring), so an
+ * entry goes when the keyring drops that buffer (seal, destroy); the key bytes inside a
+ * KeyObject live in OpenSSL memory that node frees (not zeroizes) when it is collected.
+ */
+const privateKeys = new WeakMap<Buffer, KeyObject>();
+const publicKeys = new WeakMap<Buffer, KeyObject>();
+
 function nodePrivateKey(material: Buffer): KeyObject {
-  return createPrivateKey({ key: material, format: 'der', type: 'pkcs8' });
+  let k = privateKeys.get(material);
+  if (!k) {
+    k = createPrivateKey({ key: material, format: 'der', type: 'pkcs8' });
+    privateKeys.set(material, k);
+  }
+  return k;
 }
 
 export interface SignInput {
@@ -142,6 +156,15 @@ function publicKeyBytes(type: KeyType, material: Buffer): Uint8Array {
 }
 
 function publicKeyObject(type: KeyType, material: Buffer): KeyObject {
+  let k = publicKeys.get(material);
+  if (!k) {
+    k = derivePublicKeyObject(type, material);
+    publicKeys.set(material, k);
+  }
+  return k;
+}
+
+function derivePublicKeyObject(type: KeyType, material: Buffer): KeyObject {
   if (type === 'ecdsa-secp256k1') {
     const pub = secp256k1.getPublicKey(material, false);
     return createPublicKey({

@@ -22,9 +22,17 @@ import { QuorumCeremonies } from './quorum-ceremonies.ts';
 import { destroyKeyOperation } from './key-destruction.ts';
 import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './share-sets.ts';
 
-/** Crypto operations and reads go through the durable spool; all else must reach the sink. */
+/**
+ * Events that go through the durable local spool: crypto operations and reads, and the
+ * outcomes of key-lifecycle changes, whose intent (`….requested`) was already recorded at the
+ * sink before they ran (so they still fail closed). Everything else must reach the sink.
+ */
 const SPOOLED_OPERATIONS = new Set(
-  ['Encrypt', 'Decrypt', 'ReEncrypt', 'EncryptBatch', 'DecryptBatch', 'GenerateDataKey', 'GenerateDataKeyWithoutPlaintext', 'Sign', 'Verify', 'Mac', 'VerifyMac', 'GetPublicKey', 'GetKey', 'ListKeys', 'ListAliases']
+  [
+    'Encrypt', 'Decrypt', 'ReEncrypt', 'EncryptBatch', 'DecryptBatch', 'GenerateDataKey', 'GenerateDataKeyWithoutPlaintext', 'Sign', 'Verify', 'Mac', 'VerifyMac',
+    'GetPublicKey', 'GetKey', 'ListKeys', 'ListAliases',
+    'CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'RotateKey', 'SetRotationPolicy', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'CreateAlias', 'UpdateAlias', 'DeleteAlias',
+  ]
     .map((m) => `keys.${m}`)
     .concat(['ceremony.Status', 'ceremony.GetCeremony']),
 );
