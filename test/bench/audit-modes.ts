@@ -2,7 +2,8 @@
  * BENCH_AUDIT=disk|tmpfs|ack, for every bench (diagnostics; default disk = the real setup): how
  * much of a figure is the audit sink's durability. Applied to the temp cluster's service
  * configs before anything starts:
- *   tmpfs  the audit sink's log on /dev/shm (its fdatasync costs nothing), removed afterwards;
+ *   tmpfs  the audit sink's log and the coordinator's audit spool on /dev/shm (their fdatasync
+ *          costs nothing), removed afterwards;
  *   ack    the coordinator audits to test/bench/ack-sink.ts, which acknowledges every batch at
  *          once and stores nothing.
  * The JSON line then carries "diagnostic":"audit=<mode>".
@@ -37,8 +38,9 @@ export async function applyAuditMode(run: BenchRun, cluster: DevCluster, mode: A
   if (mode === 'tmpfs') {
     const shmDir = mkdtempSync('/dev/shm/keyshard-bench-audit-');
     run.onCleanup(() => rmSync(shmDir, { recursive: true, force: true }), { afterCluster: true });
-    edit('audit-sink', (cfg) => (cfg.dataDir = shmDir));
-    log(`DIAGNOSTIC: audit log on tmpfs (${shmDir})`);
+    edit('audit-sink', (cfg) => (cfg.dataDir = `${shmDir}/sink`));
+    edit(COORDINATOR, (cfg) => cfg.audit.spoolDir && (cfg.audit.spoolDir = `${shmDir}/spool`));
+    log(`DIAGNOSTIC: audit log and the coordinator's audit spool on tmpfs (${shmDir})`);
   } else if (mode === 'ack') {
     const address = await startAckSink(run);
     edit(COORDINATOR, (cfg) => (cfg.audit.address = address));

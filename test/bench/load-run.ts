@@ -176,9 +176,9 @@ export async function runLoad(run: BenchRun, spec: LoadSpec): Promise<Row> {
   return { label: spec.label, result, cpu, serverStats, etcd: etcdServed };
 }
 
-/** Failed measured calls over these rows. */
+/** Failed calls over these rows, warm-ups included: any failure makes a bench exit 1. */
 export function errorsOf(rows: Row[]): number {
-  return rows.reduce((n, r) => n + r.result.errors, 0);
+  return rows.reduce((n, r) => n + r.result.errors + r.result.warmupErrors, 0);
 }
 
 /** The runs of a comparison, alternating, and the median run of each side. */
@@ -186,7 +186,7 @@ export interface Comparison {
   rows: Row[];
   base: Row;
   value: Row;
-  /** Failed calls of the baseline and measured runs (diagnostic runs warn on their own). */
+  /** Failed calls of the baseline and measured runs, warm-ups included (diagnostic runs warn on their own). */
   errors: number;
 }
 

@@ -14,9 +14,10 @@
  * number of AuditClient instances (= Append streams, i.e. batches in flight). Reports batches.
  *
  * Throughput counts calls that complete inside the measurement window; latency is per call
- * (issue to completion) for those calls. Failed calls count as errors (with their status codes)
- * and not as calls. Prints {"phase":"measure"} and {"phase":"done"} around the window, then one
- * JSON line:
+ * (issue to completion) for those calls. Failed calls count as errors (with their status codes),
+ * also those that fail after the window, and not as calls; failures during the warm-up are
+ * counted apart (warmupErrors). Prints {"phase":"measure"} and {"phase":"done"} around the
+ * window, then one JSON line:
  *   {"calls","seconds","callsPerSec","p50Ms","p99Ms","errors", ...details}
  * and exits 0 (also when errors > 0: the caller decides; the count is in the line).
  */
@@ -82,12 +83,14 @@ async function worker(index: number): Promise<void> {
       if (measured) record(end - start);
       else if (end < measureFrom) warmupCalls++;
     } else {
+      // A call that fails after the window (one stuck until its deadline) is still a failure.
       const code = isServiceError(err) ? statusName(err.code) : 'CLIENT';
-      if (measured) {
+      if (end < measureFrom) warmupErrors++;
+      else {
         errors++;
         codes[code] = (codes[code] ?? 0) + 1;
         firstError ??= `${code}: ${isServiceError(err) ? err.details : (err as Error).message}`;
-      } else if (end < measureFrom) warmupErrors++;
+      }
     }
   }
 }

@@ -21,7 +21,7 @@ function table(rows: Row[], rate?: { unit: string; perCall: number }): string {
     r.result.callsPerSec.toFixed(1),
     ...(rate ? [(r.result.callsPerSec * rate.perCall).toFixed(1)] : []),
     ...[r.result.p50Ms, r.result.p99Ms].map((ms) => (Number.isFinite(ms) ? ms.toFixed(2) : '-')),
-    String(r.result.errors),
+    String(r.result.errors + r.result.warmupErrors),
     ...cpuKeys.map((k) => (r.cpu[k] === undefined ? '-' : String(r.cpu[k]))),
   ]);
   return formatTable(head, body);
@@ -57,7 +57,7 @@ export interface Report {
   details?: Record<string, unknown>;
 }
 
-/** Prints the runs and the verdict; returns the exit code: 1 when measured calls failed (the figures are then not valid). */
+/** Prints the runs and the verdict; returns the exit code: 1 when calls failed (the figures are then not valid). */
 export function report(run: BenchRun, c: Comparison, r: Report): number {
   const rows = [...(r.before ?? []), ...c.rows];
   console.log('');
@@ -90,7 +90,7 @@ export function report(run: BenchRun, c: Comparison, r: Report): number {
     ? { p50_ms: c.value.result.p50Ms, p99_ms: c.value.result.p99Ms, baseline_p50_ms: c.base.result.p50Ms, baseline_p99_ms: c.base.result.p99Ms }
     : {};
   console.log(`ratio ${r.ratioName} = ${ratio.toFixed(3)} (target >= ${r.target}: ${ratio >= r.target ? 'met' : 'NOT met'})`);
-  if (c.errors > 0) console.log(`ERRORS: ${c.errors} measured calls failed; the numbers above are not valid`);
+  if (c.errors > 0) console.log(`ERRORS: ${c.errors} calls failed; the numbers above are not valid`);
   console.log(
     JSON.stringify({
       bench: r.bench,

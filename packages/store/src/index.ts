@@ -37,12 +37,15 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
     // Every unary call gets a deadline (the client sets none by default); watches and lease
     // keep-alives are streams and must not.
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    // Whole-prefix reads (every key record at start-up: ~530 bytes a key) outgrow grpc-js's
+    // default 4 MiB answer at about 8,000 keys; allow 256 MiB (reading in pages is the next step).
+    grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },
   };
   if (cfg.tls) {
     options.credentials = { rootCertificate: cfg.tls.ca, privateKey: cfg.tls.key, certChain: cfg.tls.cert };
     // Loopback IPs: verify the certificate's DNS:localhost name rather than send an IP as SNI.
     if (cfg.endpoints.every((e) => /^https:\/\/127\.\d+\.\d+\.\d+:\d+$/.test(e)))
-      options.grpcOptions = { 'grpc.ssl_target_name_override': 'localhost' };
+      options.grpcOptions = { ...options.grpcOptions, 'grpc.ssl_target_name_override': 'localhost' };
   }
   return new Etcd3(options);
 }

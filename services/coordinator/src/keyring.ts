@@ -133,6 +133,11 @@ export class Keyring {
     return this.#loaded;
   }
 
+  /** Loads the key records and follows changes now (any call does it lazily; the leader's sweep needs it first). */
+  warm(): Promise<void> {
+    return this.#load();
+  }
+
   #aliasName(etcdKey: string): string {
     return etcdKey.slice(etcdKey.indexOf('aliases/') + 'aliases/'.length);
   }

@@ -93,6 +93,7 @@ export class LeaderJobs {
     let rotated = 0;
     let failed: Error | undefined;
     try {
+      await this.keyring.warm(); // after a restart no call may have loaded the keys yet
       await forEachConcurrent(this.keyring.due(now), SWEEP_CONCURRENCY, async (k) => {
         if (failed) return; // fenced off, sealed or the sink is down: the next sweep tries again
         try {
