@@ -46,6 +46,9 @@ export const OPERATIONS = ['unseal', 'join', 'reshare', 'rotate-root', 'destroy-
 /** Operations whose approval releases a share to the recipients; the others are approvals only. */
 export const RELEASING_OPERATIONS: ReadonlySet<string> = new Set(['unseal', 'join', 'recover']);
 
+/** A state as one lowercase word: open, completed, failed, expired, cancelled. */
+export const stateName = (state: CeremonyState): string => state.replace('CEREMONY_STATE_', '').toLowerCase();
+
 export function ceremonyHash(c: Ceremony): string {
   const bound = {
     id: c.id,

@@ -15,7 +15,7 @@
  * a step that cannot be audited stops the ceremony (fail closed). The coordinator must be
  * unsealed: the manifest whose approval keys count was verified (its MAC) at unseal.
  */
-import { ceremonyHash, isExpired, newCeremony, tallyApprovals, type Ceremony } from '@keyshard/crypto';
+import { ceremonyHash, isExpired, newCeremony, stateName, tallyApprovals, type Ceremony } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
 import { etcdCall, getJson, paths, putJson, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
@@ -172,7 +172,7 @@ export class QuorumCeremonies {
   async cancel(id: string, principal: string): Promise<Ceremony> {
     const c = await getJson<Ceremony>(this.#d.ns, paths.ceremony(id));
     if (!c) throw notFound(`no ceremony ${id}`);
-    if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}`);
+    if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${stateName(c.state)}`);
     await this.#finish(c, 'CEREMONY_STATE_CANCELLED', `cancelled by ${principal}`);
     return c;
   }
@@ -196,7 +196,7 @@ export class QuorumCeremonies {
     const { ns } = this.#d;
     const lock = paths.ceremonyLock(c.operation);
     await etcdCall('release ceremony lock', () => ns.if(lock, 'Value', '==', c.id).then(ns.delete().key(lock)).commit());
-    const outcome = { CEREMONY_STATE_COMPLETED: 'completed', CEREMONY_STATE_EXPIRED: 'expired', CEREMONY_STATE_CANCELLED: 'cancelled' }[state as string] ?? 'failed';
+    const outcome = stateName(state);
     await this.#d.audit.record({
       operation: `ceremony.${c.operation}.${outcome}`,
       principal: c.initiator,

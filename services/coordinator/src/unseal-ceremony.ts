@@ -25,7 +25,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import {
-  checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, verifyApproval, zeroize,
+  checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, stateName, verifyApproval, zeroize,
   type Ceremony, type OaepHash, type ShareRejected,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
@@ -215,12 +215,12 @@ export class UnsealCeremonies {
   async cancel(id: string, principal: string): Promise<Ceremony> {
     const reason = `cancelled by ${principal}`;
     if (this.#current?.id === id && this.#driving.has(id)) {
-      if (this.#current.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${this.#current.state.replace('CEREMONY_STATE_', '').toLowerCase()}`);
+      if (this.#current.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${stateName(this.#current.state)}`);
       await this.#finish(this.#current, 'CEREMONY_STATE_CANCELLED', reason, 'driver');
       return this.#current;
     }
     const c = await this.get(id);
-    if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}`);
+    if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${stateName(c.state)}`);
     await this.#finish(c, 'CEREMONY_STATE_CANCELLED', reason, 'driver'); // recorded here; its driver sees it through the watch
     return c;
   }
@@ -361,7 +361,7 @@ export class UnsealCeremonies {
     c.state = state;
     c.error = error;
     if (role === 'follower') return; // the driver records the ceremony's outcome
-    const op = { CEREMONY_STATE_COMPLETED: 'completed', CEREMONY_STATE_EXPIRED: 'expired', CEREMONY_STATE_CANCELLED: 'cancelled' }[state as string] ?? 'failed';
+    const op = stateName(state);
     await this.#persist(c);
     const { ns } = this.#d;
     const lock = paths.ceremonyLock(c.operation === 'join' ? `join-${c.initiator}` : 'unseal');

@@ -142,27 +142,44 @@ export class VersionUsage {
   }
 
   async #reserveOnce(s: Slot): Promise<boolean> {
+    let grant = 0;
+    let exhaustedAt: number | undefined;
+    const next = await this.#casUsage(s, 10, (cur) => {
+      grant = Math.min(this.#opts.reserveBlock, this.#opts.limit - cur.encryptions);
+      if (grant > 0) return { ...cur, encryptions: cur.encryptions + grant };
+      exhaustedAt = cur.encryptions;
+      return undefined;
+    });
+    if (exhaustedAt !== undefined) {
+      void this.#rotation(s.keyId, s.version, exhaustedAt).catch(() => {});
+      return false;
+    }
+    if (!next) throw unavailable('the usage counter of this key version is contended; try again');
+    s.remaining += grant;
+    if (next.encryptions >= this.#opts.rotateAt) void this.#rotation(s.keyId, s.version, next.encryptions).catch(() => {});
+    return true;
+  }
+
+  /**
+   * Read-modify-write of a version's usage record: a compare-and-swap on its etcd revision,
+   * retried (up to `attempts`) when another replica wrote meanwhile. `change` returns the new
+   * record, or undefined to write nothing. Resolves with what was written, else undefined.
+   */
+  async #casUsage(s: Slot, attempts: number, change: (cur: UsageRecord) => UsageRecord | undefined): Promise<UsageRecord | undefined> {
     const key = paths.usage(s.keyId, s.version);
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const res = await etcdCall('read usage', () => this.#ns.get(key).exec());
-      const kv = res.kvs[0];
-      const cur = kv ? (JSON.parse(kv.value.toString()) as UsageRecord) : EMPTY;
-      const grant = Math.min(this.#opts.reserveBlock, this.#opts.limit - cur.encryptions);
-      if (grant <= 0) {
-        void this.#rotation(s.keyId, s.version, cur.encryptions).catch(() => {});
-        return false;
-      }
-      const next: UsageRecord = { ...cur, encryptions: cur.encryptions + grant };
-      const tx = await etcdCall('reserve encryptions', () =>
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const kv = (await etcdCall('read usage', () => this.#ns.get(key).exec())).kvs[0];
+      const next = change(kv ? (JSON.parse(kv.value.toString()) as UsageRecord) : EMPTY);
+      if (!next) return undefined;
+      const tx = await etcdCall('update usage', () =>
         (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(JSON.stringify(next))).commit(),
       );
-      if (!tx.succeeded) continue; // another replica reserved or flushed meanwhile
-      s.remaining += grant;
-      this.#records.set(recordKey(s.keyId, s.version), next);
-      if (next.encryptions >= this.#opts.rotateAt) void this.#rotation(s.keyId, s.version, next.encryptions).catch(() => {});
-      return true;
+      if (tx.succeeded) {
+        this.#records.set(recordKey(s.keyId, s.version), next);
+        return next;
+      }
     }
-    throw unavailable('the usage counter of this key version is contended; try again');
+    return undefined;
   }
 
   /** Starts (once per version on this replica) or joins the rotation away from `version`. */
@@ -195,19 +212,8 @@ export class VersionUsage {
   }
 
   async #flushOne(s: Slot): Promise<void> {
-    const key = paths.usage(s.keyId, s.version);
     const at = s.lastUsed;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const res = await etcdCall('read usage', () => this.#ns.get(key).exec());
-      const kv = res.kvs[0];
-      const cur = kv ? (JSON.parse(kv.value.toString()) as UsageRecord) : EMPTY;
-      if (cur.lastUsedAt && Date.parse(cur.lastUsedAt) >= at) break;
-      const next: UsageRecord = { ...cur, lastUsedAt: new Date(at).toISOString() };
-      const tx = await etcdCall('record last use', () =>
-        (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(JSON.stringify(next))).commit(),
-      );
-      if (tx.succeeded) break;
-    }
+    await this.#casUsage(s, 5, (cur) => (cur.lastUsedAt && Date.parse(cur.lastUsedAt) >= at ? undefined : { ...cur, lastUsedAt: new Date(at).toISOString() }));
     s.flushedLastUse = Math.max(s.flushedLastUse, at);
   }
 
