@@ -70,6 +70,7 @@ export class UnsealCeremonies {
   #d: UnsealDeps;
   #current: Ceremony | undefined;
   #active = new Set<string>(); // ceremonies this replica drives or follows
+  #driving = new Set<string>(); // of those, the ones it drives
   #ended = new Set<string>(); // followed ceremonies cancelled or failed in etcd
 
   constructor(deps: UnsealDeps) {
@@ -88,8 +89,6 @@ export class UnsealCeremonies {
     if (!stored) throw notFound(`no ceremony ${id}`);
     return stored;
   }
-
-  #driving = new Set<string>();
 
   /** Follows unseal/join ceremonies that name this replica (one ceremony unseals every replica). */
   async watch(): Promise<void> {
