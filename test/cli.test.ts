@@ -5,29 +5,13 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '@keyshard/devcluster';
-
-const BIN = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
-
-function readEnvFile(file: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const m of readFileSync(file, 'utf8').matchAll(/^export (\w+)='(.*)'$/gm)) env[m[1]!] = m[2]!.replace(/'\\''/g, "'");
-  return env;
-}
-
-function keyshard(args: string[], env: Record<string, string>, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd: REPO_ROOT }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-    child.stdin!.end(input ?? '');
-  });
-}
+import { BIN, keyshard, readEnvFile } from './support/cli.ts';
 
 async function startDev(dir: string): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, [BIN, 'dev', '--dir', dir, '--custodians', '3', '--threshold', '2'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

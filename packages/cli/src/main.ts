@@ -8,6 +8,7 @@ import { registerCustodian } from './commands/custodian.ts';
 import { registerCrypto } from './commands/crypto.ts';
 import { registerCeremonies } from './commands/ceremony.ts';
 import { registerAudit } from './commands/audit.ts';
+import { registerBackup } from './commands/backup.ts';
 
 const program = new Command('keyshard')
   .description('keyshard: a distributed key-management service sealed by a custodian quorum')
@@ -25,5 +26,6 @@ registerCustodian(program);
 registerCrypto(program);
 registerCeremonies(program); // after registerKeys: adds `key destroy`
 registerAudit(program);
+registerBackup(program);
 
 program.parseAsync(process.argv).catch(fail);

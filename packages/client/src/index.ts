@@ -405,3 +405,4 @@ export async function waitForCeremony(
   if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`${c.operation} ceremony ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}: ${c.error}`);
   return c;
 }
+export { BackupClient, type BackupSummary, type RestoreProgress } from './backup.ts';

@@ -7,3 +7,4 @@ export * from './share-manifest.ts';
 export * from './ceremony.ts';
 export * from './rsa-oaep.ts';
 export * from './key-types.ts';
+export * from './backup-file.ts';

@@ -57,6 +57,6 @@ export function unwrapVersion(kek: Buffer, clusterId: string, keyId: string, ver
 }
 
 /** HKDF-SHA256 (RFC 5869) subkey of the root key for one named purpose. */
-export function deriveSubkey(root: Buffer, purpose: string, length = 32): Buffer {
-  return Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), `keyshard/v1/${purpose}`, length));
+export function deriveSubkey(root: Buffer, purpose: string, length = 32, salt: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.from(hkdfSync('sha256', root, salt, `keyshard/v1/${purpose}`, length));
 }

@@ -2,3 +2,5 @@ export * from './proto.ts';
 export * from './tls.ts';
 export * from './server.ts';
 export * from './client.ts';
+export * from './health.ts';
+export * from './reflection.ts';

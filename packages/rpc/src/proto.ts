@@ -6,7 +6,7 @@ import * as protoLoader from '@grpc/proto-loader';
 
 export const PROTO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../proto');
 
-const FILES = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto'].map((f) => `keyshard/v1/${f}`);
+const FILES = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto', 'backup.proto'].map((f) => `keyshard/v1/${f}`);
 
 // keepCase: field names stay snake_case, exactly as in the .proto files and in every other
 // language's stubs. Enums as strings, 64-bit integers as strings (no precision loss).
@@ -25,13 +25,20 @@ export interface KeyshardProto {
   CeremonyService: ServiceCtor;
   CustodianService: ServiceCtor;
   AuditService: ServiceCtor;
+  BackupService: ServiceCtor;
 }
 
 let cached: KeyshardProto | undefined;
+let cachedDefinition: protoLoader.PackageDefinition | undefined;
+
+/** The loaded package definition of `keyshard.v1` (what server reflection describes). */
+export function keyshardPackageDefinition(): protoLoader.PackageDefinition {
+  return (cachedDefinition ??= protoLoader.loadSync(FILES, LOADER_OPTIONS));
+}
 
 export function keyshardProto(): KeyshardProto {
   if (!cached) {
-    const def = protoLoader.loadSync(FILES, LOADER_OPTIONS);
+    const def = keyshardPackageDefinition();
     const root = grpc.loadPackageDefinition(def) as unknown as { keyshard: { v1: KeyshardProto } };
     cached = root.keyshard.v1;
   }

@@ -110,10 +110,6 @@ export interface ServiceOptions {
   before?: (ctx: CallContext) => Promise<void> | undefined;
 }
 
-/**
- * Wraps a table of async handlers into a grpc-js service implementation. Methods that the
- * proto declares but the table lacks return UNIMPLEMENTED.
- */
 /** What a request that does not decode as its message becomes (see decodingSafe). */
 const UNDECODABLE = Symbol('undecodable request');
 
@@ -140,19 +136,38 @@ export function decodingSafe(definition: grpc.ServiceDefinition): grpc.ServiceDe
   return out as grpc.ServiceDefinition;
 }
 
+/** A streaming method's handler: reads and writes `call` itself; a client-streaming one returns the response. */
+export type StreamHandler = (call: any, ctx: CallContext) => Promise<unknown>;
+
+/** Whether a streamed message failed to decode (see decodingSafe); handlers of streams check each one. */
+export const isUndecodable = (message: unknown): boolean => message === UNDECODABLE;
+
+/**
+ * Wraps a table of async handlers into a grpc-js service implementation. Methods that the
+ * proto declares but the table lacks return UNIMPLEMENTED. Streaming methods get the same
+ * authentication, authorisation, audit intent and outcome observer as unary ones; their
+ * handler (a StreamHandler) reads and writes the call, and its error ends the stream with
+ * the mapped status.
+ */
 export function unaryService(
   definition: grpc.ServiceDefinition,
-  handlers: Record<string, UnaryHandler<any, any>>,
+  handlers: Record<string, UnaryHandler<any, any> | StreamHandler>,
   options: ServiceOptions,
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
-  for (const name of Object.keys(definition)) {
+  for (const [name, def] of Object.entries(definition)) {
     const handler = handlers[name];
     const method = `${options.name}.${name}`;
-    impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+    const streaming = def.requestStream || def.responseStream;
+    impl[name] = (call: AnyCall & { request?: unknown }, callback?: grpc.sendUnaryData<unknown>) => {
       const started = performance.now();
       let ctx: CallContext = { principal: 'unknown', requestId: '', method, deadline: Infinity, facts: {} };
-      const reply = (e: unknown, res?: unknown) => (e === undefined ? callback(null, res) : callback(toServiceError(e)));
+      const reply = (e: unknown, res?: unknown) => {
+        if (callback) return e === undefined ? callback(null, res) : callback(toServiceError(e));
+        const stream = call as grpc.ServerWritableStream<unknown, unknown>;
+        if (e === undefined) stream.end();
+        else stream.emit('error', toServiceError(e));
+      };
       const finish = (e: unknown, res?: unknown) => {
         const code: ErrorCode | 'OK' = e === undefined ? 'OK' : e instanceof KeyshardError ? e.code : 'INTERNAL';
         const observed = options.observer?.({
@@ -173,8 +188,8 @@ export function unaryService(
         ctx = contextOf(call, method);
         options.authorize?.(ctx);
         if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
-        if (call.request === UNDECODABLE) throw new KeyshardError('INVALID_ARGUMENT', `the request is not a valid ${name} request message`);
-        const run = () => handler(call.request, ctx);
+        if (!def.requestStream && call.request === UNDECODABLE) throw new KeyshardError('INVALID_ARGUMENT', `the request is not a valid ${name} request message`);
+        const run = () => (streaming ? (handler as StreamHandler)(call, ctx) : (handler as UnaryHandler<unknown, unknown>)(call.request, ctx));
         const pending = options.before?.(ctx);
         (pending ? pending.then(run) : run()).then((res) => finish(undefined, res), finish);
       } catch (e) {

@@ -86,6 +86,13 @@ export const paths = {
   sealEpoch: 'seal-epoch',
 } as const;
 
+/**
+ * What a backup holds, in the order it is written (KEKs before the versions they wrap): the
+ * durable state of the cluster. Ceremonies, locks, replica registrations, seal epoch and
+ * elections are live coordination and are not backed up. Exact names have no trailing slash.
+ */
+export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/'] as const;
+
 /** Wraps etcd failures as UNAVAILABLE so callers get a retryable status, never a stack. */
 export async function etcdCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {

@@ -114,6 +114,27 @@ describe('AuditLog', () => {
     const v = verifyLogDir(dir);
     assert.deepEqual([v.ok, v.records, v.checkpoints], [true, 6, stored.length]);
   });
+
+  it('reports each newly stored record once it is durable, with its index; duplicates are not reported', async () => {
+    const seen: { index: number; id: string; durable: boolean }[] = [];
+    let log: AuditLog | undefined;
+    log = await open(tmp(), {
+      onCommitted: (records) => {
+        for (const r of records) seen.push({ index: r.index, id: r.event.id, durable: log!.size > r.index });
+        throw new Error('an observer that throws changes nothing');
+      },
+    });
+    await Promise.all([log.append([ev('a'), ev('b')]), log.append([ev('b'), ev('c')])]);
+    const r = await log.append([ev('a'), ev('d')]);
+    assert.deepEqual([r.firstIndex, r.count], [3, 1]);
+    await log.close();
+    assert.deepEqual(seen, [
+      { index: 0, id: 'a', durable: true },
+      { index: 1, id: 'b', durable: true },
+      { index: 2, id: 'c', durable: true },
+      { index: 3, id: 'd', durable: true },
+    ]);
+  });
 });
 
 describe('offline verifier: tampering names the first bad index', () => {

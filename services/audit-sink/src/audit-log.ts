@@ -36,6 +36,17 @@ export interface AuditLogOptions {
   checkpointIntervalMs?: number;
   /** Called once when a write or fsync fails; the log refuses everything after it. */
   onFailure?: (e: Error) => void;
+  /**
+   * Called after each group commit with the records it newly stored (duplicates skipped), in
+   * index order, once they are durable. Synchronous and must not throw (what it throws is dropped).
+   */
+  onCommitted?: (records: readonly CommittedRecord[]) => void;
+}
+
+/** A record just made durable: its index and the event as given to append(). */
+export interface CommittedRecord {
+  index: number;
+  event: LogEvent;
 }
 
 /** What an append returns: where the batch went and a signed checkpoint that covers it. */
@@ -51,6 +62,7 @@ export interface OpenInfo {
 }
 
 interface PendingAppend {
+  events: readonly LogEvent[];
   ids: string[];
   jsons: string[]; // canonical JSON, computed at append() so a bad event fails only its caller
   resolve: (r: Receipt) => void;
@@ -154,7 +166,7 @@ export class AuditLog {
       return Promise.reject(e);
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ ids: events.map((e) => e.id), jsons, resolve, reject });
+      this.queue.push({ events, ids: events.map((e) => e.id), jsons, resolve, reject });
       // Deferred by a microtask so appends made in the same tick join the same group.
       this.flushing ??= Promise.resolve().then(() => this.flushLoop());
     });
@@ -169,6 +181,7 @@ export class AuditLog {
         const seen = new Set<string>();
         const lines: string[] = [];
         const leaves: Buffer[] = [];
+        const committed: CommittedRecord[] = [];
         const spans: { firstIndex: number; count: number }[] = [];
         let next = this.tree.size;
         for (const p of group) {
@@ -178,6 +191,7 @@ export class AuditLog {
             const leaf = leafHash(p.jsons[i]!);
             lines.push(encodeRecord(next, leaf, p.jsons[i]!));
             leaves.push(leaf);
+            committed.push({ index: next, event: p.events[i]! });
             seen.add(id);
             next += 1;
           });
@@ -200,7 +214,14 @@ export class AuditLog {
         }
         const checkpoint = this.latest;
         group.forEach((p, i) => p.resolve({ ...spans[i]!, checkpoint }));
-        if (lines.length > 0) this.grown.emit('grown');
+        if (lines.length > 0) {
+          this.grown.emit('grown');
+          try {
+            this.opts.onCommitted?.(committed);
+          } catch {
+            // An observer's failure is its own; the records are stored and acknowledged.
+          }
+        }
       }
       if (this.failure) for (const p of this.queue.splice(0)) p.reject(writeFailed(this.failure));
     } finally {

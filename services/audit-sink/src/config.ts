@@ -1,7 +1,61 @@
 /** The audit sink's configuration file (JSON, passed with --config). */
 import { address, tlsFiles, z } from '@keyshard/config';
+import { metricsConfig } from '@keyshard/metrics';
 
 const principal = z.string().min(1).max(256);
+const operations = z.array(z.string().min(1).max(256)).max(256);
+const seconds = (max: number) => z.number().int().min(1).max(max);
+
+/**
+ * Alert rules (alerts.ts), each with its defaults; `enabled: false` turns one off. Windows are
+ * on the sink's clock, at the time events become durable.
+ */
+export const alertRulesSchema = z
+  .strictObject({
+    /** `threshold` PERMISSION_DENIED/UNAUTHENTICATED outcomes by one principal within `windowSeconds`. */
+    denials: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        threshold: z.number().int().min(1).max(100_000).default(5),
+        windowSeconds: seconds(86_400).default(60),
+      })
+      .prefault({}),
+    /** Any successful event with one of these operations: destroy ceremonies opened and completed, scheduled key destruction. */
+    destroy: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        operations: operations.default([
+          'ceremony.destroy-key.created',
+          'ceremony.destroy-key.completed',
+          'ceremony.destroy-cluster.created',
+          'ceremony.destroy-cluster.completed',
+          'keys.ScheduleKeyDestruction',
+        ]),
+      })
+      .prefault({}),
+    /**
+     * The rate of `operations` over `windowSeconds` above `factor` times their rate over the
+     * `baselineSeconds` before it, and at least `minRatePerSecond` (quiet clusters stay quiet).
+     */
+    decryptSpike: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        operations: operations.default(['keys.Decrypt', 'keys.DecryptBatch']),
+        windowSeconds: seconds(3600).default(10),
+        baselineSeconds: seconds(86_400).default(300),
+        factor: z.number().min(1).max(1_000_000).default(5),
+        minRatePerSecond: z.number().positive().default(20),
+      })
+      .refine((r) => r.baselineSeconds >= 2 * r.windowSeconds, 'decryptSpike.baselineSeconds must be at least twice windowSeconds')
+      .prefault({}),
+    /** Events whose own time is older than this (a producer's spool draining after an outage) do not count toward rates. */
+    backlogSeconds: seconds(86_400).default(120),
+    /** Principals tracked by the denials rule at most (least recently denied dropped first). */
+    maxPrincipals: z.number().int().min(1).max(1_000_000).default(10_000),
+  })
+  .prefault({});
+
+export type AlertRules = z.infer<typeof alertRulesSchema>;
 
 export const auditSinkConfigSchema = z.strictObject({
   /** host:port to bind; port 0 picks a free port (the bound one is logged). */
@@ -29,6 +83,9 @@ export const auditSinkConfigSchema = z.strictObject({
   segmentBytes: z.number().int().min(4096).optional(),
   /** How often a checkpoint is written to checkpoints.log when the log grew (default 10 s). */
   checkpointIntervalMs: z.number().int().min(100).optional(),
+  alerts: alertRulesSchema,
+  /** Prometheus endpoint (GET /metrics, loopback only); off when absent. The bound port is logged ("metrics listening"). */
+  metrics: metricsConfig.optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
 });
 

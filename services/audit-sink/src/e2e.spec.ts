@@ -165,9 +165,10 @@ describe('audit sink end to end', () => {
     assert.equal(hash, stored.tenant);
   });
 
-  it('refuses an appender whose certificate CN is not listed, and a forged source', async () => {
+  it('refuses an appender whose certificate CN is not listed, a forged source, and a forged alert', async () => {
     await assert.rejects(auditClient('intruder', { source: 'coordinator' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
     await assert.rejects(auditClient('coordinator', { source: 'custodian-1' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
+    await assert.rejects(auditClient('coordinator').record({ principal: 'p', operation: 'audit.alert', result: 'ok', details: { rule: 'destroy' } }), isCode('PERMISSION_DENIED'));
     assert.equal(verifyLogDir(path.join(dir, 'data')).records, 501);
   });
 

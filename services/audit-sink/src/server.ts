@@ -6,9 +6,11 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '@keyshard/config';
+import type { Histogram } from '@keyshard/metrics';
 import { KeyshardError, invalidArgument, permissionDenied } from '@keyshard/errors';
 import { toCheckpointMsg } from '@keyshard/audit-client/checkpoint';
 import { contextOf, keyshardProto, toServiceError, unaryService, type CallOutcome } from '@keyshard/rpc';
+import { ALERT_OPERATION } from './alerts.ts';
 import type { AuditLog } from './audit-log.ts';
 import { normalizeEvent, type RawEvent } from './event.ts';
 import { queryLog, type QueryRequestMsg } from './query.ts';
@@ -26,6 +28,8 @@ export interface AuditServiceOptions {
   readers: readonly string[];
   sensitive: SensitiveFields;
   logger: Logger;
+  /** Observes each Append batch's seconds from arrival to durability. */
+  appendBatchSeconds?: Histogram;
 }
 
 const MAX_OUTSTANDING = 16; // unacknowledged batches per stream before we stop reading it
@@ -125,11 +129,15 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
     call.on('data', (req: AppendRequestMsg) => {
       if (finished || draining) return; // unacknowledged: the producer rejects or resends it
       if (++outstanding >= MAX_OUTSTANDING) call.pause();
+      const arrived = performance.now();
       tail = tail.then(async () => {
         try {
           if (finished) return;
           const events = (req.events ?? []).map((e) => opts.sensitive.apply(normalizeEvent(e, ctx.principal)));
+          // Alerts are the sink's own word (alerts.ts): no appender may write one.
+          if (events.some((e) => e.operation === ALERT_OPERATION)) throw permissionDenied(`${ALERT_OPERATION} events are written by the audit sink only`);
           const r = await log.append(events);
+          opts.appendBatchSeconds?.observe((performance.now() - arrived) / 1000);
           if (!finished && !call.cancelled) {
             const cp = r.checkpoint;
             call.write({

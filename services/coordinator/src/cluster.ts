@@ -19,7 +19,8 @@ import type { Seal } from './seal.ts';
 
 export interface ClusterRecord {
   clusterId: string;
-  state: 'initializing' | 'initialized';
+  /** `restoring`: a restore (restore.ts) holds the empty cluster while it writes the backup's state. */
+  state: 'initializing' | 'initialized' | 'restoring';
   kekEpoch: number;
   createdAt: string;
 }

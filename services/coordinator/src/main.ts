@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
-import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection } from '@keyshard/rpc';
 import { clusterNamespace, compactAndDefragment, connectEtcd } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { coordinatorConfig } from './config.ts';
@@ -12,7 +12,9 @@ import { CustodianLink } from './custodian-link.ts';
 import { Keyring } from './keyring.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
 
-import { ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
+import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
+import { backupHandlers } from './backup-handlers.ts';
+import { Restores } from './restore.ts';
 import { keyHandlers, keyServiceAuthorizer } from './key-handlers.ts';
 import { KeyOperations } from './key-operations.ts';
 import { LeaderJobs } from './leader-jobs.ts';
@@ -147,7 +149,7 @@ async function main(): Promise<void> {
   // State-changing calls are recorded before they run; crypto calls are recorded before they answer.
   const before = auditIntent(
     audit,
-    new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony']),
+    new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony', 'CreateBackup', 'Restore']),
   );
   const proto = keyshardProto();
   const server = new grpc.Server(serverOptions());
@@ -170,6 +172,29 @@ async function main(): Promise<void> {
       },
     ),
   );
+  const backups = { ns, cluster, seal, clusterName: config.clusterName };
+  const restores = new Restores({
+    ns, cluster, seal, links, replica, audit, log,
+    oaepHash: config.oaepHash,
+    clusterName: config.clusterName,
+    ttlSeconds: config.ceremonyTtlSeconds,
+    pollMs: config.custodianPollMs,
+  });
+  server.addService(
+    decodingSafe(proto.BackupService.service),
+    unaryService(proto.BackupService.service, backupHandlers(backups, restores), {
+      name: 'backup',
+      observer,
+      before,
+      authorize: adminOnly(new Set(config.admins)),
+    }),
+  );
+  // Health: crypto ("" and KeyService) is served only while unsealed; ceremonies always (liveness).
+  const health = new HealthService({ 'keyshard.v1.CeremonyService': 'SERVING' }).addToServer(server);
+  const followSeal = health.track(['', 'keyshard.v1.KeyService'], () => !seal.sealed);
+  seal.onOpen(followSeal);
+  seal.onSeal(followSeal);
+  addReflection(server);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(config.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
@@ -185,6 +210,7 @@ async function main(): Promise<void> {
     seal.seal();
     await leader.stop();
     await usage.stop();
+    health.shutdown();
     await new Promise<void>((r) => server.tryShutdown(() => r()));
     await replicas.stop();
     await spool?.close();

@@ -41,6 +41,13 @@ export function ceremonyServiceAuthorizer(admins: Set<string>, readers: Set<stri
   };
 }
 
+/** Services whose every method needs the admin role (BackupService). */
+export function adminOnly(admins: Set<string>) {
+  return (ctx: CallContext) => {
+    if (!admins.has(ctx.principal)) throw permissionDenied(`${ctx.method} needs the admin role`);
+  };
+}
+
 function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
   ctx.facts.ceremonyId = c.id;
   return c;

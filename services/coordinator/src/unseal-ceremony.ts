@@ -26,7 +26,7 @@
 import type { KeyObject } from 'node:crypto';
 import {
   checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, stateName, verifyApproval, zeroize,
-  type Ceremony, type OaepHash, type ShareRejected,
+  type Ceremony, type OaepHash, type ShareManifest, type ShareRejected,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
 import { etcdCall, getJson, paths, putJson, type Namespace } from '@keyshard/store';
@@ -64,6 +64,29 @@ export interface UnsealDeps {
   oaepHash: OaepHash;
   ttlSeconds: number;
   pollMs: number;
+}
+
+/**
+ * The share a custodian released to `replica` in ceremony `c`, checked against `manifest`: the
+ * custodian is in it, its approval signature verifies with the manifest's key, and the share
+ * (RSA-OAEP-unwrapped with the replica's ephemeral key) passes checkShare. Throws naming the
+ * custodian otherwise. The caller zeroizes the share.
+ */
+export function shareFromRelease(c: Ceremony, manifest: ShareManifest, custodianId: string, res: ReleaseResponse, replica: ReplicaKey, oaepHash: OaepHash): Uint8Array {
+  const entry = manifest.custodians.find((m) => m.id === custodianId);
+  if (!entry) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} is not in the share manifest`);
+  if (!verifyApproval(c, entry.approvalPublicKeyPem, res.approval_signature))
+    throw new KeyshardError('FAILED_PRECONDITION', `approval signature of custodian ${custodianId} does not verify`);
+  const mine = res.releases.find((r) => r.coordinator_id === replica.coordinatorId);
+  if (!mine) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} released no share for this replica`);
+  const share = oaepDecrypt(replica.privateKey, mine.wrapped_share, oaepHash);
+  try {
+    checkShare(manifest, custodianId, share);
+  } catch (e) {
+    zeroize(share);
+    throw e as ShareRejected;
+  }
+  return share;
 }
 
 export class UnsealCeremonies {
@@ -321,20 +344,7 @@ export class UnsealCeremonies {
   }
 
   #acceptRelease(c: Ceremony, custodianId: string, res: ReleaseResponse): Uint8Array {
-    const entry = this.#d.cluster.manifest?.custodians.find((m) => m.id === custodianId);
-    if (!entry) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} is not in the share manifest`);
-    if (!verifyApproval(c, entry.approvalPublicKeyPem, res.approval_signature))
-      throw new KeyshardError('FAILED_PRECONDITION', `approval signature of custodian ${custodianId} does not verify`);
-    const mine = res.releases.find((r) => r.coordinator_id === this.#d.replica.coordinatorId);
-    if (!mine) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} released no share for this replica`);
-    const share = oaepDecrypt(this.#d.replica.privateKey, mine.wrapped_share, this.#d.oaepHash);
-    try {
-      checkShare(this.#d.cluster.manifest!, custodianId, share);
-    } catch (e) {
-      zeroize(share);
-      throw e as ShareRejected;
-    }
-    return share;
+    return shareFromRelease(c, this.#d.cluster.manifest!, custodianId, res, this.#d.replica, this.#d.oaepHash);
   }
 
   /** The completion is on record before the seal opens: no unaudited unseal. */

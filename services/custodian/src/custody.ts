@@ -41,7 +41,7 @@ export interface Delivery {
   ceremonyId?: string;
 }
 
-const SUPPORTED = new Set(['unseal', 'join', 'destroy-key', 'reshare', 'rotate-root', 'destroy-cluster']);
+const SUPPORTED = new Set(['unseal', 'join', 'destroy-key', 'reshare', 'rotate-root', 'destroy-cluster', 'recover']);
 /** Ceremonies that make a new share set, delivered to the custodians in `parameters.custodians`. */
 const NEW_SET = new Set(['reshare', 'rotate-root']);
 

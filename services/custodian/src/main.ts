@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError, createLogger, loadConfig, runMain } from '@keyshard/config';
-import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService } from '@keyshard/rpc';
 import { CustodianToken } from '@keyshard/hsm';
 import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
@@ -54,6 +54,7 @@ async function main(): Promise<void> {
       },
     ),
   );
+  const health = new HealthService({ '': 'SERVING', 'keyshard.v1.CustodianService': 'SERVING' }).addToServer(server);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(config.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
@@ -62,6 +63,7 @@ async function main(): Promise<void> {
 
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
+    health.shutdown();
     server.tryShutdown(() => {
       void audit.close().finally(() => {
         token.close();

@@ -8,18 +8,26 @@ import type { Command } from 'commander';
 import { readTls } from '@keyshard/rpc';
 import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reader';
 import { readCheckpointJson, verifyLogDir } from '@keyshard/audit-sink/verify';
+import { ALERT_OPERATION } from '@keyshard/audit-sink/alerts';
 import { hmacValue } from '@keyshard/audit-sink/sensitive';
 import { tlsFrom } from '../connection.ts';
 import { UsageError, printJson } from '../output.ts';
 
-/** One readable line per event: index, time, result, operation, principal, then what is set. */
+/**
+ * One readable line per event: index, time, result, operation, principal, then what is set.
+ * An alert of the sink reads `ALERT  <rule>: <summary>`, then its facts.
+ */
 export function describeEvent({ index, event: e }: StoredAuditEvent): string {
-  const parts = [String(index).padStart(8), e.time, e.result.padEnd(6), e.operation, `by ${e.principal || '-'}`];
+  const { rule, summary, ...details } = e.details ?? {};
+  const isAlert = e.operation === ALERT_OPERATION && rule !== undefined;
+  const parts = isAlert
+    ? [String(index).padStart(8), e.time, 'ALERT ', `${rule}: ${summary ?? ''}`]
+    : [String(index).padStart(8), e.time, e.result.padEnd(6), e.operation, `by ${e.principal || '-'}`];
   if (e.key_id) parts.push(`key=${e.key_id}`);
   if (e.ceremony_id) parts.push(`ceremony=${e.ceremony_id}`);
   if (e.code) parts.push(`code=${e.code}`);
   if (e.request_id) parts.push(`req=${e.request_id}`);
-  for (const [k, v] of Object.entries(e.details ?? {})) parts.push(`${k}=${v}`);
+  for (const [k, v] of Object.entries(isAlert ? details : e.details ?? {})) parts.push(`${k}=${v}`);
   return parts.join('  ');
 }
 

@@ -1,0 +1,100 @@
+/**
+ * BackupService client: backup, verify and restore are long streams to ONE coordinator replica
+ * (a restore's ceremony and its file must reach the same replica), so this client takes one
+ * address and never retries: a broken stream is reported and the operator runs it again.
+ */
+import { once } from 'node:events';
+import type * as grpc from '@grpc/grpc-js';
+import { keyshardProto, makeClient, readTls, requestMetadata, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import type { Ceremony } from './index.ts';
+
+export interface BackupSummary {
+  cluster: string;
+  cluster_id: string;
+  revision: string;
+  entries: string;
+  keys: string;
+  key_versions: string;
+  keks: string;
+  dry_run: boolean;
+  unsealed: boolean;
+}
+
+export interface RestoreProgress {
+  phase: 'ceremony' | 'send' | 'writing' | 'done';
+  ceremony: Ceremony | null;
+  entries_done: string;
+  entries_total: string;
+  summary: BackupSummary | null;
+}
+
+/** Writes to a client stream, waiting for drain when grpc-js asks for it. */
+async function writeAll(call: grpc.ClientWritableStream<unknown>, chunks: AsyncIterable<Buffer>): Promise<void> {
+  for await (const data of chunks) if (!call.write({ data })) await once(call, 'drain');
+}
+
+export class BackupClient {
+  #client: grpc.Client;
+
+  constructor(opts: { address: string; tls: TlsMaterial | TlsFiles }) {
+    const tls = Buffer.isBuffer(opts.tls.ca) ? (opts.tls as TlsMaterial) : readTls(opts.tls as TlsFiles);
+    // Backup files stream in chunks well under the default limits; keepalive holds a restore's wait for approvals.
+    this.#client = makeClient(keyshardProto().BackupService, opts.address, tls, { 'grpc.keepalive_time_ms': 30_000 });
+  }
+
+  /** The backup file's bytes as they come, with progress. */
+  async *createBackup(): AsyncGenerator<{ data: Buffer; entries_done: string; entries_total: string }> {
+    const call = (this.#client as unknown as { CreateBackup(req: unknown, md: grpc.Metadata): grpc.ClientReadableStream<any> }).CreateBackup({}, requestMetadata());
+    try {
+      for await (const chunk of call) yield chunk;
+    } finally {
+      call.cancel();
+    }
+  }
+
+  /** Sends a backup file to an unsealed coordinator, which checks every entry against its root. */
+  verifyBackup(file: AsyncIterable<Buffer>): Promise<BackupSummary> {
+    return new Promise((resolve, reject) => {
+      const call = (this.#client as unknown as { VerifyBackup(md: grpc.Metadata, cb: grpc.requestCallback<BackupSummary>): grpc.ClientWritableStream<unknown> }).VerifyBackup(
+        requestMetadata(),
+        (err, res) => (err ? reject(err) : resolve(res!)),
+      );
+      writeAll(call, file).then(() => call.end(), (e: Error) => {
+        call.cancel();
+        reject(e);
+      });
+    });
+  }
+
+  /**
+   * Restores into a fresh cluster: sends the header, reports the recover ceremony's progress
+   * until the quorum approves, then streams `file()` (the whole file) and reports writing.
+   */
+  async restore(
+    header: Buffer,
+    file: () => AsyncIterable<Buffer>,
+    options: { dryRun?: boolean; forceClusterId?: boolean; ttlSeconds?: number },
+    onProgress: (p: RestoreProgress) => void,
+  ): Promise<BackupSummary> {
+    const call = (this.#client as unknown as { Restore(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, RestoreProgress> }).Restore(requestMetadata());
+    call.write({ options: { dry_run: Boolean(options.dryRun), force_cluster_id: Boolean(options.forceClusterId), ttl_seconds: options.ttlSeconds ?? 0 }, data: header });
+    let summary: BackupSummary | undefined;
+    let sending: Promise<void> | undefined;
+    try {
+      for await (const p of call as AsyncIterable<RestoreProgress>) {
+        onProgress(p);
+        if (p.phase === 'send' && !sending) sending = writeAll(call, file()).then(() => void call.end());
+        if (p.phase === 'done') summary = p.summary ?? undefined;
+      }
+      await sending;
+    } finally {
+      call.cancel();
+    }
+    if (!summary) throw new Error('the restore stream ended without a summary');
+    return summary;
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}

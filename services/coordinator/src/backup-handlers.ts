@@ -1,0 +1,102 @@
+/**
+ * Thin gRPC handlers for BackupService (streams): decode, call backup.ts / restore.ts, encode.
+ * Authentication, the admin-only rule, audit intent and outcome come from `unaryService`.
+ */
+import { once } from 'node:events';
+import { invalidArgument, failedPrecondition } from '@keyshard/errors';
+import { isUndecodable, type CallContext, type StreamHandler } from '@keyshard/rpc';
+import { zeroize } from '@keyshard/crypto';
+import type * as grpc from '@grpc/grpc-js';
+import { createBackup, openBackup, type BackupSource } from './backup.ts';
+import { readHeader, type Restores, type RestoreEvent, type RestoreSummary } from './restore.ts';
+
+interface Chunk {
+  data: Buffer;
+}
+
+/**
+ * The messages of a call's read side. Not `for await (… of call)`: a stream's default iterator
+ * destroys the stream when the reading ends, and with it the call's write side (the replies).
+ */
+const messagesOf = (call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) =>
+  call.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<unknown>;
+
+/** The `data` of each message of a client stream, refusing undecodable ones. */
+async function* dataOf(messages: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
+  for await (const m of messages) {
+    if (isUndecodable(m)) throw invalidArgument('a message of the stream is not valid');
+    const data = (m as Chunk).data;
+    if (data?.length) yield data;
+  }
+}
+
+function summaryMessage(s: Omit<RestoreSummary, 'unsealed' | 'dryRun' | 'cluster'> & Partial<RestoreSummary>) {
+  return {
+    cluster: s.cluster ?? '',
+    cluster_id: s.clusterId,
+    revision: s.revision,
+    entries: s.entries,
+    keys: s.keys,
+    key_versions: s.versions,
+    keks: s.keks,
+    dry_run: s.dryRun ?? false,
+    unsealed: s.unsealed ?? false,
+  };
+}
+
+export function backupHandlers(src: BackupSource, restores: Restores): Record<string, StreamHandler> {
+  return {
+    async CreateBackup(call: grpc.ServerWritableStream<unknown, unknown>, ctx: CallContext) {
+      let last = { done: 0, total: 0 };
+      for await (const { data, progress } of createBackup(src)) {
+        if (call.cancelled) throw failedPrecondition('the client cancelled the backup');
+        last = progress;
+        if (!call.write({ data, entries_done: progress.done, entries_total: progress.total })) await once(call, 'drain');
+      }
+      ctx.facts.details = { entries: String(last.done) };
+    },
+
+    async VerifyBackup(call: grpc.ServerReadableStream<unknown, unknown>, ctx: CallContext) {
+      const { record } = src.cluster.requireInitialized();
+      const root = src.seal.rootCopy();
+      try {
+        let summary: ReturnType<typeof summaryMessage> | undefined;
+        for await (const { header, checker } of openBackup(root, dataOf(messagesOf(call)), (h) => {
+          if (h.clusterId !== record.clusterId) throw failedPrecondition(`the backup is of cluster ${h.clusterId}, this cluster is ${record.clusterId}`);
+        }))
+          summary = summaryMessage({ cluster: header.cluster, clusterId: header.clusterId, revision: header.revision, ...checker.counts });
+        if (!summary) throw invalidArgument('no backup was sent');
+        ctx.facts.details = { revision: summary.revision, entries: String(summary.entries) };
+        return summary;
+      } finally {
+        zeroize(root);
+      }
+    },
+
+    async Restore(call: grpc.ServerDuplexStream<unknown, unknown>, ctx: CallContext) {
+      const messages = messagesOf(call) as AsyncIterator<{ options?: { dry_run?: boolean; force_cluster_id?: boolean; ttl_seconds?: number }; data?: Buffer }>;
+      const first = await messages.next();
+      if (first.done || isUndecodable(first.value) || !first.value.data?.length) throw invalidArgument('the first message must carry the options and the backup header');
+      const header = readHeader(first.value.data);
+      const o = first.value.options ?? {};
+      ctx.facts.details = { backup_cluster_id: header.clusterId, revision: header.revision, dry_run: String(Boolean(o.dry_run)) };
+      const rest = { [Symbol.asyncIterator]: () => messages };
+      const emit = (e: RestoreEvent) => {
+        if (e.phase === 'ceremony') {
+          ctx.facts.ceremonyId = e.ceremony.id;
+          call.write({ phase: e.phase, ceremony: e.ceremony });
+        } else if (e.phase === 'writing') call.write({ phase: e.phase, entries_done: e.done, entries_total: e.total });
+        else call.write({ phase: e.phase });
+      };
+      const summary = await restores.run(
+        header,
+        { dryRun: Boolean(o.dry_run), forceClusterId: Boolean(o.force_cluster_id), ttlSeconds: o.ttl_seconds || undefined },
+        ctx.principal,
+        () => dataOf(rest),
+        emit,
+        () => call.cancelled,
+      );
+      call.write({ phase: 'done', summary: summaryMessage(summary) });
+    },
+  };
+}

@@ -1,0 +1,222 @@
+/**
+ * Backups: a consistent copy of the cluster's state at one etcd revision, written as a stream
+ * in the signed, encrypted format of @keyshard/crypto's backup-file. Only what is already
+ * encrypted or public goes in (wrapped KEKs and versions, the share manifest, metadata); live
+ * state (ceremonies, replica registrations, locks, elections) does not.
+ *
+ * Invariants: every entry is read at the same revision (pages of PAGE entries, so memory holds
+ * one page and one chunk whatever the number of keys); the root key is used only to derive the
+ * backup's keys and is zeroized after; a backup's entries are checked with `EntryChecker`
+ * (every KEK and key version unwraps) by `keyshard backup verify` and by every restore.
+ */
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  BackupOpener, BackupParser, BackupWriter, manifestFingerprint, unwrapKek, unwrapVersion, zeroize, type BackupEntry, type BackupHeader,
+} from '@keyshard/crypto';
+import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
+import { BACKUP_PREFIXES, etcdCall, type Namespace } from '@keyshard/store';
+import type { Cluster } from './cluster.ts';
+import type { Seal } from './seal.ts';
+
+const PAGE = 1000;
+
+export interface BackupProgress {
+  done: number;
+  total: number;
+}
+
+export interface BackupSource {
+  ns: Namespace;
+  cluster: Cluster;
+  seal: Seal;
+  clusterName: string;
+}
+
+/** The entries under `prefix` at `revision`, a page at a time, in key order. */
+async function* entriesAt(ns: Namespace, prefix: string, revision: string): AsyncGenerator<BackupEntry> {
+  const exact = !prefix.endsWith('/');
+  let start = prefix;
+  const end = exact ? `${prefix}\0` : prefixEnd(prefix);
+  for (;;) {
+    const res = await etcdCall(`backup read ${prefix}`, () => ns.getAll().inRange({ start, end }).revision(revision).limit(PAGE).exec());
+    for (const kv of res.kvs) yield { key: kv.key.toString(), value: kv.value };
+    if (!res.more || res.kvs.length === 0) return;
+    start = `${res.kvs[res.kvs.length - 1]!.key.toString()}\0`;
+  }
+}
+
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+/**
+ * Yields the backup file's bytes in blocks, with progress. Needs the seal open (the root key
+ * derives the backup's keys). Throws FAILED_PRECONDITION on an uninitialized or sealed cluster.
+ */
+export async function* createBackup(src: BackupSource): AsyncGenerator<{ data: Buffer; progress: BackupProgress }> {
+  const { record, manifest } = src.cluster.requireInitialized();
+  const root = src.seal.rootCopy();
+  let writer: BackupWriter;
+  let revision: string;
+  let total = 0;
+  try {
+    revision = (await etcdCall('backup revision', () => src.ns.get('cluster').exec())).header.revision;
+    for (const p of BACKUP_PREFIXES) {
+      const exact = !p.endsWith('/');
+      total += Number(await etcdCall('backup count', () => src.ns.getAll().inRange({ start: p, end: exact ? `${p}\0` : prefixEnd(p) }).revision(revision).count()));
+    }
+    writer = new BackupWriter(root, {
+      cluster: src.clusterName,
+      clusterId: record.clusterId,
+      revision,
+      createdAt: new Date().toISOString(),
+      entries: total,
+      manifest,
+      manifestFingerprint: manifestFingerprint(manifest),
+    });
+  } finally {
+    zeroize(root);
+  }
+  const progress: BackupProgress = { done: 0, total };
+  yield { data: writer.start(), progress };
+  for (const p of BACKUP_PREFIXES) {
+    for await (const e of entriesAt(src.ns, p, revision)) {
+      progress.done++;
+      const block = writer.add(e.key, e.value);
+      if (block) yield { data: block, progress };
+    }
+  }
+  if (progress.done !== total) throw new KeyshardError('INTERNAL', `backup read ${progress.done} entries, expected ${total}`);
+  yield { data: writer.finish(), progress };
+}
+
+/**
+ * Checks that a backup's entries are what a cluster can use: every KEK unwraps under the root,
+ * every key version under its KEK, every other entry is JSON. Unwrapped material is zeroized at once.
+ */
+export class EntryChecker {
+  #root: Buffer;
+  #clusterId: string;
+  #keks = new Map<number, Buffer>();
+  counts = { entries: 0, keks: 0, versions: 0, keys: 0 };
+
+  constructor(root: Buffer, clusterId: string) {
+    this.#root = root;
+    this.#clusterId = clusterId;
+  }
+
+  check(e: BackupEntry): void {
+    this.counts.entries++;
+    // Names and aliases hold a bare key id; every other record is JSON.
+    if (e.key.startsWith('names/') || e.key.startsWith('aliases/')) {
+      if (!/^[\w-]{1,128}$/.test(e.value.toString('utf8'))) throw invalidArgument(`backup entry ${e.key} is not a key id`);
+      return;
+    }
+    let body: { epoch?: number; kekEpoch?: number; wrapped?: string };
+    try {
+      body = JSON.parse(e.value.toString('utf8')) as typeof body;
+    } catch {
+      throw invalidArgument(`backup entry ${e.key} is not valid JSON`);
+    }
+    if (e.key.startsWith('keks/')) {
+      const epoch = Number(e.key.slice('keks/'.length));
+      this.#keks.set(epoch, unwrapKek(this.#root, this.#clusterId, epoch, Buffer.from(body.wrapped ?? '', 'base64')));
+      this.counts.keks++;
+    } else if (e.key.startsWith('versions/')) {
+      const [, keyId, v] = e.key.split('/');
+      const kek = this.#keks.get(body.kekEpoch ?? -1);
+      if (!kek) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} needs KEK epoch ${body.kekEpoch}, which the backup lacks`);
+      zeroize(unwrapVersion(kek, this.#clusterId, keyId!, Number(v), Buffer.from(body.wrapped ?? '', 'base64')));
+      this.counts.versions++;
+    } else if (e.key.startsWith('keys/')) this.counts.keys++;
+  }
+
+  close(): void {
+    zeroize(...this.#keks.values());
+    this.#keks.clear();
+  }
+}
+
+/**
+ * Reads a backup stream with the root key: yields each chunk's entries after checking them
+ * (EntryChecker). Refuses a backup signed by another root, a modified chunk, a bad signature,
+ * a cut file, or an entry count other than the header's. The header is passed to `onHeader`
+ * first (it may refuse).
+ */
+export async function* openBackup(
+  root: Buffer,
+  bytes: AsyncIterable<Buffer>,
+  onHeader: (h: BackupHeader) => void | Promise<void>,
+): AsyncGenerator<{ header: BackupHeader; entries: BackupEntry[]; checker: EntryChecker }> {
+  const parser = new BackupParser();
+  let opener: BackupOpener | undefined;
+  let checker: EntryChecker | undefined;
+  let header: BackupHeader | undefined;
+  try {
+    for await (const data of bytes) {
+      for (const part of parser.push(data)) {
+        if (part.kind === 'header') {
+          header = part.header;
+          await onHeader(header);
+          opener = new BackupOpener(root, header, part.aad);
+          checker = new EntryChecker(root, header.clusterId);
+        } else if (part.kind === 'frame') {
+          const entries = opener!.open(part);
+          for (const e of entries) checker!.check(e);
+          yield { header: header!, entries, checker: checker! };
+        } else if (!part.signatureValid) throw invalidArgument('the backup signature does not verify: the file was modified');
+      }
+    }
+    parser.end();
+    if (checker!.counts.entries !== header!.entries)
+      throw invalidArgument(`the backup holds ${checker!.counts.entries} entries, its header says ${header!.entries}`);
+    yield { header: header!, entries: [], checker: checker! };
+  } finally {
+    opener?.close();
+    checker?.close();
+  }
+}
+
+export interface ScheduledBackupOptions {
+  dir: string;
+  retain: number;
+}
+
+/**
+ * Writes one backup into `dir` (a temporary name, fsync'ed, then renamed) and deletes all but
+ * the newest `retain`. Returns the file written.
+ */
+export async function writeScheduledBackup(src: BackupSource, opts: ScheduledBackupOptions): Promise<{ file: string; entries: number }> {
+  await mkdir(opts.dir, { recursive: true, mode: 0o700 });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const file = path.join(opts.dir, `keyshard-${src.clusterName}-${stamp}.ksbackup`);
+  const tmp = `${file}.partial`;
+  const fh = await open(tmp, 'w', 0o600);
+  let entries = 0;
+  try {
+    for await (const { data, progress } of createBackup(src)) {
+      await fh.write(data);
+      entries = progress.done;
+    }
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, file);
+  const ours = (await readdir(opts.dir)).filter((f) => f.startsWith(`keyshard-${src.clusterName}-`) && f.endsWith('.ksbackup')).sort();
+  for (const old of ours.slice(0, Math.max(0, ours.length - opts.retain))) await rm(path.join(opts.dir, old), { force: true });
+  return { file, entries };
+}
+
+/** The header check every restore makes before any custodian is asked. */
+export function checkRestorable(header: BackupHeader, targetCluster: string, forceClusterId: boolean): void {
+  if (header.cluster !== targetCluster && !forceClusterId)
+    throw failedPrecondition(
+      `the backup is of cluster ${header.cluster} (${header.clusterId}), this is cluster ${targetCluster}: pass --force-cluster-id to restore it here`,
+    );
+  if (manifestFingerprint(header.manifest) !== header.manifestFingerprint) throw invalidArgument('not a valid keyshard backup: the manifest fingerprint does not match');
+}

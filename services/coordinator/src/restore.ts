@@ -1,0 +1,315 @@
+/**
+ * Restore: a backup into a fresh, uninitialized cluster, on a custodian quorum's word (the
+ * recover ceremony). No `init` comes first: the backup's own share manifest says who holds
+ * shares of its root key.
+ *
+ *   header ──► checks: format, cluster name (unless forced), target empty
+ *     ──► recover ceremony (in memory: a dry run writes nothing) proposed to every configured
+ *         custodian; each release is checked against the BACKUP's manifest (custodian listed,
+ *         approval signature, commitment) ──► t accepted: combine, check KCV + manifest MAC
+ *     ──► the file: signed by this root, every chunk authentic, every KEK and version unwraps
+ *     ──► entries written (a claim on `cluster` first; the backup's cluster record last)
+ *     ──► this replica opens its seal with the recovered root; the others join by policy
+ *
+ * Invariants: below t valid shares nothing is combined; a file that fails any check leaves
+ * the target as empty as it was (written entries are removed); a dry run writes nothing to
+ * etcd; every step is audited, fail closed.
+ */
+import { createHash } from 'node:crypto';
+import {
+  BackupParser, canonicalJson, combineShares, isExpired, newCeremony, zeroize, type BackupHeader, type Ceremony, type OaepHash,
+} from '@keyshard/crypto';
+import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
+import { BACKUP_PREFIXES, etcdCall, paths, type Namespace } from '@keyshard/store';
+import type { Logger } from '@keyshard/config';
+import type { AuditRecorder } from '@keyshard/audit-client';
+import { checkRestorable, openBackup } from './backup.ts';
+import type { Cluster, ClusterRecord } from './cluster.ts';
+import type { CustodianLink } from './custodian-link.ts';
+import type { Seal } from './seal.ts';
+import { shareFromRelease, type ReplicaKey } from './unseal-ceremony.ts';
+
+/** Puts per etcd transaction (etcd's default limit is 128 operations) and transactions in flight. */
+const BATCH = 100;
+const IN_FLIGHT = 4;
+
+export interface RestoreDeps {
+  ns: Namespace;
+  cluster: Cluster;
+  seal: Seal;
+  links: CustodianLink[];
+  replica: ReplicaKey;
+  audit: AuditRecorder;
+  log: Logger;
+  oaepHash: OaepHash;
+  clusterName: string;
+  ttlSeconds: number;
+  pollMs: number;
+}
+
+export interface RestoreOptions {
+  dryRun: boolean;
+  forceClusterId: boolean;
+  ttlSeconds?: number;
+}
+
+export interface RestoreSummary {
+  cluster: string;
+  clusterId: string;
+  revision: string;
+  entries: number;
+  keys: number;
+  versions: number;
+  keks: number;
+  dryRun: boolean;
+  unsealed: boolean;
+}
+
+export type RestoreEvent =
+  | { phase: 'ceremony'; ceremony: Ceremony }
+  | { phase: 'send' }
+  | { phase: 'writing'; done: number; total: number };
+
+/** The header bytes at the start of a backup file (what the client sends first). */
+export function readHeader(bytes: Buffer): BackupHeader {
+  const parser = new BackupParser();
+  for (const part of parser.push(bytes)) if (part.kind === 'header') return part.header;
+  throw invalidArgument('the first message must hold the whole backup header');
+}
+
+export class Restores {
+  #d: RestoreDeps;
+  #busy = false;
+
+  constructor(deps: RestoreDeps) {
+    this.#d = deps;
+  }
+
+  /**
+   * Runs one restore. `file()` is called once the quorum has approved and must yield the whole
+   * backup file; `emit` reports progress. Only one restore runs at a time on a replica.
+   */
+  async run(
+    header: BackupHeader,
+    opts: RestoreOptions,
+    initiator: string,
+    file: () => AsyncIterable<Buffer>,
+    emit: (e: RestoreEvent) => void,
+    cancelled: () => boolean,
+  ): Promise<RestoreSummary> {
+    if (this.#busy) throw failedPrecondition('a restore is already running on this coordinator');
+    this.#busy = true;
+    try {
+      checkRestorable(header, this.#d.clusterName, opts.forceClusterId);
+      await this.#requireEmpty();
+      const root = await this.#recover(header, opts, initiator, emit, cancelled);
+      try {
+        emit({ phase: 'send' });
+        return await this.#apply(root, header, opts, initiator, file(), emit);
+      } finally {
+        zeroize(root);
+      }
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async #requireEmpty(): Promise<void> {
+    await this.#d.cluster.load();
+    if (this.#d.cluster.record || this.#d.cluster.manifest)
+      throw failedPrecondition(
+        `cluster ${this.#d.clusterName} is ${this.#d.cluster.record?.state ?? 'initialized'}: a restore needs a fresh, uninitialized cluster (empty etcd)`,
+      );
+  }
+
+  /** The recover ceremony: returns the root key reconstructed from a quorum of the backup's custodians. */
+  async #recover(header: BackupHeader, opts: RestoreOptions, initiator: string, emit: (e: RestoreEvent) => void, cancelled: () => boolean): Promise<Buffer> {
+    const { links, replica, audit, log, pollMs } = this.#d;
+    const manifest = header.manifest;
+    const ttl = opts.ttlSeconds || this.#d.ttlSeconds;
+    if (!Number.isInteger(ttl) || ttl < 10 || ttl > this.#d.ttlSeconds) throw invalidArgument(`ttl_seconds must be between 10 and ${this.#d.ttlSeconds}`);
+    const c = newCeremony({
+      operation: 'recover',
+      parameters: {
+        generation: String(manifest.generation ?? 1),
+        backup: headerId(header),
+        manifest_fingerprint: header.manifestFingerprint,
+        revision: header.revision,
+        source_cluster: header.cluster,
+        target_cluster: this.#d.clusterName,
+        dry_run: String(opts.dryRun),
+      },
+      clusterId: header.clusterId,
+      initiator,
+      ttlSeconds: ttl,
+      threshold: manifest.threshold,
+      recipients: [{ coordinator_id: replica.coordinatorId, public_key_pem: replica.publicKeyPem }],
+    });
+    await audit.record({ operation: 'ceremony.recover.created', principal: initiator, ceremony_id: c.id, result: 'ok', details: c.parameters });
+    emit({ phase: 'ceremony', ceremony: c });
+    const state = new Map<string, 'unproposed' | 'pending' | 'done'>(links.map((l) => [l.id, 'unproposed']));
+    const accepted: { custodianId: string; share: Uint8Array }[] = [];
+    const end = async (s: Ceremony['state'], error: string) => {
+      c.state = s;
+      c.error = error;
+      emit({ phase: 'ceremony', ceremony: c });
+      await audit.record({ operation: `ceremony.recover.${s === 'CEREMONY_STATE_COMPLETED' ? 'completed' : s.replace('CEREMONY_STATE_', '').toLowerCase()}`, principal: initiator, ceremony_id: c.id, result: s === 'CEREMONY_STATE_COMPLETED' ? 'ok' : 'error', details: error ? { reason: error } : {} });
+    };
+    try {
+      for (;;) {
+        if (cancelled()) {
+          await end('CEREMONY_STATE_CANCELLED', 'the restoring client went away');
+          throw new KeyshardError('FAILED_PRECONDITION', 'restore cancelled');
+        }
+        if (isExpired(c)) {
+          await end('CEREMONY_STATE_EXPIRED', 'expired before a quorum released shares');
+          throw failedPrecondition(`recover ceremony ${c.id} expired before a quorum of the backup's custodians approved`);
+        }
+        let changed = false;
+        const answers = await Promise.all(
+          links.filter((l) => state.get(l.id) !== 'done').map((l) =>
+            (state.get(l.id) === 'unproposed' ? l.propose(c) : l.release(c.id)).then(
+              (res) => ({ l, res, err: undefined }),
+              (err: { code?: number; details?: string }) => ({ l, res: undefined, err }),
+            ),
+          ),
+        );
+        // In order, one at a time: once a quorum is in hand, further releases stay unopened.
+        for (const { l, res, err } of answers) {
+          if (err) {
+            // A custodian that refuses the proposal outright (no share of this cluster, not our coordinator) is final.
+            if (err.code === 9 || err.code === 7 || err.code === 3) {
+              state.set(l.id, 'done');
+              c.failures.push({ custodian_id: l.id, reason: `refused: ${err.details ?? 'refused'}` });
+              changed = true;
+            }
+            continue;
+          }
+          if (res!.status === 'pending') {
+            state.set(l.id, 'pending');
+            continue;
+          }
+          state.set(l.id, 'done');
+          if (accepted.length >= manifest.threshold) continue;
+          changed = true;
+          if (res!.status === 'denied') {
+            c.denied_by.push(l.id);
+            await audit.record({ operation: 'ceremony.recover.denied', principal: l.id, ceremony_id: c.id, result: 'denied', details: { custodian: l.id, reason: res!.reason } });
+            continue;
+          }
+          try {
+            const share = shareFromRelease(c, manifest, l.id, res!, replica, this.#d.oaepHash);
+            accepted.push({ custodianId: l.id, share });
+            c.approved_by.push(l.id);
+            await audit.record({ operation: 'ceremony.recover.share_accepted', principal: l.id, ceremony_id: c.id, result: 'ok', details: { custodian: l.id } });
+          } catch (e) {
+            const reason = e instanceof KeyshardError ? e.message.replace('the share manifest', "the backup's share manifest") : 'share could not be processed';
+            c.failures.push({ custodian_id: l.id, reason });
+            log.warn({ ceremonyId: c.id, custodian: l.id, reason }, 'recover: share rejected');
+            await audit.record({ operation: 'ceremony.recover.share_rejected', principal: l.id, ceremony_id: c.id, result: 'error', code: 'FAILED_PRECONDITION', details: { custodian: l.id, reason } });
+          }
+        }
+        if (changed) emit({ phase: 'ceremony', ceremony: c });
+        if (accepted.length >= manifest.threshold) {
+          const root = await combineShares(manifest, accepted);
+          try {
+            await audit.record({ operation: 'ceremony.recover.completing', principal: initiator, ceremony_id: c.id, result: 'ok', details: { approved_by: c.approved_by.join(',') } });
+            await end('CEREMONY_STATE_COMPLETED', '');
+          } catch (e) {
+            zeroize(root);
+            throw e;
+          }
+          return root;
+        }
+        const open = [...state.values()].filter((s) => s !== 'done').length;
+        if (accepted.length + open < manifest.threshold) {
+          const why = `only ${accepted.length} valid shares of the backup's manifest can be collected, ${manifest.threshold} needed`;
+          await end('CEREMONY_STATE_FAILED', why);
+          throw failedPrecondition(`${why}${c.failures.length ? ` (${c.failures.map((f) => `${f.custodian_id}: ${f.reason}`).join('; ')})` : ''}`);
+        }
+        await new Promise((r) => setTimeout(r, pollMs));
+      }
+    } finally {
+      zeroize(...accepted.map((a) => a.share));
+    }
+  }
+
+  /** Checks (and unless a dry run writes) every entry; on any failure the target is emptied again. */
+  async #apply(root: Buffer, approved: BackupHeader, opts: RestoreOptions, initiator: string, bytes: AsyncIterable<Buffer>, emit: (e: RestoreEvent) => void): Promise<RestoreSummary> {
+    const { ns, audit, log } = this.#d;
+    const claim: ClusterRecord = { clusterId: approved.clusterId, state: 'restoring', kekEpoch: 0, createdAt: new Date().toISOString() };
+    if (!opts.dryRun) {
+      const res = await etcdCall('restore claim', () =>
+        ns.if(paths.cluster, 'Create', '==', 0).then(ns.put(paths.cluster).value(JSON.stringify(claim))).commit(),
+      );
+      if (!res.succeeded) throw failedPrecondition('the cluster was initialized or restored concurrently');
+    }
+    let clusterRecord: Buffer | undefined;
+    let counts = { entries: 0, keks: 0, versions: 0, keys: 0 };
+    try {
+      for await (const { entries, checker } of openBackup(root, bytes, (h) => {
+        if (headerId(h) !== headerId(approved)) throw invalidArgument('the file sent is not the backup whose header the custodians approved');
+      })) {
+        counts = checker.counts;
+        if (!opts.dryRun) {
+          const puts = entries.filter((e) => {
+            if (e.key !== paths.cluster) return true;
+            clusterRecord = e.value;
+            return false;
+          });
+          const batches: (typeof puts)[] = [];
+          for (let i = 0; i < puts.length; i += BATCH) batches.push(puts.slice(i, i + BATCH));
+          for (let i = 0; i < batches.length; i += IN_FLIGHT)
+            await Promise.all(
+              batches.slice(i, i + IN_FLIGHT).map((b) =>
+                etcdCall('restore write', () => ns.if(paths.cluster, 'Value', '==', JSON.stringify(claim)).then(...b.map((e) => ns.put(e.key).value(e.value))).commit()).then((r) => {
+                  if (!r.succeeded) throw failedPrecondition('the restore claim on the cluster record was lost');
+                }),
+              ),
+            );
+        }
+        emit({ phase: 'writing', done: counts.entries, total: approved.entries });
+      }
+      if (!opts.dryRun) {
+        if (!clusterRecord) throw invalidArgument('the backup holds no cluster record');
+        const rec = JSON.parse(clusterRecord.toString()) as ClusterRecord;
+        if (rec.clusterId !== approved.clusterId || rec.state !== 'initialized') throw invalidArgument('the backup\'s cluster record does not match its header');
+        await audit.record({ operation: 'restore.committing', principal: initiator, result: 'ok', details: { cluster_id: approved.clusterId, revision: approved.revision, entries: String(counts.entries) } });
+        const res = await etcdCall('restore commit', () =>
+          ns.if(paths.cluster, 'Value', '==', JSON.stringify(claim)).then(ns.put(paths.cluster).value(clusterRecord!)).commit(),
+        );
+        if (!res.succeeded) throw failedPrecondition('the restore claim on the cluster record was lost');
+      }
+    } catch (e) {
+      if (!opts.dryRun) await this.#undo(claim).catch((u: Error) => log.error({ err: u.message }, 'restore: could not remove the partial state'));
+      await audit.record({ operation: 'restore.failed', principal: initiator, result: 'error', details: { reason: e instanceof KeyshardError ? e.message : 'internal error' } }).catch(() => {});
+      throw e;
+    }
+    let unsealed = false;
+    if (!opts.dryRun) {
+      await this.#d.cluster.load();
+      await this.#d.cluster.openSeal(Buffer.from(root), this.#d.seal.generation);
+      unsealed = true;
+    }
+    await audit.record({
+      operation: 'restore.completed', principal: initiator, result: 'ok',
+      details: { cluster_id: approved.clusterId, revision: approved.revision, entries: String(counts.entries), dry_run: String(opts.dryRun) },
+    });
+    log.info({ clusterId: approved.clusterId, revision: approved.revision, entries: counts.entries, dryRun: opts.dryRun }, 'restore completed');
+    return { cluster: approved.cluster, clusterId: approved.clusterId, revision: approved.revision, ...counts, dryRun: opts.dryRun, unsealed };
+  }
+
+  /** Removes what a failed restore wrote (the target was empty: every backed-up prefix goes). */
+  async #undo(claim: ClusterRecord): Promise<void> {
+    const { ns } = this.#d;
+    const stored = await etcdCall('restore undo', () => ns.get(paths.cluster).string());
+    if (stored !== JSON.stringify(claim)) return; // not ours any more
+    for (const p of BACKUP_PREFIXES) if (p !== paths.cluster) await etcdCall('restore undo', () => (p.endsWith('/') ? ns.delete().prefix(p) : ns.delete().key(p)).exec());
+    await etcdCall('restore undo', () => ns.delete().key(paths.cluster).exec());
+  }
+}
+
+/** Identifies one backup: SHA-256 of its canonical header (what the recover ceremony binds). */
+function headerId(h: BackupHeader): string {
+  return createHash('sha256').update(canonicalJson(h)).digest('hex');
+}

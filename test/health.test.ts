@@ -1,0 +1,135 @@
+/**
+ * grpc.health.v1 and server reflection on real processes (issue 7, items 1, 2 and 5): a dev
+ * cluster of etcd, an audit sink, three custodians (threshold 2) and one coordinator.
+ *  - the coordinator is NOT_SERVING ("" and keyshard.v1.KeyService) while sealed, SERVING once
+ *    unsealed and NOT_SERVING again after Seal; its CeremonyService (liveness) always SERVING;
+ *  - custodians and the audit sink are SERVING once started, each checked with its own
+ *    certificate, as a Kubernetes exec probe does (the probe script is run too);
+ *  - reflection on the coordinator lists keyshard.v1.KeyService;
+ *  - with Watch streams open, every component still stops cleanly on SIGTERM.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { ADMIN, COORDINATOR, DevCluster, REPO_ROOT } from '@keyshard/devcluster';
+import type { KeyshardClient } from '@keyshard/client';
+import { checkHealth, healthDefinition, listServices, makeClient, readTls, type HealthStatus } from '@keyshard/rpc';
+import { waitFor } from './support/grpc.ts';
+
+const run = promisify(execFile);
+const KEYS = 'keyshard.v1.KeyService';
+
+describe('health and reflection on every component', { timeout: 300_000 }, () => {
+  let dir: string;
+  let cluster: DevCluster;
+  let admin: KeyshardClient;
+  const tlsOf = (principal: string) => readTls(cluster.layout.certs[principal]!);
+  const coordinator = (service: string) => checkHealth(cluster.coordinatorAddress, tlsOf(ADMIN), service);
+  const auditAddress = () => `127.0.0.1:${cluster.layout.plan.ports.audit}`;
+
+  /** The Kubernetes exec probe, run as the manifests run it; resolves with its exit code. */
+  const probe = async (address: string, principal: string, service: string): Promise<number> => {
+    const c = cluster.layout.certs[principal]!;
+    const args = ['--import', 'tsx', 'packages/rpc/src/health-probe.ts', '--address', address, '--ca', c.ca, '--cert', c.cert, '--key', c.key, '--service', service];
+    try {
+      await run(process.execPath, args, { cwd: REPO_ROOT, timeout: 30_000 });
+      return 0;
+    } catch (e) {
+      return (e as { code?: number }).code ?? -1;
+    }
+  };
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'keyshard-health-'));
+    cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2 });
+    await cluster.start();
+    admin = cluster.client(ADMIN);
+  });
+
+  after(async () => {
+    admin?.close();
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a sealed coordinator is NOT_SERVING for "" and KeyService, and SERVING for CeremonyService', async () => {
+    assert.equal((await admin.status()).sealed, true);
+    assert.equal(await coordinator(''), 'NOT_SERVING');
+    assert.equal(await coordinator(KEYS), 'NOT_SERVING');
+    assert.equal(await coordinator('keyshard.v1.CeremonyService'), 'SERVING');
+    assert.equal(await probe(cluster.coordinatorAddress, COORDINATOR, KEYS), 1, 'the readiness probe fails while sealed');
+    assert.equal(await probe(cluster.coordinatorAddress, COORDINATOR, 'keyshard.v1.CeremonyService'), 0, 'the liveness probe passes');
+  });
+
+  it('custodians and the audit sink are SERVING, asked with their own certificates', async () => {
+    for (const id of cluster.custodianIds) {
+      assert.equal(await checkHealth(cluster.custodianAddress(id), tlsOf(id), ''), 'SERVING', id);
+      assert.equal(await checkHealth(cluster.custodianAddress(id), tlsOf(id), 'keyshard.v1.CustodianService'), 'SERVING', id);
+    }
+    assert.equal(await checkHealth(auditAddress(), tlsOf('audit-sink'), ''), 'SERVING');
+    assert.equal(await checkHealth(auditAddress(), tlsOf('audit-sink'), 'keyshard.v1.AuditService'), 'SERVING');
+    assert.equal(await probe(cluster.custodianAddress('custodian-1'), 'custodian-1', ''), 0);
+    assert.equal(await probe(auditAddress(), 'audit-sink', ''), 0);
+  });
+
+  it('the coordinator is SERVING once unsealed, and a Watch sees it go NOT_SERVING on Seal', async () => {
+    await cluster.bootstrap();
+    assert.equal(await coordinator(''), 'SERVING');
+    assert.equal(await coordinator(KEYS), 'SERVING');
+    assert.equal(await probe(cluster.coordinatorAddress, COORDINATOR, KEYS), 0, 'the readiness probe passes once unsealed');
+
+    const Health = grpc.makeGenericClientConstructor(healthDefinition as grpc.ServiceDefinition, 'Health');
+    const client = makeClient<grpc.Client & { Watch(r: { service: string }): grpc.ClientReadableStream<{ status: HealthStatus }> }>(Health, cluster.coordinatorAddress, tlsOf(ADMIN));
+    const seen: HealthStatus[] = [];
+    const call = client.Watch({ service: KEYS });
+    call.on('data', (r) => seen.push(r.status));
+    call.on('error', () => {});
+    try {
+      await waitFor('the first Watch message', async () => (seen.length > 0 ? true : undefined), 5_000);
+      await admin.seal();
+      await waitFor('NOT_SERVING on the Watch', async () => (seen.at(-1) === 'NOT_SERVING' ? true : undefined), 10_000);
+      assert.deepEqual(seen, ['SERVING', 'NOT_SERVING']);
+      assert.equal(await coordinator(''), 'NOT_SERVING');
+    } finally {
+      call.cancel();
+      client.close();
+    }
+  });
+
+  it('reflection on the coordinator lists keyshard.v1.KeyService (and the other services)', async () => {
+    const names = await listServices(cluster.coordinatorAddress, tlsOf(ADMIN));
+    for (const s of [KEYS, 'keyshard.v1.CeremonyService', 'grpc.health.v1.Health']) assert.ok(names.includes(s), `${s} in ${names.join(', ')}`);
+  });
+
+  it('with Watch streams open, every component stops on SIGTERM with exit code 0', async () => {
+    const Health = grpc.makeGenericClientConstructor(healthDefinition as grpc.ServiceDefinition, 'Health');
+    const watched: [string, string, string][] = [
+      [COORDINATOR, cluster.coordinatorAddress, ADMIN],
+      ...cluster.custodianIds.map((id): [string, string, string] => [id, cluster.custodianAddress(id), id]),
+      ['audit-sink', auditAddress(), 'audit-sink'],
+    ];
+    const clients = watched.map(([, address, principal]) => {
+      const client = makeClient<grpc.Client & { Watch(r: { service: string }): grpc.ClientReadableStream<unknown> }>(Health, address, tlsOf(principal));
+      const call = client.Watch({ service: '' });
+      call.on('error', () => {});
+      call.on('data', () => {});
+      return client;
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      for (const [name] of watched) {
+        const p = cluster.process(name);
+        await p.stop(10_000);
+        assert.equal(p.child?.signalCode, null, `${name} needed SIGKILL`);
+        assert.equal(p.child?.exitCode, 0, `${name} exit code`);
+      }
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+});

@@ -1,0 +1,22 @@
+/** Runs the real `keyshard` CLI as a user would, with the variables of a dev cluster's env file. */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { REPO_ROOT } from '@keyshard/devcluster';
+
+export const BIN = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
+
+export function readEnvFile(file: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const m of readFileSync(file, 'utf8').matchAll(/^export (\w+)='(.*)'$/gm)) env[m[1]!] = m[2]!.replace(/'\\''/g, "'");
+  return env;
+}
+
+export function keyshard(args: string[], env: Record<string, string>, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd: REPO_ROOT, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+    child.stdin!.end(input ?? '');
+  });
+}
