@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: every benchmark of test/bench, one after another, each in its own process
- * with its own cluster: encrypt, decrypt, batch, sign, create-key, rotate, unseal, audit (`npm run bench --
+ * with its own cluster: encrypt, decrypt, batch, sign, create-key, rotate, unseal, audit, backup (`npm run bench --
  * decrypt sign` runs only those). Their output passes through; at the end, a summary table and
  * each bench's JSON line, one a line, in run order. Settings (BENCH_*) pass to every bench.
  * Exit code 1 if any bench failed or reported failed calls; 130 on SIGINT/SIGTERM, after the
@@ -10,7 +10,7 @@ import path from 'node:path';
 import { BENCH_DIR, Child } from './common.ts';
 import { formatTable } from './report.ts';
 
-const BENCHES = ['encrypt', 'decrypt', 'batch', 'sign', 'create-key', 'rotate', 'unseal', 'audit'];
+const BENCHES = ['encrypt', 'decrypt', 'batch', 'sign', 'create-key', 'rotate', 'unseal', 'audit', 'backup'];
 
 const chosen = process.argv.slice(2);
 const unknown = chosen.filter((b) => !BENCHES.includes(b));

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { KeyshardError, type ErrorCode } from '@keyshard/errors';
-import { keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
+import { currentRequestId, keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
 
 export type { TlsMaterial };
 
@@ -242,16 +242,17 @@ function invalidReason(e: AuditEvent): string | undefined {
 }
 
 /**
- * Fills id, time and source, defaults the optional fields, and checks the sink's limits here:
- * one bad event in a batch would fail the whole batch, i.e. other callers' events too.
+ * Fills id, time and source, defaults the optional fields (request_id: that of the call being
+ * served, so events a request causes link to it), and checks the sink's limits here: one bad
+ * event in a batch would fail the whole batch, i.e. other callers' events too.
  */
 export function completeEvent(input: AuditEventInput, source: string): AuditEvent {
   const event: AuditEvent = {
     key_id: '',
     ceremony_id: '',
     code: '',
-    request_id: '',
     ...input,
+    request_id: input.request_id || currentRequestId() || '',
     id: input.id || randomUUID(),
     time: input.time || new Date().toISOString(),
     source: input.source || source,
@@ -266,5 +267,5 @@ function unavailable(reason: string): KeyshardError {
   return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`);
 }
 
-export { auditIntent, auditObserver, resultOf, type AuditRecorder } from './observer.ts';
+export { auditIntent, auditObserver, resultOf, type AuditObserverOptions, type AuditRecorder } from './observer.ts';
 export { AuditSpool, RoutedAudit, type AuditSpoolOptions } from './spool.ts';

@@ -1,7 +1,9 @@
 /**
  * An `@keyshard/rpc` Observer that audits every call outcome and makes the reply wait until
  * the sink has it durably: if the event cannot be recorded, the caller gets the audit error
- * (UNAVAILABLE) instead of the result — fail closed. Denials are audited too.
+ * (UNAVAILABLE) instead of the result — fail closed. Denials are audited too. Calls shed by a
+ * concurrency limit did nothing and are not audited: recording each one would turn overload
+ * into audit load (they are counted in metrics instead).
  */
 import type { Logger } from '@keyshard/config';
 import type { CallContext, CallOutcome, Observer } from '@keyshard/rpc';
@@ -17,9 +19,22 @@ export function resultOf(o: CallOutcome): 'ok' | 'denied' | 'error' {
   return o.code === 'PERMISSION_DENIED' || o.code === 'UNAUTHENTICATED' ? 'denied' : 'error';
 }
 
-export function auditObserver(audit: AuditRecorder, log: Logger): Observer {
+export interface AuditObserverOptions {
+  /**
+   * Methods (names without the service, as for auditIntent) whose successful calls are logged
+   * at info: the state-changing ones. Other successes are logged at debug (crypto calls and
+   * polling reads are many); refusals and errors always at info or error.
+   */
+  infoMethods?: ReadonlySet<string>;
+}
+
+export function auditObserver(audit: AuditRecorder, log: Logger, opts: AuditObserverOptions = {}): Observer {
   return async (o) => {
-    if (!o.ok) {
+    if (o.shed) return;
+    if (o.ok) {
+      const level = opts.infoMethods?.has(o.ctx.method.slice(o.ctx.method.indexOf('.') + 1)) ? 'info' : 'debug';
+      if (log.isLevelEnabled(level)) log[level]({ method: o.ctx.method, principal: o.ctx.principal, request_id: o.ctx.requestId, durationMs: Math.round(o.durationMs * 10) / 10 }, 'request completed');
+    } else {
       // Messages of KeyshardErrors are caller-safe by contract; unknown errors are not logged verbatim to callers.
       const line = { method: o.ctx.method, code: o.code, principal: o.ctx.principal, request_id: o.ctx.requestId };
       // Unknown errors' messages could carry anything: log their kind, never their text.

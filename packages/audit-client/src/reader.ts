@@ -31,8 +31,9 @@ interface StoredEventMsg {
 export class AuditReader {
   private readonly client: grpc.Client;
 
-  constructor(opts: { address: string; tls: TlsMaterial; timeoutMs?: number }) {
-    this.client = makeClient(keyshardProto().AuditService, opts.address, opts.tls);
+  /** `channelOptions`: e.g. a short reconnect backoff for a long-lived reader that must notice the sink is back. */
+  constructor(opts: { address: string; tls: TlsMaterial; timeoutMs?: number; channelOptions?: grpc.ChannelOptions }) {
+    this.client = makeClient(keyshardProto().AuditService, opts.address, opts.tls, opts.channelOptions);
     this.timeoutMs = opts.timeoutMs ?? 10_000;
   }
 

@@ -20,6 +20,7 @@ import { closeSync, constants, existsSync, fdatasyncSync, ftruncateSync, mkdirSy
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
+import { runOutsideCall } from '@keyshard/rpc';
 import type { Logger } from '@keyshard/config';
 import { completeEvent, type AuditClient, type AuditEvent, type AuditEventInput } from './index.ts';
 import type { AuditRecorder } from './observer.ts';
@@ -146,7 +147,8 @@ export class AuditSpool implements AuditRecorder {
       // the same I/O poll share one write instead of each paying for one.
       if (!this.#flushQueued) {
         this.#flushQueued = true;
-        setImmediate(() => this.#flush());
+        // The group's write and the shipping it starts serve many calls: none's request id goes with them.
+        runOutsideCall(() => setImmediate(() => this.#flush()));
       }
     });
   }

@@ -56,6 +56,7 @@ export const METHOD_SAFETY: Readonly<Record<string, Safety>> = {
   Status: 'idempotent',
   GetCeremony: 'idempotent',
   ListCeremonies: 'idempotent',
+  GetShareExport: 'idempotent',
   Init: 'once',
   StartUnseal: 'once',
   StartCeremony: 'once',

@@ -53,6 +53,19 @@ export interface Ceremony {
   recipients: { coordinator_id: string; public_key_pem: string }[];
 }
 
+/** A custodian's share wrapped (RSA-OAEP) to an offline recovery key, by an approved export-share ceremony. */
+export interface ShareExport {
+  ceremony_id: string;
+  cluster_id: string;
+  custodian_id: string;
+  generation: number;
+  peers_json: string;
+  wrapped_share: Buffer;
+  recovery_key_fingerprint: string;
+  oaep_hash: string;
+  succession_statement: Buffer;
+}
+
 export interface Status {
   initialized: boolean;
   sealed: boolean;
@@ -67,6 +80,15 @@ export interface Status {
   leader_id: string;
   /** Every registered coordinator replica. */
   replicas: { id: string; address: string; sealed: boolean; leader: boolean }[];
+  /** etcd's members as the answering replica's etcd client sees them (null from an older coordinator). */
+  etcd: {
+    reachable: boolean;
+    members: { id: string; name: string; client_urls: string[]; peer_urls: string[]; leader: boolean; learner: boolean }[];
+    version: string;
+    error: string;
+  } | null;
+  /** The audit sink; tree_size (records in its log) is a uint64 as a decimal string. */
+  audit_sink: { address: string; reachable: boolean; tree_size: string; checkpoint_time: string; error: string } | null;
 }
 
 /** Where one connection goes and as whom. */
@@ -181,6 +203,11 @@ export class KeyshardClient {
 
   listCeremonies(includeFinished = false, o?: CallOptions) {
     return this.#c<{ ceremonies: Ceremony[] }>('ListCeremonies', { include_finished: includeFinished }, o);
+  }
+
+  /** The recovery export an export-share ceremony produced (wrapped to the offline recovery key). */
+  getShareExport(ceremonyId: string, o?: CallOptions) {
+    return this.#c<ShareExport>('GetShareExport', { id: ceremonyId }, o);
   }
 
   cancelCeremony(id: string, o?: CallOptions) {
@@ -364,6 +391,13 @@ export class CustodianOperatorClient {
   }
   identity() {
     return unaryCall<{ custodian_id: string; holds_shares_for: string[]; approval_policy: string }>(this.#c, 'GetIdentity', {});
+  }
+  /** Custodian recovery: imports a share export into this custodian's (new) token with the recovery private key. */
+  importShare(e: ShareExport, recoveryPrivateKeyPem: string) {
+    return unaryCall<{ custodian_id: string }>(this.#c, 'ImportShare', {
+      cluster_id: e.cluster_id, wrapped_share: e.wrapped_share, generation: e.generation, peers_json: e.peers_json,
+      custodian_id: e.custodian_id, recovery_private_key_pem: recoveryPrivateKeyPem, succession_statement: e.succession_statement,
+    }, { timeoutMs: 30_000 });
   }
   close(): void {
     this.#c.close();

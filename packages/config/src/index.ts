@@ -50,12 +50,15 @@ export const tlsFiles = z.object({
 
 /**
  * Structured JSON logs. Redaction is a second line of defence: code never logs secrets,
- * and these paths are censored should one slip into a log object.
+ * and these paths are censored should one slip into a log object. `context` adds fields to
+ * every line (services pass `requestLogFields` from @keyshard/rpc: the request id of the call
+ * a line is written for); a field the line sets itself wins.
  */
-export function createLogger(name: string, level: string = 'info'): Logger {
+export function createLogger(name: string, level: string = 'info', context?: () => Record<string, unknown>): Logger {
   return pino({
     name,
     level,
+    ...(context ? { mixin: context } : {}),
     base: { component: name, pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: {

@@ -14,6 +14,7 @@
 import { createHash, randomBytes, randomUUID, verify } from 'node:crypto';
 import { failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { canonicalJson } from './canonical-json.ts';
+import { approvalKeyOf, type Succession } from './succession.ts';
 
 export type CeremonyState = 'CEREMONY_STATE_OPEN' | 'CEREMONY_STATE_COMPLETED' | 'CEREMONY_STATE_FAILED' | 'CEREMONY_STATE_EXPIRED' | 'CEREMONY_STATE_CANCELLED';
 
@@ -41,7 +42,7 @@ export interface Ceremony {
   error: string;
 }
 
-export const OPERATIONS = ['unseal', 'join', 'reshare', 'rotate-root', 'destroy-key', 'destroy-cluster', 'recover'] as const;
+export const OPERATIONS = ['unseal', 'join', 'reshare', 'rotate-root', 'destroy-key', 'destroy-cluster', 'recover', 'export-share'] as const;
 
 /** Operations whose approval releases a share to the recipients; the others are approvals only. */
 export const RELEASING_OPERATIONS: ReadonlySet<string> = new Set(['unseal', 'join', 'recover']);
@@ -135,7 +136,7 @@ export interface ApprovalTally {
 export function tallyApprovals(
   c: Ceremony,
   custodians: readonly { id: string; approvalPublicKeyPem: string }[],
-  approvals: readonly { custodianId: string; signature: Buffer }[],
+  approvals: readonly { custodianId: string; signature: Buffer; succession?: Succession | null }[],
   now = Date.now(),
 ): ApprovalTally {
   const tally: ApprovalTally = { approved: [], refused: [] };
@@ -145,7 +146,7 @@ export function tallyApprovals(
     let reason = '';
     if (isExpired(c, now)) reason = 'the ceremony had expired';
     else if (!entry) reason = 'custodian is not in the share manifest';
-    else if (!verifyApproval(c, entry.approvalPublicKeyPem, a.signature)) reason = 'approval signature does not verify for this ceremony';
+    else if (!verifyApproval(c, approvalKeyOf(c.cluster_id, entry, a.succession), a.signature)) reason = 'approval signature does not verify for this ceremony';
     if (reason) tally.refused.push({ custodian_id: a.custodianId, reason });
     else tally.approved.push(a.custodianId);
   }

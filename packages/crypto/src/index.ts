@@ -8,3 +8,4 @@ export * from './ceremony.ts';
 export * from './rsa-oaep.ts';
 export * from './key-types.ts';
 export * from './backup-file.ts';
+export * from './succession.ts';

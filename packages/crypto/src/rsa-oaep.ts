@@ -3,7 +3,7 @@
  * encrypted to an HSM enrollment key (init) or wrapped by an HSM to a replica's ephemeral
  * key (unseal). The hash is configurable because SoftHSM 2.6 supports only SHA-1/MGF1-SHA1.
  */
-import { constants, generateKeyPairSync, privateDecrypt, publicEncrypt, type KeyObject } from 'node:crypto';
+import { constants, createHash, createPublicKey, generateKeyPairSync, privateDecrypt, publicEncrypt, type KeyObject } from 'node:crypto';
 import { invalidArgument } from '@keyshard/errors';
 
 export type OaepHash = 'sha1' | 'sha256';
@@ -28,4 +28,19 @@ export function oaepDecrypt(privateKey: KeyObject, data: Buffer, hash: OaepHash)
 export function ephemeralRecipientKey(): { publicKeyPem: string; privateKey: KeyObject } {
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(), privateKey };
+}
+
+/**
+ * An offline recovery public key (custodian recovery): RSA of at least 2048 bits, named by the
+ * SHA-256 of its SPKI DER encoding, hex (what an export-share ceremony binds).
+ */
+export function recoveryKeyFingerprint(publicKeyPem: string): string {
+  let key: KeyObject;
+  try {
+    key = createPublicKey(publicKeyPem);
+  } catch {
+    throw invalidArgument('the recovery key is not a public key PEM');
+  }
+  if (key.asymmetricKeyType !== 'rsa' || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) throw invalidArgument('the recovery key must be RSA, at least 2048 bits');
+  return createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex');
 }

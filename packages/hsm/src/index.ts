@@ -19,7 +19,7 @@ import { KeyshardError } from '@keyshard/errors';
 import {
   APPROVAL_LABEL, ENROLLMENT_LABEL, SHARE_LABEL_PREFIX, approvalTemplates, checkClusterId, checkOaepHash,
   ed25519PublicPem, enrollmentTemplates, findTemplate, oaepMechanism, parseRsaPublicKey, recipientTemplate,
-  rsaPublicPem, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash, checkGeneration, dataTemplate, parseShareLabel, peersLabel, PEERS_LABEL_PREFIX,
+  rsaPublicPem, recoveryKeyTemplate, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash, checkGeneration, dataTemplate, parseShareLabel, peersLabel, PEERS_LABEL_PREFIX, SUCCESSION_LABEL_PREFIX,
 } from './objects.ts';
 import { CKA_EC_POINT, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA, TokenHandle, findAll, findOne, p11Error } from './pkcs11.ts';
 
@@ -97,6 +97,35 @@ export class CustodianToken {
    * old object is destroyed only after the new one was created.
    */
   unwrapShare(clusterId: string, encryptedShare: Buffer, opts: { replace?: boolean; generation?: number } = {}): void {
+    this.#unwrapInto(clusterId, encryptedShare, opts, 'not encrypted to this token\'s enrollment key?', (s) => ({ key: this.enrollmentPrivateKey(s), done: () => {} }));
+  }
+
+  /**
+   * Custodian recovery: a share exported by another token (C_WrapKey, RSA-OAEP to an offline
+   * recovery key) is C_UnwrapKey'd into this token with that recovery key, imported for the
+   * one operation as a sensitive, non-extractable, unwrap-only SESSION object and destroyed
+   * after. The share's plaintext exists only inside the two tokens. Refuses if a share of
+   * that set is already held.
+   */
+  importRecoveredShare(clusterId: string, wrappedShare: Buffer, recoveryPrivateKeyPem: string, generation: number): void {
+    const template = recoveryKeyTemplate(recoveryPrivateKeyPem);
+    try {
+      this.#unwrapInto(clusterId, wrappedShare, { generation }, 'not wrapped to this recovery key?', (s) => {
+        const key = s.create(template);
+        return { key: asKey(key), done: () => key.destroy() };
+      });
+    } finally {
+      for (const v of Object.values(template)) if (Buffer.isBuffer(v)) v.fill(0); // the private key's components
+    }
+  }
+
+  #unwrapInto(
+    clusterId: string,
+    encryptedShare: Buffer,
+    opts: { replace?: boolean; generation?: number },
+    hint: string,
+    unwrappingKey: (s: Session) => { key: Key; done: () => void },
+  ): void {
     checkClusterId(clusterId);
     const generation = opts.generation ?? 1;
     checkGeneration(generation);
@@ -104,21 +133,23 @@ export class CustodianToken {
       throw new KeyshardError('INVALID_ARGUMENT', 'encryptedShare must be a non-empty Buffer');
     }
     this.handle.withSession(`unwrap the share for cluster ${clusterId}`, (s) => {
-      const priv = this.enrollmentPrivateKey(s);
       const existing = findAll(s, findTemplate('secret', shareLabel(clusterId, generation)));
       if (existing.length > 0 && !opts.replace) {
         throw new KeyshardError('FAILED_PRECONDITION', `a share for cluster ${clusterId} is already held (use replace)`);
       }
+      const unwrapping = unwrappingKey(s);
       // Stage as a session object (gone with the session if anything fails), then persist.
       let staged: Key;
       try {
-        staged = s.unwrapKey(oaepMechanism(this.oaepHash), priv, encryptedShare, shareTemplate(clusterId, { stage: true, generation }));
+        staged = s.unwrapKey(oaepMechanism(this.oaepHash), unwrapping.key, encryptedShare, shareTemplate(clusterId, { stage: true, generation }));
       } catch (e) {
         // SoftHSM reports an OAEP decoding failure (wrong key/hash, corrupted data) as CKR_GENERAL_ERROR.
-        throw p11Error(`unwrap the share for cluster ${clusterId} (not encrypted to this token's enrollment key?)`, e, {
+        throw p11Error(`unwrap the share for cluster ${clusterId} (${hint})`, e, {
           CKR_GENERAL_ERROR: 'INVALID_ARGUMENT',
           CKR_ENCRYPTED_DATA_INVALID: 'INVALID_ARGUMENT',
         });
+      } finally {
+        unwrapping.done();
       }
       const created = staged.copy(sharePersistAttrs());
       staged.destroy();
@@ -157,18 +188,37 @@ export class CustodianToken {
   storePeers(clusterId: string, generation: number, value: Buffer): void {
     checkClusterId(clusterId);
     checkGeneration(generation);
-    this.handle.withSession('store share-set peers', (s) => {
-      const old = findAll(s, { class: graphene.ObjectClass.DATA, token: true, label: peersLabel(clusterId, generation) });
-      s.create(dataTemplate(peersLabel(clusterId, generation), value));
-      for (const o of old) o.destroy();
-    });
+    this.#storeData('store share-set peers', peersLabel(clusterId, generation), value);
   }
 
   readPeers(clusterId: string, generation: number): Buffer | undefined {
     checkClusterId(clusterId);
     checkGeneration(generation);
-    return this.handle.withSession('read share-set peers', (s) => {
-      const o = findOne(s, { class: graphene.ObjectClass.DATA, token: true, label: peersLabel(clusterId, generation) }, 'share-set peers');
+    return this.#readData('read share-set peers', peersLabel(clusterId, generation));
+  }
+
+  /** Stores (replacing) this custodian's succession record for a cluster (custodian recovery; not secret). */
+  storeSuccession(clusterId: string, value: Buffer): void {
+    checkClusterId(clusterId);
+    this.#storeData('store the succession record', `${SUCCESSION_LABEL_PREFIX}${clusterId}`, value);
+  }
+
+  readSuccession(clusterId: string): Buffer | undefined {
+    checkClusterId(clusterId);
+    return this.#readData('read the succession record', `${SUCCESSION_LABEL_PREFIX}${clusterId}`);
+  }
+
+  #storeData(what: string, label: string, value: Buffer): void {
+    this.handle.withSession(what, (s) => {
+      const old = findAll(s, { class: graphene.ObjectClass.DATA, token: true, label });
+      s.create(dataTemplate(label, value));
+      for (const o of old) o.destroy();
+    });
+  }
+
+  #readData(what: string, label: string): Buffer | undefined {
+    return this.handle.withSession(what, (s) => {
+      const o = findOne(s, { class: graphene.ObjectClass.DATA, token: true, label }, what);
       return o ? Buffer.from(o.getAttribute('value') as Buffer) : undefined;
     });
   }

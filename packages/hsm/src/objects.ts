@@ -10,7 +10,7 @@
  *   for nothing else. Share plaintext never leaves the token except wrapped to a recipient key.
  * - RSA-OAEP per RFC 8017 §7.1 with MGF1 over the same hash as the label hash (empty label).
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import graphene from 'graphene-pk11';
 import type { ITemplate, IAlgorithm } from 'graphene-pk11';
 import { KeyshardError } from '@keyshard/errors';
@@ -60,6 +60,8 @@ export function checkGeneration(generation: unknown): asserts generation is numb
 
 /** What a custodian needs to check a quorum for its share set: the set's custodians and threshold. */
 export const PEERS_LABEL_PREFIX = 'keyshard-peers:';
+/** A restored custodian's succession record per cluster (packages/crypto/src/succession.ts). */
+export const SUCCESSION_LABEL_PREFIX = 'keyshard-succession:';
 export const peersLabel = (clusterId: string, generation: number) => `${PEERS_LABEL_PREFIX}${clusterId}#${generation}`;
 
 /** A private, non-modifiable data object on the token (CKO_DATA). */
@@ -154,6 +156,30 @@ export function recipientTemplate(key: KeyObject): ITemplate {
     token: false, private: false, label: 'keyshard-recipient',
     modulus: Buffer.from(jwk.n, 'base64url'), publicExponent: Buffer.from(jwk.e, 'base64url'),
     wrap: true, encrypt: false, verify: false, verifyRecover: false, derive: false,
+  };
+}
+
+/**
+ * An offline recovery private key (PKCS#8 or PKCS#1 PEM, RSA 2048..8192) as a session object
+ * that can only unwrap: sensitive, not extractable, gone with the session.
+ */
+export function recoveryKeyTemplate(pem: string): ITemplate {
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(pem);
+  } catch {
+    throw new KeyshardError('INVALID_ARGUMENT', 'recovery key is not a valid private key PEM');
+  }
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+  if (key.asymmetricKeyType !== 'rsa' || bits < 2048 || bits > 8192) throw new KeyshardError('INVALID_ARGUMENT', 'recovery key must be an RSA key of 2048..8192 bits');
+  const jwk = key.export({ format: 'jwk' });
+  const b = (v: string | undefined) => Buffer.from(v ?? '', 'base64url');
+  return {
+    class: ObjectClass.PRIVATE_KEY, keyType: KeyType.RSA,
+    token: false, private: true, sensitive: true, extractable: false, label: 'keyshard-recovery',
+    modulus: b(jwk.n), publicExponent: b(jwk.e), privateExponent: b(jwk.d), prime1: b(jwk.p), prime2: b(jwk.q),
+    exp1: b(jwk.dp), exp2: b(jwk.dq), coefficient: b(jwk.qi),
+    unwrap: true, decrypt: false, sign: false, signRecover: false, derive: false,
   };
 }
 

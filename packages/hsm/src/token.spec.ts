@@ -226,6 +226,26 @@ describe('CustodianToken', () => {
     });
   });
 
+  it('custodian recovery: a share exported to a recovery key is imported with it, the same share, never in the clear', () => {
+    const share = randomBytes(33);
+    const recovery = recipient();
+    const check = recipient();
+    withToken((t) => {
+      t.ensureIdentity();
+      t.unwrapShare('cluster-r', oaepEncryptToPem(identity.enrollmentPublicKeyPem, share, 'sha1'));
+      const exported = t.wrapShare('cluster-r', recovery.publicKey);
+      assert.equal(exported.includes(share), false);
+      // Into another share set of the same token (one SoftHSM token per process here).
+      t.importRecoveredShare('cluster-r', exported, recovery.privateKey, 2);
+      assert.deepEqual(unwrapFor(check.privateKey, t.wrapShare('cluster-r', check.publicKey, 2)), share);
+      assert.throws(() => t.importRecoveredShare('cluster-r', exported, recovery.privateKey, 2), (e) => assertKeyshardError(e, 'FAILED_PRECONDITION'));
+      assert.throws(() => t.importRecoveredShare('cluster-r', exported, recipient().privateKey, 3), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+      assert.throws(() => t.importRecoveredShare('cluster-r', exported, 'not a key', 3), (e) => assertKeyshardError(e, 'INVALID_ARGUMENT'));
+      assert.equal(t.hasShare('cluster-r', 3), false);
+      t.destroyShare('cluster-r');
+    });
+  });
+
   it('a closed token refuses operations', () => {
     const t = CustodianToken.open(cfg());
     t.close();

@@ -12,6 +12,7 @@ import { z } from '@keyshard/config';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 
 export { Counter, Gauge, Histogram, Registry } from 'prom-client';
+export { createCallMetrics, type CallMetrics } from './call-metrics.ts';
 
 const LOOPBACK_HOST = /^(?:localhost|127(?:\.\d{1,3}){3})$/;
 

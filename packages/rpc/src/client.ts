@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, channelCredentials, type TlsMaterial } from './tls.ts';
+import { currentRequestId } from './request-context.ts';
 
 export function makeClient<T extends grpc.Client>(
   Ctor: grpc.ServiceClientConstructor,
@@ -20,10 +21,13 @@ export interface CallOptions {
   requestId?: string;
 }
 
-/** Call metadata carrying the request id the server logs and audits (a fresh one by default). */
+/**
+ * Call metadata carrying the request id the server logs and audits: the given one, else that of
+ * the call being served here (so a call made on behalf of a request carries its id), else a fresh one.
+ */
 export function requestMetadata(requestId?: string): grpc.Metadata {
   const metadata = new grpc.Metadata();
-  metadata.set('x-request-id', requestId ?? randomUUID());
+  metadata.set('x-request-id', requestId ?? currentRequestId() ?? randomUUID());
   return metadata;
 }
 

@@ -1,12 +1,15 @@
 /**
  * The one place where gRPC meets the domain: authenticates the caller from its certificate,
  * carries the request id, calls a thin handler, and maps `KeyshardError` codes to gRPC status.
- * Every outcome (ok, denied, error) is reported to an observer so services can audit and log it.
+ * Every outcome (ok, denied, error) is reported to an observer so services can audit and log it,
+ * and every reply to `onReply` (metrics). An optional concurrency limit sheds load.
  */
 import { randomUUID } from 'node:crypto';
 import { TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { KeyshardError, type ErrorCode } from '@keyshard/errors';
+import type { ConcurrencyLimit } from './concurrency-limit.ts';
+import { runInCall } from './request-context.ts';
 
 export const STATUS_OF: Record<ErrorCode, grpc.status> = {
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
@@ -37,6 +40,15 @@ export interface CallOutcome {
   code: ErrorCode | 'OK';
   message?: string;
   error?: unknown;
+  durationMs: number;
+  /** Refused by the service's concurrency limit before it ran (RESOURCE_EXHAUSTED): nothing happened. */
+  shed?: boolean;
+}
+
+/** A reply as it is sent: its final status (an observer's refusal included) and the time since the call arrived. */
+export interface CallReply {
+  ctx: CallContext;
+  code: ErrorCode | 'OK';
   durationMs: number;
 }
 
@@ -108,7 +120,17 @@ export interface ServiceOptions {
    * Services record the intent of state-changing calls here, so that none happens unaudited.
    */
   before?: (ctx: CallContext) => Promise<void> | undefined;
+  /**
+   * Calls of this service running at once (see ConcurrencyLimit): one more is refused with
+   * RESOURCE_EXHAUSTED after authorisation and before the audit intent and the handler. Share
+   * one limit between services to bound them together.
+   */
+  limit?: ConcurrencyLimit;
+  /** Called as each reply is sent, with its final status (e.g. request metrics); must not throw. */
+  onReply?: (reply: CallReply) => void;
 }
+
+const codeOf = (e: unknown): ErrorCode | 'OK' => (e === undefined ? 'OK' : e instanceof KeyshardError ? e.code : 'INTERNAL');
 
 /** What a request that does not decode as its message becomes (see decodingSafe). */
 const UNDECODABLE = Symbol('undecodable request');
@@ -145,9 +167,10 @@ export const isUndecodable = (message: unknown): boolean => message === UNDECODA
 /**
  * Wraps a table of async handlers into a grpc-js service implementation. Methods that the
  * proto declares but the table lacks return UNIMPLEMENTED. Streaming methods get the same
- * authentication, authorisation, audit intent and outcome observer as unary ones; their
- * handler (a StreamHandler) reads and writes the call, and its error ends the stream with
- * the mapped status.
+ * authentication, authorisation, concurrency limit, audit intent and outcome observer as unary
+ * ones; their handler (a StreamHandler) reads and writes the call, and its error ends the
+ * stream with the mapped status. Everything a call runs, the observer included, runs inside
+ * its request context (request-context.ts).
  */
 export function unaryService(
   definition: grpc.ServiceDefinition,
@@ -162,21 +185,27 @@ export function unaryService(
     impl[name] = (call: AnyCall & { request?: unknown }, callback?: grpc.sendUnaryData<unknown>) => {
       const started = performance.now();
       let ctx: CallContext = { principal: 'unknown', requestId: '', method, deadline: Infinity, facts: {} };
+      let admitted = false; // holds a place in options.limit
       const reply = (e: unknown, res?: unknown) => {
+        if (admitted) {
+          admitted = false;
+          options.limit!.release();
+        }
+        options.onReply?.({ ctx, code: codeOf(e), durationMs: performance.now() - started });
         if (callback) return e === undefined ? callback(null, res) : callback(toServiceError(e));
         const stream = call as grpc.ServerWritableStream<unknown, unknown>;
         if (e === undefined) stream.end();
         else stream.emit('error', toServiceError(e));
       };
-      const finish = (e: unknown, res?: unknown) => {
-        const code: ErrorCode | 'OK' = e === undefined ? 'OK' : e instanceof KeyshardError ? e.code : 'INTERNAL';
+      const finish = (e: unknown, res?: unknown, shed = false) => {
         const observed = options.observer?.({
           ctx,
           ok: e === undefined,
-          code,
+          code: codeOf(e),
           message: e instanceof KeyshardError ? e.message : undefined,
           error: e,
           durationMs: performance.now() - started,
+          ...(shed ? { shed } : {}),
         });
         if (!observed) return reply(e, res);
         observed.then(
@@ -186,15 +215,26 @@ export function unaryService(
       };
       try {
         ctx = contextOf(call, method);
-        options.authorize?.(ctx);
-        if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
-        if (!def.requestStream && call.request === UNDECODABLE) throw new KeyshardError('INVALID_ARGUMENT', `the request is not a valid ${name} request message`);
-        const run = () => (streaming ? (handler as StreamHandler)(call, ctx) : (handler as UnaryHandler<unknown, unknown>)(call.request, ctx));
-        const pending = options.before?.(ctx);
-        (pending ? pending.then(run) : run()).then((res) => finish(undefined, res), finish);
       } catch (e) {
-        finish(e);
+        return finish(e);
       }
+      runInCall(ctx, () => {
+        try {
+          options.authorize?.(ctx);
+          if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
+          if (!def.requestStream && call.request === UNDECODABLE) throw new KeyshardError('INVALID_ARGUMENT', `the request is not a valid ${name} request message`);
+          if (options.limit) {
+            if (!options.limit.tryAcquire())
+              return finish(new KeyshardError('RESOURCE_EXHAUSTED', `${options.name} service is at its limit of ${options.limit.max} concurrent calls; retry with backoff`), undefined, true);
+            admitted = true;
+          }
+          const run = () => (streaming ? (handler as StreamHandler)(call, ctx) : (handler as UnaryHandler<unknown, unknown>)(call.request, ctx));
+          const pending = options.before?.(ctx);
+          (pending ? pending.then(run) : run()).then((res) => finish(undefined, res), finish);
+        } catch (e) {
+          finish(e);
+        }
+      });
     };
   }
   return impl;

@@ -16,6 +16,7 @@
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
  *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease
  *   seal-epoch                   count of cluster-wide seals (services/coordinator/src/replicas.ts)
+ *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (share-recovery.ts)
  *   share-set-next               generation of the share set being made (services/coordinator/src/share-sets.ts)
  */
 import { Etcd3, type Namespace, type IOptions } from 'etcd3';
@@ -84,6 +85,8 @@ export const paths = {
   shareSetNext: 'share-set-next',
   /** Cluster-wide seals so far: every replica watches it and seals when it rises. */
   sealEpoch: 'seal-epoch',
+  /** Custodian recovery exports (wrapped to the operator's offline key; no plaintext). */
+  shareExport: (ceremonyId: string) => `share-exports/${ceremonyId}`,
 } as const;
 
 /**
@@ -93,12 +96,24 @@ export const paths = {
  */
 export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/'] as const;
 
+const errorListeners = new Set<(what: string) => void>();
+
+/**
+ * Calls `listener` with each etcd failure etcdCall turns into UNAVAILABLE (for metrics; `what`
+ * may name a key, so it is no metric label). Returns the function that removes it.
+ */
+export function onEtcdError(listener: (what: string) => void): () => void {
+  errorListeners.add(listener);
+  return () => errorListeners.delete(listener);
+}
+
 /** Wraps etcd failures as UNAVAILABLE so callers get a retryable status, never a stack. */
 export async function etcdCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
     if (e instanceof KeyshardError) throw e;
+    for (const listener of errorListeners) listener(what);
     throw new KeyshardError('UNAVAILABLE', `state store unavailable (${what})`, { cause: e });
   }
 }

@@ -1,11 +1,17 @@
 /** Coordinator configuration, validated once at start-up. */
 import { z, address, tlsFiles } from '@keyshard/config';
+import { metricsConfig } from '@keyshard/metrics';
 
 export const coordinatorConfig = z.object({
   /** Names the etcd namespace `/keyshard/<clusterName>/`. */
   clusterName: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lowercase letters, digits and dashes'),
   coordinatorId: z.string().regex(/^[\w.-]{1,64}$/),
   listen: address,
+  /**
+   * The address clients reach this replica at, as registered in etcd and shown by `keyshard
+   * status` (default: `listen`). Set it when `listen` is a wildcard (0.0.0.0:7000) or behind NAT.
+   */
+  advertiseAddress: address.optional(),
   tls: tlsFiles,
   etcd: z.object({
     endpoints: z.array(z.string().url()).min(1),
@@ -57,6 +63,32 @@ export const coordinatorConfig = z.object({
     })
     .prefault({}),
   maxPlaintextBytes: z.number().int().positive().max(4 * 1024 * 1024).default(64 * 1024),
+  /**
+   * KeyService calls this replica runs at once; more are refused at once with
+   * RESOURCE_EXHAUSTED (shed, not queued), so admitted calls keep their latency under overload.
+   * Ceremony, backup and health calls are not counted: an admin can still seal an overloaded replica.
+   */
+  maxConcurrentCalls: z.number().int().positive().default(1024),
+  /**
+   * Largest gRPC message this replica accepts, each message of a stream included; a larger
+   * one is refused with RESOURCE_EXHAUSTED. Keep it above maxPlaintextBytes plus the request's
+   * framing (ciphertext overhead, encryption context).
+   */
+  maxMessageBytes: z.number().int().min(64 * 1024).max(64 * 1024 * 1024).default(8 * 1024 * 1024),
+  /** Prometheus endpoint (GET /metrics, loopback only); off when absent. The bound port is logged ("metrics listening"). */
+  metrics: metricsConfig.optional(),
+  /**
+   * Scheduled backups, run by the leader (services/coordinator/src/backup.ts): every
+   * `intervalSeconds` a backup file is written to `dir` on the leader's host and all but the
+   * newest `retain` are deleted. Off when `dir` is absent.
+   */
+  backups: z
+    .object({
+      dir: z.string().min(1).optional(),
+      intervalSeconds: z.number().positive().default(24 * 3600),
+      retain: z.number().int().min(1).default(7),
+    })
+    .prefault({}),
   ceremonyTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
   /** How often a ceremony asks custodians for their releases while it is open. */
   custodianPollMs: z.number().int().min(10).default(50),

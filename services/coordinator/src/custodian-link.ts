@@ -2,7 +2,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
 import { KeyshardError } from '@keyshard/errors';
-import type { Ceremony } from '@keyshard/crypto';
+import type { Ceremony, Succession } from '@keyshard/crypto';
 
 export interface CustodianIdentity {
   custodian_id: string;
@@ -20,7 +20,13 @@ export interface ReleaseResponse {
   releases: { coordinator_id: string; wrapped_share: Buffer }[];
   approval_signature: Buffer;
   reason: string;
+  /** Set by a custodian restored into a new token: why its new approval key counts. */
+  succession: Succession | null;
 }
+
+/** A custodian's approval as passed on to other custodians (DestroyShare, ExportShare). */
+export type Approval = { custodianId: string; signature: Buffer; succession?: Succession | null };
+const approvalMessages = (approvals: Approval[]) => approvals.map((a) => ({ custodian_id: a.custodianId, signature: a.signature, succession: a.succession ?? null }));
 
 export class CustodianLink {
   readonly id: string;
@@ -74,8 +80,18 @@ export class CustodianLink {
   }
 
   /** Asks the custodian to destroy share set(s) on a quorum's approvals of `ceremonyId`. */
-  destroyShare(clusterId: string, ceremonyId: string, approvals: { custodianId: string; signature: Buffer }[]): Promise<{ status: string }> {
-    return this.#call('DestroyShare', { cluster_id: clusterId, ceremony_id: ceremonyId, approvals: approvals.map((a) => ({ custodian_id: a.custodianId, signature: a.signature })) });
+  destroyShare(clusterId: string, ceremonyId: string, approvals: Approval[]): Promise<{ status: string }> {
+    return this.#call('DestroyShare', { cluster_id: clusterId, ceremony_id: ceremonyId, approvals: approvalMessages(approvals) });
+  }
+
+  /** Custodian recovery: the custodian's share wrapped to the recovery key an approved export-share ceremony binds. */
+  exportShare(clusterId: string, ceremonyId: string, recoveryPublicKeyPem: string, approvals: Approval[]) {
+    return this.#call<{ wrapped_share: Buffer; generation: number; peers_json: string; oaep_hash: string; succession_statement: Buffer }>('ExportShare', {
+      cluster_id: clusterId,
+      ceremony_id: ceremonyId,
+      recovery_public_key_pem: recoveryPublicKeyPem,
+      approvals: approvalMessages(approvals),
+    });
   }
 
   propose(ceremony: Ceremony): Promise<ReleaseResponse> {

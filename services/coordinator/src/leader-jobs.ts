@@ -7,6 +7,7 @@
  * so a deposed leader (lease lost, process paused) cannot write. Each rotation is also a
  * compare-and-swap that re-checks the key is still due, so a due rotation happens exactly
  * once even across a failover mid-sweep. Each scheduled rotation is audited before it runs.
+ * The leader also writes the scheduled backups (config `backups`).
  */
 import type { Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
@@ -22,6 +23,8 @@ export interface LeaderJobsOptions {
   coordinatorId: string;
   ttlSeconds: number;
   sweepSeconds: number;
+  /** Scheduled backups (config `backups`): what writes one, and how often. */
+  backup?: { everySeconds: number; write: () => Promise<{ file: string; entries: number }> };
 }
 
 type Campaign = ReturnType<ReturnType<Namespace['election']>['campaign']>;
@@ -30,7 +33,9 @@ export class LeaderJobs {
   #campaign: Campaign | undefined;
   #fence: Fence | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #backupTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
+  #backingUp = false;
   #stopped = false;
 
   constructor(
@@ -60,6 +65,7 @@ export class LeaderJobs {
       this.log.warn({ err: e.message }, 'leadership lost; campaigning again');
       this.#fence = undefined;
       clearInterval(this.#timer);
+      clearInterval(this.#backupTimer);
       setTimeout(() => this.start(), 1_000).unref();
     });
   }
@@ -80,6 +86,10 @@ export class LeaderJobs {
       this.log.info({ coordinatorId: this.opts.coordinatorId }, 'elected leader');
       this.#timer = setInterval(() => void this.sweep(), this.opts.sweepSeconds * 1000);
       this.#timer.unref();
+      if (this.opts.backup) {
+        this.#backupTimer = setInterval(() => void this.backup(), this.opts.backup.everySeconds * 1000);
+        this.#backupTimer.unref();
+      }
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'could not take up leadership');
     }
@@ -116,9 +126,31 @@ export class LeaderJobs {
     return rotated;
   }
 
+  /**
+   * A scheduled backup, by the unsealed leader only; audited before it starts (fail closed).
+   * Writes nothing to etcd, so it needs no fence; a deposed leader's last one is merely extra.
+   */
+  async backup(): Promise<string | undefined> {
+    const job = this.opts.backup;
+    if (!job || !this.#fence || this.seal.sealed || this.#backingUp) return undefined;
+    this.#backingUp = true;
+    try {
+      await this.audit.record({ operation: 'backup.scheduled', principal: this.opts.coordinatorId, result: 'ok' });
+      const { file, entries } = await job.write();
+      this.log.info({ file, entries }, 'scheduled backup written');
+      return file;
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'scheduled backup failed');
+      return undefined;
+    } finally {
+      this.#backingUp = false;
+    }
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
+    clearInterval(this.#backupTimer);
     this.#fence = undefined;
     await this.#campaign?.resign().catch(() => {});
   }

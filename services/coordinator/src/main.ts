@@ -2,10 +2,14 @@
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
-import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection, ConcurrencyLimit, requestLogFields, type CallReply } from '@keyshard/rpc';
+import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { clusterNamespace, compactAndDefragment, connectEtcd } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
+import { AuditReader } from '@keyshard/audit-client/reader';
 import { coordinatorConfig } from './config.ts';
+import { createCoordinatorMetrics } from './coordinator-metrics.ts';
+import { auditSinkStatus, etcdStatus } from './cluster-status.ts';
 import { Seal } from './seal.ts';
 import { Cluster } from './cluster.ts';
 import { CustodianLink } from './custodian-link.ts';
@@ -14,7 +18,9 @@ import { UnsealCeremonies } from './unseal-ceremony.ts';
 
 import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
 import { backupHandlers } from './backup-handlers.ts';
+import { writeScheduledBackup } from './backup.ts';
 import { Restores } from './restore.ts';
+import { exportShareOperation } from './share-recovery.ts';
 import { keyHandlers, keyServiceAuthorizer } from './key-handlers.ts';
 import { KeyOperations } from './key-operations.ts';
 import { LeaderJobs } from './leader-jobs.ts';
@@ -41,7 +47,7 @@ const SPOOLED_OPERATIONS = new Set(
 
 async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
-  const log = createLogger('coordinator', config.logLevel);
+  const log = createLogger('coordinator', config.logLevel, requestLogFields);
   const tls = readTls(config.tls);
   const etcd = connectEtcd({
     endpoints: config.etcd.endpoints,
@@ -57,6 +63,15 @@ async function main(): Promise<void> {
   const audit: AuditRecorder = spool ? new RoutedAudit(sink, spool, SPOOLED_OPERATIONS) : sink;
   const links = config.custodians.map((c) => new CustodianLink(c.id, c.address, tls));
   const seal = new Seal();
+  const keyCalls = new ConcurrencyLimit(config.maxConcurrentCalls);
+  const metrics = createCoordinatorMetrics({
+    sealed: () => seal.sealed,
+    leading: () => leader.leading,
+    spoolPending: () => spool?.pending ?? 0,
+    keyCallsInFlight: () => keyCalls.inFlight,
+  });
+  // Ceremonies record each step through this: their outcomes are counted as they are audited.
+  const ceremonyAudit = metrics.countingCeremonies(audit);
   const cluster = new Cluster(ns, links, seal, config.oaepHash);
   await cluster.load();
   const replica = { coordinatorId: config.coordinatorId, ...ephemeralRecipientKey() };
@@ -64,7 +79,7 @@ async function main(): Promise<void> {
   // Registration (lease-bound: it vanishes when this process dies) and the cluster-wide seal.
   const replicas = new Replicas(
     etcd, ns, config.clusterName,
-    { id: config.coordinatorId, address: config.listen, publicKeyPem: replica.publicKeyPem },
+    { id: config.coordinatorId, address: config.advertiseAddress ?? config.listen, publicKeyPem: replica.publicKeyPem },
     config.registrationTtlSeconds, log,
   );
   await replicas.start();
@@ -101,7 +116,7 @@ async function main(): Promise<void> {
     defaultDestructionWaitSeconds: config.keys.defaultDestructionWaitSeconds,
   });
   const unseal = new UnsealCeremonies({
-    ns, replicas, cluster, seal, links, replica, audit, log,
+    ns, replicas, cluster, seal, links, replica, audit: ceremonyAudit, log,
     oaepHash: config.oaepHash,
     ttlSeconds: config.ceremonyTtlSeconds,
     pollMs: config.custodianPollMs,
@@ -117,12 +132,13 @@ async function main(): Promise<void> {
     crashAt: config.faultInjection.crashAt,
   };
   const quorum = new QuorumCeremonies(
-    { ns, driver: replicas, cluster, seal, links, audit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
+    { ns, driver: replicas, cluster, seal, links, audit: ceremonyAudit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
     {
       'destroy-key': destroyKeyOperation(keyring, compact),
       reshare: shareSetOperation(shareSets, 'reshare'),
       'rotate-root': shareSetOperation(shareSets, 'rotate-root'),
       'destroy-cluster': destroyClusterOperation(shareSets),
+      'export-share': exportShareOperation(ns, cluster, links),
     },
   );
   replicas.onClusterSeal(() => {
@@ -139,42 +155,58 @@ async function main(): Promise<void> {
     );
   }, config.joinCheckSeconds * 1000);
   joinTimer.unref();
+  const backups = { ns, cluster, seal, clusterName: config.clusterName };
   const leader = new LeaderJobs(ns, keyring, seal, audit, log, {
     coordinatorId: config.coordinatorId,
     ttlSeconds: config.leaderTtlSeconds,
     sweepSeconds: config.rotationSweepSeconds,
+    backup: config.backups.dir
+      ? { everySeconds: config.backups.intervalSeconds, write: () => writeScheduledBackup(backups, { dir: config.backups.dir!, retain: config.backups.retain }) }
+      : undefined,
   });
   leader.start();
-  const observer = auditObserver(audit, log);
+  const onReply = (r: CallReply) => metrics.calls.observe(r.ctx.method, r.code, r.durationMs);
+  // Status asks the sink for a checkpoint; a short reconnect backoff so it notices at once that the sink is back.
+  const sinkReader = new AuditReader({
+    address: config.audit.address, tls, timeoutMs: 1_000,
+    channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
+  });
   // State-changing calls are recorded before they run; crypto calls are recorded before they answer.
-  const before = auditIntent(
-    audit,
-    new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony', 'CreateBackup', 'Restore']),
-  );
+  const stateChanging = new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony', 'CreateBackup', 'Restore']);
+  const before = auditIntent(audit, stateChanging);
+  // Each state-changing call gets an info log line with its request id; crypto calls and reads a debug one.
+  const observer = auditObserver(audit, log, { infoMethods: stateChanging });
   const proto = keyshardProto();
-  const server = new grpc.Server(serverOptions());
+  // A message over maxMessageBytes (each one of a stream too) is refused RESOURCE_EXHAUSTED by grpc-js before decoding.
+  const server = new grpc.Server(serverOptions(config.maxMessageBytes));
   server.addService(decodingSafe(proto.KeyService.service), unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps, (id, v) => usage.of(id, v)), {
       name: 'keys',
       observer,
       before,
+      limit: keyCalls,
+      onReply,
       authorize: keyServiceAuthorizer(new Set([...config.admins, ...config.keyUsers])),
     }));
   server.addService(
     decodingSafe(proto.CeremonyService.service),
     unaryService(
       proto.CeremonyService.service,
-      ceremonyHandlers({ cluster, seal, unseal, quorum, links, replicas, ns, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader() }),
+      ceremonyHandlers({
+        cluster, seal, unseal, quorum, links, replicas, ns, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(),
+        etcdStatus: () => etcdStatus(etcd),
+        auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
+      }),
       {
         name: 'ceremony',
         observer,
         before,
+        onReply,
         authorize: ceremonyServiceAuthorizer(new Set(config.admins), new Set(config.keyUsers)),
       },
     ),
   );
-  const backups = { ns, cluster, seal, clusterName: config.clusterName };
   const restores = new Restores({
-    ns, cluster, seal, links, replica, audit, log,
+    ns, cluster, seal, links, replica, audit: ceremonyAudit, log,
     oaepHash: config.oaepHash,
     clusterName: config.clusterName,
     ttlSeconds: config.ceremonyTtlSeconds,
@@ -186,6 +218,7 @@ async function main(): Promise<void> {
       name: 'backup',
       observer,
       before,
+      onReply,
       authorize: adminOnly(new Set(config.admins)),
     }),
   );
@@ -198,6 +231,11 @@ async function main(): Promise<void> {
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(config.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
+  let metricsServer: MetricsServer | undefined;
+  if (config.metrics) {
+    metricsServer = await serveMetrics(metrics.registry, config.metrics.listen);
+    log.info({ address: metricsServer.address, port: metricsServer.port }, 'metrics listening');
+  }
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   log.info({ address: `${host}:${port}`, coordinatorId: config.coordinatorId, initialized: cluster.initialized, sealed: true }, 'listening');
 
@@ -212,6 +250,9 @@ async function main(): Promise<void> {
     await usage.stop();
     health.shutdown();
     await new Promise<void>((r) => server.tryShutdown(() => r()));
+    await metricsServer?.close();
+    metrics.close();
+    sinkReader.close();
     await replicas.stop();
     await spool?.close();
     await sink.close();

@@ -21,7 +21,7 @@ import { etcdCall, getJson, paths, putJson, type Namespace } from '@keyshard/sto
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Cluster } from './cluster.ts';
-import type { CustodianLink, ReleaseResponse } from './custodian-link.ts';
+import type { Approval, CustodianLink, ReleaseResponse } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
 
 /** One kind of quorum-approved act. */
@@ -29,7 +29,7 @@ export interface QuorumOperation {
   /** Checks a request and returns the parameters custodians will see and sign. */
   prepare(parameters: Record<string, string>): Promise<Record<string, string>>;
   /** Runs once the ceremony is approved (with the approvals counted); returns details for the audit record. */
-  execute(c: Ceremony, approvals: { custodianId: string; signature: Buffer }[]): Promise<Record<string, string>>;
+  execute(c: Ceremony, approvals: Approval[]): Promise<Record<string, string>>;
 }
 
 /** Which replica drives a ceremony, and whether a driver is still alive (replicas.ts). */
@@ -114,7 +114,7 @@ export class QuorumCeremonies {
         if (isExpired(c)) return void (await this.#finish(c, 'CEREMONY_STATE_EXPIRED', 'expired before a quorum approved it'));
         await Promise.all(links.filter((l) => !answers.has(l.id)).map((l) => this.#ask(c, l, proposed, answers)));
         const manifest = this.#d.cluster.requireInitialized().manifest;
-        const approvals = [...answers].filter(([, r]) => r.status === 'released').map(([id, r]) => ({ custodianId: id, signature: r.approval_signature }));
+        const approvals = [...answers].filter(([, r]) => r.status === 'released').map(([id, r]) => ({ custodianId: id, signature: r.approval_signature, succession: r.succession }));
         const tally = tallyApprovals(c, manifest.custodians, approvals);
         const denied = [...answers].filter(([, r]) => r.status === 'denied').map(([id]) => id);
         const changed = tally.approved.length !== c.approved_by.length || denied.length !== c.denied_by.length || tally.refused.length !== c.failures.length;
@@ -157,7 +157,7 @@ export class QuorumCeremonies {
   }
 
   /** Approved: the stored ceremony must still be the one approved; then the act runs. */
-  async #execute(c: Ceremony, op: QuorumOperation, approvals: { custodianId: string; signature: Buffer }[]): Promise<void> {
+  async #execute(c: Ceremony, op: QuorumOperation, approvals: Approval[]): Promise<void> {
     const stored = await getJson<Ceremony>(this.#d.ns, paths.ceremony(c.id));
     if (stored?.state !== 'CEREMONY_STATE_OPEN') return;
     if (ceremonyHash(stored) !== c.hash || stored.hash !== c.hash)

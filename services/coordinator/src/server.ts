@@ -14,6 +14,8 @@ import type { Replicas } from './replicas.ts';
 import type { UnsealCeremonies } from './unseal-ceremony.ts';
 import type { QuorumCeremonies } from './quorum-ceremonies.ts';
 import type { CustodianLink } from './custodian-link.ts';
+import type { AuditSinkStatus, EtcdStatus } from './cluster-status.ts';
+import { getShareExport } from './share-recovery.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 
@@ -27,9 +29,12 @@ export interface CeremonyDeps {
   quorum: QuorumCeremonies;
   ns: Namespace;
   leaderId: () => Promise<string>;
+  /** etcd's members and the audit sink, for Status (cluster-status.ts). */
+  etcdStatus: () => Promise<EtcdStatus>;
+  auditSinkStatus: () => Promise<AuditSinkStatus>;
 }
 
-const ADMIN_METHODS = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony']);
+const ADMIN_METHODS = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony', 'GetShareExport']);
 
 /** Mutating ceremony calls need the admin role; reads need admin or key-user. */
 export function ceremonyServiceAuthorizer(admins: Set<string>, readers: Set<string>) {
@@ -57,7 +62,7 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
   return {
     async Status() {
       await d.cluster.load();
-      const [leader, registered] = await Promise.all([d.leaderId(), d.replicas.list().catch(() => [])]);
+      const [leader, registered, etcd, auditSink] = await Promise.all([d.leaderId(), d.replicas.list().catch(() => []), d.etcdStatus(), d.auditSinkStatus()]);
       const custodians = await Promise.all(
         d.links.map(async (l) => ({
           id: l.id,
@@ -77,6 +82,8 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
         version: '0.1.0',
         leader_id: leader,
         replicas: registered.map((r) => ({ id: r.id, address: r.address, sealed: r.sealed, leader: r.id === leader })),
+        etcd,
+        audit_sink: auditSink,
       };
     },
     async Init(req, ctx) {
@@ -119,6 +126,10 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       if (!c) throw notFound(`no ceremony ${JSON.stringify(req.id)}`);
       const cancelled = c.operation === 'unseal' || c.operation === 'join' ? await d.unseal.cancel(c.id, ctx.principal) : await d.quorum.cancel(c.id, ctx.principal);
       return withFacts(cancelled, ctx);
+    },
+    async GetShareExport(req, ctx) {
+      ctx.facts.ceremonyId = String(req.id ?? '');
+      return getShareExport(d.ns, String(req.id ?? ''));
     },
     /** Seals every replica: this one at once, the others through the seal epoch they watch. */
     async Seal(_req, ctx) {

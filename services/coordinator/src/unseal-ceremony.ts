@@ -25,7 +25,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import {
-  checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, stateName, verifyApproval, zeroize,
+  approvalKeyOf, checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, stateName, verifyApproval, zeroize,
   type Ceremony, type OaepHash, type ShareManifest, type ShareRejected,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
@@ -75,7 +75,7 @@ export interface UnsealDeps {
 export function shareFromRelease(c: Ceremony, manifest: ShareManifest, custodianId: string, res: ReleaseResponse, replica: ReplicaKey, oaepHash: OaepHash): Uint8Array {
   const entry = manifest.custodians.find((m) => m.id === custodianId);
   if (!entry) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} is not in the share manifest`);
-  if (!verifyApproval(c, entry.approvalPublicKeyPem, res.approval_signature))
+  if (!verifyApproval(c, approvalKeyOf(manifest.clusterId, entry, res.succession), res.approval_signature))
     throw new KeyshardError('FAILED_PRECONDITION', `approval signature of custodian ${custodianId} does not verify`);
   const mine = res.releases.find((r) => r.coordinator_id === replica.coordinatorId);
   if (!mine) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} released no share for this replica`);

@@ -1,5 +1,6 @@
 /** Custodian node configuration, validated once at start-up. The PIN is never in here. */
 import { z, address, tlsFiles } from '@keyshard/config';
+import { metricsConfig } from '@keyshard/metrics';
 
 export const custodianConfig = z.object({
   custodianId: z.string().regex(/^[\w.-]{1,64}$/),
@@ -26,6 +27,8 @@ export const custodianConfig = z.object({
   operators: z.array(z.string().min(1)).default([]),
   audit: z.object({ address, timeoutMs: z.number().int().positive().default(2_000) }),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+  /** Prometheus endpoint (GET /metrics, loopback only); off when absent. The bound port is logged ("metrics listening"). */
+  metrics: metricsConfig.optional(),
 });
 
 export type CustodianConfig = z.infer<typeof custodianConfig>;

@@ -12,7 +12,10 @@
  * of the process (kept in memory: a restarted custodian could be asked again within the
  * ceremony's lifetime; persisting them is part of the governance work).
  */
-import { RELEASING_OPERATIONS, checkCeremonyForCustodian, isExpired, tallyApprovals, type Ceremony } from '@keyshard/crypto';
+import {
+  RELEASING_OPERATIONS, certifySuccessor, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, type Ceremony, type Succession,
+} from '@keyshard/crypto';
+import { createPublicKey } from 'node:crypto';
 import { failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
 import type { CustodianToken } from '@keyshard/hsm';
 
@@ -41,11 +44,14 @@ export interface Delivery {
   ceremonyId?: string;
 }
 
-const SUPPORTED = new Set(['unseal', 'join', 'destroy-key', 'reshare', 'rotate-root', 'destroy-cluster', 'recover']);
+const SUPPORTED = new Set(['unseal', 'join', 'destroy-key', 'reshare', 'rotate-root', 'destroy-cluster', 'recover', 'export-share']);
 /** Ceremonies that make a new share set, delivered to the custodians in `parameters.custodians`. */
 const NEW_SET = new Set(['reshare', 'rotate-root']);
 
 export type Policy = 'auto' | 'manual';
+
+/** Approvals of a ceremony as the coordinator passes them on (with a restored custodian's succession). */
+export type Approvals = { custodianId: string; signature: Buffer; succession?: Succession | null }[];
 
 /** The share generation a ceremony acts on (its `generation` parameter; 1 for clusters from before share sets). */
 const generationOf = (c: Ceremony) => Number(c.parameters?.generation ?? '1') || 1;
@@ -58,6 +64,7 @@ export class Custody {
   #records = new Map<string, ReleaseRecord>();
   /** Share sets delivered by this process and never released yet: only these may be replaced (a retried init or reshare). */
   #provisional = new Set<string>();
+  #successions = new Map<string, Succession | null>();
 
   constructor(token: CustodianToken, custodianId: string, policy: { approval: Policy; join: Policy }, coordinators: ReadonlySet<string>) {
     this.#token = token;
@@ -168,11 +175,101 @@ export class Custody {
   destroy(clusterId: string, ceremonyId: string, approvals: { custodianId: string; signature: Buffer }[], now = Date.now()): number[] {
     const held = this.#token.shareGenerations(clusterId);
     if (held.length === 0) return []; // nothing held: nothing to check or destroy
+    const c = this.#approvedCeremony(clusterId, ceremonyId, approvals, now, (op) => op === 'destroy-cluster' || NEW_SET.has(op), 'destroys no share');
+    const doomed = c.operation === 'destroy-cluster' ? held : held.filter((g) => g < Number(c.parameters.new_generation));
+    for (const g of doomed) this.#token.destroyShare(clusterId, g);
+    return doomed;
+  }
+
+  /**
+   * Custodian recovery, export side: only for an export-share ceremony that names this
+   * custodian and the given recovery key, approved by a quorum of the share set (counted
+   * against its stored peers record). The share leaves wrapped (RSA-OAEP) to the recovery key.
+   */
+  exportShare(clusterId: string, ceremonyId: string, recoveryPublicKeyPem: string, approvals: Approvals, now = Date.now()): ShareExport {
+    const c = this.#approvedCeremony(clusterId, ceremonyId, approvals, now, (op) => op === 'export-share', 'exports no share');
+    if (c.parameters.custodian !== this.#custodianId) throw permissionDenied(`ceremony ${ceremonyId} exports the share of ${c.parameters.custodian}, not of this custodian`);
+    if (recoveryKeyFingerprint(recoveryPublicKeyPem) !== c.parameters.recovery_key_fingerprint)
+      throw permissionDenied('the recovery key is not the one the ceremony approved');
+    const generation = generationOf(c);
+    const peers = this.#token.readPeers(clusterId, generation);
+    return {
+      wrappedShare: this.#token.wrapShare(clusterId, recoveryPublicKeyPem, generation),
+      generation,
+      peersJson: peers ? peers.toString() : '',
+      // "Whoever holds this recovery key may name my successor", signed by this token's approval key.
+      successionStatement: this.#token.signApproval(successionStatement(clusterId, this.#custodianId, recoveryPublicKeyPem)),
+    };
+  }
+
+  /**
+   * Custodian recovery, import side (a new token): the share exported for this custodian is
+   * unwrapped inside the token with the recovery private key. Refused if the token already
+   * holds that share set, or if the export was made for another custodian.
+   */
+  importShare(i: {
+    clusterId: string;
+    custodianId: string;
+    generation: number;
+    wrappedShare: Buffer;
+    peersJson: string;
+    recoveryPrivateKeyPem: string;
+    successionStatement: Buffer;
+  }): void {
+    if (i.custodianId !== this.#custodianId) throw permissionDenied(`the export is of custodian ${i.custodianId}; this is ${this.#custodianId}`);
+    if (!Number.isInteger(i.generation) || i.generation < 1) throw invalidArgument('generation must be a positive integer');
+    let peers: ShareSetPeers | undefined;
+    if (i.peersJson) {
+      try {
+        peers = JSON.parse(i.peersJson) as ShareSetPeers;
+      } catch {
+        throw invalidArgument('peers_json is not JSON');
+      }
+      checkPeers(peers, this.#custodianId);
+    }
+    if (this.#token.hasShare(i.clusterId, i.generation)) throw failedPrecondition(`this token already holds share set ${i.generation} of cluster ${i.clusterId}`);
+    this.#token.importRecoveredShare(i.clusterId, i.wrappedShare, i.recoveryPrivateKeyPem, i.generation);
+    if (peers) this.#token.storePeers(i.clusterId, i.generation, Buffer.from(JSON.stringify(peers)));
+    if (i.successionStatement.length > 0) {
+      // The recovery key certifies this token's approval key as the successor of the one the set records.
+      const approvalPublicKeyPem = this.#token.ensureIdentity().approvalPublicKeyPem;
+      const recoveryPublicKeyPem = createPublicKey(i.recoveryPrivateKeyPem).export({ type: 'spki', format: 'pem' }).toString();
+      const record = {
+        statement_signature: i.successionStatement.toString('base64'),
+        recovery_public_key_pem: recoveryPublicKeyPem,
+        certificate: certifySuccessor(i.recoveryPrivateKeyPem, i.clusterId, this.#custodianId, approvalPublicKeyPem).toString('base64'),
+        approval_public_key_pem: approvalPublicKeyPem,
+      };
+      this.#token.storeSuccession(i.clusterId, Buffer.from(JSON.stringify(record)));
+      this.#successions.delete(i.clusterId);
+    }
+  }
+
+  /** This custodian's succession record for a cluster, if it was restored from a recovery export. */
+  succession(clusterId: string): Succession | null {
+    if (!this.#successions.has(clusterId)) {
+      const raw = this.#token.readSuccession(clusterId);
+      const r = raw ? (JSON.parse(raw.toString()) as Record<string, string>) : undefined;
+      this.#successions.set(
+        clusterId,
+        r ? { statement_signature: Buffer.from(r.statement_signature!, 'base64'), recovery_public_key_pem: r.recovery_public_key_pem!, certificate: Buffer.from(r.certificate!, 'base64'), approval_public_key_pem: r.approval_public_key_pem! } : null,
+      );
+    }
+    return this.#successions.get(clusterId)!;
+  }
+
+  /**
+   * A ceremony this custodian was shown, of an allowed kind, unexpired, whose `approvals` make a
+   * quorum of a share set this token holds — counted against the peers records stored with
+   * the shares (the ceremony's own set first), never against keys the caller supplies.
+   */
+  #approvedCeremony(clusterId: string, ceremonyId: string, approvals: Approvals, now: number, allowed: (op: string) => boolean, refusal: string): Ceremony {
     const c = this.get(ceremonyId).ceremony;
     if (c.cluster_id !== clusterId) throw invalidArgument(`ceremony ${ceremonyId} is for another cluster`);
-    if (c.operation !== 'destroy-cluster' && !NEW_SET.has(c.operation)) throw failedPrecondition(`a ${c.operation} ceremony destroys no share`);
+    if (!allowed(c.operation)) throw failedPrecondition(`a ${c.operation} ceremony ${refusal}`);
     if (isExpired(c, now)) throw failedPrecondition(`ceremony ${ceremonyId} has expired`);
     const generation = generationOf(c);
+    const held = this.#token.shareGenerations(clusterId);
     const records = [generation, ...held.filter((g) => g !== generation)]
       .map((g) => this.#token.readPeers(clusterId, g))
       .filter((r): r is Buffer => r !== undefined)
@@ -180,11 +277,16 @@ export class Custody {
     if (records.length === 0) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}`);
     const tallies = records.map((p) => ({ need: p.threshold, got: tallyApprovals(c, p.custodians, approvals, now).approved.length }));
     if (!tallies.some((t) => t.got >= t.need))
-      throw permissionDenied(`destroying a share needs a quorum of valid approvals: got ${tallies[0]!.got} of ${tallies[0]!.need}`);
-    const doomed = c.operation === 'destroy-cluster' ? held : held.filter((g) => g < Number(c.parameters.new_generation));
-    for (const g of doomed) this.#token.destroyShare(clusterId, g);
-    return doomed;
+      throw permissionDenied(`${c.operation} needs a quorum of valid approvals: got ${tallies[0]!.got} of ${tallies[0]!.need}`);
+    return c;
   }
+}
+
+export interface ShareExport {
+  wrappedShare: Buffer;
+  generation: number;
+  peersJson: string;
+  successionStatement: Buffer;
 }
 
 function checkPeers(p: ShareSetPeers, self: string): void {

@@ -2,12 +2,20 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError, createLogger, loadConfig, runMain } from '@keyshard/config';
-import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService } from '@keyshard/rpc';
+import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, requestLogFields } from '@keyshard/rpc';
+import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { CustodianToken } from '@keyshard/hsm';
 import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
 import { Custody } from './custody.ts';
 import { authorizer, custodianHandlers } from './server.ts';
+import { createCustodianMetrics } from './custodian-metrics.ts';
+
+/**
+ * Largest message a custodian accepts: its requests are shares (≤ 1 KiB), ceremonies and peer
+ * lists of PEM keys, far below this. Larger ones are refused RESOURCE_EXHAUSTED by grpc-js.
+ */
+const MAX_MESSAGE_BYTES = 1024 * 1024;
 
 function readPin(pinFile: string | undefined): string {
   const pin = pinFile ? readFileSync(pinFile, 'utf8').trim() : process.env.KEYSHARD_CUSTODIAN_PIN;
@@ -18,7 +26,7 @@ function readPin(pinFile: string | undefined): string {
 
 async function main(): Promise<void> {
   const config = loadConfig(custodianConfig);
-  const log = createLogger('custodian', config.logLevel);
+  const log = createLogger('custodian', config.logLevel, requestLogFields);
   const tls = readTls(config.tls);
   const token = CustodianToken.open({
     modulePath: config.token.modulePath,
@@ -30,8 +38,11 @@ async function main(): Promise<void> {
   const custody = new Custody(token, config.custodianId, { approval: config.approvalPolicy, join: config.joinPolicy }, new Set(config.coordinators));
   const audit = new AuditClient({ address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs });
 
+  // A share moves or a decision is taken only once its intent is on record (auditIntent).
+  const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare']);
   const proto = keyshardProto();
-  const server = new grpc.Server(serverOptions());
+  const metrics = createCustodianMetrics({ shareClusters: () => token.shareClusterIds().length, pendingCeremonies: () => custody.pending().length });
+  const server = new grpc.Server(serverOptions(MAX_MESSAGE_BYTES));
   server.addService(
     decodingSafe(proto.CustodianService.service),
     unaryService(
@@ -48,9 +59,10 @@ async function main(): Promise<void> {
       {
         name: 'custodian',
         authorize: authorizer(new Set(config.coordinators), new Set(config.operators)),
-        observer: auditObserver(audit, log),
-        // A share moves or a decision is taken only once its intent is on record.
-        before: auditIntent(audit, new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare'])),
+        // A call that moves or decides about a share gets an info log line with its request id; polls a debug one.
+        observer: auditObserver(audit, log, { infoMethods: stateChanging }),
+        onReply: (r) => metrics.calls.observe(r.ctx.method, r.code, r.durationMs),
+        before: auditIntent(audit, stateChanging),
       },
     ),
   );
@@ -58,12 +70,18 @@ async function main(): Promise<void> {
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(config.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
+  let metricsServer: MetricsServer | undefined;
+  if (config.metrics) {
+    metricsServer = await serveMetrics(metrics.registry, config.metrics.listen);
+    log.info({ address: metricsServer.address, port: metricsServer.port }, 'metrics listening');
+  }
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   log.info({ address: `${host}:${port}`, custodianId: config.custodianId, policy: config.approvalPolicy, shares: token.shareClusterIds() }, 'listening');
 
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
     health.shutdown();
+    void metricsServer?.close();
     server.tryShutdown(() => {
       void audit.close().finally(() => {
         token.close();

@@ -2,11 +2,11 @@
 import { invalidArgument, permissionDenied } from '@keyshard/errors';
 import type { CallContext, UnaryHandler } from '@keyshard/rpc';
 import type { CustodianToken } from '@keyshard/hsm';
-import type { Ceremony } from '@keyshard/crypto';
-import type { Custody, ReleaseRecord } from './custody.ts';
+import type { Ceremony, Succession } from '@keyshard/crypto';
+import type { Approvals, Custody, ReleaseRecord } from './custody.ts';
 
-const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease', 'DestroyShare']);
-const OPERATOR_METHODS = new Set(['GetIdentity', 'ListPending', 'ShowCeremony', 'Approve', 'Deny']);
+const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease', 'DestroyShare', 'ExportShare']);
+const OPERATOR_METHODS = new Set(['GetIdentity', 'ListPending', 'ShowCeremony', 'Approve', 'Deny', 'ImportShare']);
 
 export function authorizer(coordinators: Set<string>, operators: Set<string>) {
   return (ctx: CallContext) => {
@@ -27,15 +27,20 @@ export interface CustodianDeps {
   identity: { enrollmentPublicKeyPem: string; approvalPublicKeyPem: string };
 }
 
-function releaseMessage(r: ReleaseRecord) {
+function releaseMessage(r: ReleaseRecord, custody: Custody) {
   return {
     ceremony_id: r.ceremony.id,
     status: r.status,
     releases: r.releases,
     approval_signature: r.approval_signature,
     reason: r.reason,
+    succession: r.status === 'released' ? custody.succession(r.ceremony.cluster_id) : null,
   };
 }
+
+/** Approvals as the coordinator passes them on. */
+const approvalsOf = (req: { approvals?: { custodian_id: string; signature: Buffer; succession?: Succession | null }[] }): Approvals =>
+  (req.approvals ?? []).map((a) => ({ custodianId: a.custodian_id, signature: a.signature, succession: a.succession }));
 
 function facts(ctx: CallContext, r: ReleaseRecord): void {
   ctx.facts.ceremonyId = r.ceremony.id;
@@ -70,21 +75,45 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
     },
     async DestroyShare(req, ctx) {
       if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
-      const approvals = (req.approvals ?? []).map((a: { custodian_id: string; signature: Buffer }) => ({ custodianId: a.custodian_id, signature: a.signature }));
+      const approvals = approvalsOf(req);
       const destroyed = d.custody.destroy(req.cluster_id, req.ceremony_id, approvals);
       ctx.facts.ceremonyId = req.ceremony_id;
       ctx.facts.details = { cluster_id: req.cluster_id, generations: destroyed.join(',') };
       return { ceremony_id: req.ceremony_id, status: destroyed.length ? `destroyed set ${destroyed.join(',')}` : 'no share held' };
     },
+    async ExportShare(req, ctx) {
+      if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
+      const approvals = approvalsOf(req);
+      const e = d.custody.exportShare(req.cluster_id, req.ceremony_id, String(req.recovery_public_key_pem ?? ''), approvals);
+      ctx.facts.ceremonyId = req.ceremony_id;
+      ctx.facts.details = { cluster_id: req.cluster_id, generation: String(e.generation) };
+      return {
+        wrapped_share: e.wrappedShare, generation: e.generation, peers_json: e.peersJson, custodian_id: d.custodianId, cluster_id: req.cluster_id, oaep_hash: d.oaepHash,
+        succession_statement: e.successionStatement,
+      };
+    },
+    async ImportShare(req, ctx) {
+      if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
+      if (!Buffer.isBuffer(req.wrapped_share) || req.wrapped_share.length === 0 || req.wrapped_share.length > 1024)
+        throw invalidArgument('wrapped_share must be an RSA-OAEP ciphertext');
+      const generation = Number(req.generation) || 1;
+      d.custody.importShare({
+        clusterId: req.cluster_id, custodianId: String(req.custodian_id ?? ''), generation, wrappedShare: req.wrapped_share,
+        peersJson: String(req.peers_json ?? ''), recoveryPrivateKeyPem: String(req.recovery_private_key_pem ?? ''),
+        successionStatement: Buffer.isBuffer(req.succession_statement) ? req.succession_statement : Buffer.alloc(0),
+      });
+      ctx.facts.details = { cluster_id: req.cluster_id, generation: String(generation), recovered: 'true' };
+      return { custodian_id: d.custodianId };
+    },
     async ProposeCeremony(req, ctx) {
       const r = d.custody.propose(req.ceremony as Ceremony, ctx.principal);
       facts(ctx, r);
-      return releaseMessage(r);
+      return releaseMessage(r, d.custody);
     },
     async GetRelease(req, ctx) {
       const r = d.custody.get(req.id);
       facts(ctx, r);
-      return releaseMessage(r);
+      return releaseMessage(r, d.custody);
     },
     async ListPending() {
       return { ceremonies: d.custody.pending() };

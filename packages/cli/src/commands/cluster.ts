@@ -19,13 +19,18 @@ function describe(s: Status): string {
   }
   for (const r of s.replicas) lines.push(`replica      ${r.id.padEnd(14)} ${r.address.padEnd(22)} ${r.sealed ? 'sealed' : 'unsealed'}${r.leader ? '  leader' : ''}`);
   for (const c of s.custodians) lines.push(`custodian    ${c.id.padEnd(14)} ${c.address.padEnd(22)} ${c.reachable ? 'reachable' : 'UNREACHABLE'}`);
+  if (s.etcd && !s.etcd.reachable) lines.push(`etcd         UNREACHABLE: ${s.etcd.error}`);
+  for (const m of s.etcd?.members ?? [])
+    lines.push(`etcd         ${(m.name || m.id).padEnd(14)} ${(m.client_urls[0] ?? '(not started)').padEnd(22)} ${m.leader ? 'leader' : m.learner ? 'learner' : 'member'}${s.etcd!.version ? `  v${s.etcd!.version}` : ''}`);
+  const sink = s.audit_sink;
+  if (sink) lines.push(`audit sink   ${''.padEnd(14)} ${sink.address.padEnd(22)} ${sink.reachable ? `reachable, ${sink.tree_size} records` : `UNREACHABLE: ${sink.error}`}`);
   return lines.join('\n');
 }
 
 export function registerCluster(program: Command): void {
   program
     .command('status')
-    .description('show seal state, quorum, ceremony progress and custodian reachability')
+    .description('show seal state, quorum, ceremony progress, replicas, custodians, etcd members and the audit sink')
     .option('--json', 'print JSON (has a boolean field "sealed")')
     .action(async (opts: { json?: boolean }) => {
       const s = await withClient(program, (client) => client.status());

@@ -1,7 +1,19 @@
 /** custodian pending/show/approve/deny: run by a custodian's operator against that custodian. */
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { withCustodian } from '../connection.ts';
-import { printJson } from '../output.ts';
+import { waitForCeremony, type ShareExport } from '@keyshard/client';
+import { withClient, withCustodian } from '../connection.ts';
+import { printJson, progress, UsageError } from '../output.ts';
+
+const EXPORT_FORMAT = 'keyshard-share-export';
+
+/** The export file: the share wrapped to the recovery key (no plaintext), and what the import needs. */
+function readExport(file: string): ShareExport {
+  const e = JSON.parse(readFileSync(file, 'utf8')) as ShareExport & { format?: string; wrapped_share: string; succession_statement: string };
+  if (e.format !== EXPORT_FORMAT) throw new UsageError(`${file} is not a keyshard share export`);
+  return { ...e, wrapped_share: Buffer.from(e.wrapped_share, 'base64'), succession_statement: Buffer.from(e.succession_statement ?? '', 'base64') };
+}
 
 export function registerCustodian(program: Command): void {
   const cust = program
@@ -30,6 +42,34 @@ export function registerCustodian(program: Command): void {
     .action(async (id: string) => {
       const r = await withCustodian(flags(), (c) => c.approve(id));
       process.stdout.write(`${r.ceremony_id}: ${r.status}\n`);
+    });
+  cust
+    .command('backup')
+    .description("custodian recovery: a quorum-approved ceremony wraps one custodian's share to an offline RSA recovery key; the export is written to a file (admin, via the coordinator)")
+    .requiredOption('--custodian-id <id>', 'whose share')
+    .requiredOption('--recovery-key <public.pem>', 'the offline recovery public key (RSA, at least 2048 bits)')
+    .requiredOption('--out <file>', 'where to write the export')
+    .option('--ttl <seconds>', 'how long custodians have to approve', (v) => Number.parseInt(v, 10))
+    .action(async (opts: { custodianId: string; recoveryKey: string; out: string; ttl?: number }) => {
+      const recoveryKey = readFileSync(opts.recoveryKey, 'utf8');
+      await withClient(program, async (client) => {
+        const c = await client.startCeremony('export-share', { custodian: opts.custodianId, recovery_key: recoveryKey }, opts.ttl ?? 0);
+        progress(`export-share ceremony ${c.id} for ${opts.custodianId}, recovery key ${c.parameters.recovery_key_fingerprint!.slice(0, 16)}…; waiting for approvals`);
+        await waitForCeremony(client, c, (x) => progress(`approvals ${x.approved_by.length}/${x.threshold}`), 24 * 3600_000);
+        const e = await client.getShareExport(c.id);
+        await writeFile(opts.out, `${JSON.stringify({ format: EXPORT_FORMAT, version: 1, ...e, wrapped_share: Buffer.from(e.wrapped_share).toString('base64'), succession_statement: Buffer.from(e.succession_statement).toString('base64') }, null, 2)}\n`, { mode: 0o600 });
+        process.stdout.write(`share of ${e.custodian_id} (cluster ${e.cluster_id}, set ${e.generation}) exported to ${opts.out}\n`);
+      });
+    });
+  cust
+    .command('restore')
+    .description("custodian recovery: import a share export into this custodian's new token, unwrapped inside the token with the recovery private key")
+    .requiredOption('--in <file>', 'the export written by `keyshard custodian backup`')
+    .requiredOption('--recovery-key <private.pem>', 'the offline recovery private key')
+    .action(async (opts: { in: string; recoveryKey: string }) => {
+      const e = readExport(opts.in);
+      const r = await withCustodian(flags(), (c) => c.importShare(e, readFileSync(opts.recoveryKey, 'utf8')));
+      process.stdout.write(`custodian ${r.custodian_id} holds its share of cluster ${e.cluster_id} (set ${e.generation}) again\n`);
     });
   cust
     .command('deny <ceremony-id>')

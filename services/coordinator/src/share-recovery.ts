@@ -1,0 +1,63 @@
+/**
+ * export-share: custodian recovery, export side (issue "Disaster recovery" item 4). A quorum of
+ * the current share set approves that one custodian's share be wrapped (C_WrapKey, RSA-OAEP,
+ * RFC 8017) to an offline recovery public key the operator supplies; the ceremony binds the
+ * key's fingerprint, the custodian checks the quorum against its own peers record and the key
+ * against the fingerprint. The export (no plaintext: only the recovery private key opens it)
+ * is kept in etcd for `keyshard custodian backup` to fetch, and is imported into a new token
+ * with `keyshard custodian restore`.
+ */
+import { recoveryKeyFingerprint } from '@keyshard/crypto';
+import { invalidArgument, notFound } from '@keyshard/errors';
+import { getJson, paths, putJson, type Namespace } from '@keyshard/store';
+import type { Cluster } from './cluster.ts';
+import type { CustodianLink } from './custodian-link.ts';
+import type { QuorumOperation } from './quorum-ceremonies.ts';
+
+export interface ShareExportRecord {
+  ceremony_id: string;
+  cluster_id: string;
+  custodian_id: string;
+  generation: number;
+  peers_json: string;
+  wrapped_share: string; // base64
+  recovery_key_fingerprint: string;
+  oaep_hash: string;
+  succession_statement: string; // base64
+}
+
+export function exportShareOperation(ns: Namespace, cluster: Cluster, links: CustodianLink[]): QuorumOperation {
+  return {
+    async prepare(p) {
+      const { manifest } = cluster.requireInitialized();
+      const custodian = p.custodian ?? '';
+      if (!manifest.custodians.some((c) => c.id === custodian)) throw invalidArgument(`custodian ${JSON.stringify(custodian)} holds no share of the current set`);
+      if (!links.some((l) => l.id === custodian)) throw invalidArgument(`custodian ${custodian} is not configured on this coordinator`);
+      const pem = p.recovery_key ?? '';
+      return { custodian, recovery_key: pem, recovery_key_fingerprint: recoveryKeyFingerprint(pem) };
+    },
+    async execute(c, approvals) {
+      const link = links.find((l) => l.id === c.parameters.custodian)!;
+      const res = await link.exportShare(c.cluster_id, c.id, c.parameters.recovery_key!, approvals);
+      const record: ShareExportRecord = {
+        ceremony_id: c.id,
+        cluster_id: c.cluster_id,
+        custodian_id: link.id,
+        generation: res.generation,
+        peers_json: res.peers_json,
+        wrapped_share: Buffer.from(res.wrapped_share).toString('base64'),
+        recovery_key_fingerprint: c.parameters.recovery_key_fingerprint!,
+        oaep_hash: res.oaep_hash,
+        succession_statement: Buffer.from(res.succession_statement ?? []).toString('base64'),
+      };
+      await putJson(ns, paths.shareExport(c.id), record);
+      return { custodian: link.id, generation: String(res.generation) };
+    },
+  };
+}
+
+export async function getShareExport(ns: Namespace, ceremonyId: string) {
+  const r = await getJson<ShareExportRecord>(ns, paths.shareExport(ceremonyId));
+  if (!r) throw notFound(`no share export for ceremony ${JSON.stringify(ceremonyId)} (not an export-share ceremony, or not completed)`);
+  return { ...r, wrapped_share: Buffer.from(r.wrapped_share, 'base64'), succession_statement: Buffer.from(r.succession_statement ?? '', 'base64') };
+}
