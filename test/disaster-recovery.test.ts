@@ -213,8 +213,17 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     assert.equal(forced.code, 0, forced.stderr);
     await renameCluster(dev, 'dev');
 
-    // The two restored custodians alone make the quorum: the intact one is down.
+    // Fewer than t custodians answering: the ceremony runs out, nothing is reconstructed or written.
     await dev.process('custodian-3').stop();
+    await dev.process('custodian-2').stop();
+    const short = await keyshard(['restore', backupFile, '--ttl', '10'], env);
+    assert.notEqual(short.code, 0);
+    assert.match(short.stderr, /recover ceremony .* expired: 1\/2 shares \(custodian-1\)/);
+    assert.match(short.stderr, /FAILED_PRECONDITION: recover ceremony .* expired before a quorum of the backup's custodians approved/);
+    assert.deepEqual(await durableKeys(dev), []);
+    await dev.start(['custodian-2']);
+
+    // The two restored custodians alone make the quorum: the intact one is down.
     const dry = await keyshard(['restore', backupFile, '--dry-run'], env);
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stderr, /dry run ok/);
