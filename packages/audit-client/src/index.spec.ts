@@ -99,13 +99,14 @@ describe('AuditClient', () => {
   });
 
   it('rejects with UNAVAILABLE when the sink does not acknowledge in time, then reconnects', async () => {
-    const c = client(300);
+    // 1 s: the reconnection after the silence (a new stream, under a loaded CI machine) must fit in it too.
+    const c = client(1000);
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
     const streamsBefore = sink.streams;
     sink.mode = 'silent';
     const t0 = Date.now();
     await assert.rejects(c.record({ principal: 'p', operation: 'op', result: 'ok' }), (e: unknown) => e instanceof KeyshardError && e.code === 'UNAVAILABLE' && /audit sink unavailable/.test(e.message));
-    assert.ok(Date.now() - t0 < 1000);
+    assert.ok(Date.now() - t0 < 2500);
     sink.mode = 'ack';
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
     assert.equal(sink.streams, streamsBefore + 1);
