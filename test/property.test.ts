@@ -81,15 +81,17 @@ const CEREMONY_CODES: Record<string, Code[]> = {
   CancelCeremony: LATER,
   StartCeremony: LATER,
 };
-const CEREMONY_ADMIN_ONLY = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony']);
+const CEREMONY_ADMIN_ONLY = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony', 'GetShareExport']);
 
-/** A custodian operator may call GetIdentity and the four decision RPCs, nothing else. */
+/** A custodian operator may call GetIdentity, the four decision RPCs and ImportShare (custodian recovery), nothing else. */
 const OPERATOR_CODES: Record<string, Code[]> = {
   GetIdentity: ['OK'],
   ListPending: ['OK'],
   ShowCeremony: ['OK', 'NOT_FOUND'],
   Approve: ['OK', 'NOT_FOUND', 'FAILED_PRECONDITION'],
   Deny: ['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'FAILED_PRECONDITION'],
+  // Random exports: a bad cluster id or blob, an export of another custodian, or a share already held.
+  ImportShare: ['INVALID_ARGUMENT', 'PERMISSION_DENIED', 'FAILED_PRECONDITION'],
 };
 
 // ---- secrets: what must never appear in an error message, a log or the audit log -----------
