@@ -1,35 +1,50 @@
 /**
- * `npm run bench:audit`: audit log append throughput with group commit.
+ * `npm run bench:audit`: audit log append throughput with group commit, and what auditing
+ * costs an Encrypt call.
  *
- * 1. In process: PRODUCERS concurrent producers append batches of BATCH events to a real
- *    AuditLog (Merkle tree, canonical JSON, fdatasync per group, one Ed25519 checkpoint per
- *    group) for BENCH_SECONDS.
- * 2. Baseline, same run, same disk: a plain file append of the same record lines with one
- *    fdatasync per batch of BATCH events (what a log without group commit costs).
- * 3. Through the real sink process (mutual TLS, gRPC Append streams): AuditClient.recordAll
- *    from PRODUCERS callers; informative (the client and the sink share the 2 cores).
- * Last line, JSON: {"bench":"audit-append","value":<events/s, 1>,"baseline":<events/s, 2>,"ratio",...}.
- * Target (issue 5): value ≥ 20,000 events/s.
+ * 1. In process: BENCH_PRODUCERS concurrent producers append batches of BENCH_BATCH events to a
+ *    real AuditLog (canonical JSON, RFC 6962 leaves and tree, one durable write per group, one
+ *    Ed25519 checkpoint per group) for BENCH_SECONDS.
+ * 2. Baseline, same run, same disk: a plain file append of the same record lines (same encoder)
+ *    with one write + fdatasync per batch of BENCH_BATCH events (a log without group commit).
+ * 3. Through the real sink process of part 4's cluster (mutual TLS, gRPC Append stream):
+ *    AuditClient.recordAll from BENCH_PRODUCERS callers; informative (client and sink share the
+ *    2 cores).
+ * 4. Encrypt calls/s of an audited coordinator replica against, in the same cluster and run,
+ *    a replica whose audit events are acknowledged by ack-sink.ts without being stored anywhere
+ *    ("unaudited": exactly what that means, and what it still costs, is in audited-encrypt.ts),
+ *    alternating, BENCH_ROUNDS times, with the load generator and settings of bench:encrypt
+ *    (1 KiB, 64 in flight, BENCH_CHANNELS channels).
+ * Last line, JSON: {"bench":"audit-append","value":<events/s, 1>,"baseline":<events/s, 2>,"ratio",
+ *   "target":20000 (for value), "sink_mtls":<3>, "encrypt_audited","encrypt_unaudited",
+ *   "encrypt_ratio" (target encrypt_ratio_target = 0.85), ...}.
+ * Targets (issue 5): value ≥ 20,000 events/s; encrypt_ratio ≥ 0.85.
  *
- * Environment: BENCH_SECONDS (default 5), BENCH_BATCH (default 16), BENCH_PRODUCERS (default 32),
- * BENCH_KEEP=1 keeps the temp directory.
+ * Environment: BENCH_SECONDS (default 10; each of 1–3 and each Encrypt run), BENCH_WARMUP,
+ * BENCH_ROUNDS, BENCH_CHANNELS, BENCH_KEEP, BENCH_CPU_PROF (bench-run.ts); BENCH_BATCH (default
+ * 16), BENCH_PRODUCERS (default 32). BENCH_AUDIT does not apply (this bench sets up both sides).
+ * Every process it starts is stopped by PID, also on error or SIGINT/SIGTERM. Exit code 1 if
+ * an Encrypt call failed (the JSON line still prints).
  */
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { canonicalJson } from '@keyshard/crypto';
-import { leafHash } from '@keyshard/audit-client/merkle';
 import { AuditClient, type AuditEvent } from '@keyshard/audit-client';
 import { AuditLog } from '@keyshard/audit-sink/audit-log';
-import { signerFromKey } from '../../services/audit-sink/src/checkpoint-store.ts';
-import { encodeRecord } from '../../services/audit-sink/src/record-format.ts';
-import { COORDINATOR, DevCluster } from '@keyshard/devcluster';
+import { COORDINATOR } from '@keyshard/devcluster';
 import { readTls } from '@keyshard/rpc';
+import { signerFromKey } from '../../services/audit-sink/src/checkpoint-store.ts';
+import { encodeEntry, encodeRecords } from '../../services/audit-sink/src/record-format.ts';
+import { compareAuditedEncrypt, cpuPerCall, encryptTable, startAuditComparisonCluster } from './audited-encrypt.ts';
+import { BenchRun, envNumber } from './bench-run.ts';
+import { log } from './common.ts';
+import { cpuWindow, logProfileWindow, monotonicUs } from './load-run.ts';
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const BATCH = Number(process.env.BENCH_BATCH ?? 16);
-const PRODUCERS = Number(process.env.BENCH_PRODUCERS ?? 32);
+const BATCH = envNumber('BENCH_BATCH', 16, { integer: true });
+const PRODUCERS = envNumber('BENCH_PRODUCERS', 32, { integer: true });
+const APPEND_TARGET = 20_000;
+const ENCRYPT_RATIO_TARGET = 0.85;
 
 const event = (i: number): AuditEvent => ({
   id: randomUUID(),
@@ -46,9 +61,9 @@ const event = (i: number): AuditEvent => ({
 });
 const batch = () => Array.from({ length: BATCH }, (_, i) => event(i));
 
-/** Runs `producers` closed loops of `step` for SECONDS; returns events/s. */
-async function closedLoop(producers: number, step: () => Promise<number>): Promise<number> {
-  const end = performance.now() + SECONDS * 1000;
+/** Runs `producers` closed loops of `step` for `seconds`; returns events/s. */
+async function closedLoop(seconds: number, producers: number, step: () => Promise<number>): Promise<number> {
+  const end = performance.now() + seconds * 1000;
   let events = 0;
   const t0 = performance.now();
   await Promise.all(
@@ -62,59 +77,98 @@ async function closedLoop(producers: number, step: () => Promise<number>): Promi
   return events / ((performance.now() - t0) / 1000);
 }
 
-async function groupCommit(dir: string): Promise<{ rate: number; syncs: number; records: number }> {
+async function groupCommit(dir: string, seconds: number): Promise<{ rate: number; syncs: number; records: number }> {
   const log = await AuditLog.open(dir, { signer: signerFromKey(generateKeyPairSync('ed25519').privateKey) });
-  const rate = await closedLoop(PRODUCERS, async () => (await log.append(batch())).count);
+  const rate = await closedLoop(seconds, PRODUCERS, async () => (await log.append(batch())).count);
   const r = { rate, syncs: log.syncs, records: log.size };
   await log.close();
   return r;
 }
 
-async function plainAppend(file: string): Promise<number> {
+async function plainAppend(file: string, seconds: number): Promise<number> {
   const fh = await fs.promises.open(file, 'a', 0o600);
   let index = 0;
   try {
-    return await closedLoop(1, async () => {
-      const lines = batch().map((e) => {
-        const json = canonicalJson(e);
-        return encodeRecord(index++, leafHash(json), json);
-      });
-      await fh.write(lines.join(''));
+    return await closedLoop(seconds, 1, async () => {
+      const lines = encodeRecords(index, batch().map(encodeEntry));
+      index += BATCH;
+      await fh.write(lines);
       await fh.datasync();
-      return lines.length;
+      return BATCH;
     });
   } finally {
     await fh.close();
   }
 }
 
-async function throughSink(dir: string): Promise<number> {
-  const cluster = await DevCluster.create({ dir, custodians: 1, threshold: 1 });
-  await cluster.start(['audit-sink']);
-  const client = new AuditClient({ address: `127.0.0.1:${cluster.layout.plan.ports.audit}`, tls: readTls(cluster.layout.certs[COORDINATOR]!), source: COORDINATOR, timeoutMs: 10_000 });
+/** events/s, and the sink process's CPU time per event (µs) over the run. */
+async function throughSink(run: BenchRun, seconds: number): Promise<{ rate: number; sinkUsPerEvent: number }> {
+  const { layout } = run.cluster!;
+  const client = new AuditClient({ address: `127.0.0.1:${layout.plan.ports.audit}`, tls: readTls(layout.certs[COORDINATOR]!), source: COORDINATOR, timeoutMs: 10_000 });
   try {
-    return await closedLoop(PRODUCERS, async () => {
+    const cpu = cpuWindow(run.pids('audit-sink'));
+    const fromUs = monotonicUs();
+    const rate = await closedLoop(seconds, PRODUCERS, async () => {
       await client.recordAll(batch());
       return BATCH;
     });
+    const sinkCpu = cpu.stop()['audit-sink'] ?? NaN;
+    logProfileWindow(run, 'through the sink', fromUs, monotonicUs());
+    return { rate, sinkUsPerEvent: Math.round(((sinkCpu / 100) * 1e6) / rate) };
   } finally {
     await client.close();
-    await cluster.stop();
   }
 }
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'keyshard-bench-audit-'));
-try {
-  const gc = await groupCommit(path.join(root, 'log'));
-  const plain = await plainAppend(path.join(root, 'plain.log'));
-  const sink = await throughSink(path.join(root, 'cluster'));
-  const row = (name: string, v: number, extra = '') => process.stdout.write(`${name.padEnd(44)} ${Math.round(v).toString().padStart(9)} events/s ${extra}\n`);
-  process.stdout.write(`audit append, ${SECONDS} s each, batches of ${BATCH}, ${PRODUCERS} producers\n`);
+await BenchRun.main(async (run) => {
+  const { seconds, warmup, channels } = run.settings;
+  if (run.settings.audit !== 'disk') log(`BENCH_AUDIT=${run.settings.audit} ignored: this bench sets up the audited and the unaudited side itself`);
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'keyshard-bench-audit-log-'));
+  run.onCleanup(() => (run.settings.keep ? log(`kept ${scratch}`) : fs.rmSync(scratch, { recursive: true, force: true })), { afterCluster: true });
+
+  log(`in-process AuditLog, ${seconds} s`);
+  const gc = await groupCommit(path.join(scratch, 'log'), seconds);
+  log(`plain file append, fsync per batch, ${seconds} s`);
+  const plain = await plainAppend(path.join(scratch, 'plain.log'), seconds);
+  const { ackSink } = await startAuditComparisonCluster(run);
+  log(`through the sink process, ${seconds} s`);
+  const sink = await throughSink(run, seconds);
+  const enc = await compareAuditedEncrypt(run, ackSink);
+
+  const row = (name: string, v: number, extra = '') => console.log(`${name.padEnd(44)} ${Math.round(v).toString().padStart(9)} events/s ${extra}`);
+  console.log('');
+  console.log(`audit append, ${seconds} s each, batches of ${BATCH}, ${PRODUCERS} producers, ${os.cpus().length} CPUs`);
   row('AuditLog, group commit (in process)', gc.rate, `(${gc.records} records, ${gc.syncs} fsyncs: ${(gc.records / Math.max(1, gc.syncs)).toFixed(0)} events/fsync)`);
   row('plain file append, fsync per batch', plain);
-  row('sink process over mTLS (AuditClient)', sink);
-  const result = { bench: 'audit-append', value: Math.round(gc.rate), baseline: Math.round(plain), ratio: Number((gc.rate / plain).toFixed(2)), target: 20_000, sink_mtls: Math.round(sink), unit: 'events/s' };
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-} finally {
-  if (!process.env.BENCH_KEEP) fs.rmSync(root, { recursive: true, force: true });
-}
+  row('sink process over mTLS (AuditClient)', sink.rate, `(sink process: ${sink.sinkUsPerEvent} µs CPU per event)`);
+  console.log('');
+  console.log(`Encrypt, audited vs unaudited replica (audited-encrypt.ts): 1024 B, 64 in flight, ${channels} channel(s), ${seconds} s measured after ${warmup} s warm-up`);
+  console.log(encryptTable(enc.rows));
+  const encRatio = enc.base.result.callsPerSec > 0 ? enc.value.result.callsPerSec / enc.base.result.callsPerSec : 0;
+  console.log('');
+  console.log(`append: ${Math.round(gc.rate)} events/s (target >= ${APPEND_TARGET}: ${gc.rate >= APPEND_TARGET ? 'met' : 'NOT met'})`);
+  console.log(`encrypt audited/unaudited (medians) = ${encRatio.toFixed(3)} (target >= ${ENCRYPT_RATIO_TARGET}: ${encRatio >= ENCRYPT_RATIO_TARGET ? 'met' : 'NOT met'})`);
+  if (enc.errors > 0) console.log(`ERRORS: ${enc.errors} Encrypt calls failed; the Encrypt figures are not valid`);
+  const result = {
+    bench: 'audit-append',
+    value: Math.round(gc.rate),
+    baseline: Math.round(plain),
+    ratio: Number((gc.rate / plain).toFixed(2)),
+    target: APPEND_TARGET,
+    sink_mtls: Math.round(sink.rate),
+    sink_us_per_event: sink.sinkUsPerEvent,
+    events_per_fsync: Math.round(gc.records / Math.max(1, gc.syncs)),
+    encrypt_audited: Math.round(enc.value.result.callsPerSec),
+    encrypt_unaudited: Math.round(enc.base.result.callsPerSec),
+    encrypt_ratio: Number(encRatio.toFixed(3)),
+    encrypt_ratio_target: ENCRYPT_RATIO_TARGET,
+    encrypt_p99_ms: enc.value.result.p99Ms,
+    encrypt_unaudited_p99_ms: enc.base.result.p99Ms,
+    encrypt_cpu_us_per_call: cpuPerCall(enc.value),
+    encrypt_unaudited_cpu_us_per_call: cpuPerCall(enc.base),
+    unit: 'events/s',
+    errors: enc.errors,
+  };
+  console.log(JSON.stringify(result));
+  return enc.errors > 0 ? 1 : 0;
+});

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { EMPTY_ROOT, MerkleTree, leafHash, verifyConsistency, verifyInclusion } from './merkle.ts';
+import { EMPTY_ROOT, MerkleTree, leafHash, nodeHash, verifyConsistency, verifyInclusion } from './merkle.ts';
 
 const unhex = (s: string) => Buffer.from(s, 'hex');
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
@@ -63,6 +63,20 @@ describe('Merkle tree (RFC 6962 / 9162)', () => {
       assert.deepEqual(t.inclusionProof(v.index, v.size).map(hex), v.proof);
       assert.ok(verifyInclusion(v.index, v.size, leafHash(CT_ENTRIES[v.index]!), v.proof.map(unhex), unhex(CT_ROOTS[v.size]!)));
     }
+  });
+
+  it('leaf and node hashes are SHA-256(0x00 || entry) and SHA-256(0x01 || left || right) for any input', () => {
+    // Short and long (beyond the reused 64 KiB buffer), ASCII and not, then short again.
+    for (const text of ['', 'a', '{"id":"é✓"}', '\ud83d\ude00'.repeat(30_000), 'x'.repeat(70_000), 'b']) {
+      const bytes = Buffer.from(text, 'utf8');
+      const expected = hex(sha(Buffer.from([0]), bytes));
+      assert.equal(hex(leafHash(text)), expected);
+      assert.equal(hex(leafHash(bytes)), expected);
+    }
+    const [a, b] = [sha(Buffer.from('a')), sha(Buffer.from('b'))];
+    assert.equal(hex(nodeHash(a, b)), hex(sha(Buffer.from([1]), a, b)));
+    assert.equal(hex(nodeHash(a, b)), hex(nodeHash(a, b)), 'the reused input buffer carries nothing over');
+    assert.equal(hex(nodeHash(a.subarray(1), b)), hex(sha(Buffer.from([1]), a.subarray(1), b)), 'verifiers may pass leaves of other lengths');
   });
 
   const entries = Array.from({ length: 33 }, (_, i) => Buffer.from(`event-${i}`));

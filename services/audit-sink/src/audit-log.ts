@@ -18,11 +18,11 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { KeyshardError, invalidArgument } from '@keyshard/errors';
-import { MerkleTree, leafHash } from '@keyshard/audit-client/merkle';
+import { MerkleTree } from '@keyshard/audit-client/merkle';
 import { checkpointProblem, type SignedCheckpoint } from '@keyshard/audit-client/checkpoint';
 import { CHECKPOINTS_FILE, CheckpointFile, KEYS_DIR, loadPublicKeys, publishKey, readCheckpointFile, type CheckpointSigner } from './checkpoint-store.ts';
 import { lockDir } from './lock.ts';
-import { canonicalEventJson, encodeRecord, type LogEvent } from './record-format.ts';
+import { encodeEntry, encodeRecords, type EncodedEntry, type LogEvent } from './record-format.ts';
 import { SegmentFiles, scanSegments, type StoredRecord } from './segments.ts';
 
 export type { LogEvent, StoredEvent } from './record-format.ts';
@@ -63,8 +63,10 @@ export interface OpenInfo {
 
 interface PendingAppend {
   events: readonly LogEvent[];
-  ids: string[];
-  jsons: string[]; // canonical JSON, computed at append() so a bad event fails only its caller
+  ids: string[]; // as at append(), like the entries
+  // Canonical JSON and leaf hash, computed at append(): a bad event fails only its caller, and
+  // the work overlaps the write and fsync of the group before.
+  entries: EncodedEntry[];
   resolve: (r: Receipt) => void;
   reject: (e: unknown) => void;
 }
@@ -156,17 +158,17 @@ export class AuditLog {
   append(events: readonly LogEvent[]): Promise<Receipt> {
     if (this.failure) return Promise.reject(writeFailed(this.failure));
     if (this.closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit log is closed'));
-    let jsons: string[];
+    let entries: EncodedEntry[];
     try {
-      jsons = events.map((e) => {
+      entries = events.map((e) => {
         if (typeof e?.id !== 'string' || e.id === '') throw invalidArgument('every audit event needs an id');
-        return canonicalEventJson(e);
+        return encodeEntry(e);
       });
     } catch (e) {
       return Promise.reject(e);
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ events, ids: events.map((e) => e.id), jsons, resolve, reject });
+      this.queue.push({ events, ids: events.map((e) => e.id), entries, resolve, reject });
       // Deferred by a microtask so appends made in the same tick join the same group.
       this.flushing ??= Promise.resolve().then(() => this.flushLoop());
     });
@@ -178,28 +180,26 @@ export class AuditLog {
       while (this.queue.length > 0 && !this.failure) {
         const group = this.queue;
         this.queue = [];
-        const seen = new Set<string>();
-        const lines: string[] = [];
-        const leaves: Buffer[] = [];
+        const entries: EncodedEntry[] = [];
         const committed: CommittedRecord[] = [];
         const spans: { firstIndex: number; count: number }[] = [];
-        let next = this.tree.size;
+        const first = this.tree.size;
         for (const p of group) {
-          const first = next;
-          p.ids.forEach((id, i) => {
-            if (this.ids.has(id) || seen.has(id)) return;
-            const leaf = leafHash(p.jsons[i]!);
-            lines.push(encodeRecord(next, leaf, p.jsons[i]!));
-            leaves.push(leaf);
-            committed.push({ index: next, event: p.events[i]! });
-            seen.add(id);
-            next += 1;
-          });
-          spans.push({ firstIndex: first, count: next - first });
+          const firstOfCaller = first + entries.length;
+          for (let i = 0; i < p.ids.length; i++) {
+            // Taken before the write (one hash probe: add, then see whether the set grew): a
+            // later duplicate in this group is skipped, and one in a later group is acknowledged
+            // only after this group's fsync. If the write fails, the log refuses everything.
+            const known = this.ids.size;
+            if (this.ids.add(p.ids[i]!).size === known) continue;
+            committed.push({ index: first + entries.length, event: p.events[i]! });
+            entries.push(p.entries[i]!);
+          }
+          spans.push({ firstIndex: firstOfCaller, count: first + entries.length - firstOfCaller });
         }
-        if (lines.length > 0) {
+        if (entries.length > 0) {
           try {
-            await this.files.append(Buffer.from(lines.join(''), 'utf8'), lines.length);
+            await this.files.append(encodeRecords(first, entries), entries.length);
           } catch (e) {
             // After a failed write or fsync the page cache cannot be trusted (fsyncgate):
             // refuse everything until a restart re-verifies the files and cuts the torn tail.
@@ -208,13 +208,12 @@ export class AuditLog {
             this.opts.onFailure?.(this.failure);
             break;
           }
-          for (const leaf of leaves) this.tree.appendLeafHash(leaf);
-          for (const id of seen) this.ids.add(id);
+          for (const entry of entries) this.tree.appendLeafHash(entry.leaf);
           this.latest = this.opts.signer.sign(this.tree.size, this.tree.root());
         }
         const checkpoint = this.latest;
         group.forEach((p, i) => p.resolve({ ...spans[i]!, checkpoint }));
-        if (lines.length > 0) {
+        if (entries.length > 0) {
           this.grown.emit('grown');
           try {
             this.opts.onCommitted?.(committed);

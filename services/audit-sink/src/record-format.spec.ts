@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { canonicalJson } from '@keyshard/crypto';
-import { canonicalEventJson, checkRecord, encodeRecord } from './record-format.ts';
+import { canonicalEventJson, checkRecord, encodeEntry, encodeRecord, encodeRecords } from './record-format.ts';
 import { leafHash } from '@keyshard/audit-client/merkle';
 
 const str = fc.string({ unit: 'binary', maxLength: 12 });
@@ -15,6 +15,22 @@ describe('record format', () => {
   it("the audit event fast path gives canonicalJson's exact bytes, and other shapes fall back to it", () => {
     fc.assert(fc.property(auditEvent, (e) => canonicalEventJson(e) === canonicalJson(e)), { numRuns: 300 });
     fc.assert(fc.property(fc.dictionary(str, fc.oneof(str, fc.integer(), fc.dictionary(str, str))), (e) => canonicalEventJson(e) === canonicalJson(e)), { numRuns: 300 });
+  });
+
+  it('encodeRecords writes exactly the encodeRecord lines, with the leaf of the canonical event; checkRecord accepts each', () => {
+    fc.assert(
+      fc.property(fc.array(auditEvent, { minLength: 1, maxLength: 5 }), fc.nat({ max: 2 ** 40 }), (raw, first) => {
+        const events = raw.map((e, i) => ({ ...e, id: `${i}${e.id}` })); // a stored event has an id
+        const entries = events.map(encodeEntry);
+        const expected = events.map((e, i) => encodeRecord(first + i, leafHash(canonicalJson(e)), canonicalJson(e))).join('');
+        const buf = encodeRecords(first, entries);
+        assert.equal(buf.toString('utf8'), expected);
+        entries.forEach((x, i) => assert.equal(x.leaf.toString('hex'), leafHash(canonicalJson(events[i]!)).toString('hex')));
+        const lines = expected.split('\n').slice(0, -1);
+        lines.forEach((l, i) => assert.ok(!('reason' in checkRecord(Buffer.from(`${l}\n`), first + i))));
+      }),
+      { numRuns: 200 },
+    );
   });
 
   it('a record line round-trips through checkRecord; any other spelling of it does not', () => {

@@ -18,40 +18,84 @@ export interface LogEvent {
 
 export type StoredEvent = LogEvent & Record<string, unknown>;
 
-/** keyshard.v1.AuditEvent's fields in canonical (sorted) order. */
-const AUDIT_EVENT_KEYS = ['ceremony_id', 'code', 'details', 'id', 'key_id', 'operation', 'principal', 'request_id', 'result', 'source', 'time'] as const;
+/** keyshard.v1.AuditEvent's fields; the fast path below writes them in canonical (sorted) order. */
+const AUDIT_EVENT_KEYS: ReadonlySet<string> = new Set(['ceremony_id', 'code', 'details', 'id', 'key_id', 'operation', 'principal', 'request_id', 'result', 'source', 'time']);
+
+// What JSON.stringify escapes in a string: `"`, `\`, control characters, and (lone)
+// surrogates. A string with none of them is written as is between quotes — the same bytes.
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+const quote = (s: string) => (NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`);
 
 /**
- * canonicalJson(event), with a fast path for the shape every sink event has (the proto's
- * fields, all strings, details a string map): the same bytes, about 3x faster, on the hot
- * path of every append. Any other shape goes through canonicalJson itself.
+ * canonicalJson(event), with a fast path for the shape every sink event has (exactly the
+ * proto's fields as own keys, all strings, details a string map): the same bytes, several
+ * times faster, on the hot path of every append. Any other shape goes through canonicalJson.
  */
 export function canonicalEventJson(e: object): string {
   const rec = e as Record<string, unknown>;
-  if (Object.keys(rec).length !== AUDIT_EVENT_KEYS.length) return canonicalJson(e);
-  let out = '{';
-  for (const k of AUDIT_EVENT_KEYS) {
-    const v = rec[k];
-    if (k === 'details') {
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) return canonicalJson(e);
-      const d = v as Record<string, unknown>;
-      const parts: string[] = [];
-      for (const dk of Object.keys(d).sort()) {
-        if (typeof d[dk] !== 'string') return canonicalJson(e);
-        parts.push(`${JSON.stringify(dk)}:${JSON.stringify(d[dk])}`);
-      }
-      out += `"details":{${parts.join(',')}},`;
-    } else {
-      if (typeof v !== 'string') return canonicalJson(e);
-      out += `"${k}":${JSON.stringify(v)},`;
-    }
+  const keys = Object.keys(rec);
+  if (keys.length !== AUDIT_EVENT_KEYS.size) return canonicalJson(e);
+  for (const k of keys) if (!AUDIT_EVENT_KEYS.has(k)) return canonicalJson(e);
+  const { ceremony_id, code, details, id, key_id, operation, principal, request_id, result, source, time } = rec;
+  if (
+    typeof ceremony_id !== 'string' || typeof code !== 'string' || typeof id !== 'string' || typeof key_id !== 'string' ||
+    typeof operation !== 'string' || typeof principal !== 'string' || typeof request_id !== 'string' ||
+    typeof result !== 'string' || typeof source !== 'string' || typeof time !== 'string' ||
+    typeof details !== 'object' || details === null || Array.isArray(details)
+  )
+    return canonicalJson(e);
+  const d = details as Record<string, unknown>;
+  let detailsJson = '';
+  for (const k of Object.keys(d).sort()) {
+    const v = d[k];
+    if (typeof v !== 'string') return canonicalJson(e);
+    detailsJson += `${detailsJson ? ',' : ''}${quote(k)}:${quote(v)}`;
   }
-  return `${out.slice(0, -1)}}`;
+  return (
+    `{"ceremony_id":${quote(ceremony_id)},"code":${quote(code)},"details":{${detailsJson}},"id":${quote(id)},` +
+    `"key_id":${quote(key_id)},"operation":${quote(operation)},"principal":${quote(principal)},` +
+    `"request_id":${quote(request_id)},"result":${quote(result)},"source":${quote(source)},"time":${quote(time)}}`
+  );
 }
 
 export function encodeRecord(index: number, leaf: Buffer, eventJson: string): string {
   return `{"index":${index},"leaf":"${leaf.toString('hex')}","event":${eventJson}}\n`;
 }
+
+/** An event encoded once, at append: its canonical JSON, that JSON's UTF-8 length and its leaf hash. */
+export interface EncodedEntry {
+  json: string;
+  bytes: number;
+  leaf: Buffer;
+}
+
+export function encodeEntry(event: object): EncodedEntry {
+  const json = canonicalEventJson(event);
+  return { json, bytes: Buffer.byteLength(json, 'utf8'), leaf: leafHash(json) };
+}
+
+/**
+ * The record lines of `entries` as indexes firstIndex, firstIndex+1, …: the bytes of
+ * encodeRecord for each, concatenated, written straight into one buffer (no string per line).
+ */
+export function encodeRecords(firstIndex: number, entries: readonly EncodedEntry[]): Buffer {
+  let size = 0;
+  for (let i = 0; i < entries.length; i++) size += recordOverhead(firstIndex + i) + entries[i]!.bytes;
+  const out = Buffer.allocUnsafe(size);
+  let pos = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const { json, leaf } = entries[i]!;
+    pos += out.write(`{"index":${firstIndex + i},"leaf":"${leaf.toString('hex')}","event":`, pos, 'latin1');
+    pos += out.write(json, pos, 'utf8');
+    out[pos++] = 0x7d; // }
+    out[pos++] = 0x0a; // \n
+  }
+  if (pos !== size) throw new Error(`record lines took ${pos} bytes, not the ${size} computed`);
+  return out;
+}
+
+/** Bytes of a record line besides its event: `{"index":<n>,"leaf":"<64 hex>","event":` and `}\n`. */
+const recordOverhead = (index: number) => 9 + String(index).length + 9 + 64 + 10 + 2;
 
 export interface CheckedRecord {
   event: StoredEvent;
