@@ -156,7 +156,8 @@ describe('ReplicaPool', () => {
       const err = await rejection(p.call('Encrypt', {}, t0 + 300));
       const took = Date.now() - t0;
       assert.ok([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED].includes(err.code), `${spec.connect}: ${err.message}`);
-      assert.ok(took <= 300 + 50, `${JSON.stringify(spec)}: took ${took} ms`);
+      // 200 ms of slack for a loaded machine's timers; a retry past the deadline would add a whole attempt (>= 300 ms).
+      assert.ok(took <= 300 + 200, `${JSON.stringify(spec)}: took ${took} ms`);
       assert.match(err.details, /after \d+ attempts/);
       if (spec === unavailable) assert.ok(log.length >= 3, `${log.length} sends`);
     }
