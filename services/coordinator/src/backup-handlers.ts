@@ -58,7 +58,7 @@ export function backupHandlers(src: BackupSource, restores: Restores): Record<st
 
     async VerifyBackup(call: grpc.ServerReadableStream<unknown, unknown>, ctx: CallContext) {
       const { record } = src.cluster.requireInitialized();
-      const root = src.seal.rootCopy();
+      const root = await src.cluster.currentRoot();
       try {
         let summary: ReturnType<typeof summaryMessage> | undefined;
         for await (const { header, checker } of openBackup(root, dataOf(messagesOf(call)), (h) => {

@@ -55,8 +55,9 @@ function prefixEnd(prefix: string): string {
  * derives the backup's keys). Throws FAILED_PRECONDITION on an uninitialized or sealed cluster.
  */
 export async function* createBackup(src: BackupSource): AsyncGenerator<{ data: Buffer; progress: BackupProgress }> {
+  src.cluster.requireInitialized();
+  const root = await src.cluster.currentRoot(); // never a root rotated away through another replica
   const { record, manifest } = src.cluster.requireInitialized();
-  const root = src.seal.rootCopy();
   let writer: BackupWriter;
   let revision: string;
   let total = 0;

@@ -8,9 +8,9 @@
  * one etcd transaction, so a crash leaves either no cluster or a complete one; a crashed init
  * is retried with the same cluster id and the custodians' shares replaced.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
-  manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, unwrapKek, wrapKek, zeroize, type OaepHash, type ShareManifest,
+  keyCheckValue, manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, unwrapKek, wrapKek, zeroize, type OaepHash, type ShareManifest,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
@@ -158,6 +158,27 @@ export class Cluster {
     if (!res.succeeded) throw failedPrecondition('another init is in progress');
     this.record = record;
     return record.clusterId;
+  }
+
+  /**
+   * A copy of the root key this replica holds (the caller zeroizes it), checked now against the
+   * manifest in etcd. Another replica may have rotated the root since this one unsealed (its
+   * KEKs stay valid, so crypto goes on, but its root is stale): splitting or deriving from a
+   * stale root would lose every key. Then this replica seals itself (it rejoins through the
+   * custodians by the join policy) and the operation is refused.
+   */
+  async currentRoot(): Promise<Buffer> {
+    const manifest = await getJson<ShareManifest>(this.#ns, paths.manifest);
+    const root = this.#seal.rootCopy();
+    const held = Buffer.from(keyCheckValue(root), 'hex');
+    const recorded = Buffer.from(manifest?.kcv ?? '', 'hex');
+    if (held.length !== recorded.length || !timingSafeEqual(held, recorded)) {
+      zeroize(root);
+      this.#seal.seal();
+      throw failedPrecondition('this replica held a stale root key (the root was rotated through another replica): it has sealed itself and rejoins through the custodians; retry');
+    }
+    this.manifest = manifest;
+    return root;
   }
 
   /** Opens the seal with a root key that passed the manifest checks: every KEK must unwrap. */

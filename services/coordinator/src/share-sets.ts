@@ -94,7 +94,10 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       await etcdCall('reserve share set', () => d.ns.put(paths.shareSetNext).value(String(generation)).exec());
       await crashPoint(d, `${kind}:reserved`);
       // 2 deliver
-      const root = kind === 'reshare' ? d.seal.rootCopy() : randomBytes(32);
+      // Checked against etcd's manifest: a root rotated through another replica must not be split again.
+      const held = await d.cluster.currentRoot();
+      const root = kind === 'reshare' ? held : randomBytes(32);
+      if (kind !== 'reshare') zeroize(held);
       let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
       const rewrapped: [string, string][] = [];
       try {
