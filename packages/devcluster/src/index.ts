@@ -1,17 +1,20 @@
 /**
- * A whole keyshard cluster on 127.0.0.1 from real parts: a single-member etcd (TLS, auto-
- * compaction on), one SoftHSM token and custodian process per custodian, the audit sink and
- * a coordinator. Used by `keyshard dev` and by the integration tests, so both exercise the
- * same wiring. Every process it starts it stops, by PID.
+ * A whole keyshard cluster on 127.0.0.1 from real parts: etcd with one member or three (TLS
+ * client URLs, auto-compaction on), one SoftHSM token and custodian process per custodian,
+ * the audit sink and one or more coordinators. Used by `keyshard dev` and by the integration
+ * tests, so both exercise the same wiring. Every process it starts it stops, by PID.
  */
 import path from 'node:path';
+import { readTls } from '@keyshard/rpc';
+import { connectEtcd } from '@keyshard/store';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
 import {
-  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, prepareLayout, writeConfigs, writeEnvFile, type CoordinatorOverrides, type Layout,
+  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, etcdClientUrls, operatorOf, prepareLayout, writeConfigs, writeEnvFile,
+  type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
 import { ManagedProcess, nodeService } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, type CoordinatorOverrides, type Layout };
+export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 
@@ -22,8 +25,12 @@ export interface DevClusterOptions {
   approvalPolicy?: 'auto' | 'manual';
   /** Coordinator replicas (default 1); on restart the saved layout decides. */
   coordinators?: number;
+  /** etcd members, 1 (default) or 3; on restart the saved layout decides. */
+  etcdMembers?: 1 | 3;
   /** Deep-merged into every coordinator's config (tests: small bounds, short periods). */
   coordinatorOverrides?: CoordinatorOverrides;
+  /** Deep-merged into the named replica's config after coordinatorOverrides (arrays replace). */
+  replicaOverrides?: Record<string, CoordinatorOverrides>;
   progress?: (msg: string) => void;
 }
 
@@ -38,24 +45,8 @@ export class DevCluster {
     this.#progress = progress;
     writeConfigs(layout);
     this.envFile = writeEnvFile(layout);
-    const { plan } = layout;
-    const peer = `http://127.0.0.1:${plan.ports.etcdPeer}`;
-    const client = `https://127.0.0.1:${plan.ports.etcdClient}`;
-    const etcdCert = layout.certs.etcd!;
-    this.#add({
-      name: 'etcd',
-      command: 'etcd',
-      args: [
-        '--name', 'dev', '--data-dir', layout.etcdDir,
-        '--listen-client-urls', client, '--advertise-client-urls', client,
-        '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-        '--initial-cluster', `dev=${peer}`, '--initial-cluster-state', 'new',
-        '--cert-file', etcdCert.cert, '--key-file', etcdCert.key, '--trusted-ca-file', etcdCert.ca, '--client-cert-auth',
-        '--auto-compaction-mode', 'periodic', '--auto-compaction-retention', '1h',
-        '--listen-metrics-urls', '',
-      ],
-      ready: /ready to serve client requests/,
-    });
+    const initialCluster = layout.etcdMembers.map((m) => `${m.memberName}=http://127.0.0.1:${m.peerPort}`).join(',');
+    for (const m of layout.etcdMembers) this.#add(etcdSpec(layout, m, initialCluster));
     this.#add({ name: 'audit-sink', ...nodeService('services/audit-sink/src/main.ts', layout.configFile('audit-sink')), ready: /"msg":"listening"/ });
     for (const id of layout.custodianIds)
       this.#add({
@@ -74,6 +65,7 @@ export class DevCluster {
 
   static async create(opts: DevClusterOptions): Promise<DevCluster> {
     const progress = opts.progress ?? (() => {});
+    if (![undefined, 1, 3].includes(opts.etcdMembers)) throw new Error('etcdMembers must be 1 or 3');
     const layout = await prepareLayout(
       opts.dir,
       {
@@ -81,7 +73,9 @@ export class DevCluster {
         threshold: opts.threshold ?? 3,
         approvalPolicy: opts.approvalPolicy ?? 'auto',
         coordinators: opts.coordinators ?? 1,
+        etcdMembers: opts.etcdMembers ?? 1,
         coordinatorOverrides: opts.coordinatorOverrides,
+        replicaOverrides: opts.replicaOverrides,
       },
       progress,
     );
@@ -107,8 +101,44 @@ export class DevCluster {
     return `127.0.0.1:${this.layout.plan.ports.coordinators[i]}`;
   }
 
+  /** The first etcd member's client URL. */
   get etcdEndpoint(): string {
     return `https://127.0.0.1:${this.layout.plan.ports.etcdClient}`;
+  }
+
+  /** Every etcd member's client URL. */
+  get etcdEndpoints(): string[] {
+    return etcdClientUrls(this.layout);
+  }
+
+  /** The etcd members' process names: `etcd`, or `etcd-1`..`etcd-3`. */
+  get etcdNames(): string[] {
+    return this.layout.etcdMembers.map((m) => m.name);
+  }
+
+  /**
+   * The process name of the etcd member that is raft leader, as the first running member that
+   * knows one says (maintenance Status' leader id, matched by member name in MemberList).
+   */
+  async etcdLeader(): Promise<string> {
+    const tls = readTls(this.layout.certs[COORDINATOR]!);
+    for (const m of this.layout.etcdMembers) {
+      if (!this.process(m.name).running) continue;
+      const client = connectEtcd({ endpoints: [`https://127.0.0.1:${m.clientPort}`], tls, callTimeoutMs: 2_000 });
+      try {
+        const status = await client.maintenance.status();
+        if (!status.leader || status.leader === '0') continue;
+        const { members } = await client.cluster.memberList({});
+        const name = members.find((x) => x.ID === status.leader)?.name;
+        const leader = this.layout.etcdMembers.find((x) => x.memberName === name);
+        if (leader) return leader.name;
+      } catch {
+        // this member cannot say (down, or no quorum): ask the next
+      } finally {
+        client.close();
+      }
+    }
+    throw new Error('no running etcd member knows a leader');
   }
 
   custodianAddress(id: string): string {
@@ -121,21 +151,24 @@ export class DevCluster {
     return p;
   }
 
-  /** Starts everything not running, in dependency order. */
+  /**
+   * Starts everything not running (or only the named processes), in dependency order. etcd
+   * members start together: a new member is ready only once a quorum of them runs.
+   */
   async start(only?: string[]): Promise<void> {
-    const order = ['etcd', 'audit-sink', ...this.custodianIds, ...this.coordinatorIds];
-    for (const name of order) {
-      if (only && !only.includes(name)) continue;
-      const p = this.process(name);
-      if (p.running) continue;
+    const wanted = (name: string) => (!only || only.includes(name)) && !this.process(name).running;
+    const starting = (name: string) => {
       this.#progress(`starting ${name}`);
-      await p.start();
-    }
+      return this.process(name).start();
+    };
+    await Promise.all(this.etcdNames.filter(wanted).map(starting));
+    for (const name of ['audit-sink', ...this.custodianIds, ...this.coordinatorIds]) if (wanted(name)) await starting(name);
   }
 
   async stop(): Promise<void> {
-    const order = [...this.coordinatorIds, ...this.custodianIds, 'audit-sink', 'etcd'];
+    const order = [...this.coordinatorIds, ...this.custodianIds, 'audit-sink'];
     for (const name of order) await this.process(name).stop();
+    await Promise.all(this.etcdNames.map((name) => this.process(name).stop()));
   }
 
   /** A client with the given principal's certificate (default: the admin), to one replica (default: the first). */
@@ -181,6 +214,9 @@ export class DevCluster {
       const client = this.client(ADMIN, { coordinator: id });
       try {
         await unsealAndWait(client, (c) => this.#progress(`unseal ${id}: approvals ${c.approved_by.length}/${c.threshold}`));
+      } catch (e) {
+        // A peer that did not answer in time was unsealed after all, and the replica joined it meanwhile.
+        if (!/already unsealed/.test((e as { details?: string }).details ?? '')) throw e;
       } finally {
         client.close();
       }
@@ -213,4 +249,26 @@ export class DevCluster {
   get auditLogFile(): string {
     return path.join(this.layout.auditDir, 'audit.log');
   }
+}
+
+/** One etcd member: TLS client URL, plain peer URL, both on 127.0.0.1; auto-compaction as the brief asks. */
+function etcdSpec(layout: Layout, m: EtcdMember, initialCluster: string): ConstructorParameters<typeof ManagedProcess>[0] {
+  const peer = `http://127.0.0.1:${m.peerPort}`;
+  const client = `https://127.0.0.1:${m.clientPort}`;
+  const cert = layout.certs.etcd!;
+  return {
+    name: m.name,
+    command: 'etcd',
+    args: [
+      '--name', m.memberName, '--data-dir', m.dataDir,
+      '--listen-client-urls', client, '--advertise-client-urls', client,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+      // Ignored once the data directory exists: a restarted member rejoins with what it has.
+      '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', `keyshard-${layout.plan.clusterName}`,
+      '--cert-file', cert.cert, '--key-file', cert.key, '--trusted-ca-file', cert.ca, '--client-cert-auth',
+      '--auto-compaction-mode', 'periodic', '--auto-compaction-retention', '1h',
+      '--listen-metrics-urls', '',
+    ],
+    ready: /ready to serve client requests/,
+  };
 }

@@ -3,7 +3,8 @@
  *   cluster.json        ports, custodian count, threshold (so a restart keeps its endpoints)
  *   pki/                dev CA and one certificate per component and client principal
  *   hsm/<custodian>/    one SoftHSM token per custodian: softhsm2.conf, tokens/, pin (0600)
- *   etcd/               etcd data;  audit/  the audit sink's log;  config/  service configs
+ *   etcd/               etcd data (one member), or etcd-1/ etcd-2/ etcd-3/ (three members)
+ *   audit/              the audit sink's log;  config/  service configs
  *   logs/               every process's structured log;  env  shell exports for the CLI
  */
 import { randomBytes } from 'node:crypto';
@@ -18,7 +19,22 @@ export interface ClusterPlan {
   custodians: number;
   threshold: number;
   approvalPolicy: 'auto' | 'manual';
-  ports: { etcdClient: number; etcdPeer: number; audit: number; coordinators: number[]; custodians: number[] };
+  /** etcdClient / etcdPeer are the first etcd member's; `etcd` lists every member (absent in plans made before it). */
+  ports: { etcdClient: number; etcdPeer: number; etcd?: EtcdPorts[]; audit: number; coordinators: number[]; custodians: number[] };
+}
+
+export interface EtcdPorts {
+  client: number;
+  peer: number;
+}
+
+/** One etcd member: its process name (`etcd`, or `etcd-1`..`etcd-3`), its `--name`, ports and data directory. */
+export interface EtcdMember {
+  name: string;
+  memberName: string;
+  clientPort: number;
+  peerPort: number;
+  dataDir: string;
 }
 
 /** Deep-merged into every coordinator's config (tests: e.g. small usage bounds). */
@@ -31,11 +47,15 @@ export interface Layout {
   custodianIds: string[];
   coordinatorIds: string[];
   coordinatorOverrides: CoordinatorOverrides;
+  /** Deep-merged into one replica's config, after coordinatorOverrides (tests: e.g. a replica's etcd path through a proxy). */
+  replicaOverrides: Record<string, CoordinatorOverrides>;
   softhsmConf: Record<string, string>;
   pinFile: Record<string, string>;
   configFile: (name: string) => string;
   auditDir: string;
+  /** The first etcd member's data directory. */
   etcdDir: string;
+  etcdMembers: EtcdMember[];
   logDir: string;
 }
 
@@ -53,6 +73,8 @@ interface PlanOptions {
   threshold: number;
   approvalPolicy: 'auto' | 'manual';
   coordinators: number;
+  /** 1 or 3. */
+  etcdMembers: number;
 }
 
 async function newPlan(opts: PlanOptions): Promise<ClusterPlan> {
@@ -67,17 +89,19 @@ async function newPlan(opts: PlanOptions): Promise<ClusterPlan> {
       }
     }
   };
-  ports.etcdClient = await next();
-  ports.etcdPeer = await next();
+  const etcd: EtcdPorts[] = [];
+  for (let i = 0; i < opts.etcdMembers; i++) etcd.push({ client: await next(), peer: await next() });
+  ports.etcdClient = etcd[0]!.client;
+  ports.etcdPeer = etcd[0]!.peer;
   ports.audit = await next();
   for (let i = 0; i < opts.coordinators; i++) ports.coordinators.push(await next());
   for (let i = 0; i < opts.custodians; i++) ports.custodians.push(await next());
-  return { clusterName: 'dev', custodians: opts.custodians, threshold: opts.threshold, approvalPolicy: opts.approvalPolicy, ports };
+  return { clusterName: 'dev', custodians: opts.custodians, threshold: opts.threshold, approvalPolicy: opts.approvalPolicy, ports: { ...ports, etcd } };
 }
 
 export async function prepareLayout(
   dir: string,
-  opts: PlanOptions & { coordinatorOverrides?: CoordinatorOverrides },
+  opts: PlanOptions & { coordinatorOverrides?: CoordinatorOverrides; replicaOverrides?: Record<string, CoordinatorOverrides> },
   progress: (msg: string) => void,
 ): Promise<Layout> {
   dir = path.resolve(dir);
@@ -88,13 +112,15 @@ export async function prepareLayout(
     plan = JSON.parse(readFileSync(planFile, 'utf8')) as ClusterPlan;
     const old = plan.ports as ClusterPlan['ports'] & { coordinator?: number }; // before several replicas
     if (!old.coordinators && old.coordinator) old.coordinators = [old.coordinator];
-    progress(`reusing ${dir} (${plan.custodians} custodians, threshold ${plan.threshold})`);
+    old.etcd ??= [{ client: old.etcdClient, peer: old.etcdPeer }]; // before several etcd members
+    progress(`reusing ${dir} (${plan.custodians} custodians, threshold ${plan.threshold}, ${old.etcd.length} etcd member(s))`);
   } else {
     plan = await newPlan(opts);
     writeFileSync(planFile, JSON.stringify(plan, null, 2));
   }
   const custodianIds = plan.ports.custodians.map((_, i) => `custodian-${i + 1}`);
   const coordinatorIds = plan.ports.coordinators.map((_, i) => coordinatorId(i));
+  const etcdMembers = etcdMembersOf(dir, plan.ports.etcd!);
   const pki = path.join(dir, 'pki');
   progress('dev PKI');
   const certs: Record<string, CertFiles> = {};
@@ -121,21 +147,34 @@ export async function prepareLayout(
     custodianIds,
     coordinatorIds,
     coordinatorOverrides: opts.coordinatorOverrides ?? {},
+    replicaOverrides: opts.replicaOverrides ?? {},
     softhsmConf,
     pinFile,
     configFile: (name) => path.join(configDir, `${name}.json`),
     auditDir: path.join(dir, 'audit'),
-    etcdDir: path.join(dir, 'etcd'),
+    etcdDir: etcdMembers[0]!.dataDir,
+    etcdMembers,
     logDir: path.join(dir, 'logs'),
   };
 }
+
+/**
+ * A single member keeps the names it always had (process `etcd`, member `dev`, data in etcd/),
+ * so existing state directories and tests work unchanged; three are etcd-1..etcd-3.
+ */
+function etcdMembersOf(dir: string, ports: EtcdPorts[]): EtcdMember[] {
+  if (ports.length === 1) return [{ name: 'etcd', memberName: 'dev', clientPort: ports[0]!.client, peerPort: ports[0]!.peer, dataDir: path.join(dir, 'etcd') }];
+  return ports.map((p, i) => ({ name: `etcd-${i + 1}`, memberName: `etcd-${i + 1}`, clientPort: p.client, peerPort: p.peer, dataDir: path.join(dir, `etcd-${i + 1}`) }));
+}
+
+/** Every etcd member's client URL (TLS). */
+export const etcdClientUrls = (l: Layout) => l.etcdMembers.map((m) => `https://127.0.0.1:${m.clientPort}`);
 
 const addr = (port: number) => `127.0.0.1:${port}`;
 
 /** Writes every service's config file; returns nothing secret (PINs stay in their files). */
 export function writeConfigs(l: Layout): void {
   const { plan } = l;
-  const etcdUrl = `https://127.0.0.1:${plan.ports.etcdClient}`;
   const write = (name: string, cfg: unknown) => writeFileSync(l.configFile(name), JSON.stringify(cfg, null, 2));
   write('audit-sink', {
     listen: addr(plan.ports.audit),
@@ -169,7 +208,7 @@ export function writeConfigs(l: Layout): void {
           coordinatorId: id,
           listen: addr(plan.ports.coordinators[i]!),
           tls: l.certs[id],
-          etcd: { endpoints: [etcdUrl], tls: l.certs[id] },
+          etcd: { endpoints: etcdClientUrls(l), tls: l.certs[id] },
           audit: { address: addr(plan.ports.audit), spoolDir: path.join(l.dir, 'spool', id) },
           custodians: l.custodianIds.map((cid, j) => ({ id: cid, address: addr(plan.ports.custodians[j]!) })),
           admins: [ADMIN],
@@ -179,7 +218,7 @@ export function writeConfigs(l: Layout): void {
           rotationSweepSeconds: 1,
           oaepHash: 'sha1',
         },
-        l.coordinatorOverrides,
+        merge(l.coordinatorOverrides, l.replicaOverrides[id] ?? {}),
       ),
     ),
   );
@@ -205,7 +244,7 @@ export function writeEnvFile(l: Layout): string {
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,
-    `export KEYSHARD_ETCD_ENDPOINTS=${q(`https://127.0.0.1:${l.plan.ports.etcdClient}`)}`,
+    `export KEYSHARD_ETCD_ENDPOINTS=${q(etcdClientUrls(l).join(','))}`,
     `export KEYSHARD_AUDIT_DIR=${q(l.auditDir)}`,
     `export KEYSHARD_AUDIT_ADDR=${q(addr(l.plan.ports.audit))}`,
     `# each custodian has its own token directory: ${path.join(l.dir, 'hsm', '<custodian>', 'softhsm2.conf')}`,

@@ -86,9 +86,24 @@ export class ManagedProcess {
   async stop(graceMs = 5_000): Promise<void> {
     if (!this.running) return;
     this.signal('SIGTERM');
+    this.signal('SIGCONT'); // a paused process handles SIGTERM only once it runs again
     const timer = setTimeout(() => this.signal('SIGKILL'), graceMs);
     await this.#exited;
     clearTimeout(timer);
+  }
+
+  /** SIGSTOP: the process keeps its sockets open but answers nothing (a hung machine). */
+  pause(): void {
+    this.signal('SIGSTOP');
+  }
+
+  resume(): void {
+    this.signal('SIGCONT');
+  }
+
+  /** Resolves when the process exits (at once if it is not running). */
+  exited(): Promise<number | null> {
+    return this.#exited;
   }
 
   /** SIGKILL, as a crash. */

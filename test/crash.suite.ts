@@ -1,0 +1,307 @@
+/**
+ * Crash consistency (issue 7): SIGKILL a coordinator at a random moment of CreateKey, RotateKey,
+ * a scheduled-rotation sweep, or a reshare / rotate-root ceremony (at a random time, or at one
+ * of the ceremony's named crash points: faultInjection.crashAt), restart it — it rejoins by the
+ * join policy, so the custodians' shares are checked against the manifest every time — and
+ * check after every iteration:
+ *  - every acknowledged ciphertext (one per key version, at least) still decrypts;
+ *  - key versions are contiguous 1..primary; a RotateKey made at most one version (exactly one
+ *    if acknowledged); no scheduled rotation ran twice (versions of a key rotated every P
+ *    seconds are at least P apart);
+ *  - a CreateKey that was acknowledged exists, and any key that exists is usable;
+ *  - the cluster unseals: the killed replica rejoins; every 10th iteration and at the end the
+ *    whole cluster is sealed and unsealed from the custodians' shares.
+ * One cluster (1 etcd member, 2 coordinators, 3 custodians, t = 2) serves every iteration;
+ * only the killed coordinator restarts.
+ *
+ * Run: `npm run test:crash`; CRASH_ITERATIONS (default 100; about 6 s each), CRASH_SEED (the
+ * run prints the one it used, to replay it), KEEP_DIR=1 keeps the cluster's state and logs.
+ * Named *.suite.ts so that `npm test` (test/run.sh runs test/*.test.ts) does not run it.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ADMIN, DevCluster, coordinatorId } from '@keyshard/devcluster';
+import { KeyshardClient, waitForCeremony, type Key } from '@keyshard/client';
+import { codeOf, sleep, verifyLedger, type Ledger } from './support/load.ts';
+import { waitFor } from './support/grpc.ts';
+
+const ITERATIONS = Number(process.env.CRASH_ITERATIONS ?? 100);
+const SEED = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const COORDINATORS = [coordinatorId(0), coordinatorId(1)];
+/** Ceremonies are driven by this replica only: see the last test for why. */
+const CEREMONY_DRIVER = COORDINATORS[0]!;
+const SWEEP_PERIOD_S = 2;
+const SWEEP_KEYS = ['sweep-0', 'sweep-1', 'sweep-2', 'sweep-3'];
+const CRASH_POINTS = ['reserved', 'delivered', 'switched', 'retired'];
+type Kind = 'create-key' | 'rotate-key' | 'sweep' | 'ceremony';
+
+/** mulberry32: a small seeded PRNG, so a failing run can be replayed with CRASH_SEED. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function settled<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; code: string }> {
+  try {
+    return { ok: true, value: await p };
+  } catch (e) {
+    return { ok: false, code: codeOf(e) };
+  }
+}
+
+/** `p`, or a failure with `message` after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SEED})`, { timeout: (ITERATIONS * 90 + 600) * 1000 }, () => {
+  const rand = prng(SEED);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!;
+  const plan: Kind[] = Array.from({ length: ITERATIONS }, () => {
+    const r = rand();
+    return r < 0.25 ? 'create-key' : r < 0.5 ? 'rotate-key' : r < 0.7 ? 'sweep' : 'ceremony';
+  });
+  let dir: string;
+  let cluster: DevCluster;
+  /** One client per replica, to send a call to the replica about to be killed. */
+  const direct = new Map<string, KeyshardClient>();
+  /** A client of both replicas (retries idempotent calls), for checks. */
+  let admin: KeyshardClient;
+  const ledger: Ledger = { ciphertexts: [], keys: [] };
+  const window = { createKey: 20, rotateKey: 20, ceremony: 2_000 };
+  let manualVersions = 1;
+  const timings: { kind: Kind; ms: number }[] = [];
+  const created: { name: string; acked: boolean }[] = [];
+
+  const encrypt = async (key: string) => {
+    const plaintext = Buffer.from(`crash ${key} ${ledger.ciphertexts.length}`);
+    const context = { n: String(ledger.ciphertexts.length) };
+    const r = await admin.encrypt(key, plaintext, context);
+    ledger.ciphertexts.push({ ciphertext: r.ciphertext, plaintext, context, keyId: r.key_id, ackAt: Date.now() });
+  };
+  const leader = async () => (await waitFor('a leader', async () => (await admin.status()).leader_id || undefined, 30_000));
+  const setCrashAt = (id: string, crashAt?: string) => {
+    const file = cluster.layout.configFile(id);
+    const cfg = JSON.parse(readFileSync(file, 'utf8'));
+    cfg.faultInjection = crashAt ? { crashAt } : {};
+    writeFileSync(file, JSON.stringify(cfg, null, 2));
+  };
+  const restart = async (id: string) => {
+    await cluster.start([id]);
+    await cluster.bootstrapReplica(id);
+  };
+  const keyOf = (name: string) => waitFor(`key ${name}`, () => admin.getKey(name), 10_000);
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'keyshard-crash-'));
+    cluster = await DevCluster.create({
+      dir,
+      custodians: 3,
+      threshold: 2,
+      coordinators: 2,
+      // Short TTLs: a killed replica's registration, leadership and open ceremony lapse quickly.
+      coordinatorOverrides: { registrationTtlSeconds: 2, leaderTtlSeconds: 2, custodianPollMs: 100, joinCheckSeconds: 1, rotationSweepSeconds: 1, ceremonyTtlSeconds: 60 },
+    });
+    await cluster.start();
+    await cluster.bootstrap();
+    for (const id of COORDINATORS) direct.set(id, cluster.client(ADMIN, { coordinator: id }));
+    admin = new KeyshardClient({ address: COORDINATORS.map((id) => cluster.coordinatorAddressOf(id)), tls: cluster.layout.certs[ADMIN]!, timeoutMs: 20_000 });
+    await admin.createKey('enc');
+    await admin.createKey('manual-rot');
+    for (const name of SWEEP_KEYS) await admin.createKey(name, { rotationPeriodSeconds: SWEEP_PERIOD_S });
+    for (const k of ['enc', 'manual-rot', ...SWEEP_KEYS]) await encrypt(k);
+    // How long the calls take, so a random kill lands inside them.
+    const c1 = direct.get(COORDINATORS[0]!)!;
+    const creates: number[] = [];
+    const rotates: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      let t = Date.now();
+      await c1.createKey(`crash-warm-${i}`);
+      creates.push(Date.now() - t);
+      t = Date.now();
+      await c1.rotateKey('manual-rot');
+      rotates.push(Date.now() - t);
+      manualVersions++;
+    }
+    window.createKey = 2 * median(creates) + 5;
+    window.rotateKey = 2 * median(rotates) + 5;
+    const t = Date.now();
+    await waitForCeremony(direct.get(CEREMONY_DRIVER)!, await direct.get(CEREMONY_DRIVER)!.startCeremony('reshare', { threshold: '2' }), () => {}, 60_000);
+    window.ceremony = Math.round(1.5 * (Date.now() - t));
+    process.stdout.write(`crash suite: seed ${SEED}; kill windows: CreateKey ${window.createKey} ms, RotateKey ${window.rotateKey} ms, ceremony ${window.ceremony} ms, sweep ${SWEEP_PERIOD_S * 1000} ms\n`);
+  });
+
+  after(async () => {
+    for (const c of direct.values()) c.close();
+    admin?.close();
+    await cluster?.stop();
+    if (timings.length) {
+      const by = (k: Kind) => timings.filter((t) => t.kind === k).map((t) => t.ms);
+      const line = (['create-key', 'rotate-key', 'sweep', 'ceremony'] as Kind[])
+        .map((k) => `${k} ×${by(k).length} median ${(median(by(k).length ? by(k) : [0]) / 1000).toFixed(1)} s`)
+        .join(', ');
+      const total = timings.reduce((s, t) => s + t.ms, 0);
+      process.stdout.write(`crash suite: ${timings.length} iterations, ${(total / timings.length / 1000).toFixed(1)} s each on average (${line})\n`);
+    }
+    if (process.env.KEEP_DIR === '1') process.stdout.write(`cluster state and logs kept in ${dir}\n`);
+    else rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Kills `victim` once `call` is under way (after a random delay below `windowMs`); returns the call's outcome. */
+  const killDuring = async <T>(victim: string, call: () => Promise<T>, windowMs: number) => {
+    const outcome = settled(call());
+    await sleep(rand() * windowMs);
+    await cluster.process(victim).kill();
+    return outcome;
+  };
+
+  const checkInvariants = async (i: number, what: string) => {
+    // Versions contiguous; at most one new manual version per iteration.
+    const manual = await keyOf('manual-rot');
+    assertContiguous(manual);
+    assert.ok(manual.primary_version - manualVersions <= 1, `${what}: RotateKey made ${manual.primary_version - manualVersions} versions`);
+    manualVersions = manual.primary_version;
+    for (const name of SWEEP_KEYS) assertScheduledOnce(await keyOf(name));
+    // One new ciphertext per key (its current version), then every ciphertext so far.
+    for (const k of ['enc', 'manual-rot', ...SWEEP_KEYS]) await encrypt(k);
+    const check = await verifyLedger(admin, ledger, 20_000);
+    assert.deepEqual(check.keysLost.map((k) => k.name), [], `${what}: acknowledged keys lost`);
+    assert.deepEqual(check.undecryptable.map((c) => c.why), [], `${what}: ciphertexts that no longer decrypt`);
+    if (i % 10 === 9) await sealAndUnseal();
+  };
+
+  /** The whole cluster sealed, then unsealed from the custodians' shares alone. */
+  const sealAndUnseal = async () => {
+    await direct.get(COORDINATORS[0]!)!.seal();
+    for (const id of COORDINATORS) await waitFor(`${id} sealed`, async () => ((await direct.get(id)!.status()).sealed ? true : undefined), 20_000);
+    await cluster.bootstrap();
+  };
+
+  plan.forEach((kind, i) =>
+    it(`#${i + 1} ${kind}`, async (t) => {
+      const t0 = Date.now();
+      let victim: string;
+      let what: string;
+      if (kind === 'create-key') {
+        victim = pick(COORDINATORS);
+        const name = `crash-key-${i}`;
+        const r = await killDuring(victim, () => direct.get(victim)!.createKey(name), window.createKey);
+        await restart(victim);
+        created.push({ name, acked: r.ok });
+        what = `CreateKey ${name} on ${victim}: ${r.ok ? 'acknowledged' : r.code}`;
+        const k = r.ok ? await keyOf(name) : await admin.getKey(name).catch(() => undefined);
+        if (k) {
+          assertContiguous(k);
+          await encrypt(k.id); // it exists, so it must be usable
+          ledger.keys.push({ id: k.id, name, ackAt: Date.now() });
+        }
+      } else if (kind === 'rotate-key') {
+        victim = pick(COORDINATORS);
+        const r = await killDuring(victim, () => direct.get(victim)!.rotateKey('manual-rot'), window.rotateKey);
+        await restart(victim);
+        what = `RotateKey on ${victim}: ${r.ok ? `acknowledged v${r.value.primary_version}` : r.code}`;
+        const k = await keyOf('manual-rot');
+        if (r.ok) {
+          assert.equal(r.value.primary_version, manualVersions + 1, `${what}: the acknowledged version follows the last one`);
+          assert.ok(k.primary_version >= r.value.primary_version, `${what}: the acknowledged version is gone (primary ${k.primary_version})`);
+        }
+      } else if (kind === 'sweep') {
+        victim = await leader();
+        const delay = rand() * SWEEP_PERIOD_S * 1000;
+        await sleep(delay);
+        await cluster.process(victim).kill();
+        await restart(victim);
+        what = `sweep: leader ${victim} killed ${Math.round(delay)} ms in`;
+      } else {
+        victim = CEREMONY_DRIVER;
+        const op = rand() < 0.5 ? 'reshare' : 'rotate-root';
+        const params: Record<string, string> = op === 'reshare' ? { threshold: '2' } : {};
+        const driver = direct.get(victim)!;
+        if (rand() < 0.3) {
+          const step = pick(CRASH_POINTS);
+          setCrashAt(victim, `${op}:${step}`);
+          try {
+            await cluster.process(victim).stop();
+            await restart(victim);
+            const exited = cluster.process(victim).exited();
+            const started = await settled(driver.startCeremony(op, params));
+            assert.ok(started.ok, `${op}: the ceremony did not start: ${started.ok ? '' : started.code}`);
+            await within(exited, 60_000, `${op} never reached ${step}`);
+          } finally {
+            setCrashAt(victim);
+          }
+          await cluster.process(victim).kill(); // if it is still running, the crash point was missed: the assertion above failed
+          what = `${op} on ${victim}: crash point ${op}:${step}`;
+        } else {
+          const started = await settled(driver.startCeremony(op, params));
+          assert.ok(started.ok, `${op}: the ceremony did not start: ${started.ok ? '' : started.code}`);
+          const delay = rand() * window.ceremony;
+          await sleep(delay);
+          await cluster.process(victim).kill();
+          what = `${op} on ${victim}: killed ${Math.round(delay)} ms after it started`;
+        }
+        await restart(victim);
+        const s = await admin.status();
+        assert.ok(s.initialized && !s.sealed, `${what}: the cluster is initialized and unsealed`);
+        assert.deepEqual([s.threshold, s.shares], [2, 3], `${what}: the share set is 2 of 3`);
+      }
+      await checkInvariants(i, what);
+      timings.push({ kind, ms: Date.now() - t0 });
+      t.diagnostic(`${what}; ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    }),
+  );
+
+  it('at the end: the whole cluster seals and unseals; every acknowledged write is there', async () => {
+    await sealAndUnseal();
+    const check = await verifyLedger(admin, ledger, 30_000);
+    assert.deepEqual(check.keysLost.map((k) => k.name), []);
+    assert.deepEqual(check.undecryptable.map((c) => c.why), []);
+    for (const c of created.filter((x) => x.acked)) await keyOf(c.name);
+    const acked = created.filter((c) => c.acked).length;
+    process.stdout.write(`crash suite: ${ledger.ciphertexts.length} ciphertexts and ${ledger.keys.length} keys checked; CreateKey acknowledged ${acked} of ${created.length} interrupted\n`);
+  });
+
+  it('a reshare driven by a replica other than the one that rotated the root keeps the cluster unsealable', async () => {
+    const [a, b] = COORDINATORS.map((id) => direct.get(id)!);
+    await waitForCeremony(a!, await a!.startCeremony('rotate-root'), () => {}, 60_000);
+    await b!.status(); // b reads the new manifest
+    // b still holds the old root: its reshare is refused before anything is split, and b seals itself to rejoin.
+    await assert.rejects(waitForCeremony(b!, await b!.startCeremony('reshare', { threshold: '2' }), () => {}, 60_000), /stale root key/);
+    await cluster.waitUnsealed([COORDINATORS[1]!], 60_000);
+    await waitForCeremony(b!, await b!.startCeremony('reshare', { threshold: '2' }), () => {}, 60_000);
+    await sealAndUnseal();
+    await verifyLedger(admin, ledger, 10_000).then((c) => assert.equal(c.undecryptable.length, 0));
+  });
+});
+
+function assertContiguous(k: Key): void {
+  const versions = k.versions.map((v) => v.version);
+  assert.deepEqual(versions, Array.from({ length: versions.length }, (_, i) => i + 1), `${k.name}: versions are contiguous`);
+  assert.equal(k.primary_version, versions.length, `${k.name}: the primary version is the newest`);
+}
+
+/** A key rotated only by its schedule: consecutive versions at least one period apart. */
+function assertScheduledOnce(k: Key): void {
+  assertContiguous(k);
+  const period = Number(k.rotation.period_seconds) * 1000;
+  for (let i = 1; i < k.versions.length; i++) {
+    const gap = Date.parse(k.versions[i]!.created_at) - Date.parse(k.versions[i - 1]!.created_at);
+    assert.ok(gap >= period - 50, `${k.name}: versions ${i} and ${i + 1} are ${gap} ms apart (period ${period} ms): a scheduled rotation ran twice`);
+  }
+}
