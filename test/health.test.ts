@@ -3,6 +3,8 @@
  * cluster of etcd, an audit sink, three custodians (threshold 2) and one coordinator.
  *  - the coordinator is NOT_SERVING ("" and keyshard.v1.KeyService) while sealed, SERVING once
  *    unsealed and NOT_SERVING again after Seal; its CeremonyService (liveness) always SERVING;
+ *  - while etcd is stopped (SIGSTOP) an unsealed coordinator is NOT_SERVING and Status says etcd
+ *    is unreachable; once etcd resumes it is SERVING again, still unsealed;
  *  - custodians and the audit sink are SERVING once started, each checked with its own
  *    certificate, as a Kubernetes exec probe does (the probe script is run too);
  *  - reflection on the coordinator lists keyshard.v1.KeyService;
@@ -20,6 +22,7 @@ import { ADMIN, COORDINATOR, DevCluster, REPO_ROOT } from '@keyshard/devcluster'
 import type { KeyshardClient } from '@keyshard/client';
 import { checkHealth, healthDefinition, listServices, makeClient, readTls, type HealthStatus } from '@keyshard/rpc';
 import { waitFor } from './support/grpc.ts';
+import { readLog } from './support/fault-report.ts';
 
 const run = promisify(execFile);
 const KEYS = 'keyshard.v1.KeyService';
@@ -46,7 +49,8 @@ describe('health and reflection on every component', { timeout: 300_000 }, () =>
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'keyshard-health-'));
-    cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2 });
+    // A short registration lease, so that stopping etcd for a few seconds loses it (see the etcd case).
+    cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, coordinatorOverrides: { registrationTtlSeconds: 2 } });
     await cluster.start();
     admin = cluster.client(ADMIN);
   });
@@ -99,6 +103,42 @@ describe('health and reflection on every component', { timeout: 300_000 }, () =>
       call.cancel();
       client.close();
     }
+  });
+
+  it('while etcd is stopped the unsealed coordinator is NOT_SERVING, and SERVING again once etcd resumes', async (t) => {
+    await cluster.bootstrap(); // unsealed again after the Seal above
+    assert.equal(await coordinator(KEYS), 'SERVING');
+    const etcd = cluster.process(cluster.etcdNames[0]!);
+    const stoppedAt = Date.now();
+    etcd.pause();
+    try {
+      await waitFor('NOT_SERVING with etcd stopped', async () => ((await coordinator(KEYS)) === 'NOT_SERVING' ? true : undefined), 30_000);
+      t.diagnostic(`NOT_SERVING ${Date.now() - stoppedAt} ms after etcd was stopped`);
+      assert.equal(await coordinator(''), 'NOT_SERVING');
+      assert.equal(await coordinator('keyshard.v1.CeremonyService'), 'SERVING', 'liveness holds: a restart would drop the root key');
+      assert.equal(await probe(cluster.coordinatorAddress, COORDINATOR, KEYS), 1, 'the readiness probe fails');
+      const s = await admin.status();
+      assert.equal(s.etcd?.reachable, false, 'Status answers, and says etcd is unreachable');
+      assert.notEqual(s.etcd?.error, '');
+      assert.equal(s.sealed, false, 'an etcd outage does not seal the replica');
+      // Held past 2 × the registration TTL: the lease is lost and registering again fails, with
+      // backoff: a few log lines, not thousands (etcd3's open circuit breaker fails calls at once).
+      await new Promise((r) => setTimeout(r, Math.max(0, stoppedAt + 12_000 - Date.now())));
+      const lines = readLog(cluster.process(COORDINATOR).logFile).filter((l) => l.time >= stoppedAt);
+      const counts = new Map<string, number>();
+      for (const l of lines) counts.set(l.msg, (counts.get(l.msg) ?? 0) + 1);
+      t.diagnostic(`coordinator log while etcd was stopped: ${[...counts].map(([m, n]) => `${n}× ${m}`).join('; ')}`);
+      assert.ok(lines.length < 100, `${lines.length} log lines in 12 s of etcd outage`);
+    } finally {
+      etcd.resume();
+    }
+    const resumedAt = Date.now();
+    await waitFor('SERVING once etcd is back', async () => ((await coordinator(KEYS)) === 'SERVING' ? true : undefined), 30_000);
+    t.diagnostic(`SERVING ${Date.now() - resumedAt} ms after etcd resumed`);
+    assert.equal(await coordinator(''), 'SERVING');
+    const s = await admin.status();
+    assert.deepEqual([s.etcd?.reachable, s.etcd?.error, s.sealed], [true, '', false]);
+    await waitFor('the replica registered again', async () => ((await admin.status()).replicas.some((r) => r.id === COORDINATOR && !r.sealed) ? true : undefined), 30_000);
   });
 
   it('reflection on the coordinator lists keyshard.v1.KeyService (and the other services)', async () => {

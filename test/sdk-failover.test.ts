@@ -1,8 +1,9 @@
 /**
  * The SDK's failover against a real cluster: a client given several coordinator addresses,
  * some of them dead (a free port nobody listens on), silent (accepts TCP, never finishes the TLS
- * handshake) or cut by a fault-injecting TCP proxy after a request went through. Idempotent calls
- * always succeed on the live replica; a state change is sent at most once; deadlines hold.
+ * handshake), hung (a second replica, SIGSTOPped with a call in flight) or cut by a
+ * fault-injecting TCP proxy after a request went through. Idempotent calls always succeed on the
+ * live replica; a state change is sent at most once; deadlines hold.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -86,7 +87,7 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'keyshard-failover-'));
-    cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2 });
+    cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2, coordinators: 2 });
     await cluster.start();
     await cluster.bootstrap();
     admin = cluster.client();
@@ -177,6 +178,34 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
     } finally {
       proxy.close();
     }
+  });
+
+  it('a replica that hangs (SIGSTOP) with calls in flight costs a keepalive timeout, not the deadline', async (t) => {
+    const hungId = cluster.coordinatorIds[1]!;
+    const hung = cluster.process(hungId);
+    const c = client([cluster.coordinatorAddressOf(hungId), live], { timeoutMs: 60_000, connections: 1 });
+    // Two calls connect both replicas; round robin puts the next call on the one about to hang.
+    await c.getKey('failover');
+    await c.getKey('failover');
+    hung.pause();
+    try {
+      const t0 = Date.now();
+      assert.equal((await c.getKey('failover')).name, 'failover');
+      const took = Date.now() - t0;
+      t.diagnostic(`GetKey sent to the hung replica answered by the other after ${took} ms (deadline 60 s)`);
+      // Keepalive: a PING within 2 s of the call, unanswered for 3 s, drops the connection.
+      assert.ok(took >= 2_000, `it went to the hung replica and waited for keepalive (${took} ms)`);
+      assert.ok(took < 15_000, `failed over after ${took} ms, not within a few seconds`);
+      for (let i = 0; i < 5; i++) {
+        const t1 = Date.now();
+        const e = await c.encrypt('failover', msg, { i: String(i) });
+        assert.deepEqual((await c.decrypt(e.ciphertext, { i: String(i) })).plaintext, msg);
+        assert.ok(Date.now() - t1 < 15_000, `Encrypt and Decrypt took ${Date.now() - t1} ms with a replica hung`);
+      }
+    } finally {
+      hung.resume();
+    }
+    await cluster.waitUnsealed([hungId], 60_000);
   });
 
   it('with every replica dead, calls fail within their deadline with UNAVAILABLE or DEADLINE_EXCEEDED', async (t) => {

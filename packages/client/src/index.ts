@@ -117,8 +117,21 @@ export interface CallOptions {
   requestId?: string;
 }
 
-// A replica that comes back is noticed within seconds, not after grpc-js's default of up to 120 s.
-const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = { 'grpc.max_reconnect_backoff_ms': 5_000 };
+/**
+ * A replica that comes back is noticed within seconds, not after grpc-js's default of up to 120 s.
+ * A replica that hangs (SIGSTOPped, its host frozen: TCP still accepts, nothing answers) is
+ * noticed by HTTP/2 keepalive: while a call is in flight a PING goes out every 2 s, and an
+ * unanswered one drops the connection after 3 s, failing its calls UNAVAILABLE, so idempotent
+ * ones move to another replica within ~5 s instead of waiting out their deadline. Idle channels
+ * are not pinged (no load on servers from idle clients); the first call after an idle spell
+ * sends a PING at once (grpc-js). Servers permit this rate (@keyshard/rpc serverOptions).
+ */
+const SDK_CHANNEL_OPTIONS: Readonly<grpc.ChannelOptions> = {
+  'grpc.max_reconnect_backoff_ms': 5_000,
+  'grpc.keepalive_time_ms': 2_000,
+  'grpc.keepalive_timeout_ms': 3_000,
+  'grpc.keepalive_permit_without_calls': 0,
+};
 
 function material(tls: TlsMaterial | TlsFiles): TlsMaterial {
   return Buffer.isBuffer(tls.ca) ? (tls as TlsMaterial) : readTls(tls as TlsFiles);
@@ -147,7 +160,7 @@ export class KeyshardClient {
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     if (!(this.#timeoutMs > 0)) throw new Error('timeoutMs must be a positive number of milliseconds');
     const policy = retryPolicy(opts.retry);
-    const channelOptions = { ...DEFAULT_CHANNEL_OPTIONS, ...opts.channelOptions };
+    const channelOptions = { ...SDK_CHANNEL_OPTIONS, ...opts.channelOptions };
     const keyChannels = { ...channelOptions, 'grpc.use_local_subchannel_pool': 1 };
     this.#keys = new ReplicaPool(
       addresses.map(

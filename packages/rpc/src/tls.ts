@@ -42,9 +42,22 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
  * Server options shared by every keyshard server. Channelz (grpc-js's per-call debugging
  * registry, on by default) is off: it costs every call a few allocations and a socket lookup
  * and nothing in keyshard reads it; health and metrics cover what operators need.
+ *
+ * Keepalive policy: clients may PING every second, with or without calls in flight (the SDK
+ * pings every 2 s during calls to notice a hung replica). A gRPC server that enforces a policy
+ * answers faster pings with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" (gRFC A8), which drops
+ * every call on the connection; grpc-js 1.14 enforces none, and these options state the policy
+ * so that it stays permitted (and in C-core terms) if that changes.
  */
 export function serverOptions(maxReceiveBytes = 8 * 1024 * 1024): grpc.ServerOptions {
-  return { 'grpc.max_receive_message_length': maxReceiveBytes, 'grpc.enable_channelz': 0 };
+  return {
+    'grpc.max_receive_message_length': maxReceiveBytes,
+    'grpc.enable_channelz': 0,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 1_000,
+    'grpc.http2.min_time_between_pings_ms': 1_000,
+    'grpc.http2.max_ping_strikes': 0,
+  };
 }
 
 /** The principal a certificate stands for: its subject common name (what peers see). */

@@ -3,7 +3,9 @@
  * etcd's members (Cluster.MemberList, and the leader and version as the member that answers
  * sees them) and the audit sink (reachable, and the size of its log from a fresh signed
  * checkpoint). Each probe has a short deadline and never throws: an unreachable dependency is
- * a status, and its reason is a fixed phrase, never a remote error text.
+ * a status, and its reason is a fixed phrase, never a remote error text. etcd counts as
+ * reachable only if it answers the member list and this replica's reads of its state succeed
+ * (etcd-reachability.ts): a member can list the members without a quorum, but not serve reads.
  */
 import type { Etcd3 } from '@keyshard/store';
 import type { AuditReader } from '@keyshard/audit-client/reader';
@@ -30,12 +32,19 @@ const PROBE_TIMEOUT_MS = 1_000;
 /** etcd member ids are uint64 (decimal strings from etcd3); etcdctl prints them in hex. */
 const hexId = (id: string): string => (/^\d+$/.test(id) ? BigInt(id).toString(16) : id);
 
-export async function etcdStatus(etcd: Etcd3, timeoutMs = PROBE_TIMEOUT_MS): Promise<EtcdStatus> {
+/** What EtcdReachability knows of this replica's reads (etcd-reachability.ts). */
+export interface EtcdReads {
+  reachable: boolean;
+  silentForMs: number;
+}
+
+export async function etcdStatus(etcd: Etcd3, reads?: EtcdReads, timeoutMs = PROBE_TIMEOUT_MS): Promise<EtcdStatus> {
   const options = () => ({ deadline: Date.now() + timeoutMs });
+  const readsFail = reads !== undefined && !reads.reachable;
   try {
     const [list, status] = await Promise.all([etcd.cluster.memberList({}, options()), etcd.maintenance.status(options()).catch(() => undefined)]);
     return {
-      reachable: true,
+      reachable: !readsFail,
       members: list.members.map((m) => ({
         id: hexId(m.ID),
         name: m.name,
@@ -45,7 +54,7 @@ export async function etcdStatus(etcd: Etcd3, timeoutMs = PROBE_TIMEOUT_MS): Pro
         learner: m.isLearner,
       })),
       version: status?.version ?? '',
-      error: '',
+      error: readsFail ? `etcd lists its members, but no read of this cluster's state succeeded for ${Math.round(reads.silentForMs / 1000)} s` : '',
     };
   } catch {
     return { reachable: false, members: [], version: '', error: `etcd did not answer the member list within ${timeoutMs} ms` };

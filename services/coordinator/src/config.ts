@@ -13,11 +13,19 @@ export const coordinatorConfig = z.object({
    */
   advertiseAddress: address.optional(),
   tls: tlsFiles,
-  etcd: z.object({
-    endpoints: z.array(z.string().url()).min(1),
-    tls: tlsFiles.optional(),
-    callTimeoutMs: z.number().int().positive().default(5_000),
-  }),
+  etcd: z
+    .object({
+      endpoints: z.array(z.string().url()).min(1),
+      tls: tlsFiles.optional(),
+      callTimeoutMs: z.number().int().positive().default(5_000),
+      /**
+       * Health (etcd-reachability.ts): a read of etcd this often; once none has succeeded for
+       * `unreachableAfterMs`, "" and KeyService are NOT_SERVING until one does.
+       */
+      probeIntervalMs: z.number().int().positive().default(1_000),
+      unreachableAfterMs: z.number().int().positive().default(4_000),
+    })
+    .refine((e) => e.unreachableAfterMs >= e.probeIntervalMs, 'etcd.unreachableAfterMs must be at least etcd.probeIntervalMs'),
   audit: z.object({
     address,
     timeoutMs: z.number().int().positive().default(2_000),

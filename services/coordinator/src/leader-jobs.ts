@@ -8,8 +8,13 @@
  * compare-and-swap that re-checks the key is still due, so a due rotation happens exactly
  * once even across a failover mid-sweep. Each scheduled rotation is audited before it runs.
  * The leader also writes the scheduled backups (config `backups`).
+ *
+ * A campaign that fails (its lease lost, or etcd refusing it) is started again with backoff
+ * (@keyshard/store/backoff), reset once a campaign's lease is granted: while etcd fails fast,
+ * campaigning again at once would spin.
  */
 import type { Namespace } from '@keyshard/store';
+import { Backoff } from '@keyshard/store/backoff';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Fence, Keyring } from './keyring.ts';
@@ -34,6 +39,8 @@ export class LeaderJobs {
   #fence: Fence | undefined;
   #timer: NodeJS.Timeout | undefined;
   #backupTimer: NodeJS.Timeout | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #backoff = new Backoff();
   #sweeping = false;
   #backingUp = false;
   #stopped = false;
@@ -61,13 +68,31 @@ export class LeaderJobs {
     const campaign = this.ns.election('leader', this.opts.ttlSeconds).campaign(this.opts.coordinatorId);
     this.#campaign = campaign;
     campaign.on('elected', () => void this.#elected(campaign));
-    campaign.on('error', (e: Error) => {
-      this.log.warn({ err: e.message }, 'leadership lost; campaigning again');
-      this.#fence = undefined;
-      clearInterval(this.#timer);
-      clearInterval(this.#backupTimer);
-      setTimeout(() => this.start(), 1_000).unref();
-    });
+    campaign.on('error', (e: Error) => this.#failed(campaign, e));
+    // The campaign's lease was granted: etcd answers again, so the next failure starts a new streak.
+    campaign.getCampaignKey().then(
+      () => this.#campaign === campaign && this.#backoff.succeeded(),
+      () => {}, // reported through 'error'
+    );
+  }
+
+  /** Leadership lost, or the campaign could not start: campaign again after a backoff. */
+  #failed(campaign: Campaign, e: Error): void {
+    // A campaign reports its end more than once (its lease's loss, then its start failing):
+    // reacting to each would double the campaigns every time.
+    if (this.#campaign !== campaign) return;
+    this.#campaign = undefined;
+    const wasLeading = this.#fence !== undefined;
+    this.#fence = undefined;
+    clearInterval(this.#timer);
+    clearInterval(this.#backupTimer);
+    if (this.#stopped) return;
+    const f = this.#backoff.failed();
+    const fields = { err: e.message, failures: f.failures, retryInMs: Math.round(f.delayMs) };
+    if (wasLeading) this.log.warn(fields, 'leadership lost; campaigning again');
+    else if (f.report) this.log.warn(fields, 'campaign failed; campaigning again with backoff');
+    this.#retryTimer = setTimeout(() => this.start(), f.delayMs);
+    this.#retryTimer.unref();
   }
 
   async #elected(campaign: Campaign): Promise<void> {
@@ -77,6 +102,7 @@ export class LeaderJobs {
       const key = full.slice(full.indexOf(prefix)); // relative to this cluster's namespace
       const kv = (await this.ns.get(key).exec()).kvs[0];
       if (!kv) throw new Error('election key vanished');
+      if (this.#campaign !== campaign || this.#stopped) return; // lost meanwhile (another campaign runs), or stopping
       const createRevision = String(kv.create_revision);
       this.#fence = {
         key,
@@ -149,6 +175,7 @@ export class LeaderJobs {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#retryTimer);
     clearInterval(this.#timer);
     clearInterval(this.#backupTimer);
     this.#fence = undefined;

@@ -4,12 +4,13 @@ import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection, ConcurrencyLimit, requestLogFields, type CallReply } from '@keyshard/rpc';
 import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
-import { clusterNamespace, compactAndDefragment, connectEtcd } from '@keyshard/store';
+import { clusterNamespace, compactAndDefragment, connectEtcd, paths } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
 import { AuditReader } from '@keyshard/audit-client/reader';
 import { coordinatorConfig } from './config.ts';
 import { createCoordinatorMetrics } from './coordinator-metrics.ts';
 import { auditSinkStatus, etcdStatus } from './cluster-status.ts';
+import { EtcdReachability } from './etcd-reachability.ts';
 import { Seal } from './seal.ts';
 import { Cluster } from './cluster.ts';
 import { CustodianLink } from './custodian-link.ts';
@@ -165,6 +166,13 @@ async function main(): Promise<void> {
       : undefined,
   });
   leader.start();
+  // A linearizable read of one small key: it needs etcd's leader and a quorum, as this replica's work does.
+  const probeTimeoutMs = Math.min(config.etcd.callTimeoutMs, config.etcd.unreachableAfterMs / 2);
+  const etcdReads = new EtcdReachability(() => ns.get(paths.cluster).options({ deadline: Date.now() + probeTimeoutMs }).exec(), {
+    intervalMs: config.etcd.probeIntervalMs,
+    unreachableAfterMs: config.etcd.unreachableAfterMs,
+    log,
+  });
   const onReply = (r: CallReply) => metrics.calls.observe(r.ctx.method, r.code, r.durationMs);
   // Status asks the sink for a checkpoint; a short reconnect backoff so it notices at once that the sink is back.
   const sinkReader = new AuditReader({
@@ -193,7 +201,8 @@ async function main(): Promise<void> {
       proto.CeremonyService.service,
       ceremonyHandlers({
         cluster, seal, unseal, quorum, links, replicas, ns, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(),
-        etcdStatus: () => etcdStatus(etcd),
+        etcdStatus: () => etcdStatus(etcd, etcdReads),
+        etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
       }),
       {
@@ -222,11 +231,15 @@ async function main(): Promise<void> {
       authorize: adminOnly(new Set(config.admins)),
     }),
   );
-  // Health: crypto ("" and KeyService) is served only while unsealed; ceremonies always (liveness).
+  // Health: crypto ("" and KeyService, readiness) is served only while unsealed and etcd is
+  // reachable; ceremonies always (liveness): a restart drops the root key, so an etcd outage must
+  // not get replicas restarted.
   const health = new HealthService({ 'keyshard.v1.CeremonyService': 'SERVING' }).addToServer(server);
-  const followSeal = health.track(['', 'keyshard.v1.KeyService'], () => !seal.sealed);
-  seal.onOpen(followSeal);
-  seal.onSeal(followSeal);
+  const followState = health.track(['', 'keyshard.v1.KeyService'], () => !seal.sealed && etcdReads.reachable);
+  seal.onOpen(followState);
+  seal.onSeal(followState);
+  etcdReads.onChange(followState);
+  etcdReads.start();
   addReflection(server);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(config.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
@@ -248,6 +261,7 @@ async function main(): Promise<void> {
     seal.seal();
     await leader.stop();
     await usage.stop();
+    etcdReads.stop();
     health.shutdown();
     await new Promise<void>((r) => server.tryShutdown(() => r()));
     await metricsServer?.close();

@@ -10,12 +10,17 @@
  * sealed replica asks to join (a join ceremony) only while some replica is unsealed in the
  * current epoch, so a replica that has just sealed never rejoins through a peer that has
  * not yet seen the seal.
+ *
+ * A lost registration lease (etcd unreachable for twice its TTL, or expired by etcd) is granted
+ * again with backoff (@keyshard/store/backoff): while etcd fails fast, a retry without a wait
+ * would spin. Until then the replica is simply not registered: no ceremony names it.
  */
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from '@keyshard/config';
 import { clusterPrefix, etcdCall, paths, type Namespace } from '@keyshard/store';
+import { Backoff, retryWithBackoff } from '@keyshard/store/backoff';
 
 export interface Registration {
   id: string;
@@ -39,6 +44,8 @@ export class Replicas {
   #epoch = 0;
   #onClusterSeal: (() => void)[] = [];
   #stopped = false;
+  #stop = new AbortController();
+  #backoff = new Backoff();
 
   constructor(etcd: Etcd3, ns: Namespace, cluster: string, me: Omit<Registration, 'host' | 'startedAt' | 'sealed' | 'sealEpoch'>, ttlSeconds: number, log: Logger) {
     this.#etcd = etcd;
@@ -58,28 +65,63 @@ export class Replicas {
     return this.#epoch;
   }
 
-  /** Registers under a lease (again whenever the lease is lost) and follows the cluster seal epoch. */
+  /**
+   * Registers under a lease and follows the cluster seal epoch. Rejects if etcd refuses the
+   * first registration (the process then exits); a lease lost later is registered again.
+   */
   async start(): Promise<void> {
     const watcher = await etcdCall('watch seal epoch', () => this.#ns.watch().key(paths.sealEpoch).create());
     watcher.on('put', (kv) => this.#sawEpoch(Number(kv.value.toString()), true));
     this.#sawEpoch(Number((await etcdCall('read seal epoch', () => this.#ns.get(paths.sealEpoch).string())) ?? 0), false);
-    await this.#register();
+    await etcdCall('register replica', () => this.#registerOnce());
   }
 
-  async #register(): Promise<void> {
+  /** Grants a lease and puts this replica's registration under it; a failed attempt leaves no lease behind. */
+  async #registerOnce(): Promise<void> {
     const lease = this.#etcd.lease(this.#ttl);
+    const registration = JSON.stringify(this.#me);
+    try {
+      await lease.put(this.#key).value(registration).exec();
+    } catch (e) {
+      void lease.revoke().catch(() => {});
+      throw e;
+    }
+    if (this.#stopped) {
+      void lease.revoke().catch(() => {});
+      return;
+    }
     this.#lease = lease;
-    lease.on('lost', () => {
-      if (this.#stopped) return;
-      this.#log.warn('etcd registration lease lost; registering again');
-      void this.#register().catch((e) => this.#log.error({ err: (e as Error).message }, 'registration failed'));
+    lease.on('lost', () => this.#lost(lease));
+    if (lease.revoked()) return this.#lost(lease); // lost before the listener was on
+    // The seal state changed while the lease was missing (setSealed could not publish it).
+    if (JSON.stringify(this.#me) !== registration) await this.#put().catch(() => {});
+  }
+
+  /**
+   * The lease is gone (its keepalive failed for 2 × TTL, or etcd expired it): registers again,
+   * with backoff. One loop at a time: only the current lease's loss starts one, and there is
+   * no current lease until that loop succeeds.
+   */
+  #lost(lease: Lease): void {
+    if (this.#stopped || this.#lease !== lease) return; // a lease reports its loss more than once
+    this.#lease = undefined;
+    this.#log.warn('etcd registration lease lost; registering again');
+    void retryWithBackoff(() => this.#registerOnce(), {
+      backoff: this.#backoff,
+      signal: this.#stop.signal,
+      onFailure: (e, f) =>
+        this.#log.warn({ err: (e as Error).message, failures: f.failures, retryInMs: Math.round(f.delayMs) }, 'registration failed; retrying with backoff'),
+      onRecovered: (failures) => this.#log.info({ failures }, 'registered again'),
     });
-    await this.#put();
+  }
+
+  get #key(): string {
+    return `${clusterPrefix(this.#cluster)}${paths.coordinator(this.#me.id)}`;
   }
 
   async #put(): Promise<void> {
     const lease = this.#lease;
-    if (lease) await lease.put(`${clusterPrefix(this.#cluster)}${paths.coordinator(this.#me.id)}`).value(JSON.stringify(this.#me)).exec();
+    if (lease) await lease.put(this.#key).value(JSON.stringify(this.#me)).exec();
   }
 
   #sawEpoch(epoch: number, notify: boolean): void {
@@ -145,8 +187,10 @@ export class Replicas {
     return (await this.list()).some((r) => r.id !== this.#me.id && !r.sealed && r.sealEpoch === this.#epoch);
   }
 
+  /** Ends any registration retry (an attempt in flight revokes its lease) and revokes the lease held. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stop.abort();
     await this.#lease?.revoke().catch(() => {});
   }
 }

@@ -31,6 +31,8 @@ export interface CeremonyDeps {
   leaderId: () => Promise<string>;
   /** etcd's members and the audit sink, for Status (cluster-status.ts). */
   etcdStatus: () => Promise<EtcdStatus>;
+  /** Whether this replica's etcd reads succeed (etcd-reachability.ts). */
+  etcdReachable: () => boolean;
   auditSinkStatus: () => Promise<AuditSinkStatus>;
 }
 
@@ -61,8 +63,15 @@ function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
 export function ceremonyHandlers(d: CeremonyDeps): Handlers {
   return {
     async Status() {
-      await d.cluster.load();
-      const [leader, registered, etcd, auditSink] = await Promise.all([d.leaderId(), d.replicas.list().catch(() => []), d.etcdStatus(), d.auditSinkStatus()]);
+      // With etcd unreachable, Status still answers at once from what this replica last read, and says so.
+      const reads = d.etcdReachable();
+      const [, leader, registered, etcd, auditSink] = await Promise.all([
+        reads ? d.cluster.load().catch(() => {}) : undefined,
+        reads ? d.leaderId() : '',
+        reads ? d.replicas.list().catch(() => []) : [],
+        d.etcdStatus(),
+        d.auditSinkStatus(),
+      ]);
       const custodians = await Promise.all(
         d.links.map(async (l) => ({
           id: l.id,
