@@ -193,7 +193,8 @@ export class BenchRun {
   connectEtcd(): { etcd: Etcd3; ns: Namespace } {
     if (!this.#etcd) {
       const e = this.etcd;
-      const etcd = connectEtcd({ endpoints: [e.endpoint], tls: readTls(e.certs) });
+      // A bench deletes and compacts hundreds of thousands of entries at once: no 5 s deadline.
+      const etcd = connectEtcd({ endpoints: [e.endpoint], tls: readTls(e.certs), callTimeoutMs: 300_000 });
       this.onCleanup(() => etcd.close());
       this.#etcd = { etcd, ns: clusterNamespace(etcd, e.clusterName) };
     }

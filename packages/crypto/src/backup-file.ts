@@ -19,6 +19,7 @@
  * A chunk's plaintext is a run of entries: u16 key length, key (UTF-8), u32 value length, value.
  */
 import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+import { open, rename, rm } from 'node:fs/promises';
 import { KeyshardError, invalidArgument } from '@keyshard/errors';
 import { openAesGcm, sealAesGcm, zeroize, NONCE_BYTES } from './aead.ts';
 import { deriveSubkey } from './key-hierarchy.ts';
@@ -308,4 +309,24 @@ function parseEntries(plain: Buffer, index: number): BackupEntry[] {
     off = end;
   }
   return out;
+}
+
+/**
+ * Writes a backup's blocks to `file` so that a crash never leaves a partial file under that
+ * name: they go to `<file>.partial` (mode 0600), which is fsync'ed and then renamed into place.
+ * On any failure the partial file is removed and the error rethrown.
+ */
+export async function writeBackupFile(file: string, blocks: AsyncIterable<Buffer>): Promise<void> {
+  const tmp = `${file}.partial`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    for await (const block of blocks) await fh.write(block);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, file);
 }

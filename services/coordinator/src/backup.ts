@@ -9,13 +9,15 @@
  * backup's keys and is zeroized after; a backup's entries are checked with `EntryChecker`
  * (every KEK and key version unwraps) by `keyshard backup verify` and by every restore.
  */
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  BackupOpener, BackupParser, BackupWriter, manifestFingerprint, unwrapKek, unwrapVersion, zeroize, type BackupEntry, type BackupHeader,
+  BackupOpener, BackupParser, BackupWriter, canonicalJson, manifestFingerprint, unwrapKek, unwrapVersion, writeBackupFile, zeroize, type BackupEntry, type BackupHeader,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
-import { BACKUP_PREFIXES, etcdCall, type Namespace } from '@keyshard/store';
+import { BACKUP_PREFIXES, clusterNamespace, connectEtcd, etcdCall, type EtcdConfig, type Namespace } from '@keyshard/store';
+import { BlockWorker, etcdConfigInWorker, serveBlockWorker } from './block-worker.ts';
 import type { Cluster } from './cluster.ts';
 import type { Seal } from './seal.ts';
 
@@ -28,6 +30,8 @@ export interface BackupProgress {
 
 export interface BackupSource {
   ns: Namespace;
+  /** How the backup's reader thread connects to etcd (its own client). */
+  etcd: EtcdConfig;
   cluster: Cluster;
   seal: Seal;
   clusterName: string;
@@ -53,21 +57,22 @@ function prefixEnd(prefix: string): string {
 /**
  * Yields the backup file's bytes in blocks, with progress. Needs the seal open (the root key
  * derives the backup's keys). Throws FAILED_PRECONDITION on an uninitialized or sealed cluster.
+ * The revision and entry count are read here; the pages are read, encrypted and signed in a
+ * BlockWorker (block-worker.ts: a capped heap, off the serving thread).
  */
 export async function* createBackup(src: BackupSource): AsyncGenerator<{ data: Buffer; progress: BackupProgress }> {
   src.cluster.requireInitialized();
   const root = await src.cluster.currentRoot(); // never a root rotated away through another replica
-  const { record, manifest } = src.cluster.requireInitialized();
-  let writer: BackupWriter;
-  let revision: string;
-  let total = 0;
+  let data: ReaderData;
   try {
-    revision = (await etcdCall('backup revision', () => src.ns.get('cluster').exec())).header.revision;
+    const { record, manifest } = src.cluster.requireInitialized();
+    const revision = (await etcdCall('backup revision', () => src.ns.get('cluster').exec())).header.revision;
+    let total = 0;
     for (const p of BACKUP_PREFIXES) {
       const exact = !p.endsWith('/');
       total += Number(await etcdCall('backup count', () => src.ns.getAll().inRange({ start: p, end: exact ? `${p}\0` : prefixEnd(p) }).revision(revision).count()));
     }
-    writer = new BackupWriter(root, {
+    const header = {
       cluster: src.clusterName,
       clusterId: record.clusterId,
       revision,
@@ -75,22 +80,64 @@ export async function* createBackup(src: BackupSource): AsyncGenerator<{ data: B
       entries: total,
       manifest,
       manifestFingerprint: manifestFingerprint(manifest),
-    });
+    };
+    data = { root: new Uint8Array(root), header, etcd: src.etcd, clusterName: src.clusterName };
   } finally {
     zeroize(root);
   }
-  const progress: BackupProgress = { done: 0, total };
-  yield { data: writer.start(), progress };
-  for (const p of BACKUP_PREFIXES) {
-    for await (const e of entriesAt(src.ns, p, revision)) {
-      progress.done++;
-      const block = writer.add(e.key, e.value);
-      if (block) yield { data: block, progress };
-    }
+  const progress: BackupProgress = { done: 0, total: data.header.entries };
+  const worker = new BlockWorker<number>(import.meta.url, data, 'backup', (done) => (progress.done = done));
+  data.root.fill(0); // the worker has its own copy
+  try {
+    for await (const block of worker.received()) yield { data: block, progress };
+    const read = await worker.result;
+    if (read !== progress.total) throw new KeyshardError('INTERNAL', `backup read ${read} entries, expected ${progress.total}`);
+  } finally {
+    await worker.close();
   }
-  if (progress.done !== total) throw new KeyshardError('INTERNAL', `backup read ${progress.done} entries, expected ${total}`);
-  yield { data: writer.finish(), progress };
 }
+
+interface ReaderData {
+  root: Uint8Array;
+  header: BackupWriterHeader;
+  etcd: EtcdConfig;
+  clusterName: string;
+}
+
+type BackupWriterHeader = ConstructorParameters<typeof BackupWriter>[1];
+
+/** The worker's side of createBackup: every entry at the header's revision, a page at a time. */
+await serveBlockWorker<ReaderData>(import.meta.url, async (data, side) => {
+  const root = Buffer.from(data.root.buffer, data.root.byteOffset, data.root.byteLength);
+  let writer: BackupWriter;
+  try {
+    writer = new BackupWriter(root, data.header);
+  } finally {
+    zeroize(root);
+  }
+  const etcd = connectEtcd(etcdConfigInWorker(data.etcd));
+  try {
+    const ns = clusterNamespace(etcd, data.clusterName);
+    let done = 0;
+    await side.send(writer.start());
+    for (const p of BACKUP_PREFIXES) {
+      for await (const e of entriesAt(ns, p, data.header.revision)) {
+        done++;
+        const block = writer.add(e.key, e.value);
+        if (block) {
+          side.progress(done);
+          await side.send(block);
+        }
+      }
+    }
+    side.progress(done);
+    await side.send(writer.finish());
+    side.end();
+    return done;
+  } finally {
+    etcd.close();
+  }
+});
 
 /**
  * Checks that a backup's entries are what a cluster can use: every KEK unwraps under the root,
@@ -192,25 +239,24 @@ export async function writeScheduledBackup(src: BackupSource, opts: ScheduledBac
   await mkdir(opts.dir, { recursive: true, mode: 0o700 });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(opts.dir, `keyshard-${src.clusterName}-${stamp}.ksbackup`);
-  const tmp = `${file}.partial`;
-  const fh = await open(tmp, 'w', 0o600);
   let entries = 0;
-  try {
-    for await (const { data, progress } of createBackup(src)) {
-      await fh.write(data);
-      entries = progress.done;
-    }
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, file);
+  await writeBackupFile(
+    file,
+    (async function* () {
+      for await (const { data, progress } of createBackup(src)) {
+        entries = progress.done;
+        yield data;
+      }
+    })(),
+  );
   const ours = (await readdir(opts.dir)).filter((f) => f.startsWith(`keyshard-${src.clusterName}-`) && f.endsWith('.ksbackup')).sort();
   for (const old of ours.slice(0, Math.max(0, ours.length - opts.retain))) await rm(path.join(opts.dir, old), { force: true });
   return { file, entries };
+}
+
+/** Identifies one backup: SHA-256 of its canonical header (what the recover ceremony binds). */
+export function headerId(h: BackupHeader): string {
+  return createHash('sha256').update(canonicalJson(h)).digest('hex');
 }
 
 /** The header check every restore makes before any custodian is asked. */

@@ -6,14 +6,18 @@ import { invalidArgument, permissionDenied, KeyshardError } from '@keyshard/erro
 import { STATUS_OF, type CallContext, type UnaryHandler } from '@keyshard/rpc';
 import type { Keyring, KeyRecord } from './keyring.ts';
 import type { KeyOperations } from './key-operations.ts';
+import { forEachConcurrent } from './concurrency.ts';
 import type { UsageRecord } from './version-usage.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 
-/** What is known of one version's use (VersionUsage.of). */
-export type UsageOf = (keyId: string, version: number) => UsageRecord;
+/** What is known of the use of each of a key's versions (VersionUsage.ofKey). */
+export type UsageOf = (keyId: string, versions: number[]) => Promise<Map<number, UsageRecord>>;
 
-export function keyMessage(k: KeyRecord, usageOf: UsageOf) {
+const NEVER_USED: UsageRecord = { encryptions: 0, lastUsedAt: '' };
+
+/** A key's message; `usage` by version (a version absent from it has never been used). */
+export function keyMessage(k: KeyRecord, usage: Map<number, UsageRecord>) {
   return {
     id: k.id,
     name: k.name,
@@ -28,7 +32,7 @@ export function keyMessage(k: KeyRecord, usageOf: UsageOf) {
     rotated_at: k.rotatedAt,
     created_by: k.createdBy,
     versions: k.versions.map((v) => {
-      const u = usageOf(k.id, v.version);
+      const u = usage.get(v.version) ?? NEVER_USED;
       return { version: v.version, created_at: v.createdAt, last_used_at: u.lastUsedAt, encryptions: String(u.encryptions) };
     }),
     rotation: { period_seconds: String(k.rotation.periodSeconds), next_rotation_at: k.rotation.nextRotationAt },
@@ -78,10 +82,11 @@ async function aliasReply(ctx: CallContext, p: Promise<{ name: string; keyId: st
 }
 
 export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf): Handlers {
+  const message = async (k: KeyRecord) => keyMessage(k, await usageOf(k.id, k.versions.map((v) => v.version)));
   const keyReply = async (ctx: CallContext, k: Promise<KeyRecord>) => {
     const rec = await k;
     ctx.facts.keyId = rec.id;
-    return keyMessage(rec, usageOf);
+    return message(rec);
   };
   const encryptOne = (req: any, ctx: CallContext) => ops.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {}, ctx.principal);
   const decryptOne = (req: any, ctx: CallContext) => ops.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, ctx.principal, req.key || undefined);
@@ -91,25 +96,28 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
   };
 
   return {
-    CreateKey: (req, ctx) =>
-      keyReply(
-        ctx,
-        keyring.create(
-          {
-            name: req.name,
-            type: req.type,
-            description: req.description,
-            labels: req.labels,
-            rotationPeriodSeconds: seconds(req.rotation?.period_seconds, 'rotation.period_seconds'),
-            policy: policyOf(req.policy),
-          },
-          ctx.principal,
-        ),
-      ),
+    // A key just created has never been used: no usage to read.
+    CreateKey: async (req, ctx) => {
+      const rec = await keyring.create(
+        {
+          name: req.name,
+          type: req.type,
+          description: req.description,
+          labels: req.labels,
+          rotationPeriodSeconds: seconds(req.rotation?.period_seconds, 'rotation.period_seconds'),
+          policy: policyOf(req.policy),
+        },
+        ctx.principal,
+      );
+      ctx.facts.keyId = rec.id;
+      return keyMessage(rec, new Map());
+    },
     GetKey: (req, ctx) => keyReply(ctx, keyring.resolve(req.key)),
     async ListKeys(req) {
       const { keys, next } = await keyring.list(req.page_size, req.page_token);
-      return { keys: keys.map((k) => keyMessage(k, usageOf)), next_page_token: next };
+      const messages: ReturnType<typeof keyMessage>[] = new Array(keys.length);
+      await forEachConcurrent([...keys.keys()], 16, async (i) => void (messages[i] = await message(keys[i]!)));
+      return { keys: messages, next_page_token: next };
     },
     UpdateKey: (req, ctx) =>
       keyReply(

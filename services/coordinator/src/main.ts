@@ -50,11 +50,12 @@ async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
   const log = createLogger('coordinator', config.logLevel, requestLogFields);
   const tls = readTls(config.tls);
-  const etcd = connectEtcd({
+  const etcdConfig = {
     endpoints: config.etcd.endpoints,
     tls: config.etcd.tls ? readTls(config.etcd.tls) : undefined,
     callTimeoutMs: config.etcd.callTimeoutMs,
-  });
+  };
+  const etcd = connectEtcd(etcdConfig);
   const ns = clusterNamespace(etcd, config.clusterName);
   const source = principalOfCertificate(tls.cert);
   const sink = new AuditClient({ address: config.audit.address, tls, source, timeoutMs: config.audit.timeoutMs });
@@ -109,7 +110,7 @@ async function main(): Promise<void> {
     },
     log,
   );
-  await usage.start();
+  usage.start();
   const keyOps = new KeyOperations(keyring, seal, usage, {
     maxPlaintextBytes: config.maxPlaintextBytes,
     admins: new Set(config.admins),
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
     );
   }, config.joinCheckSeconds * 1000);
   joinTimer.unref();
-  const backups = { ns, cluster, seal, clusterName: config.clusterName };
+  const backups = { ns, etcd: etcdConfig, cluster, seal, clusterName: config.clusterName };
   const leader = new LeaderJobs(ns, keyring, seal, audit, log, {
     coordinatorId: config.coordinatorId,
     ttlSeconds: config.leaderTtlSeconds,
@@ -187,7 +188,7 @@ async function main(): Promise<void> {
   const proto = keyshardProto();
   // A message over maxMessageBytes (each one of a stream too) is refused RESOURCE_EXHAUSTED by grpc-js before decoding.
   const server = new grpc.Server(serverOptions(config.maxMessageBytes));
-  server.addService(decodingSafe(proto.KeyService.service), unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps, (id, v) => usage.of(id, v)), {
+  server.addService(decodingSafe(proto.KeyService.service), unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps, (id, versions) => usage.ofKey(id, versions)), {
       name: 'keys',
       observer,
       before,
@@ -215,7 +216,7 @@ async function main(): Promise<void> {
     ),
   );
   const restores = new Restores({
-    ns, cluster, seal, links, replica, audit: ceremonyAudit, log,
+    ns, etcd: etcdConfig, cluster, seal, links, replica, audit: ceremonyAudit, log,
     oaepHash: config.oaepHash,
     clusterName: config.clusterName,
     ttlSeconds: config.ceremonyTtlSeconds,

@@ -15,26 +15,24 @@
  * the target as empty as it was (written entries are removed); a dry run writes nothing to
  * etcd; every step is audited, fail closed.
  */
-import { createHash } from 'node:crypto';
 import {
-  BackupParser, canonicalJson, combineShares, isExpired, newCeremony, zeroize, type BackupHeader, type Ceremony, type OaepHash,
+  BackupParser, combineShares, isExpired, newCeremony, zeroize, type BackupHeader, type Ceremony, type OaepHash,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
-import { BACKUP_PREFIXES, etcdCall, paths, type Namespace } from '@keyshard/store';
+import { BACKUP_PREFIXES, etcdCall, paths, type EtcdConfig, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
-import { checkRestorable, openBackup } from './backup.ts';
+import { checkRestorable, headerId } from './backup.ts';
+import { runRestoreWriter, type RestoreCounts } from './restore-writer.ts';
 import type { Cluster, ClusterRecord } from './cluster.ts';
 import type { CustodianLink } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
 import { shareFromRelease, type ReplicaKey } from './unseal-ceremony.ts';
 
-/** Puts per etcd transaction (etcd's default limit is 128 operations) and transactions in flight. */
-const BATCH = 100;
-const IN_FLIGHT = 4;
-
 export interface RestoreDeps {
   ns: Namespace;
+  /** How the restore's writer thread connects to etcd (its own client). */
+  etcd: EtcdConfig;
   cluster: Cluster;
   seal: Seal;
   links: CustodianLink[];
@@ -244,32 +242,13 @@ export class Restores {
       );
       if (!res.succeeded) throw failedPrecondition('the cluster was initialized or restored concurrently');
     }
-    let clusterRecord: Buffer | undefined;
-    let counts = { entries: 0, keks: 0, versions: 0, keys: 0 };
+    let counts: RestoreCounts = { entries: 0, keks: 0, versions: 0, keys: 0 };
     try {
-      for await (const { entries, checker } of openBackup(root, bytes, (h) => {
-        if (headerId(h) !== headerId(approved)) throw invalidArgument('the file sent is not the backup whose header the custodians approved');
-      })) {
-        counts = checker.counts;
-        if (!opts.dryRun) {
-          const puts = entries.filter((e) => {
-            if (e.key !== paths.cluster) return true;
-            clusterRecord = e.value;
-            return false;
-          });
-          const batches: (typeof puts)[] = [];
-          for (let i = 0; i < puts.length; i += BATCH) batches.push(puts.slice(i, i + BATCH));
-          for (let i = 0; i < batches.length; i += IN_FLIGHT)
-            await Promise.all(
-              batches.slice(i, i + IN_FLIGHT).map((b) =>
-                etcdCall('restore write', () => ns.if(paths.cluster, 'Value', '==', JSON.stringify(claim)).then(...b.map((e) => ns.put(e.key).value(e.value))).commit()).then((r) => {
-                  if (!r.succeeded) throw failedPrecondition('the restore claim on the cluster record was lost');
-                }),
-              ),
-            );
-        }
-        emit({ phase: 'writing', done: counts.entries, total: approved.entries });
-      }
+      const written = await runRestoreWriter(root, approved, bytes, opts.dryRun ? undefined : { etcd: this.#d.etcd, clusterName: this.#d.clusterName, claim: JSON.stringify(claim) }, (done) =>
+        emit({ phase: 'writing', done, total: approved.entries }),
+      );
+      counts = written.counts;
+      const clusterRecord = written.clusterRecord;
       if (!opts.dryRun) {
         if (!clusterRecord) throw invalidArgument('the backup holds no cluster record');
         const rec = JSON.parse(clusterRecord.toString()) as ClusterRecord;
@@ -281,6 +260,7 @@ export class Restores {
         if (!res.succeeded) throw failedPrecondition('the restore claim on the cluster record was lost');
       }
     } catch (e) {
+      if (!(e instanceof KeyshardError) || e.code === 'INTERNAL') log.error({ err: (e as Error).message, cause: ((e as Error).cause as Error | undefined)?.message }, 'restore failed');
       if (!opts.dryRun) await this.#undo(claim).catch((u: Error) => log.error({ err: u.message }, 'restore: could not remove the partial state'));
       await audit.record({ operation: 'restore.failed', principal: initiator, result: 'error', details: { reason: e instanceof KeyshardError ? e.message : 'internal error' } }).catch(() => {});
       throw e;
@@ -307,9 +287,4 @@ export class Restores {
     for (const p of BACKUP_PREFIXES) if (p !== paths.cluster) await etcdCall('restore undo', () => (p.endsWith('/') ? ns.delete().prefix(p) : ns.delete().key(p)).exec());
     await etcdCall('restore undo', () => ns.delete().key(paths.cluster).exec());
   }
-}
-
-/** Identifies one backup: SHA-256 of its canonical header (what the recover ceremony binds). */
-function headerId(h: BackupHeader): string {
-  return createHash('sha256').update(canonicalJson(h)).digest('hex');
 }

@@ -14,7 +14,8 @@
  *
  * Last use (any operation) is kept in memory and written to the same record every
  * `flushSeconds`, so it is exact to within that interval and costs no etcd write per call.
- * A watch keeps every replica's view of all versions' records current.
+ * Records are read from etcd when a key's metadata is asked for (`ofKey`), not cached: a
+ * replica's memory holds only the versions it uses, whatever the number of keys.
  */
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import { unavailable } from '@keyshard/errors';
@@ -56,11 +57,9 @@ export class VersionUsage {
   #opts: VersionUsageOptions;
   #rotate: RotateForUsage;
   #log: Logger;
-  #records = new Map<string, UsageRecord>(); // recordKey -> stored record (watch)
   #slots = new Map<string, Slot>();
   #rotations = new Map<string, Promise<void>>(); // `${keyId}#${version}` -> rotation this replica started
   #timer: NodeJS.Timeout | undefined;
-  #loaded: Promise<void> | undefined;
 
   constructor(ns: Namespace, opts: VersionUsageOptions, rotate: RotateForUsage, log: Logger) {
     if (!(opts.rotateAt > 0 && opts.rotateAt < opts.limit && opts.limit <= 2 ** 32)) throw new Error('usage bounds: need 0 < rotateAt < limit <= 2^32');
@@ -70,22 +69,11 @@ export class VersionUsage {
     this.#log = log;
   }
 
-  /** Loads every version's record, follows changes, and starts the last-use flush. */
-  start(): Promise<void> {
-    this.#loaded ??= (async () => {
-      const prefix = paths.usagePrefix; // keys in watch events and ranges are relative to the namespace
-      const watcher = await etcdCall('watch usage', () => this.#ns.watch().prefix(prefix).create());
-      watcher.on('put', (kv) => this.#records.set(kv.key.toString().slice(prefix.length), JSON.parse(kv.value.toString()) as UsageRecord));
-      watcher.on('delete', (kv) => this.#records.delete(kv.key.toString().slice(prefix.length)));
-      const all = await etcdCall('load usage', () => this.#ns.getAll().prefix(prefix).strings());
-      for (const [k, v] of Object.entries(all)) this.#records.set(k.slice(prefix.length), JSON.parse(v) as UsageRecord);
-      this.#timer = setInterval(() => void this.flush().catch((e: Error) => this.#log.warn({ err: e.message }, 'last-use flush failed')), this.#opts.flushSeconds * 1000);
-      this.#timer.unref();
-    })().catch((e) => {
-      this.#loaded = undefined;
-      throw e;
-    });
-    return this.#loaded;
+  /** Starts the last-use flush. */
+  start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => void this.flush().catch((e: Error) => this.#log.warn({ err: e.message }, 'last-use flush failed')), this.#opts.flushSeconds * 1000);
+    this.#timer.unref();
   }
 
   #slot(keyId: string, version: number): Slot {
@@ -174,10 +162,7 @@ export class VersionUsage {
       const tx = await etcdCall('update usage', () =>
         (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(JSON.stringify(next))).commit(),
       );
-      if (tx.succeeded) {
-        this.#records.set(recordKey(s.keyId, s.version), next);
-        return next;
-      }
+      if (tx.succeeded) return next;
     }
     return undefined;
   }
@@ -197,12 +182,21 @@ export class VersionUsage {
     return r;
   }
 
-  /** What is known of each version of a key: stored records merged with this replica's unflushed last use. */
-  of(keyId: string, version: number): UsageRecord {
-    const stored = this.#records.get(recordKey(keyId, version)) ?? EMPTY;
-    const local = this.#slots.get(`${keyId}#${version}`)?.lastUsed ?? 0;
-    if (local === 0 || (stored.lastUsedAt && Date.parse(stored.lastUsedAt) >= local)) return stored;
-    return { ...stored, lastUsedAt: new Date(local).toISOString() };
+  /**
+   * What is known of each of a key's `versions`: its stored record, read from etcd (one range
+   * read per key), merged with this replica's unflushed last use.
+   */
+  async ofKey(keyId: string, versions: number[]): Promise<Map<number, UsageRecord>> {
+    const prefix = paths.usage(keyId, 0).slice(0, -10); // `usage/<keyId>/`
+    const stored = await etcdCall('read usage', () => this.#ns.getAll().prefix(prefix).strings());
+    const byVersion = new Map(Object.entries(stored).map(([k, v]) => [Number(k.slice(k.lastIndexOf('/') + 1)), JSON.parse(v) as UsageRecord]));
+    const out = new Map<number, UsageRecord>();
+    for (const version of versions) {
+      const r = byVersion.get(version) ?? EMPTY;
+      const local = this.#slots.get(`${keyId}#${version}`)?.lastUsed ?? 0;
+      out.set(version, local === 0 || (r.lastUsedAt && Date.parse(r.lastUsedAt) >= local) ? r : { ...r, lastUsedAt: new Date(local).toISOString() });
+    }
+    return out;
   }
 
   /** Writes last-use times that moved since the last flush (a compare-and-swap each, keeping the later time). */
@@ -223,6 +217,3 @@ export class VersionUsage {
     await this.flush().catch(() => {});
   }
 }
-
-/** The part of `paths.usage(keyId, version)` after `paths.usagePrefix`. */
-const recordKey = (keyId: string, version: number) => paths.usage(keyId, version).slice(paths.usagePrefix.length);

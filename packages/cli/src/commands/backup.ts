@@ -1,10 +1,10 @@
 /** backup create / verify and restore: disaster recovery from the CLI (admin identity). */
 import { createReadStream } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
 import { BackupClient, type RestoreProgress } from '@keyshard/client';
-import { BackupParser, type BackupHeader } from '@keyshard/crypto';
+import { BackupParser, writeBackupFile, type BackupHeader } from '@keyshard/crypto';
 import { tlsFrom, type ConnectionFlags } from '../connection.ts';
 import { progress, progressBar, UsageError, type ProgressBar } from '../output.ts';
 
@@ -100,24 +100,16 @@ export function registerBackup(program: Command): void {
     .requiredOption('--out <file>', 'where to write it (written to <file>.partial, then renamed)')
     .action(async (opts: { out: string }) => {
       await withBackupClient(program, async (client) => {
-        const tmp = `${opts.out}.partial`;
-        const fh = await open(tmp, 'w', 0o600);
         const bar = absoluteBar('backing up');
-        let entries = 0;
-        try {
-          for await (const chunk of client.createBackup()) {
-            await fh.write(chunk.data);
-            entries = Number(chunk.entries_done);
-            bar.update(entries, Number(chunk.entries_total));
-          }
-          await fh.sync();
-        } catch (e) {
-          await fh.close();
-          await rm(tmp, { force: true });
-          throw e;
-        }
-        await fh.close();
-        await rename(tmp, opts.out);
+        await writeBackupFile(
+          opts.out,
+          (async function* () {
+            for await (const chunk of client.createBackup()) {
+              bar.update(Number(chunk.entries_done), Number(chunk.entries_total));
+              yield chunk.data;
+            }
+          })(),
+        );
         bar.done(`backup written to ${opts.out}`);
         process.stdout.write(`${describe((await readHeader(opts.out)).header)}\n`);
       });

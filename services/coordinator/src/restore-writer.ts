@@ -1,0 +1,120 @@
+/**
+ * The data half of a restore: reads a backup file with the recovered root key, checks every
+ * chunk and entry (openBackup) and, unless a dry run, writes the entries under the restore's
+ * claim on the cluster record (transactions of BATCH puts, IN_FLIGHT at a time). The cluster
+ * record itself is returned, not written: the caller commits it last.
+ *
+ * It runs in a worker thread with a capped heap (`runRestoreWriter`, block-worker.ts): the
+ * restore of any number of keys holds one chunk and one batch window at a time.
+ */
+import type { BackupHeader } from '@keyshard/crypto';
+import { invalidArgument, failedPrecondition } from '@keyshard/errors';
+import { clusterNamespace, connectEtcd, etcdCall, paths, type Etcd3, type EtcdConfig, type Namespace } from '@keyshard/store';
+import { headerId, openBackup } from './backup.ts';
+import { BlockWorker, etcdConfigInWorker, serveBlockWorker } from './block-worker.ts';
+
+/** Puts per etcd transaction (etcd's default limit is 128 operations) and transactions in flight. */
+const BATCH = 100;
+const IN_FLIGHT = 4;
+
+export interface RestoreCounts {
+  entries: number;
+  keks: number;
+  versions: number;
+  keys: number;
+}
+
+export interface WriteTarget {
+  ns: Namespace;
+  /** The claim on the cluster record every write is conditional on (its exact JSON). */
+  claim: string;
+}
+
+/** Checks (and with a target writes) every entry of the backup whose header id is `approvedId`. */
+export async function checkAndWrite(
+  root: Buffer,
+  approvedId: string,
+  bytes: AsyncIterable<Buffer>,
+  target: WriteTarget | undefined,
+  progress: (done: number) => void,
+): Promise<{ counts: RestoreCounts; clusterRecord: Buffer | undefined }> {
+  let clusterRecord: Buffer | undefined;
+  let counts: RestoreCounts = { entries: 0, keks: 0, versions: 0, keys: 0 };
+  for await (const { entries, checker } of openBackup(root, bytes, (h) => {
+    if (headerId(h) !== approvedId) throw invalidArgument('the file sent is not the backup whose header the custodians approved');
+  })) {
+    counts = checker.counts;
+    if (target) {
+      const { ns, claim } = target;
+      const puts = entries.filter((e) => {
+        if (e.key !== paths.cluster) return true;
+        clusterRecord = Buffer.from(e.value);
+        return false;
+      });
+      const batches: (typeof puts)[] = [];
+      for (let i = 0; i < puts.length; i += BATCH) batches.push(puts.slice(i, i + BATCH));
+      for (let i = 0; i < batches.length; i += IN_FLIGHT)
+        await Promise.all(
+          batches.slice(i, i + IN_FLIGHT).map((b) =>
+            etcdCall('restore write', () => ns.if(paths.cluster, 'Value', '==', claim).then(...b.map((e) => ns.put(e.key).value(e.value))).commit()).then((r) => {
+              if (!r.succeeded) throw failedPrecondition('the restore claim on the cluster record was lost');
+            }),
+          ),
+        );
+    } else if (!clusterRecord) clusterRecord = entries.find((e) => e.key === paths.cluster)?.value;
+    progress(counts.entries);
+  }
+  return { counts: { ...counts }, clusterRecord };
+}
+
+interface WriterData {
+  root: Uint8Array;
+  approvedId: string;
+  /** Absent on a dry run: nothing is written. */
+  write?: { etcd: EtcdConfig; clusterName: string; claim: string };
+}
+
+interface WriterResult {
+  counts: RestoreCounts;
+  clusterRecord: Uint8Array | undefined;
+}
+
+/**
+ * Runs `checkAndWrite` in a BlockWorker. `root` is copied to the worker (which zeroizes its
+ * copy); the caller keeps and zeroizes its own. Errors keep their code.
+ */
+export async function runRestoreWriter(
+  root: Buffer,
+  header: BackupHeader,
+  bytes: AsyncIterable<Buffer>,
+  write: WriterData['write'],
+  progress: (done: number) => void,
+): Promise<{ counts: RestoreCounts; clusterRecord: Buffer | undefined }> {
+  const data: WriterData = { root: new Uint8Array(root), approvedId: headerId(header), write };
+  const worker = new BlockWorker<WriterResult>(import.meta.url, data, 'restore', progress);
+  data.root.fill(0); // the worker has its own copy
+  try {
+    await Promise.all([worker.send(bytes), worker.result]);
+    const r = await worker.result;
+    return { counts: r.counts, clusterRecord: r.clusterRecord && Buffer.from(r.clusterRecord) };
+  } finally {
+    await worker.close();
+  }
+}
+
+await serveBlockWorker<WriterData>(import.meta.url, async (data, side) => {
+  const root = Buffer.from(data.root.buffer, data.root.byteOffset, data.root.byteLength);
+  let etcd: Etcd3 | undefined;
+  try {
+    let target: WriteTarget | undefined;
+    if (data.write) {
+      etcd = connectEtcd(etcdConfigInWorker(data.write.etcd));
+      target = { ns: clusterNamespace(etcd, data.write.clusterName), claim: data.write.claim };
+    }
+    const r = await checkAndWrite(root, data.approvedId, side.received(), target, (done) => side.progress(done));
+    return { counts: r.counts, clusterRecord: r.clusterRecord && new Uint8Array(r.clusterRecord) } satisfies WriterResult;
+  } finally {
+    root.fill(0);
+    etcd?.close();
+  }
+});
