@@ -7,7 +7,8 @@ import { invalidArgument, failedPrecondition } from '@keyshard/errors';
 import { isUndecodable, type CallContext, type StreamHandler } from '@keyshard/rpc';
 import { zeroize } from '@keyshard/crypto';
 import type * as grpc from '@grpc/grpc-js';
-import { createBackup, openBackup, type BackupSource } from './backup.ts';
+import { createBackup, type BackupSource } from './backup.ts';
+import { runBackupCheck } from './restore-writer.ts';
 import { readHeader, type Restores, type RestoreEvent, type RestoreSummary } from './restore.ts';
 
 interface Chunk {
@@ -60,12 +61,8 @@ export function backupHandlers(src: BackupSource, restores: Restores): Record<st
       const { record } = src.cluster.requireInitialized();
       const root = await src.cluster.currentRoot();
       try {
-        let summary: ReturnType<typeof summaryMessage> | undefined;
-        for await (const { header, checker } of openBackup(root, dataOf(messagesOf(call)), (h) => {
-          if (h.clusterId !== record.clusterId) throw failedPrecondition(`the backup is of cluster ${h.clusterId}, this cluster is ${record.clusterId}`);
-        }))
-          summary = summaryMessage({ cluster: header.cluster, clusterId: header.clusterId, revision: header.revision, ...checker.counts });
-        if (!summary) throw invalidArgument('no backup was sent');
+        const { header, counts } = await runBackupCheck(root, { clusterId: record.clusterId }, dataOf(messagesOf(call)), undefined, () => {});
+        const summary = summaryMessage({ ...header, ...counts });
         ctx.facts.details = { revision: summary.revision, entries: String(summary.entries) };
         return summary;
       } finally {

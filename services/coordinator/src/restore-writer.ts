@@ -1,11 +1,13 @@
 /**
- * The data half of a restore: reads a backup file with the recovered root key, checks every
- * chunk and entry (openBackup) and, unless a dry run, writes the entries under the restore's
- * claim on the cluster record (transactions of BATCH puts, IN_FLIGHT at a time). The cluster
- * record itself is returned, not written: the caller commits it last.
+ * The data half of a restore and of `backup verify --against-cluster`: reads a backup file
+ * with the root key, checks every chunk and entry (openBackup) and, for a restore that is not a
+ * dry run, writes the entries under the restore's claim on the cluster record (transactions of
+ * BATCH puts, IN_FLIGHT at a time). The cluster record itself is returned, not written: the
+ * restore commits it last.
  *
- * It runs in a worker thread with a capped heap (`runRestoreWriter`, block-worker.ts): the
- * restore of any number of keys holds one chunk and one batch window at a time.
+ * It runs in a worker thread with a capped heap (`runBackupCheck`, block-worker.ts): any
+ * number of keys is checked holding one chunk and one batch window at a time, off the serving
+ * thread (a verify runs on a live cluster).
  */
 import type { BackupHeader } from '@keyshard/crypto';
 import { invalidArgument, failedPrecondition } from '@keyshard/errors';
@@ -30,18 +32,33 @@ export interface WriteTarget {
   claim: string;
 }
 
-/** Checks (and with a target writes) every entry of the backup whose header id is `approvedId`. */
+/** What the file must be: the backup the custodians approved (restore), or one of this cluster (verify). */
+export interface Expected {
+  headerId?: string;
+  clusterId?: string;
+}
+
+export interface CheckResult {
+  header: Pick<BackupHeader, 'cluster' | 'clusterId' | 'revision'>;
+  counts: RestoreCounts;
+  clusterRecord: Buffer | undefined;
+}
+
+/** Checks (and with a target writes) every entry of a backup that is what `expect` says. */
 export async function checkAndWrite(
   root: Buffer,
-  approvedId: string,
+  expect: Expected,
   bytes: AsyncIterable<Buffer>,
   target: WriteTarget | undefined,
   progress: (done: number) => void,
-): Promise<{ counts: RestoreCounts; clusterRecord: Buffer | undefined }> {
+): Promise<CheckResult> {
   let clusterRecord: Buffer | undefined;
   let counts: RestoreCounts = { entries: 0, keks: 0, versions: 0, keys: 0 };
+  let header: CheckResult['header'] | undefined;
   for await (const { entries, checker } of openBackup(root, bytes, (h) => {
-    if (headerId(h) !== approvedId) throw invalidArgument('the file sent is not the backup whose header the custodians approved');
+    if (expect.headerId && headerId(h) !== expect.headerId) throw invalidArgument('the file sent is not the backup whose header the custodians approved');
+    if (expect.clusterId && h.clusterId !== expect.clusterId) throw failedPrecondition(`the backup is of cluster ${h.clusterId}, this cluster is ${expect.clusterId}`);
+    header = { cluster: h.cluster, clusterId: h.clusterId, revision: h.revision };
   })) {
     counts = checker.counts;
     if (target) {
@@ -64,39 +81,37 @@ export async function checkAndWrite(
     } else if (!clusterRecord) clusterRecord = entries.find((e) => e.key === paths.cluster)?.value;
     progress(counts.entries);
   }
-  return { counts: { ...counts }, clusterRecord };
+  if (!header) throw invalidArgument('no backup was sent');
+  return { header, counts: { ...counts }, clusterRecord };
 }
 
 interface WriterData {
   root: Uint8Array;
-  approvedId: string;
+  expect: Expected;
   /** Absent on a dry run: nothing is written. */
   write?: { etcd: EtcdConfig; clusterName: string; claim: string };
 }
 
-interface WriterResult {
-  counts: RestoreCounts;
-  clusterRecord: Uint8Array | undefined;
-}
+type WriterResult = Omit<CheckResult, 'clusterRecord'> & { clusterRecord: Uint8Array | undefined };
 
 /**
- * Runs `checkAndWrite` in a BlockWorker. `root` is copied to the worker (which zeroizes its
- * copy); the caller keeps and zeroizes its own. Errors keep their code.
+ * Runs `checkAndWrite` in a BlockWorker; `write` absent checks only. `root` is copied to the
+ * worker (which zeroizes its copy); the caller keeps and zeroizes its own. Errors keep their code.
  */
-export async function runRestoreWriter(
+export async function runBackupCheck(
   root: Buffer,
-  header: BackupHeader,
+  expect: Expected,
   bytes: AsyncIterable<Buffer>,
   write: WriterData['write'],
   progress: (done: number) => void,
-): Promise<{ counts: RestoreCounts; clusterRecord: Buffer | undefined }> {
-  const data: WriterData = { root: new Uint8Array(root), approvedId: headerId(header), write };
+): Promise<CheckResult> {
+  const data: WriterData = { root: new Uint8Array(root), expect, write };
   const worker = new BlockWorker<WriterResult>(import.meta.url, data, 'restore', progress);
   data.root.fill(0); // the worker has its own copy
   try {
     await Promise.all([worker.send(bytes), worker.result]);
     const r = await worker.result;
-    return { counts: r.counts, clusterRecord: r.clusterRecord && Buffer.from(r.clusterRecord) };
+    return { ...r, clusterRecord: r.clusterRecord && Buffer.from(r.clusterRecord) };
   } finally {
     await worker.close();
   }
@@ -111,8 +126,8 @@ await serveBlockWorker<WriterData>(import.meta.url, async (data, side) => {
       etcd = connectEtcd(etcdConfigInWorker(data.write.etcd));
       target = { ns: clusterNamespace(etcd, data.write.clusterName), claim: data.write.claim };
     }
-    const r = await checkAndWrite(root, data.approvedId, side.received(), target, (done) => side.progress(done));
-    return { counts: r.counts, clusterRecord: r.clusterRecord && new Uint8Array(r.clusterRecord) } satisfies WriterResult;
+    const r = await checkAndWrite(root, data.expect, side.received(), target, (done) => side.progress(done));
+    return { ...r, clusterRecord: r.clusterRecord && new Uint8Array(r.clusterRecord) } satisfies WriterResult;
   } finally {
     root.fill(0);
     etcd?.close();

@@ -23,7 +23,7 @@ import { BACKUP_PREFIXES, etcdCall, paths, type EtcdConfig, type Namespace } fro
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import { checkRestorable, headerId } from './backup.ts';
-import { runRestoreWriter, type RestoreCounts } from './restore-writer.ts';
+import { runBackupCheck, type RestoreCounts } from './restore-writer.ts';
 import type { Cluster, ClusterRecord } from './cluster.ts';
 import type { CustodianLink } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
@@ -244,7 +244,7 @@ export class Restores {
     }
     let counts: RestoreCounts = { entries: 0, keks: 0, versions: 0, keys: 0 };
     try {
-      const written = await runRestoreWriter(root, approved, bytes, opts.dryRun ? undefined : { etcd: this.#d.etcd, clusterName: this.#d.clusterName, claim: JSON.stringify(claim) }, (done) =>
+      const written = await runBackupCheck(root, { headerId: headerId(approved) }, bytes, opts.dryRun ? undefined : { etcd: this.#d.etcd, clusterName: this.#d.clusterName, claim: JSON.stringify(claim) }, (done) =>
         emit({ phase: 'writing', done, total: approved.entries }),
       );
       counts = written.counts;
