@@ -38,16 +38,7 @@ export class TcpLink {
   #accept(client: net.Socket): void {
     if (this.#closed) return void client.destroy();
     const upstream = net.connect(this.target, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      this.#sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => {
-        this.#sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-      if (this.#cut) s.pause();
-    }
+    for (const s of trackPair(client, upstream, this.#sockets)) if (this.#cut) s.pause();
     // Not pipe(): its backpressure handling resumes a source on 'drain', which would leak data through a cut.
     client.on('data', (d) => upstream.write(d));
     upstream.on('data', (d) => client.write(d));
@@ -69,4 +60,21 @@ export class TcpLink {
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * Tracks a proxied connection's two sockets in `sockets` until they close; either closing (or
+ * failing) closes both. Returns them.
+ */
+export function trackPair(client: net.Socket, upstream: net.Socket, sockets: Set<net.Socket>): [net.Socket, net.Socket] {
+  for (const s of [client, upstream]) {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => {
+      sockets.delete(s);
+      client.destroy();
+      upstream.destroy();
+    });
+  }
+  return [client, upstream];
 }

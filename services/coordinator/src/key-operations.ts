@@ -55,7 +55,9 @@ export class KeyOperations {
       throw invalidArgument(`plaintext is ${plaintext.length} bytes; the limit is ${this.opts.maxPlaintextBytes}`);
   }
 
-  async #version(k: KeyRecord, requested: number | undefined): Promise<{ version: number; material: Buffer }> {
+  async #version(key: KeyRecord, requested: number | undefined): Promise<{ version: number; material: Buffer }> {
+    // A version newer than the cached record may have been made through another replica just now.
+    const k = requested && requested > key.primaryVersion ? await this.keyring.fresh(key) : key;
     const version = requested || k.primaryVersion;
     if (version > k.primaryVersion) throw notFound(`key ${k.name} has no version ${version}`);
     if (version < k.minDecryptionVersion) throw failedPrecondition(`key version ${version} of ${k.name} is below its minimum decryption version`);
@@ -81,7 +83,7 @@ export class KeyOperations {
       const counting = this.usage.encryption(k.id, k.primaryVersion);
       if (counting === undefined || (await counting)) break;
       if (attempt === 2) throw unavailable(`key ${k.name} reached its usage bound and is being rotated; try again`);
-      k = await this.keyring.resolve(k.id);
+      k = await this.keyring.fresh(k); // the rotation may have been made by another replica
     }
     const material = await this.keyring.material(k, k.primaryVersion);
     const ciphertext = encryptWithVersion(material, { keyId: k.id, keyVersion: k.primaryVersion }, plaintext, context, aeadOf(k.type));

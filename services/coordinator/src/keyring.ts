@@ -5,16 +5,19 @@
  * key, wrapped by the current KEK with AAD = cluster id | key id | version. Unwrapped material
  * is cached in memory only while unsealed and zeroized on seal. Names and aliases are unique
  * (created in the same transaction as what they point to). Every metadata change is a
- * compare-and-swap on the key's etcd revision, so concurrent replicas never lose an update;
- * a watch keeps every replica's cache current.
+ * compare-and-swap on the key's etcd revision, so concurrent replicas never lose an update,
+ * committed through commitCas, so an answer lost in transit never applies a change twice.
+ * Each replica's cache (key-cache.ts) follows a watch and reads etcd on a miss, so a key made
+ * through one replica is usable through any other at once.
  */
 import { randomBytes } from 'node:crypto';
 import {
   USAGE, generateMaterial, parseKeyType, unwrapVersion, wrapVersion, zeroize, type KeyType, type KeyUsage,
 } from '@keyshard/crypto';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
-import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
+import { commitCas, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { Cluster } from './cluster.ts';
+import { KeyCache, type KeyRef } from './key-cache.ts';
 import { validatePolicy } from './key-policy.ts';
 import type { Seal } from './seal.ts';
 
@@ -51,6 +54,16 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
 export const MAX_NAME_LENGTH = 128;
 const KEY_ID_RE = /^k_[A-Za-z0-9_-]{22}$/;
 const ALIAS_PREFIX = 'alias/';
+
+/** Whether `s` could name a key or an alias (validateName without the explanation). */
+const isName = (s: string) => s.length <= MAX_NAME_LENGTH && NAME_RE.test(s) && !KEY_ID_RE.test(s);
+
+/** What `ref` (an id, a name or `alias/<name>`) refers to; undefined if no key can have it. */
+function parseRef(ref: string): KeyRef | undefined {
+  if (KEY_ID_RE.test(ref)) return { id: ref };
+  if (ref.startsWith(ALIAS_PREFIX)) return isName(ref.slice(ALIAS_PREFIX.length)) ? { alias: ref.slice(ALIAS_PREFIX.length) } : undefined;
+  return isName(ref) ? { name: ref } : undefined;
+}
 
 export function validateName(name: string, what = 'key name'): void {
   if (typeof name !== 'string' || name.length === 0) throw invalidArgument(`${what} must not be empty`);
@@ -96,63 +109,29 @@ export class Keyring {
   #cluster: Cluster;
   #seal: Seal;
   #opts: KeyringOptions;
-  #keys = new Map<string, KeyRecord>();
-  #byName = new Map<string, string>();
-  #aliases = new Map<string, string>(); // alias name -> key id
+  #cache: KeyCache;
   #material = new Map<string, Buffer>(); // `${id}/${version}` -> unwrapped material
-  #loaded: Promise<void> | undefined;
 
   constructor(ns: Namespace, cluster: Cluster, seal: Seal, opts: KeyringOptions) {
     this.#ns = ns;
     this.#cluster = cluster;
     this.#seal = seal;
     this.#opts = opts;
+    this.#cache = new KeyCache(ns, (id) => this.#forgetMaterial(id));
     seal.onSeal(() => {
       zeroize(...this.#material.values());
       this.#material.clear();
     });
   }
 
-  /** Loads metadata and aliases, then follows changes made by any replica. */
-  #load(): Promise<void> {
-    this.#loaded ??= (async () => {
-      const ns = this.#ns;
-      const watcher = await etcdCall('watch keys', () => ns.watch().prefix('keys/').create());
-      watcher.on('put', (kv) => this.#remember(JSON.parse(kv.value.toString()) as KeyRecord));
-      const aliasWatcher = await etcdCall('watch aliases', () => ns.watch().prefix('aliases/').create());
-      aliasWatcher.on('put', (kv) => this.#aliases.set(this.#aliasName(kv.key.toString()), kv.value.toString()));
-      aliasWatcher.on('delete', (kv) => this.#aliases.delete(this.#aliasName(kv.key.toString())));
-      const keys = await etcdCall('load keys', () => ns.getAll().prefix('keys/').strings());
-      for (const v of Object.values(keys)) this.#remember(JSON.parse(v) as KeyRecord);
-      const aliases = await etcdCall('load aliases', () => ns.getAll().prefix('aliases/').strings());
-      for (const [k, v] of Object.entries(aliases)) this.#aliases.set(this.#aliasName(k), v);
-    })().catch((e) => {
-      this.#loaded = undefined;
-      throw e;
-    });
-    return this.#loaded;
-  }
-
   /** Loads the key records and follows changes now (any call does it lazily; the leader's sweep needs it first). */
   warm(): Promise<void> {
-    return this.#load();
-  }
-
-  #aliasName(etcdKey: string): string {
-    return etcdKey.slice(etcdKey.indexOf('aliases/') + 'aliases/'.length);
-  }
-
-  #remember(k: KeyRecord): void {
-    if (k.state === 'KEY_STATE_DESTROYED') this.#forgetMaterial(k.id);
-    const old = this.#keys.get(k.id);
-    if (old && old.name !== k.name) this.#byName.delete(old.name);
-    this.#keys.set(k.id, k);
-    this.#byName.set(k.name, k.id);
+    return this.#cache.load();
   }
 
   async #ready(): Promise<void> {
     this.#seal.requireOpen();
-    await this.#load();
+    await this.#cache.load();
   }
 
   /** Resolves an id, a name or `alias/<name>`. */
@@ -160,10 +139,18 @@ export class Keyring {
     await this.#ready();
     if (typeof ref !== 'string' || ref.length === 0) throw invalidArgument('key reference must not be empty');
     if (ref.length > MAX_NAME_LENGTH + ALIAS_PREFIX.length) throw invalidArgument(`key reference is longer than ${MAX_NAME_LENGTH} characters`);
-    const id = KEY_ID_RE.test(ref) ? ref : ref.startsWith(ALIAS_PREFIX) ? this.#aliases.get(ref.slice(ALIAS_PREFIX.length)) : this.#byName.get(ref);
-    const k = id ? this.#keys.get(id) : undefined;
+    const parsed = parseRef(ref);
+    const k = parsed && (await this.#cache.lookup(parsed));
     if (!k) throw notFound(`key ${ref} not found`);
     return k;
+  }
+
+  /**
+   * The record of `k` as etcd holds it now, for a caller that needs what another replica may
+   * just have changed (a version made there); `k` itself if it is gone.
+   */
+  async fresh(k: KeyRecord): Promise<KeyRecord> {
+    return (await this.#cache.read(k.id)) ?? k;
   }
 
   rotationPeriod(seconds: number | undefined): number {
@@ -203,24 +190,22 @@ export class Keyring {
     };
     const { material, version } = this.#newVersion(key, 1);
     const ns = this.#ns;
-    const res = await etcdCall('create key', () =>
-      ns
-        .if(paths.name(key.name), 'Create', '==', 0)
-        .then(
-          ns.put(paths.name(key.name)).value(key.id),
-          ns.put(paths.key(key.id)).value(JSON.stringify(key)),
-          ns.put(paths.version(key.id, 1)).value(JSON.stringify(version)),
-        )
-        .commit(),
-    ).catch((e) => {
+    // The name is created if absent, and names are never deleted, so a resent create cannot
+    // apply twice; the name holding our fresh id proves an earlier send applied (1 witness).
+    const puts: [string, string][] = [
+      [paths.name(key.name), key.id],
+      [paths.key(key.id), JSON.stringify(key)],
+      [paths.version(key.id, 1), JSON.stringify(version)],
+    ];
+    const res = await commitCas(ns, 'create key', () => ns.if(paths.name(key.name), 'Create', '==', 0), puts, 1).catch((e) => {
       zeroize(material);
       throw e;
     });
-    if (!res.succeeded) {
+    if (res.outcome !== 'applied') {
       zeroize(material);
       throw alreadyExists(`a key named ${key.name} already exists`);
     }
-    this.#remember(key);
+    this.#cache.remember(key, res.revision);
     this.#cacheMaterial(key.id, 1, material);
     return key;
   }
@@ -247,7 +232,10 @@ export class Keyring {
 
   /**
    * Applies `change` to the current record with a compare-and-swap on its etcd revision,
-   * retrying on a concurrent update. `extra` adds puts to the same transaction.
+   * retrying on a concurrent update. `extra` adds puts to the same transaction. The mod
+   * revision never matches again once the change applied, so commitCas's resends after a lost
+   * answer apply it at most once, and find it applied when they do; when they cannot tell,
+   * this fails rather than applying `change` to a record that may already have it.
    */
   async update(
     id: string,
@@ -261,17 +249,20 @@ export class Keyring {
       const res = await etcdCall('read key', () => ns.get(paths.key(id)).exec());
       const kv = res.kvs[0];
       if (!kv) throw notFound(`key ${id} not found`);
-      const next = change(JSON.parse(kv.value.toString()) as KeyRecord);
+      const cur = JSON.parse(kv.value.toString()) as KeyRecord;
+      this.#cache.remember(cur, kv.mod_revision); // callers that give up on it (not due) act on what they saw
+      const next = change(cur);
       const puts = [[paths.key(id), JSON.stringify(next)] as [string, string], ...extra(next)];
-      const tx = await etcdCall('update key', () => {
+      const tx = await commitCas(ns, 'update key', () => {
         const cmp = ns.if(paths.key(id), 'Mod', '==', kv.mod_revision);
         if (fence) cmp.and(fence.key, 'Create', '==', fence.createRevision);
-        return cmp.then(...puts.map(([k, v]) => ns.put(k).value(v))).commit();
-      });
-      if (tx.succeeded) {
-        this.#remember(next);
+        return cmp;
+      }, puts);
+      if (tx.outcome === 'applied') {
+        this.#cache.remember(next, tx.revision);
         return next;
       }
+      if (tx.outcome === 'unknown') throw unavailable(`the change to key ${cur.name} may or may not have been applied; read the key before trying again`);
       if (fence && !(await fence.held())) throw failedPrecondition('no longer the leader: write fenced off');
     }
     throw unavailable(`key ${id} is being changed concurrently; try again`);
@@ -279,7 +270,7 @@ export class Keyring {
 
   /** Keys whose scheduled rotation is due at `now` (from the cache the watch keeps current). */
   due(now: number): KeyRecord[] {
-    return [...this.#keys.values()].filter(
+    return this.#cache.records().filter(
       (k) => k.state === 'KEY_STATE_ENABLED' && k.rotation.periodSeconds > 0 && Date.parse(k.rotation.nextRotationAt) <= now,
     );
   }
@@ -289,6 +280,9 @@ export class Keyring {
    * With `ifDueAt`, rotates only if the stored record is still due then; with `ifPrimary`, only
    * if that version is still the primary one. Both are a compare-and-swap on the record, so a
    * due rotation happens once even if two sweeps or replicas race; undefined when not done.
+   * The version is added in update's transaction, so it is added once too: a resend after a lost
+   * answer finds the record and the version it wrote (the version's fresh wrapped material
+   * tells it from any other) and returns that rotation.
    */
   async rotate(k: KeyRecord, opts: { ifDueAt?: number; ifPrimary?: number; fence?: Fence } = {}): Promise<KeyRecord | undefined> {
     let made: { n: number; material: Buffer } | undefined;
@@ -298,10 +292,7 @@ export class Keyring {
         (cur) => {
           if (opts.ifDueAt !== undefined && !(cur.rotation.periodSeconds > 0 && Date.parse(cur.rotation.nextRotationAt) <= opts.ifDueAt))
             throw NOT_DUE;
-          if (opts.ifPrimary !== undefined && cur.primaryVersion !== opts.ifPrimary) {
-            this.#remember(cur); // the caller acts on what it has seen: let it see the newer record
-            throw NOT_DUE;
-          }
+          if (opts.ifPrimary !== undefined && cur.primaryVersion !== opts.ifPrimary) throw NOT_DUE; // update cached the newer record
           if (cur.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${cur.name} is not enabled`);
           const n = cur.primaryVersion + 1;
           const now = new Date();
@@ -358,7 +349,7 @@ export class Keyring {
         .commit(),
     );
     if (!tx.succeeded) throw unavailable(`key ${cur.name} changed during its destruction; the ceremony may be retried`);
-    this.#remember(tombstone);
+    this.#cache.remember(tombstone, tx.header.revision);
     return tx.header.revision;
   }
 
@@ -372,8 +363,9 @@ export class Keyring {
       after = Buffer.from(pageToken, 'base64url').toString('utf8');
       if (!after) throw invalidArgument('page_token is not valid');
     }
-    const names = [...this.#byName.keys()].filter((n) => n > after).sort();
-    const page = names.slice(0, size).map((n) => this.#keys.get(this.#byName.get(n)!)!);
+    const byName = this.#cache.byName();
+    const names = [...byName.keys()].filter((n) => n > after).sort();
+    const page = names.slice(0, size).map((n) => byName.get(n)!);
     const next = names.length > size ? Buffer.from(page[page.length - 1]!.name).toString('base64url') : '';
     return { keys: page, next };
   }
@@ -401,11 +393,14 @@ export class Keyring {
   async putAlias(alias: string, k: KeyRecord, from?: string): Promise<{ name: string; keyId: string }> {
     validateName(alias, 'alias');
     const ns = this.#ns;
-    const res = await etcdCall(from ? 'update alias' : 'create alias', () =>
-      (from ? ns.if(paths.alias(alias), 'Value', '==', from) : ns.if(paths.alias(alias), 'Create', '==', 0)).then(ns.put(paths.alias(alias)).value(k.id)).commit(),
+    // An alias can be deleted and made again, so a resend after a lost answer could recreate or
+    // repoint one changed in the moments since: it then names the key this caller asked for.
+    const res = await commitCas(ns, from ? 'update alias' : 'create alias', () =>
+      from ? ns.if(paths.alias(alias), 'Value', '==', from) : ns.if(paths.alias(alias), 'Create', '==', 0),
+      [[paths.alias(alias), k.id]],
     );
-    if (!res.succeeded) throw from ? unavailable(`alias ${alias} changed meanwhile; try again`) : alreadyExists(`alias ${alias} already exists`);
-    this.#aliases.set(alias, k.id);
+    if (res.outcome !== 'applied') throw from ? unavailable(`alias ${alias} changed meanwhile; try again`) : alreadyExists(`alias ${alias} already exists`);
+    this.#cache.rememberAlias(alias, k.id, res.revision);
     return { name: alias, keyId: k.id };
   }
 
@@ -416,13 +411,13 @@ export class Keyring {
     const ns = this.#ns;
     const res = await etcdCall('delete alias', () => ns.if(paths.alias(alias), 'Value', '==', from).then(ns.delete().key(paths.alias(alias))).commit());
     if (!res.succeeded) throw unavailable(`alias ${alias} changed meanwhile; try again`);
-    this.#aliases.delete(alias);
+    this.#cache.rememberAlias(alias, undefined, res.header.revision);
   }
 
   async listAliases(ref?: string): Promise<{ name: string; keyId: string }[]> {
     await this.#ready();
     const keyId = ref ? (await this.resolve(ref)).id : undefined;
-    return [...this.#aliases]
+    return this.#cache.aliases()
       .filter(([, id]) => !keyId || id === keyId)
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([name, id]) => ({ name, keyId: id }));

@@ -1,0 +1,209 @@
+/**
+ * Key records across coordinator replicas and across lost etcd answers, against a real etcd
+ * (what test/faults.suite.ts found under load, made deterministic):
+ *  - a key created or aliased through one replica resolves at once through another whose watch
+ *    has not delivered it (here: never delivers), by id, name and alias; an unknown reference
+ *    is NOT_FOUND and grows nothing; a late watch event never replaces a newer record;
+ *  - the etcd client does not resend a write whose answer was lost (it resends reads);
+ *  - CreateKey, an update and a rotation whose answer was lost succeed, applied exactly once.
+ * Each "replica" is a Keyring of its own, with its own etcd client, in this process.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ManagedProcess, freePort } from '@keyshard/devcluster';
+import { isKeyshardError } from '@keyshard/errors';
+import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
+import { Keyring, type KeyRecord } from '../services/coordinator/src/keyring.ts';
+import { Seal } from '../services/coordinator/src/seal.ts';
+import type { Cluster } from '../services/coordinator/src/cluster.ts';
+import { AnswerLosingLink } from './support/lost-answers.ts';
+
+const CLUSTER = 'consistency';
+const kek = randomBytes(32);
+
+/** A Keyring as a coordinator replica makes it, unsealed, on its own etcd client. */
+function replica(ns: Namespace): Keyring {
+  const seal = new Seal();
+  seal.open(randomBytes(32), new Map([[1, Buffer.from(kek)]]), seal.generation);
+  const record = { clusterId: 'c-consistency', state: 'initialized', kekEpoch: 1, createdAt: '' };
+  const cluster = { requireInitialized: () => ({ record, manifest: {} }) } as unknown as Cluster;
+  return new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: 60 });
+}
+
+/**
+ * `ns` as a replica that has not heard yet: its watches never deliver (the test emits their
+ * events itself, by prefix), and its reads are counted.
+ */
+function deaf(ns: Namespace): { ns: Namespace; watchers: Map<string, EventEmitter>; reads: () => number } {
+  const watchers = new Map<string, EventEmitter>();
+  let reads = 0;
+  const watch = () => ({
+    prefix: (prefix: string) => ({
+      create: async () => {
+        const w = new EventEmitter();
+        watchers.set(prefix, w);
+        return w;
+      },
+    }),
+  });
+  const get = (key: string) => {
+    reads++;
+    return ns.get(key);
+  };
+  const proxy = new Proxy(ns, { get: (target, prop) => (prop === 'watch' ? watch : prop === 'get' ? get : Reflect.get(target, prop, target)) });
+  return { ns: proxy, watchers, reads: () => reads };
+}
+
+const code = (e: unknown) => (isKeyshardError(e) ? e.code : String(e));
+
+describe('key records across replicas and lost etcd answers', { timeout: 120_000 }, () => {
+  let dir: string;
+  let etcd: ManagedProcess;
+  let link: AnswerLosingLink;
+  const clients: Etcd3[] = [];
+  let direct: Namespace; // what etcd holds, read without faults
+  let lossy: () => Namespace; // through the link that loses answers
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'keyshard-consistency-'));
+    const [clientPort, peerPort] = [await freePort(), await freePort()];
+    const url = `http://127.0.0.1:${clientPort}`;
+    const peer = `http://127.0.0.1:${peerPort}`;
+    etcd = new ManagedProcess(
+      {
+        name: 'etcd',
+        command: 'etcd',
+        args: [
+          '--name', 'm1', '--data-dir', path.join(dir, 'etcd'), '--listen-client-urls', url, '--advertise-client-urls', url,
+          '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `m1=${peer}`, '--listen-metrics-urls', '',
+        ],
+        ready: /ready to serve client requests/,
+      },
+      dir,
+    );
+    await etcd.start();
+    link = await AnswerLosingLink.open(clientPort);
+    const connect = (port: number) => {
+      const c = connectEtcd({ endpoints: [`http://127.0.0.1:${port}`] });
+      clients.push(c);
+      return c;
+    };
+    direct = clusterNamespace(connect(clientPort), CLUSTER);
+    const lossyClient = connect(link.port);
+    lossy = () => clusterNamespace(lossyClient, CLUSTER);
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await link?.close();
+    await etcd?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  describe('read-your-writes across replicas', () => {
+    let replicaA: Keyring;
+    let b: ReturnType<typeof deaf>;
+    let replicaB: Keyring;
+    let k: KeyRecord;
+
+    before(async () => {
+      replicaA = replica(direct);
+      b = deaf(direct);
+      replicaB = replica(b.ns);
+      await replicaB.warm(); // B is up and following before A writes
+    });
+
+    it('a key created and aliased through replica A resolves at once through B, whose watch has not delivered', async () => {
+      k = await replicaA.create({ name: 'made-on-a' }, 'app');
+      await replicaA.putAlias('made-on-a-alias', k);
+      assert.equal((await replicaB.resolve(k.id)).id, k.id, 'by id');
+      assert.equal((await replicaB.resolve('made-on-a')).id, k.id, 'by name');
+      assert.equal((await replicaB.resolve('alias/made-on-a-alias')).id, k.id, 'by alias');
+      assert.deepEqual(await replicaB.listAliases(k.id), [{ name: 'made-on-a-alias', keyId: k.id }], 'what was read is remembered');
+    });
+
+    it('an unknown reference is NOT_FOUND after one shared read, and nothing of it is kept', async () => {
+      const before = b.reads();
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => replicaB.resolve('never-made')));
+      assert.deepEqual(new Set(results.map((r) => r.status === 'rejected' && code(r.reason))), new Set(['NOT_FOUND']));
+      assert.equal(b.reads() - before, 1, 'twenty concurrent lookups of one name cost one etcd read');
+      await assert.rejects(replicaB.resolve('alias/never-made'), (e) => code(e) === 'NOT_FOUND');
+      await assert.rejects(replicaB.resolve('no such name!'), (e) => code(e) === 'NOT_FOUND');
+      assert.equal(b.reads() - before, 2, 'a reference no key can have is not read');
+      assert.deepEqual((await replicaB.list(1000, '')).keys.map((r) => r.name), ['made-on-a'], 'misses are not cached');
+    });
+
+    it('a watch event arriving after a newer record was read directly does not replace it', async () => {
+      const v1 = (await direct.get(paths.key(k.id)).exec()).kvs[0]!;
+      await replicaA.rotate(k);
+      assert.equal((await replicaB.fresh(k)).primaryVersion, 2, 'B reads the rotation');
+      b.watchers.get(paths.keysPrefix)!.emit('put', v1); // the create's event, late
+      assert.equal((await replicaB.resolve(k.id)).primaryVersion, 2);
+    });
+
+    it('a deleted alias is not revived by an older event', async () => {
+      const put = (await direct.get(paths.alias('made-on-a-alias')).exec()).kvs[0]!;
+      await replicaA.deleteAlias('made-on-a-alias', k.id);
+      const deletedAt = (await direct.get(paths.alias('made-on-a-alias')).exec()).header.revision;
+      const aliases = b.watchers.get(paths.alias(''))!;
+      aliases.emit('delete', { ...put, mod_revision: deletedAt });
+      aliases.emit('put', put); // its creation, late
+      await assert.rejects(replicaB.resolve('alias/made-on-a-alias'), (e) => code(e) === 'NOT_FOUND');
+      assert.deepEqual(await replicaB.listAliases(), []);
+    });
+  });
+
+  describe('lost answers', () => {
+    let replicaA: Keyring;
+    let k: KeyRecord;
+
+    before(async () => {
+      replicaA = replica(lossy());
+      k = await replicaA.create({ name: 'lost-answers' }, 'app');
+    });
+
+    it('the etcd client does not resend a put whose answer was lost, and resends a read', async () => {
+      const ns = lossy();
+      await ns.put('probe').value('up');
+      let lost = link.loseAnswerTo(1);
+      await assert.rejects(ns.put('once').value('1').exec());
+      await lost;
+      assert.equal((await direct.get('once').exec()).kvs[0]?.version, '1', 'the put was applied once');
+      lost = link.loseAnswerTo(1);
+      assert.equal(await ns.get('once').string(), '1');
+      await lost;
+    });
+
+    it('CreateKey whose answer was lost returns the key it made, made once', async () => {
+      const lost = link.loseAnswerTo(1);
+      const made = await replicaA.create({ name: 'lost-create' }, 'app');
+      await lost;
+      assert.equal(await direct.get(paths.name('lost-create')).string(), made.id);
+      const records = Object.values(await direct.getAll().prefix(paths.keysPrefix).strings()).map((v) => JSON.parse(v) as KeyRecord);
+      assert.deepEqual(records.filter((r) => r.name === 'lost-create').map((r) => r.id), [made.id]);
+    });
+
+    it('an update whose answer was lost is applied once', async () => {
+      const lost = link.loseAnswerTo(2); // 1: the read of the record, 2: its compare-and-swap
+      const next = await replicaA.update(k.id, (cur) => ({ ...cur, labels: { ...cur.labels, n: String(Number(cur.labels.n ?? '0') + 1) } }));
+      await lost;
+      assert.equal(next.labels.n, '1');
+      assert.equal((JSON.parse((await direct.get(paths.key(k.id)).string())!) as KeyRecord).labels.n, '1');
+    });
+
+    it('a rotation whose answer was lost adds one version, whose material is the one kept', async () => {
+      const lost = link.loseAnswerTo(2);
+      const rotated = await replicaA.rotate(k);
+      await lost;
+      assert.equal(rotated?.primaryVersion, 2);
+      assert.equal(Object.keys(await direct.getAll().prefix(paths.versionsPrefix(k.id)).strings()).length, 2);
+      assert.equal((JSON.parse((await direct.get(paths.key(k.id)).string())!) as KeyRecord).primaryVersion, 2);
+      assert.deepEqual(await replicaA.material(rotated!, 2), await replica(direct).material(rotated!, 2), 'the cached material is the stored one');
+    });
+  });
+});
