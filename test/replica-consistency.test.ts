@@ -5,7 +5,7 @@
  *    has not delivered it (here: never delivers), by id, name and alias; an unknown reference
  *    is NOT_FOUND and grows nothing; a late watch event never replaces a newer record;
  *  - the etcd client does not resend a write whose answer was lost (it resends reads);
- *  - CreateKey, an update and a rotation whose answer was lost succeed, applied exactly once.
+ *  - CreateKey, an update, a rotation and a destroy whose answer was lost succeed, applied exactly once.
  * Each "replica" is a Keyring of its own, with its own etcd client, in this process.
  */
 import { after, before, describe, it } from 'node:test';
@@ -26,13 +26,17 @@ import { AnswerLosingLink } from './support/lost-answers.ts';
 const CLUSTER = 'consistency';
 const kek = randomBytes(32);
 
+const keyrings: Keyring[] = [];
+
 /** A Keyring as a coordinator replica makes it, unsealed, on its own etcd client. */
 function replica(ns: Namespace): Keyring {
   const seal = new Seal();
   seal.open(randomBytes(32), new Map([[1, Buffer.from(kek)]]), seal.generation);
   const record = { clusterId: 'c-consistency', state: 'initialized', kekEpoch: 1, createdAt: '' };
   const cluster = { requireInitialized: () => ({ record, manifest: {} }) } as unknown as Cluster;
-  return new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: 60 });
+  const k = new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: 60 });
+  keyrings.push(k);
+  return k;
 }
 
 /**
@@ -45,7 +49,7 @@ function deaf(ns: Namespace): { ns: Namespace; watchers: Map<string, EventEmitte
   const watch = () => ({
     prefix: (prefix: string) => ({
       create: async () => {
-        const w = new EventEmitter();
+        const w = Object.assign(new EventEmitter(), { cancel: async () => {} });
         watchers.set(prefix, w);
         return w;
       },
@@ -99,6 +103,7 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
   });
 
   after(async () => {
+    await Promise.all(keyrings.map((k) => k.close()));
     for (const c of clients) c.close();
     await link?.close();
     await etcd?.stop();
@@ -204,6 +209,18 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
       assert.equal(Object.keys(await direct.getAll().prefix(paths.versionsPrefix(k.id)).strings()).length, 2);
       assert.equal((JSON.parse((await direct.get(paths.key(k.id)).string())!) as KeyRecord).primaryVersion, 2);
       assert.deepEqual(await replicaA.material(rotated!, 2), await replica(direct).material(rotated!, 2), 'the cached material is the stored one');
+    });
+
+    it('a destroy whose answer was lost reports the revision it applied at (for the compaction)', async () => {
+      const doomed = await replicaA.create({ name: 'lost-destroy' }, 'app');
+      await replicaA.update(doomed.id, (cur) => ({ ...cur, state: 'KEY_STATE_PENDING_DESTRUCTION', destructionAt: new Date(Date.now() - 1000).toISOString() }));
+      const lost = link.loseAnswerTo(2); // 1: the read of the record, 2: the destroy transaction
+      const revision = await replicaA.destroy(doomed.id);
+      await lost;
+      const stored = (await direct.get(paths.key(doomed.id)).exec()).kvs[0]!;
+      assert.equal((JSON.parse(stored.value.toString()) as KeyRecord).state, 'KEY_STATE_DESTROYED');
+      assert.equal(revision, stored.mod_revision);
+      assert.deepEqual(await direct.getAll().prefix(paths.versionsPrefix(doomed.id)).keys(), []);
     });
   });
 });

@@ -20,11 +20,11 @@
  *   share-set-next               generation of the share set being made (services/coordinator/src/share-sets.ts)
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { Etcd3, type ComparatorBuilder, type Namespace, type IOptions } from 'etcd3';
+import { Etcd3, type ComparatorBuilder, type Namespace, type IOptions, type Watcher } from 'etcd3';
 import { KeyshardError } from '@keyshard/errors';
 import { ResendPolicy, neverSent } from './resend-policy.ts';
 
-export { Etcd3, type Namespace };
+export { Etcd3, type Namespace, type Watcher };
 
 export interface EtcdConfig {
   endpoints: string[];

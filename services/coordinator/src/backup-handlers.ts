@@ -45,6 +45,24 @@ function summaryMessage(s: Omit<RestoreSummary, 'unsealed' | 'dryRun' | 'cluster
   };
 }
 
+/**
+ * Waits until `call` takes more data. A stream the client cancelled is destroyed and never
+ * drains: then this throws, so the backup (and its worker) stops rather than waiting for ever.
+ */
+export async function drained(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  const gone = new AbortController();
+  const abort = () => gone.abort();
+  call.once('cancelled', abort).once('close', abort);
+  try {
+    if (call.cancelled || call.destroyed) abort();
+    await once(call, 'drain', { signal: gone.signal });
+  } catch {
+    throw failedPrecondition('the client cancelled the backup');
+  } finally {
+    call.off('cancelled', abort).off('close', abort);
+  }
+}
+
 export function backupHandlers(src: BackupSource, restores: Restores): Record<string, StreamHandler> {
   return {
     async CreateBackup(call: grpc.ServerWritableStream<unknown, unknown>, ctx: CallContext) {
@@ -52,7 +70,7 @@ export function backupHandlers(src: BackupSource, restores: Restores): Record<st
       for await (const { data, progress } of createBackup(src)) {
         if (call.cancelled) throw failedPrecondition('the client cancelled the backup');
         last = progress;
-        if (!call.write({ data, entries_done: progress.done, entries_total: progress.total })) await once(call, 'drain');
+        if (!call.write({ data, entries_done: progress.done, entries_total: progress.total })) await drained(call);
       }
       ctx.facts.details = { entries: String(last.done) };
     },

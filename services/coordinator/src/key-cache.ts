@@ -13,7 +13,7 @@
  *    of each alias deleted since), so looking up references that do not exist costs reads but
  *    never memory.
  */
-import { etcdCall, paths, type Namespace } from '@keyshard/store';
+import { etcdCall, paths, type Namespace, type Watcher } from '@keyshard/store';
 import type { KeyRecord } from './keyring.ts';
 
 /** A parsed key reference: a key id, a key name or an alias name. */
@@ -30,6 +30,7 @@ export class KeyCache {
   /** Misses being read from etcd: concurrent lookups of one reference share one read. */
   #reading = new Map<string, Promise<KeyRecord | undefined>>();
   #loaded: Promise<void> | undefined;
+  #watchers: Watcher[] = [];
 
   /** `onDestroyed`: a record became a tombstone (the keyring drops that key's material). */
   constructor(ns: Namespace, onDestroyed: (id: string) => void) {
@@ -42,19 +43,27 @@ export class KeyCache {
     this.#loaded ??= (async () => {
       const ns = this.#ns;
       const watcher = await etcdCall('watch keys', () => ns.watch().prefix(paths.keysPrefix).create());
+      this.#watchers.push(watcher);
       watcher.on('put', (kv) => this.remember(JSON.parse(kv.value.toString()) as KeyRecord, kv.mod_revision));
       const aliasWatcher = await etcdCall('watch aliases', () => ns.watch().prefix(paths.alias('')).create());
+      this.#watchers.push(aliasWatcher);
       aliasWatcher.on('put', (kv) => this.rememberAlias(aliasName(kv.key.toString()), kv.value.toString(), kv.mod_revision));
       aliasWatcher.on('delete', (kv) => this.rememberAlias(aliasName(kv.key.toString()), undefined, kv.mod_revision));
       const keys = await etcdCall('load keys', () => ns.getAll().prefix(paths.keysPrefix).exec());
       for (const kv of keys.kvs) this.remember(JSON.parse(kv.value.toString()) as KeyRecord, kv.mod_revision);
       const aliases = await etcdCall('load aliases', () => ns.getAll().prefix(paths.alias('')).exec());
       for (const kv of aliases.kvs) this.rememberAlias(aliasName(kv.key.toString()), kv.value.toString(), kv.mod_revision);
-    })().catch((e) => {
-      this.#loaded = undefined;
+    })().catch(async (e) => {
+      await this.close(); // a retry makes its own watchers
       throw e;
     });
     return this.#loaded;
+  }
+
+  /** Stops following changes (etcd3 would otherwise keep re-opening the watches, even after its client is closed). */
+  async close(): Promise<void> {
+    this.#loaded = undefined;
+    await Promise.all(this.#watchers.splice(0).map((w) => w.cancel().catch(() => {})));
   }
 
   /** Keeps `k`, written at etcd revision `revision`, unless a newer write of it is kept already. */

@@ -124,6 +124,11 @@ export class Keyring {
     });
   }
 
+  /** Stops following changes in etcd (for tests and shutdown; the next call loads again). */
+  close(): Promise<void> {
+    return this.#cache.close();
+  }
+
   /** Loads the key records and follows changes now (any call does it lazily; the leader's sweep needs it first). */
   warm(): Promise<void> {
     return this.#cache.load();
@@ -338,16 +343,23 @@ export class Keyring {
     if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
     if (Date.parse(cur.destructionAt) > now) throw failedPrecondition(`key ${cur.name} may not be destroyed before ${cur.destructionAt}`);
     const tombstone: KeyRecord = { ...cur, state: 'KEY_STATE_DESTROYED', policy: {}, rotation: { periodSeconds: 0, nextRotationAt: '' } };
-    const tx = await etcdCall('destroy key', () =>
-      ns
-        .if(paths.key(id), 'Mod', '==', kv.mod_revision)
-        .then(
-          ns.put(paths.key(id)).value(JSON.stringify(tombstone)),
-          ns.delete().prefix(paths.versionsPrefix(id)),
-          ns.delete().prefix(`${paths.usagePrefix}${id}/`),
-        )
-        .commit(),
-    );
+    const body = JSON.stringify(tombstone);
+    let tx;
+    try {
+      tx = await etcdCall('destroy key', () =>
+        ns
+          .if(paths.key(id), 'Mod', '==', kv.mod_revision)
+          .then(ns.put(paths.key(id)).value(body), ns.delete().prefix(paths.versionsPrefix(id)), ns.delete().prefix(`${paths.usagePrefix}${id}/`))
+          .commit(),
+      );
+    } catch (e) {
+      // The answer may have been lost after etcd applied it (never resent: resend-policy.ts).
+      // The tombstone, exactly as we wrote it, says it was: report it so the caller compacts.
+      const now = (await etcdCall('read key', () => ns.get(paths.key(id)).exec()).catch(() => undefined))?.kvs[0];
+      if (now?.value.toString() !== body) throw e;
+      this.#cache.remember(tombstone, now.mod_revision);
+      return now.mod_revision;
+    }
     if (!tx.succeeded) throw unavailable(`key ${cur.name} changed during its destruction; the ceremony may be retried`);
     this.#cache.remember(tombstone, tx.header.revision);
     return tx.header.revision;

@@ -40,6 +40,7 @@ export class LeaderJobs {
   #timer: NodeJS.Timeout | undefined;
   #backupTimer: NodeJS.Timeout | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
+  #healthyTimer: NodeJS.Timeout | undefined;
   #backoff = new Backoff();
   #sweeping = false;
   #backingUp = false;
@@ -69,9 +70,16 @@ export class LeaderJobs {
     this.#campaign = campaign;
     campaign.on('elected', () => void this.#elected(campaign));
     campaign.on('error', (e: Error) => this.#failed(campaign, e));
-    // The campaign's lease was granted: etcd answers again, so the next failure starts a new streak.
+    // A campaign that has held its lease for a TTL (or won) shows etcd answers again: the next
+    // failure starts a new streak. Not at the lease grant: a campaign whose later steps fail fast
+    // would then retry at the shortest delay forever.
+    const healthy = () => this.#campaign === campaign && this.#backoff.succeeded();
+    campaign.once('elected', healthy);
     campaign.getCampaignKey().then(
-      () => this.#campaign === campaign && this.#backoff.succeeded(),
+      () => {
+        this.#healthyTimer = setTimeout(healthy, this.opts.ttlSeconds * 1000);
+        this.#healthyTimer.unref();
+      },
       () => {}, // reported through 'error'
     );
   }
@@ -82,6 +90,7 @@ export class LeaderJobs {
     // reacting to each would double the campaigns every time.
     if (this.#campaign !== campaign) return;
     this.#campaign = undefined;
+    clearTimeout(this.#healthyTimer);
     const wasLeading = this.#fence !== undefined;
     this.#fence = undefined;
     clearInterval(this.#timer);
@@ -176,6 +185,7 @@ export class LeaderJobs {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#healthyTimer);
     clearInterval(this.#timer);
     clearInterval(this.#backupTimer);
     this.#fence = undefined;

@@ -279,11 +279,18 @@ export class Restores {
     return { cluster: approved.cluster, clusterId: approved.clusterId, revision: approved.revision, ...counts, dryRun: opts.dryRun, unsealed };
   }
 
-  /** Removes what a failed restore wrote (the target was empty: every backed-up prefix goes). */
+  /**
+   * Removes what a failed restore wrote (the target was empty: every backed-up prefix goes).
+   * First the claim is swapped for a different value, so that a write batch still on its way
+   * to etcd (each is conditional on the claim) fails instead of landing after the deletes.
+   */
   async #undo(claim: ClusterRecord): Promise<void> {
     const { ns } = this.#d;
-    const stored = await etcdCall('restore undo', () => ns.get(paths.cluster).string());
-    if (stored !== JSON.stringify(claim)) return; // not ours any more
+    const undoing = JSON.stringify({ ...claim, undoing: true });
+    const swapped = await etcdCall('restore undo', () =>
+      ns.if(paths.cluster, 'Value', '==', JSON.stringify(claim)).then(ns.put(paths.cluster).value(undoing)).commit(),
+    );
+    if (!swapped.succeeded && (await etcdCall('restore undo', () => ns.get(paths.cluster).string())) !== undoing) return; // not ours any more
     for (const p of BACKUP_PREFIXES) if (p !== paths.cluster) await etcdCall('restore undo', () => (p.endsWith('/') ? ns.delete().prefix(p) : ns.delete().key(p)).exec());
     await etcdCall('restore undo', () => ns.delete().key(paths.cluster).exec());
   }
