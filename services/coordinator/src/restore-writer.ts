@@ -78,7 +78,7 @@ export async function checkAndWrite(
             }),
           ),
         );
-    } else if (!clusterRecord) clusterRecord = entries.find((e) => e.key === paths.cluster)?.value;
+    }
     progress(counts.entries);
   }
   if (!header) throw invalidArgument('no backup was sent');
