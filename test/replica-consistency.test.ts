@@ -193,6 +193,38 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
       assert.deepEqual(records.filter((r) => r.name === 'lost-create').map((r) => r.id), [made.id]);
     });
 
+    it('concurrent creates share transactions, each with its own outcome; one name is made once', async () => {
+      const names = Array.from({ length: 40 }, (_, i) => `batched-${i}`);
+      const results = await Promise.allSettled([
+        ...names.map((name) => replicaA.create({ name }, 'app')),
+        ...Array.from({ length: 5 }, () => replicaA.create({ name: 'batched-twice' }, 'app')),
+      ]);
+      const made = results.slice(0, 40).map((r) => (r.status === 'fulfilled' ? r.value : assert.fail(String((r as PromiseRejectedResult).reason))));
+      for (const [i, k] of made.entries()) {
+        assert.equal(await direct.get(paths.name(names[i]!)).string(), k.id);
+        assert.equal((await replicaA.resolve(k.id)).name, names[i]);
+      }
+      const twice = results.slice(40);
+      assert.equal(twice.filter((r) => r.status === 'fulfilled').length, 1, 'one create of the name applies');
+      for (const r of twice) if (r.status === 'rejected') assert.equal(code(r.reason), 'ALREADY_EXISTS');
+      const winner = twice.find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<KeyRecord>;
+      assert.equal(await direct.get(paths.name('batched-twice')).string(), winner.value.id);
+      const records = Object.values(await direct.getAll().prefix(paths.keysPrefix).strings()).map((v) => JSON.parse(v) as KeyRecord);
+      assert.equal(records.filter((r) => r.name === 'batched-twice').length, 1, 'the losers wrote nothing');
+    });
+
+    it('creates batched into a transaction whose answer was lost are each made once', async () => {
+      const lost = link.loseAnswerTo(1);
+      const names = Array.from({ length: 20 }, (_, i) => `lost-batch-${i}`);
+      const made = await Promise.all(names.map((name) => replicaA.create({ name }, 'app')));
+      await lost;
+      const records = Object.values(await direct.getAll().prefix(paths.keysPrefix).strings()).map((v) => JSON.parse(v) as KeyRecord);
+      for (const [i, k] of made.entries()) {
+        assert.equal(await direct.get(paths.name(names[i]!)).string(), k.id);
+        assert.deepEqual(records.filter((r) => r.name === names[i]).map((r) => r.id), [k.id]);
+      }
+    });
+
     it('an update whose answer was lost is applied once', async () => {
       const lost = link.loseAnswerTo(2); // 1: the read of the record, 2: its compare-and-swap
       const next = await replicaA.update(k.id, (cur) => ({ ...cur, labels: { ...cur.labels, n: String(Number(cur.labels.n ?? '0') + 1) } }));

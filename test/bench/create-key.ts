@@ -14,7 +14,10 @@
  *                   coordinator's;
  *      create-key   CreateKey { name: bench-ck-r<round>-<n> } (aes256-gcm, no rotation, empty
  *                   policy), BENCH_CHANNELS connections. Each call is audited twice before it
- *                   answers: its intent and its outcome, both at the sink (not spooled).
+ *                   answers: its intent at the sink, its outcome in the coordinator's durable
+ *                   spool. The coordinator commits concurrent creates as nested transactions of
+ *                   one etcd transaction (CreateBatcher, packages/store/src/cas.ts): "Txn" per
+ *                   call below is then a fraction, each create keeping its own compare.
  * 3. Prints a table and, as its LAST line, one JSON object:
  *    {"bench":"create-key-64","value":<keys/s>,"baseline":<etcd txns/s>,"ratio",...}
  *

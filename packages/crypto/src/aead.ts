@@ -4,27 +4,16 @@
  *    encryptions: key versions must be rotated well before (counting is the keyring's job);
  *  - ChaCha20-Poly1305, RFC 8439 §2.8.
  */
-import { createCipheriv, createDecipheriv, randomFillSync, type CipherGCM, type DecipherGCM } from 'node:crypto';
+import { createCipheriv, createDecipheriv, type CipherGCM, type DecipherGCM } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';
+import { pooledRandomBytes } from './random.ts';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 12;
 export const TAG_BYTES = 16;
 
-// Nonces come from the CSPRNG in 4 KiB refills rather than one syscall-backed call each
-// (the same pooling node's randomUUID does); every nonce is still fresh CSPRNG output, used once.
-const pool = Buffer.alloc(4096);
-let poolOffset = pool.length;
-
 export function randomNonce(): Buffer {
-  if (poolOffset + NONCE_BYTES > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  const nonce = Buffer.from(pool.subarray(poolOffset, poolOffset + NONCE_BYTES));
-  pool.fill(0, poolOffset, poolOffset + NONCE_BYTES);
-  poolOffset += NONCE_BYTES;
-  return nonce;
+  return pooledRandomBytes(NONCE_BYTES);
 }
 
 export type AeadCipher = 'aes-256-gcm' | 'chacha20-poly1305';

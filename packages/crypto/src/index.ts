@@ -1,4 +1,5 @@
 export * from './aead.ts';
+export * from './random.ts';
 export * from './context.ts';
 export * from './ciphertext.ts';
 export * from './key-hierarchy.ts';

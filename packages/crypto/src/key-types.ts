@@ -13,8 +13,9 @@
  * noble is used only where node lacks the curve or a pre-hashed-digest ECDSA.
  */
 import type { AeadCipher } from './aead.ts';
+import { pooledRandomBytes } from './random.ts';
 import {
-  createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes,
+  createHmac, createPrivateKey, createPublicKey, generateKeyPairSync,
   sign as nodeSign, timingSafeEqual, verify as nodeVerify, type KeyObject,
 } from 'node:crypto';
 import { p256 } from '@noble/curves/nist.js';
@@ -50,7 +51,7 @@ export function generateMaterial(type: KeyType): Buffer {
     case 'aes256-gcm':
     case 'chacha20-poly1305':
     case 'hmac-sha256':
-      return randomBytes(32);
+      return pooledRandomBytes(32);
     case 'ed25519':
       return generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'der' });
     case 'ecdsa-p256':

@@ -19,10 +19,12 @@
  *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (share-recovery.ts)
  *   share-set-next               generation of the share set being made (services/coordinator/src/share-sets.ts)
  */
-import { setTimeout as delay } from 'node:timers/promises';
-import { Etcd3, type ComparatorBuilder, type Namespace, type IOptions, type Watcher } from 'etcd3';
-import { KeyshardError } from '@keyshard/errors';
-import { ResendPolicy, neverSent } from './resend-policy.ts';
+import { Etcd3, type Namespace, type IOptions, type Watcher } from 'etcd3';
+import { ResendPolicy } from './resend-policy.ts';
+import { etcdCall } from './etcd-call.ts';
+
+export { etcdCall, onEtcdError } from './etcd-call.ts';
+export { commitCas, CreateBatcher, type CasResult, type CreateIfAbsent } from './cas.ts';
 
 export { Etcd3, type Namespace, type Watcher };
 
@@ -105,28 +107,6 @@ export const paths = {
  */
 export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/'] as const;
 
-const errorListeners = new Set<(what: string) => void>();
-
-/**
- * Calls `listener` with each etcd failure etcdCall turns into UNAVAILABLE (for metrics; `what`
- * may name a key, so it is no metric label). Returns the function that removes it.
- */
-export function onEtcdError(listener: (what: string) => void): () => void {
-  errorListeners.add(listener);
-  return () => errorListeners.delete(listener);
-}
-
-/** Wraps etcd failures as UNAVAILABLE so callers get a retryable status, never a stack. */
-export async function etcdCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (e) {
-    if (e instanceof KeyshardError) throw e;
-    for (const listener of errorListeners) listener(what);
-    throw new KeyshardError('UNAVAILABLE', `state store unavailable (${what})`, { cause: e });
-  }
-}
-
 export async function getJson<T>(ns: Namespace, key: string): Promise<T | undefined> {
   const raw = await etcdCall(`get ${key}`, () => ns.get(key).string());
   return raw === null ? undefined : (JSON.parse(raw) as T);
@@ -143,58 +123,6 @@ export async function createJson(ns: Namespace, key: string, value: unknown): Pr
     ns.if(key, 'Create', '==', 0).then(ns.put(key).value(JSON.stringify(value))).commit(),
   );
   return res.succeeded;
-}
-
-/** What commitCas found; `revision` is the etcd revision at which the puts applied. */
-export type CasResult = { outcome: 'applied'; revision: string } | { outcome: 'conflict' | 'unknown' };
-
-/** Sends of one compare-and-swap transaction while its answers are lost, and the pause before a resend. */
-const CAS_SENDS = 3;
-const CAS_RESEND_PAUSE_MS = 100;
-
-/**
- * Commits `puts` if `compare` holds, exactly once although an answer can be lost on the way back.
- * The client does not resend writes (resend-policy.ts), so this does: the same transaction, up
- * to three sends, a moment apart (an etcd leader election is over in about a second). `compare` must never hold again once the puts applied (a mod revision, or the
- * creation of a key nothing deletes), so at most one send applies. A compare that fails after a
- * lost answer may have failed on that earlier send's own write: the transaction then reads back
- * the keys, and if the first `witnesses` of them (default: all) hold exactly what we put — values
- * made for this one write, like a fresh id or wrapped material — that send applied.
- * `conflict`: ours did not apply. `unknown`: an answer was lost and the keys hold other values
- * now, so ours may have applied before them; the caller must not simply do it again.
- */
-export async function commitCas(
-  ns: Namespace,
-  what: string,
-  compare: () => ComparatorBuilder,
-  puts: [string, string][],
-  witnesses = puts.length,
-): Promise<CasResult> {
-  let failed: unknown;
-  let lost = false; // a send may have reached etcd without its answer reaching us
-  for (let send = 0; send < CAS_SENDS; send++) {
-    if (send > 0) await delay(CAS_RESEND_PAUSE_MS * send);
-    let res;
-    try {
-      res = await etcdCall(what, () =>
-        compare()
-          .then(...puts.map(([k, v]) => ns.put(k).value(v)))
-          .else(...puts.slice(0, witnesses).map(([k]) => ns.get(k)))
-          .commit(),
-      );
-    } catch (e) {
-      if (!(e instanceof KeyshardError && e.code === 'UNAVAILABLE')) throw e;
-      failed = e;
-      lost ||= !neverSent(e.cause);
-      continue;
-    }
-    if (res.succeeded) return { outcome: 'applied', revision: res.header.revision };
-    if (!lost) return { outcome: 'conflict' };
-    const held = res.responses.map((r) => r.response_range.kvs[0]);
-    if (held.every((kv, i) => kv?.value.toString() === puts[i]![1])) return { outcome: 'applied', revision: held[0]!.mod_revision };
-    return { outcome: 'unknown' };
-  }
-  throw failed;
 }
 
 export async function listJson<T>(ns: Namespace, prefix: string): Promise<Map<string, T>> {

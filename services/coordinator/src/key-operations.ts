@@ -5,10 +5,9 @@
  * exists, per-key policy, key state, key usage. Plaintext produced inside (data keys,
  * re-encryption) is zeroized as soon as it has been used.
  */
-import { randomBytes } from 'node:crypto';
 import {
   aeadOf, decryptWithVersion, encryptWithVersion, hmacSha256, parseCiphertext, publicKeyOf, requireUsage, signWith,
-  validateContext, verifyHmacSha256, verifyWith, zeroize, type EncryptionContext, type KeyUsage,
+  pooledRandomBytes, validateContext, verifyHmacSha256, verifyWith, zeroize, type EncryptionContext, type KeyUsage,
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import type { Seal } from './seal.ts';
@@ -118,7 +117,7 @@ export class KeyOperations {
     this.seal.requireOpen();
     validateContext(context);
     const k = await this.#use(ref, principal, 'generate_data_key', 'encrypt');
-    const dataKey = randomBytes(n);
+    const dataKey = pooledRandomBytes(n);
     try {
       const r = await this.#encryptWith(k, dataKey, context);
       return { plaintext: withPlaintext ? Buffer.from(dataKey) : Buffer.alloc(0), ciphertext: r.ciphertext, key: k, version: r.version };

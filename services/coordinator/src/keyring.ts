@@ -10,12 +10,11 @@
  * Each replica's cache (key-cache.ts) follows a watch and reads etcd on a miss, so a key made
  * through one replica is usable through any other at once.
  */
-import { randomBytes } from 'node:crypto';
 import {
-  USAGE, generateMaterial, parseKeyType, unwrapVersion, wrapVersion, zeroize, type KeyType, type KeyUsage,
+  USAGE, generateMaterial, parseKeyType, pooledRandomBytes, unwrapVersion, wrapVersion, zeroize, type KeyType, type KeyUsage,
 } from '@keyshard/crypto';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
-import { commitCas, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
+import { commitCas, CreateBatcher, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { Cluster } from './cluster.ts';
 import { KeyCache, type KeyRef } from './key-cache.ts';
 import { validatePolicy } from './key-policy.ts';
@@ -106,6 +105,8 @@ export interface KeyringOptions {
 
 export class Keyring {
   #ns: Namespace;
+  /** Concurrent creates share etcd transactions (group commit); each keeps its own compare. */
+  #creates: CreateBatcher;
   #cluster: Cluster;
   #seal: Seal;
   #opts: KeyringOptions;
@@ -114,6 +115,7 @@ export class Keyring {
 
   constructor(ns: Namespace, cluster: Cluster, seal: Seal, opts: KeyringOptions) {
     this.#ns = ns;
+    this.#creates = new CreateBatcher(ns, 'create key');
     this.#cluster = cluster;
     this.#seal = seal;
     this.#opts = opts;
@@ -176,7 +178,7 @@ export class Keyring {
     const period = this.rotationPeriod(req.rotationPeriodSeconds);
     const now = new Date();
     const key: KeyRecord = {
-      id: `k_${randomBytes(16).toString('base64url')}`,
+      id: `k_${pooledRandomBytes(16).toString('base64url')}`,
       name: req.name,
       type,
       usage: USAGE[type],
@@ -194,7 +196,6 @@ export class Keyring {
       destructionAt: '',
     };
     const { material, version } = this.#newVersion(key, 1);
-    const ns = this.#ns;
     // The name is created if absent, and names are never deleted, so a resent create cannot
     // apply twice; the name holding our fresh id proves an earlier send applied (1 witness).
     const puts: [string, string][] = [
@@ -202,7 +203,7 @@ export class Keyring {
       [paths.key(key.id), JSON.stringify(key)],
       [paths.version(key.id, 1), JSON.stringify(version)],
     ];
-    const res = await commitCas(ns, 'create key', () => ns.if(paths.name(key.name), 'Create', '==', 0), puts, 1).catch((e) => {
+    const res = await this.#creates.create({ guard: paths.name(key.name), puts, witnesses: 1 }).catch((e) => {
       zeroize(material);
       throw e;
     });

@@ -1,0 +1,193 @@
+/**
+ * Compare-and-swap writes that apply at most once although etcd's answer can be lost on the way
+ * back. The client does not resend writes (resend-policy.ts), so these do: the same transaction,
+ * up to three sends, a moment apart (an etcd leader election is over in about a second). A
+ * compare must never hold again once its puts applied (a mod revision, or the creation of a key
+ * nothing deletes), so at most one send applies. A compare that fails after a lost answer may
+ * have failed on that earlier send's own write: the transaction then reads back the keys, and if
+ * the first `witnesses` of them hold exactly what we put — values made for this one write, like a
+ * fresh id or wrapped material — that send applied.
+ *
+ * `commitCas` sends one; `CreateBatcher` groups concurrent create-if-absent writes into one
+ * transaction of nested transactions (etcd ≥ 3.3), each with its own compare and its own answer:
+ * group commit, the way the audit sink batches its appends.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import type { ComparatorBuilder, IKeyValue, ITxnResponse, Namespace } from 'etcd3';
+import { KeyshardError } from '@keyshard/errors';
+import { etcdCall } from './etcd-call.ts';
+import { neverSent } from './resend-policy.ts';
+
+/**
+ * What a compare-and-swap found; `revision` is the etcd revision at which the puts applied.
+ * `conflict`: ours did not apply. `unknown`: an answer was lost and the keys hold other values
+ * now, so ours may have applied before them; the caller must not simply do it again.
+ */
+export type CasResult = { outcome: 'applied'; revision: string } | { outcome: 'conflict' | 'unknown' };
+
+/** Sends of one transaction while its answers are lost, and the pause before a resend. */
+const CAS_SENDS = 3;
+const CAS_RESEND_PAUSE_MS = 100;
+
+/** Sends `txn` until an answer comes back; `lost`: an earlier send may have applied unseen. */
+async function sendUntilAnswered(what: string, txn: () => Promise<ITxnResponse>): Promise<{ res: ITxnResponse; lost: boolean }> {
+  let failed: unknown;
+  let lost = false;
+  for (let send = 0; send < CAS_SENDS; send++) {
+    if (send > 0) await delay(CAS_RESEND_PAUSE_MS * send);
+    try {
+      return { res: await etcdCall(what, txn), lost };
+    } catch (e) {
+      if (!(e instanceof KeyshardError && e.code === 'UNAVAILABLE')) throw e;
+      failed = e;
+      lost ||= !neverSent(e.cause);
+    }
+  }
+  throw failed;
+}
+
+/**
+ * One CAS's outcome from its answer: `held` is what its failure branch read back (the first
+ * `witnesses` puts' keys), consulted only when an earlier answer was lost.
+ */
+function outcomeOf(succeeded: boolean, revision: string, lost: boolean, puts: [string, string][], held: () => (IKeyValue | undefined)[]): CasResult {
+  if (succeeded) return { outcome: 'applied', revision };
+  if (!lost) return { outcome: 'conflict' };
+  const kvs = held();
+  if (kvs.every((kv, i) => kv?.value.toString() === puts[i]![1])) return { outcome: 'applied', revision: kvs[0]!.mod_revision };
+  return { outcome: 'unknown' };
+}
+
+const firstKv = (r: { response_range: { kvs: IKeyValue[] } }) => r.response_range.kvs[0];
+
+/** Commits `puts` if `compare` holds, exactly once (see above). */
+export async function commitCas(
+  ns: Namespace,
+  what: string,
+  compare: () => ComparatorBuilder,
+  puts: [string, string][],
+  witnesses = puts.length,
+): Promise<CasResult> {
+  const { res, lost } = await sendUntilAnswered(what, () =>
+    compare()
+      .then(...puts.map(([k, v]) => ns.put(k).value(v)))
+      .else(...puts.slice(0, witnesses).map(([k]) => ns.get(k)))
+      .commit(),
+  );
+  return outcomeOf(res.succeeded, res.header.revision, lost, puts, () => res.responses.map(firstKv));
+}
+
+/** A create-if-absent: `puts` if `guard` was never created (it must be one of them, never deleted). */
+export interface CreateIfAbsent {
+  guard: string;
+  puts: [string, string][];
+  /** The first puts that prove a lost answer applied (values made for this write); default all. */
+  witnesses?: number;
+}
+
+interface Pending extends CreateIfAbsent {
+  bytes: number;
+  resolve(r: CasResult): void;
+  reject(e: unknown): void;
+}
+
+export interface CreateBatcherOptions {
+  /**
+   * Creates per transaction. etcd refuses a transaction whose nested transactions have more
+   * operations than `--max-txn-ops` (128 by default) less the outer transaction's count, so
+   * 3 puts each allow up to 125; 64 leaves room.
+   */
+  maxBatch?: number;
+  /** Bytes of keys and values per transaction (etcd's `--max-request-bytes` is 1.5 MiB by default). */
+  maxBatchBytes?: number;
+  /** Transactions on their way at once; the creates that arrive meanwhile form the next ones. */
+  maxInFlight?: number;
+}
+
+/**
+ * Commits concurrent create-if-absent writes as few etcd transactions: each create is a nested
+ * transaction with its own compare, puts and read-back, so each gets its own outcome exactly as
+ * from commitCas, and a lost answer is resent for the whole batch (every nested compare still
+ * guards its own puts). etcd refuses a transaction that puts one key twice, so creates that
+ * share a key (two creates of one name) go to different batches, in arrival order.
+ */
+export class CreateBatcher {
+  readonly #ns: Namespace;
+  readonly #what: string;
+  readonly #maxBatch: number;
+  readonly #maxBatchBytes: number;
+  readonly #maxInFlight: number;
+  #queue: Pending[] = [];
+  #inFlight = 0;
+
+  constructor(ns: Namespace, what: string, opts: CreateBatcherOptions = {}) {
+    this.#ns = ns;
+    this.#what = what;
+    this.#maxBatch = opts.maxBatch ?? 64;
+    this.#maxBatchBytes = opts.maxBatchBytes ?? 512 * 1024;
+    this.#maxInFlight = opts.maxInFlight ?? 2;
+  }
+
+  create(c: CreateIfAbsent): Promise<CasResult> {
+    return new Promise((resolve, reject) => {
+      const bytes = c.puts.reduce((n, [k, v]) => n + k.length + v.length, 0);
+      this.#queue.push({ ...c, bytes, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
+      const batch = this.#take();
+      this.#inFlight++;
+      void this.#commit(batch).finally(() => {
+        this.#inFlight--;
+        this.#pump();
+      });
+    }
+  }
+
+  /** The next batch: queued creates in order, skipping (for later) any that shares a key with it. */
+  #take(): Pending[] {
+    const batch: Pending[] = [];
+    const rest: Pending[] = [];
+    const keys = new Set<string>();
+    let bytes = 0;
+    for (const p of this.#queue) {
+      const fits = batch.length === 0 || (batch.length < this.#maxBatch && bytes + p.bytes <= this.#maxBatchBytes);
+      if (!fits || p.puts.some(([k]) => keys.has(k))) {
+        rest.push(p);
+        continue;
+      }
+      batch.push(p);
+      bytes += p.bytes;
+      for (const [k] of p.puts) keys.add(k);
+    }
+    this.#queue = rest;
+    return batch;
+  }
+
+  async #commit(batch: Pending[]): Promise<void> {
+    const key = (k: string) => Buffer.concat([this.#ns.prefix, Buffer.from(k)]);
+    const request = {
+      compare: [],
+      failure: [],
+      success: batch.map((p) => ({
+        request_txn: {
+          compare: [{ key: key(p.guard), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' }],
+          success: p.puts.map(([k, v]) => ({ request_put: { key: key(k), value: Buffer.from(v) } })),
+          failure: p.puts.slice(0, p.witnesses ?? p.puts.length).map(([k]) => ({ request_range: { key: key(k) } })),
+        },
+      })),
+    };
+    try {
+      const { res, lost } = await sendUntilAnswered(this.#what, () => this.#ns.kv.txn(request as never));
+      batch.forEach((p, i) => {
+        const r = res.responses[i]!.response_txn;
+        p.resolve(outcomeOf(r.succeeded, res.header.revision, lost, p.puts, () => r.responses.map(firstKv)));
+      });
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+    }
+  }
+}
