@@ -49,29 +49,6 @@ export const tlsFiles = z.object({
 });
 
 /**
- * stdout, written asynchronously: a line goes out at once unless a write is already under way,
- * and then with the lines queued behind it in one write. A synchronous write(2) per line cost
- * the coordinator ~20 µs of its event loop on every state-changing call. pino flushes what is
- * queued when the process exits; a SIGKILL can lose the last lines (the audit log, not this, is
- * the durable record).
- */
-const logDestination = () => pino.destination({ dest: 1, sync: false });
-
-/** Runs a service's main, turning configuration errors into one clear line and exit code 2. */
-export async function runMain(main: () => Promise<void>): Promise<void> {
-  try {
-    await main();
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`${e.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`fatal: ${(e as Error).message}\n`);
-    process.exit(1);
-  }
-}
-
-/**
  * Structured JSON logs. Redaction is a second line of defence: code never logs secrets,
  * and these paths are censored should one slip into a log object. `context` adds fields to
  * every line (services pass `requestLogFields` from @keyshard/rpc: the request id of the call
@@ -88,6 +65,19 @@ export function createLogger(name: string, level: string = 'info', context?: () 
       paths: ['pin', '*.pin', 'plaintext', '*.plaintext', 'share', '*.share', 'key', '*.material', 'rootKey'],
       censor: '[redacted]',
     },
-  }, logDestination());
+  });
 }
 
+/** Runs a service's main, turning configuration errors into one clear line and exit code 2. */
+export async function runMain(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`fatal: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+}

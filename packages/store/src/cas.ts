@@ -1,7 +1,7 @@
 /**
  * Compare-and-swap writes that apply at most once although etcd's answer can be lost on the way
  * back. The client does not resend writes (resend-policy.ts), so these do: the same transaction,
- * up to three sends, a moment apart (an etcd leader election is over in about a second). A
+ * again and again for a few seconds (an etcd leader election is over in about a second). A
  * compare must never hold again once its puts applied (a mod revision, or the creation of a key
  * nothing deletes), so at most one send applies. A compare that fails after a lost answer may
  * have failed on that earlier send's own write: the transaction then reads back the keys, and if
@@ -25,25 +25,29 @@ import { neverSent } from './resend-policy.ts';
  */
 export type CasResult = { outcome: 'applied'; revision: string } | { outcome: 'conflict' | 'unknown' };
 
-/** Sends of one transaction while its answers are lost, and the pause before a resend. */
-const CAS_SENDS = 3;
-const CAS_RESEND_PAUSE_MS = 100;
+/**
+ * How long a transaction is resent while no answer comes back, and the pauses between sends
+ * (doubling). After connections are reset, grpc-js can take a second or more to reconnect, and
+ * sends in that time fail at once without leaving ("No connection established"): the window is
+ * what bounds the resends, not their number.
+ */
+const RESEND_WINDOW_MS = 5_000;
+const FIRST_PAUSE_MS = 100;
+const MAX_PAUSE_MS = 1_000;
 
 /** Sends `txn` until an answer comes back; `lost`: an earlier send may have applied unseen. */
 async function sendUntilAnswered(what: string, txn: () => Promise<ITxnResponse>): Promise<{ res: ITxnResponse; lost: boolean }> {
-  let failed: unknown;
+  const until = Date.now() + RESEND_WINDOW_MS;
   let lost = false;
-  for (let send = 0; send < CAS_SENDS; send++) {
-    if (send > 0) await delay(CAS_RESEND_PAUSE_MS * send);
+  for (let pause = FIRST_PAUSE_MS; ; pause = Math.min(pause * 2, MAX_PAUSE_MS)) {
     try {
       return { res: await etcdCall(what, txn), lost };
     } catch (e) {
-      if (!(e instanceof KeyshardError && e.code === 'UNAVAILABLE')) throw e;
-      failed = e;
+      if (!(e instanceof KeyshardError && e.code === 'UNAVAILABLE') || Date.now() + pause > until) throw e;
       lost ||= !neverSent(e.cause);
     }
+    await delay(pause);
   }
-  throw failed;
 }
 
 /**

@@ -19,7 +19,8 @@
  *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (share-recovery.ts)
  *   share-set-next               generation of the share set being made (services/coordinator/src/share-sets.ts)
  */
-import { Etcd3, type Namespace, type IOptions, type Watcher } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
+import { Etcd3, isRecoverableError, type Namespace, type IOptions, type Watcher } from 'etcd3';
 import { ResendPolicy } from './resend-policy.ts';
 import { etcdCall } from './etcd-call.ts';
 
@@ -33,6 +34,14 @@ export interface EtcdConfig {
   tls?: { ca: Buffer; cert: Buffer; key: Buffer };
   callTimeoutMs?: number;
 }
+
+/**
+ * Each host's circuit breaker: etcd3's default opens it for 5 s after 3 failures in a row, and
+ * every call to that host then fails at once; with one etcd endpoint (or all of them briefly
+ * unreachable, as when an etcd leader dies) that made the whole replica fail for 5 s after a
+ * hiccup of under a second. Here it takes 5 failures and lets a call through again after 1 s.
+ */
+const hostBreaker = () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(5) });
 
 export function connectEtcd(cfg: EtcdConfig): Etcd3 {
   const timeout = cfg.callTimeoutMs ?? 5_000;
@@ -48,7 +57,7 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
     },
     // Never etcd3's default (resend any call on a transient error): a write whose answer was
     // lost would be applied twice. See resend-policy.ts; the default host circuit breaker stays.
-    faultHandling: { global: resends.global },
+    faultHandling: { global: resends.global, host: hostBreaker },
     // Whole-prefix reads (every key record at start-up: ~530 bytes a key) outgrow grpc-js's
     // default 4 MiB answer at about 8,000 keys; allow 256 MiB (reading in pages is the next step).
     grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },

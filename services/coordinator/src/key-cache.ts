@@ -44,7 +44,12 @@ export class KeyCache {
       const ns = this.#ns;
       const watcher = await etcdCall('watch keys', () => ns.watch().prefix(paths.keysPrefix).create());
       this.#watchers.push(watcher);
-      watcher.on('put', (kv) => this.remember(JSON.parse(kv.value.toString()) as KeyRecord, kv.mod_revision));
+      watcher.on('put', (kv) => {
+        // This replica's own writes come back through the watch at the revision remembered when
+        // they applied: nothing to parse then (a create batch brings dozens at once).
+        if (this.#keys.get(keyIdOf(kv.key.toString()))?.revision === BigInt(kv.mod_revision)) return;
+        this.remember(JSON.parse(kv.value.toString()) as KeyRecord, kv.mod_revision);
+      });
       const aliasWatcher = await etcdCall('watch aliases', () => ns.watch().prefix(paths.alias('')).create());
       this.#watchers.push(aliasWatcher);
       aliasWatcher.on('put', (kv) => this.rememberAlias(aliasName(kv.key.toString()), kv.value.toString(), kv.mod_revision));
@@ -134,6 +139,10 @@ export class KeyCache {
   aliases(): [string, string][] {
     return [...this.#aliases];
   }
+}
+
+function keyIdOf(etcdKey: string): string {
+  return etcdKey.slice(etcdKey.lastIndexOf(paths.keysPrefix) + paths.keysPrefix.length);
 }
 
 function aliasName(etcdKey: string): string {
