@@ -151,6 +151,27 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
       assert.equal((await replicaB.resolve(k.id)).primaryVersion, 2);
     });
 
+    it('an update through a replica whose cached record is stale applies to the stored one', async () => {
+      const seenByB = await replicaB.resolve(k.id); // B caches the record it reads now
+      await replicaA.update(k.id, (cur) => ({ ...cur, labels: { ...cur.labels, by: 'a' } }));
+      assert.equal((await replicaB.resolve(k.id)).labels.by, seenByB.labels.by, "B's watch has not delivered A's change");
+      const next = await replicaB.update(k.id, (cur) => ({ ...cur, description: `after ${cur.labels.by ?? 'nothing'}` }));
+      assert.equal(next.description, 'after a', "B's change was made to A's record, not to its stale copy");
+      const stored = JSON.parse((await direct.get(paths.key(k.id)).string())!) as KeyRecord;
+      assert.deepEqual([stored.labels.by, stored.description], ['a', 'after a']);
+    });
+
+    it("a change refused on a replica's stale record is judged again on the stored one", async () => {
+      await replicaA.update(k.id, (cur) => ({ ...cur, state: 'KEY_STATE_DISABLED' }));
+      // B's cache still says enabled; enabling from there would be refused as "already enabled"
+      // if B did not read the record the moment its cached one does not fit.
+      const next = await replicaB.update(k.id, (cur) => {
+        if (cur.state !== 'KEY_STATE_DISABLED') throw new Error('not disabled');
+        return { ...cur, state: 'KEY_STATE_ENABLED' };
+      });
+      assert.equal(next.state, 'KEY_STATE_ENABLED');
+    });
+
     it('a deleted alias is not revived by an older event', async () => {
       const put = (await direct.get(paths.alias('made-on-a-alias')).exec()).kvs[0]!;
       await replicaA.deleteAlias('made-on-a-alias', k.id);
@@ -226,7 +247,7 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
     });
 
     it('an update whose answer was lost is applied once', async () => {
-      const lost = link.loseAnswerTo(2); // 1: the read of the record, 2: its compare-and-swap
+      const lost = link.loseAnswerTo(1); // its compare-and-swap, from the record A has cached
       const next = await replicaA.update(k.id, (cur) => ({ ...cur, labels: { ...cur.labels, n: String(Number(cur.labels.n ?? '0') + 1) } }));
       await lost;
       assert.equal(next.labels.n, '1');
@@ -234,7 +255,7 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
     });
 
     it('a rotation whose answer was lost adds one version, whose material is the one kept', async () => {
-      const lost = link.loseAnswerTo(2);
+      const lost = link.loseAnswerTo(1); // as for the update
       const rotated = await replicaA.rotate(k);
       await lost;
       assert.equal(rotated?.primaryVersion, 2);

@@ -171,20 +171,21 @@ export class CreateBatcher {
     return batch;
   }
 
+  /** Never rejects: each create's promise gets the outcome or the error. */
   async #commit(batch: Pending[]): Promise<void> {
     const key = (k: string) => Buffer.concat([this.#ns.prefix, Buffer.from(k)]);
-    const request = {
-      compare: [],
-      failure: [],
-      success: batch.map((p) => ({
-        request_txn: {
-          compare: [{ key: key(p.guard), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' }],
-          success: p.puts.map(([k, v]) => ({ request_put: { key: key(k), value: Buffer.from(v) } })),
-          failure: p.puts.slice(0, p.witnesses ?? p.puts.length).map(([k]) => ({ request_range: { key: key(k) } })),
-        },
-      })),
-    };
     try {
+      const request = {
+        compare: [],
+        failure: [],
+        success: batch.map((p) => ({
+          request_txn: {
+            compare: [{ key: key(p.guard), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' }],
+            success: p.puts.map(([k, v]) => ({ request_put: { key: key(k), value: Buffer.from(v) } })),
+            failure: p.puts.slice(0, p.witnesses ?? p.puts.length).map(([k]) => ({ request_range: { key: key(k) } })),
+          },
+        })),
+      };
       const { res, lost } = await sendUntilAnswered(this.#what, () => this.#ns.kv.txn(request as never));
       batch.forEach((p, i) => {
         const r = res.responses[i]!.response_txn;

@@ -126,6 +126,12 @@ export class KeyCache {
     return this.#keys.get(id)?.record;
   }
 
+  /** The cached record of key `id` and the etcd revision it was written at (no etcd read). */
+  entry(id: string): { record: KeyRecord; revision: string } | undefined {
+    const e = this.#keys.get(id);
+    return e && { record: e.record, revision: String(e.revision) };
+  }
+
   records(): KeyRecord[] {
     return [...this.#keys.values()].map((e) => e.record);
   }

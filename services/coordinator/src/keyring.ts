@@ -251,16 +251,33 @@ export class Keyring {
   ): Promise<KeyRecord> {
     await this.#ready();
     const ns = this.#ns;
+    // The first attempt starts from the cached record: its compare-and-swap on the cached mod
+    // revision fails if etcd holds anything newer, and the attempts after read etcd. `change`
+    // refusing the cached record (e.g. not due, wrong state) is judged again on the stored one.
+    let cached = this.#cache.entry(id);
     for (let attempt = 0; attempt < 5; attempt++) {
-      const res = await etcdCall('read key', () => ns.get(paths.key(id)).exec());
-      const kv = res.kvs[0];
-      if (!kv) throw notFound(`key ${id} not found`);
-      const cur = JSON.parse(kv.value.toString()) as KeyRecord;
-      this.#cache.remember(cur, kv.mod_revision); // callers that give up on it (not due) act on what they saw
-      const next = change(cur);
+      const fromCache = cached;
+      cached = undefined;
+      let cur: KeyRecord;
+      let revision: string;
+      if (fromCache) ({ record: cur, revision } = fromCache);
+      else {
+        const kv = (await etcdCall('read key', () => ns.get(paths.key(id)).exec())).kvs[0];
+        if (!kv) throw notFound(`key ${id} not found`);
+        cur = JSON.parse(kv.value.toString()) as KeyRecord;
+        revision = kv.mod_revision;
+        this.#cache.remember(cur, revision); // callers that give up on it (not due) act on what they saw
+      }
+      let next: KeyRecord;
+      try {
+        next = change(cur);
+      } catch (e) {
+        if (fromCache) continue;
+        throw e;
+      }
       const puts = [[paths.key(id), JSON.stringify(next)] as [string, string], ...extra(next)];
       const tx = await commitCas(ns, 'update key', () => {
-        const cmp = ns.if(paths.key(id), 'Mod', '==', kv.mod_revision);
+        const cmp = ns.if(paths.key(id), 'Mod', '==', revision);
         if (fence) cmp.and(fence.key, 'Create', '==', fence.createRevision);
         return cmp;
       }, puts);
