@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pooledRandomBytes } from './random.ts';
+import { clearRandomPool, pooledRandomBytes } from './random.ts';
 
 test('pooled random values have the asked length, never repeat, and span pool refills', () => {
   const seen = new Set<string>();
@@ -14,4 +14,14 @@ test('pooled random values have the asked length, never repeat, and span pool re
   }
   assert.equal(pooledRandomBytes(1024).length, 1024, 'larger requests bypass the pool');
   assert.notDeepEqual(pooledRandomBytes(32), Buffer.alloc(32));
+});
+
+test('a pooled value has its own memory, not a slice of a shared pool; clearing the pool keeps values fresh', () => {
+  const v = pooledRandomBytes(32);
+  assert.equal(v.byteOffset, 0);
+  assert.equal(v.buffer.byteLength, 32, 'key material shares no ArrayBuffer with other data');
+  clearRandomPool();
+  const after = pooledRandomBytes(32);
+  assert.notDeepEqual(after, Buffer.alloc(32), 'the next value is fresh CSPRNG output, not the zeroed pool');
+  assert.notDeepEqual(after, v);
 });

@@ -20,8 +20,16 @@ export function pooledRandomBytes(n: number): Buffer {
     randomFillSync(pool);
     offset = 0;
   }
-  const out = Buffer.from(pool.subarray(offset, offset + n));
+  // Buffer.alloc: a buffer of its own, never a slice of node's shared allocation pool.
+  const out = Buffer.alloc(n);
+  pool.copy(out, 0, offset, offset + n);
   pool.fill(0, offset, offset + n);
   offset += n;
   return out;
+}
+
+/** Zeroes what the pool holds (bytes that would become later keys); called when the service seals. */
+export function clearRandomPool(): void {
+  pool.fill(0);
+  offset = POOL_BYTES;
 }

@@ -26,24 +26,28 @@ import { neverSent } from './resend-policy.ts';
 export type CasResult = { outcome: 'applied'; revision: string } | { outcome: 'conflict' | 'unknown' };
 
 /**
- * How long a transaction is resent while no answer comes back, and the pauses between sends
- * (doubling). After connections are reset, grpc-js can take a second or more to reconnect, and
- * sends in that time fail at once without leaving ("No connection established"): the window is
- * what bounds the resends, not their number.
+ * Resends of a transaction while no answer comes back: at least MIN_SENDS sends (a send that
+ * timed out after the whole call deadline still gets its resends), and more while within
+ * RESEND_WINDOW_MS of the first failure: after connections are reset, grpc-js can take a second
+ * or more to reconnect, and sends in that time fail at once without leaving ("No connection
+ * established"). Pauses double from 100 ms to 1 s.
  */
+const MIN_SENDS = 3;
 const RESEND_WINDOW_MS = 5_000;
 const FIRST_PAUSE_MS = 100;
 const MAX_PAUSE_MS = 1_000;
 
 /** Sends `txn` until an answer comes back; `lost`: an earlier send may have applied unseen. */
 async function sendUntilAnswered(what: string, txn: () => Promise<ITxnResponse>): Promise<{ res: ITxnResponse; lost: boolean }> {
-  const until = Date.now() + RESEND_WINDOW_MS;
   let lost = false;
-  for (let pause = FIRST_PAUSE_MS; ; pause = Math.min(pause * 2, MAX_PAUSE_MS)) {
+  let firstFailure: number | undefined;
+  for (let send = 1, pause = FIRST_PAUSE_MS; ; send++, pause = Math.min(pause * 2, MAX_PAUSE_MS)) {
     try {
       return { res: await etcdCall(what, txn), lost };
     } catch (e) {
-      if (!(e instanceof KeyshardError && e.code === 'UNAVAILABLE') || Date.now() + pause > until) throw e;
+      if (!(e instanceof KeyshardError && e.code === 'UNAVAILABLE')) throw e;
+      firstFailure ??= Date.now();
+      if (send >= MIN_SENDS && Date.now() + pause - firstFailure > RESEND_WINDOW_MS) throw e;
       lost ||= !neverSent(e.cause);
     }
     await delay(pause);
@@ -102,7 +106,7 @@ export interface CreateBatcherOptions {
    * 3 puts each allow up to 125; 64 leaves room.
    */
   maxBatch?: number;
-  /** Bytes of keys and values per transaction (etcd's `--max-request-bytes` is 1.5 MiB by default). */
+  /** Bytes a transaction may take, framing included (etcd's `--max-request-bytes` is 1.5 MiB by default). */
   maxBatchBytes?: number;
   /** Transactions on their way at once; the creates that arrive meanwhile form the next ones. */
   maxInFlight?: number;
@@ -113,7 +117,8 @@ export interface CreateBatcherOptions {
  * transaction with its own compare, puts and read-back, so each gets its own outcome exactly as
  * from commitCas, and a lost answer is resent for the whole batch (every nested compare still
  * guards its own puts). etcd refuses a transaction that puts one key twice, so creates that
- * share a key (two creates of one name) go to different batches, in arrival order.
+ * share a key (two creates of one name) go to different batches; with two batches on their way,
+ * both may be in flight together, and etcd's order decides which one finds the name free.
  */
 export class CreateBatcher {
   readonly #ns: Namespace;
@@ -134,7 +139,10 @@ export class CreateBatcher {
 
   create(c: CreateIfAbsent): Promise<CasResult> {
     return new Promise((resolve, reject) => {
-      const bytes = c.puts.reduce((n, [k, v]) => n + k.length + v.length, 0);
+      // What the create adds to the request: its puts, its compare and read-back keys, all with
+      // the namespace prefix, and the protobuf framing (a generous 32 bytes a key).
+      const keyBytes = (k: string) => this.#ns.prefix.length + Buffer.byteLength(k) + 32;
+      const bytes = keyBytes(c.guard) + c.puts.reduce((n, [k, v]) => n + 2 * keyBytes(k) + Buffer.byteLength(v), 0);
       this.#queue.push({ ...c, bytes, resolve, reject });
       this.#pump();
     });

@@ -17,6 +17,7 @@
  * for the caller to settle: commitCas (index.ts) does so for a compare-and-swap.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { isBrokenCircuitError } from 'cockatiel';
 import { isRecoverableError, type CallContext, type IOptions, type IRequestOp } from 'etcd3';
 
 type GlobalPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
@@ -43,9 +44,13 @@ export function isResendable(call: CallContext): boolean {
   return RESENDABLE.has(`${call.service}.${call.method}`);
 }
 
-/** grpc-js's status when no connection was up to take the call (load-balancer-pick-first.js, picker.js). */
+/**
+ * A call that failed before it left: grpc-js had no connection up to take it
+ * (load-balancer-pick-first.js, picker.js), or every host's circuit breaker was open (etcd3's
+ * connection pool then throws cockatiel's BrokenCircuitError without calling through).
+ */
 export function neverSent(e: unknown): boolean {
-  return e instanceof Error && e.message.includes('UNAVAILABLE: No connection established');
+  return isBrokenCircuitError(e) || (e instanceof Error && e.message.includes('UNAVAILABLE: No connection established'));
 }
 
 const noEvent = () => ({ dispose() {} });

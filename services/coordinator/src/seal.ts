@@ -5,7 +5,7 @@
  * answers FAILED_PRECONDITION "sealed" and touches no key material.
  */
 import { failedPrecondition, sealedError } from '@keyshard/errors';
-import { zeroize } from '@keyshard/crypto';
+import { clearRandomPool, zeroize } from '@keyshard/crypto';
 
 export class Seal {
   #root: Buffer | undefined;
@@ -81,6 +81,7 @@ export class Seal {
     zeroize(this.#root, ...this.#keks.values());
     this.#root = undefined;
     this.#keks = new Map();
+    clearRandomPool(); // CSPRNG bytes that would have become the next keys
     for (const l of this.#onSeal) l();
   }
 }
