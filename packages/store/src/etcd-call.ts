@@ -22,4 +22,3 @@ export async function etcdCall<T>(what: string, fn: () => Promise<T>): Promise<T
     throw new KeyshardError('UNAVAILABLE', `state store unavailable (${what})`, { cause: e });
   }
 }
-

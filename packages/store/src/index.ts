@@ -56,7 +56,7 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
       return ctx.isStream ? {} : { deadline: Date.now() + timeout };
     },
     // Never etcd3's default (resend any call on a transient error): a write whose answer was
-    // lost would be applied twice. See resend-policy.ts; the default host circuit breaker stays.
+    // lost would be applied twice (resend-policy.ts). Each host keeps a circuit breaker (hostBreaker).
     faultHandling: { global: resends.global, host: hostBreaker },
     // Whole-prefix reads (every key record at start-up: ~530 bytes a key) outgrow grpc-js's
     // default 4 MiB answer at about 8,000 keys; allow 256 MiB (reading in pages is the next step).
@@ -94,6 +94,7 @@ export const paths = {
   version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
   /** Per-version usage (encryptions reserved, last use): services/coordinator/src/version-usage.ts. */
   usagePrefix: 'usage/',
+  keyUsagePrefix: (keyId: string) => `usage/${keyId}/`,
   usage: (keyId: string, version: number) => `usage/${keyId}/${String(version).padStart(10, '0')}`,
   name: (name: string) => `names/${name}`,
   alias: (name: string) => `aliases/${name}`,

@@ -14,7 +14,7 @@
  * a lease nobody keeps alive expires by itself) or if its request never went out: every host's
  * circuit breaker open, or no connection to the host (grpc-js fails such a call in its picker,
  * before any transport has it). A write whose answer may have been lost fails with its error,
- * for the caller to settle: commitCas (index.ts) does so for a compare-and-swap.
+ * for the caller to settle: commitCas and CreateBatcher (cas.ts) do so for a compare-and-swap.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { isBrokenCircuitError } from 'cockatiel';

@@ -254,10 +254,8 @@ export class Keyring {
     // The first attempt starts from the cached record: its compare-and-swap on the cached mod
     // revision fails if etcd holds anything newer, and the attempts after read etcd. `change`
     // refusing the cached record (e.g. not due, wrong state) is judged again on the stored one.
-    let cached = this.#cache.entry(id);
     for (let attempt = 0; attempt < 5; attempt++) {
-      const fromCache = cached;
-      cached = undefined;
+      const fromCache = attempt === 0 ? this.#cache.entry(id) : undefined;
       let cur: KeyRecord;
       let revision: string;
       if (fromCache) ({ record: cur, revision } = fromCache);
@@ -367,7 +365,7 @@ export class Keyring {
       tx = await etcdCall('destroy key', () =>
         ns
           .if(paths.key(id), 'Mod', '==', kv.mod_revision)
-          .then(ns.put(paths.key(id)).value(body), ns.delete().prefix(paths.versionsPrefix(id)), ns.delete().prefix(`${paths.usagePrefix}${id}/`))
+          .then(ns.put(paths.key(id)).value(body), ns.delete().prefix(paths.versionsPrefix(id)), ns.delete().prefix(paths.keyUsagePrefix(id)))
           .commit(),
       );
     } catch (e) {

@@ -187,7 +187,7 @@ export class VersionUsage {
    * read per key), merged with this replica's unflushed last use.
    */
   async ofKey(keyId: string, versions: number[]): Promise<Map<number, UsageRecord>> {
-    const prefix = `${paths.usagePrefix}${keyId}/`;
+    const prefix = paths.keyUsagePrefix(keyId);
     const stored = await etcdCall('read usage', () => this.#ns.getAll().prefix(prefix).strings());
     const byVersion = new Map(Object.entries(stored).map(([k, v]) => [Number(k.slice(k.lastIndexOf('/') + 1)), JSON.parse(v) as UsageRecord]));
     const out = new Map<number, UsageRecord>();
