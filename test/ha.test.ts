@@ -1,21 +1,26 @@
 /**
  * High availability of the seal (issue "Quorum governance", item 3) with three coordinator
  * replicas, three custodians (threshold 2) whose operators approve unseal ceremonies by hand
- * and whose join policy is the default auto-release to registered coordinator identities:
+ * and whose join policy is the default `auto` (release only on an unsealed peer's vouch):
+ *  - while the cluster is sealed, a join proposed with nothing but a coordinator's certificate
+ *    (issue 14, attack 1) is refused by every custodian, with or without a forged vouch; no
+ *    share leaves; each refusal is audited and raises an alert;
  *  - one unseal ceremony unseals every replica;
- *  - a replica SIGKILLed and restarted rejoins through a join ceremony, with no operator;
+ *  - a replica SIGKILLed and restarted rejoins through a join ceremony an unsealed peer vouches
+ *    for, with no operator;
  *  - custodians refuse a recipient that is not a registered coordinator, a join asked for
  *    another replica, and a caller whose certificate identity is not registered;
  *  - Seal on one replica seals them all, and none rejoins by itself afterwards.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ADMIN, DevCluster, coordinatorId } from '@keyshard/devcluster';
 import { unsealAndWait, type Ceremony, type KeyshardClient } from '@keyshard/client';
-import { newCeremony } from '@keyshard/crypto';
+import { newCeremony, signVouch, type Ceremony as CeremonyObject } from '@keyshard/crypto';
 import { issueCert } from '@keyshard/pki';
 import { keyshardProto, makeClient, readTls, unaryCall } from '@keyshard/rpc';
 import { rejectsWith, waitFor } from './support/grpc.ts';
@@ -53,6 +58,44 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('while sealed, a join proposed with a coordinator certificate is refused by every custodian: no share leaves, audited, alerted', async () => {
+    const { cluster_id: clusterId, sealed } = await clients[0]!.status();
+    assert.equal(sealed, true);
+    const attacker = ids[1]!; // its certificate and key are all the attacker has
+    const forged = (c: CeremonyObject) => signVouch(Buffer.alloc(32, 7), c, ids[0]!, 1); // a root that is not the cluster's
+    // The attacker's own RSA key: before issue 14, custodians wrapped their shares to it.
+    const attackerKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const refusedIds: string[] = [];
+    for (const custodian of cluster.custodianIds) {
+      const link = makeClient(keyshardProto().CustodianService, cluster.custodianAddress(custodian), readTls(cluster.layout.certs[attacker]!));
+      try {
+        const ceremony = newCeremony({
+          operation: 'join', clusterId, initiator: attacker, ttlSeconds: 60, threshold: 2, parameters: { generation: '1' },
+          recipients: [{ coordinator_id: attacker, public_key_pem: attackerKey }],
+        });
+        refusedIds.push(ceremony.id);
+        await rejectsWith(unaryCall(link, 'ProposeCeremony', { ceremony }), 'FAILED_PRECONDITION', /no replica unsealed in the current seal epoch vouched for it; an unseal ceremony is needed/);
+        await rejectsWith(unaryCall(link, 'ProposeCeremony', { ceremony, vouch: forged(ceremony) }), 'PERMISSION_DENIED', /does not verify against share set 1's vouch key/);
+        // Nothing was recorded, so nothing can be approved or released later either.
+        await rejectsWith(unaryCall(link, 'GetRelease', { id: ceremony.id }), 'NOT_FOUND');
+      } finally {
+        link.close();
+      }
+      const pending = await cluster.operatorClient(custodian).pending();
+      assert.equal(pending.ceremonies.filter((c) => c.operation === 'join').length, 0, `${custodian} shows its operator no join to approve`);
+    }
+    type Ev = { operation: string; ceremony_id: string; principal: string; code?: string; details: Record<string, string> };
+    const events = () => readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event as Ev);
+    const refusals = await waitFor('every refusal audited and alerted', async () => {
+      const ev = events();
+      const refused = ev.filter((e) => e.operation === 'custodian.ProposeCeremony' && refusedIds.includes(e.ceremony_id) && e.code !== '');
+      const alerts = ev.filter((e) => e.operation === 'audit.alert' && e.details.rule === 'refusals' && refusedIds.includes(e.ceremony_id));
+      return refused.length === 2 * refusedIds.length && alerts.length === refused.length ? { refused, alerts } : undefined;
+    });
+    assert.ok(refusals.refused.every((e) => e.principal === attacker && e.details.operation === 'join'));
+    assert.deepEqual(new Set(refusals.refused.map((e) => e.code)), new Set(['FAILED_PRECONDITION', 'PERMISSION_DENIED']));
+  });
+
   it('one unseal ceremony, approved by two operators, unseals all three replicas', async () => {
     const c = await unsealByOperators();
     assert.deepEqual(c.recipients.map((r) => r.coordinator_id).sort(), ids, 'every registered replica is a recipient');
@@ -68,15 +111,17 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     assert.equal(status.replicas.filter((r) => r.leader).length, 1, 'one leader');
   });
 
-  it('a restarted replica rejoins through a join ceremony the custodians release by policy', async () => {
+  it('a restarted replica rejoins through a join ceremony an unsealed peer vouches for', async () => {
     const victim = ids[2]!;
     await cluster.process(victim).kill();
     await cluster.start([victim]);
-    // No operator approves anything here: the join policy releases to a registered replica asking for itself.
+    // No operator approves anything here: an unsealed peer vouches and the custodians release on its vouch.
     await cluster.waitUnsealed([victim], 30_000);
     // Its record may reach the sink just after the seal opens: wait for it (a missing one still fails).
     const join = await waitFor('the join ceremony audited', async () => auditOps().find((e) => e.operation === 'ceremony.join.completed' && e.principal === victim), 10_000);
     assert.ok(join, 'the join ceremony is audited');
+    const vouched = auditOps().filter((e) => e.operation === 'ceremony.join.vouched' && e.ceremony_id === join.ceremony_id);
+    assert.ok(vouched.length >= 1 && vouched.every((e) => e.principal !== victim && e.details.joiner === victim), 'an unsealed peer vouched for it');
     const k = await clients[0]!.getKey('ha');
     const ct = await clients[2]!.encrypt(k.id, Buffer.from('after join'));
     assert.equal((await clients[0]!.decrypt(ct.ciphertext)).plaintext.toString(), 'after join');

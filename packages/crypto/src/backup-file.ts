@@ -18,11 +18,11 @@
  * a restore proves the file came from the root it reconstructs.
  * A chunk's plaintext is a run of entries: u16 key length, key (UTF-8), u32 value length, value.
  */
-import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { KeyshardError, invalidArgument } from '@keyshard/errors';
 import { openAesGcm, sealAesGcm, zeroize, NONCE_BYTES } from './aead.ts';
-import { deriveSubkey } from './key-hierarchy.ts';
+import { deriveSubkey, rootSigningKey } from './key-hierarchy.ts';
 import type { ShareManifest } from './share-manifest.ts';
 
 export const BACKUP_MAGIC = Buffer.from('KSHARDB1', 'ascii');
@@ -56,19 +56,8 @@ export interface BackupEntry {
   value: Buffer;
 }
 
-const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex'); // RFC 8410 §7
-
 /** The root key's backup-signing key pair (deterministic). */
-function signingKeys(root: Buffer): { privateKey: KeyObject; publicDer: Buffer } {
-  const seed = deriveSubkey(root, 'backup-signing');
-  const der = Buffer.concat([ED25519_PKCS8_PREFIX, seed]);
-  try {
-    const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
-    return { privateKey, publicDer: createPublicKey(privateKey).export({ format: 'der', type: 'spki' }) };
-  } finally {
-    zeroize(seed, der);
-  }
-}
+const signingKeys = (root: Buffer) => rootSigningKey(root, 'backup-signing');
 
 /** The signer a backup made with `root` names in its header (what `keyshard status` could show operators). */
 export function backupSigner(root: Buffer): string {

@@ -9,9 +9,9 @@
  * version fails authentication instead of being accepted. Rotating the root re-wraps KEKs only.
  * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels.
  */
-import { hkdfSync } from 'node:crypto';
+import { createPrivateKey, createPublicKey, hkdfSync, type KeyObject } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';
-import { openAesGcm, sealAesGcm } from './aead.ts';
+import { openAesGcm, sealAesGcm, zeroize } from './aead.ts';
 
 function lengthPrefixed(...parts: string[]): Buffer {
   return Buffer.concat(
@@ -59,4 +59,22 @@ export function unwrapVersion(kek: Buffer, clusterId: string, keyId: string, ver
 /** HKDF-SHA256 (RFC 5869) subkey of the root key for one named purpose. */
 export function deriveSubkey(root: Buffer, purpose: string, length = 32, salt: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.from(hkdfSync('sha256', root, salt, `keyshard/v1/${purpose}`, length));
+}
+
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex'); // RFC 8410 §7
+
+/**
+ * A deterministic Ed25519 key pair (RFC 8032) of the root key for one named purpose: the
+ * 32-byte seed is the HKDF subkey `purpose`. Anyone holding the root derives the same pair;
+ * the public half may be published (manifest, backup header) to verify what the root signs.
+ */
+export function rootSigningKey(root: Buffer, purpose: string): { privateKey: KeyObject; publicDer: Buffer } {
+  const seed = deriveSubkey(root, purpose);
+  const der = Buffer.concat([ED25519_PKCS8_PREFIX, seed]);
+  try {
+    const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+    return { privateKey, publicDer: createPublicKey(privateKey).export({ format: 'der', type: 'spki' }) };
+  } finally {
+    zeroize(seed, der);
+  }
 }

@@ -19,6 +19,7 @@ import { KeyshardError, invalidArgument } from '@keyshard/errors';
 import { zeroize } from './aead.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { deriveSubkey } from './key-hierarchy.ts';
+import { vouchPublicKeyPem } from './join-vouch.ts';
 
 export const ROOT_KEY_BYTES = 32;
 export const SHARE_BYTES = ROOT_KEY_BYTES + 1;
@@ -41,6 +42,8 @@ export interface ShareManifest {
   createdAt: string;
   custodians: ManifestCustodian[];
   kcv: string; // hex
+  /** Ed25519 SPKI PEM of the root's join-vouch key (join-vouch.ts); absent in manifests made before vouches. */
+  vouchPublicKeyPem?: string;
   mac: string; // hex
 }
 
@@ -124,6 +127,7 @@ export async function splitRootKey(
       commitment: shareCommitment(clusterId, shares[i]!),
     })),
     kcv: keyCheckValue(root),
+    vouchPublicKeyPem: vouchPublicKeyPem(root),
   };
   return { manifest: { ...body, mac: manifestMac(root, body) }, shares };
 }

@@ -14,6 +14,7 @@
  *   aliases/<name>               key id an alias points to
  *   ceremonies/<id>              ceremony objects
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
+ *   join-vouches/<id>/<replica>  an unsealed replica's vouch for join ceremony <id> (join-voucher.ts)
  *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease
  *   seal-epoch                   count of cluster-wide seals (services/coordinator/src/replicas.ts)
  *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (share-recovery.ts)
@@ -100,6 +101,9 @@ export const paths = {
   alias: (name: string) => `aliases/${name}`,
   ceremony: (id: string) => `ceremonies/${id}`,
   ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
+  /** An unsealed replica's vouch for a join ceremony (services/coordinator/src/join-voucher.ts). */
+  joinVouch: (ceremonyId: string, voucher: string) => `join-vouches/${ceremonyId}/${voucher}`,
+  joinVouchesPrefix: (ceremonyId: string) => `join-vouches/${ceremonyId}/`,
   coordinator: (id: string) => `coordinators/${id}`,
   coordinatorsPrefix: 'coordinators/',
   /** The share generation a reshare / rotate-root in progress delivers (never reused). */

@@ -143,6 +143,26 @@ describe('denials rule', () => {
   });
 });
 
+describe('refusals rule', () => {
+  it('fires once for each refused ceremony at a custodian and each refused vouch, never for successes', () => {
+    const h = harness();
+    h.feed({ principal: 'coordinator-2', operation: 'custodian.ProposeCeremony', ceremony_id: 'cer-1', details: { operation: 'join' } }); // released: no alert
+    h.feed({ principal: 'coordinator-2', operation: 'custodian.ProposeCeremony', ceremony_id: 'cer-2', result: 'error', code: 'FAILED_PRECONDITION', details: { operation: 'join' } });
+    h.feed({ principal: 'coordinator-1', operation: 'ceremony.join.vouch_refused', ceremony_id: 'cer-3', result: 'denied', code: 'FAILED_PRECONDITION' });
+    assert.deepEqual(
+      h.alerts.map((a) => [a.rule, a.facts.trigger_operation, a.facts.code, a.subject, a.ceremonyId]),
+      [
+        ['refusals', 'custodian.ProposeCeremony', 'FAILED_PRECONDITION', 'coordinator-2', 'cer-2'],
+        ['refusals', 'ceremony.join.vouch_refused', 'FAILED_PRECONDITION', 'coordinator-1', 'cer-3'],
+      ],
+    );
+    assert.equal(h.alerts[0]!.summary, 'custodian.ProposeCeremony refused by coordinator-2 (ceremony cer-2)');
+    const off = harness({ refusals: { enabled: false } });
+    off.feed({ principal: 'coordinator-2', operation: 'custodian.ProposeCeremony', result: 'error', code: 'FAILED_PRECONDITION' });
+    assert.equal(off.alerts.length, 0);
+  });
+});
+
 describe('destroy rule', () => {
   it('fires for each destroy ceremony opened or completed and each scheduled destruction', () => {
     const h = harness();

@@ -6,6 +6,8 @@
  *                 principal per window, however long the attempts go on;
  *   destroy       any successful event with a destroy operation (a destroy ceremony opened or
  *                 completed, a key scheduled for destruction): one alert each;
+ *   refusals      any refused event of a quorum safeguard (a custodian refusing a ceremony, e.g.
+ *                 a join no unsealed replica vouched for; a replica refusing to vouch): one each;
  *   decryptSpike  the decrypt rate over the short window above `factor` times the rate over the
  *                 baseline window before it, and at least `minRatePerSecond`: one alert when a
  *                 spike starts, re-armed once the rate is back down, never two within a short
@@ -27,7 +29,7 @@ import { normalizeEvent, type StoredAuditEvent } from './event.ts';
 
 /** The operation of the audit events that alerts append to the log. */
 export const ALERT_OPERATION = 'audit.alert';
-export const ALERT_RULES = ['denials', 'destroy', 'decryptSpike'] as const;
+export const ALERT_RULES = ['denials', 'destroy', 'refusals', 'decryptSpike'] as const;
 export type AlertRuleName = (typeof ALERT_RULES)[number];
 
 export interface Alert {
@@ -101,6 +103,7 @@ export class AlertEngine {
   readonly #raise: (a: Alert) => void;
   readonly #now: () => number;
   readonly #destroyOps: ReadonlySet<string>;
+  readonly #refusalOps: ReadonlySet<string>;
   readonly #decryptOps: ReadonlySet<string>;
   /** Map order is recency: the first entry is the least recently denied principal. */
   readonly #denials = new Map<string, PrincipalDenials>();
@@ -115,6 +118,7 @@ export class AlertEngine {
     this.#raise = raise;
     this.#now = now;
     this.#destroyOps = new Set(rules.destroy.operations);
+    this.#refusalOps = new Set(rules.refusals.operations);
     this.#decryptOps = new Set(rules.decryptSpike.operations);
     this.#recent = new SlidingCount(rules.decryptSpike.windowSeconds * 1000, RECENT_BUCKETS);
     this.#baseline = new SlidingCount(rules.decryptSpike.baselineSeconds * 1000, BASELINE_BUCKETS);
@@ -134,8 +138,9 @@ export class AlertEngine {
   #observe(index: number, ev: EventView): void {
     const op = ev.operation ?? '';
     if (op === ALERT_OPERATION) return;
-    const { destroy, denials, decryptSpike, backlogSeconds } = this.#rules;
+    const { destroy, refusals, denials, decryptSpike, backlogSeconds } = this.#rules;
     if (destroy.enabled && ev.result === 'ok' && this.#destroyOps.has(op)) this.#destroyEvent(index, ev);
+    if (refusals.enabled && ev.result !== 'ok' && this.#refusalOps.has(op)) this.#oneEach('refusals', `${op} refused`, index, ev);
     // Every append passes here: most events match no rate rule and cost two set lookups.
     const denied = denials.enabled && DENIED_CODES.has(ev.code ?? '');
     const decrypt = decryptSpike.enabled && this.#decryptOps.has(op);
@@ -147,18 +152,23 @@ export class AlertEngine {
   }
 
   #destroyEvent(index: number, ev: EventView): void {
+    this.#oneEach('destroy', ev.operation!, index, ev);
+  }
+
+  /** One alert for one event: `what` by its principal, naming the key or ceremony. */
+  #oneEach(rule: 'destroy' | 'refusals', what: string, index: number, ev: EventView): void {
     const op = ev.operation!;
     const who = ev.principal ?? '';
     const keyId = ev.key_id || ev.details?.key_id || '';
     const target = keyId ? ` (key ${clip(keyId)})` : ev.ceremony_id ? ` (ceremony ${clip(ev.ceremony_id)})` : '';
     this.#raise({
-      rule: 'destroy',
-      summary: `${op} by ${clip(who) || '(no identity)'}${target}`,
+      rule,
+      summary: `${what} by ${clip(who) || '(no identity)'}${target}`,
       subject: who,
       keyId,
       ceremonyId: ev.ceremony_id ?? '',
       triggerIndex: index,
-      facts: { trigger_operation: op },
+      facts: rule === 'refusals' ? { trigger_operation: op, code: ev.code ?? '' } : { trigger_operation: op },
     });
   }
 

@@ -34,6 +34,16 @@ export const alertRulesSchema = z
       })
       .prefault({}),
     /**
+     * Any refused (denied or failed) event with one of these operations: a custodian refusing a
+     * ceremony (e.g. a join no unsealed replica vouched for), a replica refusing to vouch.
+     */
+    refusals: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        operations: operations.default(['custodian.ProposeCeremony', 'ceremony.join.vouch_refused']),
+      })
+      .prefault({}),
+    /**
      * The rate of `operations` over `windowSeconds` above `factor` times their rate over the
      * `baselineSeconds` before it, and at least `minRatePerSecond` (quiet clusters stay quiet).
      */

@@ -139,11 +139,12 @@ export class Cluster {
     opts: { clusterId: string; generation: number; replace: boolean; ceremonyId?: string },
   ): Promise<void> {
     const peers = split.manifest.custodians.map((c) => ({ id: c.id, approvalPublicKeyPem: c.approvalPublicKeyPem }));
+    const vouchPublicKeyPem = split.manifest.vouchPublicKeyPem ?? '';
     await Promise.all(
       links.map((link, i) => {
         const share = Buffer.from(split.shares[i]!.buffer, split.shares[i]!.byteOffset, split.shares[i]!.byteLength); // a view, not a copy
         const sealedShare = oaepEncrypt(identities[i]!.enrollment_public_key_pem, share, this.#oaepHash);
-        return link.deliverShare({ ...opts, encryptedShare: sealedShare, x: split.manifest.custodians[i]!.x, threshold: split.manifest.threshold, peers });
+        return link.deliverShare({ ...opts, encryptedShare: sealedShare, x: split.manifest.custodians[i]!.x, threshold: split.manifest.threshold, peers, vouchPublicKeyPem });
       }),
     );
   }

@@ -2,7 +2,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
 import { KeyshardError } from '@keyshard/errors';
-import type { Ceremony, Succession } from '@keyshard/crypto';
+import type { Ceremony, JoinVouch, Succession } from '@keyshard/crypto';
 
 export interface CustodianIdentity {
   custodian_id: string;
@@ -65,6 +65,8 @@ export class CustodianLink {
     generation: number;
     threshold: number;
     peers: { id: string; approvalPublicKeyPem: string }[];
+    /** The root's join-vouch key (join-vouch.ts): what the custodian checks join vouches with. */
+    vouchPublicKeyPem: string;
     ceremonyId?: string;
   }): Promise<unknown> {
     return this.#call('DeliverShare', {
@@ -76,6 +78,7 @@ export class CustodianLink {
       threshold: d.threshold,
       peers: d.peers.map((p) => ({ custodian_id: p.id, approval_public_key_pem: p.approvalPublicKeyPem })),
       ceremony_id: d.ceremonyId ?? '',
+      vouch_public_key_pem: d.vouchPublicKeyPem,
     });
   }
 
@@ -94,8 +97,9 @@ export class CustodianLink {
     });
   }
 
-  propose(ceremony: Ceremony): Promise<ReleaseResponse> {
-    return this.#call('ProposeCeremony', { ceremony });
+  /** Proposes a ceremony; a join carries the vouch of an unsealed peer. */
+  propose(ceremony: Ceremony, vouch?: JoinVouch): Promise<ReleaseResponse> {
+    return this.#call('ProposeCeremony', { ceremony, vouch: vouch ?? null });
   }
 
   release(ceremonyId: string): Promise<ReleaseResponse> {

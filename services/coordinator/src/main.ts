@@ -15,6 +15,7 @@ import { Seal } from './seal.ts';
 import { Cluster } from './cluster.ts';
 import { CustodianLink } from './custodian-link.ts';
 import { Keyring } from './keyring.ts';
+import { JoinVoucher } from './join-voucher.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
 
 import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
@@ -117,8 +118,9 @@ async function main(): Promise<void> {
     minDestructionWaitSeconds: config.keys.minDestructionWaitSeconds,
     defaultDestructionWaitSeconds: config.keys.defaultDestructionWaitSeconds,
   });
+  const voucher = new JoinVoucher({ ns, cluster, seal, replicas, audit: ceremonyAudit, log });
   const unseal = new UnsealCeremonies({
-    ns, replicas, cluster, seal, links, replica, audit: ceremonyAudit, log,
+    ns, replicas, cluster, seal, links, replica, audit: ceremonyAudit, log, voucher,
     oaepHash: config.oaepHash,
     ttlSeconds: config.ceremonyTtlSeconds,
     pollMs: config.custodianPollMs,

@@ -8,8 +8,11 @@
  * from the custodians and unseals itself. One ceremony unseals them all; no replica ever
  * receives the root key from another.
  * Join: a replica that is sealed while a peer is unsealed (it restarted) asks for itself
- * alone; custodians release by hand or by their auto-release policy for registered
- * coordinator identities.
+ * alone. An unsealed peer vouches for it (join-voucher.ts) and the joiner hands the vouch to
+ * the custodians with its proposal; custodians under joinPolicy `auto` release only on a valid
+ * vouch, under `manual` only on their operator's approval. With no vouch the custodians refuse
+ * (an unseal ceremony is needed). A custodian's refusal is final for the ceremony: it is
+ * recorded in the ceremony's failures with its reason and audited.
  *
  *   start ──► propose to every custodian ──► poll releases ──► per share:
  *     approval signature (HSM Ed25519 over the ceremony hash) verifies against the manifest,
@@ -25,11 +28,12 @@
  */
 import type { KeyObject } from 'node:crypto';
 import {
-  approvalKeyOf, checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, stateName, verifyApproval, zeroize,
-  type Ceremony, type OaepHash, type ShareManifest, type ShareRejected,
+  approvalKeyOf, checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, stateName, verifyApproval, verifyVouch, zeroize,
+  type Ceremony, type JoinVouch, type OaepHash, type ShareManifest, type ShareRejected,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
-import { etcdCall, getJson, paths, putJson, type Namespace } from '@keyshard/store';
+import { etcdCall, getJson, listJson, paths, putJson, type Namespace } from '@keyshard/store';
+import type { JoinVoucher, StoredVouch } from './join-voucher.ts';
 import type { Logger } from '@keyshard/config';
 import type { Cluster } from './cluster.ts';
 import type { CustodianLink, ReleaseResponse } from './custodian-link.ts';
@@ -64,6 +68,10 @@ export interface UnsealDeps {
   oaepHash: OaepHash;
   ttlSeconds: number;
   pollMs: number;
+  /** Vouches for other replicas' joins while this one is unsealed. */
+  voucher?: JoinVoucher;
+  /** How long a joiner waits for a peer's vouch before it proposes without one (default 10 s). */
+  vouchWaitMs?: number;
 }
 
 /**
@@ -133,6 +141,7 @@ export class UnsealCeremonies {
         }
         return;
       }
+      if (c.operation === 'join') this.#d.voucher?.consider(c);
       if (this.#active.has(c.id) || !this.#d.seal.sealed) return;
       if (c.operation !== 'unseal' && c.operation !== 'join') return;
       if (!c.recipients.some((r) => r.coordinator_id === this.#d.replica.coordinatorId && r.public_key_pem === this.#d.replica.publicKeyPem)) return;
@@ -261,6 +270,7 @@ export class UnsealCeremonies {
     try {
       // A replica that started before the cluster was initialized (or resharded) reads the manifest now.
       if (role === 'follower') await this.#d.cluster.load();
+      const vouch = c.operation === 'join' && role === 'driver' ? await this.#awaitVouch(c) : undefined;
       while (c.state === 'CEREMONY_STATE_OPEN') {
         if (role === 'follower' && (this.#ended.has(c.id) || generation !== this.#d.seal.generation || !this.#d.seal.sealed)) break;
         if (isExpired(c)) {
@@ -268,7 +278,7 @@ export class UnsealCeremonies {
           break;
         }
         // allSettled: a failing poll must not leave siblings adding shares after the finally below.
-        const polled = await Promise.allSettled(links.map((l) => this.#poll(c, l, progress, accepted, role)));
+        const polled = await Promise.allSettled(links.map((l) => this.#poll(c, l, progress, accepted, role, vouch)));
         const failed = polled.find((p): p is PromiseRejectedResult => p.status === 'rejected');
         if (failed) throw failed.reason;
         if (c.state !== 'CEREMONY_STATE_OPEN') break; // cancelled by a seal meanwhile
@@ -297,13 +307,26 @@ export class UnsealCeremonies {
     progress: Map<string, CustodianProgress>,
     accepted: { custodianId: string; share: Uint8Array }[],
     role: Role,
+    vouch?: JoinVouch,
   ) {
     const state = progress.get(link.id);
     if (state !== 'unproposed' && state !== 'pending') return;
     let res: ReleaseResponse;
     try {
-      res = state === 'unproposed' ? await link.propose(c) : await link.release(c.id);
+      res = state === 'unproposed' ? await link.propose(c, vouch) : await link.release(c.id);
     } catch (e) {
+      // A refusal (a check failed at the custodian) is final: recorded with its reason, never retried.
+      if (role === 'driver' && e instanceof KeyshardError && (e.code === 'FAILED_PRECONDITION' || e.code === 'PERMISSION_DENIED')) {
+        progress.set(link.id, 'rejected');
+        c.failures.push({ custodian_id: link.id, reason: e.message });
+        this.#d.log.warn({ ceremonyId: c.id, custodian: link.id, reason: e.message }, 'custodian refused the ceremony');
+        await this.#d.audit.record({
+          operation: `ceremony.${c.operation}.refused`, principal: link.id, ceremony_id: c.id, result: 'denied', code: e.code,
+          details: { custodian: link.id, reason: e.message },
+        });
+        await this.#persist(c);
+        return;
+      }
       // Unreachable custodians (or, for a follower, ones not yet asked) are retried next round.
       this.#d.log.debug({ ceremonyId: c.id, custodian: link.id, err: (e as Error).message }, 'custodian not answering');
       return;
@@ -343,6 +366,27 @@ export class UnsealCeremonies {
     if (role === 'driver') await this.#persist(c);
   }
 
+  /**
+   * The joiner waits for an unsealed peer's vouch (join-voucher.ts) that verifies against the
+   * manifest's vouch key; after `vouchWaitMs` it proposes without one, and custodians under
+   * joinPolicy auto refuse, saying an unseal ceremony is needed.
+   */
+  async #awaitVouch(c: Ceremony): Promise<JoinVouch | undefined> {
+    const key = this.#d.cluster.manifest?.vouchPublicKeyPem;
+    const deadline = Math.min(Date.now() + (this.#d.vouchWaitMs ?? 10_000), Date.parse(c.expires_at));
+    while (c.state === 'CEREMONY_STATE_OPEN') {
+      const stored = await listJson<StoredVouch>(this.#d.ns, paths.joinVouchesPrefix(c.id)).catch(() => new Map<string, StoredVouch>());
+      for (const s of stored.values()) {
+        const v = { voucher: String(s.voucher), seal_epoch: Number(s.seal_epoch), signature: Buffer.from(String(s.signature), 'base64') };
+        if (verifyVouch(c, v, key)) return v;
+      }
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, this.#d.pollMs));
+    }
+    this.#d.log.warn({ ceremonyId: c.id }, 'no unsealed replica vouched for this join; proposing without a vouch');
+    return undefined;
+  }
+
   #acceptRelease(c: Ceremony, custodianId: string, res: ReleaseResponse): Uint8Array {
     return shareFromRelease(c, this.#d.cluster.manifest!, custodianId, res, this.#d.replica, this.#d.oaepHash);
   }
@@ -375,6 +419,7 @@ export class UnsealCeremonies {
     const { ns } = this.#d;
     const lock = paths.ceremonyLock(c.operation === 'join' ? `join-${c.initiator}` : 'unseal');
     await etcdCall('release ceremony lock', () => ns.if(lock, 'Value', '==', c.id).then(ns.delete().key(lock)).commit());
+    if (c.operation === 'join') await etcdCall('drop join vouches', () => ns.delete().prefix(paths.joinVouchesPrefix(c.id)).exec());
     await this.#d.audit.record({
       operation: `ceremony.${c.operation}.${op}`,
       principal: c.initiator,

@@ -18,7 +18,10 @@ export const custodianConfig = z.object({
   approvalPolicy: z.enum(['auto', 'manual']).default('manual'),
   /**
    * Join ceremonies (a restarted coordinator replica asking for its own shares while its peers
-   * are unsealed): auto releases them to a registered coordinator identity asking for itself.
+   * are unsealed): `auto` releases only on a vouch by a replica unsealed in the current seal
+   * epoch (packages/crypto/src/join-vouch.ts), verified against the vouch key stored with the
+   * share set, and nothing weaker; `manual` waits for this custodian's operator (so a join
+   * without a vouch needs a quorum of operators' approvals by hand).
    */
   joinPolicy: z.enum(['auto', 'manual']).default('auto'),
   /** Principals allowed to deliver shares and propose ceremonies. */

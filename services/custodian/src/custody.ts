@@ -8,12 +8,17 @@
  * id re-proposed with different bound parameters is refused. Every recipient must be a
  * registered coordinator identity (this custodian's configured coordinators); a join ceremony
  * names exactly one recipient, the replica that proposes it. Unseal follows the approval
- * policy; join follows the join policy (auto-release to a registered replica asking for itself). Decisions are final for the life
+ * policy; join follows the join policy: `auto` releases only on a vouch (join-vouch.ts) by a
+ * replica unsealed in a seal epoch no older than any this custodian has seen, verified against
+ * the vouch key stored with the share set (never one the caller sends) — without one the join
+ * is refused (an unseal ceremony is needed); `manual` waits for this custodian's operator, so a
+ * join without a vouch needs a quorum of operators' approvals by hand. Decisions are final for the life
  * of the process (kept in memory: a restarted custodian could be asked again within the
  * ceremony's lifetime; persisting them is part of the governance work).
  */
 import {
-  RELEASING_OPERATIONS, certifySuccessor, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, type Ceremony, type Succession,
+  RELEASING_OPERATIONS, certifySuccessor, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifyVouch,
+  type Ceremony, type JoinVouch, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
 import { failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
@@ -33,6 +38,8 @@ export interface ReleaseRecord {
 export interface ShareSetPeers {
   threshold: number;
   custodians: { id: string; approvalPublicKeyPem: string }[];
+  /** The root's join-vouch public key (Ed25519 SPKI PEM); absent for sets delivered before vouches. */
+  vouchPublicKeyPem?: string;
 }
 
 export interface Delivery {
@@ -65,6 +72,8 @@ export class Custody {
   /** Share sets delivered by this process and never released yet: only these may be replaced (a retried init or reshare). */
   #provisional = new Set<string>();
   #successions = new Map<string, Succession | null>();
+  /** Per cluster, the highest seal epoch a valid join vouch named: an older epoch's vouch is stale. */
+  #vouchedEpochs = new Map<string, number>();
 
   constructor(token: CustodianToken, custodianId: string, policy: { approval: Policy; join: Policy }, coordinators: ReadonlySet<string>) {
     this.#token = token;
@@ -73,8 +82,8 @@ export class Custody {
     this.#coordinators = coordinators;
   }
 
-  /** `proposer` is the caller's certificate identity (a registered coordinator). */
-  propose(c: Ceremony, proposer: string, now = Date.now()): ReleaseRecord {
+  /** `proposer` is the caller's certificate identity (a registered coordinator); `vouch` comes with a join. */
+  propose(c: Ceremony, proposer: string, now = Date.now(), vouch?: JoinVouch | null): ReleaseRecord {
     // A custodian named in a new share set may hold no share of the cluster yet: it only receives.
     const joining = NEW_SET.has(c?.operation) && String(c.parameters?.custodians ?? '').split(',').includes(this.#custodianId);
     checkCeremonyForCustodian(c, joining ? [...this.#token.shareClusterIds(), c.cluster_id] : this.#token.shareClusterIds(), now);
@@ -83,6 +92,7 @@ export class Custody {
     if (stranger) throw permissionDenied(`recipient ${stranger.coordinator_id} is not a registered coordinator`);
     if (c.operation === 'join' && (c.recipients.length !== 1 || c.recipients[0]!.coordinator_id !== proposer))
       throw permissionDenied('a join ceremony may only ask for shares for the replica that proposes it');
+    if (c.operation === 'join' && this.#policy.join === 'auto') this.#checkVouch(c, vouch);
     const known = this.#records.get(c.id);
     if (known) {
       if (known.ceremony.hash !== c.hash) throw failedPrecondition(`ceremony ${c.id} was proposed before with other parameters`);
@@ -94,6 +104,25 @@ export class Custody {
     this.#records.set(c.id, record);
     if (this.#autoApproves(c)) this.approve(c.id, now);
     return record;
+  }
+
+  /**
+   * joinPolicy auto: the join must carry a vouch by an unsealed replica, valid under the vouch key
+   * of the share set's stored peers record, from a seal epoch no older than the newest seen.
+   */
+  #checkVouch(c: Ceremony, vouch: JoinVouch | null | undefined): void {
+    const joiner = c.recipients[0]!.coordinator_id;
+    if (!vouch || !vouch.voucher)
+      throw failedPrecondition(`join of ${joiner} refused: no replica unsealed in the current seal epoch vouched for it; an unseal ceremony is needed`);
+    const generation = generationOf(c);
+    const raw = this.#token.readPeers(c.cluster_id, generation);
+    const key = raw ? (JSON.parse(raw.toString()) as ShareSetPeers).vouchPublicKeyPem : undefined;
+    if (!key) throw failedPrecondition(`join of ${joiner} refused: this custodian has no vouch key for share set ${generation}; an unseal ceremony is needed`);
+    if (vouch.voucher === joiner) throw permissionDenied(`join of ${joiner} refused: a replica cannot vouch for itself`);
+    if (!verifyVouch(c, vouch, key)) throw permissionDenied(`join of ${joiner} refused: the vouch of ${vouch.voucher.slice(0, 128)} does not verify against share set ${generation}'s vouch key`);
+    const seen = this.#vouchedEpochs.get(c.cluster_id) ?? 0;
+    if (vouch.seal_epoch < seen) throw permissionDenied(`join of ${joiner} refused: the vouch is from seal epoch ${vouch.seal_epoch}, older than epoch ${seen} already seen`);
+    this.#vouchedEpochs.set(c.cluster_id, vouch.seal_epoch);
   }
 
   /** Auto-release by policy, and only by a custodian holding the share set the ceremony acts on. */
@@ -292,7 +321,8 @@ export interface ShareExport {
 function checkPeers(p: ShareSetPeers, self: string): void {
   const ok =
     Number.isInteger(p.threshold) && p.threshold >= 2 && Array.isArray(p.custodians) && p.custodians.length >= p.threshold && p.custodians.length <= 255 &&
-    p.custodians.every((c) => typeof c.id === 'string' && typeof c.approvalPublicKeyPem === 'string' && c.approvalPublicKeyPem.includes('PUBLIC KEY'));
+    p.custodians.every((c) => typeof c.id === 'string' && typeof c.approvalPublicKeyPem === 'string' && c.approvalPublicKeyPem.includes('PUBLIC KEY')) &&
+    (p.vouchPublicKeyPem === undefined || (typeof p.vouchPublicKeyPem === 'string' && p.vouchPublicKeyPem.length < 1024 && p.vouchPublicKeyPem.includes('PUBLIC KEY')));
   if (!ok) throw invalidArgument('peers: a threshold of at least 2 and that many custodians with approval keys');
   if (!p.custodians.some((c) => c.id === self)) throw invalidArgument(`peers do not include this custodian (${self})`);
 }

@@ -65,7 +65,11 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       if (!Buffer.isBuffer(req.encrypted_share) || req.encrypted_share.length === 0 || req.encrypted_share.length > 1024)
         throw invalidArgument('encrypted_share must be an RSA-OAEP ciphertext');
       const peers = Array.isArray(req.peers) && req.peers.length > 0
-        ? { threshold: Number(req.threshold), custodians: req.peers.map((p: { custodian_id: string; approval_public_key_pem: string }) => ({ id: p.custodian_id, approvalPublicKeyPem: p.approval_public_key_pem })) }
+        ? {
+            threshold: Number(req.threshold),
+            custodians: req.peers.map((p: { custodian_id: string; approval_public_key_pem: string }) => ({ id: p.custodian_id, approvalPublicKeyPem: p.approval_public_key_pem })),
+            ...(req.vouch_public_key_pem ? { vouchPublicKeyPem: String(req.vouch_public_key_pem) } : {}),
+          }
         : undefined;
       const generation = Number(req.generation) || 1;
       d.custody.deliver({ clusterId: req.cluster_id, encryptedShare: req.encrypted_share, replace: req.replace === true, generation, peers, ceremonyId: req.ceremony_id || undefined });
@@ -106,7 +110,11 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       return { custodian_id: d.custodianId };
     },
     async ProposeCeremony(req, ctx) {
-      const r = d.custody.propose(req.ceremony as Ceremony, ctx.principal);
+      // Known before the decision, so that a refusal (e.g. an unvouched join) is audited with them.
+      ctx.facts.ceremonyId = String(req.ceremony?.id ?? '').slice(0, 128);
+      ctx.facts.details = { operation: String(req.ceremony?.operation ?? '').slice(0, 64) };
+      const vouch = req.vouch ? { voucher: String(req.vouch.voucher ?? ''), seal_epoch: Number(req.vouch.seal_epoch), signature: req.vouch.signature as Buffer } : null;
+      const r = d.custody.propose(req.ceremony as Ceremony, ctx.principal, Date.now(), vouch);
       facts(ctx, r);
       return releaseMessage(r, d.custody);
     },

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { signVouch, verifyVouch, vouchMessage, vouchPublicKeyPem } from './join-vouch.ts';
+import type { Ceremony } from './ceremony.ts';
+
+/** Frozen vector: a second implementation must produce exactly these bytes. */
+const vector = JSON.parse(readFileSync(new URL('../vectors/join-vouch.json', import.meta.url), 'utf8')) as {
+  root_hex: string;
+  ceremony: Ceremony;
+  voucher: string;
+  seal_epoch: number;
+  vouch_public_key_pem: string;
+  message_hex: string;
+  signature_hex: string;
+};
+const root = Buffer.from(vector.root_hex, 'hex');
+const c = { ...vector.ceremony, operation: 'join' } as Ceremony;
+
+describe('join vouch (frozen vector packages/crypto/vectors/join-vouch.json)', () => {
+  it('derives the vouch public key, the signed message and the signature of the vector', () => {
+    assert.equal(vouchPublicKeyPem(root), vector.vouch_public_key_pem);
+    assert.equal(vouchMessage(c, vector.voucher, vector.seal_epoch).toString('hex'), vector.message_hex);
+    const v = signVouch(root, c, vector.voucher, vector.seal_epoch);
+    assert.equal(v.signature.toString('hex'), vector.signature_hex, 'Ed25519 is deterministic (RFC 8032 §5.1.6)');
+    assert.equal(verifyVouch(c, v, vector.vouch_public_key_pem), true);
+  });
+
+  it('does not verify for another ceremony, joiner key, epoch, voucher or root', () => {
+    const v = { voucher: vector.voucher, seal_epoch: vector.seal_epoch, signature: Buffer.from(vector.signature_hex, 'hex') };
+    const key = vector.vouch_public_key_pem;
+    assert.equal(verifyVouch({ ...c, hash: 'b'.repeat(64) }, v, key), false, 'another ceremony');
+    assert.equal(verifyVouch({ ...c, recipients: [{ ...c.recipients[0]!, public_key_pem: 'planted' }] }, v, key), false, 'a planted joiner key');
+    assert.equal(verifyVouch({ ...c, recipients: [{ ...c.recipients[0]!, coordinator_id: 'coordinator-3' }] }, v, key), false, 'another joiner');
+    assert.equal(verifyVouch({ ...c, parameters: { generation: '2' } }, v, key), false, 'another share set');
+    assert.equal(verifyVouch(c, { ...v, seal_epoch: 8 }, key), false, 'another epoch');
+    assert.equal(verifyVouch(c, { ...v, voucher: 'coordinator-3' }, key), false, 'another voucher');
+    assert.equal(verifyVouch(c, v, vouchPublicKeyPem(Buffer.alloc(32, 9))), false, 'another root');
+  });
+
+  it('refuses malformed vouches without throwing', () => {
+    const key = vector.vouch_public_key_pem;
+    assert.equal(verifyVouch(c, undefined, key), false);
+    assert.equal(verifyVouch(c, { voucher: '', seal_epoch: 1, signature: Buffer.alloc(64) }, key), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: -1, signature: Buffer.alloc(64) }, key), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, signature: Buffer.alloc(10) }, key), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, signature: Buffer.alloc(64) }, 'not a key'), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, signature: Buffer.alloc(64) }, undefined), false);
+  });
+});

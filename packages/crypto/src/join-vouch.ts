@@ -1,0 +1,73 @@
+/**
+ * Join vouches (brief, "Ceremonies": a replica that restarts rejoins only on proof that an
+ * unsealed peer vouches for it).
+ *
+ * A vouch is an Ed25519 signature (RFC 8032, pure) by the root's `join-vouch` key
+ * (`rootSigningKey`: an HKDF-SHA256 subkey of the root used as the seed), so only a replica
+ * that holds the root — one that is unsealed — can make one. It signs
+ *
+ *   "keyshard/v1/join-vouch\0" || canonical JSON of
+ *   { cluster_id, ceremony_id, ceremony_hash, generation, joiner, joiner_key_sha256, seal_epoch, voucher }
+ *
+ * binding the join ceremony (its hash covers the recipient's keys, expiry and nonce), the share
+ * set, the joining replica and the SHA-256 of its transport public key PEM, the seal epoch the
+ * voucher is unsealed in, and the voucher's identity. The public key travels in the share
+ * manifest (MAC'd under the root) and in every custodian's record of its share set, delivered
+ * with the share; custodians verify against that record, never against a key the caller sends.
+ * A vouch cannot be replayed: every ceremony hash is unique (fresh id and nonce).
+ * Frozen vector: packages/crypto/vectors/join-vouch.json.
+ */
+import { createHash, createPublicKey, sign, verify } from 'node:crypto';
+import { canonicalJson } from './canonical-json.ts';
+import { rootSigningKey } from './key-hierarchy.ts';
+import type { Ceremony } from './ceremony.ts';
+
+export const JOIN_VOUCH_PURPOSE = 'join-vouch';
+
+export interface JoinVouch {
+  /** Coordinator id of the unsealed replica that vouches. */
+  voucher: string;
+  /** The seal epoch the voucher was unsealed in when it signed. */
+  seal_epoch: number;
+  /** Ed25519 signature over `vouchMessage`. */
+  signature: Buffer;
+}
+
+/** The public key (SPKI PEM) custodians check vouches with, derived from the root. */
+export function vouchPublicKeyPem(root: Buffer): string {
+  const { publicDer } = rootSigningKey(root, JOIN_VOUCH_PURPOSE);
+  return createPublicKey({ key: publicDer, format: 'der', type: 'spki' }).export({ type: 'spki', format: 'pem' }).toString();
+}
+
+/** The signed bytes. The joiner is the ceremony's single recipient. */
+export function vouchMessage(c: Ceremony, voucher: string, sealEpoch: number): Buffer {
+  const joiner = c.recipients?.[0];
+  const body = {
+    cluster_id: c.cluster_id,
+    ceremony_id: c.id,
+    ceremony_hash: c.hash,
+    generation: c.parameters?.generation ?? '1',
+    joiner: joiner?.coordinator_id ?? '',
+    joiner_key_sha256: createHash('sha256').update(joiner?.public_key_pem ?? '').digest('hex'),
+    seal_epoch: sealEpoch,
+    voucher,
+  };
+  return Buffer.concat([Buffer.from('keyshard/v1/join-vouch\0'), Buffer.from(canonicalJson(body))]);
+}
+
+/** Signs a vouch for join ceremony `c` with the root's vouch key. The caller owns `root`. */
+export function signVouch(root: Buffer, c: Ceremony, voucher: string, sealEpoch: number): JoinVouch {
+  const { privateKey } = rootSigningKey(root, JOIN_VOUCH_PURPOSE);
+  return { voucher, seal_epoch: sealEpoch, signature: sign(null, vouchMessage(c, voucher, sealEpoch), privateKey) };
+}
+
+/** Whether `v` is a valid vouch for `c` under `publicKeyPem`; never throws. */
+export function verifyVouch(c: Ceremony, v: JoinVouch | undefined | null, publicKeyPem: string | undefined): boolean {
+  if (!v || !publicKeyPem || typeof v.voucher !== 'string' || !v.voucher || !Number.isSafeInteger(v.seal_epoch) || v.seal_epoch < 0) return false;
+  if (!Buffer.isBuffer(v.signature) || v.signature.length !== 64) return false;
+  try {
+    return verify(null, vouchMessage(c, v.voucher, v.seal_epoch), publicKeyPem, v.signature);
+  } catch {
+    return false;
+  }
+}
