@@ -194,15 +194,18 @@ export class DevCluster {
 
   /**
    * Runs `etcdctl <args>` with a principal's certificate (default: the etcd operator's). Resolves
-   * with its stdout; rejects with an Error whose message is etcdctl's last stderr line.
+   * with its stdout; rejects with an Error whose message is etcdctl's output without its JSON
+   * retry-log lines (e.g. "Error: etcdserver: permission denied"); gives up after 20 s.
    */
   async etcdctl(args: string[], principal: string = ETCD_ROOT): Promise<string> {
     try {
-      const { stdout } = await run('etcdctl', ['--dial-timeout=3s', '--command-timeout=10s', ...args], { env: { ...process.env, ...this.etcdctlEnv(principal) } });
+      // A bound on the whole run: a watch etcd accepted would never end by itself.
+      const { stdout } = await run('etcdctl', ['--dial-timeout=3s', '--command-timeout=10s', ...args], { env: { ...process.env, ...this.etcdctlEnv(principal) }, timeout: 20_000 });
       return stdout;
     } catch (e) {
-      const stderr = ((e as { stderr?: string }).stderr ?? '').trim();
-      throw new Error(stderr.split('\n').at(-1) || (e as Error).message, { cause: e });
+      const { stdout = '', stderr = '' } = e as { stdout?: string; stderr?: string };
+      const said = `${stdout}\n${stderr}`.split('\n').filter((l) => l.trim() && !l.startsWith('{')).join(' | ');
+      throw new Error(said || (e as Error).message, { cause: e });
     }
   }
 
