@@ -10,7 +10,8 @@
  *    decrypt, the cluster is still unsealed;
  *  - a coordinator's certificate reads and writes the prefix (its etcd user is its CN) but nothing
  *    outside it, and cannot manage users or defragment (those need the etcd root role);
- *  - the etcd operator's certificate (etcd-root) can, and is given to no keyshard process.
+ *  - the etcd operator's certificate (etcd-root) can, and is given to no keyshard process;
+ *  - the setup is idempotent: a reused dev dir (a new DevCluster, 3 etcd members) runs it again.
  * Every refusal is asserted as etcd's own "permission denied", so a connection failure would not pass.
  */
 import { after, before, describe, it } from 'node:test';
@@ -44,7 +45,7 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'keyshard-etcd-access-'));
-    cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, coordinators: 2 });
+    cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, coordinators: 2, etcdMembers: 3 });
     await cluster.start();
     await cluster.bootstrap();
     admin = cluster.client(ADMIN);
@@ -142,6 +143,24 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
     assert.equal(s.etcd?.reachable, true, s.etcd?.error);
     assert.ok((s.etcd?.members.length ?? 0) >= 1);
     assert.ok(s.etcd!.members.some((m) => m.leader), 'the leader is known (maintenance Status works without the root role)');
+  });
+
+  it('a reused dev dir sets etcd auth up again (idempotent, 3 members): same grants, coordinators work, app still denied', async () => {
+    const role = `keyshard-${cluster.layout.plan.clusterName}`;
+    const grants = await etcdctl(ETCD_ROOT, 'role', 'get', role);
+    admin.close();
+    app.close();
+    await cluster.stop();
+    cluster = await DevCluster.create({ dir }); // a new object on the same state: deploy/etcd-auth.sh runs again, auth already on
+    await cluster.start();
+    await cluster.bootstrap();
+    admin = cluster.client(ADMIN);
+    app = cluster.client(APP);
+    assert.equal(await etcdctl(ETCD_ROOT, 'role', 'get', role), grants, 'the role is unchanged');
+    assert.match(await etcdctl(ETCD_ROOT, 'user', 'list'), new RegExp(`^${['coordinator-1', 'coordinator-2', ETCD_ROOT, 'root'].join('\\n')}\\n$`));
+    assert.equal((await admin.decrypt(ciphertext)).plaintext.toString(), 'for admins');
+    await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');
+    await assert.rejects(etcdctl(APP, 'put', `${prefix}${paths.sealEpoch}`, '99'), DENIED);
   });
 
   it('no keyshard process is configured with the etcd operator\'s certificate', () => {
