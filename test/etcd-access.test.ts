@@ -1,7 +1,7 @@
 /**
  * etcd for coordinators only (issue 14, Build 3), against a real dev cluster whose etcd runs with
  * authentication on (deploy/etcd-auth.sh, as `keyshard dev` and every integration test start it):
- *  - `etcdctl` with the app, admin, auditor, audit-sink, custodian and custodian-operator
+ *  - `etcdctl` with the app, admin, auditor, audit-sink, etcd member, custodian and custodian-operator
  *    certificates of the cluster CA: permission denied on get, put and delete of the cluster prefix
  *    and on a whole-keyspace read; none can grant itself a role, turn auth off or revoke a replica's lease;
  *  - the issue's attack, now refused by etcd: with the `app` certificate, rewriting an admin-only
@@ -54,7 +54,7 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
     // An admin-only key: only its creator (admin) and the admin role may decrypt.
     keyId = (await admin.createKey('admin-only')).id;
     ciphertext = (await admin.encrypt(keyId, Buffer.from('for admins'))).ciphertext;
-    strangers = [APP, ADMIN, AUDITOR, 'audit-sink', ...cluster.custodianIds, ...cluster.custodianIds.map(operatorOf)];
+    strangers = [APP, ADMIN, AUDITOR, 'audit-sink', 'etcd', ...cluster.custodianIds, ...cluster.custodianIds.map(operatorOf)];
   });
 
   after(async () => {
