@@ -141,7 +141,7 @@ class Cluster {
   }
 
   get workloads(): Obj[] {
-    return this.docs.filter((d) => ['StatefulSet', 'Deployment', 'DaemonSet'].includes(d.kind));
+    return this.docs.filter((d) => ['StatefulSet', 'Deployment', 'DaemonSet', 'Job'].includes(d.kind));
   }
 
   /** Pod names, known only for StatefulSets: <name>-0 .. <name>-(replicas-1). */
@@ -413,6 +413,30 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
     }
     for (const sp of svc.spec.ports) assert.equal(containerPort(c, sp.targetPort), sp.port, `etcd Service port ${sp.name}`);
     for (const kind of ['readinessProbe', 'livenessProbe']) assert.equal(containerPort(c, c[kind].httpGet.port), portOf(flags(c.command).get('listen-metrics-urls')!));
+  });
+
+  it('the etcd auth Job runs deploy/etcd-auth.sh for the coordinators\' CNs and cluster, as etcd-root, against every member', () => {
+    const job = k.get('Job', 'keyshard-etcd-auth');
+    const c = job.spec.template.spec.containers[0];
+    const env = Object.fromEntries(c.env.map((e: Obj) => [e.name, e.value])) as Record<string, string>;
+    const script = k.resolve(job, c, c.command[1]);
+    assert.equal(script?.text, readFileSync(path.join(ROOT, 'deploy/etcd-auth.sh'), 'utf8'), 'the ConfigMap holds deploy/etcd-auth.sh verbatim');
+    const args = c.command.slice(2) as string[];
+    const values = (flag: string) => args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+    const coordinators = keyshard().filter((p) => p.component === 'coordinator');
+    assert.deepEqual(values('--coordinator').sort(), coordinators.map((p) => p.name).sort(), 'every coordinator CN is an etcd user');
+    assert.deepEqual(values('--cluster'), [...new Set(coordinators.map((p) => p.cfg.clusterName))], 'the role covers the coordinators\' cluster prefix');
+    assert.deepEqual(values('--root-user'), ['etcd-root']);
+    const etcd = k.get('StatefulSet', 'etcd');
+    const clientPort = portOf(flags(etcd.spec.template.spec.containers[0].command).get('listen-client-urls')!);
+    assert.deepEqual(env.ETCDCTL_ENDPOINTS!.split(','), k.podNames(etcd).map((n) => `https://${n}.${etcd.spec.serviceName}.${DOMAIN}:${clientPort}`));
+    for (const v of ['ETCDCTL_CACERT', 'ETCDCTL_CERT', 'ETCDCTL_KEY']) {
+      const r = k.resolve(job, c, env[v]!);
+      assert.equal(r?.volume.secret?.secretName, 'keyshard-etcd-root-tls', `${v} comes from the operator's Secret`);
+    }
+    // The operator's certificate is mounted by this Job alone.
+    for (const w of k.workloads.filter((x) => x !== job))
+      assert.ok(!(w.spec.template.spec.volumes ?? []).some((v: Obj) => v.secret?.secretName === 'keyshard-etcd-root-tls'), `${w.metadata.name} does not mount the etcd root certificate`);
   });
 });
 

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { DevCluster } from '@keyshard/devcluster';
+import { DevCluster, ETCD_ROOT } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { issueCert } from '@keyshard/pki';
 import { keyshardProto, makeClient, readTls, unaryCall, CHANNEL_OPTIONS } from '@keyshard/rpc';
@@ -53,7 +53,8 @@ describe('security properties', { timeout: 300_000 }, () => {
   });
 
   async function etcdDump(): Promise<Map<string, Buffer>> {
-    const etcd = connectEtcd({ endpoints: [`https://127.0.0.1:${cluster.layout.plan.ports.etcdClient}`], tls: readTls(cluster.layout.certs['coordinator-1']!) });
+    // The whole keyspace, as the etcd operator reads it (a coordinator's etcd user may read only its cluster's prefix).
+    const etcd = connectEtcd({ endpoints: [`https://127.0.0.1:${cluster.layout.plan.ports.etcdClient}`], tls: readTls(cluster.layout.certs[ETCD_ROOT]!) });
     try {
       const all = await etcd.getAll().prefix('').buffers();
       return new Map(Object.entries(all));

@@ -34,7 +34,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BackupClient } from '@keyshard/client';
 import { ADMIN, COORDINATOR } from '@keyshard/devcluster';
-import { BACKUP_PREFIXES, clusterNamespace, type Namespace } from '@keyshard/store';
+import { BACKUP_PREFIXES, clusterPrefix, type Namespace } from '@keyshard/store';
 import { Range } from 'etcd3';
 import { BenchRun } from './bench-run.ts';
 import { log, REPO_ROOT } from './common.ts';
@@ -107,7 +107,8 @@ async function cli(args: string[], env: Record<string, string>): Promise<{ peakK
 await BenchRun.main(async (run) => {
   const cluster = await run.startCluster();
   const { etcd, ns } = run.connectEtcd();
-  const scratch = clusterNamespace(etcd, `bench-backup-${process.pid}`);
+  // Under the cluster's prefix (the only one the coordinator's etcd user may write), in a folder no coordinator reads.
+  const scratch = etcd.namespace(`${clusterPrefix(run.etcd.clusterName)}bench-scratch/backup-${process.pid}/`);
   run.onCleanup(() => scratch.delete().all());
   const admin = cluster.layout.certs[ADMIN]!;
   const env = { KEYSHARD_ADDR: cluster.coordinatorAddress, KEYSHARD_CA: admin.ca, KEYSHARD_CERT: admin.cert, KEYSHARD_KEY: admin.key };

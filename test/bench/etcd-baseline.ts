@@ -11,11 +11,11 @@
  *                fenced leader sweep runs it). Call i rotates the i-th copy of the cluster's keys
  *                named --name-prefix*, copied at start; --count of them.
  *
- * Everything is written under a scratch namespace /keyshard-bench/<pid>-<random>/ that no
+ * Everything is written under a scratch namespace /keyshard/<cluster>/bench-scratch/<pid>-<random>/ that no
  * coordinator watches, deleted at close. Flags: --etcd URL --ca --cert --key --cluster NAME.
  */
 import { randomBytes } from 'node:crypto';
-import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
+import { clusterNamespace, clusterPrefix, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
 import { Range } from 'etcd3';
 import { required, tlsFromFlags } from './common.ts';
 import type { Flags, Target } from './targets.ts';
@@ -55,7 +55,9 @@ export async function listPaged(ns: Namespace, prefix: string, pageSize = 1000):
  * the earlier phases wrote, so that whichever ran later would lose.
  */
 export async function compactHistory(etcd: Etcd3): Promise<void> {
-  const { header } = await etcd.kv.range({ key: Buffer.from('\0'), limit: 1, keys_only: true });
+  // The current revision from maintenance Status: with etcd auth on, the coordinator's
+  // certificate may read nothing outside its cluster's prefix, but Status needs no role.
+  const { header } = await etcd.maintenance.status();
   await etcd.kv.compact({ revision: header.revision, physical: true }).catch((e: Error) => {
     // Nothing written since the last compaction: already compacted up to here.
     if (!/required revision has been compacted/.test(e.message)) throw e;
@@ -71,7 +73,8 @@ async function stringAt(ns: Namespace, key: string): Promise<string> {
 export async function etcdTarget(kind: 'etcd-create' | 'etcd-rotate', flags: Flags): Promise<Target> {
   const etcd = connectEtcd({ endpoints: [required(flags, 'etcd')], tls: tlsFromFlags(flags) });
   const cluster = clusterNamespace(etcd, required(flags, 'cluster'));
-  const scratch = etcd.namespace(`/keyshard-bench/${process.pid}-${randomBytes(4).toString('hex')}/`);
+  // Under the cluster's prefix (the only one the coordinator's etcd user may write), in a folder no coordinator reads.
+  const scratch = etcd.namespace(`${clusterPrefix(required(flags, 'cluster'))}bench-scratch/${process.pid}-${randomBytes(4).toString('hex')}/`);
   const close = async () => {
     await scratch.delete().all();
     etcd.close();

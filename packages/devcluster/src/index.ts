@@ -1,22 +1,28 @@
 /**
  * A whole keyshard cluster on 127.0.0.1 from real parts: etcd with one member or three (TLS
- * client URLs, auto-compaction on), one SoftHSM token and custodian process per custodian,
+ * client URLs, auto-compaction on, authentication on: deploy/etcd-auth.sh grants the cluster
+ * prefix to the coordinators' certificate CNs and nothing to any other certificate, with the
+ * dev PKI's `etcd-root` certificate as the operator's), one SoftHSM token and custodian process per custodian,
  * the audit sink and one or more coordinators. Used by `keyshard dev` and by the integration
  * tests, so both exercise the same wiring. Every process it starts it stops, by PID.
  */
+import { execFile } from 'node:child_process';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { readTls } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
 import {
-  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, etcdClientUrls, operatorOf, prepareLayout, writeConfigs, writeEnvFile,
+  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, writeConfigs, writeEnvFile,
   type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
-import { ManagedProcess, nodeService } from './processes.ts';
+import { ManagedProcess, nodeService, REPO_ROOT } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, type CoordinatorOverrides, type EtcdMember, type Layout };
+export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ETCD_ROOT, operatorOf, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
+
+const run = promisify(execFile);
 
 export interface DevClusterOptions {
   dir: string;
@@ -39,6 +45,8 @@ export class DevCluster {
   readonly processes = new Map<string, ManagedProcess>();
   readonly envFile: string;
   #progress: (msg: string) => void;
+  /** deploy/etcd-auth.sh ran against this cluster's etcd since this object was made. */
+  #etcdAuth = false;
 
   private constructor(layout: Layout, progress: (msg: string) => void) {
     this.layout = layout;
@@ -162,7 +170,43 @@ export class DevCluster {
       return this.process(name).start();
     };
     await Promise.all(this.etcdNames.filter(wanted).map(starting));
+    if (!this.#etcdAuth && this.etcdNames.every((name) => this.process(name).running)) await this.#enableEtcdAuth();
     for (const name of ['audit-sink', ...this.custodianIds, ...this.coordinatorIds]) if (wanted(name)) await starting(name);
+  }
+
+  /**
+   * What the etcd operator does once (deploy/etcd-auth.sh, idempotent, so also on a reused dir):
+   * auth on, role keyshard-<cluster> on the cluster prefix for the coordinators' CNs only.
+   */
+  async #enableEtcdAuth(): Promise<void> {
+    this.#progress('etcd auth: role on the cluster prefix for the coordinators');
+    const args = ['--cluster', this.layout.plan.clusterName, '--root-user', ETCD_ROOT, ...this.coordinatorIds.flatMap((id) => ['--coordinator', id])];
+    await run('sh', [path.join(REPO_ROOT, 'deploy/etcd-auth.sh'), ...args], { env: { ...process.env, ...this.etcdctlEnv(ETCD_ROOT) } });
+    this.#etcdAuth = true;
+  }
+
+  /** etcdctl's environment for a principal's certificate, against every member. */
+  etcdctlEnv(principal: string): Record<string, string> {
+    const c = this.layout.certs[principal];
+    if (!c) throw new Error(`no certificate ${principal}`);
+    return { ETCDCTL_API: '3', ETCDCTL_ENDPOINTS: this.etcdEndpoints.join(','), ETCDCTL_CACERT: c.ca, ETCDCTL_CERT: c.cert, ETCDCTL_KEY: c.key };
+  }
+
+  /**
+   * Runs `etcdctl <args>` with a principal's certificate (default: the etcd operator's). Resolves
+   * with its stdout; rejects with an Error whose message is etcdctl's output without its JSON
+   * retry-log lines (e.g. "Error: etcdserver: permission denied"); gives up after 20 s.
+   */
+  async etcdctl(args: string[], principal: string = ETCD_ROOT): Promise<string> {
+    try {
+      // A bound on the whole run: a watch etcd accepted would never end by itself.
+      const { stdout } = await run('etcdctl', ['--dial-timeout=3s', '--command-timeout=10s', ...args], { env: { ...process.env, ...this.etcdctlEnv(principal) }, timeout: 20_000 });
+      return stdout;
+    } catch (e) {
+      const { stdout = '', stderr = '' } = e as { stdout?: string; stderr?: string };
+      const said = `${stdout}\n${stderr}`.split('\n').filter((l) => l.trim() && !l.startsWith('{')).join(' | ');
+      throw new Error(said || (e as Error).message, { cause: e });
+    }
   }
 
   async stop(): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * The on-disk layout of a local cluster under DIR, made once and reused on restart:
  *   cluster.json        ports, custodian count, threshold (so a restart keeps its endpoints)
- *   pki/                dev CA and one certificate per component and client principal
+ *   pki/                dev CA and one certificate per component and client principal, and
+ *                       etcd-root: the etcd operator's (root role), given to no keyshard process
  *   hsm/<custodian>/    one SoftHSM token per custodian: softhsm2.conf, tokens/, pin (0600)
  *   etcd/               etcd data (one member), or etcd-1/ etcd-2/ etcd-3/ (three members)
  *   audit/              the audit sink's log;  config/  service configs
@@ -66,6 +67,11 @@ export const APP = 'app';
 /** The first coordinator replica (the only one unless the cluster has several). */
 export const COORDINATOR = 'coordinator-1';
 export const coordinatorId = (i: number) => `coordinator-${i + 1}`;
+/**
+ * The etcd operator's certificate CN: the etcd user with the root role (deploy/etcd-auth.sh).
+ * Only DevCluster's bootstrap and operator steps (etcdctl) use it, never a keyshard process.
+ */
+export const ETCD_ROOT = 'etcd-root';
 export const operatorOf = (custodianId: string) => `${custodianId}-operator`;
 
 interface PlanOptions {
@@ -126,6 +132,7 @@ export async function prepareLayout(
   const certs: Record<string, CertFiles> = {};
   for (const name of ['etcd', 'audit-sink', ...coordinatorIds, ADMIN, AUDITOR, APP, ...custodianIds, ...custodianIds.map(operatorOf)])
     certs[name] = await issueCert(pki, name);
+  certs[ETCD_ROOT] = await issueCert(pki, ETCD_ROOT);
 
   const softhsmConf: Record<string, string> = {};
   const pinFile: Record<string, string> = {};

@@ -72,14 +72,29 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
   return new Etcd3(options);
 }
 
+/** How compactAndDefragment ended. */
+export type CompactOutcome = { defragmented: true } | { defragmented: false; reason: string };
+
 /**
- * Drops every revision older than `revision` (physically) and defragments each member, so a
- * deleted value (e.g. a destroyed key's wrapped material) survives in no old revision and no
- * free page of the backend database.
+ * Drops every revision older than `revision` (physically), then defragments the member the
+ * client talks to, so a deleted value (e.g. a destroyed key's wrapped material) survives in no
+ * old revision and no free page of the backend database. With etcd auth on, compaction needs
+ * no role but defragment needs etcd's root role, which coordinators do not hold (deploy/etcd-auth.sh):
+ * then the outcome says so, and the etcd operator's `etcdctl defrag --cluster` finishes the job.
+ * Any other failure throws UNAVAILABLE.
  */
-export async function compactAndDefragment(client: Etcd3, revision: string): Promise<void> {
+export async function compactAndDefragment(client: Etcd3, revision: string): Promise<CompactOutcome> {
   await etcdCall('compact', () => client.kv.compact({ revision, physical: true }));
-  await etcdCall('defragment', () => client.maintenance.defragment());
+  return etcdCall('defragment', async (): Promise<CompactOutcome> => {
+    try {
+      await client.maintenance.defragment();
+      return { defragmented: true };
+    } catch (e) {
+      // etcd 3.4 answers "auth: permission denied" (gRPC UNKNOWN) to a user without the root role.
+      if (!/permission denied/i.test((e as Error).message ?? '')) throw e;
+      return { defragmented: false, reason: 'etcd refused defragment (it needs the etcd root role, which coordinators do not hold); the etcd operator runs etcdctl defrag --cluster' };
+    }
+  });
 }
 
 export const clusterPrefix = (cluster: string) => `/keyshard/${cluster}/`;

@@ -2,13 +2,16 @@
  * destroy-key: the quorum-approved end of a key's life (issue "Full key lifecycle" item 7).
  * A key past its destruction waiting period is crypto-shredded: its versions' wrapped
  * material is deleted, its record kept as a tombstone (any use answers "destroyed"), and etcd
- * is compacted and defragmented so no older revision or free page still holds the material.
+ * is compacted so no older revision holds the material. Defragmenting (so no free page of the
+ * backend file holds it either) needs etcd's root role: the result (audited with the completed
+ * ceremony) says whether it was done or is left to the etcd operator.
  */
 import { failedPrecondition } from '@keyshard/errors';
+import type { CompactOutcome } from '@keyshard/store';
 import type { Keyring } from './keyring.ts';
 import type { QuorumOperation } from './quorum-ceremonies.ts';
 
-export function destroyKeyOperation(keyring: Keyring, compact: (revision: string) => Promise<void>): QuorumOperation {
+export function destroyKeyOperation(keyring: Keyring, compact: (revision: string) => Promise<CompactOutcome>): QuorumOperation {
   return {
     async prepare(p) {
       const k = await keyring.resolve(p.key ?? '');
@@ -19,8 +22,8 @@ export function destroyKeyOperation(keyring: Keyring, compact: (revision: string
     },
     async execute(c) {
       const revision = await keyring.destroy(c.parameters.key_id!);
-      await compact(revision);
-      return { key_id: c.parameters.key_id!, revision };
+      const outcome = await compact(revision);
+      return { key_id: c.parameters.key_id!, revision, defragmented: outcome.defragmented ? 'yes' : `no: ${outcome.reason}` };
     },
   };
 }

@@ -41,7 +41,8 @@ export interface ShareSetDeps {
   links: CustodianLink[];
   log: Logger;
   sealCluster(): Promise<unknown>;
-  compact(revision: string): Promise<void>;
+  /** Compacts etcd at the revision (main.ts: also defragments when etcd lets it, and logs when not). */
+  compact(revision: string): Promise<unknown>;
   /** Fault injection for crash tests: SIGKILL this process when reaching the named step. */
   crashAt?: string;
 }

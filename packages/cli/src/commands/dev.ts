@@ -1,6 +1,6 @@
 /** `keyshard dev`: a whole local cluster in the foreground until SIGINT/SIGTERM. */
 import type { Command } from 'commander';
-import { DevCluster } from '@keyshard/devcluster';
+import { DevCluster, ETCD_ROOT } from '@keyshard/devcluster';
 import { progress } from '../output.ts';
 
 export function registerDev(program: Command): void {
@@ -47,6 +47,7 @@ export function registerDev(program: Command): void {
           ...cluster.coordinatorIds.map((id) => `  ${id.padEnd(12)} ${cluster.coordinatorAddressOf(id)}`),
           `  audit sink   127.0.0.1:${plan.ports.audit}  (log ${cluster.auditLogFile})`,
           ...cluster.layout.etcdMembers.map((m) => `  ${m.name.padEnd(12)} https://127.0.0.1:${m.clientPort}`),
+          `  etcd auth    coordinators only; the etcd operator's certificate is ${cluster.layout.certs[ETCD_ROOT]!.cert}`,
           ...cluster.custodianIds.map((id) => `  ${id.padEnd(12)} ${cluster.custodianAddress(id)}`),
           `  logs         ${cluster.layout.logDir}`,
           '',
