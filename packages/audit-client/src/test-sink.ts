@@ -32,8 +32,14 @@ export class FakeAuditSink {
   readonly #otherKey = generateKeyPairSync('ed25519').privateKey;
   #address = '';
 
-  constructor() {
-    ({ privateKey: this.privateKey, publicKey: this.publicKey } = generateKeyPairSync('ed25519'));
+  /** `signingKey`: sign with this key (e.g. the real sink's, stolen) instead of a fresh one. */
+  constructor(opts: { signingKey?: KeyObject } = {}) {
+    if (opts.signingKey) {
+      this.privateKey = opts.signingKey;
+      this.publicKey = createPublicKey(opts.signingKey);
+    } else {
+      ({ privateKey: this.privateKey, publicKey: this.publicKey } = generateKeyPairSync('ed25519'));
+    }
     this.keyId = keyIdOf(this.publicKey);
     this.server.addService(keyshardProto().AuditService.service, {
       Append: (call: grpc.ServerDuplexStream<{ events: AuditEvent[]; batch: string; known_tree_size: string }, unknown>) => {
@@ -54,8 +60,9 @@ export class FakeAuditSink {
     return this.#address;
   }
 
-  async listen(tls: TlsMaterial): Promise<string> {
-    const port = await new Promise<number>((res, rej) => this.server.bindAsync('127.0.0.1:0', serverCredentials(tls), (e, p) => (e ? rej(e) : res(p))));
+  /** Listens with `tls` (any certificate: the test decides whom the fake pretends to be) on `address`. */
+  async listen(tls: TlsMaterial, address = '127.0.0.1:0'): Promise<string> {
+    const port = await new Promise<number>((res, rej) => this.server.bindAsync(address, serverCredentials(tls), (e, p) => (e ? rej(e) : res(p))));
     this.#address = `127.0.0.1:${port}`;
     return this.#address;
   }

@@ -87,13 +87,19 @@ export function serverIdentityProblem(cert: PeerCertificate, expected: ExpectedS
 
 /**
  * A `checkServerIdentity` for tls.connect / grpc-js: the subjectAltName check node does by
- * default, then serverIdentityProblem. `address` only labels the error.
+ * default, then serverIdentityProblem. `address` only labels the error; `onCheck` hears each
+ * outcome (the refusal's message, or undefined when the server passed).
  */
-export function pinnedServerCheck(expected: ExpectedServer, address: string): (host: string, cert: PeerCertificate) => Error | undefined {
+export function pinnedServerCheck(
+  expected: ExpectedServer,
+  address: string,
+  onCheck?: (refusal: string | undefined) => void,
+): (host: string, cert: PeerCertificate) => Error | undefined {
   return (host, cert) => {
     const san = checkServerIdentity(host, cert);
-    if (san) return new Error(`server identity check failed at ${address}: ${san.message}`);
-    const problem = serverIdentityProblem(cert, expected);
-    return problem ? new Error(`server identity check failed at ${address}: ${problem}`) : undefined;
+    const problem = san ? san.message : serverIdentityProblem(cert, expected);
+    const refusal = problem === undefined ? undefined : `server identity check failed at ${address}: ${problem}`;
+    onCheck?.(refusal);
+    return refusal === undefined ? undefined : new Error(refusal);
   };
 }

@@ -29,9 +29,12 @@ export function serverCredentials(tls: TlsMaterial): grpc.ServerCredentials {
   return grpc.ServerCredentials.createSsl(tls.ca, [{ cert_chain: tls.cert, private_key: tls.key }], true);
 }
 
-/** Client credentials for `address`: our certificate, the cluster CA, and the server pinned to `expected`. */
-export function channelCredentials(tls: TlsMaterial, expected: ExpectedServer, address: string): grpc.ChannelCredentials {
-  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, { checkServerIdentity: pinnedServerCheck(expected, address) });
+/**
+ * Client credentials for `address`: our certificate, the cluster CA, and the server pinned to
+ * `expected`; `onCheck` hears each identity check's refusal (or undefined when it passed).
+ */
+export function channelCredentials(tls: TlsMaterial, expected: ExpectedServer, address: string, onCheck?: (refusal: string | undefined) => void): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, { checkServerIdentity: pinnedServerCheck(expected, address, onCheck) });
 }
 
 /** Channel options shared by every client: bounded message size, keepalive for long streams, no channelz (see serverOptions). */
