@@ -271,6 +271,9 @@ export function writeEnvFile(l: Layout): string {
   const lines = [
     '# keyshard dev cluster: `. ./env` then `npx keyshard status`',
     `export KEYSHARD_ADDR=${q(l.plan.ports.coordinators.map(addr).join(','))}`,
+    // The CLI pins the servers it reaches: these replicas, and the sink by its certificate name.
+    `export KEYSHARD_COORDINATOR_IDS=${q(l.coordinatorIds.join(','))}`,
+    `export KEYSHARD_AUDIT_SERVER_ID=${q('audit-sink')}`,
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,
