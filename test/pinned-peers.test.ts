@@ -25,6 +25,7 @@ import { KeyshardClient, type CustodianOperatorClient } from '@keyshard/client';
 import { AuditReader } from '@keyshard/audit-client/reader';
 import { issueCert } from '@keyshard/pki';
 import { keyshardProto, readTls, serverCredentials, type TlsMaterial } from '@keyshard/rpc';
+import { connectEtcd } from '@keyshard/store';
 import { FakeAuditSink } from '../packages/audit-client/src/test-sink.ts';
 import { rejectsWith, waitFor } from './support/grpc.ts';
 
@@ -149,7 +150,7 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
     });
   }
 
-  it('a fake custodian with another certificate of the CA is refused by the coordinator and the custodian operator's client', async () => {
+  it('a fake custodian with another certificate of the CA is refused by the coordinator and the custodian operator client', async () => {
     const address = cluster.custodianAddress('custodian-2');
     await cluster.process('custodian-2').stop();
     try {
@@ -216,6 +217,24 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
     const genuine = cluster.client(APP);
     assert.equal((await genuine.encrypt(KEY, Buffer.from('ok'))).key_version, 1);
     genuine.close();
+  });
+
+  it("the coordinator's etcd client pins etcd by name (etcd.serverName): another component's certificate is refused", async () => {
+    const tryAt = async (tls: TlsMaterial) => {
+      const fake = await fakeServer('KeyService', tls); // any gRPC server: it is never asked anything etcd knows
+      const etcd = connectEtcd({ endpoints: [`https://${fake.address}`], tls: tlsOf('coordinator-1'), serverName: 'etcd', callTimeoutMs: 3_000 });
+      try {
+        return await etcd.get('pins').string().then(() => 'answered', (e: Error) => e.message);
+      } finally {
+        etcd.close();
+        fake.close();
+      }
+    };
+    // Before: the name checked was `localhost`, which every dev certificate carries, and the fake was talked to.
+    assert.match(await tryAt(tlsOf('custodian-1')), /altnames/, 'a custodian certificate does not pass for etcd');
+    assert.match(await tryAt(tlsOf('audit-sink')), /altnames/, 'nor the sink');
+    // etcd's own certificate passes the name check (the fake then has no etcd service to offer).
+    assert.doesNotMatch(await tryAt(tlsOf('etcd')), /altnames/);
   });
 
   // Last: after these the producers distrust the sink until they are restarted.
