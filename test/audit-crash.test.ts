@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { AuditClient } from '@keyshard/audit-client';
+import { AuditClient, loadCheckpointKeys } from '@keyshard/audit-client';
 import { DevCluster, COORDINATOR } from '@keyshard/devcluster';
 import { readTls } from '@keyshard/rpc';
 import { verifyLogDir } from '@keyshard/audit-sink/verify';
@@ -33,7 +33,10 @@ describe('audit sink under SIGKILL', { timeout: 300_000 }, () => {
 
   it(`${ROUNDS} SIGKILLs under load: every acknowledged event is stored once and the log verifies`, async () => {
     const address = `127.0.0.1:${cluster.layout.plan.ports.audit}`;
-    const audit = new AuditClient({ address, tls: readTls(cluster.layout.certs[COORDINATOR]!), source: COORDINATOR, timeoutMs: 1000 });
+    const audit = new AuditClient({
+      address, tls: readTls(cluster.layout.certs[COORDINATOR]!), source: COORDINATOR, timeoutMs: 1000,
+      checkpointKeys: loadCheckpointKeys([cluster.layout.sinkCheckpointPublicKey]),
+    });
     const acked: string[] = [];
     let refused = 0;
     let seq = 0;

@@ -122,6 +122,16 @@ describe('Python gRPC client (grpcio, mutual TLS)', () => {
     );
   });
 
+  test('Python pins the coordinator by name: dev server certificates carry DNS:<their CN>', async () => {
+    const pinned = await py('roundtrip', ['--key-name', keyName, '--plaintext', 'x', '--target-name-override', 'coordinator-1']);
+    assert.equal(pinned.matched, true, JSON.stringify(pinned));
+    // Another component of the same CA at the address does not carry that name: refused at the handshake.
+    await assert.rejects(
+      py('roundtrip', ['--key-name', keyName, '--plaintext', 'x', '--target-name-override', 'coordinator-1', '--address', cluster!.custodianAddress('custodian-1')]),
+      /UNAVAILABLE/,
+    );
+  });
+
   test('TS SDK ciphertext decrypts in Python, Python ciphertext decrypts in the TS SDK', async () => {
     // TS -> Python, binary plaintext so no text encoding can hide a mismatch.
     const tsPlain = Buffer.concat([Buffer.from('from typescript \u00e9\u2713 '), randomBytes(32)]);

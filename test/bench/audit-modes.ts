@@ -24,7 +24,7 @@ export function auditMode(): AuditMode {
 /** Starts ack-sink.ts with the audit sink's certificate; resolves with its address. */
 export async function startAckSink(run: BenchRun): Promise<string> {
   const certs = run.cluster!.layout.certs['audit-sink']!;
-  const ack = run.spawn('ack-sink', 'ack-sink.ts', ['--ca', certs.ca, '--cert', certs.cert, '--key', certs.key]);
+  const ack = run.spawn('ack-sink', 'ack-sink.ts', ['--ca', certs.ca, '--cert', certs.cert, '--key', certs.key, '--checkpoint-key', run.cluster!.layout.sinkCheckpointKey]);
   return (JSON.parse(await ack.waitFor(/"listening"/)) as { listening: string }).listening;
 }
 

@@ -30,7 +30,7 @@ import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AuditClient, type AuditEvent } from '@keyshard/audit-client';
+import { AuditClient, loadCheckpointKeys, type AuditEvent } from '@keyshard/audit-client';
 import { AuditLog } from '@keyshard/audit-sink/audit-log';
 import { COORDINATOR } from '@keyshard/devcluster';
 import { readTls } from '@keyshard/rpc';
@@ -104,7 +104,10 @@ async function plainAppend(file: string, seconds: number): Promise<number> {
 /** events/s, and the sink process's CPU time per event (µs) over the run. */
 async function throughSink(run: BenchRun, seconds: number): Promise<{ rate: number; sinkUsPerEvent: number }> {
   const { layout } = run.cluster!;
-  const client = new AuditClient({ address: `127.0.0.1:${layout.plan.ports.audit}`, tls: readTls(layout.certs[COORDINATOR]!), source: COORDINATOR, timeoutMs: 10_000 });
+  const client = new AuditClient({
+    address: `127.0.0.1:${layout.plan.ports.audit}`, tls: readTls(layout.certs[COORDINATOR]!), source: COORDINATOR, timeoutMs: 10_000,
+    checkpointKeys: loadCheckpointKeys([layout.sinkCheckpointPublicKey]),
+  });
   try {
     const cpu = cpuWindow(run.pids('audit-sink'));
     const fromUs = monotonicUs();

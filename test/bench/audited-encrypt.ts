@@ -51,7 +51,7 @@ export async function startAuditComparisonCluster(run: BenchRun): Promise<{ clus
   if (run.settings.cpuProf) for (const name of [AUDITED, UNAUDITED, 'audit-sink']) cluster.process(name).spec.args.unshift(...run.profArgs(name));
 
   const sinkCerts = cluster.layout.certs['audit-sink']!;
-  const ackSink = run.spawn('ack-sink', 'ack-sink.ts', ['--ca', sinkCerts.ca, '--cert', sinkCerts.cert, '--key', sinkCerts.key]);
+  const ackSink = run.spawn('ack-sink', 'ack-sink.ts', ['--ca', sinkCerts.ca, '--cert', sinkCerts.cert, '--key', sinkCerts.key, '--checkpoint-key', cluster.layout.sinkCheckpointKey]);
   const ackAddress = (JSON.parse(await ackSink.waitFor(/"listening"/)) as { listening: string }).listening;
   const shmDir = mkdtempSync('/dev/shm/keyshard-bench-audit-');
   run.onCleanup(() => rmSync(shmDir, { recursive: true, force: true }), { afterCluster: true });

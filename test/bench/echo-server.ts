@@ -4,7 +4,7 @@
  * CA) serving keyshard.bench.Echo, which returns the request's payload.
  *
  *   node --import tsx test/bench/echo-server.ts --ca CA --cert CERT --key KEY [--listen 127.0.0.1:0]
- *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1]
+ *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1 --audit-key SINK-PUBLIC-KEY-PEM]
  *
  * --wrap none (default) is the bare baseline. For attributing the coordinator's per-call cost:
  *   rpc    serves Echo through @keyshard/rpc `unaryService` (principal from the peer cert,
@@ -19,7 +19,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '@keyshard/config';
 import { readTls, serverCredentials, serverOptions, unaryService, type Observer } from '@keyshard/rpc';
-import { AuditClient, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
+import { AuditClient, auditObserver, loadCheckpointKeys, type AuditRecorder } from '@keyshard/audit-client';
 import { echoService, parseFlags, required } from './common.ts';
 
 const flags = parseFlags(process.argv.slice(2));
@@ -106,7 +106,7 @@ if (wrap === 'none') {
 } else if (wrap === 'rpc' || wrap === 'audit') {
   let observer: Observer | undefined;
   if (wrap === 'audit') {
-    const a = new AuditClient({ address: required(flags, 'audit-address'), tls, source: required(flags, 'audit-source') });
+    const a = new AuditClient({ address: required(flags, 'audit-address'), tls, source: required(flags, 'audit-source'), checkpointKeys: loadCheckpointKeys([required(flags, 'audit-key')]) });
     recorder = a;
     batchSeq = () => (a as unknown as { batchSeq: number }).batchSeq;
     closeAudit = () => a.close();

@@ -69,7 +69,7 @@ async function extraSteps(run: BenchRun): Promise<((suffix: string) => Promise<R
     // The audit pipeline alone: 64 closed-loop record() callers straight into the sink, as
     // coordinator-1, over one Append stream like the coordinator.
     (suffix: string) =>
-      runLoad(run, { label: `audit only${suffix}`, target: 'audit', address: sinkAddress, watch: run.pids('audit-sink'), principal: COORDINATOR, channels: 1 }),
+      runLoad(run, { label: `audit only${suffix}`, target: 'audit', address: sinkAddress, watch: run.pids('audit-sink'), principal: COORDINATOR, channels: 1, args: ['--audit-key', run.cluster!.layout.sinkCheckpointPublicKey] }),
   ];
 }
 

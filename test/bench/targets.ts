@@ -20,7 +20,7 @@ import { createCipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { keyshardProto, makeClient, unaryCall } from '@keyshard/rpc';
-import { AuditClient } from '@keyshard/audit-client';
+import { AuditClient, loadCheckpointKeys } from '@keyshard/audit-client';
 import { echoService, required, tlsFromFlags } from './common.ts';
 import { etcdTarget } from './etcd-baseline.ts';
 
@@ -80,7 +80,7 @@ function auditTarget(flags: Flags): Target {
   const tls = tlsFromFlags(flags);
   const audits = Array.from(
     { length: Number(flags.channels ?? 1) },
-    () => new AuditClient({ address: required(flags, 'address'), tls, source: required(flags, 'source'), timeoutMs: 10_000 }),
+    () => new AuditClient({ address: required(flags, 'address'), tls, source: required(flags, 'source'), timeoutMs: 10_000, checkpointKeys: loadCheckpointKeys([required(flags, 'audit-key')]) }),
   );
   const event = { principal: 'admin', operation: 'bench.Audit', result: 'ok', key_id: 'k_AAAAAAAAAAAAAAAAAAAAAA', details: { version: '1' } };
   // AuditClient numbers its batches (private field; diagnostics only): events per batch.

@@ -10,6 +10,7 @@
  * rotation by looking their key up by id.
  */
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 /** A checkpoint as stored (checkpoints file) and printed (CLI); the proto form has string sizes and raw bytes. */
 export interface SignedCheckpoint {
@@ -52,6 +53,32 @@ export function publicKeyFromPem(pem: string | Buffer): { id: string; key: KeyOb
   const key = createPublicKey(pem);
   if (key.asymmetricKeyType !== 'ed25519') throw new Error('checkpoint keys are Ed25519');
   return { id: keyIdOf(key), key };
+}
+
+/**
+ * The sink's checkpoint public keys from PEM files (SPKI, Ed25519), by key id: what producers
+ * verify acknowledgements with. Several files allow a key rotation; at least one is needed.
+ * Throws naming the file that cannot be read or is not an Ed25519 public key.
+ */
+export function loadCheckpointKeys(files: readonly string[]): Map<string, KeyObject> {
+  if (files.length === 0) throw new Error('no audit sink checkpoint public key configured');
+  const keys = new Map<string, KeyObject>();
+  for (const f of files) {
+    let pem: Buffer;
+    try {
+      pem = readFileSync(f);
+    } catch (e) {
+      throw new Error(`cannot read audit sink checkpoint public key ${f}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    if (!pem.includes('-----BEGIN PUBLIC KEY-----')) throw new Error(`${f} is not a PEM public key (SPKI): give the sink's public key, never its private key`);
+    try {
+      const { id, key } = publicKeyFromPem(pem);
+      keys.set(id, key);
+    } catch (e) {
+      throw new Error(`${f}: ${(e as Error).message}`);
+    }
+  }
+  return keys;
 }
 
 /** The proto keyshard.v1.Checkpoint form. */

@@ -1,4 +1,9 @@
-/** AuditClient batching and failure handling against an in-process fake sink (real mTLS). */
+/**
+ * AuditClient batching and failure handling against an in-process fake sink (real mTLS, a
+ * real Merkle tree and signed checkpoints: test-sink.ts), and its checks of each
+ * acknowledgement: a checkpoint signed by the configured sink key, consistent with the last
+ * one verified. Before those checks, every lying acknowledgement below was counted as stored.
+ */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -6,56 +11,19 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { KeyshardError } from '@keyshard/errors';
-import { keyshardProto, serverCredentials } from '@keyshard/rpc';
-import { AuditClient, type AuditEvent } from './index.ts';
+import { AuditClient } from './index.ts';
 import { makeTestPki, type TestPki } from './test-pki.ts';
-
-type Mode = 'ack' | 'silent' | 'fail';
-
-/** Fake Append: acks each batch after `delayMs`, recording batch sizes and concurrency. */
-class FakeSink {
-  mode: Mode = 'ack';
-  delayMs = 5;
-  batches: number[] = [];
-  events: AuditEvent[] = [];
-  streams = 0;
-  inFlight = 0;
-  maxInFlight = 0;
-  readonly server = new grpc.Server();
-
-  constructor() {
-    this.server.addService(keyshardProto().AuditService.service, {
-      Append: (call: grpc.ServerDuplexStream<{ events: AuditEvent[]; batch: string }, unknown>) => {
-        this.streams += 1;
-        call.on('data', (req) => {
-          if (this.mode === 'fail') {
-            call.emit('error', { code: grpc.status.INTERNAL, details: 'disk on fire' });
-            return;
-          }
-          if (this.mode === 'silent') return;
-          this.inFlight += 1;
-          this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-          this.batches.push(req.events.length);
-          this.events.push(...req.events);
-          setTimeout(() => {
-            this.inFlight -= 1;
-            call.write({ batch: req.batch, first_index: '0', count: String(req.events.length), head_hash: '' });
-          }, this.delayMs);
-        });
-        call.on('end', () => call.end());
-      },
-    });
-  }
-}
+import { FakeAuditSink } from './test-sink.ts';
 
 describe('AuditClient', () => {
   let dir: string;
   let pki: TestPki;
-  let sink: FakeSink;
+  let sink: FakeAuditSink;
   let address: string;
   const clients: AuditClient[] = [];
-  const client = (timeoutMs = 2000) => {
-    const c = new AuditClient({ address, tls: pki.material('coordinator'), source: 'coordinator', timeoutMs });
+  const alerts: string[] = [];
+  const client = (timeoutMs = 2000, keys = sink.keys) => {
+    const c = new AuditClient({ address, tls: pki.material('coordinator'), source: 'coordinator', timeoutMs, checkpointKeys: keys, onAlert: (a) => alerts.push(a.reason) });
     clients.push(c);
     return c;
   };
@@ -63,16 +31,13 @@ describe('AuditClient', () => {
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'audit-client-'));
     pki = await makeTestPki(dir, 'audit-sink', ['coordinator']);
-    sink = new FakeSink();
-    const port = await new Promise<number>((res, rej) =>
-      sink.server.bindAsync('127.0.0.1:0', serverCredentials(pki.material('audit-sink')), (e, p) => (e ? rej(e) : res(p))),
-    );
-    address = `127.0.0.1:${port}`;
+    sink = new FakeAuditSink();
+    address = await sink.listen(pki.material('audit-sink'));
   });
 
   after(async () => {
     for (const c of clients) await c.close().catch(() => {});
-    sink.server.forceShutdown();
+    sink.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -103,11 +68,11 @@ describe('AuditClient', () => {
     const c = client(1000);
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
     const streamsBefore = sink.streams;
-    sink.mode = 'silent';
+    sink.lie = 'silent';
     const t0 = Date.now();
     await assert.rejects(c.record({ principal: 'p', operation: 'op', result: 'ok' }), (e: unknown) => e instanceof KeyshardError && e.code === 'UNAVAILABLE' && /audit sink unavailable/.test(e.message));
     assert.ok(Date.now() - t0 < 2500);
-    sink.mode = 'ack';
+    sink.lie = 'none';
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
     assert.equal(sink.streams, streamsBefore + 1);
   });
@@ -115,9 +80,9 @@ describe('AuditClient', () => {
   it('rejects every pending event when the stream fails', async () => {
     const c = client();
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
-    sink.mode = 'fail';
+    sink.lie = 'fail';
     const all = await Promise.allSettled(Array.from({ length: 20 }, () => c.record({ principal: 'p', operation: 'op', result: 'ok' })));
-    sink.mode = 'ack';
+    sink.lie = 'none';
     assert.ok(all.every((r) => r.status === 'rejected' && (r.reason as KeyshardError).code === 'UNAVAILABLE'));
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
   });
@@ -128,5 +93,55 @@ describe('AuditClient', () => {
     await assert.rejects(c.record({ principal: 'p', operation: 'op', result: 'ok', details: { big: 'x'.repeat(5000) } }), /details are invalid/);
     await c.close();
     await assert.rejects(c.record({ principal: 'p', operation: 'op', result: 'ok' }), /closed/);
+  });
+
+  it('verifies each acknowledgement and sends the size it last verified, so the sink proves consistency', async () => {
+    const c = client();
+    await c.record({ principal: 'p', operation: 'op', result: 'ok' });
+    const first = c.lastCheckpoint!;
+    assert.equal(first.tree_size, sink.tree.size);
+    await c.record({ principal: 'p', operation: 'op', result: 'ok' });
+    assert.equal(sink.knownSizes.at(-1), first.tree_size, 'the batch carried the last verified size');
+    assert.equal(c.lastCheckpoint!.tree_size, first.tree_size + 1);
+    assert.equal(c.distrusted, undefined);
+  });
+
+  for (const [lie, why] of [
+    ['bad-signature', /signature does not verify/],
+    ['other-key', /no public key with id/],
+    ['rollback', /rolled back/],
+    ['fork', /not an extension|forked/],
+    ['no-proof', /consistency proof does not verify/],
+  ] as const) {
+    it(`refuses an acknowledgement with ${lie}: the event is not counted as stored, later ones are refused, one alert`, async () => {
+      const c = client();
+      await c.record({ principal: 'p', operation: 'op', result: 'ok' }); // anchors a verified checkpoint
+      const before = alerts.length;
+      sink.lie = lie;
+      try {
+        await assert.rejects(c.record({ principal: 'p', operation: 'keys.Encrypt', result: 'ok' }), (e: unknown) => e instanceof KeyshardError && e.code === 'UNAVAILABLE' && /audit sink not trusted/.test(e.message) && why.test(e.message));
+        assert.equal(alerts.length, before + 1, 'one alert');
+        assert.match(alerts.at(-1)!, why);
+        assert.match(c.distrusted!, why);
+        sink.lie = 'none';
+        // An honest acknowledgement later does not restore trust: the sink lied once.
+        const n = sink.batches.length;
+        await assert.rejects(c.record({ principal: 'p', operation: 'keys.Encrypt', result: 'ok' }), /not trusted/);
+        await assert.rejects(c.recordAll([{ id: 'x', time: new Date().toISOString(), source: 'coordinator', principal: 'p', operation: 'op', key_id: '', ceremony_id: '', result: 'ok', code: '', request_id: '', details: {} }]), /not trusted/);
+        assert.equal(sink.batches.length, n, 'nothing more is even sent');
+        assert.equal(alerts.length, before + 1, 'still one alert');
+      } finally {
+        sink.lie = 'none';
+      }
+    });
+  }
+
+  it('refuses the first acknowledgement too when its signature is not the configured key', async () => {
+    const c = client(2000, new FakeAuditSink().keys);
+    await assert.rejects(c.record({ principal: 'p', operation: 'op', result: 'ok' }), /not trusted: checkpoint of size \d+: no public key with id/);
+  });
+
+  it('needs at least one checkpoint key', () => {
+    assert.throws(() => client(2000, new Map()), /at least one sink checkpoint public key/);
   });
 });

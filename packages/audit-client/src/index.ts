@@ -9,11 +9,19 @@
  *
  * Delivery is at-least-once: a rejected record() may still have been stored (e.g. the ack
  * was lost). Retrying with the same `id` is safe: the sink stores an id only once.
+ *
+ * The sink is pinned twice: its TLS certificate must be the sink's (`serverId`, server-identity.ts
+ * in @keyshard/rpc), and every acknowledgement must carry a checkpoint signed by a configured
+ * sink key and consistent with the last one verified (checkpoint-trust.ts). An event counts as
+ * stored only then; on the first mismatch the client alerts (`onAlert`) and refuses every
+ * record() from then on, so nothing is acknowledged without a verified stored event.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { KeyshardError, type ErrorCode } from '@keyshard/errors';
-import { currentRequestId, keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
+import { AUDIT_SINK_ID, currentRequestId, expectServer, keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
+import { fromCheckpointMsg, type CheckpointMsg } from './checkpoint.ts';
+import { CheckpointTrust } from './checkpoint-trust.ts';
 
 export type { TlsMaterial };
 
@@ -39,6 +47,12 @@ export interface AuditClientOptions {
   address: string; // host:port of the sink
   tls: TlsMaterial;
   source: string;
+  /** The sink's certificate CN (default `audit-sink`): any other server is refused. */
+  serverId?: string;
+  /** The sink's checkpoint public keys by key id (loadCheckpointKeys); at least one. */
+  checkpointKeys: ReadonlyMap<string, KeyObject>;
+  /** Called once, when an acknowledgement fails verification (the client then refuses every record()). */
+  onAlert?: (alert: { reason: string }) => void;
   timeoutMs?: number; // per record(): until acknowledged; default 2000
   maxBatch?: number; // events per Append request; default 1000
   maxQueued?: number; // events waiting for a batch before record() refuses; default 100000
@@ -57,9 +71,12 @@ interface AppendResponseMsg {
   first_index: string;
   count: string;
   head_hash: string;
+  tree_size: string;
+  checkpoint: CheckpointMsg | null;
+  consistency_proof: Buffer[];
 }
 
-type AppendStream = grpc.ClientDuplexStream<{ events: AuditEvent[]; batch: string }, AppendResponseMsg>;
+type AppendStream = grpc.ClientDuplexStream<{ events: AuditEvent[]; batch: string; known_tree_size: number }, AppendResponseMsg>;
 
 // Refusals keep their own code (a misconfiguration is not an outage); the rest is UNAVAILABLE.
 const KEPT: Partial<Record<number, ErrorCode>> = {
@@ -82,7 +99,8 @@ export class AuditClient {
   private client: grpc.Client | undefined;
   private stream: AppendStream | undefined;
   private queue: Pending[] = [];
-  private inFlight: { batch: string; items: Pending[]; timer: NodeJS.Timeout } | undefined;
+  private inFlight: { batch: string; items: Pending[]; timer: NodeJS.Timeout; knownSize: number } | undefined;
+  private readonly trust: CheckpointTrust;
   private batchSeq = 0;
   private closed = false;
   private idle: (() => void)[] = [];
@@ -91,11 +109,23 @@ export class AuditClient {
     this.timeoutMs = opts.timeoutMs ?? 2000;
     this.maxBatch = opts.maxBatch ?? 1000;
     this.maxQueued = opts.maxQueued ?? 100_000;
+    this.trust = new CheckpointTrust(opts.checkpointKeys);
+  }
+
+  /** Why the sink's acknowledgements are no longer trusted (then every record() is refused). */
+  get distrusted(): string | undefined {
+    return this.trust.problem;
+  }
+
+  /** The last checkpoint verified from the sink. */
+  get lastCheckpoint() {
+    return this.trust.last;
   }
 
   /** Resolves once the sink has durably stored the event; rejects with KeyshardError otherwise. */
   record(input: AuditEventInput): Promise<void> {
     if (this.closed) return Promise.reject(unavailable('client is closed'));
+    if (this.trust.problem) return Promise.reject(distrusted(this.trust.problem));
     if (this.queue.length >= this.maxQueued) return Promise.reject(unavailable(`${this.queue.length} events already waiting`));
     let event: AuditEvent;
     try {
@@ -123,6 +153,7 @@ export class AuditClient {
   recordAll(events: AuditEvent[]): Promise<void> {
     if (events.length === 0) return Promise.resolve();
     if (this.closed) return Promise.reject(unavailable('client is closed'));
+    if (this.trust.problem) return Promise.reject(distrusted(this.trust.problem));
     if (this.queue.length + events.length > this.maxQueued) return Promise.reject(unavailable(`${this.queue.length} events already waiting`));
     return new Promise<void>((resolve, reject) => {
       let remaining = events.length;
@@ -173,12 +204,13 @@ export class AuditClient {
       this.fail(stream, unavailable(`batch not acknowledged within ${this.timeoutMs} ms`), true);
       this.pump();
     }, this.timeoutMs);
-    this.inFlight = { batch, items, timer };
-    stream.write({ events: items.map((p) => p.event), batch });
+    const knownSize = this.trust.knownSize;
+    this.inFlight = { batch, items, timer, knownSize };
+    stream.write({ events: items.map((p) => p.event), batch, known_tree_size: knownSize });
   }
 
   private connect(): AppendStream {
-    this.client ??= makeClient(keyshardProto().AuditService, this.opts.address, this.opts.tls, RECONNECT);
+    this.client ??= makeClient(keyshardProto().AuditService, this.opts.address, this.opts.tls, RECONNECT, expectServer('the audit sink', this.opts.serverId ?? AUDIT_SINK_ID));
     const s = (this.client as unknown as { Append(): AppendStream }).Append();
     this.stream = s;
     s.on('data', (res: AppendResponseMsg) => {
@@ -186,6 +218,11 @@ export class AuditClient {
       const f = this.inFlight;
       if (!f || res.batch !== f.batch) {
         this.fail(s, unavailable(`unexpected acknowledgement for batch ${res.batch}`));
+        return;
+      }
+      const problem = this.verify(res, f.knownSize);
+      if (problem) {
+        this.fail(s, distrusted(problem)); // the batch and everything queued: not stored as far as we know
         return;
       }
       this.inFlight = undefined;
@@ -216,6 +253,34 @@ export class AuditClient {
     this.inFlight = undefined;
     for (const p of pending) this.settle(p, err);
     if (this.queue.length === 0) for (const r of this.idle.splice(0)) r();
+  }
+
+  /** Checks an acknowledgement's checkpoint (checkpoint-trust.ts); alerts on the first failure. */
+  private verify(res: AppendResponseMsg, knownSize: number): string | undefined {
+    const already = this.trust.problem;
+    let problem: string | undefined;
+    try {
+      problem = this.trust.accept(
+        {
+          firstIndex: Number(res.first_index),
+          count: Number(res.count),
+          headHash: res.head_hash,
+          checkpoint: res.checkpoint ? fromCheckpointMsg(res.checkpoint) : undefined,
+          consistency: res.consistency_proof ?? [],
+        },
+        knownSize,
+      );
+    } catch (e) {
+      problem = `malformed acknowledgement (${(e as Error).name})`;
+    }
+    if (problem && !already) {
+      try {
+        this.opts.onAlert?.({ reason: problem });
+      } catch {
+        // The alert hook's failure is its own: the client refuses all the same.
+      }
+    }
+    return problem;
   }
 
   private settle(p: Pending, err?: KeyshardError): void {
@@ -267,5 +332,12 @@ function unavailable(reason: string): KeyshardError {
   return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`);
 }
 
+function distrusted(reason: string): KeyshardError {
+  return new KeyshardError('UNAVAILABLE', `audit sink not trusted: ${reason}; events are not acknowledged until this component is restarted`);
+}
+
 export { auditIntent, auditObserver, resultOf, type AuditObserverOptions, type AuditRecorder } from './observer.ts';
 export { AuditSpool, RoutedAudit, type AuditSpoolOptions } from './spool.ts';
+export { CheckpointTrust } from './checkpoint-trust.ts';
+export { loadCheckpointKeys } from './checkpoint.ts';
+export { auditSinkPinFields, sinkCheckpointKeys, logSinkAlert, SINK_DISTRUSTED_ALERT } from './sink-link.ts';

@@ -4,7 +4,7 @@
  * Proofs are returned verified: a reader never has to trust the sink's own arithmetic.
  */
 import * as grpc from '@grpc/grpc-js';
-import { keyshardProto, makeClient, requestMetadata, unaryCall, type TlsMaterial } from '@keyshard/rpc';
+import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, requestMetadata, unaryCall, type TlsMaterial } from '@keyshard/rpc';
 import { fromCheckpointMsg, type CheckpointMsg, type SignedCheckpoint } from './checkpoint.ts';
 import type { AuditEvent } from './index.ts';
 import { verifyConsistency, verifyInclusion } from './merkle.ts';
@@ -31,9 +31,12 @@ interface StoredEventMsg {
 export class AuditReader {
   private readonly client: grpc.Client;
 
-  /** `channelOptions`: e.g. a short reconnect backoff for a long-lived reader that must notice the sink is back. */
-  constructor(opts: { address: string; tls: TlsMaterial; timeoutMs?: number; channelOptions?: grpc.ChannelOptions }) {
-    this.client = makeClient(keyshardProto().AuditService, opts.address, opts.tls, opts.channelOptions);
+  /**
+   * `channelOptions`: e.g. a short reconnect backoff for a long-lived reader that must notice the sink is back.
+   * `serverId`: the sink's certificate CN (default `audit-sink`); any other server is refused.
+   */
+  constructor(opts: { address: string; tls: TlsMaterial; timeoutMs?: number; channelOptions?: grpc.ChannelOptions; serverId?: string }) {
+    this.client = makeClient(keyshardProto().AuditService, opts.address, opts.tls, opts.channelOptions, expectServer('the audit sink', opts.serverId ?? AUDIT_SINK_ID));
     this.timeoutMs = opts.timeoutMs ?? 10_000;
   }
 

@@ -1,4 +1,10 @@
-/** Where the CLI connects and as whom: flags first, then KEYSHARD_* environment variables. */
+/**
+ * Where the CLI connects and as whom: flags first, then KEYSHARD_* environment variables.
+ * Every server is pinned (@keyshard/rpc server-identity.ts): coordinators by their ids
+ * (--coordinator-ids / KEYSHARD_COORDINATOR_IDS, default: the coordinator-<n> naming), a
+ * custodian by its id (--custodian-id / KEYSHARD_CUSTODIAN_ID, default: the one the operator
+ * certificate is named for), the audit sink by --audit-server-id / KEYSHARD_AUDIT_SERVER_ID.
+ */
 import { KeyshardClient, CustodianOperatorClient } from '@keyshard/client';
 import { UsageError } from './output.ts';
 
@@ -7,6 +13,16 @@ export interface ConnectionFlags {
   ca?: string;
   tlsCert?: string;
   tlsKey?: string;
+  coordinatorIds?: string;
+}
+
+/** The coordinator ids to pin, if given (a comma-separated list). */
+export function coordinatorIdsFrom(f: ConnectionFlags): string[] | undefined {
+  const v = f.coordinatorIds ?? process.env.KEYSHARD_COORDINATOR_IDS;
+  if (!v) return undefined;
+  const ids = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (ids.length === 0) throw new UsageError('coordinator-ids is empty');
+  return ids;
 }
 
 function pick(flag: string | undefined, env: string, what: string): string {
@@ -24,14 +40,21 @@ export function tlsFrom(f: ConnectionFlags, prefix = 'KEYSHARD') {
 }
 
 export function coordinatorClient(f: ConnectionFlags): KeyshardClient {
-  return new KeyshardClient({ address: pick(f.addr, 'KEYSHARD_ADDR', 'addr').split(',').map((a) => a.trim()), tls: tlsFrom(f) });
+  return new KeyshardClient({ address: pick(f.addr, 'KEYSHARD_ADDR', 'addr').split(',').map((a) => a.trim()), tls: tlsFrom(f), coordinatorIds: coordinatorIdsFrom(f) });
 }
 
-export function custodianClient(f: ConnectionFlags & { custodian?: string }): CustodianOperatorClient {
-  return new CustodianOperatorClient({
-    address: pick(f.custodian, 'KEYSHARD_CUSTODIAN_ADDR', 'custodian'),
-    tls: tlsFrom(f, 'KEYSHARD_CUSTODIAN'),
-  });
+export function custodianClient(f: ConnectionFlags & { custodian?: string; custodianId?: string }): CustodianOperatorClient {
+  const custodianId = f.custodianId ?? process.env.KEYSHARD_CUSTODIAN_ID;
+  try {
+    return new CustodianOperatorClient({
+      address: pick(f.custodian, 'KEYSHARD_CUSTODIAN_ADDR', 'custodian'),
+      tls: tlsFrom(f, 'KEYSHARD_CUSTODIAN'),
+      ...(custodianId ? { custodianId } : {}),
+    });
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`${(e as Error).message} (pass --custodian-id or set KEYSHARD_CUSTODIAN_ID)`);
+  }
 }
 
 /** Runs one call with a coordinator client and closes it, also on error. */
@@ -45,7 +68,7 @@ export async function withClient<T>(program: { opts(): ConnectionFlags }, fn: (c
 }
 
 /** Runs one call with a custodian operator client and closes it, also on error. */
-export async function withCustodian<T>(flags: ConnectionFlags & { custodian?: string }, fn: (c: CustodianOperatorClient) => Promise<T>): Promise<T> {
+export async function withCustodian<T>(flags: ConnectionFlags & { custodian?: string; custodianId?: string }, fn: (c: CustodianOperatorClient) => Promise<T>): Promise<T> {
   const client = custodianClient(flags);
   try {
     return await fn(client);

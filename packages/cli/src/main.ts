@@ -16,6 +16,7 @@ const program = new Command('keyshard')
   .option('--ca <file>', 'CA certificate (KEYSHARD_CA)')
   .option('--tls-cert <file>', 'client certificate (KEYSHARD_CERT)')
   .option('--tls-key <file>', 'client private key (KEYSHARD_KEY)')
+  .option('--coordinator-ids <id,...>', 'the coordinator replicas\' certificate names; default: any coordinator-<n> name (KEYSHARD_COORDINATOR_IDS)')
   .showHelpAfterError()
   .configureOutput({ outputError: (str, write) => write(str) });
 

@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { keyshardProto, makeClient, readTls, requestMetadata, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
-import type { Ceremony } from './index.ts';
+import { coordinatorIdentity, type Ceremony } from './index.ts';
 
 export interface BackupSummary {
   cluster: string;
@@ -36,10 +36,11 @@ async function writeAll(call: grpc.ClientWritableStream<unknown>, chunks: AsyncI
 export class BackupClient {
   #client: grpc.Client;
 
-  constructor(opts: { address: string; tls: TlsMaterial | TlsFiles }) {
+  /** `coordinatorIds`: as ClientOptions.coordinatorIds (the server is pinned to a coordinator identity). */
+  constructor(opts: { address: string; tls: TlsMaterial | TlsFiles; coordinatorIds?: readonly string[] }) {
     const tls = Buffer.isBuffer(opts.tls.ca) ? (opts.tls as TlsMaterial) : readTls(opts.tls as TlsFiles);
     // Backup files stream in chunks well under the default limits; keepalive holds a restore's wait for approvals.
-    this.#client = makeClient(keyshardProto().BackupService, opts.address, tls, { 'grpc.keepalive_time_ms': 30_000 });
+    this.#client = makeClient(keyshardProto().BackupService, opts.address, tls, { 'grpc.keepalive_time_ms': 30_000 }, coordinatorIdentity(opts.coordinatorIds));
   }
 
   /** The backup file's bytes as they come, with progress. */

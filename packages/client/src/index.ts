@@ -3,9 +3,12 @@
  * a deadline and a request id on every call. Errors are grpc ServiceErrors (code + details).
  * A client may be given several coordinator replicas: calls are balanced over the healthy ones
  * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it).
+ * Servers are pinned (@keyshard/rpc server-identity.ts): a coordinator must present a
+ * coordinator identity (ClientOptions.coordinatorIds), a custodian its own id; any other
+ * certificate of the CA is refused with UNAVAILABLE.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { keyshardProto, makeClient, readTls, unaryCall, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import { expectCoordinator, expectServer, keyshardProto, makeClient, principalOfCertificate, readTls, unaryCall, type ExpectedServer, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
 import { retryPolicy, type RetryOptions } from './call-policy.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
 
@@ -101,6 +104,13 @@ export interface ConnectionOptions {
 export interface ClientOptions extends Omit<ConnectionOptions, 'address'> {
   /** A coordinator's "host:port", or several replicas of one cluster. */
   address: string | readonly string[];
+  /**
+   * The coordinator replicas' ids (their certificate CNs): a server presenting another
+   * certificate of the CA is refused. Default: any CN of the replica naming convention,
+   * `coordinator-<n>` or `<prefix>-coordinator-<n>` (COORDINATOR_ID_PATTERN); set the ids
+   * when the CA issues such names to anything else or replicas are named otherwise.
+   */
+  coordinatorIds?: readonly string[];
   /** Each call's deadline, retries included, unless the call says otherwise (default 10 s). */
   timeoutMs?: number;
   /** TLS connections key operations are spread over, per address (default 4). */
@@ -137,6 +147,12 @@ function material(tls: TlsMaterial | TlsFiles): TlsMaterial {
   return Buffer.isBuffer(tls.ca) ? (tls as TlsMaterial) : readTls(tls as TlsFiles);
 }
 
+/** The pinned identity of a cluster's coordinators (validated: a list of non-empty ids, or none). */
+export function coordinatorIdentity(ids: readonly string[] | undefined): ExpectedServer {
+  if (ids !== undefined && (!Array.isArray(ids) || ids.some((i) => typeof i !== 'string' || i.trim() === ''))) throw new Error('coordinatorIds must be a list of non-empty certificate names');
+  return expectCoordinator(ids);
+}
+
 function addressesOf(address: string | readonly string[]): string[] {
   const list = typeof address === 'string' ? [address] : [...address];
   if (list.length === 0 || list.some((a) => typeof a !== 'string' || a.trim() === '')) throw new Error('address must be a non-empty "host:port" or a non-empty list of them');
@@ -160,17 +176,18 @@ export class KeyshardClient {
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     if (!(this.#timeoutMs > 0)) throw new Error('timeoutMs must be a positive number of milliseconds');
     const policy = retryPolicy(opts.retry);
+    const server = coordinatorIdentity(opts.coordinatorIds);
     const channelOptions = { ...SDK_CHANNEL_OPTIONS, ...opts.channelOptions };
     const keyChannels = { ...channelOptions, 'grpc.use_local_subchannel_pool': 1 };
     this.#keys = new ReplicaPool(
       addresses.map(
-        (a) => new Replica(a, Array.from({ length: connections }, () => grpcTransport(makeClient(proto.KeyService, a, tls, keyChannels)))),
+        (a) => new Replica(a, Array.from({ length: connections }, () => grpcTransport(makeClient(proto.KeyService, a, tls, keyChannels, server)))),
       ),
       policy,
       true,
     );
     this.#ceremony = new ReplicaPool(
-      addresses.map((a) => new Replica(a, [grpcTransport(makeClient(proto.CeremonyService, a, tls, channelOptions))])),
+      addresses.map((a) => new Replica(a, [grpcTransport(makeClient(proto.CeremonyService, a, tls, channelOptions, server))])),
       policy,
       false,
     );
@@ -384,11 +401,27 @@ export interface DataKey {
   key_version: number;
 }
 
+/**
+ * A custodian's id as its operator's certificate implies: operator certificates are named
+ * `<custodian id>-operator` (dev PKI, deploy/README.md).
+ */
+export function custodianOfOperator(operatorCn: string): string | undefined {
+  const m = /^(.+)-operator$/.exec(operatorCn);
+  return m?.[1];
+}
+
 /** A custodian operator's client: list, show, approve and deny ceremonies on one custodian. */
 export class CustodianOperatorClient {
   #c: grpc.Client;
-  constructor(opts: ConnectionOptions) {
-    this.#c = makeClient(keyshardProto().CustodianService, opts.address, material(opts.tls), opts.channelOptions);
+  /**
+   * `custodianId`: the custodian expected at `address` (its certificate CN); by default the
+   * one the operator certificate is named for (`<custodian id>-operator`).
+   */
+  constructor(opts: ConnectionOptions & { custodianId?: string }) {
+    const tls = material(opts.tls);
+    const id = opts.custodianId ?? custodianOfOperator(principalOfCertificate(tls.cert));
+    if (!id) throw new Error('custodianId is required: the certificate is not named <custodian id>-operator');
+    this.#c = makeClient(keyshardProto().CustodianService, opts.address, tls, opts.channelOptions, expectServer(`custodian ${id}`, id));
   }
   pending() {
     return unaryCall<{ ceremonies: Ceremony[] }>(this.#c, 'ListPending', {});

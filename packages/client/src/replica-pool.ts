@@ -15,7 +15,7 @@
  * the same request id.
  */
 import * as grpc from '@grpc/grpc-js';
-import { requestMetadata } from '@keyshard/rpc';
+import { lastServerRefusal, requestMetadata } from '@keyshard/rpc';
 import { METHOD_SAFETY, outcomeOf, retryDelayMs, sealedForMs, statusError, unhealthyForMs, type RetryPolicy } from './call-policy.ts';
 
 const { READY, TRANSIENT_FAILURE, SHUTDOWN } = grpc.connectivityState;
@@ -30,6 +30,8 @@ export interface Transport {
   watch(current: grpc.connectivityState, deadline: number, cb: (err?: Error) => void): void;
   unary(method: string, request: unknown, metadata: grpc.Metadata, deadline: number, cb: UnaryCallback): void;
   close(): void;
+  /** Why connecting failed, when known (a server that failed its identity check). */
+  failure?(): string | undefined;
 }
 
 export function grpcTransport(client: grpc.Client): Transport {
@@ -44,6 +46,7 @@ export function grpcTransport(client: grpc.Client): Transport {
       fn.call(client, request, metadata, { deadline }, cb);
     },
     close: () => client.close(),
+    failure: () => lastServerRefusal(client),
   };
 }
 
@@ -178,7 +181,7 @@ class PendingCall {
     if (s === READY) return this.#send(t);
     if (s === SHUTDOWN) return this.#fail(statusError(grpc.status.CANCELLED, 'the client was closed'));
     // A failing connection is not waited for: grpc-js retries it on its own backoff.
-    if (s === TRANSIENT_FAILURE) return this.#notSent(now, 'it is failing');
+    if (s === TRANSIENT_FAILURE) return this.#notSent(now, t.failure?.() ?? 'it is failing');
     this.#waitReady(t, s, Math.min(this.deadline, now + this.pool.policy.connectTimeoutMs));
   }
 
@@ -190,7 +193,7 @@ class PendingCall {
         t.state(true);
         const s = t.state(false);
         if (s === READY) return this.#send(t);
-        if (s === TRANSIENT_FAILURE) return this.#notSent(now, 'it failed');
+        if (s === TRANSIENT_FAILURE) return this.#notSent(now, t.failure?.() ?? 'it failed');
         if (s === SHUTDOWN) return this.#fail(statusError(grpc.status.CANCELLED, 'the client was closed'));
         this.#waitReady(t, s, until);
       });

@@ -132,7 +132,7 @@ export class DevCluster {
     const tls = readTls(this.layout.certs[COORDINATOR]!);
     for (const m of this.layout.etcdMembers) {
       if (!this.process(m.name).running) continue;
-      const client = connectEtcd({ endpoints: [`https://127.0.0.1:${m.clientPort}`], tls, callTimeoutMs: 2_000 });
+      const client = connectEtcd({ endpoints: [`https://127.0.0.1:${m.clientPort}`], tls, serverName: 'etcd', callTimeoutMs: 2_000 });
       try {
         const status = await client.maintenance.status();
         if (!status.leader || status.leader === '0') continue;
@@ -218,11 +218,11 @@ export class DevCluster {
   /** A client with the given principal's certificate (default: the admin), to one replica (default: the first). */
   client(principal = ADMIN, options: { timeoutMs?: number; coordinator?: string } = {}): KeyshardClient {
     const { coordinator = COORDINATOR, ...rest } = options;
-    return new KeyshardClient({ address: this.coordinatorAddressOf(coordinator), tls: this.layout.certs[principal]!, ...rest });
+    return new KeyshardClient({ address: this.coordinatorAddressOf(coordinator), tls: this.layout.certs[principal]!, coordinatorIds: this.layout.coordinatorIds, ...rest });
   }
 
   operatorClient(custodianId: string): CustodianOperatorClient {
-    return new CustodianOperatorClient({ address: this.custodianAddress(custodianId), tls: this.layout.certs[operatorOf(custodianId)]! });
+    return new CustodianOperatorClient({ address: this.custodianAddress(custodianId), tls: this.layout.certs[operatorOf(custodianId)]!, custodianId });
   }
 
   /**

@@ -8,10 +8,10 @@
  *   audit/              the audit sink's log;  config/  service configs
  *   logs/               every process's structured log;  env  shell exports for the CLI
  */
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { issueCert, type CertFiles } from '@keyshard/pki';
+import { issueCert, type CertFiles, type CertProfile } from '@keyshard/pki';
 import { initSoftHsmToken, SOFTHSM_MODULE } from '@keyshard/hsm';
 import { freePort } from './processes.ts';
 
@@ -58,6 +58,9 @@ export interface Layout {
   etcdDir: string;
   etcdMembers: EtcdMember[];
   logDir: string;
+  /** The audit sink's checkpoint signing key, and its public key that producers verify acknowledgements with. */
+  sinkCheckpointKey: string;
+  sinkCheckpointPublicKey: string;
 }
 
 export const ADMIN = 'admin';
@@ -130,9 +133,15 @@ export async function prepareLayout(
   const pki = path.join(dir, 'pki');
   progress('dev PKI');
   const certs: Record<string, CertFiles> = {};
-  for (const name of ['etcd', 'audit-sink', ...coordinatorIds, ADMIN, AUDITOR, APP, ...custodianIds, ...custodianIds.map(operatorOf)])
-    certs[name] = await issueCert(pki, name);
-  certs[ETCD_ROOT] = await issueCert(pki, ETCD_ROOT);
+  // Principals get client-only certificates; components that also call others both usages;
+  // etcd only serves (@keyshard/pki profiles). Certificates of an older profile are re-issued.
+  const profiles: [string, CertProfile][] = [
+    ['etcd', 'server'],
+    ...['audit-sink', ...coordinatorIds, ...custodianIds].map((n): [string, CertProfile] => [n, 'component']),
+    ...[ADMIN, AUDITOR, APP, ETCD_ROOT, ...custodianIds.map(operatorOf)].map((n): [string, CertProfile] => [n, 'client']),
+  ];
+  for (const [name, profile] of profiles) certs[name] = await issueCert(pki, name, name, profile);
+  const sinkKeys = ensureSinkCheckpointKey(path.join(dir, 'audit-keys'));
 
   const softhsmConf: Record<string, string> = {};
   const pinFile: Record<string, string> = {};
@@ -162,7 +171,27 @@ export async function prepareLayout(
     etcdDir: etcdMembers[0]!.dataDir,
     etcdMembers,
     logDir: path.join(dir, 'logs'),
+    sinkCheckpointKey: sinkKeys.privateKeyFile,
+    sinkCheckpointPublicKey: sinkKeys.publicKeyFile,
   };
+}
+
+/**
+ * The sink's checkpoint signing key (Ed25519, PKCS#8, 0600), made here rather than by the sink on
+ * first start so that its public key can go into every producer's config before anything runs
+ * (audit.checkpointPublicKeys); the public key is written beside it, derived from the private one.
+ */
+function ensureSinkCheckpointKey(keysDir: string): { privateKeyFile: string; publicKeyFile: string } {
+  mkdirSync(keysDir, { recursive: true, mode: 0o700 });
+  const privateKeyFile = path.join(keysDir, 'checkpoint.pem');
+  const publicKeyFile = path.join(keysDir, 'checkpoint.pub.pem');
+  if (!existsSync(privateKeyFile)) {
+    const { privateKey } = generateKeyPairSync('ed25519');
+    writeFileSync(privateKeyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+  }
+  const pub = createPublicKey(createPrivateKey(readFileSync(privateKeyFile))).export({ type: 'spki', format: 'pem' }) as string;
+  if (!existsSync(publicKeyFile) || readFileSync(publicKeyFile, 'utf8') !== pub) writeFileSync(publicKeyFile, pub, { mode: 0o644 });
+  return { privateKeyFile, publicKeyFile };
 }
 
 /**
@@ -190,7 +219,7 @@ export function writeConfigs(l: Layout): void {
     appenders: [...l.coordinatorIds, ...l.custodianIds],
     readers: [AUDITOR],
     // The sink's keys live outside its data dir, so a copy of the log holds neither.
-    checkpointKeyFile: path.join(l.dir, 'audit-keys', 'checkpoint.pem'),
+    checkpointKeyFile: l.sinkCheckpointKey,
     hmacKeyFile: path.join(l.dir, 'audit-keys', 'hmac.key'),
   });
   l.custodianIds.forEach((id, i) =>
@@ -203,7 +232,7 @@ export function writeConfigs(l: Layout): void {
       approvalPolicy: plan.approvalPolicy,
       coordinators: l.coordinatorIds,
       operators: [operatorOf(id)],
-      audit: { address: addr(plan.ports.audit) },
+      audit: { address: addr(plan.ports.audit), serverId: 'audit-sink', checkpointPublicKeys: [l.sinkCheckpointPublicKey] },
     }),
   );
   l.coordinatorIds.forEach((id, i) =>
@@ -215,8 +244,8 @@ export function writeConfigs(l: Layout): void {
           coordinatorId: id,
           listen: addr(plan.ports.coordinators[i]!),
           tls: l.certs[id],
-          etcd: { endpoints: etcdClientUrls(l), tls: l.certs[id] },
-          audit: { address: addr(plan.ports.audit), spoolDir: path.join(l.dir, 'spool', id) },
+          etcd: { endpoints: etcdClientUrls(l), tls: l.certs[id], serverName: 'etcd' },
+          audit: { address: addr(plan.ports.audit), serverId: 'audit-sink', checkpointPublicKeys: [l.sinkCheckpointPublicKey], spoolDir: path.join(l.dir, 'spool', id) },
           custodians: l.custodianIds.map((cid, j) => ({ id: cid, address: addr(plan.ports.custodians[j]!) })),
           admins: [ADMIN],
           keyUsers: [APP],
@@ -248,6 +277,9 @@ export function writeEnvFile(l: Layout): string {
   const lines = [
     '# keyshard dev cluster: `. ./env` then `npx keyshard status`',
     `export KEYSHARD_ADDR=${q(l.plan.ports.coordinators.map(addr).join(','))}`,
+    // The CLI pins the servers it reaches: these replicas, and the sink by its certificate name.
+    `export KEYSHARD_COORDINATOR_IDS=${q(l.coordinatorIds.join(','))}`,
+    `export KEYSHARD_AUDIT_SERVER_ID=${q('audit-sink')}`,
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,

@@ -2,18 +2,42 @@
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, channelCredentials, type TlsMaterial } from './tls.ts';
+import { ANY_CLUSTER_SERVER, type ExpectedServer } from './server-identity.ts';
 import { currentRequestId } from './request-context.ts';
 
+/**
+ * A client of `address` whose server must be `server` (server-identity.ts). Every link that
+ * carries data names the server it expects; ANY_CLUSTER_SERVER (the default) is for probes
+ * and tests that dial a component by address on purpose (server-identity.spec.ts checks that
+ * no service or package source relies on the default).
+ */
 export function makeClient<T extends grpc.Client>(
   Ctor: grpc.ServiceClientConstructor,
   address: string,
   tls: TlsMaterial,
   options: grpc.ChannelOptions = {},
+  server: ExpectedServer = ANY_CLUSTER_SERVER,
 ): T {
   // For loopback IP targets, verify the certificate's DNS:localhost name instead of sending an
-  // IP address as TLS SNI (RFC 6066 forbids it and node warns on every connection).
+  // IP address as TLS SNI (RFC 6066 forbids it and node warns on every connection). That name
+  // every dev certificate carries: the CN check of `server` is what tells them apart.
   const loopback = /^127\.\d+\.\d+\.\d+:\d+$/.test(address) ? { 'grpc.ssl_target_name_override': 'localhost' } : {};
-  return new Ctor(address, channelCredentials(tls), { ...CHANNEL_OPTIONS, ...loopback, ...options }) as unknown as T;
+  const seen: { refusal?: string } = {};
+  const credentials = channelCredentials(tls, server, address, (refusal) => (seen.refusal = refusal));
+  const client = new Ctor(address, credentials, { ...CHANNEL_OPTIONS, ...loopback, ...options }) as unknown as T;
+  refusals.set(client, seen);
+  return client;
+}
+
+const refusals = new WeakMap<grpc.Client, { refusal?: string }>();
+
+/**
+ * Why the last server this client reached failed its identity check, if it did (and none has
+ * passed since): for callers that see only a channel in TRANSIENT_FAILURE (the SDK's replica
+ * pool). A certificate without serverAuth is refused by TLS before this check and leaves nothing.
+ */
+export function lastServerRefusal(client: grpc.Client): string | undefined {
+  return refusals.get(client)?.refusal;
 }
 
 export interface CallOptions {

@@ -12,6 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthDefinition, protoPath as healthProtoPath } from 'grpc-health-check';
 import { makeClient } from './client.ts';
 import type { TlsMaterial } from './tls.ts';
+import { ANY_CLUSTER_SERVER, type ExpectedServer } from './server-identity.ts';
 
 export { healthDefinition, healthProtoPath };
 
@@ -104,10 +105,13 @@ type HealthClient = grpc.Client & {
   Check(req: Request, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: Reply) => void): void;
 };
 
-/** One Check call over mutual TLS: the peer's status for `service`, or the call's error. */
-export async function checkHealth(address: string, tls: TlsMaterial, service = '', timeoutMs = 5_000): Promise<HealthStatus> {
+/**
+ * One Check call over mutual TLS: the peer's status for `service`, or the call's error. A probe
+ * dials its own pod by address, so by default any server certificate of the CA will do.
+ */
+export async function checkHealth(address: string, tls: TlsMaterial, service = '', timeoutMs = 5_000, server: ExpectedServer = ANY_CLUSTER_SERVER): Promise<HealthStatus> {
   const Client = grpc.makeGenericClientConstructor(healthDefinition as grpc.ServiceDefinition, 'Health');
-  const client = makeClient<HealthClient>(Client, address, tls);
+  const client = makeClient<HealthClient>(Client, address, tls, {}, server);
   try {
     return await new Promise<HealthStatus>((resolve, reject) =>
       client.Check({ service }, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r.status))),

@@ -1,5 +1,6 @@
 export * from './proto.ts';
 export * from './tls.ts';
+export * from './server-identity.ts';
 export * from './server.ts';
 export * from './concurrency-limit.ts';
 export * from './request-context.ts';

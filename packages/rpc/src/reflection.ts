@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { makeClient } from './client.ts';
+import { ANY_CLUSTER_SERVER, type ExpectedServer } from './server-identity.ts';
 import { healthProtoPath } from './health.ts';
 import { keyshardPackageDefinition } from './proto.ts';
 import type { TlsMaterial } from './tls.ts';
@@ -28,10 +29,10 @@ type ReflectionResponse = {
 };
 
 /** Asks a server, over grpc.reflection.v1, for the fully qualified names of the services it describes. */
-export async function listServices(address: string, tls: TlsMaterial, timeoutMs = 5_000): Promise<string[]> {
+export async function listServices(address: string, tls: TlsMaterial, timeoutMs = 5_000, server: ExpectedServer = ANY_CLUSTER_SERVER): Promise<string[]> {
   const def = protoLoader.loadSync(REFLECTION_PROTO, { keepCase: true, defaults: true, oneofs: true });
   const Ctor = grpc.makeGenericClientConstructor(def['grpc.reflection.v1.ServerReflection'] as grpc.ServiceDefinition, 'ServerReflection');
-  const client = makeClient<grpc.Client & { ServerReflectionInfo(opts: grpc.CallOptions): grpc.ClientDuplexStream<unknown, ReflectionResponse> }>(Ctor, address, tls);
+  const client = makeClient<grpc.Client & { ServerReflectionInfo(opts: grpc.CallOptions): grpc.ClientDuplexStream<unknown, ReflectionResponse> }>(Ctor, address, tls, {}, server);
   try {
     return await new Promise<string[]>((resolve, reject) => {
       const call = client.ServerReflectionInfo({ deadline: Date.now() + timeoutMs });

@@ -1,10 +1,13 @@
 /**
  * Mutual TLS for every keyshard connection. Servers require and verify a client certificate
  * signed by the cluster CA; the peer certificate's common name is the caller's principal.
+ * Clients verify the server's chain to the same CA and that it is the server they expect
+ * (server-identity.ts): channelCredentials is the one place client credentials are built.
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
+import { pinnedServerCheck, type ExpectedServer } from './server-identity.ts';
 
 export interface TlsFiles {
   ca: string;
@@ -26,8 +29,12 @@ export function serverCredentials(tls: TlsMaterial): grpc.ServerCredentials {
   return grpc.ServerCredentials.createSsl(tls.ca, [{ cert_chain: tls.cert, private_key: tls.key }], true);
 }
 
-export function channelCredentials(tls: TlsMaterial): grpc.ChannelCredentials {
-  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
+/**
+ * Client credentials for `address`: our certificate, the cluster CA, and the server pinned to
+ * `expected`; `onCheck` hears each identity check's refusal (or undefined when it passed).
+ */
+export function channelCredentials(tls: TlsMaterial, expected: ExpectedServer, address: string, onCheck?: (refusal: string | undefined) => void): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, { checkServerIdentity: pinnedServerCheck(expected, address, onCheck) });
 }
 
 /** Channel options shared by every client: bounded message size, keepalive for long streams, no channelz (see serverOptions). */

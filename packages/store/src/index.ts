@@ -33,6 +33,11 @@ export { Etcd3, type Namespace, type Watcher };
 export interface EtcdConfig {
   endpoints: string[];
   tls?: { ca: Buffer; cert: Buffer; key: Buffer };
+  /**
+   * The name etcd's certificate must carry (subjectAltName), checked instead of the endpoint's
+   * host: pins etcd when endpoints are IP addresses (dev: `etcd`, a name only etcd's certificate has).
+   */
+  serverName?: string;
   callTimeoutMs?: number;
 }
 
@@ -65,8 +70,12 @@ export function connectEtcd(cfg: EtcdConfig): Etcd3 {
   };
   if (cfg.tls) {
     options.credentials = { rootCertificate: cfg.tls.ca, privateKey: cfg.tls.key, certChain: cfg.tls.cert };
-    // Loopback IPs: verify the certificate's DNS:localhost name rather than send an IP as SNI.
-    if (cfg.endpoints.every((e) => /^https:\/\/127\.\d+\.\d+\.\d+:\d+$/.test(e)))
+    // etcd3 builds its own channel credentials (no checkServerIdentity hook), so etcd is pinned
+    // by name: `serverName` is checked against the certificate's subjectAltName (RFC 6125)
+    // instead of the endpoint's host. Without it, loopback IPs are checked against
+    // DNS:localhost (no IP as SNI), as before; other endpoints against their host name.
+    if (cfg.serverName) options.grpcOptions = { ...options.grpcOptions, 'grpc.ssl_target_name_override': cfg.serverName };
+    else if (cfg.endpoints.every((e) => /^https:\/\/127\.\d+\.\d+\.\d+:\d+$/.test(e)))
       options.grpcOptions = { ...options.grpcOptions, 'grpc.ssl_target_name_override': 'localhost' };
   }
   return new Etcd3(options);

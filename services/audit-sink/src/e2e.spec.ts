@@ -9,7 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { AuditClient } from '@keyshard/audit-client';
+import { keyIdOf } from '@keyshard/audit-client/checkpoint';
 import { makeTestPki, type TestPki } from '../../../packages/audit-client/src/test-pki.ts';
 import { KeyshardError } from '@keyshard/errors';
 import { isServiceError, keyshardProto, makeClient, unaryCall } from '@keyshard/rpc';
@@ -72,8 +74,17 @@ describe('audit sink end to end', () => {
   let configFile: string;
   const clients: AuditClient[] = [];
   const grpcClients: grpc.Client[] = [];
+  // The sink made its checkpoint key on first start; producers are configured with its public key.
+  const sinkKeys = () => {
+    const pub = createPublicKey(createPrivateKey(readFileSync(path.join(dir, 'sink-keys', 'checkpoint.pem'))));
+    return new Map([[keyIdOf(pub), pub]]);
+  };
+  const alerts: string[] = [];
   const auditClient = (cn: string, opts: { source?: string; timeoutMs?: number } = {}) => {
-    const c = new AuditClient({ address: sink.address, tls: pki.material(cn), source: opts.source ?? cn, timeoutMs: opts.timeoutMs ?? 2000 });
+    const c = new AuditClient({
+      address: sink.address, tls: pki.material(cn), source: opts.source ?? cn, timeoutMs: opts.timeoutMs ?? 2000,
+      checkpointKeys: sinkKeys(), onAlert: (a) => alerts.push(a.reason),
+    });
     clients.push(c);
     return c;
   };
@@ -197,6 +208,10 @@ describe('audit sink end to end', () => {
     const v = verifyLogDir(path.join(dir, 'data'));
     assert.equal(v.ok, true, v.reason);
     assert.equal(v.records, 503);
+    // The restarted sink proved its new checkpoint extends the one the client verified before the kill.
+    assert.equal(c.distrusted, undefined);
+    assert.equal(c.lastCheckpoint?.tree_size, 503);
+    assert.deepEqual(alerts, []);
   });
 
   it('refuses to start on a tampered log', async () => {

@@ -19,6 +19,7 @@ import type { SensitiveFields } from './sensitive.ts';
 interface AppendRequestMsg {
   events?: RawEvent[];
   batch?: string;
+  known_tree_size?: string;
 }
 
 type Who = { principal: string; requestId: string; method: string };
@@ -140,6 +141,10 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
           opts.appendBatchSeconds?.observe((performance.now() - arrived) / 1000);
           if (!finished && !call.cancelled) {
             const cp = r.checkpoint;
+            // The producer's last verified size: prove this checkpoint extends it. A size beyond
+            // what was signed gets no proof (the producer refuses that acknowledgement).
+            const known = Number(req.known_tree_size ?? 0);
+            const proof = Number.isSafeInteger(known) && known > 0 && known < cp.tree_size ? log.consistencyProof(known, cp.tree_size) : [];
             call.write({
               batch: req.batch ?? '0',
               first_index: String(r.firstIndex),
@@ -147,6 +152,7 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
               head_hash: cp.root_hash,
               tree_size: String(cp.tree_size),
               checkpoint: toCheckpointMsg(cp),
+              consistency_proof: proof,
             });
           }
         } catch (e) {

@@ -1,6 +1,7 @@
 /** Coordinator configuration, validated once at start-up. */
 import { z, address, tlsFiles } from '@keyshard/config';
 import { metricsConfig } from '@keyshard/metrics';
+import { auditSinkPinFields } from '@keyshard/audit-client';
 
 export const coordinatorConfig = z.object({
   /** Names the etcd namespace `/keyshard/<clusterName>/`. */
@@ -17,6 +18,12 @@ export const coordinatorConfig = z.object({
     .object({
       endpoints: z.array(z.string().url()).min(1),
       tls: tlsFiles.optional(),
+      /**
+       * The name etcd's certificate must carry (subjectAltName), checked instead of the endpoint's
+       * host: set it when the endpoints are IP addresses (dev: `etcd`). Without it a loopback IP
+       * endpoint is checked against `localhost`, which every dev certificate carries.
+       */
+      serverName: z.string().regex(/^[a-z0-9.-]{1,253}$/).optional(),
       callTimeoutMs: z.number().int().positive().default(5_000),
       /**
        * Health (etcd-reachability.ts): a read of etcd this often; once none has succeeded for
@@ -28,6 +35,7 @@ export const coordinatorConfig = z.object({
     .refine((e) => e.unreachableAfterMs >= e.probeIntervalMs, 'etcd.unreachableAfterMs must be at least etcd.probeIntervalMs'),
   audit: z.object({
     address,
+    ...auditSinkPinFields,
     timeoutMs: z.number().int().positive().default(2_000),
     /**
      * Local durable spool for crypto-operation events: they are answered once fsync'ed here

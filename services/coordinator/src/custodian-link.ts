@@ -1,6 +1,9 @@
-/** The coordinator's gRPC client to custodian nodes (mutual TLS, coordinator identity). */
+/**
+ * The coordinator's gRPC client to custodian nodes (mutual TLS, coordinator identity). The
+ * server is pinned to the custodian's id: its certificate CN must be that id (server-identity.ts).
+ */
 import type * as grpc from '@grpc/grpc-js';
-import { keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
+import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
 import { KeyshardError } from '@keyshard/errors';
 import type { Ceremony, JoinVouch, Succession } from '@keyshard/crypto';
 
@@ -36,7 +39,7 @@ export class CustodianLink {
   constructor(id: string, address: string, tls: TlsMaterial) {
     this.id = id;
     this.address = address;
-    this.#client = makeClient(keyshardProto().CustodianService, address, tls);
+    this.#client = makeClient(keyshardProto().CustodianService, address, tls, {}, expectServer(`custodian ${id}`, id));
   }
 
   async #call<T>(method: string, req: unknown, timeoutMs = 5_000): Promise<T> {

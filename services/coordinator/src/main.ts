@@ -3,9 +3,9 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection, ConcurrencyLimit, requestLogFields, type CallReply } from '@keyshard/rpc';
-import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
+import { Gauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { clusterNamespace, compactAndDefragment, connectEtcd, paths } from '@keyshard/store';
-import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, type AuditRecorder } from '@keyshard/audit-client';
+import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, logSinkAlert, sinkCheckpointKeys, type AuditRecorder } from '@keyshard/audit-client';
 import { AuditReader } from '@keyshard/audit-client/reader';
 import { coordinatorConfig } from './config.ts';
 import { createCoordinatorMetrics } from './coordinator-metrics.ts';
@@ -51,15 +51,20 @@ async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
   const log = createLogger('coordinator', config.logLevel, requestLogFields);
   const tls = readTls(config.tls);
+  const checkpointKeys = sinkCheckpointKeys(config.audit.checkpointPublicKeys);
   const etcdConfig = {
     endpoints: config.etcd.endpoints,
     tls: config.etcd.tls ? readTls(config.etcd.tls) : undefined,
+    serverName: config.etcd.serverName,
     callTimeoutMs: config.etcd.callTimeoutMs,
   };
   const etcd = connectEtcd(etcdConfig);
   const ns = clusterNamespace(etcd, config.clusterName);
   const source = principalOfCertificate(tls.cert);
-  const sink = new AuditClient({ address: config.audit.address, tls, source, timeoutMs: config.audit.timeoutMs });
+  const sink = new AuditClient({
+    address: config.audit.address, tls, source, timeoutMs: config.audit.timeoutMs,
+    serverId: config.audit.serverId, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
+  });
   const spool = config.audit.spoolDir
     ? await AuditSpool.open({ dir: config.audit.spoolDir, source, maxPending: config.audit.spoolMaxEvents }, sink, log)
     : undefined;
@@ -72,6 +77,14 @@ async function main(): Promise<void> {
     leading: () => leader.leading,
     spoolPending: () => spool?.pending ?? 0,
     keyCallsInFlight: () => keyCalls.inFlight,
+  });
+  new Gauge({
+    name: 'keyshard_audit_sink_distrusted',
+    help: '1 once an acknowledgement of the audit sink failed checkpoint verification (nothing is acknowledged until restart)',
+    registers: [metrics.registry],
+    collect() {
+      this.set(sink.distrusted ? 1 : 0);
+    },
   });
   // Ceremonies record each step through this: their outcomes are counted as they are audited.
   const ceremonyAudit = metrics.countingCeremonies(audit);
@@ -186,7 +199,7 @@ async function main(): Promise<void> {
   const onReply = (r: CallReply) => metrics.calls.observe(r.ctx.method, r.code, r.durationMs);
   // Status asks the sink for a checkpoint; a short reconnect backoff so it notices at once that the sink is back.
   const sinkReader = new AuditReader({
-    address: config.audit.address, tls, timeoutMs: 1_000,
+    address: config.audit.address, tls, timeoutMs: 1_000, serverId: config.audit.serverId,
     channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
   });
   // State-changing calls are recorded before they run; crypto calls are recorded before they answer.

@@ -1,6 +1,7 @@
 /** Custodian node configuration, validated once at start-up. The PIN is never in here. */
 import { z, address, tlsFiles } from '@keyshard/config';
 import { metricsConfig } from '@keyshard/metrics';
+import { auditSinkPinFields } from '@keyshard/audit-client';
 
 export const custodianConfig = z.object({
   custodianId: z.string().regex(/^[\w.-]{1,64}$/),
@@ -28,7 +29,7 @@ export const custodianConfig = z.object({
   coordinators: z.array(z.string().min(1)).min(1),
   /** Principals allowed to list, show, approve and deny ceremonies on this custodian. */
   operators: z.array(z.string().min(1)).default([]),
-  audit: z.object({ address, timeoutMs: z.number().int().positive().default(2_000) }),
+  audit: z.object({ address, ...auditSinkPinFields, timeoutMs: z.number().int().positive().default(2_000) }),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
   /** Prometheus endpoint (GET /metrics, loopback only); off when absent. The bound port is logged ("metrics listening"). */
   metrics: metricsConfig.optional(),

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError, createLogger, loadConfig, runMain } from '@keyshard/config';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, requestLogFields } from '@keyshard/rpc';
-import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
+import { Gauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { CustodianToken } from '@keyshard/hsm';
-import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
+import { AuditClient, auditIntent, auditObserver, logSinkAlert, sinkCheckpointKeys } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
 import { Custody } from './custody.ts';
 import { authorizer, custodianHandlers } from './server.ts';
@@ -28,6 +28,7 @@ async function main(): Promise<void> {
   const config = loadConfig(custodianConfig);
   const log = createLogger('custodian', config.logLevel, requestLogFields);
   const tls = readTls(config.tls);
+  const checkpointKeys = sinkCheckpointKeys(config.audit.checkpointPublicKeys);
   const token = CustodianToken.open({
     modulePath: config.token.modulePath,
     tokenLabel: config.token.label,
@@ -36,12 +37,23 @@ async function main(): Promise<void> {
   });
   const identity = token.ensureIdentity();
   const custody = new Custody(token, config.custodianId, { approval: config.approvalPolicy, join: config.joinPolicy }, new Set(config.coordinators));
-  const audit = new AuditClient({ address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs });
+  const audit = new AuditClient({
+    address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs,
+    serverId: config.audit.serverId, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
+  });
 
   // A share moves or a decision is taken only once its intent is on record (auditIntent).
   const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare']);
   const proto = keyshardProto();
   const metrics = createCustodianMetrics({ shareClusters: () => token.shareClusterIds().length, pendingCeremonies: () => custody.pending().length });
+  new Gauge({
+    name: 'keyshard_audit_sink_distrusted',
+    help: '1 once an acknowledgement of the audit sink failed checkpoint verification (nothing is acknowledged until restart)',
+    registers: [metrics.registry],
+    collect() {
+      this.set(audit.distrusted ? 1 : 0);
+    },
+  });
   const server = new grpc.Server(serverOptions(MAX_MESSAGE_BYTES));
   server.addService(
     decodingSafe(proto.CustodianService.service),

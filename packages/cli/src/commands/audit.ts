@@ -42,12 +42,14 @@ export function registerAudit(program: Command): void {
   const audit = program
     .command('audit')
     .description('the tamper-evident audit log: verify a copy offline, read it from the sink (KEYSHARD_AUDIT_ADDR, KEYSHARD_AUDIT_CERT/KEY)')
-    .option('--audit-addr <host:port>', 'audit sink address (KEYSHARD_AUDIT_ADDR)');
+    .option('--audit-addr <host:port>', 'audit sink address (KEYSHARD_AUDIT_ADDR)')
+    .option('--audit-server-id <cn>', 'the sink\'s certificate name (KEYSHARD_AUDIT_SERVER_ID, default audit-sink)');
   const withReader = async <T>(fn: (r: AuditReader) => Promise<T>): Promise<T> => {
-    const flags = { ...program.opts(), ...audit.opts() } as { auditAddr?: string; ca?: string; tlsCert?: string; tlsKey?: string };
+    const flags = { ...program.opts(), ...audit.opts() } as { auditAddr?: string; auditServerId?: string; ca?: string; tlsCert?: string; tlsKey?: string };
     const address = flags.auditAddr ?? process.env.KEYSHARD_AUDIT_ADDR;
     if (!address) throw new UsageError('audit-addr is not set: pass --audit-addr or set KEYSHARD_AUDIT_ADDR');
-    const reader = new AuditReader({ address, tls: readTls(tlsFrom(flags, 'KEYSHARD_AUDIT')) });
+    const serverId = flags.auditServerId ?? process.env.KEYSHARD_AUDIT_SERVER_ID;
+    const reader = new AuditReader({ address, tls: readTls(tlsFrom(flags, 'KEYSHARD_AUDIT')), ...(serverId ? { serverId } : {}) });
     try {
       return await fn(reader);
     } finally {

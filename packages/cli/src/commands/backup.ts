@@ -5,14 +5,14 @@ import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
 import { BackupClient, type RestoreProgress } from '@keyshard/client';
 import { BackupParser, writeBackupFile, type BackupHeader } from '@keyshard/crypto';
-import { tlsFrom, type ConnectionFlags } from '../connection.ts';
+import { coordinatorIdsFrom, tlsFrom, type ConnectionFlags } from '../connection.ts';
 import { progress, progressBar, UsageError, type ProgressBar } from '../output.ts';
 
 /** Backups and restores talk to one replica: the first of --addr / KEYSHARD_ADDR. */
 function backupClient(f: ConnectionFlags): BackupClient {
   const addr = (f.addr ?? process.env.KEYSHARD_ADDR ?? '').split(',')[0]?.trim();
   if (!addr) throw new UsageError('addr is not set: pass --addr or set KEYSHARD_ADDR');
-  return new BackupClient({ address: addr, tls: tlsFrom(f) });
+  return new BackupClient({ address: addr, tls: tlsFrom(f), coordinatorIds: coordinatorIdsFrom(f) });
 }
 
 async function withBackupClient<T>(program: { opts(): ConnectionFlags }, fn: (c: BackupClient) => Promise<T>): Promise<T> {

@@ -19,7 +19,8 @@ export function registerCustodian(program: Command): void {
   const cust = program
     .command('custodian')
     .description('custodian operator commands (KEYSHARD_CUSTODIAN_ADDR, KEYSHARD_CUSTODIAN_CERT/KEY)')
-    .option('--custodian <host:port>', 'custodian address (KEYSHARD_CUSTODIAN_ADDR)');
+    .option('--custodian <host:port>', 'custodian address (KEYSHARD_CUSTODIAN_ADDR)')
+    .option('--custodian-id <id>', 'the custodian\'s certificate name; default: the one the operator certificate is named for (KEYSHARD_CUSTODIAN_ID)');
   const flags = () => ({ ...program.opts(), ...cust.opts() });
 
   cust
