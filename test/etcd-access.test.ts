@@ -96,6 +96,12 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
   it('every non-coordinator certificate is denied get, put and delete on the prefix and a whole-keyspace read', async () => {
     const key = `${prefix}${paths.key(keyId)}`;
     for (const who of strangers) {
+      if (who === 'etcd') {
+        // The member's certificate is server-only (no clientAuth, @keyshard/pki 'server' profile):
+        // etcd refuses it in the TLS handshake, before any permission is looked at.
+        await assert.rejects(etcdctl(who, 'get', key), /context deadline exceeded|bad certificate|unsupported certificate/, 'etcd: get of a key record');
+        continue;
+      }
       await assert.rejects(etcdctl(who, 'get', key), DENIED, `${who}: get of a key record`);
       await assert.rejects(etcdctl(who, 'get', prefix, '--prefix', '--keys-only'), DENIED, `${who}: read of the prefix`);
       await assert.rejects(etcdctl(who, 'get', '', '--prefix', '--keys-only'), DENIED, `${who}: whole-keyspace read`);
