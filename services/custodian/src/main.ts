@@ -8,6 +8,7 @@ import { CustodianToken } from '@keyshard/hsm';
 import { AuditClient, auditIntent, auditObserver } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
 import { Custody } from './custody.ts';
+import { TrustedKeys } from './trusted-keys.ts';
 import { authorizer, custodianHandlers } from './server.ts';
 import { createCustodianMetrics } from './custodian-metrics.ts';
 
@@ -39,7 +40,7 @@ async function main(): Promise<void> {
   const audit = new AuditClient({ address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs });
 
   // A share moves or a decision is taken only once its intent is on record (auditIntent).
-  const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare']);
+  const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare', 'EnrollTransportKey', 'RevokeTransportKey']);
   const proto = keyshardProto();
   const metrics = createCustodianMetrics({ shareClusters: () => token.shareClusterIds().length, pendingCeremonies: () => custody.pending().length });
   const server = new grpc.Server(serverOptions(MAX_MESSAGE_BYTES));
@@ -54,6 +55,7 @@ async function main(): Promise<void> {
         policy: config.approvalPolicy,
         token,
         custody,
+        trustedKeys: new TrustedKeys(token, config.custodianId, new Set(config.coordinators)),
         identity,
       }),
       {
