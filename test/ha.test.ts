@@ -88,10 +88,10 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     try {
       const rogue = newCeremony({
         operation: 'unseal', clusterId, initiator: ADMIN, ttlSeconds: 60, threshold: 2,
-        recipients: [{ coordinator_id: ids[0]!, public_key_pem: 'k' }, { coordinator_id: 'rogue', public_key_pem: 'k' }],
+        recipients: [{ coordinator_id: ids[0]!, public_key_pem: 'k', ephemeral_public_key_pem: 'k' }, { coordinator_id: 'rogue', public_key_pem: 'k', ephemeral_public_key_pem: 'k' }],
       });
       await rejectsWith(unaryCall(asReplica1, 'ProposeCeremony', { ceremony: rogue }), 'PERMISSION_DENIED', /rogue is not a registered coordinator/);
-      const forOther = newCeremony({ operation: 'join', clusterId, initiator: ids[0]!, ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: ids[1]!, public_key_pem: 'k' }] });
+      const forOther = newCeremony({ operation: 'join', clusterId, initiator: ids[0]!, ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: ids[1]!, public_key_pem: 'k', ephemeral_public_key_pem: 'k' }] });
       await rejectsWith(unaryCall(asReplica1, 'ProposeCeremony', { ceremony: forOther }), 'PERMISSION_DENIED', /only ask for shares for the replica that proposes it/);
     } finally {
       asReplica1.close();
@@ -100,7 +100,7 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     const rogueCert = await issueCert(path.join(dir, 'pki'), 'rogue-replica');
     const asRogue = makeClient(keyshardProto().CustodianService, cluster.custodianAddress('custodian-2'), readTls(rogueCert));
     try {
-      const ceremony = newCeremony({ operation: 'join', clusterId, initiator: 'rogue-replica', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'rogue-replica', public_key_pem: 'k' }] });
+      const ceremony = newCeremony({ operation: 'join', clusterId, initiator: 'rogue-replica', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'rogue-replica', public_key_pem: 'k', ephemeral_public_key_pem: 'k' }] });
       await rejectsWith(unaryCall(asRogue, 'ProposeCeremony', { ceremony }), 'PERMISSION_DENIED');
     } finally {
       asRogue.close();

@@ -3,18 +3,25 @@
  * client URLs, auto-compaction on), one SoftHSM token and custodian process per custodian,
  * the audit sink and one or more coordinators. Used by `keyshard dev` and by the integration
  * tests, so both exercise the same wiring. Every process it starts it stops, by PID.
+ *
+ * Transport keys: each coordinator's key file is made before it first starts, and its public
+ * key is enrolled into every custodian token by the dev SO (operator certificate + the dev SO
+ * PIN in hsm/<custodian>/so-pin, through EnrollTransportKey — audited like a real officer's)
+ * once the custodians run and before init or unseal; again for a restarted custodian whose
+ * token lacks one (a replaced token) and for a coordinator whose key was just made.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { readTls } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
 import {
-  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, etcdClientUrls, operatorOf, prepareLayout, writeConfigs, writeEnvFile,
+  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ensureTransportKeys, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile,
   type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
 import { ManagedProcess, nodeService } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, type CoordinatorOverrides, type EtcdMember, type Layout };
+export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 
@@ -162,7 +169,37 @@ export class DevCluster {
       return this.process(name).start();
     };
     await Promise.all(this.etcdNames.filter(wanted).map(starting));
-    for (const name of ['audit-sink', ...this.custodianIds, ...this.coordinatorIds]) if (wanted(name)) await starting(name);
+    const custodians = this.custodianIds.filter(wanted);
+    for (const name of ['audit-sink', ...custodians]) if (wanted(name)) await starting(name);
+    const newKeys = ensureTransportKeys(this.layout, this.coordinatorIds);
+    // A coordinator with a new key needs it in every running token; a (re)started custodian, every coordinator's.
+    const toEnroll = newKeys.length > 0 ? this.custodianIds.filter((id) => this.process(id).running) : custodians;
+    for (const id of toEnroll) await this.enrollTransportKeys(id);
+    for (const name of this.coordinatorIds) if (wanted(name)) await starting(name);
+  }
+
+  /**
+   * The dev security officer enrolls every coordinator's transport public key into custodian
+   * `id`'s token (EnrollTransportKey with the operator certificate and the dev SO PIN); keys
+   * already enrolled are left alone. Returns how many were added.
+   */
+  async enrollTransportKeys(id: string, coordinators = this.coordinatorIds): Promise<number> {
+    const op = this.operatorClient(id);
+    try {
+      const have = new Set((await op.listTrustedKeys()).keys.filter((k) => k.kind === 'transport').map((k) => `${k.name}\n${k.public_key_pem}`));
+      const soPin = readFileSync(this.layout.soPinFile[id]!, 'utf8').trim();
+      let added = 0;
+      for (const c of coordinators) {
+        const publicKeyPem = transportPublicKeyPem(this.layout, c);
+        if (have.has(`${c}\n${publicKeyPem}`)) continue;
+        this.#progress(`${id}: enrolling ${c}'s transport key`);
+        await op.enrollTransportKey({ coordinatorId: c, publicKeyPem, soPin });
+        added++;
+      }
+      return added;
+    } finally {
+      op.close();
+    }
   }
 
   async stop(): Promise<void> {
