@@ -8,7 +8,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -58,7 +58,8 @@ async function replaceToken(dev: DevCluster, id: string): Promise<void> {
   const dir = path.join(dev.layout.dir, 'hsm', id);
   rmSync(path.join(dir, 'tokens'), { recursive: true, force: true });
   mkdirSync(path.join(dir, 'tokens'), { mode: 0o700 });
-  await initSoftHsmToken({ dir, label: id, pin: readFileSync(dev.layout.pinFile[id]!, 'utf8').trim(), soPin: randomBytes(12).toString('hex') });
+  // The new token's security officer (dev: the same SO PIN file); dev.start enrolls the coordinators' transport keys into it.
+  await initSoftHsmToken({ dir, label: id, pin: readFileSync(dev.layout.pinFile[id]!, 'utf8').trim(), soPin: readFileSync(dev.layout.soPinFile[id]!, 'utf8').trim() });
   await dev.start([id]);
 }
 
@@ -144,6 +145,11 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
 
     // Before the disaster: recovery exports of the custodians about to be lost, and a backup.
     for (const id of LOST) {
+      // The share may only be wrapped to a key the token's SO trusts: the officer enrolls the recovery key first.
+      const unenrolled = await keyshard(['custodian', 'backup', '--custodian-id', id, '--recovery-key', recoveryPublic, '--out', path.join(dir, `${id}.refused`), '--ttl', '20'], env);
+      if (id === LOST[0]) assert.notEqual(unenrolled.code, 0, 'no export to a recovery key the token does not trust');
+      const enrolled = await keyshard(['custodian', 'enroll', '--recovery-key', recoveryPublic, '--so-pin-file', dev.layout.soPinFile[id]!], custodianEnv(dev, env, id));
+      assert.equal(enrolled.code, 0, enrolled.stderr);
       const exp = await keyshard(['custodian', 'backup', '--custodian-id', id, '--recovery-key', recoveryPublic, '--out', path.join(dir, `${id}.export`)], env);
       assert.equal(exp.code, 0, exp.stderr);
       assert.match(exp.stderr, /approvals [23]\/2/);
@@ -180,6 +186,8 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     await dev.process('etcd').stop();
     rmSync(dev.layout.etcdDir, { recursive: true, force: true });
     rmSync(path.join(dev.layout.dir, 'spool'), { recursive: true, force: true });
+    // The coordinator host too: the new one makes a new transport key, which the custodians' SOs enroll (dev.start).
+    rmSync(path.join(dev.layout.dir, 'transport'), { recursive: true, force: true });
     for (const id of LOST) await replaceToken(dev, id);
     await dev.start();
     const fresh = dev.client();

@@ -65,13 +65,14 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     const forged = (c: CeremonyObject) => signVouch(Buffer.alloc(32, 7), c, ids[0]!, 1); // a root that is not the cluster's
     // The attacker's own RSA key: before issue 14, custodians wrapped their shares to it.
     const attackerKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const attackerEphemeral = generateKeyPairSync('x25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const refusedIds: string[] = [];
     for (const custodian of cluster.custodianIds) {
       const link = makeClient(keyshardProto().CustodianService, cluster.custodianAddress(custodian), readTls(cluster.layout.certs[attacker]!));
       try {
         const ceremony = newCeremony({
           operation: 'join', clusterId, initiator: attacker, ttlSeconds: 60, threshold: 2, parameters: { generation: '1' },
-          recipients: [{ coordinator_id: attacker, public_key_pem: attackerKey }],
+          recipients: [{ coordinator_id: attacker, public_key_pem: attackerKey, ephemeral_public_key_pem: attackerEphemeral }],
         });
         refusedIds.push(ceremony.id);
         await rejectsWith(unaryCall(link, 'ProposeCeremony', { ceremony }), 'FAILED_PRECONDITION', /no replica unsealed in the current seal epoch vouched for it; an unseal ceremony is needed/);
@@ -133,10 +134,10 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     try {
       const rogue = newCeremony({
         operation: 'unseal', clusterId, initiator: ADMIN, ttlSeconds: 60, threshold: 2,
-        recipients: [{ coordinator_id: ids[0]!, public_key_pem: 'k' }, { coordinator_id: 'rogue', public_key_pem: 'k' }],
+        recipients: [{ coordinator_id: ids[0]!, public_key_pem: 'k', ephemeral_public_key_pem: 'k' }, { coordinator_id: 'rogue', public_key_pem: 'k', ephemeral_public_key_pem: 'k' }],
       });
       await rejectsWith(unaryCall(asReplica1, 'ProposeCeremony', { ceremony: rogue }), 'PERMISSION_DENIED', /rogue is not a registered coordinator/);
-      const forOther = newCeremony({ operation: 'join', clusterId, initiator: ids[0]!, ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: ids[1]!, public_key_pem: 'k' }] });
+      const forOther = newCeremony({ operation: 'join', clusterId, initiator: ids[0]!, ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: ids[1]!, public_key_pem: 'k', ephemeral_public_key_pem: 'k' }] });
       await rejectsWith(unaryCall(asReplica1, 'ProposeCeremony', { ceremony: forOther }), 'PERMISSION_DENIED', /only ask for shares for the replica that proposes it/);
     } finally {
       asReplica1.close();
@@ -145,7 +146,7 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     const rogueCert = await issueCert(path.join(dir, 'pki'), 'rogue-replica');
     const asRogue = makeClient(keyshardProto().CustodianService, cluster.custodianAddress('custodian-2'), readTls(rogueCert));
     try {
-      const ceremony = newCeremony({ operation: 'join', clusterId, initiator: 'rogue-replica', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'rogue-replica', public_key_pem: 'k' }] });
+      const ceremony = newCeremony({ operation: 'join', clusterId, initiator: 'rogue-replica', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'rogue-replica', public_key_pem: 'k', ephemeral_public_key_pem: 'k' }] });
       await rejectsWith(unaryCall(asRogue, 'ProposeCeremony', { ceremony }), 'PERMISSION_DENIED');
     } finally {
       asRogue.close();

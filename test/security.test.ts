@@ -212,13 +212,13 @@ describe('security properties', { timeout: 300_000 }, () => {
 
   it('a custodian refuses a ceremony of another cluster, an expired one, or one whose hash does not match', async () => {
     const asCoordinator = makeClient(keyshardProto().CustodianService, cluster.custodianAddress('custodian-2'), readTls(cluster.layout.certs['coordinator-1']!));
-    const recipients = [{ coordinator_id: 'coordinator-1', public_key_pem: 'x' }];
+    const recipients = [{ coordinator_id: 'coordinator-1', public_key_pem: 'x', ephemeral_public_key_pem: 'x' }];
     const other = newCeremony({ operation: 'unseal', clusterId: 'c-someoneelse', initiator: 'admin', ttlSeconds: 60, recipients, threshold: 2 });
     await rejectsWith(unaryCall(asCoordinator, 'ProposeCeremony', { ceremony: other }), 'FAILED_PRECONDITION', /another cluster/);
     const expired = newCeremony({ operation: 'unseal', clusterId, initiator: 'admin', ttlSeconds: 60, recipients, threshold: 2, now: Date.now() - 120_000 });
     await rejectsWith(unaryCall(asCoordinator, 'ProposeCeremony', { ceremony: expired }), 'FAILED_PRECONDITION', /expired/);
     const tampered = newCeremony({ operation: 'unseal', clusterId, initiator: 'admin', ttlSeconds: 60, recipients, threshold: 2 });
-    tampered.recipients = [{ coordinator_id: 'attacker', public_key_pem: 'x' }];
+    tampered.recipients = [{ coordinator_id: 'attacker', public_key_pem: 'x', ephemeral_public_key_pem: 'x' }];
     await rejectsWith(unaryCall(asCoordinator, 'ProposeCeremony', { ceremony: tampered }), 'INVALID_ARGUMENT', /hash does not match/);
     // A share in use cannot be overwritten by a coordinator identity outside a ceremony.
     const replace = { cluster_id: clusterId, encrypted_share: randomBytes(256), x: 1, replace: true };

@@ -17,13 +17,12 @@
  * Every process is stopped by PID, also on error or SIGINT (BenchRun).
  */
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ADMIN, DevCluster, coordinatorId } from '@keyshard/devcluster';
+import { ADMIN, DevCluster, coordinatorId, transportPublicKeyPem } from '@keyshard/devcluster';
 import { CustodianToken, SOFTHSM_MODULE } from '@keyshard/hsm';
 import type { KeyshardClient } from '@keyshard/client';
 import { BenchRun, envNumber } from './bench-run.ts';
@@ -45,12 +44,12 @@ if (process.argv[2] === '--baseline-token') {
   // Child: time RUNS releases of one token (SOFTHSM2_CONF set by the parent); print JSON ms.
   const [, , , label, pinFile, clusterId, recipientsJson] = process.argv;
   const t = CustodianToken.open({ modulePath: SOFTHSM_MODULE, tokenLabel: label!, pin: readFileSync(pinFile!, 'utf8').trim(), oaepHash: 'sha1' });
-  const recipients = JSON.parse(recipientsJson!) as string[];
+  const recipients = JSON.parse(recipientsJson!) as { id: string; pem: string }[];
   const out: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const t0 = performance.now();
     t.signApproval(Buffer.alloc(32, i));
-    for (const r of recipients) t.wrapShare(clusterId!, r);
+    for (const r of recipients) t.wrapShare(clusterId!, { kind: 'transport', name: r.id }, r.pem);
     out.push(performance.now() - t0);
   }
   t.close();
@@ -141,7 +140,8 @@ async function unsealOnce(cluster: DevCluster, admin: KeyshardClient, clients: K
 
 /** The three approvers' releases made directly against their tokens: sign + wrap to 3 replica keys. */
 function baseline(cluster: DevCluster, clusterId: string): number[] {
-  const recipients = REPLICAS.map(() => generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString());
+  // The coordinators' transport keys, enrolled in every token by the dev SO: the only keys a share may be wrapped to.
+  const recipients = cluster.coordinatorIds.slice(0, REPLICAS.length).map((id) => ({ id, pem: transportPublicKeyPem(cluster.layout, id) }));
   const perToken = APPROVERS.map((id) => {
     const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--baseline-token', id, cluster.layout.pinFile[id]!, clusterId, JSON.stringify(recipients)], {
       env: { ...process.env, SOFTHSM2_CONF: cluster.layout.softhsmConf[id] },

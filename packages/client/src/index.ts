@@ -438,6 +438,24 @@ export class CustodianOperatorClient {
   identity() {
     return unaryCall<{ custodian_id: string; holds_shares_for: string[]; approval_policy: string }>(this.#c, 'GetIdentity', {});
   }
+  /**
+   * The token's security officer enrolls a trusted wrapping key: a coordinator's transport key
+   * (kind transport) or an offline recovery key (kind recovery). The SO PIN is sent for this call only.
+   */
+  enrollTransportKey(r: { coordinatorId?: string; publicKeyPem: string; soPin: string; kind?: 'transport' | 'recovery' }) {
+    return unaryCall<{ custodian_id: string; kind: string; name: string; fingerprint: string; already_enrolled: boolean }>(this.#c, 'EnrollTransportKey', {
+      coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem, so_pin: r.soPin, kind: r.kind ?? 'transport',
+    }, { timeoutMs: 30_000 });
+  }
+  /** Revokes the trusted keys of a coordinator (only `publicKeyPem` when given), or a recovery key (`publicKeyPem` names it). */
+  revokeTransportKey(r: { coordinatorId?: string; publicKeyPem?: string; soPin: string; kind?: 'transport' | 'recovery' }) {
+    return unaryCall<{ custodian_id: string; revoked: number }>(this.#c, 'RevokeTransportKey', {
+      coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem ?? '', so_pin: r.soPin, kind: r.kind ?? 'transport',
+    }, { timeoutMs: 30_000 });
+  }
+  listTrustedKeys() {
+    return unaryCall<{ custodian_id: string; keys: { kind: string; name: string; public_key_pem: string; fingerprint: string }[] }>(this.#c, 'ListTrustedKeys', {});
+  }
   /** Custodian recovery: imports a share export into this custodian's (new) token with the recovery private key. */
   importShare(e: ShareExport, recoveryPrivateKeyPem: string) {
     return unaryCall<{ custodian_id: string }>(this.#c, 'ImportShare', {

@@ -50,9 +50,16 @@ describe('ceremony approvals', () => {
   it('an approval-only ceremony names no recipients; a releasing one must', () => {
     const c = destroyKey();
     checkCeremonyForCustodian(c, ['c-1']);
-    const withRecipient = newCeremony({ operation: 'destroy-key', clusterId: 'c-1', initiator: 'a', ttlSeconds: 60, recipients: [{ coordinator_id: 'x', public_key_pem: 'k' }], threshold: 2 });
+    const withRecipient = newCeremony({ operation: 'destroy-key', clusterId: 'c-1', initiator: 'a', ttlSeconds: 60, recipients: [{ coordinator_id: 'x', public_key_pem: 'k', ephemeral_public_key_pem: 'e' }], threshold: 2 });
     assert.throws(() => checkCeremonyForCustodian(withRecipient, ['c-1']), /releases no share/);
     const unseal = newCeremony({ operation: 'unseal', clusterId: 'c-1', initiator: 'a', ttlSeconds: 60, recipients: [], threshold: 2 });
     assert.throws(() => checkCeremonyForCustodian(unseal, ['c-1']), /no recipients/);
+  });
+
+  it('binds each recipient\'s per-ceremony ephemeral key: swapping it breaks the hash', () => {
+    const c = newCeremony({ operation: 'unseal', clusterId: 'c-1', initiator: 'a', ttlSeconds: 60, recipients: [{ coordinator_id: 'x', public_key_pem: 'k', ephemeral_public_key_pem: 'e1' }], threshold: 2 });
+    checkCeremonyForCustodian(c, ['c-1']);
+    const swapped = { ...c, recipients: [{ ...c.recipients[0]!, ephemeral_public_key_pem: 'attacker' }] };
+    assert.throws(() => checkCeremonyForCustodian(swapped, ['c-1']), /hash does not match/);
   });
 });

@@ -2,7 +2,7 @@
  * The ceremony object (brief, "Ceremonies"): a bound, time-boxed request for custodians.
  *
  * Bound fields: id, operation, parameters, cluster id, initiator, created/expiry times,
- * nonce, recipients (the replicas' ephemeral public keys) and threshold. Their SHA-256 over
+ * nonce, recipients (each replica's transport public key and its per-ceremony X25519 key) and threshold. Their SHA-256 over
  * a canonical JSON encoding is the ceremony hash; custodians sign exactly that hash with
  * their HSM approval key (Ed25519, RFC 8032), so parameters cannot change after approval
  * without the signature failing. The random nonce makes every ceremony's hash unique, so an
@@ -20,7 +20,10 @@ export type CeremonyState = 'CEREMONY_STATE_OPEN' | 'CEREMONY_STATE_COMPLETED' |
 
 export interface Recipient {
   coordinator_id: string;
+  /** The coordinator's long-term RSA transport public key (SPKI PEM), SO-enrolled as trusted in every custodian token. */
   public_key_pem: string;
+  /** The recipient replica's X25519 key for this ceremony only (SPKI PEM): the forward-secret layer (hpke.ts). */
+  ephemeral_public_key_pem: string;
 }
 
 export interface Ceremony {
@@ -60,7 +63,7 @@ export function ceremonyHash(c: Ceremony): string {
     created_at: c.created_at,
     expires_at: c.expires_at,
     nonce: c.nonce,
-    recipients: (c.recipients ?? []).map((r) => ({ coordinator_id: r.coordinator_id, public_key_pem: r.public_key_pem })),
+    recipients: (c.recipients ?? []).map((r) => ({ coordinator_id: r.coordinator_id, public_key_pem: r.public_key_pem, ephemeral_public_key_pem: r.ephemeral_public_key_pem ?? '' })),
     threshold: c.threshold,
   };
   return createHash('sha256').update('keyshard/v1/ceremony\0').update(canonicalJson(bound)).digest('hex');

@@ -11,3 +11,4 @@ export * from './key-types.ts';
 export * from './backup-file.ts';
 export * from './succession.ts';
 export * from './join-vouch.ts';
+export * from './hpke.ts';

@@ -5,20 +5,27 @@
  * dev PKI's `etcd-root` certificate as the operator's), one SoftHSM token and custodian process per custodian,
  * the audit sink and one or more coordinators. Used by `keyshard dev` and by the integration
  * tests, so both exercise the same wiring. Every process it starts it stops, by PID.
+ *
+ * Transport keys: each coordinator's key file is made before it first starts, and its public
+ * key is enrolled into every custodian token by the dev SO (operator certificate + the dev SO
+ * PIN in hsm/<custodian>/so-pin, through EnrollTransportKey — audited like a real officer's)
+ * once the custodians run and before init or unseal; again for a restarted custodian whose
+ * token lacks one (a replaced token) and for a coordinator whose key was just made.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { readTls } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
 import {
-  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, writeConfigs, writeEnvFile,
+  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile,
   type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
 import { ManagedProcess, nodeService, REPO_ROOT } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ETCD_ROOT, operatorOf, type CoordinatorOverrides, type EtcdMember, type Layout };
+export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 
@@ -171,7 +178,37 @@ export class DevCluster {
     };
     await Promise.all(this.etcdNames.filter(wanted).map(starting));
     if (!this.#etcdAuth && this.etcdNames.every((name) => this.process(name).running)) await this.#enableEtcdAuth();
-    for (const name of ['audit-sink', ...this.custodianIds, ...this.coordinatorIds]) if (wanted(name)) await starting(name);
+    const custodians = this.custodianIds.filter(wanted);
+    for (const name of ['audit-sink', ...custodians]) if (wanted(name)) await starting(name);
+    const newKeys = ensureTransportKeys(this.layout, this.coordinatorIds);
+    // A coordinator with a new key needs it in every running token; a (re)started custodian, every coordinator's.
+    const toEnroll = newKeys.length > 0 ? this.custodianIds.filter((id) => this.process(id).running) : custodians;
+    for (const id of toEnroll) await this.enrollTransportKeys(id);
+    for (const name of this.coordinatorIds) if (wanted(name)) await starting(name);
+  }
+
+  /**
+   * The dev security officer enrolls every coordinator's transport public key into custodian
+   * `id`'s token (EnrollTransportKey with the operator certificate and the dev SO PIN); keys
+   * already enrolled are left alone. Returns how many were added.
+   */
+  async enrollTransportKeys(id: string, coordinators = this.coordinatorIds): Promise<number> {
+    const op = this.operatorClient(id);
+    try {
+      const have = new Set((await op.listTrustedKeys()).keys.filter((k) => k.kind === 'transport').map((k) => `${k.name}\n${k.public_key_pem}`));
+      const soPin = readFileSync(this.layout.soPinFile[id]!, 'utf8').trim();
+      let added = 0;
+      for (const c of coordinators) {
+        const publicKeyPem = transportPublicKeyPem(this.layout, c);
+        if (have.has(`${c}\n${publicKeyPem}`)) continue;
+        this.#progress(`${id}: enrolling ${c}'s transport key`);
+        await op.enrollTransportKey({ coordinatorId: c, publicKeyPem, soPin });
+        added++;
+      }
+      return added;
+    } finally {
+      op.close();
+    }
   }
 
   /**

@@ -3,7 +3,10 @@
  *   cluster.json        ports, custodian count, threshold (so a restart keeps its endpoints)
  *   pki/                dev CA and one certificate per component and client principal, and
  *                       etcd-root: the etcd operator's (root role), given to no keyshard process
- *   hsm/<custodian>/    one SoftHSM token per custodian: softhsm2.conf, tokens/, pin (0600)
+ *   hsm/<custodian>/    one SoftHSM token per custodian: softhsm2.conf, tokens/, pin and so-pin (0600;
+ *                       the SO PIN is kept only in a dev cluster: production configs never hold it)
+ *   transport/<id>.pem  each coordinator's long-term transport private key (0600), enrolled by
+ *                       the dev SO into every custodian token (index.ts) before any ceremony
  *   etcd/               etcd data (one member), or etcd-1/ etcd-2/ etcd-3/ (three members)
  *   audit/              the audit sink's log;  config/  service configs
  *   logs/               every process's structured log;  env  shell exports for the CLI
@@ -52,6 +55,10 @@ export interface Layout {
   replicaOverrides: Record<string, CoordinatorOverrides>;
   softhsmConf: Record<string, string>;
   pinFile: Record<string, string>;
+  /** Dev only: each token's security-officer PIN (what enrolls transport keys). */
+  soPinFile: Record<string, string>;
+  /** Each coordinator's transport private key file (config transportKeyFile). */
+  transportKeyFile: Record<string, string>;
   configFile: (name: string) => string;
   auditDir: string;
   /** The first etcd member's data directory. */
@@ -145,15 +152,19 @@ export async function prepareLayout(
 
   const softhsmConf: Record<string, string> = {};
   const pinFile: Record<string, string> = {};
+  const soPinFile: Record<string, string> = {};
   for (const id of custodianIds) {
     const tokenDir = path.join(dir, 'hsm', id);
     mkdirSync(tokenDir, { recursive: true, mode: 0o700 });
     pinFile[id] = path.join(tokenDir, 'pin');
+    soPinFile[id] = path.join(tokenDir, 'so-pin');
     if (!existsSync(pinFile[id]!)) writeFileSync(pinFile[id]!, randomBytes(12).toString('hex'), { mode: 0o600 });
+    if (!existsSync(soPinFile[id]!)) writeFileSync(soPinFile[id]!, randomBytes(12).toString('hex'), { mode: 0o600 });
     const pin = readFileSync(pinFile[id]!, 'utf8').trim();
     progress(`SoftHSM token ${id}`);
-    softhsmConf[id] = (await initSoftHsmToken({ dir: tokenDir, label: id, pin, soPin: randomBytes(12).toString('hex') })).confPath;
+    softhsmConf[id] = (await initSoftHsmToken({ dir: tokenDir, label: id, pin, soPin: readFileSync(soPinFile[id]!, 'utf8').trim() })).confPath;
   }
+  const transportKeyFile = Object.fromEntries(coordinatorIds.map((id) => [id, path.join(dir, 'transport', `${id}.pem`)]));
   const configDir = path.join(dir, 'config');
   mkdirSync(configDir, { recursive: true });
   return {
@@ -166,6 +177,8 @@ export async function prepareLayout(
     replicaOverrides: opts.replicaOverrides ?? {},
     softhsmConf,
     pinFile,
+    soPinFile,
+    transportKeyFile,
     configFile: (name) => path.join(configDir, `${name}.json`),
     auditDir: path.join(dir, 'audit'),
     etcdDir: etcdMembers[0]!.dataDir,
@@ -244,6 +257,7 @@ export function writeConfigs(l: Layout): void {
           coordinatorId: id,
           listen: addr(plan.ports.coordinators[i]!),
           tls: l.certs[id],
+          transportKeyFile: l.transportKeyFile[id],
           etcd: { endpoints: etcdClientUrls(l), tls: l.certs[id], serverName: 'etcd' },
           audit: { address: addr(plan.ports.audit), serverId: 'audit-sink', checkpointPublicKeys: [l.sinkCheckpointPublicKey], spoolDir: path.join(l.dir, 'spool', id) },
           custodians: l.custodianIds.map((cid, j) => ({ id: cid, address: addr(plan.ports.custodians[j]!) })),
@@ -294,3 +308,21 @@ export function writeEnvFile(l: Layout): string {
   writeFileSync(file, lines.join('\n'), { mode: 0o600 });
   return file;
 }
+
+/** Creates (RSA-3072, PKCS#8, 0600) each coordinator's transport key file that is missing; returns the ids created. */
+export function ensureTransportKeys(l: Layout, ids = l.coordinatorIds): string[] {
+  const created: string[] = [];
+  for (const id of ids) {
+    const file = l.transportKeyFile[id]!;
+    if (existsSync(file)) continue;
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 3072 });
+    writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+    created.push(id);
+  }
+  return created;
+}
+
+/** The transport public key (SPKI PEM) of a coordinator of the layout. */
+export const transportPublicKeyPem = (l: Layout, id: string) =>
+  createPublicKey(createPrivateKey(readFileSync(l.transportKeyFile[id]!, 'utf8'))).export({ type: 'spki', format: 'pem' }).toString();

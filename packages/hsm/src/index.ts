@@ -5,26 +5,52 @@
  * Invariants:
  * - The custodian's Shamir share exists in plaintext only inside the token: it arrives
  *   RSA-OAEP-encrypted (RFC 8017 §7.1) to the enrollment key and is C_UnwrapKey'd straight into a
- *   sensitive token object; it leaves only through C_WrapKey, RSA-OAEP-encrypted to a recipient
- *   public key. No method returns, logs or puts into an error message any share or key bytes.
+ *   sensitive, CKA_WRAP_WITH_TRUSTED token object; it leaves only through C_WrapKey,
+ *   RSA-OAEP-encrypted to a key the token's security officer marked CKA_TRUSTED (a coordinator's
+ *   transport key or an offline recovery key). The TOKEN enforces this, not this code: a holder
+ *   of the user PIN cannot wrap the share to any other key (token.spec.ts shows the attacks).
+ * - SO work (enrolling / revoking trusted keys) takes the SO PIN per call and never keeps it.
+ *   No method returns, logs or puts into an error message any share, key bytes or PIN.
  * - The enrollment (RSA-2048, decrypt/unwrap) and approval (Ed25519, sign-only) private keys are
  *   generated inside the token, sensitive and non-extractable.
  * - Every object is created with all usage flags set explicitly; objects are found by label.
  * - One operation per PKCS#11 session; a session that saw an error is discarded (see pkcs11.ts).
  * - Calls are synchronous (graphene); custodian operations are rare ceremony steps.
  */
+import { createHash } from 'node:crypto';
 import graphene from 'graphene-pk11';
 import type { Key, Session, SessionObject } from 'graphene-pk11';
 import { KeyshardError } from '@keyshard/errors';
 import {
   APPROVAL_LABEL, ENROLLMENT_LABEL, SHARE_LABEL_PREFIX, approvalTemplates, checkClusterId, checkOaepHash,
-  ed25519PublicPem, enrollmentTemplates, findTemplate, oaepMechanism, parseRsaPublicKey, recipientTemplate,
-  rsaPublicPem, recoveryKeyTemplate, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash, checkGeneration, dataTemplate, parseShareLabel, peersLabel, PEERS_LABEL_PREFIX, SUCCESSION_LABEL_PREFIX,
+  ed25519PublicPem, enrollmentTemplates, findTemplate, oaepMechanism, parseRsaPublicKey,  rsaPublicPem, recoveryKeyTemplate, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash, checkGeneration, dataTemplate, parseShareLabel, peersLabel, PEERS_LABEL_PREFIX, SUCCESSION_LABEL_PREFIX,
+  parseTrustedLabel, trustedKeyTemplate, trustedLabel, type TrustedKind,
 } from './objects.ts';
 import { CKA_EC_POINT, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA, TokenHandle, findAll, findOne, p11Error } from './pkcs11.ts';
 
 export { initSoftHsmToken, SOFTHSM_MODULE, type SoftHsmTokenSpec } from './softhsm.ts';
-export { ENROLLMENT_LABEL, APPROVAL_LABEL, SHARE_LABEL_PREFIX, type OaepHash } from './objects.ts';
+export { ENROLLMENT_LABEL, APPROVAL_LABEL, SHARE_LABEL_PREFIX, TRANSPORT_LABEL_PREFIX, RECOVERY_LABEL_PREFIX, trustedLabel, type OaepHash, type TrustedKind } from './objects.ts';
+
+/** A key the token's security officer enrolled as CKA_TRUSTED: the only kind a share may be wrapped to. */
+export interface TrustedKey {
+  kind: TrustedKind;
+  /** The coordinator id (transport) or the key's fingerprint (recovery). */
+  name: string;
+  publicKeyPem: string;
+  /** SHA-256 of the SPKI DER encoding, hex. */
+  fingerprint: string;
+}
+
+/** Where a share may be released: the trusted key enrolled for this coordinator id / recovery fingerprint. */
+export interface WrapTarget {
+  kind: TrustedKind;
+  name: string;
+}
+
+const spkiFingerprint = (pem: string) => createHash('sha256').update(createPublicKeyDer(pem)).digest('hex');
+function createPublicKeyDer(pem: string): Buffer {
+  return parseRsaPublicKey(pem, 'public key').export({ type: 'spki', format: 'der' });
+}
 
 export interface TokenConfig {
   modulePath: string;
@@ -45,6 +71,15 @@ const MAX_APPROVAL_MESSAGE = 1 << 20;
 
 function asKey(obj: SessionObject): Key {
   return obj.toType() as Key;
+}
+
+function pemOf(obj: SessionObject): string {
+  const a = obj.getAttribute({ modulus: null, publicExponent: null }) as { modulus: Buffer; publicExponent: Buffer };
+  return rsaPublicPem(a.modulus, a.publicExponent);
+}
+
+function describeTarget(to: WrapTarget): string {
+  return to.kind === 'transport' ? `coordinator ${to.name}` : `recovery key ${to.name.slice(0, 16)}…`;
 }
 
 export class CustodianToken {
@@ -236,22 +271,75 @@ export class CustodianToken {
   }
 
   /**
-   * Releases the share wrapped to `recipientPublicKeyPem` (C_WrapKey, RSA-OAEP with cfg.oaepHash).
-   * The recipient key is imported as a session object (token=false, wrap-only) and destroyed after.
+   * Releases the share wrapped (C_WrapKey, RSA-OAEP with cfg.oaepHash) to the trusted key the SO
+   * enrolled for `to` whose public key is `publicKeyPem`. No such key: PERMISSION_DENIED naming
+   * the coordinator (or recovery key); nothing is released. The token itself refuses any
+   * untrusted wrapping key (CKA_WRAP_WITH_TRUSTED), this lookup only picks the right trusted one.
    */
-  wrapShare(clusterId: string, recipientPublicKeyPem: string, generation = 1): Buffer {
+  wrapShare(clusterId: string, to: WrapTarget, publicKeyPem: string, generation = 1): Buffer {
     checkClusterId(clusterId);
-    const recipient = parseRsaPublicKey(recipientPublicKeyPem, 'recipient public key');
+    const label = trustedLabel(to.kind, to.name);
+    const wanted = parseRsaPublicKey(publicKeyPem, `${to.kind} public key`).export({ type: 'spki', format: 'pem' }).toString();
     return this.handle.withSession(`wrap the share for cluster ${clusterId}`, (s) => {
       const share = findOne(s, findTemplate('secret', shareLabel(clusterId, generation)), `cluster ${clusterId}'s share`);
       if (!share) throw new KeyshardError('NOT_FOUND', `no share for cluster ${clusterId} in this token`);
-      const wrappingKey = s.create(recipientTemplate(recipient));
-      try {
-        return Buffer.from(s.wrapKey(oaepMechanism(this.oaepHash), asKey(wrappingKey), asKey(share)));
-      } finally {
-        wrappingKey.destroy();
-      }
+      const trusted = this.#trustedObjects(s, label).find((o) => o.publicKeyPem === wanted);
+      if (!trusted)
+        throw new KeyshardError('PERMISSION_DENIED', `${describeTarget(to)} has no ${to.kind === 'transport' ? 'transport' : 'trusted'} key enrolled in this custodian's token matching the requested one (its security officer enrolls it)`);
+      return Buffer.from(s.wrapKey(oaepMechanism(this.oaepHash), asKey(trusted.obj), asKey(share)));
     });
+  }
+
+  /** Every trusted key the SO enrolled (readable in a user session: they are public objects). */
+  listTrustedKeys(): TrustedKey[] {
+    return this.handle.withSession('list trusted keys', (s) =>
+      findAll(s, { class: graphene.ObjectClass.PUBLIC_KEY, token: true, trusted: true })
+        .map((o) => ({ o, parsed: parseTrustedLabel(String(o.getAttribute('label') ?? '')) }))
+        .filter((x) => x.parsed)
+        .map(({ o, parsed }) => {
+          const pem = pemOf(o);
+          return { kind: parsed!.kind, name: parsed!.name, publicKeyPem: pem, fingerprint: spkiFingerprint(pem) };
+        })
+        .sort((a, b) => (a.kind + a.name + a.fingerprint < b.kind + b.name + b.fingerprint ? -1 : 1)),
+    );
+  }
+
+  /**
+   * Enrolls `publicKeyPem` as a trusted wrapping key for `to` (a coordinator's transport key, or
+   * an offline recovery key named by its fingerprint) in a security-officer session. The SO PIN
+   * is used for this call only. Returns false if exactly this key was already enrolled for `to`.
+   * Several keys may be enrolled for one coordinator (a rotation enrolls the new before revoking the old).
+   */
+  enrollTrustedKey(to: WrapTarget, publicKeyPem: string, soPin: string): boolean {
+    const key = parseRsaPublicKey(publicKeyPem, `${to.kind} public key`);
+    const pem = key.export({ type: 'spki', format: 'pem' }).toString();
+    if (to.kind === 'recovery' && spkiFingerprint(pem) !== to.name) throw new KeyshardError('INVALID_ARGUMENT', 'the recovery key does not match the fingerprint it is enrolled under');
+    const label = trustedLabel(to.kind, to.name);
+    return this.handle.asSecurityOfficer(`enroll a trusted ${to.kind} key`, soPin, (s) => {
+      const existing = this.#trustedObjects(s, label);
+      if (existing.some((e) => e.publicKeyPem === pem)) return false;
+      if (existing.length >= 4) throw new KeyshardError('FAILED_PRECONDITION', `${describeTarget(to)} already has ${existing.length} trusted keys enrolled; revoke one first`);
+      s.create(trustedKeyTemplate(label, key));
+      return true;
+    });
+  }
+
+  /**
+   * Revokes (destroys, in an SO session) the trusted keys enrolled for `to` — only the one equal
+   * to `publicKeyPem` when given (the old key of a rotation). Returns how many were destroyed.
+   */
+  revokeTrustedKey(to: WrapTarget, soPin: string, publicKeyPem?: string): number {
+    const label = trustedLabel(to.kind, to.name);
+    const only = publicKeyPem ? parseRsaPublicKey(publicKeyPem, `${to.kind} public key`).export({ type: 'spki', format: 'pem' }).toString() : undefined;
+    return this.handle.asSecurityOfficer(`revoke a trusted ${to.kind} key`, soPin, (s) => {
+      const doomed = this.#trustedObjects(s, label).filter((e) => !only || e.publicKeyPem === only);
+      for (const d of doomed) d.obj.destroy();
+      return doomed.length;
+    });
+  }
+
+  #trustedObjects(s: Session, label: string): { obj: SessionObject; publicKeyPem: string }[] {
+    return findAll(s, { class: graphene.ObjectClass.PUBLIC_KEY, token: true, trusted: true, label }).map((obj) => ({ obj, publicKeyPem: pemOf(obj) }));
   }
 
   /** Ed25519 (CKM_EDDSA, pure) signature by the approval key, made inside the token. */

@@ -6,8 +6,13 @@
  *   §4.8-4.9 defaults are token-specific), so a key can only be used for its one purpose.
  * - Private keys are CKA_SENSITIVE=true, CKA_EXTRACTABLE=false: they never leave the token.
  * - A share is CKO_SECRET_KEY/CKK_GENERIC_SECRET, sensitive (its CKA_VALUE can never be read),
- *   extractable only so that C_WrapKey can release it encrypted to a recipient key, and usable
- *   for nothing else. Share plaintext never leaves the token except wrapped to a recipient key.
+ *   CKA_WRAP_WITH_TRUSTED (the token lets only CKA_TRUSTED keys wrap it), non-modifiable,
+ *   extractable only so that C_WrapKey can release it to such a key, and usable for nothing
+ *   else. Share plaintext never leaves the token except wrapped to a trusted key.
+ * - Trusted keys are RSA public token objects marked CKA_TRUSTED by the security officer (only
+ *   the SO can set it, PKCS#11 v2.40 §4.8; SoftHSM 2.6 enforces it, token.spec.ts): wrap-only,
+ *   non-modifiable, non-copyable, labelled `keyshard-transport:<coordinatorId>` (a coordinator's
+ *   long-term transport key) or `keyshard-recovery:<fingerprint>` (an offline recovery key).
  * - RSA-OAEP per RFC 8017 §7.1 with MGF1 over the same hash as the label hash (empty label).
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
@@ -21,6 +26,32 @@ export type OaepHash = 'sha1' | 'sha256';
 export const ENROLLMENT_LABEL = 'keyshard-enrollment';
 export const APPROVAL_LABEL = 'keyshard-approval';
 export const SHARE_LABEL_PREFIX = 'keyshard-share:';
+export const TRANSPORT_LABEL_PREFIX = 'keyshard-transport:';
+export const RECOVERY_LABEL_PREFIX = 'keyshard-recovery:';
+
+/** What a trusted key is for: a coordinator's transport key, or an offline recovery key (custodian recovery). */
+export type TrustedKind = 'transport' | 'recovery';
+const COORDINATOR_ID_RE = /^[\w.-]{1,64}$/;
+const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
+
+/** Label of a trusted key: `keyshard-transport:<coordinatorId>` or `keyshard-recovery:<SHA-256 of SPKI DER, hex>`. */
+export function trustedLabel(kind: TrustedKind, name: string): string {
+  if (kind === 'transport') {
+    if (!COORDINATOR_ID_RE.test(name)) throw new KeyshardError('INVALID_ARGUMENT', 'coordinator id must be 1..64 characters of [A-Za-z0-9_.-]');
+    return `${TRANSPORT_LABEL_PREFIX}${name}`;
+  }
+  if (kind === 'recovery') {
+    if (!FINGERPRINT_RE.test(name)) throw new KeyshardError('INVALID_ARGUMENT', 'recovery key fingerprint must be 64 lowercase hex digits');
+    return `${RECOVERY_LABEL_PREFIX}${name}`;
+  }
+  throw new KeyshardError('INVALID_ARGUMENT', "trusted key kind must be 'transport' or 'recovery'");
+}
+
+export function parseTrustedLabel(label: string): { kind: TrustedKind; name: string } | undefined {
+  if (label.startsWith(TRANSPORT_LABEL_PREFIX)) return { kind: 'transport', name: label.slice(TRANSPORT_LABEL_PREFIX.length) };
+  if (label.startsWith(RECOVERY_LABEL_PREFIX)) return { kind: 'recovery', name: label.slice(RECOVERY_LABEL_PREFIX.length) };
+  return undefined;
+}
 
 const { ObjectClass, KeyType } = graphene;
 
@@ -127,17 +158,23 @@ export const findTemplate = (cls: 'public' | 'private' | 'secret', label: string
 });
 
 /**
- * Template of a share object. CKA_WRAP_WITH_TRUSTED=false: recipients are per-ceremony session
- * keys, not trusted keys. SoftHSM 2.6 refuses CKA_MODIFIABLE=false for a TOKEN object created by
- * C_UnwrapKey (CKR_ATTRIBUTE_READ_ONLY), so unwrapping targets a session object (`stage`) that is
- * then C_CopyObject'ed to the token with `persistAttrs` (token=true, modifiable=false).
+ * Template of a share object: CKA_WRAP_WITH_TRUSTED=true, so C_WrapKey refuses every wrapping key
+ * but an SO-enrolled trusted one (CKR_KEY_NOT_WRAPPABLE), and the attribute can never go back to
+ * false (PKCS#11 v2.40 §4.9 footnote 11). SoftHSM 2.6.1 refuses CKA_MODIFIABLE=false on any object
+ * C_UnwrapKey creates (CKR_ATTRIBUTE_READ_ONLY), so unwrapping targets a session object (`stage`)
+ * that is then C_CopyObject'ed to the token with `sharePersistAttrs` (token=true, modifiable=false).
+ * CKA_COPYABLE stays true: SoftHSM 2.6.1 lets it be set only at creation, and an object made by
+ * C_UnwrapKey with CKA_COPYABLE=false could not be made non-modifiable — a modifiable share could
+ * be re-flagged derive=true and derived into an unprotected key, a copy cannot: every copy keeps
+ * wrapWithTrusted/sensitive/non-modifiable and no copy template may change them (token.spec.ts).
+ * `wrapWithTrusted: false` is only for the test that shows the attack on the old template.
  * `value` is only for the tampering test helper's C_CreateObject.
  */
-export function shareTemplate(clusterId: string, opts: { stage?: boolean; value?: Buffer; generation?: number } = {}): ITemplate {
+export function shareTemplate(clusterId: string, opts: { stage?: boolean; value?: Buffer; generation?: number; wrapWithTrusted?: boolean } = {}): ITemplate {
   const t: ITemplate = {
     class: ObjectClass.SECRET_KEY, keyType: KeyType.GENERIC_SECRET,
     token: !opts.stage, private: true, label: shareLabel(clusterId, opts.generation),
-    sensitive: true, extractable: true, wrapWithTrusted: false, modifiable: !opts.stage ? false : true,
+    sensitive: true, extractable: true, wrapWithTrusted: opts.wrapWithTrusted ?? true, modifiable: !opts.stage ? false : true,
     encrypt: false, decrypt: false, sign: false, verify: false, wrap: false, unwrap: false, derive: false,
   };
   if (opts.value) t.value = opts.value;
@@ -147,14 +184,34 @@ export function shareTemplate(clusterId: string, opts: { stage?: boolean; value?
 /** C_CopyObject template turning a staged share into the persistent, non-modifiable token object. */
 export const sharePersistAttrs = (): ITemplate => ({ token: true, modifiable: false });
 
-/** Recipient RSA public key as a session object usable only to wrap (C_WrapKey). */
-export function recipientTemplate(key: KeyObject): ITemplate {
+/** Modulus and public exponent of an RSA public key, as PKCS#11 holds them (big-endian, no leading zeros). */
+export function rsaComponents(key: KeyObject): { modulus: Buffer; publicExponent: Buffer } {
   const jwk = key.export({ format: 'jwk' });
-  if (!jwk.n || !jwk.e) throw new KeyshardError('INVALID_ARGUMENT', 'recipient key is not an RSA public key');
+  if (!jwk.n || !jwk.e) throw new KeyshardError('INVALID_ARGUMENT', 'key is not an RSA public key');
+  return { modulus: Buffer.from(jwk.n, 'base64url'), publicExponent: Buffer.from(jwk.e, 'base64url') };
+}
+
+/**
+ * A trusted wrapping key, created by the SO: a public token object (an SO may create only public
+ * objects), CKA_TRUSTED, usable only to wrap, non-modifiable and non-copyable. Destroyable, so the
+ * SO can revoke it.
+ */
+export function trustedKeyTemplate(label: string, key: KeyObject): ITemplate {
+  return {
+    class: ObjectClass.PUBLIC_KEY, keyType: KeyType.RSA,
+    token: true, private: false, label, id: Buffer.from(label),
+    ...rsaComponents(key),
+    trusted: true, wrap: true, encrypt: false, verify: false, verifyRecover: false, derive: false,
+    modifiable: false, copyable: false,
+  } as ITemplate;
+}
+
+/** Test-only: a recipient RSA public key as a plain (untrusted) session object that could wrap. */
+export function recipientTemplate(key: KeyObject): ITemplate {
   return {
     class: ObjectClass.PUBLIC_KEY, keyType: KeyType.RSA,
     token: false, private: false, label: 'keyshard-recipient',
-    modulus: Buffer.from(jwk.n, 'base64url'), publicExponent: Buffer.from(jwk.e, 'base64url'),
+    ...rsaComponents(key),
     wrap: true, encrypt: false, verify: false, verifyRecover: false, derive: false,
   };
 }

@@ -14,6 +14,11 @@
  * - Error messages carry only the CKR_* name and what was being done: never PINs or key
  *   material (graphene/pkcs11js errors carry only the return-value name).
  * - All graphene calls are synchronous; callers keep them off hot paths.
+ * - Security-officer work (`asSecurityOfficer`) runs inside ONE synchronous call: the process's
+ *   user login is dropped (C_Logout), the SO logs in with the PIN passed for that call only,
+ *   acts, logs out, and the user logs in again — no other JavaScript runs in between, so no
+ *   operation of this process ever sees the SO session. The SO PIN is never kept; the user PIN
+ *   is kept by the handle only to log the user back in.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import graphene from 'graphene-pk11';
@@ -30,10 +35,21 @@ export const CKA_EC_POINT = 0x181;
 const RW_SESSION = graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION;
 const MAX_IDLE_SESSIONS = 4;
 
-function ckrName(e: unknown): string | undefined {
+/** PKCS#11 v2.40 return values pkcs11js has no names for (it reports them as CKR_VENDOR_DEFINED). */
+const UNNAMED_CKR: Record<number, string> = { 0x1b: 'CKR_ACTION_PROHIBITED' };
+
+export function ckrName(e: unknown): string | undefined {
   const msg = e instanceof Error ? e.message : '';
-  return /\bCKR_[A-Z0-9_]+\b/.exec(msg)?.[0];
+  const name = /\bCKR_[A-Z0-9_]+\b/.exec(msg)?.[0];
+  // pkcs11js puts the number after the name: "CKR_VENDOR_DEFINED:27".
+  const code = Number(/\bCKR_VENDOR_DEFINED:(\d+)/.exec(msg)?.[1] ?? (e as { code?: unknown })?.code);
+  if (name === 'CKR_VENDOR_DEFINED' && UNNAMED_CKR[code]) return UNNAMED_CKR[code];
+  return name;
 }
+
+/** CKA_COPYABLE and CKA_DESTROYABLE (PKCS#11 v2.40 §4.4) are unknown to graphene 2.3: registered by number. */
+graphene.registerAttribute('copyable', 0x171, 'boolean');
+graphene.registerAttribute('destroyable', 0x172, 'boolean');
 
 /**
  * Turns a graphene/pkcs11js failure into a KeyshardError. `what` describes the operation
@@ -155,6 +171,8 @@ export class TokenHandle {
     private readonly slot: Slot,
     private readonly loginKey: string,
     private readonly loginSession: Session,
+    private readonly userPin: string,
+    private readonly tokenLabel: string,
   ) {}
 
   static open(modulePath: string, tokenLabel: string, pin: string): TokenHandle {
@@ -187,7 +205,7 @@ export class TokenHandle {
         }
         entry.logins.set(loginKey, { count: 1, pinDigest });
       }
-      return new TokenHandle(modulePath, entry, slot, loginKey, loginSession);
+      return new TokenHandle(modulePath, entry, slot, loginKey, loginSession, pin, tokenLabel);
     } catch (e) {
       try {
         loginSession?.close();
@@ -232,6 +250,66 @@ export class TokenHandle {
           /* a broken session is dropped either way */
         }
       }
+    }
+  }
+
+  /**
+   * Runs `fn` in a security-officer session (PKCS#11 v2.40 §5.6: only one user type per token and
+   * application, so the user is logged out first and logged in again after, whatever happens).
+   * A refused SO PIN is PERMISSION_DENIED "SO login failed" (never the PIN).
+   */
+  asSecurityOfficer<T>(what: string, soPin: string, fn: (s: Session) => T): T {
+    if (this.closed) throw new KeyshardError('FAILED_PRECONDITION', 'custodian token is closed');
+    if (typeof soPin !== 'string' || soPin.length === 0) throw new KeyshardError('INVALID_ARGUMENT', 'the SO PIN is required');
+    let session: Session;
+    try {
+      session = this.slot.open(RW_SESSION);
+    } catch (e) {
+      throw p11Error('open a session', e);
+    }
+    try {
+      try {
+        this.loginSession.logout();
+      } catch (e) {
+        if (ckrName(e) !== 'CKR_USER_NOT_LOGGED_IN') throw p11Error('log the user out for SO work', e);
+      }
+      try {
+        session.login(soPin, graphene.UserType.SO);
+      } catch (e) {
+        const ckr = ckrName(e);
+        if (ckr === 'CKR_PIN_INCORRECT' || ckr === 'CKR_PIN_LEN_RANGE' || ckr === 'CKR_PIN_INVALID' || ckr === 'CKR_PIN_LOCKED')
+          throw new KeyshardError('PERMISSION_DENIED', `SO login failed on token "${this.tokenLabel}" (${ckr})`);
+        throw p11Error('log in as security officer', e);
+      }
+      try {
+        return fn(session);
+      } catch (e) {
+        throw p11Error(what, e);
+      } finally {
+        try {
+          session.logout();
+        } catch {
+          /* closing the session below ends the SO login too */
+        }
+      }
+    } finally {
+      try {
+        session.close();
+      } catch {
+        /* ignore */
+      }
+      this.#userLoginAgain();
+    }
+  }
+
+  #userLoginAgain(): void {
+    try {
+      this.loginSession.login(this.userPin, graphene.UserType.USER);
+    } catch (e) {
+      if (ckrName(e) === 'CKR_USER_ALREADY_LOGGED_IN') return;
+      // Without the user login this handle can do nothing: say so plainly.
+      this.close();
+      throw p11Error(`log the user in again on token "${this.tokenLabel}" after SO work (the handle is closed)`, e);
     }
   }
 

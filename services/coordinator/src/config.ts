@@ -14,6 +14,12 @@ export const coordinatorConfig = z.object({
    */
   advertiseAddress: address.optional(),
   tls: tlsFiles,
+  /**
+   * This coordinator's long-term transport private key (PKCS#8 PEM, mode 0600), created (RSA-3072)
+   * on first start if absent. Its public key must be enrolled by each custodian token's security
+   * officer (`keyshard custodian enroll`) before the custodians release shares to this coordinator.
+   */
+  transportKeyFile: z.string().min(1),
   etcd: z
     .object({
       endpoints: z.array(z.string().url()).min(1),

@@ -9,8 +9,8 @@
  *     (`Cluster.currentRoot` checks the manifest's key check value);
  *   - the ceremony's hash matches its fields, it is for this cluster and the current share
  *     set, unexpired, and names exactly one recipient: the replica that initiated it;
- *   - that replica is registered, sealed, and registered with the very transport key the
- *     ceremony names (the custodians also wrap only to transport keys their security
+ *   - that replica is registered, sealed, and registered with the very transport key (and
+ *     per-ceremony ephemeral key) the ceremony names (the custodians also wrap only to transport keys their security
  *     officers enrolled, so a key planted in etcd gets nothing).
  * Otherwise it refuses, audited. The vouch (and its refusal) is audited before it is written;
  * the joiner reads it from `join-vouches/<ceremony>/<voucher>`.
@@ -27,7 +27,7 @@ import type { Seal } from './seal.ts';
 export interface VoucherReplicas {
   readonly id: string;
   readonly epoch: number;
-  list(): Promise<{ id: string; publicKeyPem: string; sealed: boolean; sealEpoch: number }[]>;
+  list(): Promise<{ id: string; publicKeyPem: string; ephemeralPublicKeyPem?: string; sealed: boolean; sealEpoch: number }[]>;
 }
 
 /** A stored vouch as the joiner reads it. */
@@ -114,7 +114,8 @@ export class JoinVoucher {
     const registered = all.find((r) => r.id === joiner.coordinator_id);
     if (!registered) return `${joiner.coordinator_id.slice(0, 128)} is not a registered replica`;
     if (!registered.sealed) return `${joiner.coordinator_id.slice(0, 128)} is not sealed`;
-    if (registered.publicKeyPem !== joiner.public_key_pem) return `the ceremony names a key ${joiner.coordinator_id.slice(0, 128)} is not registered with`;
+    if (registered.publicKeyPem !== joiner.public_key_pem || registered.ephemeralPublicKeyPem !== joiner.ephemeral_public_key_pem)
+      return `the ceremony names keys ${joiner.coordinator_id.slice(0, 128)} is not registered with`;
     return '';
   }
 }

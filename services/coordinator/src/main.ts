@@ -1,7 +1,6 @@
 /** Coordinator process: configuration, wiring, start and stop. Starts sealed. */
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
-import { ephemeralRecipientKey } from '@keyshard/crypto';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection, ConcurrencyLimit, requestLogFields, type CallReply } from '@keyshard/rpc';
 import { Gauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { clusterNamespace, compactAndDefragment, connectEtcd, paths } from '@keyshard/store';
@@ -28,6 +27,7 @@ import { KeyOperations } from './key-operations.ts';
 import { LeaderJobs } from './leader-jobs.ts';
 import { VersionUsage } from './version-usage.ts';
 import { Replicas } from './replicas.ts';
+import { EphemeralKeys, loadOrCreateTransportKey } from './transport-key.ts';
 import { QuorumCeremonies } from './quorum-ceremonies.ts';
 import { destroyKeyOperation } from './key-destruction.ts';
 import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './share-sets.ts';
@@ -90,15 +90,19 @@ async function main(): Promise<void> {
   const ceremonyAudit = metrics.countingCeremonies(audit);
   const cluster = new Cluster(ns, links, seal, config.oaepHash);
   await cluster.load();
-  const replica = { coordinatorId: config.coordinatorId, ...ephemeralRecipientKey() };
+  // The long-term transport key (custodian SOs enroll its public key) and per-ceremony ephemeral keys.
+  const transport = loadOrCreateTransportKey(config.transportKeyFile);
+  if (transport.created) log.info({ file: config.transportKeyFile }, 'created the transport key: enroll its public key in every custodian token');
+  const replica = { coordinatorId: config.coordinatorId, publicKeyPem: transport.publicKeyPem, privateKey: transport.privateKey, ephemeral: new EphemeralKeys() };
 
   // Registration (lease-bound: it vanishes when this process dies) and the cluster-wide seal.
   const replicas = new Replicas(
     etcd, ns, config.clusterName,
-    { id: config.coordinatorId, address: config.advertiseAddress ?? config.listen, publicKeyPem: replica.publicKeyPem },
+    { id: config.coordinatorId, address: config.advertiseAddress ?? config.listen, publicKeyPem: replica.publicKeyPem, ephemeralPublicKeyPem: replica.ephemeral.currentPem },
     config.registrationTtlSeconds, log,
   );
   await replicas.start();
+  replica.ephemeral.onRotate((pem) => void replicas.setEphemeral(pem).catch((e: Error) => log.warn({ err: e.message }, 'could not publish the new ephemeral key')));
   const publish = (sealed: boolean) => void replicas.setSealed(sealed).catch((e: Error) => log.warn({ err: e.message }, 'could not publish seal state'));
   seal.onOpen(() => publish(false));
   seal.onSeal(() => publish(true));

@@ -1,8 +1,9 @@
 /**
  * Coordinator replicas in etcd (brief, "Ceremonies": one unseal ceremony unseals every replica).
  *
- * Each replica registers `coordinators/<id>` under its own lease: address, its ephemeral
- * ceremony public key, and whether it is sealed. The entry vanishes with the lease when the
+ * Each replica registers `coordinators/<id>` under its own lease: address, its long-term
+ * transport public key, its current ephemeral X25519 key (the next ceremony naming it uses it;
+ * replaced when that ceremony ends), a random per-process instance id, and whether it is sealed. The entry vanishes with the lease when the
  * process dies. An unseal ceremony names every registered sealed replica as a recipient.
  *
  * The cluster seal: `seal-epoch` counts cluster-wide seals. `Seal` on any replica raises it and
@@ -15,7 +16,7 @@
  * again with backoff (@keyshard/store/backoff): while etcd fails fast, a retry without a wait
  * would spin. Until then the replica is simply not registered: no ceremony names it.
  */
-import { createHash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from '@keyshard/config';
@@ -26,7 +27,12 @@ export interface Registration {
   id: string;
   address: string;
   host: string;
+  /** The coordinator's transport public key (SPKI PEM; transport-key.ts). */
   publicKeyPem: string;
+  /** The replica's current per-ceremony X25519 key (SPKI PEM). */
+  ephemeralPublicKeyPem: string;
+  /** Random per process: tells a restarted replica (same transport key) from the one before. */
+  instance: string;
   startedAt: string;
   sealed: boolean;
   /** The seal epoch this replica unsealed in (meaningful while !sealed). */
@@ -47,13 +53,13 @@ export class Replicas {
   #stop = new AbortController();
   #backoff = new Backoff();
 
-  constructor(etcd: Etcd3, ns: Namespace, cluster: string, me: Omit<Registration, 'host' | 'startedAt' | 'sealed' | 'sealEpoch'>, ttlSeconds: number, log: Logger) {
+  constructor(etcd: Etcd3, ns: Namespace, cluster: string, me: Omit<Registration, 'host' | 'startedAt' | 'sealed' | 'sealEpoch' | 'instance'>, ttlSeconds: number, log: Logger) {
     this.#etcd = etcd;
     this.#ns = ns;
     this.#cluster = cluster;
     this.#ttl = ttlSeconds;
     this.#log = log;
-    this.#me = { ...me, host: hostname(), startedAt: new Date().toISOString(), sealed: true, sealEpoch: 0 };
+    this.#me = { ...me, host: hostname(), instance: randomUUID(), startedAt: new Date().toISOString(), sealed: true, sealEpoch: 0 };
   }
 
   get id(): string {
@@ -141,6 +147,12 @@ export class Replicas {
     await etcdCall('update registration', () => this.#put());
   }
 
+  /** Publishes this replica's new current ephemeral key (the last one's ceremony ended). */
+  async setEphemeral(ephemeralPublicKeyPem: string): Promise<void> {
+    this.#me = { ...this.#me, ephemeralPublicKeyPem };
+    await etcdCall('update registration', () => this.#put());
+  }
+
   /** Seals the whole cluster: raises the epoch every replica watches. */
   async sealCluster(): Promise<number> {
     for (let attempt = 0; attempt < 10; attempt++) {
@@ -168,9 +180,9 @@ export class Replicas {
       .sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
-  /** `<id>/<fingerprint>` of a registered replica process (its ceremony key changes per process). */
-  static driverOf(r: { id: string; publicKeyPem: string }): string {
-    return `${r.id}/${createHash('sha256').update(r.publicKeyPem).digest('hex').slice(0, 16)}`;
+  /** `<id>/<instance>` of a registered replica process (the instance id changes per process). */
+  static driverOf(r: { id: string; instance?: string }): string {
+    return `${r.id}/${r.instance ?? ''}`;
   }
 
   get self(): string {

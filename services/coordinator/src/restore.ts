@@ -27,7 +27,7 @@ import { runBackupCheck, type RestoreCounts } from './restore-writer.ts';
 import type { Cluster, ClusterRecord } from './cluster.ts';
 import type { CustodianLink } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
-import { shareFromRelease, type ReplicaKey } from './unseal-ceremony.ts';
+import { myEphemeralIn, recipientOf, shareFromRelease, type ReplicaKey } from './unseal-ceremony.ts';
 
 export interface RestoreDeps {
   ns: Namespace;
@@ -141,7 +141,8 @@ export class Restores {
       initiator,
       ttlSeconds: ttl,
       threshold: manifest.threshold,
-      recipients: [{ coordinator_id: replica.coordinatorId, public_key_pem: replica.publicKeyPem }],
+      // This replica's transport key (SO-enrolled in the backup's custodians' tokens) and a fresh ephemeral key.
+      recipients: [recipientOf(replica)],
     });
     await audit.record({ operation: 'ceremony.recover.created', principal: initiator, ceremony_id: c.id, result: 'ok', details: c.parameters });
     emit({ phase: 'ceremony', ceremony: c });
@@ -196,7 +197,7 @@ export class Restores {
             continue;
           }
           try {
-            const share = shareFromRelease(c, manifest, l.id, res!, replica, this.#d.oaepHash);
+            const share = await shareFromRelease(c, manifest, l.id, res!, replica, this.#d.oaepHash);
             accepted.push({ custodianId: l.id, share });
             c.approved_by.push(l.id);
             await audit.record({ operation: 'ceremony.recover.share_accepted', principal: l.id, ceremony_id: c.id, result: 'ok', details: { custodian: l.id } });
@@ -229,6 +230,7 @@ export class Restores {
       }
     } finally {
       zeroize(...accepted.map((a) => a.share));
+      replica.ephemeral.retire(myEphemeralIn(c, replica)); // forward secrecy: gone when the ceremony ends
     }
   }
 

@@ -2,7 +2,9 @@
  * Unseal and join ceremonies: from sealed coordinator replicas to open ones, with a custodian quorum.
  *
  * Unseal: the replica that starts it (the driver) names every registered sealed replica as a
- * recipient; each approving custodian wraps its share to every recipient's ephemeral key.
+ * recipient (its transport key and its current ephemeral X25519 key); each approving custodian's
+ * HSM wraps its share to every recipient's SO-enrolled transport key, and the custodian seals
+ * that with HPKE to the recipient's ephemeral key (transport-key.ts, @keyshard/crypto hpke.ts).
  * The driver proposes, records progress in etcd and completes the ceremony; every other
  * recipient (a follower, seeing the ceremony through an etcd watch) fetches the same releases
  * from the custodians and unseals itself. One ceremony unseals them all; no replica ever
@@ -16,7 +18,8 @@
  *
  *   start ──► propose to every custodian ──► poll releases ──► per share:
  *     approval signature (HSM Ed25519 over the ceremony hash) verifies against the manifest,
- *     the share unwraps under this replica's ephemeral key, and passes checkShare
+ *     the release opens under this replica's ephemeral key (HPKE) and then its transport key
+ *     (RSA-OAEP), and the share passes checkShare
  *     (registered x, x ≠ 0, commitment) ──► accepted | rejected (custodian named, audited)
  *   ──► once t accepted: combine, check KCV + manifest MAC, unwrap KEKs ──► COMPLETED
  *   ──► all custodians answered and < t accepted ──► FAILED;  past expiry ──► EXPIRED
@@ -24,11 +27,12 @@
  * Invariants: below t accepted shares nothing is combined; shares exist in plaintext only in
  * this process's memory between unwrap and combine, then are zeroized; every step is audited
  * and a step that cannot be audited stops the ceremony (fail closed). One unseal ceremony is
- * open at a time (etcd `ceremony-lock/unseal`).
+ * open at a time (etcd `ceremony-lock/unseal`). The ephemeral key a ceremony named for this
+ * replica is zeroized when the ceremony ends here (EphemeralKeys.retire).
  */
 import type { KeyObject } from 'node:crypto';
 import {
-  approvalKeyOf, checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, stateName, verifyApproval, verifyVouch, zeroize,
+  approvalKeyOf, checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, openFromEphemeral, stateName, verifyApproval, verifyVouch, zeroize,
   type Ceremony, type JoinVouch, type OaepHash, type ShareManifest, type ShareRejected,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
@@ -39,18 +43,33 @@ import type { Cluster } from './cluster.ts';
 import type { CustodianLink, ReleaseResponse } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
 import type { AuditRecorder } from '@keyshard/audit-client';
+import type { EphemeralKeys } from './transport-key.ts';
 
+/** This replica's keys: its long-term transport key pair and its per-ceremony ephemeral keys. */
 export interface ReplicaKey {
   coordinatorId: string;
+  /** Transport public key (SPKI PEM): what custodians' SOs enroll, and ceremonies name. */
   publicKeyPem: string;
   privateKey: KeyObject;
+  ephemeral: EphemeralKeys;
 }
+
+/** This replica as a ceremony recipient, with its current ephemeral key. */
+export const recipientOf = (replica: ReplicaKey) => ({
+  coordinator_id: replica.coordinatorId,
+  public_key_pem: replica.publicKeyPem,
+  ephemeral_public_key_pem: replica.ephemeral.currentPem,
+});
+
+/** The ephemeral key `c` names for this replica (to retire once `c` ends here). */
+export const myEphemeralIn = (c: Ceremony, replica: ReplicaKey) =>
+  c.recipients.find((r) => r.coordinator_id === replica.coordinatorId && r.public_key_pem === replica.publicKeyPem)?.ephemeral_public_key_pem;
 
 type CustodianProgress = 'unproposed' | 'pending' | 'accepted' | 'rejected' | 'denied';
 
 /** Who may receive shares: the registered replicas (replicas.ts). */
 export interface ReplicaDirectory {
-  list(): Promise<{ id: string; publicKeyPem: string; sealed: boolean }[]>;
+  list(): Promise<{ id: string; publicKeyPem: string; ephemeralPublicKeyPem?: string; sealed: boolean }[]>;
   peerUnsealed(): Promise<boolean>;
 }
 
@@ -76,18 +95,27 @@ export interface UnsealDeps {
 
 /**
  * The share a custodian released to `replica` in ceremony `c`, checked against `manifest`: the
- * custodian is in it, its approval signature verifies with the manifest's key, and the share
- * (RSA-OAEP-unwrapped with the replica's ephemeral key) passes checkShare. Throws naming the
- * custodian otherwise. The caller zeroizes the share.
+ * custodian is in it, its approval signature verifies with the manifest's key, the release opens
+ * under the ephemeral key `c` names for this replica (HPKE, bound to the ceremony hash, this
+ * coordinator and that custodian) and then under the transport key (RSA-OAEP), and the share
+ * passes checkShare. Throws naming the custodian otherwise. The caller zeroizes the share.
  */
-export function shareFromRelease(c: Ceremony, manifest: ShareManifest, custodianId: string, res: ReleaseResponse, replica: ReplicaKey, oaepHash: OaepHash): Uint8Array {
+export async function shareFromRelease(c: Ceremony, manifest: ShareManifest, custodianId: string, res: ReleaseResponse, replica: ReplicaKey, oaepHash: OaepHash): Promise<Uint8Array> {
   const entry = manifest.custodians.find((m) => m.id === custodianId);
   if (!entry) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} is not in the share manifest`);
   if (!verifyApproval(c, approvalKeyOf(manifest.clusterId, entry, res.succession), res.approval_signature))
     throw new KeyshardError('FAILED_PRECONDITION', `approval signature of custodian ${custodianId} does not verify`);
   const mine = res.releases.find((r) => r.coordinator_id === replica.coordinatorId);
   if (!mine) throw new KeyshardError('FAILED_PRECONDITION', `custodian ${custodianId} released no share for this replica`);
-  const share = oaepDecrypt(replica.privateKey, mine.wrapped_share, oaepHash);
+  const ephemeral = replica.ephemeral.get(myEphemeralIn(c, replica) ?? '');
+  if (!ephemeral) throw new KeyshardError('FAILED_PRECONDITION', `this replica no longer holds the ephemeral key ceremony ${c.id} named (it ended here)`);
+  const wrapped = await openFromEphemeral(ephemeral, Buffer.from(mine.wrapped_share), { ceremonyHash: c.hash, coordinatorId: replica.coordinatorId, custodianId });
+  let share: Buffer;
+  try {
+    share = oaepDecrypt(replica.privateKey, wrapped, oaepHash);
+  } finally {
+    zeroize(wrapped);
+  }
   try {
     checkShare(manifest, custodianId, share);
   } catch (e) {
@@ -144,7 +172,9 @@ export class UnsealCeremonies {
       if (c.operation === 'join') this.#d.voucher?.consider(c);
       if (this.#active.has(c.id) || !this.#d.seal.sealed) return;
       if (c.operation !== 'unseal' && c.operation !== 'join') return;
-      if (!c.recipients.some((r) => r.coordinator_id === this.#d.replica.coordinatorId && r.public_key_pem === this.#d.replica.publicKeyPem)) return;
+      // Named with its transport key and an ephemeral key it still holds (not one an ended ceremony retired).
+      const mine = myEphemeralIn(c, this.#d.replica);
+      if (!mine || !this.#d.replica.ephemeral.get(mine)) return;
       this.#run(c, 'follower');
     });
   }
@@ -157,8 +187,12 @@ export class UnsealCeremonies {
     if (this.#current?.state === 'CEREMONY_STATE_OPEN' && this.#driving.has(this.#current.id)) return this.#current;
     // Every registered sealed replica receives the shares; this one always.
     const me = this.#d.replica;
-    const others = (await this.#d.replicas.list()).filter((r) => r.sealed && r.id !== me.coordinatorId);
-    const recipients = [me, ...others.map((r) => ({ coordinatorId: r.id, publicKeyPem: r.publicKeyPem }))];
+    // A replica registered without an ephemeral key (an older version) cannot receive: it joins later.
+    const others = (await this.#d.replicas.list()).filter((r) => r.sealed && r.id !== me.coordinatorId && r.ephemeralPublicKeyPem);
+    const recipients = [
+      recipientOf(me),
+      ...others.map((r) => ({ coordinator_id: r.id, public_key_pem: r.publicKeyPem, ephemeral_public_key_pem: r.ephemeralPublicKeyPem! })),
+    ];
     return this.#open('unseal', 'unseal', initiator, ttlSeconds, recipients);
   }
 
@@ -171,10 +205,10 @@ export class UnsealCeremonies {
     if ([...this.#active].length > 0) return undefined;
     if (!(await this.#d.replicas.peerUnsealed())) return undefined;
     const me = this.#d.replica;
-    return this.#open('join', `join-${me.coordinatorId}`, me.coordinatorId, this.#d.ttlSeconds, [me]);
+    return this.#open('join', `join-${me.coordinatorId}`, me.coordinatorId, this.#d.ttlSeconds, [recipientOf(me)]);
   }
 
-  async #open(operation: 'unseal' | 'join', lockName: string, initiator: string, ttlSeconds: number, recipients: { coordinatorId: string; publicKeyPem: string }[]): Promise<Ceremony> {
+  async #open(operation: 'unseal' | 'join', lockName: string, initiator: string, ttlSeconds: number, recipients: Ceremony['recipients']): Promise<Ceremony> {
     const { record, manifest } = this.#d.cluster.requireInitialized();
     const { ns } = this.#d;
     const lock = paths.ceremonyLock(lockName);
@@ -199,7 +233,7 @@ export class UnsealCeremonies {
       initiator,
       ttlSeconds,
       threshold: manifest.threshold,
-      recipients: recipients.map((r) => ({ coordinator_id: r.coordinatorId, public_key_pem: r.publicKeyPem })),
+      recipients,
     });
     await this.#d.audit.record({
       operation: `ceremony.${operation}.created`, principal: initiator, ceremony_id: c.id, result: 'ok',
@@ -224,11 +258,11 @@ export class UnsealCeremonies {
     return c;
   }
 
-  /** Whether the replica driving `c` (its first recipient) is still registered with the same ceremony key. */
+  /** Whether the replica driving `c` (its first recipient) is still registered with the same ephemeral key (the same process, the ceremony still running). */
   async #driverAlive(c: Ceremony): Promise<boolean> {
     if (this.#driving.has(c.id)) return true;
     const driver = c.recipients[0];
-    return (await this.#d.replicas.list()).some((r) => r.id === driver?.coordinator_id && r.publicKeyPem === driver.public_key_pem);
+    return (await this.#d.replicas.list()).some((r) => r.id === driver?.coordinator_id && r.ephemeralPublicKeyPem === driver.ephemeral_public_key_pem);
   }
 
   #run(c: Ceremony, role: Role): void {
@@ -239,6 +273,8 @@ export class UnsealCeremonies {
       this.#active.delete(c.id);
       this.#driving.delete(c.id);
       this.#ended.delete(c.id);
+      // Forward secrecy: the ceremony's ephemeral private key is gone once it ends here.
+      this.#d.replica.ephemeral.retire(myEphemeralIn(c, this.#d.replica));
     });
   }
 
@@ -348,7 +384,7 @@ export class UnsealCeremonies {
       return;
     }
     try {
-      const share = this.#acceptRelease(c, link.id, res);
+      const share = await this.#acceptRelease(c, link.id, res);
       accepted.push({ custodianId: link.id, share });
       progress.set(link.id, 'accepted');
       c.approved_by.push(link.id);
@@ -387,7 +423,7 @@ export class UnsealCeremonies {
     return undefined;
   }
 
-  #acceptRelease(c: Ceremony, custodianId: string, res: ReleaseResponse): Uint8Array {
+  #acceptRelease(c: Ceremony, custodianId: string, res: ReleaseResponse): Promise<Uint8Array> {
     return shareFromRelease(c, this.#d.cluster.manifest!, custodianId, res, this.#d.replica, this.#d.oaepHash);
   }
 

@@ -1,7 +1,12 @@
 /**
  * A custodian's share custody: which ceremonies it has been asked to serve and what it decided.
  *
- * Invariants: the share leaves the token only through C_WrapKey to a recipient key named in a
+ * Invariants: the share leaves the token only through C_WrapKey to the transport key the token's
+ * security officer enrolled (CKA_TRUSTED) for the recipient coordinator id — the token refuses
+ * any other wrapping key — then sealed with HPKE (RFC 9180) to the recipient's per-ceremony X25519
+ * key, bound to the ceremony hash, the coordinator id and this custodian (@keyshard/crypto hpke.ts);
+ * a recipient without an enrolled transport key gets nothing (PERMISSION_DENIED naming it), and
+ * a ceremony with such a recipient releases to none. All this for a recipient named in a
  * ceremony whose hash verifies, whose cluster this token holds a share for, and which has
  * not expired, and only after approval (policy `auto`, or an operator's `approve`). The
  * approval is an Ed25519 signature over the ceremony hash made inside the token. A ceremony
@@ -17,7 +22,7 @@
  * ceremony's lifetime; persisting them is part of the governance work).
  */
 import {
-  RELEASING_OPERATIONS, certifySuccessor, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifyVouch,
+  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifyVouch,
   type Ceremony, type JoinVouch, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
@@ -74,6 +79,8 @@ export class Custody {
   #successions = new Map<string, Succession | null>();
   /** Per cluster, the highest seal epoch a valid join vouch named: an older epoch's vouch is stale. */
   #vouchedEpochs = new Map<string, number>();
+  /** Ceremonies whose release is being sealed (an await): a second approve meanwhile is refused. */
+  #releasing = new Set<string>();
 
   constructor(token: CustodianToken, custodianId: string, policy: { approval: Policy; join: Policy }, coordinators: ReadonlySet<string>) {
     this.#token = token;
@@ -83,7 +90,7 @@ export class Custody {
   }
 
   /** `proposer` is the caller's certificate identity (a registered coordinator); `vouch` comes with a join. */
-  propose(c: Ceremony, proposer: string, now = Date.now(), vouch?: JoinVouch | null): ReleaseRecord {
+  async propose(c: Ceremony, proposer: string, now = Date.now(), vouch?: JoinVouch | null): Promise<ReleaseRecord> {
     // A custodian named in a new share set may hold no share of the cluster yet: it only receives.
     const joining = NEW_SET.has(c?.operation) && String(c.parameters?.custodians ?? '').split(',').includes(this.#custodianId);
     checkCeremonyForCustodian(c, joining ? [...this.#token.shareClusterIds(), c.cluster_id] : this.#token.shareClusterIds(), now);
@@ -93,16 +100,17 @@ export class Custody {
     if (c.operation === 'join' && (c.recipients.length !== 1 || c.recipients[0]!.coordinator_id !== proposer))
       throw permissionDenied('a join ceremony may only ask for shares for the replica that proposes it');
     if (c.operation === 'join' && this.#policy.join === 'auto') this.#checkVouch(c, vouch);
+    if (RELEASING_OPERATIONS.has(c.operation)) this.#checkRecipientsEnrolled(c);
     const known = this.#records.get(c.id);
     if (known) {
       if (known.ceremony.hash !== c.hash) throw failedPrecondition(`ceremony ${c.id} was proposed before with other parameters`);
-      if (known.status === 'pending' && this.#autoApproves(c)) this.approve(c.id, now); // an earlier attempt failed
+      if (known.status === 'pending' && this.#autoApproves(c)) await this.approve(c.id, now); // an earlier attempt failed
       return known;
     }
     this.#prune(now);
     const record: ReleaseRecord = { ceremony: c, status: 'pending', releases: [], approval_signature: Buffer.alloc(0), reason: '' };
     this.#records.set(c.id, record);
-    if (this.#autoApproves(c)) this.approve(c.id, now);
+    if (this.#autoApproves(c)) await this.approve(c.id, now);
     return record;
   }
 
@@ -123,6 +131,26 @@ export class Custody {
     const seen = this.#vouchedEpochs.get(c.cluster_id) ?? 0;
     if (vouch.seal_epoch < seen) throw permissionDenied(`join of ${joiner} refused: the vouch is from seal epoch ${vouch.seal_epoch}, older than epoch ${seen} already seen`);
     this.#vouchedEpochs.set(c.cluster_id, vouch.seal_epoch);
+  }
+
+  /**
+   * Every recipient of a releasing ceremony has an X25519 ephemeral key and a transport key that
+   * this token's SO enrolled for its coordinator id: otherwise the ceremony is refused before
+   * anything is released (the token would refuse the wrap anyway).
+   */
+  #checkRecipientsEnrolled(c: Ceremony): void {
+    const enrolled = this.#token.listTrustedKeys().filter((k) => k.kind === 'transport');
+    for (const r of c.recipients) {
+      x25519PublicKeyRaw(r.ephemeral_public_key_pem ?? '', `ephemeral public key of recipient ${r.coordinator_id}`);
+      let pem: string;
+      try {
+        pem = createPublicKey(r.public_key_pem).export({ type: 'spki', format: 'pem' }).toString();
+      } catch {
+        throw invalidArgument(`transport public key of recipient ${r.coordinator_id} is not a public key PEM`);
+      }
+      if (!enrolled.some((k) => k.name === r.coordinator_id && k.publicKeyPem === pem))
+        throw permissionDenied(`coordinator ${r.coordinator_id} has no transport key enrolled in this custodian's token matching the ceremony's (its security officer enrolls it: keyshard custodian enroll)`);
+    }
   }
 
   /** Auto-release by policy, and only by a custodian holding the share set the ceremony acts on. */
@@ -167,20 +195,34 @@ export class Custody {
     return [...this.#records.values()].filter((r) => r.status === 'pending' && !isExpired(r.ceremony, now)).map((r) => r.ceremony);
   }
 
-  approve(id: string, now = Date.now()): ReleaseRecord {
+  async approve(id: string, now = Date.now()): Promise<ReleaseRecord> {
     const r = this.get(id);
     if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`);
     if (isExpired(r.ceremony, now)) throw failedPrecondition(`ceremony ${id} has expired`);
+    if (this.#releasing.has(id)) throw failedPrecondition(`ceremony ${id} is being released`);
     const c = r.ceremony;
     const generation = generationOf(c);
     if (RELEASING_OPERATIONS.has(c.operation) && !this.#token.hasShare(c.cluster_id, generation))
       throw failedPrecondition(`this custodian holds no share of set ${generation} of cluster ${c.cluster_id} to release`);
-    // Approval-only operations (destroy-key, destroy-cluster): the signature is the whole answer; no share moves.
-    r.releases = RELEASING_OPERATIONS.has(c.operation)
-      ? c.recipients.map((rec) => ({ coordinator_id: rec.coordinator_id, wrapped_share: this.#token.wrapShare(c.cluster_id, rec.public_key_pem, generation) }))
-      : [];
-    r.approval_signature = this.#token.signApproval(Buffer.from(c.hash, 'hex'));
-    r.status = 'released';
+    this.#releasing.add(id);
+    try {
+      // Approval-only operations (destroy-key, destroy-cluster): the signature is the whole answer; no share moves.
+      // Every recipient is wrapped (the token refuses any but its enrolled transport key) before any release is kept.
+      const wrapped = RELEASING_OPERATIONS.has(c.operation)
+        ? c.recipients.map((rec) => ({ rec, blob: this.#token.wrapShare(c.cluster_id, { kind: 'transport', name: rec.coordinator_id }, rec.public_key_pem, generation) }))
+        : [];
+      const releases = [];
+      for (const { rec, blob } of wrapped) {
+        const binding = { ceremonyHash: c.hash, coordinatorId: rec.coordinator_id, custodianId: this.#custodianId };
+        releases.push({ coordinator_id: rec.coordinator_id, wrapped_share: await sealToEphemeral(rec.ephemeral_public_key_pem, blob, binding) });
+      }
+      if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`); // denied meanwhile
+      r.releases = releases;
+      r.approval_signature = this.#token.signApproval(Buffer.from(c.hash, 'hex'));
+      r.status = 'released';
+    } finally {
+      this.#releasing.delete(id);
+    }
     this.#provisional.delete(`${c.cluster_id}#${generation}`);
     return r;
   }
@@ -223,7 +265,8 @@ export class Custody {
     const generation = generationOf(c);
     const peers = this.#token.readPeers(clusterId, generation);
     return {
-      wrappedShare: this.#token.wrapShare(clusterId, recoveryPublicKeyPem, generation),
+      // The recovery key must be SO-enrolled as a trusted key too (kind recovery), or the token refuses.
+      wrappedShare: this.#token.wrapShare(clusterId, { kind: 'recovery', name: c.parameters.recovery_key_fingerprint! }, recoveryPublicKeyPem, generation),
       generation,
       peersJson: peers ? peers.toString() : '',
       // "Whoever holds this recovery key may name my successor", signed by this token's approval key.

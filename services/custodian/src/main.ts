@@ -8,6 +8,7 @@ import { CustodianToken } from '@keyshard/hsm';
 import { AuditClient, auditIntent, auditObserver, logSinkAlert, sinkCheckpointKeys } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
 import { Custody } from './custody.ts';
+import { TrustedKeys } from './trusted-keys.ts';
 import { authorizer, custodianHandlers } from './server.ts';
 import { createCustodianMetrics } from './custodian-metrics.ts';
 
@@ -43,7 +44,7 @@ async function main(): Promise<void> {
   });
 
   // A share moves or a decision is taken only once its intent is on record (auditIntent).
-  const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare']);
+  const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare', 'EnrollTransportKey', 'RevokeTransportKey']);
   const proto = keyshardProto();
   const metrics = createCustodianMetrics({ shareClusters: () => token.shareClusterIds().length, pendingCeremonies: () => custody.pending().length });
   new Gauge({
@@ -66,6 +67,7 @@ async function main(): Promise<void> {
         policy: config.approvalPolicy,
         token,
         custody,
+        trustedKeys: new TrustedKeys(token, config.custodianId, new Set(config.coordinators)),
         identity,
       }),
       {

@@ -4,9 +4,10 @@ import type { CallContext, UnaryHandler } from '@keyshard/rpc';
 import type { CustodianToken } from '@keyshard/hsm';
 import type { Ceremony, Succession } from '@keyshard/crypto';
 import type { Approvals, Custody, ReleaseRecord } from './custody.ts';
+import type { TrustedKeys } from './trusted-keys.ts';
 
 const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease', 'DestroyShare', 'ExportShare']);
-const OPERATOR_METHODS = new Set(['GetIdentity', 'ListPending', 'ShowCeremony', 'Approve', 'Deny', 'ImportShare']);
+const OPERATOR_METHODS = new Set(['GetIdentity', 'ListPending', 'ShowCeremony', 'Approve', 'Deny', 'ImportShare', 'EnrollTransportKey', 'RevokeTransportKey', 'ListTrustedKeys']);
 
 export function authorizer(coordinators: Set<string>, operators: Set<string>) {
   return (ctx: CallContext) => {
@@ -24,6 +25,7 @@ export interface CustodianDeps {
   policy: string;
   token: CustodianToken;
   custody: Custody;
+  trustedKeys: TrustedKeys;
   identity: { enrollmentPublicKeyPem: string; approvalPublicKeyPem: string };
 }
 
@@ -114,7 +116,7 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       ctx.facts.ceremonyId = String(req.ceremony?.id ?? '').slice(0, 128);
       ctx.facts.details = { operation: String(req.ceremony?.operation ?? '').slice(0, 64) };
       const vouch = req.vouch ? { voucher: String(req.vouch.voucher ?? ''), seal_epoch: Number(req.vouch.seal_epoch), signature: req.vouch.signature as Buffer } : null;
-      const r = d.custody.propose(req.ceremony as Ceremony, ctx.principal, Date.now(), vouch);
+      const r = await d.custody.propose(req.ceremony as Ceremony, ctx.principal, Date.now(), vouch);
       facts(ctx, r);
       return releaseMessage(r, d.custody);
     },
@@ -132,9 +134,18 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       return r.ceremony;
     },
     async Approve(req, ctx) {
-      const r = d.custody.approve(req.ceremony_id);
+      const r = await d.custody.approve(req.ceremony_id);
       facts(ctx, r);
       return { ceremony_id: r.ceremony.id, status: r.status };
+    },
+    async EnrollTransportKey(req, ctx) {
+      return d.trustedKeys.enroll(req, ctx);
+    },
+    async RevokeTransportKey(req, ctx) {
+      return d.trustedKeys.revoke(req, ctx);
+    },
+    async ListTrustedKeys() {
+      return d.trustedKeys.list();
     },
     async Deny(req, ctx) {
       const r = d.custody.deny(req.ceremony_id, req.reason);

@@ -1,4 +1,8 @@
-/** custodian pending/show/approve/deny: run by a custodian's operator against that custodian. */
+/**
+ * custodian pending/show/approve/deny, enroll/revoke/trusted-keys: run by a custodian's operator
+ * against that custodian. The SO PIN of enroll/revoke is read from a file the officer supplies
+ * at that moment (never an argument: argv is visible to other users), sent for that one call.
+ */
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
@@ -13,6 +17,23 @@ function readExport(file: string): ShareExport {
   const e = JSON.parse(readFileSync(file, 'utf8')) as ShareExport & { format?: string; wrapped_share: string; succession_statement: string };
   if (e.format !== EXPORT_FORMAT) throw new UsageError(`${file} is not a keyshard share export`);
   return { ...e, wrapped_share: Buffer.from(e.wrapped_share, 'base64'), succession_statement: Buffer.from(e.succession_statement ?? '', 'base64') };
+}
+
+function readSoPin(file: string): string {
+  const pin = readFileSync(file, 'utf8').trim();
+  if (!pin) throw new UsageError(`${file} is empty: it must hold the token security officer's PIN`);
+  return pin;
+}
+
+/** What enroll / revoke act on: a coordinator's transport key, or an offline recovery key. */
+function target(opts: { coordinator?: string; transportPublicKey?: string; recoveryKey?: string }, needKey: boolean) {
+  if (opts.recoveryKey) {
+    if (opts.coordinator || opts.transportPublicKey) throw new UsageError('--recovery-key goes alone, without --coordinator / --transport-public-key');
+    return { kind: 'recovery' as const, publicKeyPem: readFileSync(opts.recoveryKey, 'utf8') };
+  }
+  if (!opts.coordinator) throw new UsageError('--coordinator ID (or --recovery-key FILE) is required');
+  if (needKey && !opts.transportPublicKey) throw new UsageError('--transport-public-key FILE is required');
+  return { kind: 'transport' as const, coordinatorId: opts.coordinator, publicKeyPem: opts.transportPublicKey ? readFileSync(opts.transportPublicKey, 'utf8') : undefined };
 }
 
 export function registerCustodian(program: Command): void {
@@ -71,6 +92,43 @@ export function registerCustodian(program: Command): void {
       const e = readExport(opts.in);
       const r = await withCustodian(flags(), (c) => c.importShare(e, readFileSync(opts.recoveryKey, 'utf8')));
       process.stdout.write(`custodian ${r.custodian_id} holds its share of cluster ${e.cluster_id} (set ${e.generation}) again\n`);
+    });
+  cust
+    .command('enroll')
+    .description("the token's security officer enrolls a coordinator's transport public key (or an offline recovery key) as a trusted key: the only kind the HSM will release a share to")
+    .option('--coordinator <id>', 'the coordinator identity (certificate CN) the key belongs to')
+    .option('--transport-public-key <file>', "the coordinator's transport public key (PEM)")
+    .option('--recovery-key <public.pem>', 'instead: an offline recovery public key (custodian recovery exports)')
+    .requiredOption('--so-pin-file <file>', "a file holding the token security officer's PIN (used for this call only)")
+    .option('--json', 'print JSON')
+    .action(async (opts: { coordinator?: string; transportPublicKey?: string; recoveryKey?: string; soPinFile: string; json?: boolean }) => {
+      const t = target(opts, true);
+      const r = await withCustodian(flags(), (c) => c.enrollTransportKey({ ...t, publicKeyPem: t.publicKeyPem!, soPin: readSoPin(opts.soPinFile) }));
+      if (opts.json) printJson(r);
+      else process.stdout.write(`${r.custodian_id}: ${r.kind} key ${r.kind === 'transport' ? `of ${r.name} ` : ''}${r.fingerprint.slice(0, 16)}… ${r.already_enrolled ? 'was already enrolled' : 'enrolled'}\n`);
+    });
+  cust
+    .command('revoke')
+    .description("the token's security officer revokes a coordinator's transport keys (only the one given, for a rotation), or an offline recovery key")
+    .option('--coordinator <id>', 'the coordinator identity')
+    .option('--transport-public-key <file>', 'revoke only this key (the old key of a rotation)')
+    .option('--recovery-key <public.pem>', 'instead: the offline recovery public key to revoke')
+    .requiredOption('--so-pin-file <file>', "a file holding the token security officer's PIN (used for this call only)")
+    .option('--json', 'print JSON')
+    .action(async (opts: { coordinator?: string; transportPublicKey?: string; recoveryKey?: string; soPinFile: string; json?: boolean }) => {
+      const t = target(opts, false);
+      const r = await withCustodian(flags(), (c) => c.revokeTransportKey({ ...t, soPin: readSoPin(opts.soPinFile) }));
+      if (opts.json) printJson(r);
+      else process.stdout.write(`${r.custodian_id}: revoked ${r.revoked} key(s)\n`);
+    });
+  cust
+    .command('trusted-keys')
+    .description("list the keys this custodian's token may release shares to (enrolled by its security officer)")
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const r = await withCustodian(flags(), (c) => c.listTrustedKeys());
+      if (opts.json) return printJson(r);
+      for (const k of r.keys) process.stdout.write(`${k.kind.padEnd(9)}  ${k.kind === 'transport' ? k.name.padEnd(24) : ''.padEnd(24)}  ${k.fingerprint}\n`);
     });
   cust
     .command('deny <ceremony-id>')
