@@ -2,7 +2,7 @@
  * Where the CLI connects and as whom: flags first, then KEYSHARD_* environment variables.
  * Every server is pinned (@keyshard/rpc server-identity.ts): coordinators by their ids
  * (--coordinator-ids / KEYSHARD_COORDINATOR_IDS, default: the coordinator-<n> naming), a
- * custodian by its id (--custodian-id / KEYSHARD_CUSTODIAN_ID, default: the one the operator
+ * custodian by its id (--custodian-server-id / KEYSHARD_CUSTODIAN_ID, default: the one the operator
  * certificate is named for), the audit sink by --audit-server-id / KEYSHARD_AUDIT_SERVER_ID.
  */
 import { KeyshardClient, CustodianOperatorClient } from '@keyshard/client';
@@ -43,8 +43,8 @@ export function coordinatorClient(f: ConnectionFlags): KeyshardClient {
   return new KeyshardClient({ address: pick(f.addr, 'KEYSHARD_ADDR', 'addr').split(',').map((a) => a.trim()), tls: tlsFrom(f), coordinatorIds: coordinatorIdsFrom(f) });
 }
 
-export function custodianClient(f: ConnectionFlags & { custodian?: string; custodianId?: string }): CustodianOperatorClient {
-  const custodianId = f.custodianId ?? process.env.KEYSHARD_CUSTODIAN_ID;
+export function custodianClient(f: ConnectionFlags & { custodian?: string; custodianServerId?: string }): CustodianOperatorClient {
+  const custodianId = f.custodianServerId ?? process.env.KEYSHARD_CUSTODIAN_ID;
   try {
     return new CustodianOperatorClient({
       address: pick(f.custodian, 'KEYSHARD_CUSTODIAN_ADDR', 'custodian'),
@@ -53,7 +53,7 @@ export function custodianClient(f: ConnectionFlags & { custodian?: string; custo
     });
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError(`${(e as Error).message} (pass --custodian-id or set KEYSHARD_CUSTODIAN_ID)`);
+    throw new UsageError(`${(e as Error).message} (pass --custodian-server-id or set KEYSHARD_CUSTODIAN_ID)`);
   }
 }
 
@@ -68,7 +68,7 @@ export async function withClient<T>(program: { opts(): ConnectionFlags }, fn: (c
 }
 
 /** Runs one call with a custodian operator client and closes it, also on error. */
-export async function withCustodian<T>(flags: ConnectionFlags & { custodian?: string; custodianId?: string }, fn: (c: CustodianOperatorClient) => Promise<T>): Promise<T> {
+export async function withCustodian<T>(flags: ConnectionFlags & { custodian?: string; custodianServerId?: string }, fn: (c: CustodianOperatorClient) => Promise<T>): Promise<T> {
   const client = custodianClient(flags);
   try {
     return await fn(client);

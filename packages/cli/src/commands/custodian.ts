@@ -41,7 +41,7 @@ export function registerCustodian(program: Command): void {
     .command('custodian')
     .description('custodian operator commands (KEYSHARD_CUSTODIAN_ADDR, KEYSHARD_CUSTODIAN_CERT/KEY)')
     .option('--custodian <host:port>', 'custodian address (KEYSHARD_CUSTODIAN_ADDR)')
-    .option('--custodian-id <id>', 'the custodian\'s certificate name; default: the one the operator certificate is named for (KEYSHARD_CUSTODIAN_ID)');
+    .option('--custodian-server-id <id>', 'the name the custodian\'s certificate must carry; default: the one the operator certificate is named for (KEYSHARD_CUSTODIAN_ID)');
   const flags = () => ({ ...program.opts(), ...cust.opts() });
 
   cust
