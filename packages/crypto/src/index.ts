@@ -10,3 +10,4 @@ export * from './rsa-oaep.ts';
 export * from './key-types.ts';
 export * from './backup-file.ts';
 export * from './succession.ts';
+export * from './record-mac.ts';

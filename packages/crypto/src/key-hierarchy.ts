@@ -7,7 +7,9 @@
  *
  * Binding the position into the AAD means a wrapped blob moved to another cluster, key or
  * version fails authentication instead of being accepted. Rotating the root re-wraps KEKs only.
- * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels.
+ * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels:
+ * `deriveRootKey` (salt = cluster id) for the root-derived keys other components agree on —
+ * `record-mac` (record-mac.ts: the record MAC key, 32 B) and `vouch` (join vouches, 32-byte Ed25519 seed).
  */
 import { hkdfSync } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';
@@ -59,4 +61,30 @@ export function unwrapVersion(kek: Buffer, clusterId: string, keyId: string, ver
 /** HKDF-SHA256 (RFC 5869) subkey of the root key for one named purpose. */
 export function deriveSubkey(root: Buffer, purpose: string, length = 32, salt: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.from(hkdfSync('sha256', root, salt, `keyshard/v1/${purpose}`, length));
+}
+
+/** Purposes of root-derived keys (`info` = `keyshard/v1/<purpose>`). */
+export type RootKeyPurpose = 'record-mac' | 'vouch';
+
+/**
+ * A key for one purpose derived from the 32-byte root key: HKDF-SHA256 (RFC 5869 §2), salt =
+ * the cluster id (UTF-8), info = `keyshard/v1/<purpose>`. The caller zeroizes it.
+ */
+export function deriveRootKey(root: Buffer, clusterId: string, purpose: RootKeyPurpose, length: number): Buffer {
+  if (root.length !== 32) throw new KeyshardError('INTERNAL', 'the root key must be 32 bytes');
+  if (typeof clusterId !== 'string' || clusterId.length === 0) throw new KeyshardError('INTERNAL', 'a cluster id is needed to derive a root key');
+  if (!Number.isInteger(length) || length < 16 || length > 64) throw new KeyshardError('INTERNAL', 'a derived key is 16 to 64 bytes');
+  return Buffer.from(hkdfSync('sha256', root, Buffer.from(clusterId, 'utf8'), `keyshard/v1/${purpose}`, length));
+}
+
+/** AAD of the wrapped record MAC key (record-mac.ts), distinct from every KEK's. */
+export const recordMacKeyAad = (clusterId: string) => lengthPrefixed('keyshard/v1/record-mac-key', clusterId);
+
+/** The record MAC key wrapped under the root (AES-256-GCM), stored and carried like a KEK. */
+export function wrapRecordMacKey(root: Buffer, clusterId: string, key: Buffer): Buffer {
+  return sealAesGcm(root, key, recordMacKeyAad(clusterId));
+}
+
+export function unwrapRecordMacKey(root: Buffer, clusterId: string, wrapped: Buffer): Buffer {
+  return openStored(root, wrapped, recordMacKeyAad(clusterId), 'record MAC key');
 }
