@@ -20,21 +20,24 @@ import { isKeyshardError } from '@keyshard/errors';
 import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
 import { Keyring, type KeyRecord } from '../services/coordinator/src/keyring.ts';
 import { Seal } from '../services/coordinator/src/seal.ts';
+import { RecordIntegrity } from '../services/coordinator/src/record-integrity.ts';
 import type { Cluster } from '../services/coordinator/src/cluster.ts';
 import { AnswerLosingLink } from './support/lost-answers.ts';
 
 const CLUSTER = 'consistency';
 const kek = randomBytes(32);
+const recordMacKey = randomBytes(32); // every replica of one cluster holds the same one
 
 const keyrings: Keyring[] = [];
 
 /** A Keyring as a coordinator replica makes it, unsealed, on its own etcd client. */
 function replica(ns: Namespace): Keyring {
   const seal = new Seal();
-  seal.open(randomBytes(32), new Map([[1, Buffer.from(kek)]]), seal.generation);
+  seal.open(randomBytes(32), new Map([[1, Buffer.from(kek)]]), seal.generation, Buffer.from(recordMacKey));
   const record = { clusterId: 'c-consistency', state: 'initialized', kekEpoch: 1, createdAt: '' };
   const cluster = { requireInitialized: () => ({ record, manifest: {} }) } as unknown as Cluster;
-  const k = new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: 60 });
+  const integrity = new RecordIntegrity(seal, (v) => assert.fail(`no record should fail its check here: ${v.path} (${v.reason})`));
+  const k = new Keyring(ns, cluster, seal, integrity, { minRotationPeriodSeconds: 60 });
   keyrings.push(k);
   return k;
 }
