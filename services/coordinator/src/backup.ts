@@ -142,7 +142,7 @@ await serveBlockWorker<ReaderData>(import.meta.url, async (data, side) => {
 
 /**
  * Checks that a backup's entries are what a cluster can use: every KEK and the record MAC key
- * unwrap under the root, every key version under its KEK, every key record and alias passes its
+ * unwrap under the root, every key version under its KEK, every key record, usage record and alias passes its
  * record MAC (record-integrity.ts; the key sorts before them), every other entry is JSON.
  * Unwrapped material is zeroized at once.
  */
@@ -171,7 +171,7 @@ export class EntryChecker {
     } catch {
       throw invalidArgument(`backup entry ${e.key} is not valid JSON`);
     }
-    if (e.key.startsWith('keys/') || e.key.startsWith('aliases/')) {
+    if (e.key.startsWith('keys/') || e.key.startsWith('aliases/') || e.key.startsWith('usage/')) {
       if (!this.#recordMacKey) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} comes before the record MAC key (a backup made before record MACs cannot be restored)`);
       if (!verifyRecordMac(this.#recordMacKey, e.key, body).ok) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} failed its integrity check (altered outside keyshard?)`);
     }

@@ -39,7 +39,7 @@ export interface CoordinatorMetrics {
 const CEREMONY_EVENT = /^ceremony\.([\w-]+)\.(created|completed|failed|expired|cancelled)$/;
 const CEREMONY_OPERATIONS: ReadonlySet<string> = new Set(OPERATIONS);
 /** Kinds of MAC'd records (the first segment of the etcd key): a fixed label set. */
-const RECORD_KINDS: ReadonlySet<string> = new Set(['keys', 'aliases', 'names', 'ceremonies', 'seal-epoch', 'coordinators', 'share-set-next', 'share-exports', 'cluster']);
+const RECORD_KINDS: ReadonlySet<string> = new Set(['keys', 'aliases', 'names', 'ceremonies', 'seal-epoch', 'coordinators', 'share-set-next', 'share-exports', 'cluster', 'usage']);
 
 export function createCoordinatorMetrics(state: CoordinatorState): CoordinatorMetrics {
   const registry = createRegistry();

@@ -107,6 +107,7 @@ async function main(): Promise<void> {
   const keyring = new Keyring(ns, cluster, seal, integrity, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
   const usage = new VersionUsage(
     ns,
+    integrity,
     {
       limit: config.keys.usage.limit,
       rotateAt: config.keys.usage.rotateAt,
@@ -274,9 +275,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping');
     clearInterval(joinTimer);
+    await usage.stop().catch(() => {}); // last-use times, written (with their record MAC) while still unsealed
     seal.seal();
     await leader.stop();
-    await usage.stop();
     etcdReads.stop();
     health.shutdown();
     await new Promise<void>((r) => server.tryShutdown(() => r()));

@@ -10,6 +10,7 @@
  *                        export-share), at every write (quorum-ceremonies.ts)
  *   seal-epoch           {epoch}: a rise seals every replica that verifies it (replicas.ts)
  *   coordinators/<id>    a registration that says "unsealed" (replicas.ts)
+ *   usage/<id>/<v>       encryptions reserved (the GCM bound) and last use (version-usage.ts)
  *   share-set-next       {generation} (share-sets.ts);  share-exports/<id> (share-recovery.ts)
  * What is authenticated otherwise (so carries no second MAC):
  *   names/<name>         a bare key id: accepted only if the MAC'd key record it leads to has that name
