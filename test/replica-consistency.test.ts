@@ -6,6 +6,9 @@
  *    is NOT_FOUND and grows nothing; a late watch event never replaces a newer record;
  *  - the etcd client does not resend a write whose answer was lost (it resends reads);
  *  - CreateKey, an update, a rotation and a destroy whose answer was lost succeed, applied exactly once.
+ *  - a key record altered in etcd (no valid record MAC) leaves the cache as the watch delivers it
+ *    and every use fails with the integrity error until a valid record is back; a name that
+ *    leads to a key of another name is refused.
  * Each "replica" is a Keyring of its own, with its own etcd client, in this process.
  */
 import { after, before, describe, it } from 'node:test';
@@ -20,21 +23,24 @@ import { isKeyshardError } from '@keyshard/errors';
 import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
 import { Keyring, type KeyRecord } from '../services/coordinator/src/keyring.ts';
 import { Seal } from '../services/coordinator/src/seal.ts';
+import { RecordIntegrity, type IntegrityViolation } from '../services/coordinator/src/record-integrity.ts';
 import type { Cluster } from '../services/coordinator/src/cluster.ts';
 import { AnswerLosingLink } from './support/lost-answers.ts';
 
 const CLUSTER = 'consistency';
 const kek = randomBytes(32);
+const recordMacKey = randomBytes(32); // every replica of one cluster holds the same one
 
 const keyrings: Keyring[] = [];
 
-/** A Keyring as a coordinator replica makes it, unsealed, on its own etcd client. */
-function replica(ns: Namespace): Keyring {
+/** A Keyring as a coordinator replica makes it, unsealed, on its own etcd client; `reports` collects integrity failures (none allowed without it). */
+function replica(ns: Namespace, reports?: IntegrityViolation[]): Keyring {
   const seal = new Seal();
-  seal.open(randomBytes(32), new Map([[1, Buffer.from(kek)]]), seal.generation);
+  seal.open(randomBytes(32), new Map([[1, Buffer.from(kek)]]), seal.generation, Buffer.from(recordMacKey));
   const record = { clusterId: 'c-consistency', state: 'initialized', kekEpoch: 1, createdAt: '' };
   const cluster = { requireInitialized: () => ({ record, manifest: {} }) } as unknown as Cluster;
-  const k = new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: 60 });
+  const integrity = new RecordIntegrity(seal, (v) => (reports ? reports.push(v) : assert.fail(`no record should fail its check here: ${v.path} (${v.reason})`)));
+  const k = new Keyring(ns, cluster, seal, integrity, { minRotationPeriodSeconds: 60 });
   keyrings.push(k);
   return k;
 }
@@ -274,6 +280,55 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
       assert.equal((JSON.parse(stored.value.toString()) as KeyRecord).state, 'KEY_STATE_DESTROYED');
       assert.equal(revision, stored.mod_revision);
       assert.deepEqual(await direct.getAll().prefix(paths.versionsPrefix(doomed.id)).keys(), []);
+    });
+  });
+
+  describe('records altered in etcd', () => {
+    // A cluster prefix of its own: the other tests' replicas watch theirs and allow no failure.
+    let direct: Namespace;
+    before(() => {
+      direct = clusterNamespace(clients[0]!, 'tampered');
+    });
+
+    it('an altered key record from the watch leaves the cache: every use fails with the integrity error until the valid record is back', async () => {
+      const reports: IntegrityViolation[] = [];
+      const a = replica(direct, reports);
+      const k = await a.create({ name: 'tamper-me' }, 'admin');
+      await a.warm();
+      const original = (await direct.get(paths.key(k.id)).string())!;
+      const altered = JSON.parse(original) as KeyRecord;
+      altered.policy = { decrypt: ['app'] };
+      await direct.put(paths.key(k.id)).value(JSON.stringify(altered));
+      const isIntegrity = (e: unknown) => code(e) === 'FAILED_PRECONDITION' && /record keys\/k_\S+ failed its integrity check/.test((e as Error).message);
+      for (let i = 0; ; i++) {
+        const r = await a.resolve(k.id).then(() => undefined, (e: unknown) => e);
+        if (r !== undefined) {
+          assert.ok(isIntegrity(r), String(r));
+          break;
+        }
+        assert.ok(i < 100, 'the watch delivers the altered record');
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      await assert.rejects(a.resolve('tamper-me'), isIntegrity);
+      await assert.rejects(a.update(k.id, (cur) => cur), isIntegrity);
+      assert.equal((await a.list(1000, '')).keys.some((r) => r.id === k.id), false, 'not listed from the cache');
+      assert.deepEqual(reports, [{ path: paths.key(k.id), reason: 'MAC mismatch' }], 'reported once, however often it is read');
+      await direct.put(paths.key(k.id)).value(original);
+      for (let i = 0; !(await a.resolve(k.id).then(() => true, () => false)); i++) {
+        assert.ok(i < 100, 'the valid record is taken back');
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      assert.deepEqual((await a.resolve(k.id)).policy, {});
+    });
+
+    it('a name that leads to a key of another name is refused', async () => {
+      const reports: IntegrityViolation[] = [];
+      const a = replica(direct);
+      const real = await a.create({ name: 'real-name' }, 'admin');
+      await direct.put(paths.name('forged-name')).value(real.id);
+      const fresh = replica(deaf(direct).ns, reports); // knows nothing yet: reads the name from etcd
+      await assert.rejects(fresh.resolve('forged-name'), (e) => code(e) === 'FAILED_PRECONDITION' && /record names\/forged-name failed its integrity check/.test((e as Error).message));
+      assert.equal(reports[0]?.path, 'names/forged-name');
     });
   });
 });

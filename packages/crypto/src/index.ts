@@ -12,3 +12,4 @@ export * from './backup-file.ts';
 export * from './succession.ts';
 export * from './join-vouch.ts';
 export * from './hpke.ts';
+export * from './record-mac.ts';

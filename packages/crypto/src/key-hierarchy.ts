@@ -7,7 +7,9 @@
  *
  * Binding the position into the AAD means a wrapped blob moved to another cluster, key or
  * version fails authentication instead of being accepted. Rotating the root re-wraps KEKs only.
- * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels.
+ * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels:
+ * `deriveRootKey` (salt = cluster id) for the root-derived keys other components agree on —
+ * `record-mac` (record-mac.ts: the record MAC key, 32 B) and `vouch` (join vouches, 32-byte Ed25519 seed).
  */
 import { createPrivateKey, createPublicKey, hkdfSync, type KeyObject } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';
@@ -77,4 +79,30 @@ export function rootSigningKey(root: Buffer, purpose: string): { privateKey: Key
   } finally {
     zeroize(seed, der);
   }
+}
+
+/** Purposes of root-derived keys (`info` = `keyshard/v1/<purpose>`). */
+export type RootKeyPurpose = 'record-mac';
+
+/**
+ * A key for one purpose derived from the 32-byte root key: HKDF-SHA256 (RFC 5869 §2), salt =
+ * the cluster id (UTF-8), info = `keyshard/v1/<purpose>`. The caller zeroizes it.
+ */
+export function deriveRootKey(root: Buffer, clusterId: string, purpose: RootKeyPurpose, length: number): Buffer {
+  if (root.length !== 32) throw new KeyshardError('INTERNAL', 'the root key must be 32 bytes');
+  if (typeof clusterId !== 'string' || clusterId.length === 0) throw new KeyshardError('INTERNAL', 'a cluster id is needed to derive a root key');
+  if (!Number.isInteger(length) || length < 16 || length > 64) throw new KeyshardError('INTERNAL', 'a derived key is 16 to 64 bytes');
+  return deriveSubkey(root, purpose, length, Buffer.from(clusterId, 'utf8'));
+}
+
+/** AAD of the wrapped record MAC key (record-mac.ts), distinct from every KEK's. */
+export const recordMacKeyAad = (clusterId: string) => lengthPrefixed('keyshard/v1/record-mac-key', clusterId);
+
+/** The record MAC key wrapped under the root (AES-256-GCM), stored and carried like a KEK. */
+export function wrapRecordMacKey(root: Buffer, clusterId: string, key: Buffer): Buffer {
+  return sealAesGcm(root, key, recordMacKeyAad(clusterId));
+}
+
+export function unwrapRecordMacKey(root: Buffer, clusterId: string, wrapped: Buffer): Buffer {
+  return openStored(root, wrapped, recordMacKeyAad(clusterId), 'record MAC key');
 }

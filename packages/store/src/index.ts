@@ -7,18 +7,21 @@
  *   cluster                      ClusterRecord (cluster id, KEK epoch)
  *   manifest                     ShareManifest
  *   keks/<epoch>                 KEK wrapped by the root key
+ *   keks/record-mac              record MAC key wrapped by the root key (services/coordinator/src/record-integrity.ts)
  *   keys/<key id>                key metadata
  *   versions/<key id>/<version>  version material wrapped by a KEK (version zero-padded)
  *   usage/<key id>/<version>     encryptions reserved and last use of a version (no secret)
  *   names/<name>                 key id (unique names via create-if-absent)
- *   aliases/<name>               key id an alias points to
+ *   aliases/<name>               {keyId, mac}: the key an alias points to
  *   ceremonies/<id>              ceremony objects
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
  *   join-vouches/<id>/<replica>  an unsealed replica's vouch for join ceremony <id> (join-voucher.ts)
  *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease
- *   seal-epoch                   count of cluster-wide seals (services/coordinator/src/replicas.ts)
+ *   seal-epoch                   {epoch, mac}: count of cluster-wide seals (services/coordinator/src/replicas.ts)
  *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (share-recovery.ts)
- *   share-set-next               generation of the share set being made (services/coordinator/src/share-sets.ts)
+ *   share-set-next               {generation, mac}: the share set being made (services/coordinator/src/share-sets.ts)
+ * Records marked with a mac, key records, quorum ceremonies and unsealed registrations carry a
+ * record MAC (services/coordinator/src/record-integrity.ts says which and why).
  */
 import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
 import { Etcd3, isRecoverableError, type Namespace, type IOptions, type Watcher } from 'etcd3';
@@ -113,6 +116,8 @@ export const paths = {
   cluster: 'cluster',
   manifest: 'manifest',
   kek: (epoch: number) => `keks/${epoch}`,
+  /** The record MAC key, wrapped under the root beside the KEKs (re-wrapped with them, backed up with them). */
+  recordMacKey: 'keks/record-mac',
   key: (keyId: string) => `keys/${keyId}`,
   keysPrefix: 'keys/',
   versionsPrefix: (keyId: string) => `versions/${keyId}/`,

@@ -163,6 +163,29 @@ describe('refusals rule', () => {
   });
 });
 
+describe('integrity rule', () => {
+  it('fires for each record a coordinator refused by its integrity check, whatever the result, naming the record', () => {
+    const h = harness();
+    h.feed({ principal: 'coordinator-1', source: 'coordinator-1', operation: 'integrity.record_refused', result: 'error', code: 'FAILED_PRECONDITION', key_id: 'k_1', details: { record: 'keys/k_1', reason: 'MAC mismatch' } });
+    h.feed({ principal: 'coordinator-2', source: 'coordinator-2', operation: 'integrity.record_refused', result: 'error', code: 'FAILED_PRECONDITION', details: { record: 'seal-epoch', reason: 'no MAC' } });
+    h.feed({ principal: 'admin', operation: 'keys.UpdateKey', result: 'error', code: 'FAILED_PRECONDITION' });
+    assert.deepEqual(
+      h.alerts.map((a) => [a.rule, a.subject, a.keyId, a.facts.record, a.facts.reason]),
+      [
+        ['integrity', 'coordinator-1', 'k_1', 'keys/k_1', 'MAC mismatch'],
+        ['integrity', 'coordinator-2', '', 'seal-epoch', 'no MAC'],
+      ],
+    );
+    assert.match(h.alerts[0]!.summary, /coordinator-1 refused record keys\/k_1/);
+  });
+
+  it('can be turned off', () => {
+    const h = harness({ integrity: { enabled: false, operations: ['integrity.record_refused'] } });
+    h.feed({ principal: 'coordinator-1', operation: 'integrity.record_refused', result: 'error', details: { record: 'keys/k_1' } });
+    assert.equal(h.alerts.length, 0);
+  });
+});
+
 describe('destroy rule', () => {
   it('fires for each destroy ceremony opened or completed and each scheduled destruction', () => {
     const h = harness();

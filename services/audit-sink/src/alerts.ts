@@ -8,6 +8,8 @@
  *                 completed, a key scheduled for destruction): one alert each;
  *   refusals      any refused event of a quorum safeguard (a custodian refusing a ceremony, e.g.
  *                 a join no unsealed replica vouched for; a replica refusing to vouch): one each;
+ *   integrity     any event of a record refused by its integrity check (a coordinator found a
+ *                 record in etcd altered outside keyshard; it reports each stored value once): one each;
  *   decryptSpike  the decrypt rate over the short window above `factor` times the rate over the
  *                 baseline window before it, and at least `minRatePerSecond`: one alert when a
  *                 spike starts, re-armed once the rate is back down, never two within a short
@@ -29,7 +31,7 @@ import { normalizeEvent, type StoredAuditEvent } from './event.ts';
 
 /** The operation of the audit events that alerts append to the log. */
 export const ALERT_OPERATION = 'audit.alert';
-export const ALERT_RULES = ['denials', 'destroy', 'refusals', 'decryptSpike'] as const;
+export const ALERT_RULES = ['denials', 'destroy', 'refusals', 'integrity', 'decryptSpike'] as const;
 export type AlertRuleName = (typeof ALERT_RULES)[number];
 
 export interface Alert {
@@ -104,6 +106,7 @@ export class AlertEngine {
   readonly #now: () => number;
   readonly #destroyOps: ReadonlySet<string>;
   readonly #refusalOps: ReadonlySet<string>;
+  readonly #integrityOps: ReadonlySet<string>;
   readonly #decryptOps: ReadonlySet<string>;
   /** Map order is recency: the first entry is the least recently denied principal. */
   readonly #denials = new Map<string, PrincipalDenials>();
@@ -119,6 +122,7 @@ export class AlertEngine {
     this.#now = now;
     this.#destroyOps = new Set(rules.destroy.operations);
     this.#refusalOps = new Set(rules.refusals.operations);
+    this.#integrityOps = new Set(rules.integrity.operations);
     this.#decryptOps = new Set(rules.decryptSpike.operations);
     this.#recent = new SlidingCount(rules.decryptSpike.windowSeconds * 1000, RECENT_BUCKETS);
     this.#baseline = new SlidingCount(rules.decryptSpike.baselineSeconds * 1000, BASELINE_BUCKETS);
@@ -138,9 +142,10 @@ export class AlertEngine {
   #observe(index: number, ev: EventView): void {
     const op = ev.operation ?? '';
     if (op === ALERT_OPERATION) return;
-    const { destroy, refusals, denials, decryptSpike, backlogSeconds } = this.#rules;
+    const { destroy, refusals, integrity, denials, decryptSpike, backlogSeconds } = this.#rules;
     if (destroy.enabled && ev.result === 'ok' && this.#destroyOps.has(op)) this.#destroyEvent(index, ev);
     if (refusals.enabled && ev.result !== 'ok' && this.#refusalOps.has(op)) this.#oneEach('refusals', `${op} refused`, index, ev);
+    if (integrity.enabled && this.#integrityOps.has(op)) this.#integrityEvent(index, ev);
     // Every append passes here: most events match no rate rule and cost two set lookups.
     const denied = denials.enabled && DENIED_CODES.has(ev.code ?? '');
     const decrypt = decryptSpike.enabled && this.#decryptOps.has(op);
@@ -169,6 +174,20 @@ export class AlertEngine {
       ceremonyId: ev.ceremony_id ?? '',
       triggerIndex: index,
       facts: rule === 'refusals' ? { trigger_operation: op, code: ev.code ?? '' } : { trigger_operation: op },
+    });
+  }
+
+  #integrityEvent(index: number, ev: EventView): void {
+    const record = ev.details?.record ?? '';
+    const source = ev.source ?? '';
+    this.#raise({
+      rule: 'integrity',
+      summary: `${clip(source) || '(no source)'} refused record ${clip(record) || '(unnamed)'}: it failed its integrity check (altered outside keyshard?)`,
+      subject: source,
+      keyId: ev.key_id ?? '',
+      ceremonyId: ev.ceremony_id ?? '',
+      triggerIndex: index,
+      facts: { trigger_operation: ev.operation!, record: clip(record), reason: clip(ev.details?.reason ?? '') },
     });
   }
 

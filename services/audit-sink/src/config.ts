@@ -44,6 +44,16 @@ export const alertRulesSchema = z
       })
       .prefault({}),
     /**
+     * Any event with one of these operations, whatever its result: a record in etcd refused by its
+     * integrity check (altered outside keyshard?) — services/coordinator/src/record-integrity.ts.
+     */
+    integrity: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        operations: operations.default(['integrity.record_refused']),
+      })
+      .prefault({}),
+    /**
      * The rate of `operations` over `windowSeconds` above `factor` times their rate over the
      * `baselineSeconds` before it, and at least `minRatePerSecond` (quiet clusters stay quiet).
      */

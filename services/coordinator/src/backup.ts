@@ -13,10 +13,11 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  BackupOpener, BackupParser, BackupWriter, canonicalJson, manifestFingerprint, unwrapKek, unwrapVersion, writeBackupFile, zeroize, type BackupEntry, type BackupHeader,
+  BackupOpener, BackupParser, BackupWriter, canonicalJson, manifestFingerprint, unwrapKek, unwrapRecordMacKey, unwrapVersion, verifyRecordMac, writeBackupFile, zeroize,
+  type BackupEntry, type BackupHeader,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
-import { BACKUP_PREFIXES, clusterNamespace, connectEtcd, etcdCall, type EtcdConfig, type Namespace } from '@keyshard/store';
+import { BACKUP_PREFIXES, clusterNamespace, connectEtcd, etcdCall, paths, type EtcdConfig, type Namespace } from '@keyshard/store';
 import { BlockWorker, etcdConfigInWorker, serveBlockWorker } from './block-worker.ts';
 import type { Cluster } from './cluster.ts';
 import type { Seal } from './seal.ts';
@@ -140,13 +141,16 @@ await serveBlockWorker<ReaderData>(import.meta.url, async (data, side) => {
 });
 
 /**
- * Checks that a backup's entries are what a cluster can use: every KEK unwraps under the root,
- * every key version under its KEK, every other entry is JSON. Unwrapped material is zeroized at once.
+ * Checks that a backup's entries are what a cluster can use: every KEK and the record MAC key
+ * unwrap under the root, every key version under its KEK, every key record, usage record and alias passes its
+ * record MAC (record-integrity.ts; the key sorts before them), every other entry is JSON.
+ * Unwrapped material is zeroized at once.
  */
 export class EntryChecker {
   #root: Buffer;
   #clusterId: string;
   #keks = new Map<number, Buffer>();
+  #recordMacKey: Buffer | undefined;
   counts = { entries: 0, keks: 0, versions: 0, keys: 0 };
 
   constructor(root: Buffer, clusterId: string) {
@@ -156,8 +160,8 @@ export class EntryChecker {
 
   check(e: BackupEntry): void {
     this.counts.entries++;
-    // Names and aliases hold a bare key id; every other record is JSON.
-    if (e.key.startsWith('names/') || e.key.startsWith('aliases/')) {
+    // Names hold a bare key id; every other record is JSON.
+    if (e.key.startsWith('names/')) {
       if (!/^[\w-]{1,128}$/.test(e.value.toString('utf8'))) throw invalidArgument(`backup entry ${e.key} is not a key id`);
       return;
     }
@@ -167,7 +171,14 @@ export class EntryChecker {
     } catch {
       throw invalidArgument(`backup entry ${e.key} is not valid JSON`);
     }
-    if (e.key.startsWith('keks/')) {
+    if (e.key.startsWith('keys/') || e.key.startsWith('aliases/') || e.key.startsWith('usage/')) {
+      if (!this.#recordMacKey) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} comes before the record MAC key (a backup made before record MACs cannot be restored)`);
+      if (!verifyRecordMac(this.#recordMacKey, e.key, body).ok) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} failed its integrity check (altered outside keyshard?)`);
+    }
+    if (e.key === paths.recordMacKey) {
+      zeroize(this.#recordMacKey);
+      this.#recordMacKey = unwrapRecordMacKey(this.#root, this.#clusterId, Buffer.from(body.wrapped ?? '', 'base64'));
+    } else if (e.key.startsWith('keks/')) {
       const epoch = Number(e.key.slice('keks/'.length));
       this.#keks.set(epoch, unwrapKek(this.#root, this.#clusterId, epoch, Buffer.from(body.wrapped ?? '', 'base64')));
       this.counts.keks++;
@@ -181,7 +192,8 @@ export class EntryChecker {
   }
 
   close(): void {
-    zeroize(...this.#keks.values());
+    zeroize(this.#recordMacKey, ...this.#keks.values());
+    this.#recordMacKey = undefined;
     this.#keks.clear();
   }
 }

@@ -7,10 +7,17 @@
  * returns; the cluster stays sealed. Manifest, first KEK and the cluster record are written in
  * one etcd transaction, so a crash leaves either no cluster or a complete one; a crashed init
  * is retried with the same cluster id and the custodians' shares replaced.
+ *
+ * The record MAC key (record-integrity.ts) is derived from the root at init (deriveRootKey,
+ * purpose `record-mac`) and stored beside the KEKs, wrapped under the root with its own AAD
+ * (`keks/record-mac`): a root rotation re-wraps it like the KEKs, so records MAC'd before
+ * stay valid, and backups carry it. The cluster record has no MAC of its own: at unseal its
+ * cluster id must equal the MAC-checked manifest's, and its KEK epoch must unwrap (AAD).
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
-  keyCheckValue, manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, unwrapKek, wrapKek, zeroize, type OaepHash, type ShareManifest,
+  deriveRootKey, keyCheckValue, manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, unwrapKek, unwrapRecordMacKey, wrapKek, wrapRecordMacKey, zeroize,
+  type OaepHash, type ShareManifest,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
@@ -76,6 +83,7 @@ export class Cluster {
     const identities = await this.identities(links);
     const root = randomBytes(32);
     const kek = randomBytes(32);
+    let macKey: Buffer | undefined;
     let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
     try {
       split = await splitRootKey(
@@ -91,6 +99,8 @@ export class Cluster {
       await this.deliver(links, identities, split, { clusterId, generation: 1, replace: retry });
       const record: ClusterRecord = { clusterId, state: 'initialized', kekEpoch: 1, createdAt: new Date().toISOString() };
       const wrappedKek = wrapKek(root, clusterId, 1, kek).toString('base64');
+      macKey = deriveRootKey(root, clusterId, 'record-mac', 32);
+      const wrappedMacKey = wrapRecordMacKey(root, clusterId, macKey).toString('base64');
       const manifest = split.manifest;
       const res = await etcdCall('init commit', () =>
         this.#ns
@@ -98,6 +108,7 @@ export class Cluster {
           .then(
             this.#ns.put(paths.manifest).value(JSON.stringify(manifest)),
             this.#ns.put(paths.kek(1)).value(JSON.stringify({ epoch: 1, wrapped: wrappedKek })),
+            this.#ns.put(paths.recordMacKey).value(JSON.stringify({ wrapped: wrappedMacKey })),
             this.#ns.put(paths.cluster).value(JSON.stringify(record)),
           )
           .commit(),
@@ -113,7 +124,7 @@ export class Cluster {
         manifestFingerprint: manifestFingerprint(manifest),
       };
     } finally {
-      zeroize(root, kek, ...(split?.shares ?? []));
+      zeroize(root, kek, macKey, ...(split?.shares ?? []));
     }
   }
 
@@ -182,21 +193,34 @@ export class Cluster {
     return root;
   }
 
-  /** Opens the seal with a root key that passed the manifest checks: every KEK must unwrap. */
+  /**
+   * Opens the seal with a root key that passed the manifest checks: every KEK and the record MAC
+   * key must unwrap, and the cluster record must name the manifest's cluster.
+   */
   async openSeal(root: Buffer, generation: number): Promise<void> {
     const keks = new Map<number, Buffer>();
+    let macKey: Buffer | undefined;
     try {
-      const { record } = this.requireInitialized();
+      const { record, manifest } = this.requireInitialized();
+      if (record.clusterId !== manifest.clusterId)
+        throw failedPrecondition(`record ${paths.cluster} failed its integrity check (altered outside keyshard?): it names cluster ${record.clusterId}, the share manifest ${manifest.clusterId}`);
       const all = await etcdCall('load KEKs', () => this.#ns.getAll().prefix('keks/').strings());
-      for (const raw of Object.values(all)) {
+      for (const [key, raw] of Object.entries(all)) {
+        if (key === paths.recordMacKey) {
+          macKey = unwrapRecordMacKey(root, record.clusterId, Buffer.from((JSON.parse(raw) as { wrapped: string }).wrapped, 'base64'));
+          continue;
+        }
         const { epoch, wrapped } = JSON.parse(raw) as { epoch: number; wrapped: string };
+        if (key !== paths.kek(epoch)) throw new KeyshardError('INTERNAL', `${key} holds the KEK of epoch ${epoch}`);
         keks.set(epoch, unwrapKek(root, record.clusterId, epoch, Buffer.from(wrapped, 'base64')));
       }
       if (!keks.has(record.kekEpoch)) throw new KeyshardError('INTERNAL', `KEK epoch ${record.kekEpoch} is missing`);
+      if (!macKey)
+        throw failedPrecondition(`${paths.recordMacKey} is missing: the cluster was initialised before record MACs (or restored from such a backup); initialise it again`);
     } catch (e) {
-      zeroize(root, ...keks.values());
+      zeroize(root, macKey, ...keks.values());
       throw e;
     }
-    this.#seal.open(root, keks, generation);
+    this.#seal.open(root, keks, generation, macKey);
   }
 }

@@ -30,12 +30,16 @@ export interface CoordinatorMetrics {
    * the one place every kind of ceremony passes through.
    */
   countingCeremonies(audit: AuditRecorder): AuditRecorder;
+  /** Counts a stored record refused by its integrity check (record-integrity.ts), by kind of record. */
+  integrityFailure(path: string): void;
   /** Stops counting etcd errors (the store's listener is process-wide). */
   close(): void;
 }
 
 const CEREMONY_EVENT = /^ceremony\.([\w-]+)\.(created|completed|failed|expired|cancelled)$/;
 const CEREMONY_OPERATIONS: ReadonlySet<string> = new Set(OPERATIONS);
+/** Kinds of MAC'd records (the first segment of the etcd key): a fixed label set. */
+const RECORD_KINDS: ReadonlySet<string> = new Set(['keys', 'aliases', 'names', 'ceremonies', 'seal-epoch', 'coordinators', 'share-set-next', 'share-exports', 'cluster', 'usage']);
 
 export function createCoordinatorMetrics(state: CoordinatorState): CoordinatorMetrics {
   const registry = createRegistry();
@@ -59,6 +63,12 @@ export function createCoordinatorMetrics(state: CoordinatorState): CoordinatorMe
     labelNames: ['operation', 'outcome'] as const,
     registers,
   });
+  const integrityFailures = new Counter({
+    name: 'keyshard_record_integrity_failures_total',
+    help: 'Records in etcd refused because they failed their integrity check (altered outside keyshard?), by kind',
+    labelNames: ['record'] as const,
+    registers,
+  });
   const etcdErrors = new Counter({ name: 'keyshard_etcd_errors_total', help: 'etcd calls that failed (answered UNAVAILABLE)', registers });
   const stopCounting = onEtcdError(() => etcdErrors.inc());
   return {
@@ -71,6 +81,10 @@ export function createCoordinatorMetrics(state: CoordinatorState): CoordinatorMe
         if (m && CEREMONY_OPERATIONS.has(m[1]!)) ceremonies.inc({ operation: m[1]!, outcome: m[2]! });
       },
     }),
+    integrityFailure(path) {
+      const kind = path.split('/')[0]!;
+      integrityFailures.inc({ record: RECORD_KINDS.has(kind) ? kind : 'other' });
+    },
     close: stopCounting,
   };
 }

@@ -9,6 +9,9 @@
  * committed through commitCas, so an answer lost in transit never applies a change twice.
  * Each replica's cache (key-cache.ts) follows a watch and reads etcd on a miss, so a key made
  * through one replica is usable through any other at once.
+ * Key records and aliases carry a record MAC (record-integrity.ts), made at each write (one
+ * HMAC) and checked as they enter the cache or are read for a compare-and-swap, never per
+ * crypto call. A record that fails is never used: the operation fails with the integrity error.
  */
 import {
   USAGE, generateMaterial, parseKeyType, pooledRandomBytes, unwrapVersion, wrapVersion, zeroize, type KeyType, type KeyUsage,
@@ -16,7 +19,8 @@ import {
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import { commitCas, CreateBatcher, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { Cluster } from './cluster.ts';
-import { KeyCache, type KeyRef } from './key-cache.ts';
+import { KeyCache, type AliasRecord, type KeyRef } from './key-cache.ts';
+import type { RecordIntegrity } from './record-integrity.ts';
 import { validatePolicy } from './key-policy.ts';
 import type { Seal } from './seal.ts';
 
@@ -111,18 +115,21 @@ export class Keyring {
   #seal: Seal;
   #opts: KeyringOptions;
   #cache: KeyCache;
+  #integrity: RecordIntegrity;
   #material = new Map<string, Buffer>(); // `${id}/${version}` -> unwrapped material
 
-  constructor(ns: Namespace, cluster: Cluster, seal: Seal, opts: KeyringOptions) {
+  constructor(ns: Namespace, cluster: Cluster, seal: Seal, integrity: RecordIntegrity, opts: KeyringOptions) {
     this.#ns = ns;
     this.#creates = new CreateBatcher(ns, 'create key');
     this.#cluster = cluster;
     this.#seal = seal;
+    this.#integrity = integrity;
     this.#opts = opts;
-    this.#cache = new KeyCache(ns, (id) => this.#forgetMaterial(id));
+    this.#cache = new KeyCache(ns, integrity, (id) => this.#forgetMaterial(id));
     seal.onSeal(() => {
       zeroize(...this.#material.values());
       this.#material.clear();
+      void this.#cache.reset();
     });
   }
 
@@ -200,7 +207,7 @@ export class Keyring {
     // apply twice; the name holding our fresh id proves an earlier send applied (1 witness).
     const puts: [string, string][] = [
       [paths.name(key.name), key.id],
-      [paths.key(key.id), JSON.stringify(key)],
+      [paths.key(key.id), this.#integrity.stamp(paths.key(key.id), key)],
       [paths.version(key.id, 1), JSON.stringify(version)],
     ];
     const res = await this.#creates.create({ guard: paths.name(key.name), puts, witnesses: 1 }).catch((e) => {
@@ -260,11 +267,10 @@ export class Keyring {
       let revision: string;
       if (fromCache) ({ record: cur, revision } = fromCache);
       else {
-        const kv = (await etcdCall('read key', () => ns.get(paths.key(id)).exec())).kvs[0];
-        if (!kv) throw notFound(`key ${id} not found`);
-        cur = JSON.parse(kv.value.toString()) as KeyRecord;
-        revision = kv.mod_revision;
-        this.#cache.remember(cur, revision); // callers that give up on it (not due) act on what they saw
+        // Checked and kept in the cache: callers that give up on it (not due) act on what they saw.
+        const stored = await this.#cache.readForUpdate(id);
+        if (!stored) throw notFound(`key ${id} not found`);
+        ({ record: cur, revision } = stored);
       }
       let next: KeyRecord;
       try {
@@ -273,7 +279,7 @@ export class Keyring {
         if (fromCache) continue;
         throw e;
       }
-      const puts = [[paths.key(id), JSON.stringify(next)] as [string, string], ...extra(next)];
+      const puts = [[paths.key(id), this.#integrity.stamp(paths.key(id), next)] as [string, string], ...extra(next)];
       const tx = await commitCas(ns, 'update key', () => {
         const cmp = ns.if(paths.key(id), 'Mod', '==', revision);
         if (fence) cmp.and(fence.key, 'Create', '==', fence.createRevision);
@@ -352,19 +358,18 @@ export class Keyring {
   async destroy(id: string, now = Date.now()): Promise<string> {
     await this.#ready();
     const ns = this.#ns;
-    const res = await etcdCall('read key', () => ns.get(paths.key(id)).exec());
-    const kv = res.kvs[0];
-    if (!kv) throw notFound(`key ${id} not found`);
-    const cur = JSON.parse(kv.value.toString()) as KeyRecord;
+    const stored = await this.#cache.readForUpdate(id);
+    if (!stored) throw notFound(`key ${id} not found`);
+    const { record: cur, revision } = stored;
     if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
     if (Date.parse(cur.destructionAt) > now) throw failedPrecondition(`key ${cur.name} may not be destroyed before ${cur.destructionAt}`);
     const tombstone: KeyRecord = { ...cur, state: 'KEY_STATE_DESTROYED', policy: {}, rotation: { periodSeconds: 0, nextRotationAt: '' } };
-    const body = JSON.stringify(tombstone);
+    const body = this.#integrity.stamp(paths.key(id), tombstone);
     let tx;
     try {
       tx = await etcdCall('destroy key', () =>
         ns
-          .if(paths.key(id), 'Mod', '==', kv.mod_revision)
+          .if(paths.key(id), 'Mod', '==', revision)
           .then(ns.put(paths.key(id)).value(body), ns.delete().prefix(paths.versionsPrefix(id)), ns.delete().prefix(paths.keyUsagePrefix(id)))
           .commit(),
       );
@@ -419,13 +424,17 @@ export class Keyring {
    * it must still name — the caller authorised against that key).
    */
   async putAlias(alias: string, k: KeyRecord, from?: string): Promise<{ name: string; keyId: string }> {
+    await this.#ready();
     validateName(alias, 'alias');
     const ns = this.#ns;
+    const path = paths.alias(alias);
+    const revision = from ? await this.#aliasRevision(alias, from) : undefined;
+    const body = this.#integrity.stamp(path, { keyId: k.id } satisfies AliasRecord);
     // An alias can be deleted and made again, so a resend after a lost answer could recreate or
     // repoint one changed in the moments since: it then names the key this caller asked for.
     const res = await commitCas(ns, from ? 'update alias' : 'create alias', () =>
-      from ? ns.if(paths.alias(alias), 'Value', '==', from) : ns.if(paths.alias(alias), 'Create', '==', 0),
-      [[paths.alias(alias), k.id]],
+      revision ? ns.if(path, 'Mod', '==', revision) : ns.if(path, 'Create', '==', 0),
+      [[path, body]],
     );
     if (res.outcome !== 'applied') throw from ? unavailable(`alias ${alias} changed meanwhile; try again`) : alreadyExists(`alias ${alias} already exists`);
     this.#cache.rememberAlias(alias, k.id, res.revision);
@@ -437,9 +446,17 @@ export class Keyring {
     await this.#ready();
     validateName(alias, 'alias');
     const ns = this.#ns;
-    const res = await etcdCall('delete alias', () => ns.if(paths.alias(alias), 'Value', '==', from).then(ns.delete().key(paths.alias(alias))).commit());
+    const revision = await this.#aliasRevision(alias, from);
+    const res = await etcdCall('delete alias', () => ns.if(paths.alias(alias), 'Mod', '==', revision).then(ns.delete().key(paths.alias(alias))).commit());
     if (!res.succeeded) throw unavailable(`alias ${alias} changed meanwhile; try again`);
     this.#cache.rememberAlias(alias, undefined, res.header.revision);
+  }
+
+  /** The mod revision of alias `alias`, which must pass its check and still name `keyId`. */
+  async #aliasRevision(alias: string, keyId: string): Promise<string> {
+    const kv = (await etcdCall('read alias', () => this.#ns.get(paths.alias(alias)).exec())).kvs[0];
+    if (!kv || this.#integrity.open<AliasRecord>(paths.alias(alias), kv.value).keyId !== keyId) throw unavailable(`alias ${alias} changed meanwhile; try again`);
+    return kv.mod_revision;
   }
 
   async listAliases(ref?: string): Promise<{ name: string; keyId: string }[]> {

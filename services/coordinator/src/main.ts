@@ -28,6 +28,7 @@ import { LeaderJobs } from './leader-jobs.ts';
 import { VersionUsage } from './version-usage.ts';
 import { Replicas } from './replicas.ts';
 import { EphemeralKeys, loadOrCreateTransportKey } from './transport-key.ts';
+import { RecordIntegrity } from './record-integrity.ts';
 import { QuorumCeremonies } from './quorum-ceremonies.ts';
 import { destroyKeyOperation } from './key-destruction.ts';
 import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './share-sets.ts';
@@ -88,6 +89,20 @@ async function main(): Promise<void> {
   });
   // Ceremonies record each step through this: their outcomes are counted as they are audited.
   const ceremonyAudit = metrics.countingCeremonies(audit);
+  // A record that fails its MAC is refused where it is read; here it is logged, counted and
+  // audited (the sink's `integrity` alert rule fires on the event). Never blocks the refusal.
+  const integrity = new RecordIntegrity(seal, (v) => {
+    log.error({ record: v.path, reason: v.reason }, 'record failed its integrity check (altered outside keyshard?): refused');
+    metrics.integrityFailure(v.path);
+    const keyId = v.path.startsWith('keys/') ? v.path.slice('keys/'.length) : '';
+    const ceremonyId = v.path.startsWith('ceremonies/') ? v.path.slice('ceremonies/'.length) : '';
+    void audit
+      .record({
+        operation: 'integrity.record_refused', principal: config.coordinatorId, key_id: keyId, ceremony_id: ceremonyId,
+        result: 'error', code: 'FAILED_PRECONDITION', details: { record: v.path, reason: v.reason },
+      })
+      .catch((e: Error) => log.error({ record: v.path, err: e.message }, 'the integrity failure could not be audited'));
+  });
   const cluster = new Cluster(ns, links, seal, config.oaepHash);
   await cluster.load();
   // The long-term transport key (custodian SOs enroll its public key) and per-ceremony ephemeral keys.
@@ -99,7 +114,7 @@ async function main(): Promise<void> {
   const replicas = new Replicas(
     etcd, ns, config.clusterName,
     { id: config.coordinatorId, address: config.advertiseAddress ?? config.listen, publicKeyPem: replica.publicKeyPem, ephemeralPublicKeyPem: replica.ephemeral.currentPem },
-    config.registrationTtlSeconds, log,
+    config.registrationTtlSeconds, log, integrity, audit,
   );
   await replicas.start();
   replica.ephemeral.onRotate((pem) => void replicas.setEphemeral(pem).catch((e: Error) => log.warn({ err: e.message }, 'could not publish the new ephemeral key')));
@@ -107,9 +122,10 @@ async function main(): Promise<void> {
   seal.onOpen(() => publish(false));
   seal.onSeal(() => publish(true));
 
-  const keyring = new Keyring(ns, cluster, seal, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
+  const keyring = new Keyring(ns, cluster, seal, integrity, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
   const usage = new VersionUsage(
     ns,
+    integrity,
     {
       limit: config.keys.usage.limit,
       rotateAt: config.keys.usage.rotateAt,
@@ -152,28 +168,28 @@ async function main(): Promise<void> {
     return outcome;
   };
   const shareSets: ShareSetDeps = {
-    ns, cluster, seal, links, log, compact,
-    sealCluster: async () => {
-      seal.seal();
-      await replicas.sealCluster();
-    },
+    ns, cluster, seal, links, log, compact, integrity,
+    sealCluster: () => replicas.sealCluster(() => seal.seal(), config.coordinatorId),
     crashAt: config.faultInjection.crashAt,
   };
   const quorum = new QuorumCeremonies(
-    { ns, driver: replicas, cluster, seal, links, audit: ceremonyAudit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
+    { ns, driver: replicas, cluster, seal, links, audit: ceremonyAudit, integrity, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
     {
       'destroy-key': destroyKeyOperation(keyring, compact),
       reshare: shareSetOperation(shareSets, 'reshare'),
       'rotate-root': shareSetOperation(shareSets, 'rotate-root'),
       'destroy-cluster': destroyClusterOperation(shareSets),
-      'export-share': exportShareOperation(ns, cluster, links),
+      'export-share': exportShareOperation(ns, cluster, links, integrity),
     },
   );
-  replicas.onClusterSeal(() => {
+  replicas.onClusterSeal((epoch) => {
     if (seal.sealed) return;
     seal.seal();
-    log.info('sealed: the cluster was sealed');
+    log.info({ sealEpoch: epoch }, 'sealed: the cluster was sealed');
     void unseal.cancelCurrent('the cluster was sealed').catch(() => {});
+    void audit
+      .record({ operation: 'cluster.seal_epoch.followed', principal: config.coordinatorId, result: 'ok', details: { seal_epoch: String(epoch), replica: config.coordinatorId } })
+      .catch((e: Error) => log.error({ err: e.message, sealEpoch: epoch }, 'the seal could not be audited'));
   });
   // A replica that (re)started while its peers are unsealed asks to join them.
   const joinTimer = setInterval(() => {
@@ -227,7 +243,7 @@ async function main(): Promise<void> {
     unaryService(
       proto.CeremonyService.service,
       ceremonyHandlers({
-        cluster, seal, unseal, quorum, links, replicas, ns, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(),
+        cluster, seal, unseal, quorum, links, replicas, ns, integrity, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(),
         etcdStatus: () => etcdStatus(etcd, etcdReads),
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
@@ -285,9 +301,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping');
     clearInterval(joinTimer);
+    await usage.stop().catch(() => {}); // last-use times, written (with their record MAC) while still unsealed
     seal.seal();
     await leader.stop();
-    await usage.stop();
     etcdReads.stop();
     health.shutdown();
     await new Promise<void>((r) => server.tryShutdown(() => r()));

@@ -14,15 +14,18 @@
  * Invariants: below t approvals nothing is done; every step is audited before the next, and
  * a step that cannot be audited stops the ceremony (fail closed). The coordinator must be
  * unsealed: the manifest whose approval keys count was verified (its MAC) at unseal.
+ * The stored ceremony carries a record MAC at every write (record-integrity.ts) and is checked
+ * at every read: one altered in etcd fails its ceremony (and is audited), never drives it.
  */
 import { ceremonyHash, isExpired, newCeremony, stateName, tallyApprovals, type Ceremony } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
-import { etcdCall, getJson, paths, putJson, type Namespace } from '@keyshard/store';
+import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Cluster } from './cluster.ts';
 import type { Approval, CustodianLink, ReleaseResponse } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
+import type { RecordIntegrity } from './record-integrity.ts';
 
 /** One kind of quorum-approved act. */
 export interface QuorumOperation {
@@ -46,6 +49,7 @@ export interface QuorumDeps {
   seal: Seal;
   links: CustodianLink[];
   audit: AuditRecorder;
+  integrity: RecordIntegrity;
   log: Logger;
   ttlSeconds: number;
   pollMs: number;
@@ -79,7 +83,7 @@ export class QuorumCeremonies {
     const c = newCeremony({ operation, parameters: params, clusterId: record.clusterId, initiator, ttlSeconds, recipients: [], threshold: manifest.threshold });
     await this.#d.audit.record({ operation: `ceremony.${operation}.created`, principal: initiator, ceremony_id: c.id, result: 'ok', details: params });
     const res = await etcdCall(`create ${operation} ceremony`, () =>
-      ns.if(lock, 'Create', '==', 0).then(ns.put(lock).value(c.id), ns.put(paths.ceremony(c.id)).value(JSON.stringify(c))).commit(),
+      ns.if(lock, 'Create', '==', 0).then(ns.put(lock).value(c.id), ns.put(paths.ceremony(c.id)).value(this.#d.integrity.stamp(paths.ceremony(c.id), c))).commit(),
     );
     if (!res.succeeded) throw failedPrecondition(`another ${operation} ceremony is open; only one runs at a time`);
     void this.#drive(c, op);
@@ -94,7 +98,9 @@ export class QuorumCeremonies {
     const { ns } = this.#d;
     const id = await etcdCall('read ceremony lock', () => ns.get(lock).string());
     if (!id) return;
-    const c = await getJson<Ceremony>(ns, paths.ceremony(id));
+    // A ceremony record that fails its check is not used (reported); its lock is released.
+    const raw = await etcdCall('read ceremony', () => ns.get(paths.ceremony(id)).string());
+    const c = raw === null ? undefined : this.#d.integrity.check<Ceremony>(paths.ceremony(id), raw);
     if (c && c.state === 'CEREMONY_STATE_OPEN') {
       if (isExpired(c)) await this.#finish(c, 'CEREMONY_STATE_EXPIRED', 'expired before a quorum approved it');
       else if (!(await this.#d.driver.alive(c.parameters.driver ?? ''))) await this.#finish(c, 'CEREMONY_STATE_FAILED', 'the coordinator running it stopped; start a new one');
@@ -109,7 +115,7 @@ export class QuorumCeremonies {
     const answers = new Map<string, ReleaseResponse>();
     try {
       for (;;) {
-        const stored = await getJson<Ceremony>(this.#d.ns, paths.ceremony(c.id));
+        const stored = await this.#read(c.id);
         if (stored?.state !== 'CEREMONY_STATE_OPEN') return; // cancelled meanwhile: its canceller recorded it
         if (isExpired(c)) return void (await this.#finish(c, 'CEREMONY_STATE_EXPIRED', 'expired before a quorum approved it'));
         await Promise.all(links.filter((l) => !answers.has(l.id)).map((l) => this.#ask(c, l, proposed, answers)));
@@ -158,7 +164,7 @@ export class QuorumCeremonies {
 
   /** Approved: the stored ceremony must still be the one approved; then the act runs. */
   async #execute(c: Ceremony, op: QuorumOperation, approvals: Approval[]): Promise<void> {
-    const stored = await getJson<Ceremony>(this.#d.ns, paths.ceremony(c.id));
+    const stored = await this.#read(c.id);
     if (stored?.state !== 'CEREMONY_STATE_OPEN') return;
     if (ceremonyHash(stored) !== c.hash || stored.hash !== c.hash)
       return void (await this.#finish(c, 'CEREMONY_STATE_FAILED', 'the stored ceremony no longer matches what the custodians approved; nothing was done'));
@@ -170,11 +176,17 @@ export class QuorumCeremonies {
 
   /** Cancels an open ceremony (admin). */
   async cancel(id: string, principal: string): Promise<Ceremony> {
-    const c = await getJson<Ceremony>(this.#d.ns, paths.ceremony(id));
+    const c = await this.#read(id);
     if (!c) throw notFound(`no ceremony ${id}`);
     if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${stateName(c.state)}`);
     await this.#finish(c, 'CEREMONY_STATE_CANCELLED', `cancelled by ${principal}`);
     return c;
+  }
+
+  /** The stored ceremony `id`, its MAC checked (the integrity error if it fails); undefined if none. */
+  async #read(id: string): Promise<Ceremony | undefined> {
+    const raw = await etcdCall('read ceremony', () => this.#d.ns.get(paths.ceremony(id)).string());
+    return raw === null ? undefined : this.#d.integrity.open<Ceremony>(paths.ceremony(id), raw);
   }
 
   /** Records progress; a stored ceremony whose bound fields were changed is never written over. */
@@ -182,18 +194,22 @@ export class QuorumCeremonies {
     const { ns } = this.#d;
     const res = await etcdCall('read ceremony', () => ns.get(paths.ceremony(c.id)).exec());
     const kv = res.kvs[0];
-    const stored = kv ? (JSON.parse(kv.value.toString()) as Ceremony) : undefined;
+    const stored = kv ? this.#d.integrity.open<Ceremony>(paths.ceremony(c.id), kv.value) : undefined;
     if (!kv || stored!.state !== 'CEREMONY_STATE_OPEN') return;
     if (ceremonyHash(stored!) !== c.hash || stored!.hash !== c.hash)
       throw new KeyshardError('FAILED_PRECONDITION', 'the stored ceremony no longer matches what the custodians approved; nothing was done');
-    await etcdCall('update ceremony', () => ns.if(paths.ceremony(c.id), 'Mod', '==', kv.mod_revision).then(ns.put(paths.ceremony(c.id)).value(JSON.stringify(c))).commit());
+    const body = this.#d.integrity.stamp(paths.ceremony(c.id), c);
+    await etcdCall('update ceremony', () => ns.if(paths.ceremony(c.id), 'Mod', '==', kv.mod_revision).then(ns.put(paths.ceremony(c.id)).value(body)).commit());
   }
 
   async #finish(c: Ceremony, state: Ceremony['state'], error: string, details: Record<string, string> = {}): Promise<void> {
     c.state = state;
     c.error = error;
-    await putJson(this.#d.ns, paths.ceremony(c.id), c);
     const { ns } = this.#d;
+    // A replica sealed meanwhile (destroy-cluster seals before it completes) cannot MAC: the
+    // final state is written without one. It drives nothing: every read that acts checks the MAC.
+    const body = this.#d.integrity.available ? this.#d.integrity.stamp(paths.ceremony(c.id), c) : JSON.stringify(c);
+    await etcdCall(`put ${paths.ceremony(c.id)}`, () => ns.put(paths.ceremony(c.id)).value(body).exec());
     const lock = paths.ceremonyLock(c.operation);
     await etcdCall('release ceremony lock', () => ns.if(lock, 'Value', '==', c.id).then(ns.delete().key(lock)).commit());
     const outcome = stateName(state);

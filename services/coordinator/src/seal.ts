@@ -1,6 +1,6 @@
 /**
- * The coordinator's seal: holds the root key and the unwrapped KEKs in memory while unsealed,
- * nowhere else. Sealing zeroizes them and tells listeners (the keyring drops its material).
+ * The coordinator's seal: holds the root key, the unwrapped KEKs and the record MAC key
+ * (record-integrity.ts) in memory while unsealed, nowhere else. Sealing zeroizes them and tells listeners (the keyring drops its material).
  * Invariant: every key operation calls `requireOpen()` first, so a sealed coordinator
  * answers FAILED_PRECONDITION "sealed" and touches no key material.
  */
@@ -10,6 +10,7 @@ import { clearRandomPool, zeroize } from '@keyshard/crypto';
 export class Seal {
   #root: Buffer | undefined;
   #keks = new Map<number, Buffer>();
+  #recordMacKey: Buffer | undefined;
   #onSeal: (() => void)[] = [];
   #onOpen: (() => void)[] = [];
   #generation = 0;
@@ -28,17 +29,18 @@ export class Seal {
   }
 
   /**
-   * Takes ownership of `root` and `keks` (zeroized on seal). Refuses, zeroizing them, if the
-   * coordinator was sealed since `generation` was read.
+   * Takes ownership of `root`, `keks` and `recordMacKey` (zeroized on seal). Refuses, zeroizing
+   * them, if the coordinator was sealed since `generation` was read.
    */
-  open(root: Buffer, keks: Map<number, Buffer>, generation: number): void {
+  open(root: Buffer, keks: Map<number, Buffer>, generation: number, recordMacKey: Buffer): void {
     if (generation !== this.#generation) {
-      zeroize(root, ...keks.values());
+      zeroize(root, recordMacKey, ...keks.values());
       throw failedPrecondition('sealed while the unseal was in progress');
     }
     if (this.#root) this.seal();
     this.#root = root;
     this.#keks = keks;
+    this.#recordMacKey = recordMacKey;
     for (const l of this.#onOpen) l();
   }
 
@@ -65,6 +67,12 @@ export class Seal {
     this.#root = root;
   }
 
+  /** The record MAC key (not a copy: callers use it at once and keep no reference). */
+  recordMacKey(): Buffer {
+    this.requireOpen();
+    return this.#recordMacKey!;
+  }
+
   kek(epoch: number): Buffer {
     this.requireOpen();
     const kek = this.#keks.get(epoch);
@@ -78,8 +86,9 @@ export class Seal {
 
   seal(): void {
     this.#generation++;
-    zeroize(this.#root, ...this.#keks.values());
+    zeroize(this.#root, this.#recordMacKey, ...this.#keks.values());
     this.#root = undefined;
+    this.#recordMacKey = undefined;
     this.#keks = new Map();
     clearRandomPool(); // CSPRNG bytes that would have become the next keys
     for (const l of this.#onSeal) l();

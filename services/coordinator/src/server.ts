@@ -3,7 +3,7 @@
  * errors and auditing are handled by `unaryService`, its authorizer and the audit observer.
  */
 import { permissionDenied, invalidArgument, failedPrecondition, notFound } from '@keyshard/errors';
-import { OPERATIONS } from '@keyshard/crypto';
+import { OPERATIONS, RELEASING_OPERATIONS } from '@keyshard/crypto';
 import { getJson, paths, etcdCall, type Namespace } from '@keyshard/store';
 import type { Ceremony } from '@keyshard/crypto';
 import type { CallContext, UnaryHandler } from '@keyshard/rpc';
@@ -16,6 +16,7 @@ import type { QuorumCeremonies } from './quorum-ceremonies.ts';
 import type { CustodianLink } from './custodian-link.ts';
 import type { AuditSinkStatus, EtcdStatus } from './cluster-status.ts';
 import { getShareExport } from './share-recovery.ts';
+import { integrityError, type RecordIntegrity } from './record-integrity.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 
@@ -28,6 +29,7 @@ export interface CeremonyDeps {
   replicas: Replicas;
   quorum: QuorumCeremonies;
   ns: Namespace;
+  integrity: RecordIntegrity;
   leaderId: () => Promise<string>;
   /** etcd's members and the audit sink, for Status (cluster-status.ts). */
   etcdStatus: () => Promise<EtcdStatus>;
@@ -53,6 +55,18 @@ export function adminOnly(admins: Set<string>) {
   return (ctx: CallContext) => {
     if (!admins.has(ctx.principal)) throw permissionDenied(`${ctx.method} needs the admin role`);
   };
+}
+
+/**
+ * A stored ceremony as shown: an open quorum ceremony (always written with a record MAC) is
+ * checked when this replica can (unsealed); undefined if it fails (reported). Unseal and join
+ * ceremonies, written while sealed, are bound by their custodian-signed hash instead; finished
+ * ones are history (every read that acts on a ceremony checks it: quorum-ceremonies.ts).
+ */
+function shown(d: CeremonyDeps, raw: string): Ceremony | undefined {
+  const { mac: _mac, ...c } = JSON.parse(raw) as Ceremony & { mac?: string };
+  if (c.state !== 'CEREMONY_STATE_OPEN' || RELEASING_OPERATIONS.has(c.operation) || !d.integrity.available) return c;
+  return d.integrity.check<Ceremony>(paths.ceremony(c.id), raw);
 }
 
 function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
@@ -110,7 +124,9 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       return withFacts(await d.unseal.start(ctx.principal, req.ttl_seconds || undefined), ctx);
     },
     async GetCeremony(req, ctx) {
-      return withFacts(await d.unseal.get(req.id), ctx);
+      const c = await d.unseal.get(req.id);
+      if (!shown(d, JSON.stringify(c))) throw integrityError(paths.ceremony(c.id));
+      return withFacts(c, ctx);
     },
     async StartCeremony(req, ctx) {
       const op = String(req.operation ?? '');
@@ -125,8 +141,8 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
     async ListCeremonies(req) {
       const all = await etcdCall('list ceremonies', () => d.ns.getAll().prefix('ceremonies/').strings());
       const ceremonies = Object.values(all)
-        .map((v) => JSON.parse(v) as Ceremony)
-        .filter((c) => req.include_finished || c.state === 'CEREMONY_STATE_OPEN')
+        .map((v) => shown(d, v))
+        .filter((c): c is Ceremony => c !== undefined && (req.include_finished || c.state === 'CEREMONY_STATE_OPEN'))
         .sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
       return { ceremonies };
     },
@@ -138,14 +154,17 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
     },
     async GetShareExport(req, ctx) {
       ctx.facts.ceremonyId = String(req.id ?? '');
-      return getShareExport(d.ns, String(req.id ?? ''));
+      return getShareExport(d.ns, d.integrity, String(req.id ?? ''));
     },
     /** Seals every replica: this one at once, the others through the seal epoch they watch. */
     async Seal(_req, ctx) {
-      d.seal.seal();
-      await d.unseal.cancelCurrent('sealed by an admin');
-      const epoch = await d.replicas.sealCluster();
-      ctx.facts.details = { seal_epoch: String(epoch) };
+      try {
+        // Seals this replica at once, then raises the seal epoch under a record MAC (replicas.ts).
+        const epoch = await d.replicas.sealCluster(() => d.seal.seal(), ctx.principal);
+        ctx.facts.details = { seal_epoch: String(epoch) };
+      } finally {
+        await d.unseal.cancelCurrent('sealed by an admin');
+      }
       return { sealed: true };
     },
   };

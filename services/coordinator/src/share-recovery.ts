@@ -5,14 +5,16 @@
  * key's fingerprint, the custodian checks the quorum against its own peers record and the key
  * against the fingerprint. The export (no plaintext: only the recovery private key opens it)
  * is kept in etcd for `keyshard custodian backup` to fetch, and is imported into a new token
- * with `keyshard custodian restore`.
+ * with `keyshard custodian restore`. The stored export carries a record MAC (record-integrity.ts),
+ * checked when it is fetched: a sealed replica, which cannot check it, refuses to hand it out.
  */
 import { recoveryKeyFingerprint } from '@keyshard/crypto';
-import { invalidArgument, notFound } from '@keyshard/errors';
-import { getJson, paths, putJson, type Namespace } from '@keyshard/store';
+import { invalidArgument, notFound, sealedError } from '@keyshard/errors';
+import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import type { Cluster } from './cluster.ts';
 import type { CustodianLink } from './custodian-link.ts';
 import type { QuorumOperation } from './quorum-ceremonies.ts';
+import type { RecordIntegrity } from './record-integrity.ts';
 
 export interface ShareExportRecord {
   ceremony_id: string;
@@ -26,7 +28,7 @@ export interface ShareExportRecord {
   succession_statement: string; // base64
 }
 
-export function exportShareOperation(ns: Namespace, cluster: Cluster, links: CustodianLink[]): QuorumOperation {
+export function exportShareOperation(ns: Namespace, cluster: Cluster, links: CustodianLink[], integrity: RecordIntegrity): QuorumOperation {
   return {
     async prepare(p) {
       const { manifest } = cluster.requireInitialized();
@@ -50,14 +52,18 @@ export function exportShareOperation(ns: Namespace, cluster: Cluster, links: Cus
         oaep_hash: res.oaep_hash,
         succession_statement: Buffer.from(res.succession_statement ?? []).toString('base64'),
       };
-      await putJson(ns, paths.shareExport(c.id), record);
+      const body = integrity.stamp(paths.shareExport(c.id), record);
+      await etcdCall('put share export', () => ns.put(paths.shareExport(c.id)).value(body).exec());
       return { custodian: link.id, generation: String(res.generation) };
     },
   };
 }
 
-export async function getShareExport(ns: Namespace, ceremonyId: string) {
-  const r = await getJson<ShareExportRecord>(ns, paths.shareExport(ceremonyId));
+export async function getShareExport(ns: Namespace, integrity: RecordIntegrity, ceremonyId: string) {
+  if (!integrity.available) throw sealedError();
+  const path = paths.shareExport(ceremonyId);
+  const raw = await etcdCall(`get ${path}`, () => ns.get(path).string());
+  const r = raw === null ? undefined : integrity.open<ShareExportRecord>(path, raw);
   if (!r) throw notFound(`no share export for ceremony ${JSON.stringify(ceremonyId)} (not an export-share ceremony, or not completed)`);
   return { ...r, wrapped_share: Buffer.from(r.wrapped_share, 'base64'), succession_statement: Buffer.from(r.succession_statement ?? '', 'base64') };
 }

@@ -24,7 +24,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  manifestFingerprint, splitRootKey, validateQuorum, wrapKek, zeroize, type Ceremony, type ShareManifest,
+  manifestFingerprint, splitRootKey, validateQuorum, wrapKek, wrapRecordMacKey, zeroize, type Ceremony, type ShareManifest,
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/errors';
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
@@ -33,6 +33,7 @@ import type { Cluster } from './cluster.ts';
 import type { CustodianLink } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
 import type { QuorumOperation } from './quorum-ceremonies.ts';
+import type { RecordIntegrity } from './record-integrity.ts';
 
 export interface ShareSetDeps {
   ns: Namespace;
@@ -40,6 +41,7 @@ export interface ShareSetDeps {
   seal: Seal;
   links: CustodianLink[];
   log: Logger;
+  integrity: RecordIntegrity;
   sealCluster(): Promise<unknown>;
   /** Compacts etcd at the revision (main.ts: also defragments when etcd lets it, and logs when not). */
   compact(revision: string): Promise<unknown>;
@@ -72,7 +74,7 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       if (new Set(ids).size !== ids.length) throw invalidArgument('a custodian is listed twice');
       const unknown = ids.filter((id) => !d.links.some((l) => l.id === id));
       if (unknown.length) throw invalidArgument(`not configured custodians: ${unknown.join(', ')}`);
-      const reserved = Number((await etcdCall('read share-set reservation', () => d.ns.get(paths.shareSetNext).string())) ?? 0);
+      const reserved = await reservedGeneration(d);
       const next = Math.max(generationOf(manifest), reserved) + 1;
       return {
         new_generation: String(next),
@@ -92,7 +94,8 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       const links = ids.map((id) => d.links.find((l) => l.id === id)!);
       const manifestRev = (await etcdCall('read manifest', () => d.ns.get(paths.manifest).exec())).kvs[0]?.mod_revision;
       // 1 reserve
-      await etcdCall('reserve share set', () => d.ns.put(paths.shareSetNext).value(String(generation)).exec());
+      const reservation = d.integrity.stamp(paths.shareSetNext, { generation });
+      await etcdCall('reserve share set', () => d.ns.put(paths.shareSetNext).value(reservation).exec());
       await crashPoint(d, `${kind}:reserved`);
       // 2 deliver
       // Checked against etcd's manifest: a root rotated through another replica must not be split again.
@@ -112,9 +115,12 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
         );
         await d.cluster.deliver(links, identities, split, { clusterId: record.clusterId, generation, replace: false, ceremonyId: c.id });
         await crashPoint(d, `${kind}:delivered`);
-        if (kind === 'rotate-root')
+        if (kind === 'rotate-root') {
           for (const epoch of d.seal.kekEpochs())
             rewrapped.push([paths.kek(epoch), JSON.stringify({ epoch, wrapped: wrapKek(root, record.clusterId, epoch, d.seal.kek(epoch)).toString('base64') })]);
+          // The record MAC key too: it stays the same key, so every MAC'd record stays valid.
+          rewrapped.push([paths.recordMacKey, JSON.stringify({ wrapped: wrapRecordMacKey(root, record.clusterId, d.seal.recordMacKey()).toString('base64') })]);
+        }
         // 3 switch: the new set (and KEKs under the new root) in one transaction
         const newManifest = split.manifest;
         const tx = await etcdCall('switch share set', () => {
@@ -135,6 +141,15 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       return { generation: String(generation), custodians: ids.join(','), threshold: c.parameters.threshold!, old_shares_destroyed: retired.join(',') };
     },
   };
+}
+
+/** The generation `share-set-next` reserves (0 if none), its MAC checked. */
+async function reservedGeneration(d: ShareSetDeps): Promise<number> {
+  const raw = await etcdCall('read share-set reservation', () => d.ns.get(paths.shareSetNext).string());
+  if (raw === null) return 0;
+  const { generation } = d.integrity.open<{ generation: number }>(paths.shareSetNext, raw);
+  if (!Number.isInteger(generation) || generation < 0) throw d.integrity.refuse(paths.shareSetNext, 'not a generation', raw);
+  return generation;
 }
 
 /** Each custodian destroys what the ceremony names; returns who did. Failures are logged, not fatal. */

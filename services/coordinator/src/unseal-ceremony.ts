@@ -29,6 +29,9 @@
  * and a step that cannot be audited stops the ceremony (fail closed). One unseal ceremony is
  * open at a time (etcd `ceremony-lock/unseal`). The ephemeral key a ceremony named for this
  * replica is zeroized when the ceremony ends here (EphemeralKeys.retire).
+ * Unseal and join ceremony records are written by sealed replicas, which hold no record MAC
+ * key (record-integrity.ts): they carry no MAC. What they say is bound by the ceremony hash the
+ * custodians sign, and the custodians check it themselves before releasing anything.
  */
 import type { KeyObject } from 'node:crypto';
 import {

@@ -16,11 +16,16 @@
  * `flushSeconds`, so it is exact to within that interval and costs no etcd write per call.
  * Records are read from etcd when a key's metadata is asked for (`ofKey`), not cached: a
  * replica's memory holds only the versions it uses, whatever the number of keys.
+ * Each record carries a record MAC (record-integrity.ts): a count lowered in etcd would let a
+ * version past the GCM bound, so a record that fails its check is never used (reservations on
+ * that version fail with the integrity error). Written only while unsealed: last-use times
+ * noted before a seal are written at the first flush after the next unseal.
  */
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import { unavailable } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
 import { forEachConcurrent } from './concurrency.ts';
+import type { RecordIntegrity } from './record-integrity.ts';
 
 export interface UsageRecord {
   encryptions: number; // reserved by some replica: an upper bound of encryptions done
@@ -57,13 +62,15 @@ export class VersionUsage {
   #opts: VersionUsageOptions;
   #rotate: RotateForUsage;
   #log: Logger;
+  #integrity: RecordIntegrity;
   #slots = new Map<string, Slot>();
   #rotations = new Map<string, Promise<void>>(); // `${keyId}#${version}` -> rotation this replica started
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(ns: Namespace, opts: VersionUsageOptions, rotate: RotateForUsage, log: Logger) {
+  constructor(ns: Namespace, integrity: RecordIntegrity, opts: VersionUsageOptions, rotate: RotateForUsage, log: Logger) {
     if (!(opts.rotateAt > 0 && opts.rotateAt < opts.limit && opts.limit <= 2 ** 32)) throw new Error('usage bounds: need 0 < rotateAt < limit <= 2^32');
     this.#ns = ns;
+    this.#integrity = integrity;
     this.#opts = opts;
     this.#rotate = rotate;
     this.#log = log;
@@ -157,10 +164,11 @@ export class VersionUsage {
     const key = paths.usage(s.keyId, s.version);
     for (let attempt = 0; attempt < attempts; attempt++) {
       const kv = (await etcdCall('read usage', () => this.#ns.get(key).exec())).kvs[0];
-      const next = change(kv ? (JSON.parse(kv.value.toString()) as UsageRecord) : EMPTY);
+      const next = change(kv ? this.#integrity.open<UsageRecord>(key, kv.value) : EMPTY);
       if (!next) return undefined;
+      const body = this.#integrity.stamp(key, next);
       const tx = await etcdCall('update usage', () =>
-        (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(JSON.stringify(next))).commit(),
+        (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(body)).commit(),
       );
       if (tx.succeeded) return next;
     }
@@ -189,7 +197,7 @@ export class VersionUsage {
   async ofKey(keyId: string, versions: number[]): Promise<Map<number, UsageRecord>> {
     const prefix = paths.keyUsagePrefix(keyId);
     const stored = await etcdCall('read usage', () => this.#ns.getAll().prefix(prefix).strings());
-    const byVersion = new Map(Object.entries(stored).map(([k, v]) => [Number(k.slice(k.lastIndexOf('/') + 1)), JSON.parse(v) as UsageRecord]));
+    const byVersion = new Map(Object.entries(stored).map(([k, v]) => [Number(k.slice(k.lastIndexOf('/') + 1)), this.#integrity.open<UsageRecord>(k, v)]));
     const out = new Map<number, UsageRecord>();
     for (const version of versions) {
       const r = byVersion.get(version) ?? EMPTY;
@@ -201,6 +209,7 @@ export class VersionUsage {
 
   /** Writes last-use times that moved since the last flush (a compare-and-swap each, keeping the later time). */
   async flush(): Promise<void> {
+    if (!this.#integrity.available) return; // sealed: written after the next unseal
     const due = [...this.#slots.values()].filter((s) => s.lastUsed > s.flushedLastUse);
     await forEachConcurrent(due, 32, (s) => this.#flushOne(s));
   }
