@@ -106,9 +106,13 @@ describe('manual approval and fail-closed audit', { timeout: 240_000 }, () => {
 
   it('an operator certificate of one custodian cannot approve on another', async () => {
     const certs = cluster.layout.certs[operatorOf('custodian-1')]!;
-    const res = await run(process.execPath, [path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js'), 'custodian', 'pending'], {
-      env: { ...process.env, KEYSHARD_CUSTODIAN_ADDR: cluster.custodianAddress('custodian-2'), KEYSHARD_CA: certs.ca, KEYSHARD_CUSTODIAN_CERT: certs.cert, KEYSHARD_CUSTODIAN_KEY: certs.key },
-    }).catch((e) => e);
+    const env = { ...process.env, KEYSHARD_CUSTODIAN_ADDR: cluster.custodianAddress('custodian-2'), KEYSHARD_CA: certs.ca, KEYSHARD_CUSTODIAN_CERT: certs.cert, KEYSHARD_CUSTODIAN_KEY: certs.key };
+    const cli = [path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js'), 'custodian'];
+    // By default the operator's CLI expects the custodian its certificate is named for: it refuses custodian-2 itself.
+    const pinned = await run(process.execPath, [...cli, 'pending'], { env }).catch((e) => e);
+    assert.match(pinned.stderr, /UNAVAILABLE: .*server identity check failed at .*expected custodian custodian-1 .*presented CN "custodian-2"/);
+    // Told to talk to custodian-2, it gets there, and custodian-2 refuses another custodian's operator.
+    const res = await run(process.execPath, [...cli, '--custodian-server-id', 'custodian-2', 'pending'], { env }).catch((e) => e);
     assert.match(res.stderr, /PERMISSION_DENIED/);
   });
 

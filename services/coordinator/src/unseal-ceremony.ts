@@ -388,6 +388,11 @@ export class UnsealCeremonies {
     }
     try {
       const share = await this.#acceptRelease(c, link.id, res);
+      // Sibling polls opened their releases meanwhile: a quorum already in hand takes no more.
+      if (accepted.length >= c.threshold) {
+        zeroize(share);
+        return;
+      }
       accepted.push({ custodianId: link.id, share });
       progress.set(link.id, 'accepted');
       c.approved_by.push(link.id);
