@@ -92,6 +92,10 @@ const OPERATOR_CODES: Record<string, Code[]> = {
   Deny: ['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'FAILED_PRECONDITION'],
   // Random exports: a bad cluster id or blob, an export of another custodian, or a share already held.
   ImportShare: ['INVALID_ARGUMENT', 'PERMISSION_DENIED', 'FAILED_PRECONDITION'],
+  // Random enrollments: no or a wrong SO PIN, a malformed key or coordinator id, nothing to revoke.
+  EnrollTransportKey: ['INVALID_ARGUMENT', 'PERMISSION_DENIED', 'FAILED_PRECONDITION'],
+  RevokeTransportKey: ['INVALID_ARGUMENT', 'PERMISSION_DENIED', 'FAILED_PRECONDITION', 'NOT_FOUND'],
+  ListTrustedKeys: ['OK'],
 };
 
 // ---- secrets: what must never appear in an error message, a log or the audit log -----------

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { checkCeremonyForCustodian, newCeremony, tallyApprovals, type Ceremony } from './ceremony.ts';
+import { ceremonyHash, checkCeremonyForCustodian, isExpired, newCeremony, tallyApprovals, type Ceremony } from './ceremony.ts';
 
 const custodian = (id: string) => {
   const { publicKey, privateKey } = generateKeyPairSync('ed25519');
@@ -61,5 +61,34 @@ describe('ceremony approvals', () => {
     checkCeremonyForCustodian(c, ['c-1']);
     const swapped = { ...c, recipients: [{ ...c.recipients[0]!, ephemeral_public_key_pem: 'attacker' }] };
     assert.throws(() => checkCeremonyForCustodian(swapped, ['c-1']), /hash does not match/);
+  });
+});
+
+describe("a ceremony's times, as a custodian checks them on its own clock", () => {
+  const rehash = (c: Ceremony, patch: Partial<Ceremony>): Ceremony => {
+    const x = { ...c, ...patch };
+    return { ...x, hash: ceremonyHash(x) };
+  };
+  const join = (ttlSeconds: number, now?: number) =>
+    newCeremony({ operation: 'join', clusterId: 'c-1', initiator: 'coordinator-2', ttlSeconds, threshold: 2, now, recipients: [{ coordinator_id: 'coordinator-2', public_key_pem: 'k', ephemeral_public_key_pem: 'e' }] });
+
+  it('an expiry that is not a time never means "never expires": refused, and isExpired says expired', () => {
+    const never = rehash(destroyKey(), { expires_at: 'never' });
+    assert.throws(() => checkCeremonyForCustodian(never, ['c-1']), /UTC ISO 8601/);
+    assert.equal(isExpired(never), true);
+    assert.throws(() => checkCeremonyForCustodian(rehash(destroyKey(), { expires_at: '2030-01-01' }), ['c-1']), /UTC ISO 8601/);
+  });
+
+  it('a ceremony created ahead of the custodian clock is refused; its lifetime counts from that clock too', () => {
+    const now = Date.now();
+    assert.throws(() => checkCeremonyForCustodian(destroyKey(now + 6 * 24 * 3600_000), ['c-1'], now), /created in the future/);
+    checkCeremonyForCustodian(destroyKey(now + 30_000), ['c-1'], now); // within the skew
+    const ahead = rehash(destroyKey(now), { created_at: new Date(now).toISOString(), expires_at: new Date(now + 8 * 24 * 3600_000).toISOString() });
+    assert.throws(() => checkCeremonyForCustodian(ahead, ['c-1'], now), /longer than 10080 minutes/);
+  });
+
+  it('a join lives at most 15 minutes', () => {
+    checkCeremonyForCustodian(join(900), ['c-1']);
+    assert.throws(() => checkCeremonyForCustodian(join(901), ['c-1']), /longer than 15 minutes/);
   });
 });

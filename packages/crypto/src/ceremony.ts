@@ -105,21 +105,40 @@ export function newCeremony(init: {
 
 export const MAX_CEREMONY_LIFETIME_MS = 7 * 24 * 3600 * 1000;
 
+/** Past its expiry — or with an expiry that is not a time at all (never "never expires"). */
 export function isExpired(c: Ceremony, now = Date.now()): boolean {
-  return Date.parse(c.expires_at) <= now;
+  return !(Date.parse(c.expires_at) > now);
+}
+
+/** How far a ceremony's creation time may be ahead of a custodian's clock. */
+export const MAX_CLOCK_SKEW_MS = 60_000;
+/** A join asks for shares for one restarted replica: it never needs long, so a vouch for it cannot linger. */
+export const MAX_JOIN_LIFETIME_MS = 15 * 60 * 1000;
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?Z$/;
+
+function checkTimes(c: Ceremony, now: number): void {
+  if (typeof c.created_at !== 'string' || !ISO_UTC.test(c.created_at) || typeof c.expires_at !== 'string' || !ISO_UTC.test(c.expires_at))
+    throw invalidArgument(`ceremony ${String(c.id).slice(0, 128)}: created_at and expires_at must be UTC ISO 8601 times`);
+  const created = Date.parse(c.created_at);
+  const expires = Date.parse(c.expires_at);
+  if (!Number.isFinite(created) || !Number.isFinite(expires) || expires <= created) throw invalidArgument(`ceremony ${c.id}: expires_at must be a time after created_at`);
+  if (created > now + MAX_CLOCK_SKEW_MS) throw invalidArgument(`ceremony ${c.id} claims to be created in the future (more than ${MAX_CLOCK_SKEW_MS / 1000} s ahead of this clock)`);
+  const max = c.operation === 'join' ? MAX_JOIN_LIFETIME_MS : MAX_CEREMONY_LIFETIME_MS;
+  if (expires - created > max || expires - now > max) throw invalidArgument(`ceremony ${c.id} would stay open longer than ${max / 60_000} minutes`);
 }
 
 /**
  * What a custodian checks before it shows or approves a ceremony: the hash matches the
- * bound fields, it is for a cluster this custodian holds a share of, and it has not expired.
+ * bound fields, it is for a cluster this custodian holds a share of, its times are real UTC
+ * times, it was not created ahead of this clock (beyond a skew), it stays open no longer than
+ * its kind allows (7 days; a join 15 minutes) counted from this clock too, and it has not expired.
  */
 export function checkCeremonyForCustodian(c: Ceremony, clusterIds: string[], now = Date.now()): void {
   if (!c || typeof c.id !== 'string' || !c.id) throw invalidArgument('ceremony is missing');
   if (ceremonyHash(c) !== c.hash) throw invalidArgument('ceremony hash does not match its parameters');
   if (!clusterIds.includes(c.cluster_id)) throw failedPrecondition(`ceremony ${c.id} belongs to another cluster`);
+  checkTimes(c, now);
   if (isExpired(c, now)) throw failedPrecondition(`ceremony ${c.id} has expired`);
-  if (Date.parse(c.expires_at) - Date.parse(c.created_at) > MAX_CEREMONY_LIFETIME_MS)
-    throw invalidArgument(`ceremony ${c.id} would stay open longer than 7 days`);
   if (!Array.isArray(c.recipients)) throw invalidArgument('ceremony recipients are missing');
   if (RELEASING_OPERATIONS.has(c.operation) ? c.recipients.length === 0 : c.recipients.length > 0)
     throw invalidArgument(RELEASING_OPERATIONS.has(c.operation) ? 'ceremony names no recipients' : `a ${c.operation} ceremony releases no share and names no recipients`);

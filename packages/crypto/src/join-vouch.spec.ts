@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { signVouch, verifyVouch, vouchMessage, vouchPublicKeyPem } from './join-vouch.ts';
+import { VOUCH_VALIDITY_MS, signVouch, verifyVouch, vouchMessage, vouchPublicKeyPem, vouchStaleness } from './join-vouch.ts';
 import type { Ceremony } from './ceremony.ts';
 
 /** Frozen vector: a second implementation must produce exactly these bytes. */
@@ -10,6 +10,7 @@ const vector = JSON.parse(readFileSync(new URL('../vectors/join-vouch.json', imp
   ceremony: Ceremony;
   voucher: string;
   seal_epoch: number;
+  not_after: string;
   vouch_public_key_pem: string;
   message_hex: string;
   signature_hex: string;
@@ -20,14 +21,14 @@ const c = { ...vector.ceremony, operation: 'join' } as Ceremony;
 describe('join vouch (frozen vector packages/crypto/vectors/join-vouch.json)', () => {
   it('derives the vouch public key, the signed message and the signature of the vector', () => {
     assert.equal(vouchPublicKeyPem(root), vector.vouch_public_key_pem);
-    assert.equal(vouchMessage(c, vector.voucher, vector.seal_epoch).toString('hex'), vector.message_hex);
-    const v = signVouch(root, c, vector.voucher, vector.seal_epoch);
+    assert.equal(vouchMessage(c, vector.voucher, vector.seal_epoch, vector.not_after).toString('hex'), vector.message_hex);
+    const v = signVouch(root, c, vector.voucher, vector.seal_epoch, vector.not_after);
     assert.equal(v.signature.toString('hex'), vector.signature_hex, 'Ed25519 is deterministic (RFC 8032 §5.1.6)');
     assert.equal(verifyVouch(c, v, vector.vouch_public_key_pem), true);
   });
 
   it('does not verify for another ceremony, joiner key, epoch, voucher or root', () => {
-    const v = { voucher: vector.voucher, seal_epoch: vector.seal_epoch, signature: Buffer.from(vector.signature_hex, 'hex') };
+    const v = { voucher: vector.voucher, seal_epoch: vector.seal_epoch, not_after: vector.not_after, signature: Buffer.from(vector.signature_hex, 'hex') };
     const key = vector.vouch_public_key_pem;
     assert.equal(verifyVouch({ ...c, hash: 'b'.repeat(64) }, v, key), false, 'another ceremony');
     assert.equal(verifyVouch({ ...c, recipients: [{ ...c.recipients[0]!, public_key_pem: 'planted' }] }, v, key), false, 'a planted joiner key');
@@ -35,16 +36,27 @@ describe('join vouch (frozen vector packages/crypto/vectors/join-vouch.json)', (
     assert.equal(verifyVouch({ ...c, parameters: { generation: '2' } }, v, key), false, 'another share set');
     assert.equal(verifyVouch(c, { ...v, seal_epoch: 8 }, key), false, 'another epoch');
     assert.equal(verifyVouch(c, { ...v, voucher: 'coordinator-3' }, key), false, 'another voucher');
+    assert.equal(verifyVouch(c, { ...v, not_after: '2036-12-06T00:02:00.000Z' }, key), false, 'a longer life');
     assert.equal(verifyVouch(c, v, vouchPublicKeyPem(Buffer.alloc(32, 9))), false, 'another root');
+  });
+
+  it('lives from signing until not_after, never longer than VOUCH_VALIDITY_MS ahead of the checking clock', () => {
+    const now = Date.parse('2030-01-01T00:00:00.000Z');
+    const v = signVouch(root, c, 'coordinator-1', 1, new Date(now + VOUCH_VALIDITY_MS).toISOString());
+    assert.equal(vouchStaleness(v, now), '');
+    assert.equal(vouchStaleness(v, now + VOUCH_VALIDITY_MS), '');
+    assert.match(vouchStaleness(v, now + VOUCH_VALIDITY_MS + 1), /expired/, 'a vouch made before a seal dies with its time');
+    assert.match(vouchStaleness(v, now - 3_600_000), /longer than 120 s/, 'a vouch that claims a long life is refused');
+    assert.match(vouchStaleness({ ...v, not_after: 'never' }, now), /no valid not_after/);
   });
 
   it('refuses malformed vouches without throwing', () => {
     const key = vector.vouch_public_key_pem;
     assert.equal(verifyVouch(c, undefined, key), false);
-    assert.equal(verifyVouch(c, { voucher: '', seal_epoch: 1, signature: Buffer.alloc(64) }, key), false);
-    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: -1, signature: Buffer.alloc(64) }, key), false);
-    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, signature: Buffer.alloc(10) }, key), false);
-    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, signature: Buffer.alloc(64) }, 'not a key'), false);
-    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, signature: Buffer.alloc(64) }, undefined), false);
+    assert.equal(verifyVouch(c, { voucher: '', seal_epoch: 1, not_after: '', signature: Buffer.alloc(64) }, key), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: -1, not_after: '', signature: Buffer.alloc(64) }, key), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, not_after: '', signature: Buffer.alloc(10) }, key), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, not_after: '', signature: Buffer.alloc(64) }, 'not a key'), false);
+    assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, not_after: '', signature: Buffer.alloc(64) }, undefined), false);
   });
 });

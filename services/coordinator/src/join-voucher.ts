@@ -7,15 +7,16 @@
  * unsealed side: it sees each open join ceremony in etcd and vouches for it when
  *   - this replica is unsealed, in the current seal epoch, and its root is the current one
  *     (`Cluster.currentRoot` checks the manifest's key check value);
- *   - the ceremony's hash matches its fields, it is for this cluster and the current share
- *     set, unexpired, and names exactly one recipient: the replica that initiated it;
+ *   - the ceremony passes the checks a custodian makes (hash, cluster, real times, a join's
+ *     15-minute lifetime, unexpired), is for the current share set, and names exactly one
+ *     recipient: the replica that initiated it;
  *   - that replica is registered, sealed, and registered with the very transport key (and
  *     per-ceremony ephemeral key) the ceremony names (the custodians also wrap only to transport keys their security
  *     officers enrolled, so a key planted in etcd gets nothing).
  * Otherwise it refuses, audited. The vouch (and its refusal) is audited before it is written;
  * the joiner reads it from `join-vouches/<ceremony>/<voucher>`.
  */
-import { ceremonyHash, isExpired, signVouch, zeroize, type Ceremony } from '@keyshard/crypto';
+import { checkCeremonyForCustodian, signVouch, zeroize, type Ceremony } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
 import { createJson, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
@@ -34,6 +35,7 @@ export interface VoucherReplicas {
 export interface StoredVouch {
   voucher: string;
   seal_epoch: number;
+  not_after: string;
   signature: string; // base64
 }
 
@@ -78,7 +80,7 @@ export class JoinVoucher {
     let stored: StoredVouch;
     try {
       const v = signVouch(root, c, replicas.id, replicas.epoch);
-      stored = { voucher: v.voucher, seal_epoch: v.seal_epoch, signature: v.signature.toString('base64') };
+      stored = { voucher: v.voucher, seal_epoch: v.seal_epoch, not_after: v.not_after, signature: v.signature.toString('base64') };
     } finally {
       zeroize(root);
     }
@@ -102,9 +104,11 @@ export class JoinVoucher {
     } catch (e) {
       return e instanceof KeyshardError ? e.message : 'the cluster is not initialized';
     }
-    if (ceremonyHash(c) !== c.hash) return 'the ceremony hash does not match its fields';
-    if (c.cluster_id !== clusterId) return 'the ceremony is for another cluster';
-    if (isExpired(c)) return 'the ceremony has expired';
+    try {
+      checkCeremonyForCustodian(c, [clusterId]); // hash, cluster, real times, bounded lifetime, unexpired
+    } catch (e) {
+      return e instanceof KeyshardError ? e.message : 'the ceremony is malformed';
+    }
     if (c.parameters?.generation !== String(generation)) return `the ceremony is for share set ${String(c.parameters?.generation).slice(0, 16)}, not the current ${generation}`;
     const joiner = c.recipients?.length === 1 ? c.recipients[0]! : undefined;
     if (!joiner || joiner.coordinator_id !== c.initiator) return 'a join names exactly one recipient: the replica that asks';

@@ -170,7 +170,7 @@ export class Replicas {
     if (!this.#integrity.available) return this.#sawEpoch(uncheckedEpoch(raw), false);
     const r = this.#integrity.check<{ epoch: number }>(paths.sealEpoch, raw);
     if (!r) return; // reported; never seals
-    if (!Number.isSafeInteger(r.epoch)) return void this.#integrity.refuse(paths.sealEpoch, 'not an epoch', raw);
+    if (!isEpoch(r.epoch)) return void this.#integrity.refuse(paths.sealEpoch, 'not an epoch', raw);
     this.#sawEpoch(r.epoch, true);
   }
 
@@ -247,10 +247,17 @@ export class Replicas {
     const all = await etcdCall('list replicas', () => this.#ns.getAll().prefix(paths.coordinatorsPrefix).strings());
     const checking = this.#integrity.available;
     return Object.entries(all)
-      .map(([path, raw]) => {
-        const { mac: _mac, ...r } = JSON.parse(raw) as Registration & { mac?: string };
-        if (r.sealed || !checking || this.#integrity.check<Registration>(path, raw)) return r;
-        return { ...r, sealed: true };
+      .flatMap(([path, raw]) => {
+        let parsed: Registration & { mac?: string };
+        try {
+          parsed = JSON.parse(raw) as Registration & { mac?: string };
+        } catch {
+          this.#log.warn({ record: path.slice(0, 128) }, 'a replica registration is not JSON; ignored');
+          return [];
+        }
+        const { mac: _mac, ...r } = parsed;
+        if (r.sealed || !checking || this.#integrity.check<Registration>(path, raw)) return [r];
+        return [{ ...r, sealed: true }];
       })
       .sort((a, b) => (a.id < b.id ? -1 : 1));
   }
@@ -282,12 +289,19 @@ export class Replicas {
   }
 }
 
-/** The epoch a seal-epoch record states, unchecked: `{epoch, mac}` or a bare number (0 if neither). */
+/**
+ * Seal epochs stay far below 2^53: an epoch read unchecked (an altered record) can then raise
+ * the next one at most to MAX_EPOCH + 1, which every replica still takes as a number and obeys.
+ */
+const MAX_EPOCH = 2 ** 40;
+const isEpoch = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 && n <= MAX_EPOCH + 1;
+
+/** The epoch a seal-epoch record states, unchecked: `{epoch, mac}` or a bare number (0 if neither, or if implausibly large). */
 function uncheckedEpoch(raw: string): number {
   try {
     const v = JSON.parse(raw) as unknown;
     const n = typeof v === 'number' ? v : (v as { epoch?: unknown } | null)?.epoch;
-    return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : 0;
+    return isEpoch(n) && n <= MAX_EPOCH ? n : 0;
   } catch {
     return 0;
   }

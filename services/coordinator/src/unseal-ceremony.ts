@@ -35,7 +35,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import {
-  approvalKeyOf, checkShare, combineShares, isExpired, newCeremony, oaepDecrypt, openFromEphemeral, stateName, verifyApproval, verifyVouch, zeroize,
+  approvalKeyOf, checkShare, combineShares, isExpired, MAX_JOIN_LIFETIME_MS, newCeremony, oaepDecrypt, openFromEphemeral, stateName, verifyApproval, verifyVouch, zeroize,
   type Ceremony, type JoinVouch, type OaepHash, type ShareManifest, type ShareRejected,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
@@ -208,7 +208,9 @@ export class UnsealCeremonies {
     if ([...this.#active].length > 0) return undefined;
     if (!(await this.#d.replicas.peerUnsealed())) return undefined;
     const me = this.#d.replica;
-    return this.#open('join', `join-${me.coordinatorId}`, me.coordinatorId, this.#d.ttlSeconds, [recipientOf(me)]);
+    // Custodians refuse a join that would stay open longer than MAX_JOIN_LIFETIME_MS.
+    const ttl = Math.min(this.#d.ttlSeconds, MAX_JOIN_LIFETIME_MS / 1000);
+    return this.#open('join', `join-${me.coordinatorId}`, me.coordinatorId, ttl, [recipientOf(me)]);
   }
 
   async #open(operation: 'unseal' | 'join', lockName: string, initiator: string, ttlSeconds: number, recipients: Ceremony['recipients']): Promise<Ceremony> {
@@ -421,7 +423,7 @@ export class UnsealCeremonies {
     while (c.state === 'CEREMONY_STATE_OPEN') {
       const stored = await listJson<StoredVouch>(this.#d.ns, paths.joinVouchesPrefix(c.id)).catch(() => new Map<string, StoredVouch>());
       for (const s of stored.values()) {
-        const v = { voucher: String(s.voucher), seal_epoch: Number(s.seal_epoch), signature: Buffer.from(String(s.signature), 'base64') };
+        const v = { voucher: String(s.voucher), seal_epoch: Number(s.seal_epoch), not_after: String(s.not_after), signature: Buffer.from(String(s.signature), 'base64') };
         if (verifyVouch(c, v, key)) return v;
       }
       if (Date.now() >= deadline) break;

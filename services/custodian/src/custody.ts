@@ -22,7 +22,7 @@
  * ceremony's lifetime; persisting them is part of the governance work).
  */
 import {
-  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifyVouch,
+  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifyVouch, vouchStaleness,
   type Ceremony, type JoinVouch, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
@@ -104,7 +104,8 @@ export class Custody {
     const known = this.#records.get(c.id);
     if (known) {
       if (known.ceremony.hash !== c.hash) throw failedPrecondition(`ceremony ${c.id} was proposed before with other parameters`);
-      if (known.status === 'pending' && this.#autoApproves(c)) await this.approve(c.id, now); // an earlier attempt failed
+      // An earlier attempt failed: approve now — unless a release is in flight (answer it as pending, not as a refusal).
+      if (known.status === 'pending' && this.#autoApproves(c) && !this.#releasing.has(c.id)) await this.approve(c.id, now);
       return known;
     }
     this.#prune(now);
@@ -128,6 +129,8 @@ export class Custody {
     if (!key) throw failedPrecondition(`join of ${joiner} refused: this custodian has no vouch key for share set ${generation}; an unseal ceremony is needed`);
     if (vouch.voucher === joiner) throw permissionDenied(`join of ${joiner} refused: a replica cannot vouch for itself`);
     if (!verifyVouch(c, vouch, key)) throw permissionDenied(`join of ${joiner} refused: the vouch of ${vouch.voucher.slice(0, 128)} does not verify against share set ${generation}'s vouch key`);
+    const stale = vouchStaleness(vouch);
+    if (stale) throw permissionDenied(`join of ${joiner} refused: ${stale}`);
     const seen = this.#vouchedEpochs.get(c.cluster_id) ?? 0;
     if (vouch.seal_epoch < seen) throw permissionDenied(`join of ${joiner} refused: the vouch is from seal epoch ${vouch.seal_epoch}, older than epoch ${seen} already seen`);
     this.#vouchedEpochs.set(c.cluster_id, vouch.seal_epoch);

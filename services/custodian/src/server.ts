@@ -115,7 +115,7 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       // Known before the decision, so that a refusal (e.g. an unvouched join) is audited with them.
       ctx.facts.ceremonyId = String(req.ceremony?.id ?? '').slice(0, 128);
       ctx.facts.details = { operation: String(req.ceremony?.operation ?? '').slice(0, 64) };
-      const vouch = req.vouch ? { voucher: String(req.vouch.voucher ?? ''), seal_epoch: Number(req.vouch.seal_epoch), signature: req.vouch.signature as Buffer } : null;
+      const vouch = req.vouch ? { voucher: String(req.vouch.voucher ?? ''), seal_epoch: Number(req.vouch.seal_epoch), not_after: String(req.vouch.not_after ?? ''), signature: req.vouch.signature as Buffer } : null;
       const r = await d.custody.propose(req.ceremony as Ceremony, ctx.principal, Date.now(), vouch);
       facts(ctx, r);
       return releaseMessage(r, d.custody);
