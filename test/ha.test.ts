@@ -18,7 +18,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ADMIN, DevCluster, coordinatorId } from '@keyshard/devcluster';
+import { ADMIN, DevCluster, coordinatorId, transportPublicKeyPem } from '@keyshard/devcluster';
 import { unsealAndWait, type Ceremony, type KeyshardClient } from '@keyshard/client';
 import { newCeremony, signVouch, type Ceremony as CeremonyObject } from '@keyshard/crypto';
 import { issueCert } from '@keyshard/pki';
@@ -63,8 +63,10 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     assert.equal(sealed, true);
     const attacker = ids[1]!; // its certificate and key are all the attacker has
     const forged = (c: CeremonyObject) => signVouch(Buffer.alloc(32, 7), c, ids[0]!, 1); // a root that is not the cluster's
-    // The attacker's own RSA key: before issue 14, custodians wrapped their shares to it.
-    const attackerKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    // The attacker holds that replica's host: its certificate and its enrolled transport key (whose
+    // private half is on the host), and makes an ephemeral key of its own. Before issue 14 the
+    // custodians released to such a join; without the vouch check they still would.
+    const attackerKey = transportPublicKeyPem(cluster.layout, attacker);
     const attackerEphemeral = generateKeyPairSync('x25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const refusedIds: string[] = [];
     for (const custodian of cluster.custodianIds) {
