@@ -20,7 +20,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ADMIN, DevCluster, coordinatorId, transportPublicKeyPem } from '@keyshard/devcluster';
 import { unsealAndWait, type Ceremony, type KeyshardClient } from '@keyshard/client';
-import { newCeremony, signVouch, type Ceremony as CeremonyObject } from '@keyshard/crypto';
+import { newCeremony, sealNoticeSigner, signVouch, type Ceremony as CeremonyObject } from '@keyshard/crypto';
+import { clusterPrefix, paths } from '@keyshard/store';
 import { issueCert } from '@keyshard/pki';
 import { keyshardProto, makeClient, readTls, unaryCall } from '@keyshard/rpc';
 import { rejectsWith, waitFor } from './support/grpc.ts';
@@ -153,6 +154,49 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     } finally {
       asRogue.close();
     }
+  });
+
+  it('a vouch obtained before a seal is refused after it: the sealing replica tells every custodian the new epoch', async () => {
+    // The attacker holds coordinator-3's host (certificate, etcd access, transport key) while the
+    // cluster is unsealed. It rewrites that replica's registration as sealed, with an ephemeral key
+    // of its own (sealed registrations carry no MAC), and plants a join ceremony for it: an
+    // unsealed peer vouches. It keeps the vouch, waits for the admins to seal, then uses it.
+    const joiner = ids[2]!;
+    const prefix = clusterPrefix(cluster.layout.plan.clusterName);
+    const { cluster_id: clusterId } = await clients[0]!.status();
+    const attackerEphemeral = generateKeyPairSync('x25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const regKey = `${prefix}${paths.coordinator(joiner)}`;
+    const reg = JSON.parse((await cluster.etcdctl(['get', regKey, '--print-value-only'], joiner)).trim()) as Record<string, unknown>;
+    delete reg.mac;
+    await cluster.etcdctl(['put', regKey, JSON.stringify({ ...reg, sealed: true, ephemeralPublicKeyPem: attackerEphemeral })], joiner);
+    const planted = newCeremony({
+      operation: 'join', clusterId, initiator: joiner, ttlSeconds: 600, threshold: 2, parameters: { generation: '1' },
+      recipients: [{ coordinator_id: joiner, public_key_pem: transportPublicKeyPem(cluster.layout, joiner), ephemeral_public_key_pem: attackerEphemeral }],
+    });
+    await cluster.etcdctl(['put', `${prefix}${paths.ceremony(planted.id)}`, JSON.stringify(planted)], joiner);
+    const stored = await waitFor('an unsealed peer vouches for the planted join', async () => {
+      const out = (await cluster.etcdctl(['get', `${prefix}${paths.joinVouchesPrefix(planted.id)}`, '--prefix', '--print-value-only'], joiner)).trim();
+      return out ? (JSON.parse(out.split('\n')[0]!) as { voucher: string; seal_epoch: number; not_after: string; signature: string }) : undefined;
+    });
+    const vouch = { ...stored, signature: Buffer.from(stored.signature, 'base64') };
+
+    await clients[0]!.seal();
+    for (const c of clients) await waitFor('every replica sealed', async () => ((await c.status()).sealed ? true : undefined), 10_000);
+    const notice = await waitFor('the seal notice audited', async () => auditOps().find((e) => e.operation === 'cluster.seal_notice.sent' && Number(e.details.seal_epoch) > stored.seal_epoch));
+    assert.deepEqual((notice.details.told ?? '').split(',').sort(), cluster.custodianIds, 'every custodian was told');
+    for (const custodian of cluster.custodianIds) {
+      const link = makeClient(keyshardProto().CustodianService, cluster.custodianAddress(custodian), readTls(cluster.layout.certs[joiner]!));
+      try {
+        await rejectsWith(unaryCall(link, 'ProposeCeremony', { ceremony: planted, vouch }), 'PERMISSION_DENIED', new RegExp(`vouch is from seal epoch ${stored.seal_epoch}, older than epoch ${notice.details.seal_epoch}`));
+        // A notice not signed by the root is refused: nobody can raise a custodian's epoch (and so block every join) without it.
+        const forged = sealNoticeSigner(Buffer.alloc(32, 7), clusterId, 1)(Number(notice.details.seal_epoch) + 1000);
+        await rejectsWith(unaryCall(link, 'NoteSeal', forged), 'PERMISSION_DENIED', /does not verify/);
+      } finally {
+        link.close();
+      }
+    }
+    await unsealByOperators();
+    await cluster.waitUnsealed(ids, 20_000);
   });
 
   it('Seal on one replica seals every replica; none rejoins by itself; one ceremony unseals them again', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { VOUCH_VALIDITY_MS, signVouch, verifyVouch, vouchMessage, vouchPublicKeyPem, vouchStaleness } from './join-vouch.ts';
+import { VOUCH_VALIDITY_MS, sealNoticeMessage, sealNoticeSigner, signVouch, verifySealNotice, verifyVouch, vouchMessage, vouchPublicKeyPem, vouchStaleness } from './join-vouch.ts';
 import type { Ceremony } from './ceremony.ts';
 
 /** Frozen vector: a second implementation must produce exactly these bytes. */
@@ -14,6 +14,7 @@ const vector = JSON.parse(readFileSync(new URL('../vectors/join-vouch.json', imp
   vouch_public_key_pem: string;
   message_hex: string;
   signature_hex: string;
+  seal_notice: { cluster_id: string; generation: number; seal_epoch: number; message_hex: string; signature_hex: string };
 };
 const root = Buffer.from(vector.root_hex, 'hex');
 const c = { ...vector.ceremony, operation: 'join' } as Ceremony;
@@ -58,5 +59,24 @@ describe('join vouch (frozen vector packages/crypto/vectors/join-vouch.json)', (
     assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, not_after: '', signature: Buffer.alloc(10) }, key), false);
     assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, not_after: '', signature: Buffer.alloc(64) }, 'not a key'), false);
     assert.equal(verifyVouch(c, { voucher: 'x', seal_epoch: 1, not_after: '', signature: Buffer.alloc(64) }, undefined), false);
+  });
+});
+
+describe('seal notice (frozen vector: seal_notice in packages/crypto/vectors/join-vouch.json)', () => {
+  const n = vector.seal_notice;
+  it('signs the vector with the root vouch key under its own domain', () => {
+    assert.equal(sealNoticeMessage(n.cluster_id, n.generation, n.seal_epoch).toString('hex'), n.message_hex);
+    const made = sealNoticeSigner(root, n.cluster_id, n.generation)(n.seal_epoch);
+    assert.equal(made.signature.toString('hex'), n.signature_hex);
+    assert.equal(verifySealNotice(made, vector.vouch_public_key_pem), true);
+  });
+
+  it('does not verify for another epoch, cluster, set or root, nor as a vouch', () => {
+    const made = { cluster_id: n.cluster_id, generation: n.generation, seal_epoch: n.seal_epoch, signature: Buffer.from(n.signature_hex, 'hex') };
+    assert.equal(verifySealNotice({ ...made, seal_epoch: n.seal_epoch + 1 }, vector.vouch_public_key_pem), false);
+    assert.equal(verifySealNotice({ ...made, cluster_id: 'c-other' }, vector.vouch_public_key_pem), false);
+    assert.equal(verifySealNotice({ ...made, generation: 2 }, vector.vouch_public_key_pem), false);
+    assert.equal(verifySealNotice(made, vouchPublicKeyPem(Buffer.alloc(32, 9))), false);
+    assert.equal(verifyVouch(c, { voucher: vector.voucher, seal_epoch: n.seal_epoch, not_after: vector.not_after, signature: made.signature }, vector.vouch_public_key_pem), false, 'domains are separate');
   });
 });

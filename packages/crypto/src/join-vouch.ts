@@ -79,6 +79,40 @@ export function vouchStaleness(v: JoinVouch, now = Date.now()): string {
   return '';
 }
 
+/**
+ * A seal notice: the replica that seals the cluster tells every custodian the new seal epoch,
+ * signed with the same root vouch key under its own domain ("keyshard/v1/seal-notice\0" ||
+ * canonical JSON of { cluster_id, generation, seal_epoch }). A custodian keeps the highest epoch
+ * noticed and refuses any vouch from an older one, so a vouch made before a seal is dead at once
+ * wherever the notice arrived (and within VOUCH_VALIDITY_MS everywhere else).
+ */
+export interface SealNotice {
+  cluster_id: string;
+  generation: number;
+  seal_epoch: number;
+  signature: Buffer;
+}
+
+export function sealNoticeMessage(clusterId: string, generation: number, sealEpoch: number): Buffer {
+  return Buffer.concat([Buffer.from('keyshard/v1/seal-notice\0'), Buffer.from(canonicalJson({ cluster_id: clusterId, generation, seal_epoch: sealEpoch }))]);
+}
+
+/** A signer of seal notices made from the root while it is held, usable after the seal drops it. */
+export function sealNoticeSigner(root: Buffer, clusterId: string, generation: number): (sealEpoch: number) => SealNotice {
+  const { privateKey } = rootSigningKey(root, JOIN_VOUCH_PURPOSE);
+  return (sealEpoch) => ({ cluster_id: clusterId, generation, seal_epoch: sealEpoch, signature: sign(null, sealNoticeMessage(clusterId, generation, sealEpoch), privateKey) });
+}
+
+export function verifySealNotice(n: SealNotice, publicKeyPem: string | undefined): boolean {
+  if (!n || !publicKeyPem || !Number.isSafeInteger(n.seal_epoch) || n.seal_epoch < 1 || !Number.isSafeInteger(n.generation) || n.generation < 1) return false;
+  if (!Buffer.isBuffer(n.signature) || n.signature.length !== 64) return false;
+  try {
+    return verify(null, sealNoticeMessage(n.cluster_id, n.generation, n.seal_epoch), publicKeyPem, n.signature);
+  } catch {
+    return false;
+  }
+}
+
 /** Whether `v` is a valid vouch for `c` under `publicKeyPem`; never throws. */
 export function verifyVouch(c: Ceremony, v: JoinVouch | undefined | null, publicKeyPem: string | undefined): boolean {
   if (!v || !publicKeyPem || typeof v.voucher !== 'string' || !v.voucher || !Number.isSafeInteger(v.seal_epoch) || v.seal_epoch < 0 || typeof v.not_after !== 'string') return false;

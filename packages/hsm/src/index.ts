@@ -23,7 +23,7 @@ import type { Key, Session, SessionObject } from 'graphene-pk11';
 import { KeyshardError } from '@keyshard/errors';
 import {
   APPROVAL_LABEL, ENROLLMENT_LABEL, SHARE_LABEL_PREFIX, approvalTemplates, checkClusterId, checkOaepHash,
-  ed25519PublicPem, enrollmentTemplates, findTemplate, oaepMechanism, parseRsaPublicKey,  rsaPublicPem, recoveryKeyTemplate, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash, checkGeneration, dataTemplate, parseShareLabel, peersLabel, PEERS_LABEL_PREFIX, SUCCESSION_LABEL_PREFIX,
+  ed25519PublicPem, enrollmentTemplates, findTemplate, oaepMechanism, parseRsaPublicKey,  rsaPublicPem, recoveryKeyTemplate, shareLabel, sharePersistAttrs, shareTemplate, type OaepHash, checkGeneration, dataTemplate, parseShareLabel, peersLabel, PEERS_LABEL_PREFIX, SEAL_EPOCH_LABEL_PREFIX, SUCCESSION_LABEL_PREFIX,
   parseTrustedLabel, trustedKeyTemplate, trustedLabel, type TrustedKind,
 } from './objects.ts';
 import { CKA_EC_POINT, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA, TokenHandle, findAll, findOne, p11Error } from './pkcs11.ts';
@@ -236,6 +236,19 @@ export class CustodianToken {
   storeSuccession(clusterId: string, value: Buffer): void {
     checkClusterId(clusterId);
     this.#storeData('store the succession record', `${SUCCESSION_LABEL_PREFIX}${clusterId}`, value);
+  }
+
+  /** Stores (replacing) the highest seal epoch this custodian was told of for a cluster. */
+  storeSealEpoch(clusterId: string, epoch: number): void {
+    checkClusterId(clusterId);
+    this.#storeData('store the seal epoch', `${SEAL_EPOCH_LABEL_PREFIX}${clusterId}`, Buffer.from(String(epoch)));
+  }
+
+  readSealEpoch(clusterId: string): number {
+    checkClusterId(clusterId);
+    const raw = this.#readData('read the seal epoch', `${SEAL_EPOCH_LABEL_PREFIX}${clusterId}`);
+    const n = raw ? Number(raw.toString()) : 0;
+    return Number.isSafeInteger(n) && n > 0 ? n : 0;
   }
 
   readSuccession(clusterId: string): Buffer | undefined {

@@ -93,6 +93,8 @@ export function checkGeneration(generation: unknown): asserts generation is numb
 export const PEERS_LABEL_PREFIX = 'keyshard-peers:';
 /** A restored custodian's succession record per cluster (packages/crypto/src/succession.ts). */
 export const SUCCESSION_LABEL_PREFIX = 'keyshard-succession:';
+/** The highest cluster seal epoch a custodian was told of (a signed seal notice; not secret). */
+export const SEAL_EPOCH_LABEL_PREFIX = 'keyshard-seal-epoch:';
 export const peersLabel = (clusterId: string, generation: number) => `${PEERS_LABEL_PREFIX}${clusterId}#${generation}`;
 
 /** A private, non-modifiable data object on the token (CKO_DATA). */

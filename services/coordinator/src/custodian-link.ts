@@ -5,7 +5,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
 import { KeyshardError } from '@keyshard/errors';
-import type { Ceremony, JoinVouch, Succession } from '@keyshard/crypto';
+import type { Ceremony, JoinVouch, SealNotice, Succession } from '@keyshard/crypto';
 
 export interface CustodianIdentity {
   custodian_id: string;
@@ -103,6 +103,11 @@ export class CustodianLink {
   /** Proposes a ceremony; a join carries the vouch of an unsealed peer. */
   propose(ceremony: Ceremony, vouch?: JoinVouch): Promise<ReleaseResponse> {
     return this.#call('ProposeCeremony', { ceremony, vouch: vouch ?? null });
+  }
+
+  /** Tells the custodian the cluster's new seal epoch (seal-notice.ts). */
+  noteSeal(notice: SealNotice): Promise<{ seal_epoch: number }> {
+    return this.#call('NoteSeal', notice, 3_000);
   }
 
   release(ceremonyId: string): Promise<ReleaseResponse> {

@@ -15,6 +15,7 @@ import { Cluster } from './cluster.ts';
 import { CustodianLink } from './custodian-link.ts';
 import { Keyring } from './keyring.ts';
 import { JoinVoucher } from './join-voucher.ts';
+import { sealCluster } from './seal-notice.ts';
 import { UnsealCeremonies } from './unseal-ceremony.ts';
 
 import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
@@ -152,6 +153,7 @@ async function main(): Promise<void> {
     defaultDestructionWaitSeconds: config.keys.defaultDestructionWaitSeconds,
   });
   const voucher = new JoinVoucher({ ns, cluster, seal, replicas, audit: ceremonyAudit, log });
+  const sealEverywhere = (principal: string) => sealCluster({ seal, cluster, links, replicas, audit: ceremonyAudit, log }, principal);
   const unseal = new UnsealCeremonies({
     ns, replicas, cluster, seal, links, replica, audit: ceremonyAudit, log, voucher,
     oaepHash: config.oaepHash,
@@ -169,7 +171,7 @@ async function main(): Promise<void> {
   };
   const shareSets: ShareSetDeps = {
     ns, cluster, seal, links, log, compact, integrity,
-    sealCluster: () => replicas.sealCluster(() => seal.seal(), config.coordinatorId),
+    sealCluster: () => sealEverywhere(config.coordinatorId),
     crashAt: config.faultInjection.crashAt,
   };
   const quorum = new QuorumCeremonies(
@@ -243,7 +245,7 @@ async function main(): Promise<void> {
     unaryService(
       proto.CeremonyService.service,
       ceremonyHandlers({
-        cluster, seal, unseal, quorum, links, replicas, ns, integrity, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(),
+        cluster, seal, unseal, quorum, links, replicas, ns, integrity, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(), sealCluster: sealEverywhere,
         etcdStatus: () => etcdStatus(etcd, etcdReads),
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),

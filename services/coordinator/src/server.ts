@@ -36,6 +36,8 @@ export interface CeremonyDeps {
   /** Whether this replica's etcd reads succeed (etcd-reachability.ts). */
   etcdReachable: () => boolean;
   auditSinkStatus: () => Promise<AuditSinkStatus>;
+  /** Seals every replica and tells the custodians (seal-notice.ts). */
+  sealCluster: (principal: string) => Promise<number>;
 }
 
 const ADMIN_METHODS = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony', 'GetShareExport']);
@@ -160,7 +162,7 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
     async Seal(_req, ctx) {
       try {
         // Seals this replica at once, then raises the seal epoch under a record MAC (replicas.ts).
-        const epoch = await d.replicas.sealCluster(() => d.seal.seal(), ctx.principal);
+        const epoch = await d.sealCluster(ctx.principal);
         ctx.facts.details = { seal_epoch: String(epoch) };
       } finally {
         await d.unseal.cancelCurrent('sealed by an admin');

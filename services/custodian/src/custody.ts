@@ -22,8 +22,8 @@
  * ceremony's lifetime; persisting them is part of the governance work).
  */
 import {
-  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifyVouch, vouchStaleness,
-  type Ceremony, type JoinVouch, type Succession,
+  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifySealNotice, verifyVouch, vouchStaleness,
+  type Ceremony, type JoinVouch, type SealNotice, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
 import { failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
@@ -77,7 +77,7 @@ export class Custody {
   /** Share sets delivered by this process and never released yet: only these may be replaced (a retried init or reshare). */
   #provisional = new Set<string>();
   #successions = new Map<string, Succession | null>();
-  /** Per cluster, the highest seal epoch a valid join vouch named: an older epoch's vouch is stale. */
+  /** Per cluster, the highest seal epoch a valid vouch or seal notice named (notices also kept in the token): an older epoch's vouch is stale. */
   #vouchedEpochs = new Map<string, number>();
   /** Ceremonies whose release is being sealed (an await): a second approve meanwhile is refused. */
   #releasing = new Set<string>();
@@ -131,7 +131,7 @@ export class Custody {
     if (!verifyVouch(c, vouch, key)) throw permissionDenied(`join of ${joiner} refused: the vouch of ${vouch.voucher.slice(0, 128)} does not verify against share set ${generation}'s vouch key`);
     const stale = vouchStaleness(vouch);
     if (stale) throw permissionDenied(`join of ${joiner} refused: ${stale}`);
-    const seen = this.#vouchedEpochs.get(c.cluster_id) ?? 0;
+    const seen = this.#knownEpoch(c.cluster_id);
     if (vouch.seal_epoch < seen) throw permissionDenied(`join of ${joiner} refused: the vouch is from seal epoch ${vouch.seal_epoch}, older than epoch ${seen} already seen`);
     this.#vouchedEpochs.set(c.cluster_id, vouch.seal_epoch);
   }
@@ -154,6 +154,30 @@ export class Custody {
       if (!enrolled.some((k) => k.name === r.coordinator_id && k.publicKeyPem === pem))
         throw permissionDenied(`coordinator ${r.coordinator_id} has no transport key enrolled in this custodian's token matching the ceremony's (its security officer enrolls it: keyshard custodian enroll)`);
     }
+  }
+
+  /** The highest seal epoch known for a cluster: from vouches seen and seal notices (persisted in the token). */
+  #knownEpoch(clusterId: string): number {
+    if (!this.#vouchedEpochs.has(clusterId)) this.#vouchedEpochs.set(clusterId, this.#token.readSealEpoch(clusterId));
+    return this.#vouchedEpochs.get(clusterId)!;
+  }
+
+  /**
+   * A seal notice from the replica that sealed the cluster, signed with the vouch key of a share
+   * set this token holds: from now on vouches of older epochs are refused. Returns the epoch known.
+   */
+  noteSeal(n: SealNotice): number {
+    if (!this.#token.shareClusterIds().includes(n.cluster_id)) throw failedPrecondition('this custodian holds no share of that cluster');
+    if (!Number.isSafeInteger(n.generation) || n.generation < 1) throw invalidArgument('generation must be a positive integer');
+    const raw = this.#token.readPeers(n.cluster_id, n.generation);
+    const key = raw ? (JSON.parse(raw.toString()) as ShareSetPeers).vouchPublicKeyPem : undefined;
+    if (!verifySealNotice(n, key)) throw permissionDenied(`the seal notice does not verify against share set ${n.generation}'s vouch key`);
+    const known = this.#knownEpoch(n.cluster_id);
+    if (n.seal_epoch > known) {
+      this.#token.storeSealEpoch(n.cluster_id, n.seal_epoch);
+      this.#vouchedEpochs.set(n.cluster_id, n.seal_epoch);
+    }
+    return Math.max(known, n.seal_epoch);
   }
 
   /** Auto-release by policy, and only by a custodian holding the share set the ceremony acts on. */

@@ -6,7 +6,7 @@ import type { Ceremony, Succession } from '@keyshard/crypto';
 import type { Approvals, Custody, ReleaseRecord } from './custody.ts';
 import type { TrustedKeys } from './trusted-keys.ts';
 
-const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease', 'DestroyShare', 'ExportShare']);
+const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease', 'DestroyShare', 'ExportShare', 'NoteSeal']);
 const OPERATOR_METHODS = new Set(['GetIdentity', 'ListPending', 'ShowCeremony', 'Approve', 'Deny', 'ImportShare', 'EnrollTransportKey', 'RevokeTransportKey', 'ListTrustedKeys']);
 
 export function authorizer(coordinators: Set<string>, operators: Set<string>) {
@@ -143,6 +143,11 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
     },
     async RevokeTransportKey(req, ctx) {
       return d.trustedKeys.revoke(req, ctx);
+    },
+    async NoteSeal(req, ctx) {
+      const notice = { cluster_id: String(req.cluster_id ?? ''), generation: Number(req.generation), seal_epoch: Number(req.seal_epoch), signature: req.signature as Buffer };
+      ctx.facts.details = { cluster_id: notice.cluster_id.slice(0, 128), seal_epoch: String(notice.seal_epoch) };
+      return { seal_epoch: d.custody.noteSeal(notice) };
     },
     async ListTrustedKeys() {
       return d.trustedKeys.list();
