@@ -99,6 +99,16 @@ export function manifestFingerprint(m: ShareManifest): string {
 }
 
 /**
+ * SHA-256 of a share set's threshold and its custodians' approval keys (sorted by id): what a
+ * reshare / rotate-root ceremony binds for the set it retires and the set it makes, so a
+ * custodian can check that a delivered or stored peers record is the one the quorum approved.
+ */
+export function peersDigest(threshold: number, custodians: readonly { id: string; approvalPublicKeyPem: string }[]): string {
+  const sorted = [...custodians].map((c) => [c.id, c.approvalPublicKeyPem.trim()]).sort((a, b) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0));
+  return createHash('sha256').update('keyshard/v1/share-set-peers\0').update(canonicalJson({ threshold, custodians: sorted })).digest('hex');
+}
+
+/**
  * Splits `root` t-of-n, one share per custodian (in order). The caller delivers each share
  * encrypted to its custodian and must zeroize the returned share buffers.
  */

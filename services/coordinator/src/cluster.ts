@@ -21,7 +21,7 @@ import {
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
-import type { CustodianLink } from './custodian-link.ts';
+import type { Approval, CustodianLink } from './custodian-link.ts';
 import type { Seal } from './seal.ts';
 
 export interface ClusterRecord {
@@ -141,13 +141,14 @@ export class Cluster {
 
   /**
    * Delivers each share of `split` to its custodian, encrypted to that custodian HSM's
-   * enrollment key (RSA-OAEP, RFC 8017), with the set's peers and threshold.
+   * enrollment key (RSA-OAEP, RFC 8017), with the set's peers and threshold; a later set
+   * (reshare / rotate-root) with the quorum's approvals of its ceremony, which custodians check.
    */
   async deliver(
     links: CustodianLink[],
     identities: { enrollment_public_key_pem: string }[],
     split: { manifest: ShareManifest; shares: Uint8Array[] },
-    opts: { clusterId: string; generation: number; replace: boolean; ceremonyId?: string },
+    opts: { clusterId: string; generation: number; replace: boolean; ceremonyId?: string; approvals?: Approval[] },
   ): Promise<void> {
     const peers = split.manifest.custodians.map((c) => ({ id: c.id, approvalPublicKeyPem: c.approvalPublicKeyPem }));
     const vouchPublicKeyPem = split.manifest.vouchPublicKeyPem ?? '';

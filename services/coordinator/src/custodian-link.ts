@@ -71,6 +71,8 @@ export class CustodianLink {
     /** The root's join-vouch key (join-vouch.ts): what the custodian checks join vouches with. */
     vouchPublicKeyPem: string;
     ceremonyId?: string;
+    /** generation > 1: the quorum's approvals of the reshare / rotate-root ceremony (checked by the custodian). */
+    approvals?: Approval[];
   }): Promise<unknown> {
     return this.#call('DeliverShare', {
       cluster_id: d.clusterId,
@@ -82,6 +84,7 @@ export class CustodianLink {
       peers: d.peers.map((p) => ({ custodian_id: p.id, approval_public_key_pem: p.approvalPublicKeyPem })),
       ceremony_id: d.ceremonyId ?? '',
       vouch_public_key_pem: d.vouchPublicKeyPem,
+      approvals: approvalMessages(d.approvals ?? []),
     });
   }
 

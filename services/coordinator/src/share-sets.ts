@@ -8,7 +8,9 @@
  *   1 reserve   `share-set-next` := the new generation (a retry never reuses a generation
  *               whose shares may sit half-delivered in some token)
  *   2 deliver   the new shares (generation g+1) to the new custodians, each encrypted to its
- *               HSM's enrollment key, with the new set's peers and threshold
+ *               HSM's enrollment key, with the new set's peers and threshold and the quorum's
+ *               approvals (custodians holding the old set check them against their record of
+ *               it; the peers must match the digests the ceremony binds)
  *   3 switch    one etcd transaction: manifest := the new set (and, for rotate-root, every KEK
  *               re-wrapped under the new root), only if the manifest and KEKs are unchanged
  *   4 retire    each old custodian destroys its old share, after checking the quorum's
@@ -24,7 +26,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  manifestFingerprint, splitRootKey, validateQuorum, wrapKek, wrapRecordMacKey, zeroize, type Ceremony, type ShareManifest,
+  manifestFingerprint, peersDigest, splitRootKey, validateQuorum, wrapKek, wrapRecordMacKey, zeroize, type Ceremony, type ShareManifest,
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/errors';
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
@@ -76,6 +78,10 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       if (unknown.length) throw invalidArgument(`not configured custodians: ${unknown.join(', ')}`);
       const reserved = await reservedGeneration(d);
       const next = Math.max(generationOf(manifest), reserved) + 1;
+      // Bound in the ceremony: the set it retires and the approval keys of the set it makes.
+      // Custodians refuse a delivery whose peers record is not the approved one.
+      const links = ids.map((id) => d.links.find((l) => l.id === id)!);
+      const identities = await d.cluster.identities(links);
       return {
         new_generation: String(next),
         custodians: ids.join(','),
@@ -83,6 +89,8 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
         previous_custodians: current.join(','),
         previous_threshold: String(manifest.threshold),
         manifest_fingerprint: manifestFingerprint(manifest),
+        previous_peers_digest: peersDigest(manifest.threshold, manifest.custodians),
+        new_peers_digest: peersDigest(threshold, identities.map((id, i) => ({ id: ids[i]!, approvalPublicKeyPem: id.approval_public_key_pem }))),
       };
     },
 
@@ -113,7 +121,10 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
           Number(c.parameters.threshold),
           generation,
         );
-        await d.cluster.deliver(links, identities, split, { clusterId: record.clusterId, generation, replace: false, ceremonyId: c.id });
+        if (peersDigest(split.manifest.threshold, split.manifest.custodians) !== c.parameters.new_peers_digest)
+          throw failedPrecondition('a custodian of the new set presents another approval key than when this ceremony began; start a new one');
+        // The quorum's approvals go with each share: a custodian holding the old set checks them against its record of it.
+        await d.cluster.deliver(links, identities, split, { clusterId: record.clusterId, generation, replace: false, ceremonyId: c.id, approvals });
         await crashPoint(d, `${kind}:delivered`);
         if (kind === 'rotate-root') {
           for (const epoch of d.seal.kekEpochs())

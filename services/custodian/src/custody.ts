@@ -20,9 +20,41 @@
  * join without a vouch needs a quorum of operators' approvals by hand. Decisions are final for the life
  * of the process (kept in memory: a restarted custodian could be asked again within the
  * ceremony's lifetime; persisting them is part of the governance work).
+ *
+ * Share sets and the authority of their peers records. Each set's peers record (custodians,
+ * approval keys, threshold, vouch key) is stored with its share, with the generation whose
+ * quorum admitted it (`parent`). A record speaks only for acts on its own lineage:
+ *  - Set 1 (init) is taken only by a custodian holding no share of the cluster (or replacing
+ *    the never-released share of a retried init).
+ *  - A later set g comes only within the reshare / rotate-root ceremony c that makes it
+ *    (`new_generation` = g, shown to this custodian, unexpired), and its peers must be the ones
+ *    c binds (`custodians`, `threshold`, `new_peers_digest`). A custodian that holds ANY share
+ *    of the cluster takes it only with a quorum of valid approvals of c (DeliverShare
+ *    `approvals`) counted against its own stored record of the set c acts on (`generation`),
+ *    which must be the record c binds (`previous_peers_digest`); g must be newer than every set
+ *    it holds, and every held set newer than c's set must be a child of it (a crashed
+ *    ceremony's half-made set). Without that the delivery is refused (PERMISSION_DENIED /
+ *    FAILED_PRECONDITION naming the missing quorum), so one coordinator certificate cannot
+ *    plant a set beside a real one.
+ *  - New custodians. A custodian holding no share of the cluster has nothing to check a
+ *    quorum against: the old set's keys would come from the caller, and the manifest that
+ *    names them is MAC'd under the root, which a custodian cannot verify. It takes the set
+ *    as the root of its custody of that cluster, unverified, and that is safe because of
+ *    what any record may authorise: a ceremony's approvals are counted only against the
+ *    record of the set it acts on (`generation`), and destroy then reaches only that set, sets
+ *    older than it, and its own children (never a newer set that descends from another one).
+ *    A planted first set therefore holds only the attacker's own bytes; a real set delivered
+ *    later must verify against a faithful copy of the real record (both digests are bound by
+ *    the real quorum), after which every set the planted records can reach is older than it
+ *    or not its ancestor-by-approval, and no planted record can be made newer than it.
+ *    What one coordinator certificate can still do to an EMPTY custodian is occupy it (the
+ *    real reshare adding it is then refused, naming the record): a denial of service, never a
+ *    destroyed or released real share.
+ *  - Join vouches are checked with the vouch key of the ceremony's set, so a planted set could
+ *    only vouch for releasing its own planted share, and none can be planted beside a real one.
  */
 import {
-  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifySealNotice, verifyVouch, vouchStaleness,
+  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, peersDigest, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifySealNotice, verifyVouch, vouchStaleness,
   type Ceremony, type JoinVouch, type SealNotice, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
@@ -47,6 +79,11 @@ export interface ShareSetPeers {
   vouchPublicKeyPem?: string;
 }
 
+/** A peers record as stored: with the generation whose quorum admitted the set (absent: the first set this token took). */
+interface StoredPeers extends ShareSetPeers {
+  parent?: number;
+}
+
 export interface Delivery {
   clusterId: string;
   encryptedShare: Buffer;
@@ -54,6 +91,8 @@ export interface Delivery {
   generation: number;
   peers?: ShareSetPeers;
   ceremonyId?: string;
+  /** generation > 1: the quorum's approvals of the ceremony, counted against the stored record of the set it acts on. */
+  approvals?: Approvals;
 }
 
 const SUPPORTED = new Set(['unseal', 'join', 'destroy-key', 'reshare', 'rotate-root', 'destroy-cluster', 'recover', 'export-share']);
@@ -124,8 +163,7 @@ export class Custody {
     if (!vouch || !vouch.voucher)
       throw failedPrecondition(`join of ${joiner} refused: no replica unsealed in the current seal epoch vouched for it; an unseal ceremony is needed`);
     const generation = generationOf(c);
-    const raw = this.#token.readPeers(c.cluster_id, generation);
-    const key = raw ? (JSON.parse(raw.toString()) as ShareSetPeers).vouchPublicKeyPem : undefined;
+    const key = this.#record(c.cluster_id, generation)?.vouchPublicKeyPem;
     if (!key) throw failedPrecondition(`join of ${joiner} refused: this custodian has no vouch key for share set ${generation}; an unseal ceremony is needed`);
     if (vouch.voucher === joiner) throw permissionDenied(`join of ${joiner} refused: a replica cannot vouch for itself`);
     if (!verifyVouch(c, vouch, key)) throw permissionDenied(`join of ${joiner} refused: the vouch of ${vouch.voucher.slice(0, 128)} does not verify against share set ${generation}'s vouch key`);
@@ -197,24 +235,67 @@ export class Custody {
     return r;
   }
 
+  /** The stored peers record of a share set, if this token holds one. */
+  #record(clusterId: string, generation: number): StoredPeers | undefined {
+    const raw = this.#token.readPeers(clusterId, generation);
+    return raw ? (JSON.parse(raw.toString()) as StoredPeers) : undefined;
+  }
+
+  /** How many of `approvals` are valid approvals of `c` by custodians of the set `p` records. */
+  #tally(c: Ceremony, p: ShareSetPeers, approvals: Approvals, now: number): number {
+    return tallyApprovals(c, p.custodians, approvals, now).approved.length;
+  }
+
   /**
-   * Takes a share. Generation 1 comes from init: replacing it is allowed only for a retried init
-   * (delivered by this process, never released). A later generation comes only within the
-   * reshare or rotate-root ceremony that makes it, which this custodian must have been shown.
+   * Takes a share. Generation 1 comes from init: only to a custodian holding no share of the
+   * cluster, or replacing the share of a retried init (delivered by this process, never
+   * released). A later generation comes only within the reshare or rotate-root ceremony that
+   * makes it, with the peers it binds and, to a custodian holding shares of the cluster, a
+   * quorum of approvals of it counted against the stored record of the set it acts on (header).
    */
   deliver(d: Delivery, now = Date.now()): void {
     const set = `${d.clusterId}#${d.generation}`;
+    const held = this.#token.shareGenerations(d.clusterId);
+    let parent: number | undefined;
     if (d.generation > 1) {
+      if (d.replace) throw failedPrecondition(`share set ${d.generation} is never replaced; a retried reshare makes a new set`);
       const r = d.ceremonyId ? this.#records.get(d.ceremonyId) : undefined;
       const c = r?.ceremony;
       if (!c || !NEW_SET.has(c.operation) || c.cluster_id !== d.clusterId || c.parameters.new_generation !== String(d.generation) || isExpired(c, now))
         throw failedPrecondition(`share set ${d.generation} is delivered only within the open reshare or rotate-root ceremony that makes it`);
+      const from = generationOf(c);
+      if (d.generation <= from) throw invalidArgument(`ceremony ${c.id} makes set ${d.generation} from the newer set ${from}`);
+      if (!d.peers) throw invalidArgument(`share set ${d.generation} needs its peers record`);
+      const ids = String(c.parameters.custodians ?? '').split(',');
+      if (
+        d.peers.threshold !== Number(c.parameters.threshold) || d.peers.custodians.length !== ids.length || !d.peers.custodians.every((p) => ids.includes(p.id)) ||
+        peersDigest(d.peers.threshold, d.peers.custodians) !== c.parameters.new_peers_digest
+      )
+        throw permissionDenied(`share set ${d.generation}: the peers record is not the one ceremony ${c.id} binds (custodians, threshold, approval keys)`);
+      if (held.length > 0) {
+        // This custodian holds shares of the cluster: the set c acts on must be one it holds, and a quorum of it must have approved c.
+        const old = this.#record(d.clusterId, from);
+        if (!old) throw failedPrecondition(`share set ${d.generation} is made from set ${from}, of which this custodian holds no record (it holds ${held.join(', ')}): refused`);
+        if (peersDigest(old.threshold, old.custodians) !== c.parameters.previous_peers_digest)
+          throw permissionDenied(`share set ${d.generation}: ceremony ${c.id} names another set ${from} than the one this custodian holds`);
+        const got = this.#tally(c, old, d.approvals ?? [], now);
+        if (got < old.threshold)
+          throw permissionDenied(`share set ${d.generation} needs a quorum of valid approvals of ${c.operation} ceremony ${c.id} by share set ${from}: got ${got} of ${old.threshold}`);
+        const newest = Math.max(...held);
+        if (d.generation <= newest) throw failedPrecondition(`share set ${d.generation} is not newer than set ${newest}, which this custodian holds`);
+        const stray = held.filter((g) => g > from && this.#record(d.clusterId, g)?.parent !== from);
+        if (stray.length) throw failedPrecondition(`this custodian holds set(s) ${stray.join(', ')}, newer than set ${from} and not made from it: refused`);
+        parent = from;
+      }
+    } else {
+      const others = held.filter((g) => g !== 1);
+      const retry = d.replace && held.includes(1) && this.#provisional.has(set);
+      if (others.length > 0 || (held.includes(1) && !retry))
+        throw failedPrecondition(`this custodian holds a share of cluster ${d.clusterId} in use; a new set needs a reshare ceremony`);
     }
-    if (d.replace && this.#token.hasShare(d.clusterId, d.generation) && !this.#provisional.has(set))
-      throw failedPrecondition(`a share for cluster ${d.clusterId} is in use; replacing it needs a reshare ceremony`);
     if (d.peers) checkPeers(d.peers, this.#custodianId);
     this.#token.unwrapShare(d.clusterId, d.encryptedShare, { replace: d.replace, generation: d.generation });
-    if (d.peers) this.#token.storePeers(d.clusterId, d.generation, Buffer.from(JSON.stringify(d.peers)));
+    if (d.peers) this.#token.storePeers(d.clusterId, d.generation, Buffer.from(JSON.stringify(storedPeers(d.peers, parent))));
     this.#provisional.add(set);
   }
 
@@ -264,17 +345,19 @@ export class Custody {
   }
 
   /**
-   * Destroys share sets on a quorum's word: every generation for destroy-cluster; for reshare /
-   * rotate-root every generation older than the one it made (the retired set, and any set a
-   * crashed ceremony left half-made). The approvals are counted against the peers records of
-   * sets this token holds, stored when they were delivered (the ceremony's own set first) —
-   * never against keys the caller supplies. Returns the generations destroyed.
+   * Destroys share sets on a quorum's word, counted against the stored record of the set the
+   * ceremony acts on (`generation`) only. It reaches that set, every older set, and the sets
+   * made from it (a crashed ceremony's half-made set): for reshare / rotate-root those older
+   * than the one it made; for destroy-cluster all of them. Never a newer set made from
+   * another record (header). Returns the generations destroyed.
    */
-  destroy(clusterId: string, ceremonyId: string, approvals: { custodianId: string; signature: Buffer }[], now = Date.now()): number[] {
+  destroy(clusterId: string, ceremonyId: string, approvals: Approvals, now = Date.now()): number[] {
     const held = this.#token.shareGenerations(clusterId);
     if (held.length === 0) return []; // nothing held: nothing to check or destroy
     const c = this.#approvedCeremony(clusterId, ceremonyId, approvals, now, (op) => op === 'destroy-cluster' || NEW_SET.has(op), 'destroys no share');
-    const doomed = c.operation === 'destroy-cluster' ? held : held.filter((g) => g < Number(c.parameters.new_generation));
+    const from = generationOf(c);
+    const reach = held.filter((g) => g <= from || this.#record(clusterId, g)?.parent === from);
+    const doomed = c.operation === 'destroy-cluster' ? reach : reach.filter((g) => g < Number(c.parameters.new_generation));
     for (const g of doomed) this.#token.destroyShare(clusterId, g);
     return doomed;
   }
@@ -328,7 +411,7 @@ export class Custody {
     }
     if (this.#token.hasShare(i.clusterId, i.generation)) throw failedPrecondition(`this token already holds share set ${i.generation} of cluster ${i.clusterId}`);
     this.#token.importRecoveredShare(i.clusterId, i.wrappedShare, i.recoveryPrivateKeyPem, i.generation);
-    if (peers) this.#token.storePeers(i.clusterId, i.generation, Buffer.from(JSON.stringify(peers)));
+    if (peers) this.#token.storePeers(i.clusterId, i.generation, Buffer.from(JSON.stringify(storedPeers(peers, undefined))));
     if (i.successionStatement.length > 0) {
       // The recovery key certifies this token's approval key as the successor of the one the set records.
       const approvalPublicKeyPem = this.#token.ensureIdentity().approvalPublicKeyPem;
@@ -359,8 +442,8 @@ export class Custody {
 
   /**
    * A ceremony this custodian was shown, of an allowed kind, unexpired, whose `approvals` make a
-   * quorum of a share set this token holds — counted against the peers records stored with
-   * the shares (the ceremony's own set first), never against keys the caller supplies.
+   * quorum of the share set it acts on (`generation`) — counted against the peers record stored
+   * with that set, never against another held set's or keys the caller supplies.
    */
   #approvedCeremony(clusterId: string, ceremonyId: string, approvals: Approvals, now: number, allowed: (op: string) => boolean, refusal: string): Ceremony {
     const c = this.get(ceremonyId).ceremony;
@@ -368,15 +451,10 @@ export class Custody {
     if (!allowed(c.operation)) throw failedPrecondition(`a ${c.operation} ceremony ${refusal}`);
     if (isExpired(c, now)) throw failedPrecondition(`ceremony ${ceremonyId} has expired`);
     const generation = generationOf(c);
-    const held = this.#token.shareGenerations(clusterId);
-    const records = [generation, ...held.filter((g) => g !== generation)]
-      .map((g) => this.#token.readPeers(clusterId, g))
-      .filter((r): r is Buffer => r !== undefined)
-      .map((r) => JSON.parse(r.toString()) as ShareSetPeers);
-    if (records.length === 0) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}`);
-    const tallies = records.map((p) => ({ need: p.threshold, got: tallyApprovals(c, p.custodians, approvals, now).approved.length }));
-    if (!tallies.some((t) => t.got >= t.need))
-      throw permissionDenied(`${c.operation} needs a quorum of valid approvals: got ${tallies[0]!.got} of ${tallies[0]!.need}`);
+    const record = this.#record(clusterId, generation);
+    if (!record) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}, which ceremony ${ceremonyId} acts on`);
+    const got = this.#tally(c, record, approvals, now);
+    if (got < record.threshold) throw permissionDenied(`${c.operation} needs a quorum of valid approvals of share set ${generation}: got ${got} of ${record.threshold}`);
     return c;
   }
 }
@@ -388,11 +466,22 @@ export interface ShareExport {
   successionStatement: Buffer;
 }
 
+/** Only the record's own fields (whatever else a caller sent), with the set's parent if a quorum admitted it. */
+function storedPeers(p: ShareSetPeers, parent: number | undefined): StoredPeers {
+  return {
+    threshold: p.threshold,
+    custodians: p.custodians.map((c) => ({ id: c.id, approvalPublicKeyPem: c.approvalPublicKeyPem })),
+    ...(p.vouchPublicKeyPem !== undefined ? { vouchPublicKeyPem: p.vouchPublicKeyPem } : {}),
+    ...(parent !== undefined ? { parent } : {}),
+  };
+}
+
 function checkPeers(p: ShareSetPeers, self: string): void {
   const ok =
     Number.isInteger(p.threshold) && p.threshold >= 2 && Array.isArray(p.custodians) && p.custodians.length >= p.threshold && p.custodians.length <= 255 &&
     p.custodians.every((c) => typeof c.id === 'string' && typeof c.approvalPublicKeyPem === 'string' && c.approvalPublicKeyPem.includes('PUBLIC KEY')) &&
     (p.vouchPublicKeyPem === undefined || (typeof p.vouchPublicKeyPem === 'string' && p.vouchPublicKeyPem.length < 1024 && p.vouchPublicKeyPem.includes('PUBLIC KEY')));
   if (!ok) throw invalidArgument('peers: a threshold of at least 2 and that many custodians with approval keys');
+  if (new Set(p.custodians.map((c) => c.id)).size !== p.custodians.length) throw invalidArgument('peers: a custodian is listed twice');
   if (!p.custodians.some((c) => c.id === self)) throw invalidArgument(`peers do not include this custodian (${self})`);
 }

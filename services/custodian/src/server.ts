@@ -74,7 +74,7 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
           }
         : undefined;
       const generation = Number(req.generation) || 1;
-      d.custody.deliver({ clusterId: req.cluster_id, encryptedShare: req.encrypted_share, replace: req.replace === true, generation, peers, ceremonyId: req.ceremony_id || undefined });
+      d.custody.deliver({ clusterId: req.cluster_id, encryptedShare: req.encrypted_share, replace: req.replace === true, generation, peers, ceremonyId: req.ceremony_id || undefined, approvals: approvalsOf(req) });
       ctx.facts.details = { cluster_id: req.cluster_id, x: String(req.x), generation: String(generation) };
       if (req.ceremony_id) ctx.facts.ceremonyId = req.ceremony_id;
       return { custodian_id: d.custodianId };
