@@ -95,6 +95,8 @@ export class JoinVoucher {
   async #refusal(c: Ceremony): Promise<string> {
     const { cluster, replicas, seal } = this.#d;
     if (seal.sealed) return 'this replica is sealed';
+    // The share set may have changed through another replica (a reshare): judge against the stored manifest.
+    await cluster.load();
     let clusterId: string;
     let generation: number;
     try {
