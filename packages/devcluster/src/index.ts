@@ -286,23 +286,33 @@ export class DevCluster {
 
   /**
    * Brings one (restarted) replica back: it joins its unsealed peers by itself (a join
-   * ceremony); if no peer is unsealed, it is unsealed through a ceremony of its own.
+   * ceremony); if no peer is unsealed (or none is left to vouch for it), it is unsealed through a
+   * ceremony of its own.
    */
-  async bootstrapReplica(id: string): Promise<void> {
-    const peers = this.coordinatorIds.filter((c) => c !== id && this.process(c).running);
-    const statuses = await Promise.all(peers.map((p) => this.#status(p).catch(() => undefined)));
-    if (!statuses.some((s) => s && !s.sealed)) {
-      const client = this.client(ADMIN, { coordinator: id });
-      try {
-        await unsealAndWait(client, (c) => this.#progress(`unseal ${id}: approvals ${c.approved_by.length}/${c.threshold}`));
-      } catch (e) {
-        // A peer that did not answer in time was unsealed after all, and the replica joined it meanwhile.
-        if (!/already unsealed/.test((e as { details?: string }).details ?? '')) throw e;
-      } finally {
-        client.close();
+  async bootstrapReplica(id: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const me = await this.#status(id).catch(() => undefined);
+      if (me && !me.sealed) return;
+      // A peer that seemed unsealed may turn out to hold a stale root (rotated through the restarted
+      // replica) and seal itself when asked to vouch: with nobody left to vouch, unseal by ceremony.
+      const peers = this.coordinatorIds.filter((c) => c !== id && this.process(c).running);
+      const statuses = await Promise.all(peers.map((p) => this.#status(p).catch(() => undefined)));
+      if (!statuses.some((s) => s && !s.sealed)) {
+        const client = this.client(ADMIN, { coordinator: id });
+        try {
+          await unsealAndWait(client, (c) => this.#progress(`unseal ${id}: approvals ${c.approved_by.length}/${c.threshold}`));
+        } catch (e) {
+          // A peer that did not answer in time was unsealed after all, and the replica joined it meanwhile;
+          // or the replica's own join was still open and failed: the next round decides again.
+          if (Date.now() > deadline) throw e;
+        } finally {
+          client.close();
+        }
       }
+      if (Date.now() > deadline) throw new Error(`replica ${id} is still sealed after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 200));
     }
-    await this.waitUnsealed([id]);
   }
 
   async #status(id: string) {

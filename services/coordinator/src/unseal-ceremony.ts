@@ -187,7 +187,12 @@ export class UnsealCeremonies {
       throw invalidArgument(`ttl_seconds must be between 10 and ${this.#d.ttlSeconds}`);
     this.#d.cluster.requireInitialized();
     if (!this.#d.seal.sealed) throw failedPrecondition('already unsealed');
-    if (this.#current?.state === 'CEREMONY_STATE_OPEN' && this.#driving.has(this.#current.id)) return this.#current;
+    const current = this.#current;
+    if (current?.state === 'CEREMONY_STATE_OPEN' && this.#driving.has(current.id)) {
+      if (current.operation === 'unseal') return current;
+      // A join of this replica's own is still open (e.g. waiting for a vouch no peer can give): an unseal supersedes it.
+      await this.#finish(current, 'CEREMONY_STATE_CANCELLED', 'superseded by an unseal ceremony', 'driver');
+    }
     // Every registered sealed replica receives the shares; this one always.
     const me = this.#d.replica;
     // A replica registered without an ephemeral key (an older version) cannot receive: it joins later.
