@@ -9,7 +9,7 @@
  */
 import http from 'node:http';
 import { z } from '@keyshard/config';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
 export { Counter, Gauge, Histogram, Registry } from 'prom-client';
 export { createCallMetrics, type CallMetrics } from './call-metrics.ts';
@@ -80,4 +80,19 @@ export async function serveMetrics(registry: Registry, listen: string): Promise<
         server.closeAllConnections();
       })),
   };
+}
+
+/**
+ * `keyshard_audit_sink_distrusted`: 1 once an acknowledgement of the audit sink failed checkpoint
+ * verification (@keyshard/audit-client checkpoint-trust.ts), on every component that audits.
+ */
+export function auditSinkDistrustedGauge(registry: Registry, distrusted: () => boolean): Gauge {
+  return new Gauge({
+    name: 'keyshard_audit_sink_distrusted',
+    help: '1 once an acknowledgement of the audit sink failed checkpoint verification (nothing is acknowledged until restart)',
+    registers: [registry],
+    collect() {
+      this.set(distrusted() ? 1 : 0);
+    },
+  });
 }

@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection, ConcurrencyLimit, requestLogFields, type CallReply } from '@keyshard/rpc';
-import { Gauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
+import { auditSinkDistrustedGauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { clusterNamespace, compactAndDefragment, connectEtcd, paths } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, logSinkAlert, sinkCheckpointKeys, type AuditRecorder } from '@keyshard/audit-client';
 import { AuditReader } from '@keyshard/audit-client/reader';
@@ -80,14 +80,7 @@ async function main(): Promise<void> {
     spoolPending: () => spool?.pending ?? 0,
     keyCallsInFlight: () => keyCalls.inFlight,
   });
-  new Gauge({
-    name: 'keyshard_audit_sink_distrusted',
-    help: '1 once an acknowledgement of the audit sink failed checkpoint verification (nothing is acknowledged until restart)',
-    registers: [metrics.registry],
-    collect() {
-      this.set(sink.distrusted ? 1 : 0);
-    },
-  });
+  auditSinkDistrustedGauge(metrics.registry, () => Boolean(sink.distrusted));
   // Ceremonies record each step through this: their outcomes are counted as they are audited.
   const ceremonyAudit = metrics.countingCeremonies(audit);
   // A record that fails its MAC is refused where it is read; here it is logged, counted and

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError, createLogger, loadConfig, runMain } from '@keyshard/config';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, requestLogFields } from '@keyshard/rpc';
-import { Gauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
+import { auditSinkDistrustedGauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { CustodianToken } from '@keyshard/hsm';
 import { AuditClient, auditIntent, auditObserver, logSinkAlert, sinkCheckpointKeys } from '@keyshard/audit-client';
 import { custodianConfig } from './config.ts';
@@ -47,14 +47,7 @@ async function main(): Promise<void> {
   const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare', 'EnrollTransportKey', 'RevokeTransportKey']);
   const proto = keyshardProto();
   const metrics = createCustodianMetrics({ shareClusters: () => token.shareClusterIds().length, pendingCeremonies: () => custody.pending().length });
-  new Gauge({
-    name: 'keyshard_audit_sink_distrusted',
-    help: '1 once an acknowledgement of the audit sink failed checkpoint verification (nothing is acknowledged until restart)',
-    registers: [metrics.registry],
-    collect() {
-      this.set(audit.distrusted ? 1 : 0);
-    },
-  });
+  auditSinkDistrustedGauge(metrics.registry, () => Boolean(audit.distrusted));
   const server = new grpc.Server(serverOptions(MAX_MESSAGE_BYTES));
   server.addService(
     decodingSafe(proto.CustodianService.service),
