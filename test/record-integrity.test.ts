@@ -1,7 +1,7 @@
 /**
  * Records altered directly in etcd, with the coordinator's OWN etcd credentials (its certificate
  * from the dev layout — what etcd authentication still lets in), are detected by their record
- * MAC (services/coordinator/src/record-integrity.ts), refused, audited and alerted:
+ * MAC (services/coordinator/src/cluster/record-integrity.ts), refused, audited and alerted:
  *  - a key's policy rewritten to grant `app` decrypt on an admin-only key: app still cannot
  *    decrypt (the call fails with the integrity error, not with the grant);
  *  - a disabled key's state set to enabled: the key stays unusable;

@@ -21,10 +21,10 @@ import path from 'node:path';
 import { ManagedProcess, freePort } from '@keyshard/devcluster';
 import { isKeyshardError } from '@keyshard/errors';
 import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
-import { Keyring, type KeyRecord } from '../services/coordinator/src/keyring.ts';
-import { Seal } from '../services/coordinator/src/seal.ts';
-import { RecordIntegrity, type IntegrityViolation } from '../services/coordinator/src/record-integrity.ts';
-import type { Cluster } from '../services/coordinator/src/cluster.ts';
+import { Keyring, type KeyRecord } from '../services/coordinator/src/keys/keyring.ts';
+import { Seal } from '../services/coordinator/src/cluster/seal.ts';
+import { RecordIntegrity, type IntegrityViolation } from '../services/coordinator/src/cluster/record-integrity.ts';
+import type { Cluster } from '../services/coordinator/src/cluster/cluster.ts';
 import { AnswerLosingLink } from './support/lost-answers.ts';
 
 const CLUSTER = 'consistency';

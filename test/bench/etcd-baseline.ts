@@ -1,6 +1,6 @@
 /**
  * The floors of bench:create-key and bench:rotate: raw etcd transactions from the etcd3 client,
- * shaped like those of services/coordinator/src/keyring.ts, against the cluster's own etcd with
+ * shaped like those of services/coordinator/src/keys/keyring.ts, against the cluster's own etcd with
  * the coordinator's TLS client certificate (load.ts --target etcd-create | etcd-rotate).
  *
  *   etcd-create  if names/<name> create == 0 then put names/<name>, keys/<id>, versions/<id>/1

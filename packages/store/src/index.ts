@@ -7,7 +7,7 @@
  *   cluster                      ClusterRecord (cluster id, KEK epoch)
  *   manifest                     ShareManifest
  *   keks/<epoch>                 KEK wrapped by the root key
- *   keks/record-mac              record MAC key wrapped by the root key (services/coordinator/src/record-integrity.ts)
+ *   keks/record-mac              record MAC key wrapped by the root key (services/coordinator/src/cluster/record-integrity.ts)
  *   keys/<key id>                key metadata
  *   versions/<key id>/<version>  version material wrapped by a KEK (version zero-padded)
  *   usage/<key id>/<version>     encryptions reserved and last use of a version (no secret)
@@ -17,11 +17,11 @@
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
  *   join-vouches/<id>/<replica>  an unsealed replica's vouch for join ceremony <id> (join-voucher.ts)
  *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease
- *   seal-epoch                   {epoch, mac}: count of cluster-wide seals (services/coordinator/src/replicas.ts)
+ *   seal-epoch                   {epoch, mac}: count of cluster-wide seals (services/coordinator/src/cluster/replicas.ts)
  *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (share-recovery.ts)
- *   share-set-next               {generation, mac}: the share set being made (services/coordinator/src/share-sets.ts)
+ *   share-set-next               {generation, mac}: the share set being made (services/coordinator/src/cluster/share-sets.ts)
  * Records marked with a mac, key records, quorum ceremonies and unsealed registrations carry a
- * record MAC (services/coordinator/src/record-integrity.ts says which and why).
+ * record MAC (services/coordinator/src/cluster/record-integrity.ts says which and why).
  */
 import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
 import { Etcd3, isRecoverableError, type Namespace, type IOptions, type Watcher } from 'etcd3';
@@ -122,7 +122,7 @@ export const paths = {
   keysPrefix: 'keys/',
   versionsPrefix: (keyId: string) => `versions/${keyId}/`,
   version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
-  /** Per-version usage (encryptions reserved, last use): services/coordinator/src/version-usage.ts. */
+  /** Per-version usage (encryptions reserved, last use): services/coordinator/src/keys/version-usage.ts. */
   usagePrefix: 'usage/',
   keyUsagePrefix: (keyId: string) => `usage/${keyId}/`,
   usage: (keyId: string, version: number) => `usage/${keyId}/${String(version).padStart(10, '0')}`,
@@ -130,7 +130,7 @@ export const paths = {
   alias: (name: string) => `aliases/${name}`,
   ceremony: (id: string) => `ceremonies/${id}`,
   ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
-  /** An unsealed replica's vouch for a join ceremony (services/coordinator/src/join-voucher.ts). */
+  /** An unsealed replica's vouch for a join ceremony (services/coordinator/src/ceremonies/join-voucher.ts). */
   joinVouch: (ceremonyId: string, voucher: string) => `join-vouches/${ceremonyId}/${voucher}`,
   joinVouchesPrefix: (ceremonyId: string) => `join-vouches/${ceremonyId}/`,
   coordinator: (id: string) => `coordinators/${id}`,

@@ -45,7 +45,7 @@ export const alertRulesSchema = z
       .prefault({}),
     /**
      * Any event with one of these operations, whatever its result: a record in etcd refused by its
-     * integrity check (altered outside keyshard?) — services/coordinator/src/record-integrity.ts.
+     * integrity check (altered outside keyshard?) — services/coordinator/src/cluster/record-integrity.ts.
      */
     integrity: z
       .strictObject({

@@ -70,7 +70,7 @@ export const coordinatorConfig = z.object({
       /** Production floor 7 days; tests may configure seconds. */
       minDestructionWaitSeconds: z.number().int().positive().default(7 * 24 * 3600),
       defaultDestructionWaitSeconds: z.number().int().positive().default(30 * 24 * 3600),
-      /** Per-version encryption bound (services/coordinator/src/version-usage.ts). */
+      /** Per-version encryption bound (services/coordinator/src/keys/version-usage.ts). */
       usage: z
         .object({
           /** NIST SP 800-38D §8.3: at most 2^32 messages per key with random 96-bit nonces. */
@@ -100,7 +100,7 @@ export const coordinatorConfig = z.object({
   /** Prometheus endpoint (GET /metrics, loopback only); off when absent. The bound port is logged ("metrics listening"). */
   metrics: metricsConfig.optional(),
   /**
-   * Scheduled backups, run by the leader (services/coordinator/src/backup.ts): every
+   * Scheduled backups, run by the leader (services/coordinator/src/backup/backup.ts): every
    * `intervalSeconds` a backup file is written to `dir` on the leader's host and all but the
    * newest `retain` are deleted. Off when `dir` is absent.
    */

@@ -8,31 +8,31 @@ import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, logSi
 import { AuditReader } from '@keyshard/audit-client/reader';
 import { coordinatorConfig } from './config.ts';
 import { createCoordinatorMetrics } from './coordinator-metrics.ts';
-import { auditSinkStatus, etcdStatus } from './cluster-status.ts';
-import { EtcdReachability } from './etcd-reachability.ts';
-import { Seal } from './seal.ts';
-import { Cluster } from './cluster.ts';
-import { CustodianLink } from './custodian-link.ts';
-import { Keyring } from './keyring.ts';
-import { JoinVoucher } from './join-voucher.ts';
-import { sealCluster } from './seal-notice.ts';
-import { UnsealCeremonies } from './unseal-ceremony.ts';
+import { auditSinkStatus, etcdStatus } from './cluster/cluster-status.ts';
+import { EtcdReachability } from './cluster/etcd-reachability.ts';
+import { Seal } from './cluster/seal.ts';
+import { Cluster } from './cluster/cluster.ts';
+import { CustodianLink } from './ceremonies/custodian-link.ts';
+import { Keyring } from './keys/keyring.ts';
+import { JoinVoucher } from './ceremonies/join-voucher.ts';
+import { sealCluster } from './cluster/seal-notice.ts';
+import { UnsealCeremonies } from './ceremonies/unseal-ceremony.ts';
 
-import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server.ts';
-import { backupHandlers } from './backup-handlers.ts';
-import { writeScheduledBackup } from './backup.ts';
-import { Restores } from './restore.ts';
-import { exportShareOperation } from './share-recovery.ts';
-import { keyHandlers, keyServiceAuthorizer } from './key-handlers.ts';
-import { KeyOperations } from './key-operations.ts';
-import { LeaderJobs } from './leader-jobs.ts';
-import { VersionUsage } from './version-usage.ts';
-import { Replicas } from './replicas.ts';
-import { EphemeralKeys, loadOrCreateTransportKey } from './transport-key.ts';
-import { RecordIntegrity } from './record-integrity.ts';
-import { QuorumCeremonies } from './quorum-ceremonies.ts';
-import { destroyKeyOperation } from './key-destruction.ts';
-import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './share-sets.ts';
+import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server/ceremony-service.ts';
+import { backupHandlers } from './server/backup-service.ts';
+import { writeScheduledBackup } from './backup/backup.ts';
+import { Restores } from './backup/restore.ts';
+import { exportShareOperation } from './cluster/share-recovery.ts';
+import { keyHandlers, keyServiceAuthorizer } from './server/key-service.ts';
+import { KeyOperations } from './keys/key-operations.ts';
+import { LeaderJobs } from './cluster/leader-jobs.ts';
+import { VersionUsage } from './keys/version-usage.ts';
+import { Replicas } from './cluster/replicas.ts';
+import { EphemeralKeys, loadOrCreateTransportKey } from './ceremonies/transport-key.ts';
+import { RecordIntegrity } from './cluster/record-integrity.ts';
+import { QuorumCeremonies } from './ceremonies/quorum-ceremonies.ts';
+import { destroyKeyOperation } from './keys/key-destruction.ts';
+import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './cluster/share-sets.ts';
 
 /**
  * Events that go through the durable local spool: crypto operations and reads, and the

@@ -10,7 +10,7 @@ import {
   pooledRandomBytes, validateContext, verifyHmacSha256, verifyWith, zeroize, type EncryptionContext, type KeyUsage,
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
-import type { Seal } from './seal.ts';
+import type { Seal } from '../cluster/seal.ts';
 import { validateLabels, validateName, type Keyring, type KeyRecord } from './keyring.ts';
 import type { VersionUsage } from './version-usage.ts';
 import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';

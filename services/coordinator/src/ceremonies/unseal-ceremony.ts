@@ -42,9 +42,9 @@ import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@k
 import { etcdCall, getJson, listJson, paths, putJson, type Namespace } from '@keyshard/store';
 import type { JoinVoucher, StoredVouch } from './join-voucher.ts';
 import type { Logger } from '@keyshard/config';
-import type { Cluster } from './cluster.ts';
+import type { Cluster } from '../cluster/cluster.ts';
 import type { CustodianLink, ReleaseResponse } from './custodian-link.ts';
-import type { Seal } from './seal.ts';
+import type { Seal } from '../cluster/seal.ts';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { EphemeralKeys } from './transport-key.ts';
 

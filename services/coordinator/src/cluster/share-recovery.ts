@@ -12,8 +12,8 @@ import { recoveryKeyFingerprint } from '@keyshard/crypto';
 import { invalidArgument, notFound, sealedError } from '@keyshard/errors';
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import type { Cluster } from './cluster.ts';
-import type { CustodianLink } from './custodian-link.ts';
-import type { QuorumOperation } from './quorum-ceremonies.ts';
+import type { CustodianLink } from '../ceremonies/custodian-link.ts';
+import type { QuorumOperation } from '../ceremonies/quorum-ceremonies.ts';
 import type { RecordIntegrity } from './record-integrity.ts';
 
 export interface ShareExportRecord {

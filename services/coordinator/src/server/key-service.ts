@@ -4,10 +4,10 @@
  */
 import { invalidArgument, permissionDenied, KeyshardError } from '@keyshard/errors';
 import { STATUS_OF, type CallContext, type UnaryHandler } from '@keyshard/rpc';
-import type { Keyring, KeyRecord } from './keyring.ts';
-import type { KeyOperations } from './key-operations.ts';
-import { forEachConcurrent } from './concurrency.ts';
-import type { UsageRecord } from './version-usage.ts';
+import type { Keyring, KeyRecord } from '../keys/keyring.ts';
+import type { KeyOperations } from '../keys/key-operations.ts';
+import { forEachConcurrent } from '../concurrency.ts';
+import type { UsageRecord } from '../keys/version-usage.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 

@@ -32,9 +32,9 @@ import { failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/er
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { Cluster } from './cluster.ts';
-import type { CustodianLink } from './custodian-link.ts';
+import type { CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { Seal } from './seal.ts';
-import type { QuorumOperation } from './quorum-ceremonies.ts';
+import type { QuorumOperation } from '../ceremonies/quorum-ceremonies.ts';
 import type { RecordIntegrity } from './record-integrity.ts';
 
 export interface ShareSetDeps {

@@ -13,7 +13,7 @@ import { sealNoticeSigner, zeroize, type SealNotice } from '@keyshard/crypto';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Cluster } from './cluster.ts';
-import type { CustodianLink } from './custodian-link.ts';
+import type { CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { Seal } from './seal.ts';
 
 export interface ClusterSealDeps {

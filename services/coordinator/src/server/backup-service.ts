@@ -7,9 +7,9 @@ import { invalidArgument, failedPrecondition } from '@keyshard/errors';
 import { isUndecodable, type CallContext, type StreamHandler } from '@keyshard/rpc';
 import { zeroize } from '@keyshard/crypto';
 import type * as grpc from '@grpc/grpc-js';
-import { createBackup, type BackupSource } from './backup.ts';
-import { runBackupCheck } from './restore-writer.ts';
-import { readHeader, type Restores, type RestoreEvent, type RestoreSummary } from './restore.ts';
+import { createBackup, type BackupSource } from '../backup/backup.ts';
+import { runBackupCheck } from '../backup/restore-writer.ts';
+import { readHeader, type Restores, type RestoreEvent, type RestoreSummary } from '../backup/restore.ts';
 
 interface Chunk {
   data: Buffer;

@@ -24,10 +24,10 @@ import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import { checkRestorable, headerId } from './backup.ts';
 import { runBackupCheck, type RestoreCounts } from './restore-writer.ts';
-import type { Cluster, ClusterRecord } from './cluster.ts';
-import type { CustodianLink } from './custodian-link.ts';
-import type { Seal } from './seal.ts';
-import { myEphemeralIn, recipientOf, shareFromRelease, type ReplicaKey } from './unseal-ceremony.ts';
+import type { Cluster, ClusterRecord } from '../cluster/cluster.ts';
+import type { CustodianLink } from '../ceremonies/custodian-link.ts';
+import type { Seal } from '../cluster/seal.ts';
+import { myEphemeralIn, recipientOf, shareFromRelease, type ReplicaKey } from '../ceremonies/unseal-ceremony.ts';
 
 export interface RestoreDeps {
   ns: Namespace;

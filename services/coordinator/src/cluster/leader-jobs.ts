@@ -17,9 +17,9 @@ import type { Namespace } from '@keyshard/store';
 import { Backoff } from '@keyshard/store/backoff';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
-import type { Fence, Keyring } from './keyring.ts';
+import type { Fence, Keyring } from '../keys/keyring.ts';
 import type { Seal } from './seal.ts';
-import { forEachConcurrent } from './concurrency.ts';
+import { forEachConcurrent } from '../concurrency.ts';
 
 /** Rotations a sweep runs at once: each is an audit record and one etcd transaction. */
 const SWEEP_CONCURRENCY = 32;

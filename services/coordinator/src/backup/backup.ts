@@ -19,8 +19,8 @@ import {
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { BACKUP_PREFIXES, clusterNamespace, connectEtcd, etcdCall, paths, type EtcdConfig, type Namespace } from '@keyshard/store';
 import { BlockWorker, etcdConfigInWorker, serveBlockWorker } from './block-worker.ts';
-import type { Cluster } from './cluster.ts';
-import type { Seal } from './seal.ts';
+import type { Cluster } from '../cluster/cluster.ts';
+import type { Seal } from '../cluster/seal.ts';
 
 const PAGE = 1000;
 

@@ -24,8 +24,8 @@
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import { unavailable } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
-import { forEachConcurrent } from './concurrency.ts';
-import type { RecordIntegrity } from './record-integrity.ts';
+import { forEachConcurrent } from '../concurrency.ts';
+import type { RecordIntegrity } from '../cluster/record-integrity.ts';
 
 export interface UsageRecord {
   encryptions: number; // reserved by some replica: an upper bound of encryptions done

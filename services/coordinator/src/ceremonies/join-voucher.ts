@@ -21,8 +21,8 @@ import { KeyshardError } from '@keyshard/errors';
 import { createJson, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
-import type { Cluster } from './cluster.ts';
-import type { Seal } from './seal.ts';
+import type { Cluster } from '../cluster/cluster.ts';
+import type { Seal } from '../cluster/seal.ts';
 
 /** What the voucher needs of the replica directory (replicas.ts). */
 export interface VoucherReplicas {

@@ -7,16 +7,16 @@ import { OPERATIONS, RELEASING_OPERATIONS } from '@keyshard/crypto';
 import { getJson, paths, etcdCall, type Namespace } from '@keyshard/store';
 import type { Ceremony } from '@keyshard/crypto';
 import type { CallContext, UnaryHandler } from '@keyshard/rpc';
-import type { Cluster } from './cluster.ts';
-import type { Keyring, KeyRecord } from './keyring.ts';
-import type { Seal } from './seal.ts';
-import type { Replicas } from './replicas.ts';
-import type { UnsealCeremonies } from './unseal-ceremony.ts';
-import type { QuorumCeremonies } from './quorum-ceremonies.ts';
-import type { CustodianLink } from './custodian-link.ts';
-import type { AuditSinkStatus, EtcdStatus } from './cluster-status.ts';
-import { getShareExport } from './share-recovery.ts';
-import { integrityError, type RecordIntegrity } from './record-integrity.ts';
+import type { Cluster } from '../cluster/cluster.ts';
+import type { Keyring, KeyRecord } from '../keys/keyring.ts';
+import type { Seal } from '../cluster/seal.ts';
+import type { Replicas } from '../cluster/replicas.ts';
+import type { UnsealCeremonies } from '../ceremonies/unseal-ceremony.ts';
+import type { QuorumCeremonies } from '../ceremonies/quorum-ceremonies.ts';
+import type { CustodianLink } from '../ceremonies/custodian-link.ts';
+import type { AuditSinkStatus, EtcdStatus } from '../cluster/cluster-status.ts';
+import { getShareExport } from '../cluster/share-recovery.ts';
+import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 

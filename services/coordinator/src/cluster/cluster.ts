@@ -21,7 +21,7 @@ import {
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
-import type { Approval, CustodianLink } from './custodian-link.ts';
+import type { Approval, CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { Seal } from './seal.ts';
 
 export interface ClusterRecord {

@@ -18,11 +18,11 @@ import {
 } from '@keyshard/crypto';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import { commitCas, CreateBatcher, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
-import type { Cluster } from './cluster.ts';
+import type { Cluster } from '../cluster/cluster.ts';
 import { KeyCache, type AliasRecord, type KeyRef } from './key-cache.ts';
-import type { RecordIntegrity } from './record-integrity.ts';
+import type { RecordIntegrity } from '../cluster/record-integrity.ts';
 import { validatePolicy } from './key-policy.ts';
-import type { Seal } from './seal.ts';
+import type { Seal } from '../cluster/seal.ts';
 
 export type KeyState = 'KEY_STATE_ENABLED' | 'KEY_STATE_DISABLED' | 'KEY_STATE_PENDING_DESTRUCTION' | 'KEY_STATE_DESTROYED';
 

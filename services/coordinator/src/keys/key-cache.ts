@@ -20,7 +20,7 @@
  */
 import { etcdCall, paths, type Namespace, type Watcher } from '@keyshard/store';
 import type { KeyRecord } from './keyring.ts';
-import { integrityError, type RecordIntegrity } from './record-integrity.ts';
+import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
 
 /** What `aliases/<name>` holds (with its record MAC). */
 export interface AliasRecord {

@@ -10,10 +10,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { combineShares, ephemeralRecipientKey, newCeremony, oaepEncrypt, sealToEphemeral, splitRootKey, type BackupHeader } from '@keyshard/crypto';
-import { myEphemeralIn, recipientOf, shareFromRelease } from './unseal-ceremony.ts';
-import { EphemeralKeys } from './transport-key.ts';
+import { myEphemeralIn, recipientOf, shareFromRelease } from '../ceremonies/unseal-ceremony.ts';
+import { EphemeralKeys } from '../ceremonies/transport-key.ts';
 import { checkRestorable } from './backup.ts';
-import type { ReleaseResponse } from './custodian-link.ts';
+import type { ReleaseResponse } from '../ceremonies/custodian-link.ts';
 
 const approver = () => {
   const k = generateKeyPairSync('ed25519');

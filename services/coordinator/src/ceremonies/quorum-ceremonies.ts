@@ -22,10 +22,10 @@ import { KeyshardError, failedPrecondition, invalidArgument, notFound } from '@k
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
-import type { Cluster } from './cluster.ts';
+import type { Cluster } from '../cluster/cluster.ts';
 import type { Approval, CustodianLink, ReleaseResponse } from './custodian-link.ts';
-import type { Seal } from './seal.ts';
-import type { RecordIntegrity } from './record-integrity.ts';
+import type { Seal } from '../cluster/seal.ts';
+import type { RecordIntegrity } from '../cluster/record-integrity.ts';
 
 /** One kind of quorum-approved act. */
 export interface QuorumOperation {

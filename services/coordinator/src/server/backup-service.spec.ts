@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
-import { drained } from './backup-handlers.ts';
+import { drained } from './backup-service.ts';
 
 /** The little of a server stream `drained` uses. */
 function fakeCall(state: { cancelled?: boolean; destroyed?: boolean } = {}) {

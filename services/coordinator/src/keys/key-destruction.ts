@@ -9,7 +9,7 @@
 import { failedPrecondition } from '@keyshard/errors';
 import type { CompactOutcome } from '@keyshard/store';
 import type { Keyring } from './keyring.ts';
-import type { QuorumOperation } from './quorum-ceremonies.ts';
+import type { QuorumOperation } from '../ceremonies/quorum-ceremonies.ts';
 
 export function destroyKeyOperation(keyring: Keyring, compact: (revision: string) => Promise<CompactOutcome>): QuorumOperation {
   return {
