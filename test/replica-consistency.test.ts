@@ -15,12 +15,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { ManagedProcess, freePort } from '@keyshard/devcluster';
+import { TestEtcd } from '@keyshard/devcluster/test-etcd';
 import { isKeyshardError } from '@keyshard/errors';
-import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
+import { clusterNamespace, paths, type Namespace } from '@keyshard/store';
 import { Keyring, type KeyRecord } from '../services/coordinator/src/keys/keyring.ts';
 import { Seal } from '../services/coordinator/src/cluster/seal.ts';
 import { RecordIntegrity, type IntegrityViolation } from '../services/coordinator/src/cluster/record-integrity.ts';
@@ -72,48 +69,23 @@ function deaf(ns: Namespace): { ns: Namespace; watchers: Map<string, EventEmitte
 const code = (e: unknown) => (isKeyshardError(e) ? e.code : String(e));
 
 describe('key records across replicas and lost etcd answers', { timeout: 120_000 }, () => {
-  let dir: string;
-  let etcd: ManagedProcess;
+  let etcd: TestEtcd;
   let link: AnswerLosingLink;
-  const clients: Etcd3[] = [];
   let direct: Namespace; // what etcd holds, read without faults
   let lossy: () => Namespace; // through the link that loses answers
 
   before(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), 'keyshard-consistency-'));
-    const [clientPort, peerPort] = [await freePort(), await freePort()];
-    const url = `http://127.0.0.1:${clientPort}`;
-    const peer = `http://127.0.0.1:${peerPort}`;
-    etcd = new ManagedProcess(
-      {
-        name: 'etcd',
-        command: 'etcd',
-        args: [
-          '--name', 'm1', '--data-dir', path.join(dir, 'etcd'), '--listen-client-urls', url, '--advertise-client-urls', url,
-          '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `m1=${peer}`, '--listen-metrics-urls', '',
-        ],
-        ready: /ready to serve client requests/,
-      },
-      dir,
-    );
-    await etcd.start();
-    link = await AnswerLosingLink.open(clientPort);
-    const connect = (port: number) => {
-      const c = connectEtcd({ endpoints: [`http://127.0.0.1:${port}`] });
-      clients.push(c);
-      return c;
-    };
-    direct = clusterNamespace(connect(clientPort), CLUSTER);
-    const lossyClient = connect(link.port);
+    etcd = await TestEtcd.start();
+    link = await AnswerLosingLink.open(etcd.clientPort);
+    direct = etcd.namespace(CLUSTER);
+    const lossyClient = etcd.client(link.port);
     lossy = () => clusterNamespace(lossyClient, CLUSTER);
   });
 
   after(async () => {
     await Promise.all(keyrings.map((k) => k.close()));
-    for (const c of clients) c.close();
     await link?.close();
     await etcd?.stop();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   describe('read-your-writes across replicas', () => {
@@ -287,7 +259,7 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
     // A cluster prefix of its own: the other tests' replicas watch theirs and allow no failure.
     let direct: Namespace;
     before(() => {
-      direct = clusterNamespace(clients[0]!, 'tampered');
+      direct = etcd.namespace('tampered');
     });
 
     it('an altered key record from the watch leaves the cache: every use fails with the integrity error until the valid record is back', async () => {
