@@ -129,6 +129,7 @@ export const paths = {
   name: (name: string) => `names/${name}`,
   alias: (name: string) => `aliases/${name}`,
   ceremony: (id: string) => `ceremonies/${id}`,
+  ceremoniesPrefix: 'ceremonies/',
   ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
   /** An unsealed replica's vouch for a join ceremony (services/coordinator/src/ceremonies/join-voucher.ts). */
   joinVouch: (ceremonyId: string, voucher: string) => `join-vouches/${ceremonyId}/${voucher}`,

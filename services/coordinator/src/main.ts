@@ -31,6 +31,7 @@ import { Replicas } from './cluster/replicas.ts';
 import { EphemeralKeys, loadOrCreateTransportKey } from './ceremonies/transport-key.ts';
 import { RecordIntegrity } from './cluster/record-integrity.ts';
 import { QuorumCeremonies } from './ceremonies/quorum-ceremonies.ts';
+import { CeremonyStore } from './ceremonies/ceremony-store.ts';
 import { destroyKeyOperation } from './keys/key-destruction.ts';
 import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './cluster/share-sets.ts';
 
@@ -145,10 +146,11 @@ async function main(): Promise<void> {
     minDestructionWaitSeconds: config.keys.minDestructionWaitSeconds,
     defaultDestructionWaitSeconds: config.keys.defaultDestructionWaitSeconds,
   });
-  const voucher = new JoinVoucher({ ns, cluster, seal, replicas, audit: ceremonyAudit, log });
+  const ceremonies = new CeremonyStore(ns, integrity);
+  const voucher = new JoinVoucher({ store: ceremonies, cluster, seal, replicas, audit: ceremonyAudit, log });
   const sealEverywhere = (principal: string) => sealCluster({ seal, cluster, links, replicas, audit: ceremonyAudit, log }, principal);
   const unseal = new UnsealCeremonies({
-    ns, replicas, cluster, seal, links, replica, audit: ceremonyAudit, log, voucher,
+    store: ceremonies, replicas, cluster, seal, links, replica, audit: ceremonyAudit, log, voucher,
     oaepHash: config.oaepHash,
     ttlSeconds: config.ceremonyTtlSeconds,
     pollMs: config.custodianPollMs,
@@ -168,7 +170,7 @@ async function main(): Promise<void> {
     crashAt: config.faultInjection.crashAt,
   };
   const quorum = new QuorumCeremonies(
-    { ns, driver: replicas, cluster, seal, links, audit: ceremonyAudit, integrity, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
+    { store: ceremonies, driver: replicas, cluster, seal, links, audit: ceremonyAudit, log, ttlSeconds: config.ceremonyTtlSeconds, pollMs: config.custodianPollMs },
     {
       'destroy-key': destroyKeyOperation(keyring, compact),
       reshare: shareSetOperation(shareSets, 'reshare'),
@@ -238,7 +240,7 @@ async function main(): Promise<void> {
     unaryService(
       proto.CeremonyService.service,
       ceremonyHandlers({
-        cluster, seal, unseal, quorum, links, replicas, ns, integrity, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(), sealCluster: sealEverywhere,
+        cluster, seal, unseal, quorum, ceremonies, links, replicas, ns, integrity, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(), sealCluster: sealEverywhere,
         etcdStatus: () => etcdStatus(etcd, etcdReads),
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { combineShares, ephemeralRecipientKey, newCeremony, oaepEncrypt, sealToEphemeral, splitRootKey, type BackupHeader } from '@keyshard/crypto';
-import { myEphemeralIn, recipientOf, shareFromRelease } from '../ceremonies/unseal-ceremony.ts';
+import { myEphemeralIn, recipientOf, shareFromRelease } from '../ceremonies/share-release.ts';
 import { EphemeralKeys } from '../ceremonies/transport-key.ts';
 import { checkRestorable } from './backup.ts';
 import type { ReleaseResponse } from '../ceremonies/custodian-link.ts';

@@ -15,9 +15,7 @@
  * the target as empty as it was (written entries are removed); a dry run writes nothing to
  * etcd; every step is audited, fail closed.
  */
-import {
-  BackupParser, combineShares, isExpired, newCeremony, zeroize, type BackupHeader, type Ceremony, type OaepHash,
-} from '@keyshard/crypto';
+import { BackupParser, newCeremony, zeroize, type BackupHeader, type Ceremony, type OaepHash } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { BACKUP_PREFIXES, etcdCall, paths, type EtcdConfig, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
@@ -27,7 +25,8 @@ import { runBackupCheck, type RestoreCounts } from './restore-writer.ts';
 import type { Cluster, ClusterRecord } from '../cluster/cluster.ts';
 import type { CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { Seal } from '../cluster/seal.ts';
-import { myEphemeralIn, recipientOf, shareFromRelease, type ReplicaKey } from '../ceremonies/unseal-ceremony.ts';
+import { myEphemeralIn, recipientOf, shareKind, type ReplicaKey } from '../ceremonies/share-release.ts';
+import { runCeremony } from '../ceremonies/runner.ts';
 
 export interface RestoreDeps {
   ns: Namespace;
@@ -120,7 +119,11 @@ export class Restores {
       );
   }
 
-  /** The recover ceremony: returns the root key reconstructed from a quorum of the backup's custodians. */
+  /**
+   * The recover ceremony, on the ceremony runner (ceremonies/runner.ts) as a share-releasing
+   * ceremony checked against the BACKUP's manifest, recorded only in this call (a dry run writes
+   * nothing to etcd): returns the root key reconstructed from a quorum of the backup's custodians.
+   */
   async #recover(header: BackupHeader, opts: RestoreOptions, initiator: string, emit: (e: RestoreEvent) => void, cancelled: () => boolean): Promise<Buffer> {
     const { links, replica, audit, log, pollMs } = this.#d;
     const manifest = header.manifest;
@@ -146,90 +149,40 @@ export class Restores {
     });
     await audit.record({ operation: 'ceremony.recover.created', principal: initiator, ceremony_id: c.id, result: 'ok', details: c.parameters });
     emit({ phase: 'ceremony', ceremony: c });
-    const state = new Map<string, 'unproposed' | 'pending' | 'done'>(links.map((l) => [l.id, 'unproposed']));
-    const accepted: { custodianId: string; share: Uint8Array }[] = [];
-    const end = async (s: Ceremony['state'], error: string) => {
-      c.state = s;
-      c.error = error;
-      emit({ phase: 'ceremony', ceremony: c });
-      await audit.record({ operation: `ceremony.recover.${s === 'CEREMONY_STATE_COMPLETED' ? 'completed' : s.replace('CEREMONY_STATE_', '').toLowerCase()}`, principal: initiator, ceremony_id: c.id, result: s === 'CEREMONY_STATE_COMPLETED' ? 'ok' : 'error', details: error ? { reason: error } : {} });
-    };
+    let root: Buffer | undefined;
+    const kind = shareKind({
+      manifest: () => manifest,
+      replica,
+      oaepHash: this.#d.oaepHash,
+      reason: (m) => m.replace('the share manifest', "the backup's share manifest"),
+      use: async (done, combined) => {
+        try {
+          await audit.record({ operation: 'ceremony.recover.completing', principal: initiator, ceremony_id: done.id, result: 'ok', details: { approved_by: done.approved_by.join(',') } });
+        } catch (e) {
+          zeroize(combined);
+          throw e;
+        }
+        root = combined;
+        return {};
+      },
+    });
+    const shown = async (x: Ceremony) => emit({ phase: 'ceremony', ceremony: x });
     try {
-      for (;;) {
-        if (cancelled()) {
-          await end('CEREMONY_STATE_CANCELLED', 'the restoring client went away');
-          throw new KeyshardError('FAILED_PRECONDITION', 'restore cancelled');
-        }
-        if (isExpired(c)) {
-          await end('CEREMONY_STATE_EXPIRED', 'expired before a quorum released shares');
-          throw failedPrecondition(`recover ceremony ${c.id} expired before a quorum of the backup's custodians approved`);
-        }
-        let changed = false;
-        const answers = await Promise.all(
-          links.filter((l) => state.get(l.id) !== 'done').map((l) =>
-            (state.get(l.id) === 'unproposed' ? l.propose(c) : l.release(c.id)).then(
-              (res) => ({ l, res, err: undefined }),
-              (err: { code?: number; details?: string }) => ({ l, res: undefined, err }),
-            ),
-          ),
-        );
-        // In order, one at a time: once a quorum is in hand, further releases stay unopened.
-        for (const { l, res, err } of answers) {
-          if (err) {
-            // A custodian that refuses the proposal outright (no share of this cluster, not our coordinator) is final.
-            if (err.code === 9 || err.code === 7 || err.code === 3) {
-              state.set(l.id, 'done');
-              c.failures.push({ custodian_id: l.id, reason: `refused: ${err.details ?? 'refused'}` });
-              changed = true;
-            }
-            continue;
-          }
-          if (res!.status === 'pending') {
-            state.set(l.id, 'pending');
-            continue;
-          }
-          state.set(l.id, 'done');
-          if (accepted.length >= manifest.threshold) continue;
-          changed = true;
-          if (res!.status === 'denied') {
-            c.denied_by.push(l.id);
-            await audit.record({ operation: 'ceremony.recover.denied', principal: l.id, ceremony_id: c.id, result: 'denied', details: { custodian: l.id, reason: res!.reason } });
-            continue;
-          }
-          try {
-            const share = await shareFromRelease(c, manifest, l.id, res!, replica, this.#d.oaepHash);
-            accepted.push({ custodianId: l.id, share });
-            c.approved_by.push(l.id);
-            await audit.record({ operation: 'ceremony.recover.share_accepted', principal: l.id, ceremony_id: c.id, result: 'ok', details: { custodian: l.id } });
-          } catch (e) {
-            const reason = e instanceof KeyshardError ? e.message.replace('the share manifest', "the backup's share manifest") : 'share could not be processed';
-            c.failures.push({ custodian_id: l.id, reason });
-            log.warn({ ceremonyId: c.id, custodian: l.id, reason }, 'recover: share rejected');
-            await audit.record({ operation: 'ceremony.recover.share_rejected', principal: l.id, ceremony_id: c.id, result: 'error', code: 'FAILED_PRECONDITION', details: { custodian: l.id, reason } });
-          }
-        }
-        if (changed) emit({ phase: 'ceremony', ceremony: c });
-        if (accepted.length >= manifest.threshold) {
-          const root = await combineShares(manifest, accepted);
-          try {
-            await audit.record({ operation: 'ceremony.recover.completing', principal: initiator, ceremony_id: c.id, result: 'ok', details: { approved_by: c.approved_by.join(',') } });
-            await end('CEREMONY_STATE_COMPLETED', '');
-          } catch (e) {
-            zeroize(root);
-            throw e;
-          }
-          return root;
-        }
-        const open = [...state.values()].filter((s) => s !== 'done').length;
-        if (accepted.length + open < manifest.threshold) {
-          const why = `only ${accepted.length} valid shares of the backup's manifest can be collected, ${manifest.threshold} needed`;
-          await end('CEREMONY_STATE_FAILED', why);
-          throw failedPrecondition(`${why}${c.failures.length ? ` (${c.failures.map((f) => `${f.custodian_id}: ${f.reason}`).join('; ')})` : ''}`);
-        }
-        await new Promise((r) => setTimeout(r, pollMs));
-      }
+      const outcome = await runCeremony(c, kind, {
+        role: 'driver', links, audit, log, pollMs, refusalsFinal: true,
+        records: { current: async (x) => x, progress: shown, final: shown },
+        cancelled: () => (cancelled() ? 'the restoring client went away' : undefined),
+      });
+      if (outcome.error !== undefined) throw outcome.error;
+      if (outcome.state === 'CEREMONY_STATE_COMPLETED' && root) return root;
+      if (outcome.state === 'CEREMONY_STATE_CANCELLED') throw new KeyshardError('FAILED_PRECONDITION', 'restore cancelled');
+      if (outcome.state === 'CEREMONY_STATE_EXPIRED') throw failedPrecondition(`recover ceremony ${c.id} expired before a quorum of the backup's custodians approved`);
+      const refused = c.failures.length ? ` (${c.failures.map((f) => `${f.custodian_id}: ${f.reason}`).join('; ')})` : '';
+      throw failedPrecondition(`${c.error || 'the recover ceremony failed'} (the backup's manifest)${refused}`);
+    } catch (e) {
+      if (root) zeroize(root);
+      throw e;
     } finally {
-      zeroize(...accepted.map((a) => a.share));
       replica.ephemeral.retire(myEphemeralIn(c, replica)); // forward secrecy: gone when the ceremony ends
     }
   }

@@ -18,11 +18,11 @@
  */
 import { checkCeremonyForCustodian, signVouch, zeroize, type Ceremony } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
-import { createJson, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { Seal } from '../cluster/seal.ts';
+import type { CeremonyStore, StoredVouch } from './ceremony-store.ts';
 
 /** What the voucher needs of the replica directory (replicas.ts). */
 export interface VoucherReplicas {
@@ -31,16 +31,8 @@ export interface VoucherReplicas {
   list(): Promise<{ id: string; publicKeyPem: string; ephemeralPublicKeyPem?: string; sealed: boolean; sealEpoch: number }[]>;
 }
 
-/** A stored vouch as the joiner reads it. */
-export interface StoredVouch {
-  voucher: string;
-  seal_epoch: number;
-  not_after: string;
-  signature: string; // base64
-}
-
 export interface JoinVoucherDeps {
-  ns: Namespace;
+  store: CeremonyStore;
   cluster: Cluster;
   seal: Seal;
   replicas: VoucherReplicas;
@@ -66,7 +58,7 @@ export class JoinVoucher {
   }
 
   async #vouch(c: Ceremony): Promise<void> {
-    const { audit, replicas, ns } = this.#d;
+    const { audit, replicas, store } = this.#d;
     const reason = await this.#refusal(c);
     if (reason) {
       this.#d.log.warn({ ceremonyId: c.id, joiner: c.initiator, reason }, 'refused to vouch for a join');
@@ -88,7 +80,7 @@ export class JoinVoucher {
       operation: 'ceremony.join.vouched', principal: replicas.id, ceremony_id: c.id, result: 'ok',
       details: { joiner: c.initiator, seal_epoch: String(stored.seal_epoch) },
     });
-    await createJson(ns, paths.joinVouch(c.id, replicas.id), stored);
+    await store.putVouch(c.id, replicas.id, stored);
   }
 
   /** Why this replica will not vouch for `c`, or '' when it will. */

@@ -3,20 +3,20 @@
  * errors and auditing are handled by `unaryService`, its authorizer and the audit observer.
  */
 import { permissionDenied, invalidArgument, failedPrecondition, notFound } from '@keyshard/errors';
-import { OPERATIONS, RELEASING_OPERATIONS } from '@keyshard/crypto';
-import { getJson, paths, etcdCall, type Namespace } from '@keyshard/store';
+import { OPERATIONS } from '@keyshard/crypto';
+import type { Namespace } from '@keyshard/store';
 import type { Ceremony } from '@keyshard/crypto';
 import type { CallContext, UnaryHandler } from '@keyshard/rpc';
 import type { Cluster } from '../cluster/cluster.ts';
-import type { Keyring, KeyRecord } from '../keys/keyring.ts';
 import type { Seal } from '../cluster/seal.ts';
 import type { Replicas } from '../cluster/replicas.ts';
 import type { UnsealCeremonies } from '../ceremonies/unseal-ceremony.ts';
 import type { QuorumCeremonies } from '../ceremonies/quorum-ceremonies.ts';
 import type { CustodianLink } from '../ceremonies/custodian-link.ts';
+import type { CeremonyStore } from '../ceremonies/ceremony-store.ts';
 import type { AuditSinkStatus, EtcdStatus } from '../cluster/cluster-status.ts';
 import { getShareExport } from '../cluster/share-recovery.ts';
-import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
+import type { RecordIntegrity } from '../cluster/record-integrity.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 
@@ -28,6 +28,7 @@ export interface CeremonyDeps {
   coordinatorId: string;
   replicas: Replicas;
   quorum: QuorumCeremonies;
+  ceremonies: CeremonyStore;
   ns: Namespace;
   integrity: RecordIntegrity;
   leaderId: () => Promise<string>;
@@ -57,18 +58,6 @@ export function adminOnly(admins: Set<string>) {
   return (ctx: CallContext) => {
     if (!admins.has(ctx.principal)) throw permissionDenied(`${ctx.method} needs the admin role`);
   };
-}
-
-/**
- * A stored ceremony as shown: an open quorum ceremony (always written with a record MAC) is
- * checked when this replica can (unsealed); undefined if it fails (reported). Unseal and join
- * ceremonies, written while sealed, are bound by their custodian-signed hash instead; finished
- * ones are history (every read that acts on a ceremony checks it: quorum-ceremonies.ts).
- */
-function shown(d: CeremonyDeps, raw: string): Ceremony | undefined {
-  const { mac: _mac, ...c } = JSON.parse(raw) as Ceremony & { mac?: string };
-  if (c.state !== 'CEREMONY_STATE_OPEN' || RELEASING_OPERATIONS.has(c.operation) || !d.integrity.available) return c;
-  return d.integrity.check<Ceremony>(paths.ceremony(c.id), raw);
 }
 
 function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
@@ -126,9 +115,7 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       return withFacts(await d.unseal.start(ctx.principal, req.ttl_seconds || undefined), ctx);
     },
     async GetCeremony(req, ctx) {
-      const c = await d.unseal.get(req.id);
-      if (!shown(d, JSON.stringify(c))) throw integrityError(paths.ceremony(c.id));
-      return withFacts(c, ctx);
+      return withFacts(await d.unseal.get(req.id), ctx);
     },
     async StartCeremony(req, ctx) {
       const op = String(req.operation ?? '');
@@ -141,15 +128,10 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       throw invalidArgument(`unknown ceremony operation ${JSON.stringify(op)}; one of ${OPERATIONS.join(', ')}`);
     },
     async ListCeremonies(req) {
-      const all = await etcdCall('list ceremonies', () => d.ns.getAll().prefix('ceremonies/').strings());
-      const ceremonies = Object.values(all)
-        .map((v) => shown(d, v))
-        .filter((c): c is Ceremony => c !== undefined && (req.include_finished || c.state === 'CEREMONY_STATE_OPEN'))
-        .sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
-      return { ceremonies };
+      return { ceremonies: await d.ceremonies.list(Boolean(req.include_finished)) };
     },
     async CancelCeremony(req, ctx) {
-      const c = await getJson<Ceremony>(d.ns, paths.ceremony(String(req.id ?? '')));
+      const c = await d.ceremonies.show(String(req.id ?? ''));
       if (!c) throw notFound(`no ceremony ${JSON.stringify(req.id)}`);
       const cancelled = c.operation === 'unseal' || c.operation === 'join' ? await d.unseal.cancel(c.id, ctx.principal) : await d.quorum.cancel(c.id, ctx.principal);
       return withFacts(cancelled, ctx);
