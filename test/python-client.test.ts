@@ -1,15 +1,18 @@
 /**
  * A real non-TypeScript client: test/python/keyshard_client.py (grpcio, stubs generated from
  * proto/ at test time by protoc + grpc_python_plugin, mutual TLS) against a DevCluster, and
- * interop in both directions with the TS SDK. Needs the Debian packages python3-grpcio,
- * protobuf-compiler and protobuf-compiler-grpc; without them the test fails, it never skips.
+ * interop in both directions with the TS SDK; and, with no server, the Python client's own
+ * ciphertext v1 parser and AES-GCM / ChaCha20-Poly1305 open (pyca/cryptography) against the frozen
+ * vectors packages/crypto/vectors/ciphertext-v1.json. Needs the Debian packages python3-grpcio,
+ * python3-cryptography, protobuf-compiler and protobuf-compiler-grpc; without them the test
+ * fails, it never skips.
  *
  *   node --import tsx --test test/python-client.test.ts
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -24,7 +27,8 @@ const PYTHON = '/usr/bin/python3';
 const PROTOC = '/usr/bin/protoc';
 const GRPC_PLUGIN = '/usr/bin/grpc_python_plugin';
 const SCRIPT = path.join(REPO, 'test', 'python', 'keyshard_client.py');
-const PACKAGES = 'python3-grpcio, protobuf-compiler and protobuf-compiler-grpc';
+const PACKAGES = 'python3-grpcio, python3-cryptography, protobuf-compiler and protobuf-compiler-grpc';
+const CIPHERTEXT_VECTORS = path.join(REPO, 'packages', 'crypto', 'vectors', 'ciphertext-v1.json');
 const CONTEXT = { tenant: 'py' };
 
 /** Fails (never skips) with a message naming the Debian packages when a prerequisite is missing. */
@@ -39,10 +43,37 @@ async function checkPrerequisites(): Promise<void> {
     } catch (e) {
       missing.push(`python module grpc (python3-grpcio): ${((e as { stderr?: string }).stderr ?? String(e)).trim().split('\n').pop()}`);
     }
+    try {
+      await run(PYTHON, ['-c', 'import cryptography.hazmat.primitives.ciphers.aead']);
+    } catch (e) {
+      missing.push(`python module cryptography (python3-cryptography): ${((e as { stderr?: string }).stderr ?? String(e)).trim().split('\n').pop()}`);
+    }
   }
   if (missing.length)
     throw new Error(`Python client test prerequisites missing: ${missing.join('; ')}. Install the Debian packages ${PACKAGES} (apt-get install ${PACKAGES.replace(/,| and/g, '')}).`);
 }
+
+describe('Python client opens the frozen ciphertext vectors (no server)', () => {
+  interface Vectors {
+    cases: { name: string; key_id: string; key_version: number; plaintext_hex: string }[];
+    invalid: { name: string; error: string }[];
+    authentication_failures: { name: string }[];
+  }
+
+  test('every vector ciphertext opens to its plaintext; every bad one is refused', async () => {
+    await checkPrerequisites();
+    const vectors = JSON.parse(readFileSync(CIPHERTEXT_VECTORS, 'utf8')) as Vectors;
+    const { stdout } = await run(PYTHON, [SCRIPT, 'open-vectors', '--vectors', CIPHERTEXT_VECTORS], { cwd: REPO, timeout: 30_000 });
+    const out = JSON.parse(stdout) as { opened: { name: string; key_id: string; key_version: number; plaintext_b64: string }[]; refused: { name: string; error: string | null }[] };
+    assert.deepEqual(
+      out.opened,
+      vectors.cases.map((c) => ({ name: c.name, key_id: c.key_id, key_version: c.key_version, plaintext_b64: Buffer.from(c.plaintext_hex, 'hex').toString('base64') })),
+    );
+    assert.deepEqual(out.refused.map((r) => r.name), [...vectors.invalid, ...vectors.authentication_failures].map((v) => v.name));
+    for (const r of out.refused) assert.ok(r.error, `refused: ${r.name}`);
+    for (const v of vectors.invalid) assert.equal(out.refused.find((r) => r.name === v.name)!.error, v.error, 'the same reason as keyshard gives');
+  });
+});
 
 describe('Python gRPC client (grpcio, mutual TLS)', () => {
   let dir: string;
@@ -110,6 +141,7 @@ describe('Python gRPC client (grpcio, mutual TLS)', () => {
     assert.equal(out.matched, true, JSON.stringify(out));
     assert.equal(out.key_id, keyId);
     assert.equal(out.key_version, 1);
+    assert.deepEqual(out.header, { key_id: keyId, key_version: 1 }, 'Python parses the ciphertext header itself');
     assert.equal(Buffer.from(out.plaintext_b64 as string, 'base64').toString(), 'hello from python');
     const ct = Buffer.from(out.ciphertext_b64 as string, 'base64');
     assert.equal(ct.subarray(0, 2).toString(), 'ks', 'a self-describing keyshard ciphertext');
@@ -140,6 +172,7 @@ describe('Python gRPC client (grpcio, mutual TLS)', () => {
     assert.deepEqual(Buffer.from(fromPy.plaintext_b64 as string, 'base64'), tsPlain);
     assert.equal(fromPy.key_id, enc.key_id);
     assert.equal(fromPy.key_version, enc.key_version);
+    assert.deepEqual(fromPy.header, { key_id: enc.key_id, key_version: enc.key_version });
 
     const text = await py('decrypt', [
       '--ciphertext-b64', (await client!.encrypt(keyName, Buffer.from('plain text \u00fc'), CONTEXT)).ciphertext.toString('base64'),

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-APT_PACKAGES=(etcd-server etcd-client softhsm2 opensc openssl python3-grpcio protobuf-compiler protobuf-compiler-grpc)
+APT_PACKAGES=(etcd-server etcd-client softhsm2 opensc openssl python3-grpcio python3-cryptography protobuf-compiler protobuf-compiler-grpc)
 missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
@@ -14,6 +14,7 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v grpc_python_plugin >/dev/null || missing+=(protobuf-compiler-grpc)
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || missing+=(python3-grpcio)
+/usr/bin/python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

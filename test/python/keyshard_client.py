@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """A minimal keyshard client in Python, used by test/python-client.test.ts to prove that a
-non-TypeScript gRPC client interoperates with the coordinator over mutual TLS.
+non-TypeScript gRPC client interoperates with the coordinator over mutual TLS, and that the
+ciphertext format v1 (packages/crypto/VECTORS.md) can be parsed and opened from its
+documentation alone: open-vectors opens the frozen vectors with this file's own implementation.
 
 The keyshard.v1 stubs are never committed: they are generated at run time with
 
@@ -9,7 +11,8 @@ The keyshard.v1 stubs are never committed: they are generated at run time with
 
 into --stubs-dir (when given, e.g. by the test, which generates them once) or into a private
 temporary directory that is removed on exit. Needs the Debian packages python3-grpcio,
-protobuf-compiler and protobuf-compiler-grpc; run it with /usr/bin/python3.
+protobuf-compiler and protobuf-compiler-grpc (open-vectors: python3-cryptography instead);
+run it with /usr/bin/python3.
 
 Modes (each prints one JSON object on stdout):
   roundtrip       Encrypt then Decrypt with the same context:
@@ -19,6 +22,15 @@ Modes (each prints one JSON object on stdout):
   wrong-context   Decrypt with a context that is not the one the ciphertext was made with
                   (a given ciphertext, or one it encrypts first) and report the status:
                   {"code": "<gRPC status code name>", "details"}
+  open-vectors    No server: parse and open every ciphertext of a frozen vector file
+                  (default packages/crypto/vectors/ciphertext-v1.json) with this file's own
+                  ciphertext v1 implementation and the vector's TEST-ONLY key material:
+                  {"opened": [{"name", "key_id", "key_version", "plaintext_b64"}],
+                   "refused": [{"name", "error"}]}  (every invalid or unauthentic vector)
+                  Needs pyca/cryptography (Debian package python3-cryptography).
+
+roundtrip and decrypt also report "header": the key id and version this file parses from the
+ciphertext itself (parse_ciphertext_v1), to compare with what the server says.
 
 Exit status: 0 on success; 1 on an unexpected gRPC error (JSON {"error", "code", "details"}
 on stderr); 2 on bad usage or a missing dependency.
@@ -28,6 +40,7 @@ import base64
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +82,98 @@ def load_stubs(stubs_dir):
         die(f'cannot import grpc ({e}); install the Debian package python3-grpcio and run with /usr/bin/python3')
     from keyshard.v1 import keys_pb2, keys_pb2_grpc
     return keys_pb2, keys_pb2_grpc
+
+
+# ---- ciphertext format v1 (packages/crypto/VECTORS.md, "Ciphertext v1"), written from the spec ----
+
+CIPHERTEXT_MAGIC = b'ks'
+CIPHERTEXT_FORMAT_V1 = 1
+KEY_ID_RE = re.compile(rb'[A-Za-z0-9_-]{1,64}')
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+class CiphertextError(ValueError):
+    """A blob that is not a well-formed ciphertext v1, or one that does not authenticate."""
+
+
+def parse_ciphertext_v1(blob):
+    """'ks' | 0x01 | u8 L | key id (L ASCII bytes) | u32 BE version | nonce (12) | ct | tag (16).
+    Returns (key_id, key_version, header, sealed = nonce || ct || tag)."""
+    if len(blob) < 4:
+        raise CiphertextError('ciphertext is truncated')
+    if blob[:2] != CIPHERTEXT_MAGIC:
+        raise CiphertextError('not a keyshard ciphertext')
+    if blob[2] != CIPHERTEXT_FORMAT_V1:
+        raise CiphertextError(f'unsupported ciphertext format {blob[2]}')
+    id_len = blob[3]
+    header_len = 4 + id_len + 4
+    if id_len == 0 or len(blob) < header_len + NONCE_BYTES + TAG_BYTES:
+        raise CiphertextError('ciphertext is truncated')
+    key_id = blob[4:4 + id_len]
+    if not KEY_ID_RE.fullmatch(key_id):  # stricter than keyshard: a byte >= 0x80 is refused here
+        raise CiphertextError('ciphertext names an invalid key id')
+    version = int.from_bytes(blob[4 + id_len:header_len], 'big')
+    if version == 0:
+        raise CiphertextError('ciphertext names key version 0')
+    return key_id.decode('ascii'), version, blob[:header_len], blob[header_len:]
+
+
+def encode_context(context):
+    """u32 BE count, then per entry (sorted by the key's UTF-8 bytes) u32 BE length + key, u32 BE length + value."""
+    entries = sorted((k.encode('utf-8'), v.encode('utf-8')) for k, v in context.items())
+    out = len(entries).to_bytes(4, 'big')
+    for k, v in entries:
+        out += len(k).to_bytes(4, 'big') + k + len(v).to_bytes(4, 'big') + v
+    return out
+
+
+def open_ciphertext_v1(material, blob, context, algorithm='aes-256-gcm'):
+    """Opens a ciphertext v1 locally with the key version's material: AAD = header || context encoding."""
+    try:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+    except ImportError as e:
+        die(f'cannot import cryptography ({e}); install the Debian package python3-cryptography and run with /usr/bin/python3')
+    ciphers = {'aes-256-gcm': AESGCM, 'chacha20-poly1305': ChaCha20Poly1305}
+    if algorithm not in ciphers:
+        raise CiphertextError(f'unknown algorithm {algorithm}')
+    _, _, header, sealed = parse_ciphertext_v1(blob)
+    try:
+        return ciphers[algorithm](material).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], header + encode_context(context))
+    except InvalidTag:
+        raise CiphertextError('ciphertext could not be authenticated: wrong key, wrong encryption context, or modified data') from None
+
+
+def header_of(blob):
+    key_id, version, _, _ = parse_ciphertext_v1(blob)
+    return {'key_id': key_id, 'key_version': version}
+
+
+def open_vectors(path):
+    """Opens every case of a frozen ciphertext-v1 vector file; reports each refusal of the bad ones."""
+    with open(path, encoding='utf-8') as f:
+        vectors = json.load(f)
+    cases = {c['name']: c for c in vectors['cases']}
+    opened, refused = [], []
+    for c in vectors['cases']:
+        blob = bytes.fromhex(c['ciphertext_hex'])
+        key_id, version, _, _ = parse_ciphertext_v1(blob)
+        pt = open_ciphertext_v1(bytes.fromhex(c['key_hex']), blob, c['context'], c['algorithm'])
+        opened.append({'name': c['name'], 'key_id': key_id, 'key_version': version, 'plaintext_b64': b64(pt)})
+    bad = [(v['name'], bytes.fromhex(v['ciphertext_hex']), None, {}) for v in vectors['invalid']]
+    bad += [(v['name'], bytes.fromhex(v.get('ciphertext_hex') or cases[v['case']]['ciphertext_hex']), cases[v['case']], v['context'])
+            for v in vectors['authentication_failures']]
+    for name, blob, case, context in bad:
+        try:
+            if case is None:
+                parse_ciphertext_v1(blob)
+            else:
+                open_ciphertext_v1(bytes.fromhex(case['key_hex']), blob, context, case['algorithm'])
+            refused.append({'name': name, 'error': None})
+        except CiphertextError as e:
+            refused.append({'name': name, 'error': str(e)})
+    return {'opened': opened, 'refused': refused}
 
 
 def read(path):
@@ -130,6 +235,7 @@ def run(args, pb, stub):
             'decrypt_key_id': dec.key_id,
             'decrypt_key_version': dec.key_version,
             'matched': dec.plaintext == pt and dec.key_id == enc.key_id and dec.key_version == enc.key_version,
+            'header': header_of(enc.ciphertext),
         }
     if args.mode == 'decrypt':
         if not args.ciphertext_b64:
@@ -140,7 +246,7 @@ def run(args, pb, stub):
             text = dec.plaintext.decode('utf-8')
         except UnicodeDecodeError:
             text = None
-        return {'plaintext_b64': b64(dec.plaintext), 'plaintext': text, 'key_id': dec.key_id, 'key_version': dec.key_version}
+        return {'plaintext_b64': b64(dec.plaintext), 'plaintext': text, 'key_id': dec.key_id, 'key_version': dec.key_version, 'header': header_of(ct)}
     if args.mode == 'wrong-context':
         wrong = parse_context(args.wrong_context)
         if wrong == context:
@@ -161,11 +267,13 @@ def run(args, pb, stub):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description='keyshard Python interop client')
-    p.add_argument('mode', choices=['roundtrip', 'decrypt', 'wrong-context'])
-    p.add_argument('--address', required=True, help='coordinator host:port')
-    p.add_argument('--ca', required=True, help='cluster CA certificate (PEM)')
-    p.add_argument('--cert', required=True, help='client certificate (PEM)')
-    p.add_argument('--key', required=True, help='client private key (PEM)')
+    p.add_argument('mode', choices=['roundtrip', 'decrypt', 'wrong-context', 'open-vectors'])
+    p.add_argument('--address', help='coordinator host:port (every mode but open-vectors)')
+    p.add_argument('--ca', help='cluster CA certificate (PEM)')
+    p.add_argument('--cert', help='client certificate (PEM)')
+    p.add_argument('--key', help='client private key (PEM)')
+    p.add_argument('--vectors', default=os.path.join(REPO_ROOT, 'packages', 'crypto', 'vectors', 'ciphertext-v1.json'),
+                   help='open-vectors: the frozen ciphertext vector file')
     p.add_argument('--target-name-override', default=None,
                    help='TLS name to verify instead of the target host (e.g. localhost)')
     p.add_argument('--stubs-dir', default=None, help='directory to generate the stubs into (default: a temp dir)')
@@ -178,6 +286,12 @@ def main(argv=None):
     p.add_argument('--wrong-context', default='{"tenant": "not-py"}')
     p.add_argument('--timeout', type=float, default=10.0, help='per-call deadline in seconds')
     args = p.parse_args(argv)
+    if args.mode == 'open-vectors':
+        print(json.dumps(open_vectors(args.vectors)))
+        return 0
+    missing = [f'--{n}' for n in ('address', 'ca', 'cert', 'key') if not getattr(args, n)]
+    if missing:
+        die(f'{args.mode} needs {", ".join(missing)}')
     if args.mode == 'roundtrip' and not args.key_name:
         die('roundtrip needs --key-name')
 

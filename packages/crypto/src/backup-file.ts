@@ -16,7 +16,8 @@
  * with a random per-backup salt; the signing key is an HKDF subkey of the root used as an
  * Ed25519 seed (RFC 8410 encoding), so the same root always signs with the same public key and
  * a restore proves the file came from the root it reconstructs.
- * A chunk's plaintext is a run of entries: u16 key length, key (UTF-8), u32 value length, value.
+ * A chunk's plaintext is a run of entries: u16 key length, u32 value length, key (UTF-8), value.
+ * Frozen vectors: packages/crypto/vectors/backup-file.json (layout in packages/crypto/VECTORS.md).
  */
 import { createHash, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';

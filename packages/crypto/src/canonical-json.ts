@@ -2,6 +2,8 @@
  * Deterministic JSON: object keys sorted recursively, no whitespace, undefined members
  * dropped. The bytes that ceremony hashes, manifest MACs and audit chain hashes are over.
  * Non-finite numbers and non-JSON values are refused, since they would not survive a round trip.
+ * Keys sort in UTF-16 code-unit order (JavaScript's default sort), as in RFC 8785.
+ * Frozen vectors: packages/crypto/vectors/canonical-json.json (rules in packages/crypto/VECTORS.md).
  */
 import { invalidArgument } from '@keyshard/errors';
 

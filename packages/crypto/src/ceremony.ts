@@ -10,6 +10,7 @@
  * Custodians check that recipients are registered coordinator identities (services/custodian).
  * Not yet: the initiator's own signature over the object.
  * The wire shape is the proto `keyshard.v1.Ceremony` message (snake_case) as is.
+ * Frozen vectors: packages/crypto/vectors/ceremony.json (layout in packages/crypto/VECTORS.md).
  */
 import { createHash, randomBytes, randomUUID, verify } from 'node:crypto';
 import { failedPrecondition, invalidArgument } from '@keyshard/errors';

@@ -6,6 +6,7 @@
  *
  * AAD = header (magic .. key version) || canonical encryption context, so neither the key
  * reference nor the context can be changed without failing authentication (SP 800-38D).
+ * Frozen vectors: packages/crypto/vectors/ciphertext-v1.json (layout in packages/crypto/VECTORS.md).
  */
 import { invalidArgument } from '@keyshard/errors';
 import { NONCE_BYTES, TAG_BYTES, openAead, sealAead, type AeadCipher } from './aead.ts';

@@ -2,6 +2,7 @@
  * Canonical, injective encoding of an encryption context (a string map) for use as AAD.
  * Entries are sorted by key's UTF-8 bytes; each string is length-prefixed (u32 BE), so no two
  * different maps encode the same way ({"a":"bc"} vs {"ab":"c"}).
+ * Frozen vectors: context_encoding_hex in packages/crypto/vectors/ciphertext-v1.json.
  */
 import { invalidArgument } from '@keyshard/errors';
 

@@ -15,6 +15,7 @@
  *   the ceremony ends; after that no sealed blob of that ceremony can be opened again, even with
  *   the transport private key and the token.
  * - Errors name the failed check, never key bytes.
+ * Frozen decryption vector: packages/crypto/vectors/hpke-share-release.json (packages/crypto/VECTORS.md).
  */
 import { generateKeyPairSync, createPublicKey, type KeyObject } from 'node:crypto';
 import { Aes256Gcm, CipherSuite, HkdfSha256 } from '@hpke/core';

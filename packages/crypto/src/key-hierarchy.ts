@@ -7,9 +7,12 @@
  *
  * Binding the position into the AAD means a wrapped blob moved to another cluster, key or
  * version fails authentication instead of being accepted. Rotating the root re-wraps KEKs only.
- * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels:
- * `deriveRootKey` (salt = cluster id) for the root-derived keys other components agree on —
- * `record-mac` (record-mac.ts: the record MAC key, 32 B) and `vouch` (join vouches, 32-byte Ed25519 seed).
+ * Subkeys for other purposes come from HKDF-SHA256 (RFC 5869) with distinct `info` labels
+ * (`keyshard/v1/<purpose>`): `deriveRootKey` (salt = cluster id) for `record-mac` (record-mac.ts:
+ * the record MAC key, 32 B); `deriveSubkey` (empty salt unless given) for `manifest-mac`,
+ * `backup-encryption` (salt = the backup's salt) and the 32-byte Ed25519 seeds of `rootSigningKey`:
+ * `backup-signing` and `join-vouch` (join vouches and seal notices).
+ * Frozen vectors: packages/crypto/vectors/key-hierarchy.json (layout in packages/crypto/VECTORS.md).
  */
 import { createPrivateKey, createPublicKey, hkdfSync, type KeyObject } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';

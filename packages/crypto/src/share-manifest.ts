@@ -12,6 +12,7 @@
  *  - the manifest itself carries an HMAC under an HKDF subkey of the root (RFC 5869), checked
  *    after reconstruction, so a manifest edited in etcd is detected.
  * Commitments reveal nothing useful: each share is uniformly random to anyone holding < t.
+ * Frozen vectors: packages/crypto/vectors/share-manifest.json (layout in packages/crypto/VECTORS.md).
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { combine, split } from 'shamir-secret-sharing';

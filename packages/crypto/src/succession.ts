@@ -13,6 +13,7 @@
  * An approval verifies against the successor key only when both links verify; otherwise
  * against the recorded key. One link deep: a custodian recovered twice is re-enrolled by a
  * reshare (which records its current key) in between.
+ * Frozen vectors: packages/crypto/vectors/succession.json (layout in packages/crypto/VECTORS.md).
  */
 import { constants, createHash, createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
 import { invalidArgument } from '@keyshard/errors';
