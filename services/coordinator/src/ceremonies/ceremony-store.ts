@@ -20,7 +20,6 @@ import { ceremonyHash, RELEASING_OPERATIONS, type Ceremony } from '@keyshard/cry
 import { KeyshardError } from '@keyshard/errors';
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
-import type { CeremonyRecords } from './runner.ts';
 
 /** A vouch as stored (join-voucher.ts writes it; the joiner reads it). */
 export interface StoredVouch {
@@ -42,6 +41,14 @@ export const MISMATCH = 'the stored ceremony no longer matches what the custodia
 
 /** True when `stored` still states what the custodians were shown for `c`. */
 export const matches = (stored: Ceremony, c: Ceremony): boolean => ceremonyHash(stored) === c.hash && stored.hash === c.hash;
+
+/** Where a run records the ceremony (CeremonyStore below for etcd; a restore keeps it in the call). */
+export interface CeremonyRecords {
+  /** The ceremony as recorded now (checked), or undefined if it is gone. */
+  current(c: Ceremony): Promise<Ceremony | undefined>;
+  progress(c: Ceremony): Promise<void>;
+  final(c: Ceremony): Promise<void>;
+}
 
 export class CeremonyStore implements CeremonyRecords {
   readonly #ns: Namespace;

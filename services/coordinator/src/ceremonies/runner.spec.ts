@@ -12,8 +12,8 @@ import { KeyshardError } from '@keyshard/errors';
 import { createLogger } from '@keyshard/config';
 import type { AuditEventInput } from '@keyshard/audit-client';
 import type { ReleaseResponse } from './custodian-link.ts';
-import { runCeremony, type CeremonyKind, type CeremonyRecords, type CustodianPort, type RunContext } from './runner.ts';
-import { MISMATCH } from './ceremony-store.ts';
+import { runCeremony, type CeremonyKind, type CustodianPort, type RunContext } from './runner.ts';
+import { MISMATCH, type CeremonyRecords } from './ceremony-store.ts';
 
 const log = createLogger('runner-spec', 'silent');
 const released = (tag: string): ReleaseResponse => ({ ceremony_id: '', status: 'released', releases: [], approval_signature: Buffer.from(tag), reason: '', succession: null });

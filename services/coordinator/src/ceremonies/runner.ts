@@ -40,21 +40,14 @@ import { KeyshardError } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { ReleaseResponse } from './custodian-link.ts';
-import { matches, MISMATCH } from './ceremony-store.ts';
+import { matches, MISMATCH, type CeremonyRecords } from './ceremony-store.ts';
+
 
 /** What the runner needs of a custodian (CustodianLink). */
 export interface CustodianPort {
   readonly id: string;
   propose(c: Ceremony, vouch?: JoinVouch): Promise<ReleaseResponse>;
   release(ceremonyId: string): Promise<ReleaseResponse>;
-}
-
-/** Where a run records the ceremony (ceremony-store.ts for etcd; a restore keeps it in the call). */
-export interface CeremonyRecords {
-  /** The ceremony as recorded now (checked), or undefined if it is gone. */
-  current(c: Ceremony): Promise<Ceremony | undefined>;
-  progress(c: Ceremony): Promise<void>;
-  final(c: Ceremony): Promise<void>;
 }
 
 export interface Accepted<T> {
