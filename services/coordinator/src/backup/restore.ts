@@ -27,6 +27,7 @@ import type { CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { Seal } from '../cluster/seal.ts';
 import { myEphemeralIn, recipientOf, shareKind, type ReplicaKey } from '../ceremonies/share-release.ts';
 import { runCeremony } from '../ceremonies/runner.ts';
+import { requireTtl } from '../ceremonies/open.ts';
 
 export interface RestoreDeps {
   ns: Namespace;
@@ -127,8 +128,7 @@ export class Restores {
   async #recover(header: BackupHeader, opts: RestoreOptions, initiator: string, emit: (e: RestoreEvent) => void, cancelled: () => boolean): Promise<Buffer> {
     const { links, replica, audit, log, pollMs } = this.#d;
     const manifest = header.manifest;
-    const ttl = opts.ttlSeconds || this.#d.ttlSeconds;
-    if (!Number.isInteger(ttl) || ttl < 10 || ttl > this.#d.ttlSeconds) throw invalidArgument(`ttl_seconds must be between 10 and ${this.#d.ttlSeconds}`);
+    const ttl = requireTtl(opts.ttlSeconds || this.#d.ttlSeconds, this.#d.ttlSeconds);
     const c = newCeremony({
       operation: 'recover',
       parameters: {

@@ -8,10 +8,11 @@
  * open ceremony is live and is returned instead of a new one (the caller decides whether that is
  * an answer — StartUnseal — or an error).
  */
-import { isExpired, type Ceremony } from '@keyshard/crypto';
+import { isExpired, stateName, type Ceremony } from '@keyshard/crypto';
+import { failedPrecondition, invalidArgument } from '@keyshard/errors';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import { lockOf, type CeremonyStore } from './ceremony-store.ts';
-import { finishCeremony } from './runner.ts';
+import { finishCeremony, type RunContext } from './runner.ts';
 
 /** Registered replica processes, as ceremonies see them (cluster/replicas.ts). */
 export interface ReplicaDirectory {
@@ -59,4 +60,17 @@ export async function openCeremony(c: Ceremony, details: Record<string, string>,
   }
   await d.audit.record({ operation: `ceremony.${c.operation}.created`, principal: c.initiator, ceremony_id: c.id, result: 'ok', details });
   return (await d.store.create(c)) ? c : undefined;
+}
+
+/** A requested lifetime: whole seconds, at least 10, at most the configured `max`. */
+export function requireTtl(ttlSeconds: number, max: number): number {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 10 || ttlSeconds > max) throw invalidArgument(`ttl_seconds must be between 10 and ${max}`);
+  return ttlSeconds;
+}
+
+/** CancelCeremony: ends open ceremony `c` as CANCELLED by `principal` (its driver, wherever it runs, sees it at its next round). */
+export async function cancelCeremony(c: Ceremony, principal: string, o: Pick<RunContext, 'records' | 'audit'>): Promise<Ceremony> {
+  if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${c.id} is already ${stateName(c.state)}`);
+  await finishCeremony(c, 'CEREMONY_STATE_CANCELLED', `cancelled by ${principal}`, { ...o, role: 'driver' });
+  return c;
 }

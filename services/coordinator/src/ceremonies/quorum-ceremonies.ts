@@ -15,7 +15,7 @@
  * ceremony carries a record MAC at every write and is checked at every read that acts on it
  * (ceremony-store.ts): one altered in etcd fails its ceremony (and is audited), never drives it.
  */
-import { newCeremony, stateName, tallyApprovals, type Ceremony } from '@keyshard/crypto';
+import { newCeremony, tallyApprovals, type Ceremony } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, KeyshardError } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
@@ -23,8 +23,8 @@ import type { Cluster } from '../cluster/cluster.ts';
 import type { Seal } from '../cluster/seal.ts';
 import type { Approval, CustodianLink } from './custodian-link.ts';
 import type { CeremonyStore } from './ceremony-store.ts';
-import { driverAlive, openCeremony, type ReplicaDirectory } from './open.ts';
-import { finishCeremony, runCeremony, type CeremonyKind } from './runner.ts';
+import { cancelCeremony, driverAlive, openCeremony, requireTtl, type ReplicaDirectory } from './open.ts';
+import { runCeremony, type CeremonyKind } from './runner.ts';
 
 /** One kind of quorum-approved act. */
 export interface QuorumOperation {
@@ -84,8 +84,7 @@ export class QuorumCeremonies {
   async start(operation: string, parameters: Record<string, string>, initiator: string, ttlSeconds = this.#d.ttlSeconds): Promise<Ceremony> {
     const op = this.#ops[operation];
     if (!op) throw invalidArgument(`unknown ceremony operation ${operation}`);
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 10 || ttlSeconds > this.#d.ttlSeconds)
-      throw invalidArgument(`ttl_seconds must be between 10 and ${this.#d.ttlSeconds}`);
+    requireTtl(ttlSeconds, this.#d.ttlSeconds);
     this.#d.seal.requireOpen();
     const { record, manifest } = this.#d.cluster.requireInitialized();
     // Every ceremony names the share set whose custodians approve it (custodians check they hold it).
@@ -108,8 +107,6 @@ export class QuorumCeremonies {
     const { store, audit } = this.#d;
     const c = await store.read(id, 'approval');
     if (!c) throw notFound(`no ceremony ${id}`);
-    if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${stateName(c.state)}`);
-    await finishCeremony(c, 'CEREMONY_STATE_CANCELLED', `cancelled by ${principal}`, { records: store, audit, role: 'driver' });
-    return c;
+    return cancelCeremony(c, principal, { records: store, audit });
   }
 }

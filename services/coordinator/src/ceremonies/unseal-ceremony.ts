@@ -20,8 +20,8 @@
  * records are written by sealed replicas, which hold no record MAC key: what they say is bound
  * by the ceremony hash the custodians sign, and the custodians check it before releasing.
  */
-import { isExpired, MAX_JOIN_LIFETIME_MS, newCeremony, stateName, verifyVouch, zeroize, type Ceremony, type JoinVouch, type OaepHash } from '@keyshard/crypto';
-import { failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
+import { isExpired, MAX_JOIN_LIFETIME_MS, newCeremony, verifyVouch, zeroize, type Ceremony, type JoinVouch, type OaepHash } from '@keyshard/crypto';
+import { failedPrecondition, notFound } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Cluster } from '../cluster/cluster.ts';
@@ -29,7 +29,7 @@ import type { Seal } from '../cluster/seal.ts';
 import type { JoinVoucher } from './join-voucher.ts';
 import type { CustodianLink } from './custodian-link.ts';
 import type { CeremonyStore } from './ceremony-store.ts';
-import { driverAlive, openCeremony, type ReplicaDirectory } from './open.ts';
+import { cancelCeremony, driverAlive, openCeremony, requireTtl, type ReplicaDirectory } from './open.ts';
 import { finishCeremony, runCeremony, type RunContext } from './runner.ts';
 import { myEphemeralIn, recipientOf, shareKind, type ReplicaKey } from './share-release.ts';
 
@@ -95,8 +95,7 @@ export class UnsealCeremonies {
   }
 
   async start(initiator: string, ttlSeconds = this.#d.ttlSeconds): Promise<Ceremony> {
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 10 || ttlSeconds > this.#d.ttlSeconds)
-      throw invalidArgument(`ttl_seconds must be between 10 and ${this.#d.ttlSeconds}`);
+    requireTtl(ttlSeconds, this.#d.ttlSeconds);
     this.#d.cluster.requireInitialized();
     if (!this.#d.seal.sealed) throw failedPrecondition('already unsealed');
     const current = this.#current;
@@ -182,11 +181,7 @@ export class UnsealCeremonies {
 
   /** CancelCeremony (admin) for an unseal or join ceremony, whichever replica drives it. */
   async cancel(id: string, principal: string): Promise<Ceremony> {
-    const c = await this.get(id);
-    if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${id} is already ${stateName(c.state)}`);
-    // Recorded here; a driver elsewhere sees it at its next round.
-    await finishCeremony(c, 'CEREMONY_STATE_CANCELLED', `cancelled by ${principal}`, this.#recording());
-    return c;
+    return cancelCeremony(await this.get(id), principal, this.#recording());
   }
 
   /** Seal stops an unseal in progress: its ceremony is cancelled and will not open the seal. */
