@@ -15,34 +15,21 @@
  * the target as empty as it was (written entries are removed); a dry run writes nothing to
  * etcd; every step is audited, fail closed.
  */
-import { BackupParser, newCeremony, zeroize, type BackupHeader, type Ceremony, type OaepHash } from '@keyshard/crypto';
+import { BackupParser, newCeremony, zeroize, type BackupHeader, type Ceremony } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
 import { BACKUP_PREFIXES, etcdCall, paths, type EtcdConfig, type Namespace } from '@keyshard/store';
-import type { Logger } from '@keyshard/config';
-import type { AuditRecorder } from '@keyshard/audit-client';
 import { checkRestorable, headerId } from './backup.ts';
 import { runBackupCheck, type RestoreCounts } from './restore-writer.ts';
-import type { Cluster, ClusterRecord } from '../cluster/cluster.ts';
-import type { CustodianLink } from '../ceremonies/custodian-link.ts';
-import type { Seal } from '../cluster/seal.ts';
-import { myEphemeralIn, recipientOf, shareKind, type ReplicaKey } from '../ceremonies/share-release.ts';
+import type { ClusterRecord } from '../cluster/cluster.ts';
+import { myEphemeralIn, recipientOf, shareKind, type ShareCeremonyDeps } from '../ceremonies/share-release.ts';
 import { runCeremony } from '../ceremonies/runner.ts';
 import { requireTtl } from '../ceremonies/open.ts';
 
-export interface RestoreDeps {
+export interface RestoreDeps extends ShareCeremonyDeps {
   ns: Namespace;
   /** How the restore's writer thread connects to etcd (its own client). */
   etcd: EtcdConfig;
-  cluster: Cluster;
-  seal: Seal;
-  links: CustodianLink[];
-  replica: ReplicaKey;
-  audit: AuditRecorder;
-  log: Logger;
-  oaepHash: OaepHash;
   clusterName: string;
-  ttlSeconds: number;
-  pollMs: number;
 }
 
 export interface RestoreOptions {

@@ -18,7 +18,11 @@ import {
   type Ceremony, type OaepHash, type ShareManifest, type ShareRejected,
 } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
-import type { ReleaseResponse } from './custodian-link.ts';
+import type { Logger } from '@keyshard/config';
+import type { AuditRecorder } from '@keyshard/audit-client';
+import type { Cluster } from '../cluster/cluster.ts';
+import type { Seal } from '../cluster/seal.ts';
+import type { CustodianLink, ReleaseResponse } from './custodian-link.ts';
 import type { EphemeralKeys } from './transport-key.ts';
 import type { Accepted, CeremonyKind } from './runner.ts';
 
@@ -69,6 +73,20 @@ export async function shareFromRelease(c: Ceremony, manifest: ShareManifest, cus
     throw e as ShareRejected;
   }
   return share;
+}
+
+/** What a replica running share-releasing ceremonies (unseal, join, recover) is wired with. */
+export interface ShareCeremonyDeps {
+  cluster: Cluster;
+  seal: Seal;
+  links: CustodianLink[];
+  replica: ReplicaKey;
+  audit: AuditRecorder;
+  log: Logger;
+  oaepHash: OaepHash;
+  /** The longest lifetime a ceremony may be given. */
+  ttlSeconds: number;
+  pollMs: number;
 }
 
 export interface ShareKindOptions {

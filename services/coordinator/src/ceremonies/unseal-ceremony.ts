@@ -20,33 +20,19 @@
  * records are written by sealed replicas, which hold no record MAC key: what they say is bound
  * by the ceremony hash the custodians sign, and the custodians check it before releasing.
  */
-import { isExpired, MAX_JOIN_LIFETIME_MS, newCeremony, verifyVouch, zeroize, type Ceremony, type JoinVouch, type OaepHash } from '@keyshard/crypto';
+import { isExpired, MAX_JOIN_LIFETIME_MS, newCeremony, verifyVouch, zeroize, type Ceremony, type JoinVouch } from '@keyshard/crypto';
 import { failedPrecondition, notFound } from '@keyshard/errors';
-import type { Logger } from '@keyshard/config';
-import type { AuditRecorder } from '@keyshard/audit-client';
-import type { Cluster } from '../cluster/cluster.ts';
-import type { Seal } from '../cluster/seal.ts';
 import type { JoinVoucher } from './join-voucher.ts';
-import type { CustodianLink } from './custodian-link.ts';
 import type { CeremonyStore } from './ceremony-store.ts';
 import { cancelCeremony, driverAlive, openCeremony, requireTtl, type ReplicaDirectory } from './open.ts';
 import { finishCeremony, runCeremony, type RunContext } from './runner.ts';
-import { myEphemeralIn, recipientOf, shareKind, type ReplicaKey } from './share-release.ts';
+import { myEphemeralIn, recipientOf, shareKind, type ShareCeremonyDeps } from './share-release.ts';
 
 type Role = RunContext['role'];
 
-export interface UnsealDeps {
+export interface UnsealDeps extends ShareCeremonyDeps {
   store: CeremonyStore;
   replicas: ReplicaDirectory & { peerUnsealed(): Promise<boolean> };
-  cluster: Cluster;
-  seal: Seal;
-  links: CustodianLink[];
-  replica: ReplicaKey;
-  audit: AuditRecorder;
-  log: Logger;
-  oaepHash: OaepHash;
-  ttlSeconds: number;
-  pollMs: number;
   /** Vouches for other replicas' joins while this one is unsealed. */
   voucher?: JoinVoucher;
   /** How long a joiner waits for a peer's vouch before it proposes without one (default 10 s). */
