@@ -138,7 +138,7 @@ describe('records altered in etcd are detected by their MAC, refused, audited an
     const epoch = stored === null ? 0 : stored.startsWith('{') ? (JSON.parse(stored) as { epoch: number }).epoch : Number(stored);
     // As etcdctl would: the next epoch, with the old MAC (or none).
     await put('seal-epoch', stored?.startsWith('{') ? altered(stored, (r) => (r.epoch = epoch + 1)) : String(epoch + 1));
-    // The replica judged the altered record (its watch handler refuses it, audited, or seals on it, in one step): then it must still be unsealed.
+    // Once its refusal is audited the replica has judged the altered record (its watch handler refuses or seals in that same step): it must still be unsealed.
     await detected('seal-epoch');
     assert.equal((await admin.status()).sealed, false, 'one etcd put does not seal the cluster');
     assert.equal((await admin.encrypt(key.id, Buffer.from('x'))).key_id, key.id);
