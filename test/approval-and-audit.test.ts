@@ -13,7 +13,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { DevCluster, REPO_ROOT, operatorOf } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
-import { rejectsWith, waitFor } from './support/grpc.ts';
+import { observeFor, rejectsWith, waitFor } from './support/grpc.ts';
 
 const run = promisify(execFile);
 
@@ -57,9 +57,12 @@ describe('manual approval and fail-closed audit', { timeout: 240_000 }, () => {
     await operatorCli('custodian-1', ['approve', c.id]);
     await waitFor('custodian-2 to see it', async () => ((await operatorCli('custodian-2', ['pending'])).stdout.includes(c.id) ? true : undefined)).catch(() => undefined);
     await operatorCli('custodian-2', ['approve', c.id]).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 1_000));
-    assert.equal((await client.status()).sealed, true);
-    assert.equal((await client.getCeremony(c.id)).approved_by.length, 0);
+    // Nothing to wait for: a cancelled ceremony is no longer polled. Watched for 1 s (the
+    // coordinator polls custodians every 50 ms) that the approvals release nothing.
+    await observeFor('the cancelled ceremony, approved afterwards: the replica stays sealed and the ceremony counts no approval', 1_000, async () => {
+      assert.equal((await client.status()).sealed, true);
+      assert.equal((await client.getCeremony(c.id)).approved_by.length, 0);
+    });
   });
 
   it('nothing is released until operators approve; a denial is recorded with its reason', async () => {
@@ -74,11 +77,13 @@ describe('manual approval and fail-closed audit', { timeout: 240_000 }, () => {
     assert.equal(shown.cluster_id, c.cluster_id);
     assert.deepEqual(shown.recipients.map((r: { coordinator_id: string }) => r.coordinator_id), ['coordinator-1']);
 
-    await new Promise((r) => setTimeout(r, 1_000));
-    c = await client.getCeremony(c.id);
-    assert.equal(c.state, 'CEREMONY_STATE_OPEN');
-    assert.equal(c.approved_by.length, 0, 'no share without approval');
-    assert.equal((await client.status()).sealed, true);
+    // Watched for 1 s (20 of the coordinator's 50 ms custodian polls) with no operator approving: nothing is released.
+    await observeFor('the unseal proposal before any approval: open, no share released, still sealed', 1_000, async () => {
+      c = await client.getCeremony(c.id);
+      assert.equal(c.state, 'CEREMONY_STATE_OPEN');
+      assert.equal(c.approved_by.length, 0, 'no share without approval');
+      assert.equal((await client.status()).sealed, true);
+    });
 
     await waitFor('custodian-3 to see it', async () => ((await operatorCli('custodian-3', ['pending'])).stdout.includes(c.id) ? true : undefined));
     assert.match((await operatorCli('custodian-3', ['deny', c.id, '--reason', 'not during the change freeze'])).stdout, /denied/);

@@ -21,7 +21,7 @@ import { waitForCeremony, type KeyshardClient } from '@keyshard/client';
 import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reader';
 import { canonicalJson } from '@keyshard/crypto';
 import { readTls } from '@keyshard/rpc';
-import { rejectsWith, waitFor } from './support/grpc.ts';
+import { observeFor, rejectsWith, waitFor, waitUntilPast } from './support/grpc.ts';
 
 const run = promisify(execFile);
 const CLI = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
@@ -97,8 +97,10 @@ describe('audit alerts (denials, destroy) from a real cluster', { timeout: 240_0
     });
     for (let i = 0; i < 3; i++) await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');
     await deniedInLog(8);
-    await new Promise((r) => setTimeout(r, 500)); // an alert is appended right after the event that caused it
-    assert.equal((await alerts('denials')).length, 1, 'denials after the alert, within its window, raise no second one');
+    // An alert is appended right after the event that caused it: watched for 500 ms after the eighth denial is in the log.
+    await observeFor('the denials alerts in the log after three more denials', 500, async () => {
+      assert.equal((await alerts('denials')).length, 1, 'denials after the alert, within its window, raise no second one');
+    });
 
     // The alert: an event of the sink itself, about app, with the counts.
     const e = alert!.event;
@@ -138,8 +140,7 @@ describe('audit alerts (denials, destroy) from a real cluster', { timeout: 240_0
 
   it('a key scheduled for destruction and destroyed by a quorum ceremony: a destroy alert for each step', async () => {
     const k = await admin.createKey('doomed');
-    await admin.scheduleKeyDestruction(k.id, 1);
-    await new Promise((r) => setTimeout(r, 1_100)); // the waiting period
+    await waitUntilPast('the end of the waiting period', (await admin.scheduleKeyDestruction(k.id, 1)).destruction_at);
     const c = await waitForCeremony(admin, await admin.startCeremony('destroy-key', { key: k.id })); // custodians approve by policy
     assert.equal(c.state, 'CEREMONY_STATE_COMPLETED');
 

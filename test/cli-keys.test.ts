@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DevCluster, REPO_ROOT } from '@keyshard/devcluster';
+import { waitUntilPast } from './support/grpc.ts';
 
 const BIN = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
 
@@ -64,7 +65,9 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     for (const name of ['due-1', 'due-2', 'due-3']) await ok(['key', 'create', name, '--rotation-period', '1']);
     await ok(['key', 'create', 'no-schedule']);
     await ok(['encrypt', '--key', 'due-1'], 'counted');
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Due, as `--all-due` judges it: each key's next_rotation_at has passed.
+    const listed = JSON.parse(await ok(['key', 'list', '--json'])) as { name: string; rotation: { next_rotation_at: string } }[];
+    for (const name of ['due-1', 'due-2', 'due-3']) await waitUntilPast(`${name} due`, listed.find((k) => k.name === name)!.rotation.next_rotation_at);
     const r = await ks(['key', 'rotate', '--all-due']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /rotating due keys 3\/3 \(100%\)/);

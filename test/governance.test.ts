@@ -21,7 +21,7 @@ import { ADMIN, DevCluster, REPO_ROOT, COORDINATOR } from '@keyshard/devcluster'
 import type { Ceremony, KeyshardClient } from '@keyshard/client';
 import { readTls } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
-import { rejectsWith, waitFor } from './support/grpc.ts';
+import { observeFor, rejectsWith, waitFor, waitUntilPast } from './support/grpc.ts';
 
 const BIN = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
 
@@ -40,8 +40,7 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
   const pendingDestruction = async (name: string) => {
     const k = await admin.createKey(name);
     const ct = await admin.encrypt(k.id, Buffer.from(`secret of ${name}`));
-    await admin.scheduleKeyDestruction(k.id, 1);
-    await new Promise((r) => setTimeout(r, 1_100));
+    await waitUntilPast(`the end of ${name}'s waiting period`, (await admin.scheduleKeyDestruction(k.id, 1)).destruction_at);
     return { k, ct };
   };
   const audited = (id: string) => readFileSync(cluster.auditLogFile, 'utf8').split('\n').filter((l) => l.includes(id)).map((l) => JSON.parse(l).event.operation as string);
@@ -85,16 +84,19 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
     await rejectsWith(admin.startCeremony('destroy-key', { key: k.id }), 'FAILED_PRECONDITION', /only one runs at a time/);
     await approve('custodian-3', c.id);
     await waitFor('one approval recorded', async () => ((await ceremony(c.id)).approved_by.length === 1 ? true : undefined));
-    await new Promise((r) => setTimeout(r, 1_000));
-    assert.equal((await ceremony(c.id)).state, 'CEREMONY_STATE_OPEN');
-    assert.equal((await admin.getKey(k.id)).state, 'KEY_STATE_PENDING_DESTRUCTION', 'one approval of two destroys nothing');
+    // Watched for 1 s (10 of the coordinator's 100 ms custodian polls) after the approval was recorded.
+    await observeFor('a destroy-key ceremony with one approval of two', 1_000, async () => {
+      assert.equal((await ceremony(c.id)).state, 'CEREMONY_STATE_OPEN');
+      assert.equal((await admin.getKey(k.id)).state, 'KEY_STATE_PENDING_DESTRUCTION', 'one approval of two destroys nothing');
+    });
     const listed = await admin.listCeremonies();
     assert.ok(listed.ceremonies.some((x) => x.id === c.id));
     const cancelled = await admin.cancelCeremony(c.id);
     assert.equal(cancelled.state, 'CEREMONY_STATE_CANCELLED');
     await approve('custodian-1', c.id); // a late approval of a cancelled ceremony changes nothing
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal((await admin.getKey(k.id)).state, 'KEY_STATE_PENDING_DESTRUCTION');
+    await observeFor('the key after a late approval of its cancelled destroy-key ceremony (5 custodian polls)', 500, async () => {
+      assert.equal((await admin.getKey(k.id)).state, 'KEY_STATE_PENDING_DESTRUCTION');
+    });
     await admin.cancelKeyDestruction(k.id);
     await admin.enableKey(k.id);
     assert.equal((await admin.decrypt(ct.ciphertext)).plaintext.toString(), 'secret of half-approved');

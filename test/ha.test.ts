@@ -24,7 +24,7 @@ import { newCeremony, sealNoticeSigner, signVouch, type Ceremony as CeremonyObje
 import { clusterPrefix, paths } from '@keyshard/store';
 import { issueCert } from '@keyshard/pki';
 import { keyshardProto, makeClient, readTls, unaryCall } from '@keyshard/rpc';
-import { rejectsWith, waitFor } from './support/grpc.ts';
+import { observeFor, rejectsWith, waitFor } from './support/grpc.ts';
 
 describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
   let dir: string;
@@ -203,8 +203,10 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     await clients[1]!.seal();
     for (const c of clients) await waitFor('every replica sealed', async () => ((await c.status()).sealed ? true : undefined), 10_000);
     await rejectsWith(clients[0]!.encrypt('ha', Buffer.from('x')), 'FAILED_PRECONDITION', /sealed/);
-    await new Promise((r) => setTimeout(r, 5_000)); // > 2 join checks
-    for (const c of clients) assert.equal((await c.status()).sealed, true, 'no replica rejoined a sealed cluster');
+    // A sealed replica looks for unsealed peers to join every 2 s (joinCheckSeconds): watched for 5 s, over two checks each.
+    await observeFor('every replica of the sealed cluster, over two join checks', 5_000, async () => {
+      for (const c of clients) assert.equal((await c.status()).sealed, true, 'no replica rejoined a sealed cluster');
+    });
     await unsealByOperators();
     await cluster.waitUnsealed(ids, 20_000);
   });

@@ -21,7 +21,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ADMIN, COORDINATOR, DevCluster, REPO_ROOT } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { checkHealth, healthDefinition, listServices, makeClient, readTls, type HealthStatus } from '@keyshard/rpc';
-import { waitFor } from './support/grpc.ts';
+import { observeFor, waitFor } from './support/grpc.ts';
 import { readLog } from './support/fault-report.ts';
 
 const run = promisify(execFile);
@@ -123,8 +123,14 @@ describe('health and reflection on every component', { timeout: 300_000 }, () =>
       assert.equal(s.sealed, false, 'an etcd outage does not seal the replica');
       // Held past 2 × the registration TTL: the lease is lost and registering again fails, with
       // backoff: a few log lines, not thousands (etcd3's open circuit breaker fails calls at once).
-      await new Promise((r) => setTimeout(r, Math.max(0, stoppedAt + 12_000 - Date.now())));
-      const lines = readLog(cluster.process(COORDINATOR).logFile).filter((l) => l.time >= stoppedAt);
+      const logSince = () => readLog(cluster.process(COORDINATOR).logFile).filter((l) => l.time >= stoppedAt);
+      await waitFor('the registration lease lost and registering again failing', async () =>
+        logSince().some((l) => l.msg === 'registration failed; retrying with backoff') ? true : undefined, 30_000);
+      await observeFor('the coordinator log for the first 12 s of the etcd outage', Math.max(0, stoppedAt + 12_000 - Date.now()), () => {
+        const n = logSince().length;
+        assert.ok(n < 100, `${n} log lines in ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s of etcd outage`);
+      }, 1_000);
+      const lines = logSince();
       const counts = new Map<string, number>();
       for (const l of lines) counts.set(l.msg, (counts.get(l.msg) ?? 0) + 1);
       t.diagnostic(`coordinator log while etcd was stopped: ${[...counts].map(([m, n]) => `${n}× ${m}`).join('; ')}`);
@@ -153,15 +159,16 @@ describe('health and reflection on every component', { timeout: 300_000 }, () =>
       ...cluster.custodianIds.map((id): [string, string, string] => [id, cluster.custodianAddress(id), id]),
       ['audit-sink', auditAddress(), 'audit-sink'],
     ];
-    const clients = watched.map(([, address, principal]) => {
+    const watching = new Set<string>(); // components whose Watch stream has sent its first status
+    const clients = watched.map(([name, address, principal]) => {
       const client = makeClient<grpc.Client & { Watch(r: { service: string }): grpc.ClientReadableStream<unknown> }>(Health, address, tlsOf(principal));
       const call = client.Watch({ service: '' });
       call.on('error', () => {});
-      call.on('data', () => {});
+      call.on('data', () => watching.add(name));
       return client;
     });
     try {
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor('a first Watch message from every component', async () => (watching.size === watched.length ? true : undefined), 10_000);
       for (const [name] of watched) {
         const p = cluster.process(name);
         await p.stop(10_000);

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DevCluster } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
-import { rejectsWith, waitFor } from './support/grpc.ts';
+import { observeFor, rejectsWith, waitFor } from './support/grpc.ts';
 
 describe('key lifecycle', { timeout: 240_000 }, () => {
   let dir: string;
@@ -111,10 +111,12 @@ describe('key lifecycle', { timeout: 240_000 }, () => {
       return cur.primary_version >= 2 ? cur : undefined;
     }, 15_000);
     assert.ok(Date.parse(rotated.rotation.next_rotation_at) > Date.parse(rotated.rotated_at), 'next rotation moved forward');
-    await new Promise((r) => setTimeout(r, 2_500));
-    const later = await admin.getKey('auto-rotated');
-    assert.ok(later.primary_version <= 4, `about one rotation per 2 s period, got v${later.primary_version}`);
-    assert.deepEqual(later.versions.map((v) => v.version), Array.from({ length: later.primary_version }, (_, i) => i + 1), 'no version twice, none skipped');
+    // Watched for 2.5 s (over one more period) after the first scheduled rotation: no burst of rotations, no version twice.
+    await observeFor('the versions of a key rotated every 2 s', 2_500, async () => {
+      const later = await admin.getKey('auto-rotated');
+      assert.ok(later.primary_version <= 4, `about one rotation per 2 s period, got v${later.primary_version}`);
+      assert.deepEqual(later.versions.map((v) => v.version), Array.from({ length: later.primary_version }, (_, i) => i + 1), 'no version twice, none skipped');
+    });
     await waitFor('the scheduled rotation in the audit log', async () =>
       readFileSync(cluster.auditLogFile, 'utf8').includes(`"key_id":"${k.id}","operation":"keys.rotation.scheduled"`) ? true : undefined,
     );

@@ -138,10 +138,10 @@ describe('records altered in etcd are detected by their MAC, refused, audited an
     const epoch = stored === null ? 0 : stored.startsWith('{') ? (JSON.parse(stored) as { epoch: number }).epoch : Number(stored);
     // As etcdctl would: the next epoch, with the old MAC (or none).
     await put('seal-epoch', stored?.startsWith('{') ? altered(stored, (r) => (r.epoch = epoch + 1)) : String(epoch + 1));
-    await new Promise((r) => setTimeout(r, 1_500)); // the watch delivers in milliseconds
+    // Once its refusal is audited the replica has judged the altered record (its watch handler refuses or seals in that same step): it must still be unsealed.
+    await detected('seal-epoch');
     assert.equal((await admin.status()).sealed, false, 'one etcd put does not seal the cluster');
     assert.equal((await admin.encrypt(key.id, Buffer.from('x'))).key_id, key.id);
-    await detected('seal-epoch');
 
     await admin.seal();
     assert.equal((await admin.status()).sealed, true);

@@ -93,7 +93,8 @@ describe('rotation across two coordinators', { timeout: 300_000 }, () => {
     const c1 = await two.encrypt(k.id, Buffer.from('v1'));
     await two.rotateKey(k.id);
     await two.rotateKey(k.id);
-    await new Promise((r) => setTimeout(r, 1_500)); // past replica 2's flush of the encryption's last use
+    // Past replica 2's flush of the encryption's last use: replica 1 sees it.
+    await waitFor('replica 1 seeing the encryption as version 1 last use', async () => (versionsOf(await one.getKey(k.id))[0]!.last_used_at ? true : undefined));
     const decryptedAt = Date.now();
     await two.decrypt(c1.ciphertext); // replica 2 uses version 1 again; replica 1 never touches this key's material
     // Replica 2 writes last use to etcd within its flush interval (1 s here); replica 1 sees it through its watch.

@@ -2,7 +2,9 @@
  * What a fault-injection scenario measured, how it is worked out from the load's records, and
  * the one table the suite prints at the end.
  */
-import { readFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { KeyshardClient } from '@keyshard/client';
 import { OP_KINDS, sleep, type OpKind, type SteadyLoad, type WindowStats } from './load.ts';
 
@@ -56,6 +58,26 @@ export function measure(load: SteadyLoad, t: ScenarioTimes): Pick<ScenarioResult
   };
 }
 
+/** The Encrypt success ratio every scenario must keep during its fault, the SDK's retries counted (issue 7's target). */
+export const ENCRYPT_AT_LEAST = 0.999;
+
+/**
+ * Asserts one scenario's row against the suite's targets (README "Fault suites"): no
+ * acknowledged write lost, no ciphertext undecryptable, Encrypt ≥ 99.9 % during the fault, and
+ * for a scenario that deposes the leader (`leaderTtlSeconds` given) failover ≤ 2 × that TTL.
+ * Each message starts with the scenario's name.
+ */
+export function assertRow(r: ScenarioResult, o: { leaderTtlSeconds?: number } = {}): void {
+  assert.equal(r.writesLost, 0, `${r.name}: ${r.writesLost} acknowledged write(s) lost`);
+  assert.equal(r.undecryptable, 0, `${r.name}: ${r.undecryptable} acknowledged ciphertext(s) no longer decrypt`);
+  const e = r.during.Encrypt;
+  assert.ok(e.total > 0, `${r.name}: no Encrypt was started during the fault, so its success ratio says nothing`);
+  assert.ok(e.ratio >= ENCRYPT_AT_LEAST, `${r.name}: Encrypt success ${(100 * e.ratio).toFixed(3)} % < ${100 * ENCRYPT_AT_LEAST} % during the fault: ${JSON.stringify(e.codes)}`);
+  if (o.leaderTtlSeconds === undefined) return;
+  assert.ok(r.failoverSeconds !== undefined, `${r.name}: no leader failover was measured`);
+  assert.ok(r.failoverSeconds <= 2 * o.leaderTtlSeconds, `${r.name}: failover took ${r.failoverSeconds} s, more than 2 × ${o.leaderTtlSeconds} s`);
+}
+
 /**
  * Polls the Status of each of `clients` until one names a leader other than `deposed`;
  * resolves with the time it did (Date.now()).
@@ -84,6 +106,27 @@ export function readLog(file: string): { time: number; msg: string; err?: string
     }
   }
   return out;
+}
+
+/**
+ * The events the audit sink stored (every segment file under `auditDir`) whose JSON line passes
+ * `pick`, a cheap text test made before parsing; a line cut by SIGKILL is skipped.
+ */
+export function readAuditEvents(auditDir: string, pick: (line: string) => boolean): { time: number; operation: string; result: string }[] {
+  const dir = path.join(auditDir, 'segments');
+  return readdirSync(dir).flatMap((f) =>
+    readFileSync(path.join(dir, f), 'utf8')
+      .split('\n')
+      .filter((l) => l && pick(l))
+      .flatMap((l) => {
+        try {
+          const e = (JSON.parse(l) as { event: { time: string; operation: string; result: string } }).event;
+          return [{ ...e, time: Date.parse(e.time) }];
+        } catch {
+          return [];
+        }
+      }),
+  );
 }
 
 const pct = (s: WindowStats) => (s.total ? `${((100 * s.ok) / s.total).toFixed(2)}% (${s.total - s.ok}/${s.total})` : '-');

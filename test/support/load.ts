@@ -24,6 +24,8 @@ export interface OpRecord {
   ok: boolean;
   /** gRPC status name of a failure (or WRONG_PLAINTEXT: a Decrypt that answered something else). */
   code?: string;
+  /** The name a CreateKey asked for. */
+  name?: string;
 }
 
 export interface AckedCiphertext {
@@ -138,7 +140,7 @@ export class SteadyLoad {
     return this.#createKey();
   }
 
-  async #record<T>(kind: OpKind, call: () => Promise<T>, check: (v: T) => string | undefined = () => undefined): Promise<{ value?: T; code?: string }> {
+  async #record<T>(kind: OpKind, call: () => Promise<T>, check: (v: T) => string | undefined = () => undefined, name?: string): Promise<{ value?: T; code?: string }> {
     const start = Date.now();
     let value: T | undefined;
     let code: string | undefined;
@@ -148,7 +150,7 @@ export class SteadyLoad {
     } catch (e) {
       code = codeOf(e);
     }
-    this.ops.push({ kind, start, end: Date.now(), ok: !code, code });
+    this.ops.push({ kind, start, end: Date.now(), ok: !code, code, ...(name === undefined ? {} : { name }) });
     return code ? { code } : { value };
   }
 
@@ -170,7 +172,7 @@ export class SteadyLoad {
 
   async #createKey(): Promise<void> {
     const name = `${this.#o.namePrefix}-${++this.#seq}`;
-    const { value: k, code } = await this.#record('CreateKey', () => this.#o.client.createKey(name));
+    const { value: k, code } = await this.#record('CreateKey', () => this.#o.client.createKey(name), undefined, name);
     if (!k) {
       this.failedCreates.push({ name, code: code!, at: Date.now() });
       return;
