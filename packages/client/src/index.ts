@@ -500,7 +500,10 @@ export async function waitForCeremony(
     c = await client.getCeremony(c.id);
   }
   onProgress(c);
-  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`${c.operation} ceremony ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()}: ${c.error}`);
+  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`${c.operation} ceremony ${c.id} ${ceremonyState(c)}: ${c.error}`);
   return c;
 }
+
+/** A ceremony's state as a word: open, completed, failed, expired, cancelled. */
+export const ceremonyState = (c: Pick<Ceremony, 'state'>): string => c.state.replace('CEREMONY_STATE_', '').toLowerCase();
 export { BackupClient, type BackupSummary, type RestoreProgress } from './backup.ts';

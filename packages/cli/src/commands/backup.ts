@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
-import { BackupClient, type RestoreProgress } from '@keyshard/client';
+import { BackupClient, ceremonyState, type RestoreProgress } from '@keyshard/client';
 import { BackupParser, writeBackupFile, type BackupHeader } from '@keyshard/crypto';
 import { coordinatorIdsFrom, tlsFrom, type ConnectionFlags } from '../connection.ts';
 import { progress, progressBar, UsageError, type ProgressBar } from '../output.ts';
@@ -87,7 +87,7 @@ async function verifyOffline(file: string): Promise<BackupHeader> {
 
 function ceremonyLine(p: RestoreProgress): string {
   const c = p.ceremony!;
-  const state = c.state.replace('CEREMONY_STATE_', '').toLowerCase();
+  const state = ceremonyState(c);
   const failures = c.failures.map((f) => `\n  ${f.custodian_id}: ${f.reason}`).join('');
   return `recover ceremony ${c.id} ${state}: ${c.approved_by.length}/${c.threshold} shares${c.approved_by.length ? ` (${c.approved_by.join(', ')})` : ''}${c.denied_by.length ? `; denied by ${c.denied_by.join(', ')}` : ''}${failures}`;
 }

@@ -1,11 +1,9 @@
 /** ceremony list/show/cancel; the quorum ceremonies key destroy, reshare, rotate-root, destroy-cluster. */
 import type { Command } from 'commander';
-import { waitForCeremony, type Ceremony } from '@keyshard/client';
+import { ceremonyState as stateOf, waitForCeremony, type Ceremony } from '@keyshard/client';
 import type { KeyshardClient } from '@keyshard/client';
 import { withClient } from '../connection.ts';
 import { printJson, progress } from '../output.ts';
-
-const stateOf = (c: Ceremony) => c.state.replace('CEREMONY_STATE_', '').toLowerCase();
 
 function ceremonyLine(c: Ceremony): string {
   return `${c.id}  ${c.operation.padEnd(15)} ${stateOf(c).padEnd(9)} approvals ${c.approved_by.length}/${c.threshold}  by ${c.initiator}  expires ${c.expires_at}`;

@@ -1,6 +1,6 @@
 /** status, init, unseal, seal. */
 import type { Command } from 'commander';
-import { unsealAndWait, type Status } from '@keyshard/client';
+import { ceremonyState, unsealAndWait, type Status } from '@keyshard/client';
 import { coordinatorClient, withClient } from '../connection.ts';
 import { printJson, progress } from '../output.ts';
 
@@ -14,7 +14,7 @@ function describe(s: Status): string {
   if (s.initialized) lines.push(`quorum       ${s.threshold} of ${s.shares}`);
   if (s.ceremony) {
     const c = s.ceremony;
-    lines.push(`ceremony     ${c.operation} ${c.id} ${c.state.replace('CEREMONY_STATE_', '').toLowerCase()} (approvals ${c.approved_by.length}/${c.threshold})`);
+    lines.push(`ceremony     ${c.operation} ${c.id} ${ceremonyState(c)} (approvals ${c.approved_by.length}/${c.threshold})`);
     for (const f of c.failures) lines.push(`  rejected   ${f.custodian_id}: ${f.reason}`);
   }
   for (const r of s.replicas) lines.push(`replica      ${r.id.padEnd(14)} ${r.address.padEnd(22)} ${r.sealed ? 'sealed' : 'unsealed'}${r.leader ? '  leader' : ''}`);
