@@ -29,7 +29,7 @@ import { ResendPolicy } from './resend-policy.ts';
 import { etcdCall } from './etcd-call.ts';
 
 export { etcdCall, onEtcdError } from './etcd-call.ts';
-export { commitCas, CreateBatcher, type CasResult, type CreateIfAbsent } from './cas.ts';
+export { commitCas, deleteCas, CreateBatcher, type CasPrefixDeletion, type CasResult, type CreateIfAbsent } from './cas.ts';
 
 export { Etcd3, type Namespace, type Watcher };
 
