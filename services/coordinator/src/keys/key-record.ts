@@ -58,6 +58,9 @@ export function rotationFrom(periodSeconds: number, now: number): KeyRecord['rot
   return { periodSeconds, nextRotationAt: periodSeconds ? new Date(now + periodSeconds * 1000).toISOString() : '' };
 }
 
+/** Whether `k`'s scheduled rotation is due at `at` (ms since epoch). */
+export const rotationDue = (k: KeyRecord, at: number): boolean => k.rotation.periodSeconds > 0 && Date.parse(k.rotation.nextRotationAt) <= at;
+
 /** The record of a key created by `principal` at `now`, its version 1 primary (fields validated by the caller). */
 export function newKeyRecord(
   k: Pick<KeyRecord, 'id' | 'name' | 'type' | 'description' | 'labels' | 'policy'> & { periodSeconds: number },

@@ -27,7 +27,7 @@ import { KeyAliases, type Alias } from './key-aliases.ts';
 import { KeyCache } from './key-cache.ts';
 import { validatePolicy } from './key-policy.ts';
 import {
-  ALIAS_PREFIX, MAX_NAME_LENGTH, newKeyRecord, parseRef, rotatedRecord, tombstoneOf, validateDescription, validateLabels, validateName,
+  ALIAS_PREFIX, MAX_NAME_LENGTH, newKeyRecord, parseRef, rotatedRecord, rotationDue, tombstoneOf, validateDescription, validateLabels, validateName,
   type KeyRecord, type VersionRecord,
 } from './key-record.ts';
 import { KeyStore, type Fence } from './key-store.ts';
@@ -179,9 +179,7 @@ export class Keyring {
 
   /** Keys whose scheduled rotation is due at `now` (from the cache the watch keeps current). */
   due(now: number): KeyRecord[] {
-    return this.#cache.records().filter(
-      (k) => k.state === 'KEY_STATE_ENABLED' && k.rotation.periodSeconds > 0 && Date.parse(k.rotation.nextRotationAt) <= now,
-    );
+    return this.#cache.records().filter((k) => k.state === 'KEY_STATE_ENABLED' && rotationDue(k, now));
   }
 
   /**
@@ -196,7 +194,7 @@ export class Keyring {
   async rotate(k: KeyRecord, opts: { ifDueAt?: number; ifPrimary?: number; fence?: Fence } = {}): Promise<KeyRecord | undefined> {
     const pending = this.#material.pending();
     const change = (cur: KeyRecord) => {
-      if (opts.ifDueAt !== undefined && !(cur.rotation.periodSeconds > 0 && Date.parse(cur.rotation.nextRotationAt) <= opts.ifDueAt)) throw NOT_DUE;
+      if (opts.ifDueAt !== undefined && !rotationDue(cur, opts.ifDueAt)) throw NOT_DUE;
       if (opts.ifPrimary !== undefined && cur.primaryVersion !== opts.ifPrimary) throw NOT_DUE; // update cached the newer record
       if (cur.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${cur.name} is not enabled`);
       return rotatedRecord(cur, new Date());
