@@ -122,7 +122,7 @@ export const paths = {
   keysPrefix: 'keys/',
   versionsPrefix: (keyId: string) => `versions/${keyId}/`,
   version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
-  /** Per-version usage (encryptions reserved, last use): services/coordinator/src/keys/version-usage.ts. */
+  /** Per-version usage (encryptions reserved, last use): services/coordinator/src/keys/usage-store.ts. */
   usagePrefix: 'usage/',
   keyUsagePrefix: (keyId: string) => `usage/${keyId}/`,
   usage: (keyId: string, version: number) => `usage/${keyId}/${String(version).padStart(10, '0')}`,
