@@ -5,7 +5,7 @@
  *    has not delivered it (here: never delivers), by id, name and alias; an unknown reference
  *    is NOT_FOUND and grows nothing; a late watch event never replaces a newer record;
  *  - the etcd client does not resend a write whose answer was lost (it resends reads);
- *  - CreateKey, an update, a rotation and a destroy whose answer was lost succeed, applied exactly once.
+ *  - CreateKey, an update, a rotation, a destroy and an alias deletion whose answer was lost succeed, applied exactly once.
  *  - a key record altered in etcd (no valid record MAC) leaves the cache as the watch delivers it
  *    and every use fails with the integrity error until a valid record is back; a name that
  *    leads to a key of another name is refused.
@@ -252,6 +252,15 @@ describe('key records across replicas and lost etcd answers', { timeout: 120_000
       assert.equal((JSON.parse(stored.value.toString()) as KeyRecord).state, 'KEY_STATE_DESTROYED');
       assert.equal(revision, stored.mod_revision);
       assert.deepEqual(await direct.getAll().prefix(paths.versionsPrefix(doomed.id)).keys(), []);
+    });
+
+    it('an alias deletion whose answer was lost succeeds: the alias is gone', async () => {
+      await replicaA.putAlias('lost-delete', k);
+      const lost = link.loseAnswerTo(2); // 1: the read of the alias, 2: the deletion
+      await replicaA.deleteAlias('lost-delete', k.id);
+      await lost;
+      assert.equal((await direct.get(paths.alias('lost-delete')).exec()).kvs.length, 0);
+      await assert.rejects(replicaA.resolve('alias/lost-delete'), (e) => code(e) === 'NOT_FOUND');
     });
   });
 

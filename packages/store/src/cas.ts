@@ -8,6 +8,9 @@
  * the first `witnesses` of them hold exactly what we put — values made for this one write, like a
  * fresh id or wrapped material — that send applied.
  *
+ * A deletion has nothing of its own to read back: `deleteCas` takes the key being absent after a
+ * lost answer as the proof (deleted by that send or by another: either way, what was asked).
+ *
  * `commitCas` sends one; `CreateBatcher` groups concurrent create-if-absent writes into one
  * transaction of nested transactions (etcd ≥ 3.3), each with its own compare and its own answer:
  * group commit, the way the audit sink batches its appends.
@@ -55,34 +58,47 @@ async function sendUntilAnswered(what: string, txn: () => Promise<ITxnResponse>)
 }
 
 /**
- * One CAS's outcome from its answer: `held` is what its failure branch read back (the first
- * `witnesses` puts' keys), consulted only when an earlier answer was lost.
+ * One CAS's outcome from its answer: `held` is what its failure branch read back (the witness
+ * keys), consulted only when an earlier answer was lost; each must hold its `expected` value
+ * (undefined: be absent). The revision is the first witness's, or the answer's if it is absent.
  */
-function outcomeOf(succeeded: boolean, revision: string, lost: boolean, puts: [string, string][], held: () => (IKeyValue | undefined)[]): CasResult {
+function outcomeOf(succeeded: boolean, revision: string, lost: boolean, expected: (string | undefined)[], held: () => (IKeyValue | undefined)[]): CasResult {
   if (succeeded) return { outcome: 'applied', revision };
   if (!lost) return { outcome: 'conflict' };
   const kvs = held();
-  if (kvs.every((kv, i) => kv?.value.toString() === puts[i]![1])) return { outcome: 'applied', revision: kvs[0]!.mod_revision };
+  if (kvs.every((kv, i) => kv?.value.toString() === expected[i])) return { outcome: 'applied', revision: kvs[0]?.mod_revision ?? revision };
   return { outcome: 'unknown' };
 }
 
 const firstKv = (r: { response_range: { kvs: IKeyValue[] } }) => r.response_range.kvs[0];
 
-/** Commits `puts` if `compare` holds, exactly once (see above). */
+/** Every key under `prefix`, deleted in a compare-and-swap beside its puts. */
+export interface CasPrefixDeletion {
+  prefix: string;
+}
+
+/** Commits `puts` (and `deletions`) if `compare` holds, exactly once (see above). */
 export async function commitCas(
   ns: Namespace,
   what: string,
   compare: () => ComparatorBuilder,
   puts: [string, string][],
   witnesses = puts.length,
+  deletions: CasPrefixDeletion[] = [],
 ): Promise<CasResult> {
   const { res, lost } = await sendUntilAnswered(what, () =>
     compare()
-      .then(...puts.map(([k, v]) => ns.put(k).value(v)))
+      .then(...puts.map(([k, v]) => ns.put(k).value(v)), ...deletions.map((d) => ns.delete().prefix(d.prefix)))
       .else(...puts.slice(0, witnesses).map(([k]) => ns.get(k)))
       .commit(),
   );
-  return outcomeOf(res.succeeded, res.header.revision, lost, puts, () => res.responses.map(firstKv));
+  return outcomeOf(res.succeeded, res.header.revision, lost, puts.map(([, v]) => v), () => res.responses.map(firstKv));
+}
+
+/** Deletes `key` if `compare` holds, exactly once (see above: its absence witnesses a lost answer). */
+export async function deleteCas(ns: Namespace, what: string, compare: () => ComparatorBuilder, key: string): Promise<CasResult> {
+  const { res, lost } = await sendUntilAnswered(what, () => compare().then(ns.delete().key(key)).else(ns.get(key)).commit());
+  return outcomeOf(res.succeeded, res.header.revision, lost, [undefined], () => res.responses.map(firstKv));
 }
 
 /** A create-if-absent: `puts` if `guard` was never created (it must be one of them, never deleted). */
@@ -197,7 +213,7 @@ export class CreateBatcher {
       const { res, lost } = await sendUntilAnswered(this.#what, () => this.#ns.kv.txn(request as never));
       batch.forEach((p, i) => {
         const r = res.responses[i]!.response_txn;
-        p.resolve(outcomeOf(r.succeeded, res.header.revision, lost, p.puts, () => r.responses.map(firstKv)));
+        p.resolve(outcomeOf(r.succeeded, res.header.revision, lost, p.puts.map(([, v]) => v), () => r.responses.map(firstKv)));
       });
     } catch (e) {
       for (const p of batch) p.reject(e);

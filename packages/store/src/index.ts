@@ -29,7 +29,7 @@ import { ResendPolicy } from './resend-policy.ts';
 import { etcdCall } from './etcd-call.ts';
 
 export { etcdCall, onEtcdError } from './etcd-call.ts';
-export { commitCas, CreateBatcher, type CasResult, type CreateIfAbsent } from './cas.ts';
+export { commitCas, deleteCas, CreateBatcher, type CasPrefixDeletion, type CasResult, type CreateIfAbsent } from './cas.ts';
 
 export { Etcd3, type Namespace, type Watcher };
 
@@ -122,7 +122,7 @@ export const paths = {
   keysPrefix: 'keys/',
   versionsPrefix: (keyId: string) => `versions/${keyId}/`,
   version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
-  /** Per-version usage (encryptions reserved, last use): services/coordinator/src/keys/version-usage.ts. */
+  /** Per-version usage (encryptions reserved, last use): services/coordinator/src/keys/usage-store.ts. */
   usagePrefix: 'usage/',
   keyUsagePrefix: (keyId: string) => `usage/${keyId}/`,
   usage: (keyId: string, version: number) => `usage/${keyId}/${String(version).padStart(10, '0')}`,

@@ -24,9 +24,10 @@ import { writeScheduledBackup } from './backup/backup.ts';
 import { Restores } from './backup/restore.ts';
 import { exportShareOperation } from './cluster/share-recovery.ts';
 import { keyHandlers, keyServiceAuthorizer } from './server/key-service.ts';
+import { SPOOLED_OPERATIONS, STATE_CHANGING_METHODS, intercepted } from './server/methods.ts';
 import { KeyOperations } from './keys/key-operations.ts';
 import { LeaderJobs } from './cluster/leader-jobs.ts';
-import { VersionUsage } from './keys/version-usage.ts';
+import { VersionUsage, rotateAtUsageBound } from './keys/version-usage.ts';
 import { Replicas } from './cluster/replicas.ts';
 import { EphemeralKeys, loadOrCreateTransportKey } from './ceremonies/transport-key.ts';
 import { RecordIntegrity } from './cluster/record-integrity.ts';
@@ -34,21 +35,6 @@ import { QuorumCeremonies } from './ceremonies/quorum-ceremonies.ts';
 import { CeremonyStore } from './ceremonies/ceremony-store.ts';
 import { destroyKeyOperation } from './keys/key-destruction.ts';
 import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './cluster/share-sets.ts';
-
-/**
- * Events that go through the durable local spool: crypto operations and reads, and the
- * outcomes of key-lifecycle changes, whose intent (`….requested`) was already recorded at the
- * sink before they ran (so they still fail closed). Everything else must reach the sink.
- */
-const SPOOLED_OPERATIONS = new Set(
-  [
-    'Encrypt', 'Decrypt', 'ReEncrypt', 'EncryptBatch', 'DecryptBatch', 'GenerateDataKey', 'GenerateDataKeyWithoutPlaintext', 'Sign', 'Verify', 'Mac', 'VerifyMac',
-    'GetPublicKey', 'GetKey', 'ListKeys', 'ListAliases',
-    'CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'RotateKey', 'SetRotationPolicy', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'CreateAlias', 'UpdateAlias', 'DeleteAlias',
-  ]
-    .map((m) => `keys.${m}`)
-    .concat(['ceremony.Status', 'ceremony.GetCeremony']),
-);
 
 async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
@@ -127,20 +113,11 @@ async function main(): Promise<void> {
       reserveBlock: config.keys.usage.reserveBlock,
       flushSeconds: config.keys.usage.lastUseFlushSeconds,
     },
-    async (keyId, version, encryptions) => {
-      // Like scheduled rotations: audited before it runs (fails closed if the sink cannot record it).
-      await audit.record({
-        operation: 'keys.rotation.usage', principal: config.coordinatorId, key_id: keyId, result: 'ok',
-        details: { version: String(version), encryptions: String(encryptions) },
-      });
-      const k = await keyring.resolve(keyId);
-      const r = await keyring.rotate(k, { ifPrimary: version });
-      if (r) log.info({ keyId, from: version, to: r.primaryVersion, encryptions }, 'rotated at the usage bound');
-    },
+    rotateAtUsageBound(keyring, audit, config.coordinatorId, log),
     log,
   );
   usage.start();
-  const keyOps = new KeyOperations(keyring, seal, usage, {
+  const keyOps = new KeyOperations(keyring, usage, {
     maxPlaintextBytes: config.maxPlaintextBytes,
     admins: new Set(config.admins),
     minDestructionWaitSeconds: config.keys.minDestructionWaitSeconds,
@@ -219,15 +196,15 @@ async function main(): Promise<void> {
     address: config.audit.address, tls, timeoutMs: 1_000, serverId: config.audit.serverId,
     channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
   });
-  // State-changing calls are recorded before they run; crypto calls are recorded before they answer.
-  const stateChanging = new Set(['CreateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'RotateKey', 'SetRotationPolicy', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony', 'CreateBackup', 'Restore']);
-  const before = auditIntent(audit, stateChanging);
+  // State-changing calls are recorded before they run; crypto calls are recorded before they answer (server/methods.ts).
+  const before = auditIntent(audit, STATE_CHANGING_METHODS);
   // Each state-changing call gets an info log line with its request id; crypto calls and reads a debug one.
-  const observer = auditObserver(audit, log, { infoMethods: stateChanging });
+  const observer = auditObserver(audit, log, { infoMethods: STATE_CHANGING_METHODS });
   const proto = keyshardProto();
   // A message over maxMessageBytes (each one of a stream too) is refused RESOURCE_EXHAUSTED by grpc-js before decoding.
   const server = new grpc.Server(serverOptions(config.maxMessageBytes));
-  server.addService(decodingSafe(proto.KeyService.service), unaryService(proto.KeyService.service, keyHandlers(keyring, keyOps, (id, versions) => usage.ofKey(id, versions)), {
+  const keyService = intercepted('keys', keyHandlers(keyring, keyOps, (id, versions) => usage.ofKey(id, versions)), seal); // refused while sealed
+  server.addService(decodingSafe(proto.KeyService.service), unaryService(proto.KeyService.service, keyService, {
       name: 'keys',
       observer,
       before,

@@ -1,5 +1,6 @@
 /**
- * What one coordinator replica knows of the key records and aliases in etcd (for keyring.ts).
+ * What one coordinator replica knows of the key records and aliases in etcd (for keyring.ts),
+ * read and followed through key-store.ts.
  *
  * A watch on keys/ and aliases/ keeps it current, but lags behind writes made through other
  * replicas. Invariants:
@@ -13,26 +14,16 @@
  *    of each alias deleted since), so looking up references that do not exist costs reads but
  *    never memory;
  *  - only verified records: every key record and alias is checked against its record MAC
- *    (record-integrity.ts) as it enters the cache — at load, from the watch and on a read — so
+ *    (by key-store.ts) as it enters the cache — at load, from the watch and on a read — so
  *    a crypto call costs no MAC. One that fails is reported and never kept: the key (or alias)
  *    leaves the cache, and every use of it reads etcd again and fails with the integrity error
  *    until a valid record replaces it. A name leads only to a key record that has that name.
  */
-import { etcdCall, paths, type Namespace, type Watcher } from '@keyshard/store';
-import type { KeyRecord } from './keyring.ts';
-import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
-
-/** What `aliases/<name>` holds (with its record MAC). */
-export interface AliasRecord {
-  keyId: string;
-}
-
-/** A parsed key reference: a key id, a key name or an alias name. */
-export type KeyRef = { id: string } | { name: string } | { alias: string };
+import type { KeyRecord, KeyRef } from './key-record.ts';
+import type { CheckedKey, KeyStore, KeyStoreListener } from './key-store.ts';
 
 export class KeyCache {
-  #ns: Namespace;
-  #integrity: RecordIntegrity;
+  #store: KeyStore;
   #onDestroyed: (id: string) => void;
   #keys = new Map<string, { record: KeyRecord; revision: bigint }>();
   /** Key id -> mod revision of a record that failed its check (older records may not return). */
@@ -44,40 +35,29 @@ export class KeyCache {
   /** Misses being read from etcd: concurrent lookups of one reference share one read. */
   #reading = new Map<string, Promise<KeyRecord | undefined>>();
   #loaded: Promise<void> | undefined;
-  #watchers: Watcher[] = [];
+  #stopWatching: (() => Promise<void>)[] = [];
+  readonly #listener: KeyStoreListener = {
+    key: (id, revision, checked) => {
+      // This replica's own writes come back through the watch at the revision remembered when
+      // they applied: nothing to parse then (a create batch brings dozens at once).
+      if (this.#keys.get(id)?.revision !== BigInt(revision)) this.#keep(id, checked());
+    },
+    alias: (name, keyId, revision) => this.rememberAlias(name, keyId, revision),
+  };
 
   /** `onDestroyed`: a record became a tombstone (the keyring drops that key's material). */
-  constructor(ns: Namespace, integrity: RecordIntegrity, onDestroyed: (id: string) => void) {
-    this.#ns = ns;
-    this.#integrity = integrity;
+  constructor(store: KeyStore, onDestroyed: (id: string) => void) {
+    this.#store = store;
     this.#onDestroyed = onDestroyed;
   }
 
   /** Follows changes, then reads everything; once (again after a failure). */
   load(): Promise<void> {
     this.#loaded ??= (async () => {
-      const ns = this.#ns;
-      const watcher = await etcdCall('watch keys', () => ns.watch().prefix(paths.keysPrefix).create());
-      this.#watchers.push(watcher);
-      watcher.on('put', (kv) => {
-        if (!this.#integrity.available) return; // sealed: the keyring resets the cache, and loads it again at unseal
-        // This replica's own writes come back through the watch at the revision remembered when
-        // they applied: nothing to parse then (a create batch brings dozens at once).
-        if (this.#keys.get(keyIdOf(kv.key.toString()))?.revision === BigInt(kv.mod_revision)) return;
-        this.#verified(keyIdOf(kv.key.toString()), kv.value, kv.mod_revision);
-      });
-      const aliasWatcher = await etcdCall('watch aliases', () => ns.watch().prefix(paths.alias('')).create());
-      this.#watchers.push(aliasWatcher);
-      aliasWatcher.on('put', (kv) => {
-        if (this.#integrity.available) this.#verifiedAlias(aliasName(kv.key.toString()), kv.value, kv.mod_revision);
-      });
-      aliasWatcher.on('delete', (kv) => this.rememberAlias(aliasName(kv.key.toString()), undefined, kv.mod_revision));
-      const keys = await etcdCall('load keys', () => ns.getAll().prefix(paths.keysPrefix).exec());
-      for (const kv of keys.kvs) this.#verified(keyIdOf(kv.key.toString()), kv.value, kv.mod_revision);
-      const aliases = await etcdCall('load aliases', () => ns.getAll().prefix(paths.alias('')).exec());
-      for (const kv of aliases.kvs) this.#verifiedAlias(aliasName(kv.key.toString()), kv.value, kv.mod_revision);
+      this.#stopWatching.push(await this.#store.watch(this.#listener));
+      await this.#store.readAll(this.#listener);
     })().catch(async (e) => {
-      await this.close(); // a retry makes its own watchers
+      await this.close(); // a retry makes its own watches
       throw e;
     });
     return this.#loaded;
@@ -86,7 +66,7 @@ export class KeyCache {
   /** Stops following changes (etcd3 would otherwise keep re-opening the watches, even after its client is closed). */
   async close(): Promise<void> {
     this.#loaded = undefined;
-    await Promise.all(this.#watchers.splice(0).map((w) => w.cancel().catch(() => {})));
+    await Promise.all(this.#stopWatching.splice(0).map((stop) => stop()));
   }
 
   /**
@@ -103,18 +83,15 @@ export class KeyCache {
   }
 
   /**
-   * Keeps the stored key record `raw` of key `id` if it passes its check (and names itself `id`);
-   * otherwise drops what the cache holds of that key, at that revision. Returns the record kept.
+   * Keeps a key record read from etcd if it passed its checks; otherwise drops what the cache
+   * holds of that key, at that revision. Returns the record kept.
    */
-  #verified(id: string, raw: Buffer, revision: string): KeyRecord | undefined {
-    const path = paths.key(id);
-    const k = this.#integrity.check<KeyRecord>(path, raw);
-    if (k && k.id === id) {
-      this.remember(k, revision);
-      return k;
+  #keep(id: string, c: CheckedKey): KeyRecord | undefined {
+    if (c.record) {
+      this.remember(c.record, c.revision);
+      return c.record;
     }
-    if (k) this.#integrity.refuse(path, `holds the record of key ${k.id}`, raw.toString());
-    const rev = BigInt(revision);
+    const rev = BigInt(c.revision);
     const old = this.#keys.get(id);
     if (old && rev < old.revision) return undefined; // a late event older than what is kept
     this.#refused.set(id, rev);
@@ -123,13 +100,6 @@ export class KeyCache {
       if (this.#byName.get(old.record.name) === id) this.#byName.delete(old.record.name);
     }
     return undefined;
-  }
-
-  /** Keeps the alias `raw` stored at `aliases/<alias>` if it passes its check; a failing one is dropped at its revision. */
-  #verifiedAlias(alias: string, raw: Buffer, revision: string): AliasRecord | undefined {
-    const a = this.#integrity.check<AliasRecord>(paths.alias(alias), raw);
-    this.rememberAlias(alias, a?.keyId, revision);
-    return a;
   }
 
   /** Keeps `k` (verified), written at etcd revision `revision`, unless a newer write of it is kept already. */
@@ -172,21 +142,18 @@ export class KeyCache {
   }
 
   async #readRef(ref: KeyRef): Promise<KeyRecord | undefined> {
-    const ns = this.#ns;
     if ('alias' in ref) {
-      const kv = (await etcdCall('read alias', () => ns.get(paths.alias(ref.alias)).exec())).kvs[0];
-      if (!kv) return undefined;
-      const a = this.#integrity.open<AliasRecord>(paths.alias(ref.alias), kv.value);
-      const k = this.#keys.get(a.keyId)?.record ?? (await this.read(a.keyId));
-      if (k) this.rememberAlias(ref.alias, a.keyId, kv.mod_revision);
+      const a = await this.#store.alias(ref.alias);
+      if (!a) return undefined;
+      const k = this.#keys.get(a.record.keyId)?.record ?? (await this.read(a.record.keyId));
+      if (k) this.rememberAlias(ref.alias, a.record.keyId, a.revision);
       return k;
     }
     if ('id' in ref) return this.#keys.get(ref.id)?.record ?? this.read(ref.id);
-    // names/ holds a bare key id: it counts only if the MAC'd key record it leads to has that name.
-    const id = await etcdCall('read key name', () => ns.get(paths.name(ref.name)).string());
+    const id = await this.#store.keyIdOfName(ref.name);
     if (!id) return undefined;
     const k = this.#keys.get(id)?.record ?? (await this.read(id));
-    if (k && k.name !== ref.name) throw this.#integrity.refuse(paths.name(ref.name), `leads to key ${id}, named ${k.name}`, id);
+    if (k && k.name !== ref.name) throw this.#store.refuseName(ref.name, id, k.name);
     return k;
   }
 
@@ -195,8 +162,8 @@ export class KeyCache {
    * Throws the integrity error if the stored record fails its check.
    */
   async read(id: string): Promise<KeyRecord | undefined> {
-    const kv = (await etcdCall('read key', () => this.#ns.get(paths.key(id)).exec())).kvs[0];
-    if (kv && !this.#verified(id, kv.value, kv.mod_revision)) throw integrityError(paths.key(id));
+    const c = await this.#store.key(id);
+    if (c && !this.#keep(id, c)) throw c.refused;
     return this.#keys.get(id)?.record;
   }
 
@@ -205,11 +172,11 @@ export class KeyCache {
    * a compare-and-swap; undefined if there is none. Throws the integrity error if it fails.
    */
   async readForUpdate(id: string): Promise<{ record: KeyRecord; revision: string } | undefined> {
-    const kv = (await etcdCall('read key', () => this.#ns.get(paths.key(id)).exec())).kvs[0];
-    if (!kv) return undefined;
-    const k = this.#verified(id, kv.value, kv.mod_revision);
-    if (!k) throw integrityError(paths.key(id));
-    return { record: k, revision: kv.mod_revision };
+    const c = await this.#store.key(id);
+    if (!c) return undefined;
+    const record = this.#keep(id, c);
+    if (!record) throw c.refused;
+    return { record, revision: c.revision };
   }
 
   /** The cached record of key `id` and the etcd revision it was written at (no etcd read). */
@@ -222,22 +189,14 @@ export class KeyCache {
     return [...this.#keys.values()].map((e) => e.record);
   }
 
-  /** Names of the cached keys, with their records. */
-  byName(): Map<string, KeyRecord> {
-    return new Map([...this.#byName].map(([name, id]) => [name, this.#keys.get(id)!.record]));
+  /** Up to `size` cached keys named after `after`, in name order; `more`: whether others follow. */
+  page(after: string, size: number): { keys: KeyRecord[]; more: boolean } {
+    const names = [...this.#byName.keys()].filter((n) => n > after).sort();
+    return { keys: names.slice(0, size).map((n) => this.#keys.get(this.#byName.get(n)!)!.record), more: names.length > size };
   }
 
   /** [alias name, key id] of every cached alias. */
   aliases(): [string, string][] {
     return [...this.#aliases];
   }
-}
-
-function keyIdOf(etcdKey: string): string {
-  return etcdKey.slice(etcdKey.lastIndexOf(paths.keysPrefix) + paths.keysPrefix.length);
-}
-
-function aliasName(etcdKey: string): string {
-  const prefix = paths.alias('');
-  return etcdKey.slice(etcdKey.indexOf(prefix) + prefix.length);
 }

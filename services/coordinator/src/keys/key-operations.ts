@@ -1,17 +1,18 @@
 /**
  * What callers do with keys: encrypt/decrypt (AEAD per key type, context as AAD), data keys,
  * re-encryption inside the service, sign/verify, MAC, and the key lifecycle (rotate, enable,
- * disable, scheduled destruction). Every operation checks, in order: sealed, input, key
- * exists, per-key policy, key state, key usage. Plaintext produced inside (data keys,
- * re-encryption) is zeroized as soon as it has been used.
+ * disable, scheduled destruction). Every operation checks, in order: sealed (before the call:
+ * the KeyService interceptor, server/methods.ts; the keyring again before it uses a record),
+ * input, key exists, per-key policy, key state, key usage. Plaintext produced inside (data
+ * keys, re-encryption) is zeroized as soon as it has been used.
  */
 import {
   aeadOf, decryptWithVersion, encryptWithVersion, hmacSha256, parseCiphertext, publicKeyOf, requireUsage, signWith,
   pooledRandomBytes, validateContext, verifyHmacSha256, verifyWith, zeroize, type EncryptionContext, type KeyUsage,
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
-import type { Seal } from '../cluster/seal.ts';
-import { validateLabels, validateName, type Keyring, type KeyRecord } from './keyring.ts';
+import type { Keyring } from './keyring.ts';
+import { rotationFrom, validateDescription, validateLabels, validateName, type KeyRecord } from './key-record.ts';
 import type { VersionUsage } from './version-usage.ts';
 import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';
 
@@ -28,7 +29,6 @@ export const MAX_BATCH = 1000;
 export class KeyOperations {
   constructor(
     private readonly keyring: Keyring,
-    private readonly seal: Seal,
     private readonly usage: VersionUsage,
     private readonly opts: KeyOperationsOptions,
   ) {}
@@ -66,7 +66,6 @@ export class KeyOperations {
   // ---- encryption ----------------------------------------------------------------------
 
   async encrypt(ref: string, plaintext: Buffer, context: EncryptionContext, principal: string) {
-    this.seal.requireOpen();
     this.#checkPlaintext(plaintext);
     validateContext(context);
     return this.#encryptWith(await this.#use(ref, principal, 'encrypt', 'encrypt'), plaintext, context);
@@ -90,7 +89,6 @@ export class KeyOperations {
   }
 
   async decrypt(ciphertext: Buffer, context: EncryptionContext, principal: string, expectedKey?: string) {
-    this.seal.requireOpen();
     validateContext(context);
     if (ciphertext.length > this.opts.maxPlaintextBytes + 1024) throw invalidArgument('ciphertext is longer than any this service produces');
     const parsed = parseCiphertext(ciphertext);
@@ -114,7 +112,6 @@ export class KeyOperations {
   async generateDataKey(ref: string, length: number, context: EncryptionContext, principal: string, withPlaintext: boolean) {
     const n = length || 32;
     if (!Number.isInteger(n) || n < 16 || n > 1024) throw invalidArgument('data key length must be between 16 and 1024 bytes');
-    this.seal.requireOpen();
     validateContext(context);
     const k = await this.#use(ref, principal, 'generate_data_key', 'encrypt');
     const dataKey = pooledRandomBytes(n);
@@ -129,35 +126,30 @@ export class KeyOperations {
   async batch<T>(items: unknown[], one: (item: any) => Promise<T>): Promise<({ result: T } | { error: unknown })[]> {
     if (!Array.isArray(items) || items.length === 0) throw invalidArgument('a batch needs at least one item');
     if (items.length > MAX_BATCH) throw invalidArgument(`a batch holds at most ${MAX_BATCH} items, got ${items.length}`);
-    this.seal.requireOpen();
     return Promise.all(items.map((item) => one(item).then((result) => ({ result }), (error: unknown) => ({ error }))));
   }
 
   // ---- signatures and MACs -------------------------------------------------------------
 
   async sign(ref: string, input: { message?: Buffer; digest?: Buffer }, principal: string) {
-    this.seal.requireOpen();
     const k = await this.#use(ref, principal, 'sign', 'sign');
     const material = await this.#material(k, k.primaryVersion);
     return { signature: signWith(k.type, material, input), key: k, version: k.primaryVersion };
   }
 
   async verify(ref: string, input: { message?: Buffer; digest?: Buffer }, signature: Buffer, version: number | undefined, principal: string) {
-    this.seal.requireOpen();
     const k = await this.#use(ref, principal, 'verify', 'sign');
     const v = await this.#version(k, version);
     return verifyWith(k.type, v.material, input, signature);
   }
 
   async publicKey(ref: string, version: number | undefined, principal: string) {
-    this.seal.requireOpen();
     const k = await this.#use(ref, principal, 'verify', 'sign');
     const v = await this.#version(k, version);
     return { ...publicKeyOf(k.type, v.material), version: v.version };
   }
 
   async mac(ref: string, message: Buffer, principal: string) {
-    this.seal.requireOpen();
     this.#checkPlaintext(message);
     const k = await this.#use(ref, principal, 'mac', 'mac');
     const material = await this.#material(k, k.primaryVersion);
@@ -165,7 +157,6 @@ export class KeyOperations {
   }
 
   async verifyMac(ref: string, message: Buffer, mac: Buffer, version: number | undefined, principal: string) {
-    this.seal.requireOpen();
     this.#checkPlaintext(message);
     const k = await this.#use(ref, principal, 'mac', 'mac');
     const v = await this.#version(k, version);
@@ -183,7 +174,6 @@ export class KeyOperations {
 
   /** Rotates now, or with `onlyIfDue` only if the scheduled rotation is due; `rotated` says which. */
   async rotate(ref: string, principal: string, onlyIfDue = false): Promise<{ key: KeyRecord; rotated: boolean }> {
-    this.seal.requireOpen();
     const k = await this.#admin(ref, principal, 'rotate');
     const r = await this.keyring.rotate(k, onlyIfDue ? { ifDueAt: Date.now() } : {});
     return r ? { key: r, rotated: true } : { key: await this.keyring.resolve(k.id), rotated: false };
@@ -191,17 +181,12 @@ export class KeyOperations {
 
   /** Sets (or with 0 clears) a key's rotation period; the next rotation is one period from now. */
   async setRotationPolicy(ref: string, periodSeconds: number, principal: string): Promise<KeyRecord> {
-    this.seal.requireOpen();
     const period = this.keyring.rotationPeriod(periodSeconds);
     const k = await this.#admin(ref, principal, 'rotate');
-    return this.keyring.update(k.id, (cur) => ({
-      ...cur,
-      rotation: { periodSeconds: period, nextRotationAt: period ? new Date(Date.now() + period * 1000).toISOString() : '' },
-    }));
+    return this.keyring.update(k.id, (cur) => ({ ...cur, rotation: rotationFrom(period, Date.now()) }));
   }
 
   async setState(ref: string, principal: string, to: 'enable' | 'disable'): Promise<KeyRecord> {
-    this.seal.requireOpen();
     const k = await this.#admin(ref, principal);
     return this.keyring.update(k.id, (cur) => {
       if (to === 'disable' && cur.state === 'KEY_STATE_ENABLED') return { ...cur, state: 'KEY_STATE_DISABLED' };
@@ -212,7 +197,6 @@ export class KeyOperations {
   }
 
   async scheduleDestruction(ref: string, waitingSeconds: number, principal: string): Promise<KeyRecord> {
-    this.seal.requireOpen();
     const wait = waitingSeconds || this.opts.defaultDestructionWaitSeconds;
     if (!Number.isInteger(wait) || wait < this.opts.minDestructionWaitSeconds)
       throw invalidArgument(`the waiting period must be at least ${this.opts.minDestructionWaitSeconds} seconds`);
@@ -224,7 +208,6 @@ export class KeyOperations {
   }
 
   async cancelDestruction(ref: string, principal: string): Promise<KeyRecord> {
-    this.seal.requireOpen();
     const k = await this.#admin(ref, principal);
     return this.keyring.update(k.id, (cur) => {
       if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
@@ -236,7 +219,6 @@ export class KeyOperations {
 
   /** Creates an alias of a key, or repoints one: needs `admin` on the new key and on the key it named. */
   async putAlias(alias: string, ref: string, update: boolean, principal: string): Promise<{ name: string; keyId: string }> {
-    this.seal.requireOpen();
     validateName(alias, 'alias');
     const target = await this.#admin(ref, principal);
     const from = update ? await this.#admin(`alias/${alias}`, principal) : undefined;
@@ -245,7 +227,6 @@ export class KeyOperations {
 
   /** Deletes an alias: needs `admin` on the key it names. */
   async deleteAlias(alias: string, principal: string): Promise<void> {
-    this.seal.requireOpen();
     validateName(alias, 'alias');
     const k = await this.#admin(`alias/${alias}`, principal);
     await this.keyring.deleteAlias(alias, k.id);
@@ -256,9 +237,8 @@ export class KeyOperations {
     change: { description?: string; labels?: Record<string, string>; minDecryptionVersion?: number; policy?: Record<string, string[]> },
     principal: string,
   ): Promise<KeyRecord> {
-    this.seal.requireOpen();
     const k = await this.#admin(ref, principal);
-    if (change.description !== undefined && change.description.length > 1024) throw invalidArgument('description is longer than 1024 characters');
+    if (change.description !== undefined) validateDescription(change.description);
     if (change.labels !== undefined) validateLabels(change.labels);
     const policy = change.policy ? validatePolicy(change.policy) : undefined;
     return this.keyring.update(k.id, (cur) => {

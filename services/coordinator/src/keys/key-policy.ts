@@ -5,7 +5,7 @@
  * PERMISSION_DENIED and is audited like every other outcome.
  */
 import { invalidArgument, permissionDenied } from '@keyshard/errors';
-import type { KeyRecord } from './keyring.ts';
+import type { KeyRecord } from './key-record.ts';
 
 export const KEY_OPERATIONS = ['encrypt', 'decrypt', 'sign', 'verify', 'mac', 'generate_data_key', 'rotate', 'admin'] as const;
 export type KeyOperation = (typeof KEY_OPERATIONS)[number];

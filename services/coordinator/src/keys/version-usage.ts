@@ -16,21 +16,19 @@
  * `flushSeconds`, so it is exact to within that interval and costs no etcd write per call.
  * Records are read from etcd when a key's metadata is asked for (`ofKey`), not cached: a
  * replica's memory holds only the versions it uses, whatever the number of keys.
- * Each record carries a record MAC (record-integrity.ts): a count lowered in etcd would let a
- * version past the GCM bound, so a record that fails its check is never used (reservations on
- * that version fail with the integrity error). Written only while unsealed: last-use times
- * noted before a seal are written at the first flush after the next unseal.
+ * Records are stored through usage-store.ts, with a record MAC: one that fails its check is never
+ * used (reservations on that version fail with the integrity error). Written only while
+ * unsealed: last-use times noted before a seal are written at the first flush after the next unseal.
  */
-import { etcdCall, paths, type Namespace } from '@keyshard/store';
+import type { Namespace } from '@keyshard/store';
 import { unavailable } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
+import type { AuditRecorder } from '@keyshard/audit-client';
 import { forEachConcurrent } from '../concurrency.ts';
 import type { RecordIntegrity } from '../cluster/record-integrity.ts';
-
-export interface UsageRecord {
-  encryptions: number; // reserved by some replica: an upper bound of encryptions done
-  lastUsedAt: string; // RFC 3339, '' if never
-}
+import type { Keyring } from './keyring.ts';
+import type { UsageRecord } from './key-record.ts';
+import { UsageStore } from './usage-store.ts';
 
 export interface VersionUsageOptions {
   /** Hard bound of encryptions per version (SP 800-38D §8.3: at most 2^32). */
@@ -43,8 +41,23 @@ export interface VersionUsageOptions {
   flushSeconds: number;
 }
 
-/** Rotates `keyId` if `version` is still its primary; audited by the caller's wiring. */
+/** Rotates `keyId` if `version` is still its primary. */
 export type RotateForUsage = (keyId: string, version: number, encryptions: number) => Promise<void>;
+
+/**
+ * The rotation at the usage bound, by `principal` (the replica): like scheduled rotations,
+ * audited before it runs, so it fails closed if the sink cannot record it.
+ */
+export function rotateAtUsageBound(keyring: Keyring, audit: AuditRecorder, principal: string, log: Logger): RotateForUsage {
+  return async (keyId, version, encryptions) => {
+    await audit.record({
+      operation: 'keys.rotation.usage', principal, key_id: keyId, result: 'ok',
+      details: { version: String(version), encryptions: String(encryptions) },
+    });
+    const r = await keyring.rotate(await keyring.resolve(keyId), { ifPrimary: version });
+    if (r) log.info({ keyId, from: version, to: r.primaryVersion, encryptions }, 'rotated at the usage bound');
+  };
+}
 
 interface Slot {
   keyId: string;
@@ -58,19 +71,17 @@ interface Slot {
 const EMPTY: UsageRecord = { encryptions: 0, lastUsedAt: '' };
 
 export class VersionUsage {
-  #ns: Namespace;
+  #store: UsageStore;
   #opts: VersionUsageOptions;
   #rotate: RotateForUsage;
   #log: Logger;
-  #integrity: RecordIntegrity;
   #slots = new Map<string, Slot>();
   #rotations = new Map<string, Promise<void>>(); // `${keyId}#${version}` -> rotation this replica started
   #timer: NodeJS.Timeout | undefined;
 
   constructor(ns: Namespace, integrity: RecordIntegrity, opts: VersionUsageOptions, rotate: RotateForUsage, log: Logger) {
     if (!(opts.rotateAt > 0 && opts.rotateAt < opts.limit && opts.limit <= 2 ** 32)) throw new Error('usage bounds: need 0 < rotateAt < limit <= 2^32');
-    this.#ns = ns;
-    this.#integrity = integrity;
+    this.#store = new UsageStore(ns, integrity);
     this.#opts = opts;
     this.#rotate = rotate;
     this.#log = log;
@@ -139,7 +150,7 @@ export class VersionUsage {
   async #reserveOnce(s: Slot): Promise<boolean> {
     let grant = 0;
     let exhaustedAt: number | undefined;
-    const next = await this.#casUsage(s, 10, (cur) => {
+    const next = await this.#store.change(s.keyId, s.version, 10, (cur) => {
       grant = Math.min(this.#opts.reserveBlock, this.#opts.limit - cur.encryptions);
       if (grant > 0) return { ...cur, encryptions: cur.encryptions + grant };
       exhaustedAt = cur.encryptions;
@@ -153,26 +164,6 @@ export class VersionUsage {
     s.remaining += grant;
     if (next.encryptions >= this.#opts.rotateAt) void this.#rotation(s.keyId, s.version, next.encryptions).catch(() => {});
     return true;
-  }
-
-  /**
-   * Read-modify-write of a version's usage record: a compare-and-swap on its etcd revision,
-   * retried (up to `attempts`) when another replica wrote meanwhile. `change` returns the new
-   * record, or undefined to write nothing. Resolves with what was written, else undefined.
-   */
-  async #casUsage(s: Slot, attempts: number, change: (cur: UsageRecord) => UsageRecord | undefined): Promise<UsageRecord | undefined> {
-    const key = paths.usage(s.keyId, s.version);
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      const kv = (await etcdCall('read usage', () => this.#ns.get(key).exec())).kvs[0];
-      const next = change(kv ? this.#integrity.open<UsageRecord>(key, kv.value) : EMPTY);
-      if (!next) return undefined;
-      const body = this.#integrity.stamp(key, next);
-      const tx = await etcdCall('update usage', () =>
-        (kv ? this.#ns.if(key, 'Mod', '==', kv.mod_revision) : this.#ns.if(key, 'Create', '==', 0)).then(this.#ns.put(key).value(body)).commit(),
-      );
-      if (tx.succeeded) return next;
-    }
-    return undefined;
   }
 
   /** Starts (once per version on this replica) or joins the rotation away from `version`. */
@@ -195,9 +186,7 @@ export class VersionUsage {
    * read per key), merged with this replica's unflushed last use.
    */
   async ofKey(keyId: string, versions: number[]): Promise<Map<number, UsageRecord>> {
-    const prefix = paths.keyUsagePrefix(keyId);
-    const stored = await etcdCall('read usage', () => this.#ns.getAll().prefix(prefix).strings());
-    const byVersion = new Map(Object.entries(stored).map(([k, v]) => [Number(k.slice(k.lastIndexOf('/') + 1)), this.#integrity.open<UsageRecord>(k, v)]));
+    const byVersion = await this.#store.ofKey(keyId);
     const out = new Map<number, UsageRecord>();
     for (const version of versions) {
       const r = byVersion.get(version) ?? EMPTY;
@@ -209,14 +198,14 @@ export class VersionUsage {
 
   /** Writes last-use times that moved since the last flush (a compare-and-swap each, keeping the later time). */
   async flush(): Promise<void> {
-    if (!this.#integrity.available) return; // sealed: written after the next unseal
+    if (!this.#store.writable) return; // sealed: written after the next unseal
     const due = [...this.#slots.values()].filter((s) => s.lastUsed > s.flushedLastUse);
     await forEachConcurrent(due, 32, (s) => this.#flushOne(s));
   }
 
   async #flushOne(s: Slot): Promise<void> {
     const at = s.lastUsed;
-    await this.#casUsage(s, 5, (cur) => (cur.lastUsedAt && Date.parse(cur.lastUsedAt) >= at ? undefined : { ...cur, lastUsedAt: new Date(at).toISOString() }));
+    await this.#store.change(s.keyId, s.version, 5, (cur) => (cur.lastUsedAt && Date.parse(cur.lastUsedAt) >= at ? undefined : { ...cur, lastUsedAt: new Date(at).toISOString() }));
     s.flushedLastUse = Math.max(s.flushedLastUse, at);
   }
 

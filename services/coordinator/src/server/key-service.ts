@@ -1,15 +1,15 @@
 /**
  * Thin gRPC handlers for KeyService: decode the proto shape, call KeyOperations / Keyring,
- * encode. Facts for the audit record (key id, version, batch sizes) are set here.
+ * encode; each answers, beside its reply, the facts its audit event records (key id, version,
+ * batch sizes). The seal check and the audit class are per method, in server/methods.ts.
  */
 import { invalidArgument, permissionDenied, KeyshardError } from '@keyshard/errors';
-import { STATUS_OF, type CallContext, type UnaryHandler } from '@keyshard/rpc';
-import type { Keyring, KeyRecord } from '../keys/keyring.ts';
+import { STATUS_OF, type CallContext } from '@keyshard/rpc';
+import type { Keyring } from '../keys/keyring.ts';
+import type { KeyRecord, UsageRecord } from '../keys/key-record.ts';
 import type { KeyOperations } from '../keys/key-operations.ts';
 import { forEachConcurrent } from '../concurrency.ts';
-import type { UsageRecord } from '../keys/version-usage.ts';
-
-type Handlers = Record<string, UnaryHandler<any, any>>;
+import type { Answer, AnsweringHandler, AuditFacts } from './methods.ts';
 
 /** What is known of the use of each of a key's versions (VersionUsage.ofKey). */
 export type UsageOf = (keyId: string, versions: number[]) => Promise<Map<number, UsageRecord>>;
@@ -64,40 +64,44 @@ function policyOf(p: { grants?: Record<string, { principals?: string[] }> } | nu
   return Object.fromEntries(Object.entries(grants).map(([op, list]) => [op, list?.principals ?? []]));
 }
 
-function keyFacts<T extends { key: KeyRecord; version: number }>(ctx: CallContext, r: T): T {
-  ctx.facts.keyId = r.key.id;
-  ctx.facts.details = { version: String(r.version) };
-  return r;
-}
+/** The audit facts of a call that used one version of one key. */
+const usedVersion = (r: { key: KeyRecord; version: number }): AuditFacts => ({ keyId: r.key.id, details: { version: String(r.version) } });
 
 function itemError(e: unknown) {
   if (e instanceof KeyshardError) return { code: STATUS_OF[e.code], message: e.message };
   return { code: STATUS_OF.INTERNAL, message: 'internal error' };
 }
 
-async function aliasReply(ctx: CallContext, p: Promise<{ name: string; keyId: string }>) {
+/** The audit facts of a batch: how many items, how many failed. */
+const batchFacts = (results: ({ result: unknown } | { error: unknown })[]): AuditFacts => ({
+  details: { items: String(results.length), failed: String(results.filter((r) => 'error' in r).length) },
+});
+
+async function aliasAnswer(p: Promise<{ name: string; keyId: string }>): Promise<Answer> {
   const a = await p;
-  ctx.facts.keyId = a.keyId;
-  return { name: a.name, key_id: a.keyId };
+  return { audit: { keyId: a.keyId }, reply: { name: a.name, key_id: a.keyId } };
 }
 
-export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf): Handlers {
+/**
+ * KeyService's handlers; each answers its reply and its audit facts. Served behind the
+ * interceptor of server/methods.ts (`intercepted('keys', …)`), which refuses them while sealed.
+ */
+export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf): Record<string, AnsweringHandler> {
   const message = async (k: KeyRecord) => keyMessage(k, await usageOf(k.id, k.versions.map((v) => v.version)));
-  const keyReply = async (ctx: CallContext, k: Promise<KeyRecord>) => {
+  const keyAnswer = async (k: Promise<KeyRecord>, details?: Record<string, string>): Promise<Answer> => {
     const rec = await k;
-    ctx.facts.keyId = rec.id;
-    return message(rec);
+    return { audit: { keyId: rec.id, ...(details && { details }) }, reply: message(rec) };
   };
   const encryptOne = (req: any, ctx: CallContext) => ops.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {}, ctx.principal);
   const decryptOne = (req: any, ctx: CallContext) => ops.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, ctx.principal, req.key || undefined);
-  const dataKey = (withPlaintext: boolean) => async (req: any, ctx: CallContext) => {
-    const r = keyFacts(ctx, await ops.generateDataKey(req.key, req.length, req.context ?? {}, ctx.principal, withPlaintext));
-    return { plaintext: r.plaintext, ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version };
+  const dataKey = (withPlaintext: boolean) => async (req: any, ctx: CallContext): Promise<Answer> => {
+    const r = await ops.generateDataKey(req.key, req.length, req.context ?? {}, ctx.principal, withPlaintext);
+    return { audit: usedVersion(r), reply: { plaintext: r.plaintext, ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version } };
   };
 
   return {
     // A key just created has never been used: no usage to read.
-    CreateKey: async (req, ctx) => {
+    async CreateKey(req, ctx) {
       const rec = await keyring.create(
         {
           name: req.name,
@@ -109,19 +113,17 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
         },
         ctx.principal,
       );
-      ctx.facts.keyId = rec.id;
-      return keyMessage(rec, new Map());
+      return { audit: { keyId: rec.id }, reply: keyMessage(rec, new Map()) };
     },
-    GetKey: (req, ctx) => keyReply(ctx, keyring.resolve(req.key)),
+    GetKey: (req) => keyAnswer(keyring.resolve(req.key)),
     async ListKeys(req) {
       const { keys, next } = await keyring.list(req.page_size, req.page_token);
       const messages: ReturnType<typeof keyMessage>[] = new Array(keys.length);
       await forEachConcurrent([...keys.keys()], 16, async (i) => void (messages[i] = await message(keys[i]!)));
-      return { keys: messages, next_page_token: next };
+      return { reply: { keys: messages, next_page_token: next } };
     },
     UpdateKey: (req, ctx) =>
-      keyReply(
-        ctx,
+      keyAnswer(
         ops.updateKey(
           req.key,
           {
@@ -133,58 +135,48 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
           ctx.principal,
         ),
       ),
-    EnableKey: (req, ctx) => keyReply(ctx, ops.setState(req.key, ctx.principal, 'enable')),
-    DisableKey: (req, ctx) => keyReply(ctx, ops.setState(req.key, ctx.principal, 'disable')),
-    ScheduleKeyDestruction: (req, ctx) =>
-      keyReply(ctx, ops.scheduleDestruction(req.key, seconds(req.waiting_period_seconds, 'waiting_period_seconds'), ctx.principal)),
-    CancelKeyDestruction: (req, ctx) => keyReply(ctx, ops.cancelDestruction(req.key, ctx.principal)),
-    RotateKey: async (req, ctx) => {
+    EnableKey: (req, ctx) => keyAnswer(ops.setState(req.key, ctx.principal, 'enable')),
+    DisableKey: (req, ctx) => keyAnswer(ops.setState(req.key, ctx.principal, 'disable')),
+    ScheduleKeyDestruction: (req, ctx) => keyAnswer(ops.scheduleDestruction(req.key, seconds(req.waiting_period_seconds, 'waiting_period_seconds'), ctx.principal)),
+    CancelKeyDestruction: (req, ctx) => keyAnswer(ops.cancelDestruction(req.key, ctx.principal)),
+    async RotateKey(req, ctx) {
       const r = await ops.rotate(req.key, ctx.principal, req.only_if_due === true);
-      ctx.facts.details = { rotated: String(r.rotated), version: String(r.key.primaryVersion) };
-      return keyReply(ctx, Promise.resolve(r.key));
+      return keyAnswer(Promise.resolve(r.key), { rotated: String(r.rotated), version: String(r.key.primaryVersion) });
     },
-    SetRotationPolicy: (req, ctx) =>
-      keyReply(ctx, ops.setRotationPolicy(req.key, seconds(req.rotation?.period_seconds, 'rotation.period_seconds'), ctx.principal)),
+    SetRotationPolicy: (req, ctx) => keyAnswer(ops.setRotationPolicy(req.key, seconds(req.rotation?.period_seconds, 'rotation.period_seconds'), ctx.principal)),
 
     async Encrypt(req, ctx) {
-      const r = keyFacts(ctx, await encryptOne(req, ctx));
-      return { ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version };
+      const r = await encryptOne(req, ctx);
+      return { audit: usedVersion(r), reply: { ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version } };
     },
     async Decrypt(req, ctx) {
-      const r = keyFacts(ctx, await decryptOne(req, ctx));
-      return { plaintext: r.plaintext, key_id: r.key.id, key_version: r.version };
+      const r = await decryptOne(req, ctx);
+      return { audit: usedVersion(r), reply: { plaintext: r.plaintext, key_id: r.key.id, key_version: r.version } };
     },
     async ReEncrypt(req, ctx) {
-      const r = keyFacts(
-        ctx,
-        await ops.reEncrypt(bytes(req.ciphertext, 'ciphertext'), req.source_context ?? {}, req.destination_key, req.destination_context ?? {}, ctx.principal),
-      );
-      return { ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version };
+      const r = await ops.reEncrypt(bytes(req.ciphertext, 'ciphertext'), req.source_context ?? {}, req.destination_key, req.destination_context ?? {}, ctx.principal);
+      return { audit: usedVersion(r), reply: { ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version } };
     },
     async EncryptBatch(req, ctx) {
       const results = await ops.batch(req.items, (item) => encryptOne(item, ctx));
-      ctx.facts.details = { items: String(results.length), failed: String(results.filter((r) => 'error' in r).length) };
-      return {
-        results: results.map((r) =>
-          'result' in r ? { result: { ciphertext: r.result.ciphertext, key_id: r.result.key.id, key_version: r.result.version } } : { error: itemError(r.error) },
-        ),
-      };
+      const reply = results.map((r) =>
+        'result' in r ? { result: { ciphertext: r.result.ciphertext, key_id: r.result.key.id, key_version: r.result.version } } : { error: itemError(r.error) },
+      );
+      return { audit: batchFacts(results), reply: { results: reply } };
     },
     async DecryptBatch(req, ctx) {
       const results = await ops.batch(req.items, (item) => decryptOne(item, ctx));
-      ctx.facts.details = { items: String(results.length), failed: String(results.filter((r) => 'error' in r).length) };
-      return {
-        results: results.map((r) =>
-          'result' in r ? { result: { plaintext: r.result.plaintext, key_id: r.result.key.id, key_version: r.result.version } } : { error: itemError(r.error) },
-        ),
-      };
+      const reply = results.map((r) =>
+        'result' in r ? { result: { plaintext: r.result.plaintext, key_id: r.result.key.id, key_version: r.result.version } } : { error: itemError(r.error) },
+      );
+      return { audit: batchFacts(results), reply: { results: reply } };
     },
     GenerateDataKey: dataKey(true),
     GenerateDataKeyWithoutPlaintext: dataKey(false),
 
     async Sign(req, ctx) {
-      const r = keyFacts(ctx, await ops.sign(req.key, { message: optionalBytes(req.message), digest: optionalBytes(req.digest) }, ctx.principal));
-      return { signature: r.signature, key_id: r.key.id, key_version: r.version };
+      const r = await ops.sign(req.key, { message: optionalBytes(req.message), digest: optionalBytes(req.digest) }, ctx.principal);
+      return { audit: usedVersion(r), reply: { signature: r.signature, key_id: r.key.id, key_version: r.version } };
     },
     async Verify(req, ctx) {
       const valid = await ops.verify(
@@ -194,28 +186,28 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
         req.key_version || undefined,
         ctx.principal,
       );
-      return { valid };
+      return { reply: { valid } };
     },
     async GetPublicKey(req, ctx) {
       const r = await ops.publicKey(req.key, req.key_version || undefined, ctx.principal);
-      return { pem: r.pem, jwk: JSON.stringify(r.jwk), key_version: r.version };
+      return { reply: { pem: r.pem, jwk: JSON.stringify(r.jwk), key_version: r.version } };
     },
     async Mac(req, ctx) {
-      const r = keyFacts(ctx, await ops.mac(req.key, bytes(req.message, 'message'), ctx.principal));
-      return { mac: r.mac, key_version: r.version };
+      const r = await ops.mac(req.key, bytes(req.message, 'message'), ctx.principal);
+      return { audit: usedVersion(r), reply: { mac: r.mac, key_version: r.version } };
     },
     async VerifyMac(req, ctx) {
-      return { valid: await ops.verifyMac(req.key, bytes(req.message, 'message'), bytes(req.mac, 'mac'), req.key_version || undefined, ctx.principal) };
+      return { reply: { valid: await ops.verifyMac(req.key, bytes(req.message, 'message'), bytes(req.mac, 'mac'), req.key_version || undefined, ctx.principal) } };
     },
 
-    CreateAlias: (req, ctx) => aliasReply(ctx, ops.putAlias(req.name, req.key, false, ctx.principal)),
-    UpdateAlias: (req, ctx) => aliasReply(ctx, ops.putAlias(req.name, req.key, true, ctx.principal)),
+    CreateAlias: (req, ctx) => aliasAnswer(ops.putAlias(req.name, req.key, false, ctx.principal)),
+    UpdateAlias: (req, ctx) => aliasAnswer(ops.putAlias(req.name, req.key, true, ctx.principal)),
     async DeleteAlias(req, ctx) {
       await ops.deleteAlias(req.name, ctx.principal);
-      return {};
+      return { reply: {} };
     },
     async ListAliases(req) {
-      return { aliases: (await keyring.listAliases(req.key || undefined)).map((a) => ({ name: a.name, key_id: a.keyId })) };
+      return { reply: { aliases: (await keyring.listAliases(req.key || undefined)).map((a) => ({ name: a.name, key_id: a.keyId })) } };
     },
   };
 }

@@ -1,0 +1,129 @@
+/**
+ * Key operations on a real keyring and usage accounting over a real single-member etcd (one per
+ * file), no custodian, no HSM: what each operation checks (input, key, policy, state, usage),
+ * versions and the minimum decryption version, the lifecycle, aliases, batches and data keys.
+ * The seal check in front of these is the KeyService interceptor's: server/methods.spec.ts.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { TestEtcd } from '@keyshard/devcluster/test-etcd';
+import { createLogger } from '@keyshard/config';
+import { isKeyshardError } from '@keyshard/errors';
+import type { Keyring } from './keyring.ts';
+import { KeyOperations, MAX_BATCH } from './key-operations.ts';
+import { VersionUsage } from './version-usage.ts';
+import { clusterSecrets, testKeyring, testReplica } from './test-keys.ts';
+
+const code = (e: unknown) => (isKeyshardError(e) ? e.code : String(e));
+const rejectsWith = (p: Promise<unknown>, c: string, message?: RegExp) =>
+  assert.rejects(p, (e) => code(e) === c && (!message || message.test((e as Error).message)));
+const text = (s: string) => Buffer.from(s);
+
+describe('key operations (real etcd, no custodian)', { timeout: 60_000 }, () => {
+  let etcd: TestEtcd;
+  let keyring: Keyring;
+  let usage: VersionUsage;
+  let ops: KeyOperations;
+
+  before(async () => {
+    etcd = await TestEtcd.start();
+    const ns = etcd.namespace('operations');
+    const replica = testReplica(clusterSecrets());
+    ({ keyring } = testKeyring(ns, replica));
+    const bounds = { limit: 1_000_000, rotateAt: 900_000, reserveBlock: 100, flushSeconds: 3600 };
+    usage = new VersionUsage(ns, replica.integrity, bounds, async () => {}, createLogger('key-operations.spec', 'silent'));
+    ops = new KeyOperations(keyring, usage, { maxPlaintextBytes: 1024, admins: new Set(['admin']), minDestructionWaitSeconds: 60, defaultDestructionWaitSeconds: 3600 });
+  });
+  after(async () => {
+    await keyring?.close();
+    await etcd?.stop();
+  });
+
+  it('encrypt and decrypt round-trip with the context bound as AAD, counted against the primary version', async () => {
+    const k = await keyring.create({ name: 'invoices' }, 'app');
+    const e = await ops.encrypt('invoices', text('secret'), { tenant: 'acme' }, 'app');
+    assert.deepEqual([e.key.id, e.version], [k.id, 1]);
+    assert.deepEqual((await ops.decrypt(e.ciphertext, { tenant: 'acme' }, 'app')).plaintext, text('secret'));
+    await rejectsWith(ops.decrypt(e.ciphertext, { tenant: 'evil' }, 'app'), 'INVALID_ARGUMENT');
+    await rejectsWith(ops.decrypt(e.ciphertext, { tenant: 'acme' }, 'app', 'alias/none'), 'NOT_FOUND');
+    assert.ok((await usage.ofKey(k.id, [1])).get(1)!.encryptions >= 1, 'a block was reserved for it');
+  });
+
+  it('checks input, the key, its policy, its state and its usage', async () => {
+    await keyring.create({ name: 'guarded', policy: { encrypt: ['writer'], decrypt: ['reader'] } }, 'app');
+    await rejectsWith(ops.encrypt('guarded', Buffer.alloc(2048), {}, 'writer'), 'INVALID_ARGUMENT', /limit is 1024/);
+    await rejectsWith(ops.encrypt('missing', text('x'), {}, 'writer'), 'NOT_FOUND');
+    await rejectsWith(ops.encrypt('guarded', text('x'), {}, 'app'), 'PERMISSION_DENIED', /app may not encrypt/);
+    const e = await ops.encrypt('guarded', text('x'), {}, 'writer');
+    await rejectsWith(ops.decrypt(e.ciphertext, {}, 'writer'), 'PERMISSION_DENIED');
+    await ops.decrypt(e.ciphertext, {}, 'admin'); // admins may always
+    await ops.setState('guarded', 'admin', 'disable');
+    await rejectsWith(ops.encrypt('guarded', text('x'), {}, 'writer'), 'FAILED_PRECONDITION', /not enabled \(disabled\)/);
+    await ops.setState('guarded', 'admin', 'enable');
+    await rejectsWith(ops.sign('guarded', { message: text('m') }, 'admin'), 'FAILED_PRECONDITION', /not usable to sign/);
+  });
+
+  it('old versions decrypt until the minimum decryption version passes them, which can only rise', async () => {
+    await keyring.create({ name: 'versioned' }, 'app');
+    const v1 = await ops.encrypt('versioned', text('one'), {}, 'app');
+    const r = await ops.rotate('versioned', 'app');
+    assert.deepEqual([r.rotated, r.key.primaryVersion], [true, 2]);
+    assert.equal((await ops.encrypt('versioned', text('two'), {}, 'app')).version, 2);
+    assert.deepEqual((await ops.decrypt(v1.ciphertext, {}, 'app')).plaintext, text('one'));
+    await ops.updateKey('versioned', { minDecryptionVersion: 2 }, 'app');
+    await rejectsWith(ops.decrypt(v1.ciphertext, {}, 'app'), 'FAILED_PRECONDITION', /below its minimum decryption version/);
+    await rejectsWith(ops.updateKey('versioned', { minDecryptionVersion: 1 }, 'app'), 'INVALID_ARGUMENT', /can only be raised/);
+    assert.deepEqual(await ops.rotate('versioned', 'app', true), { key: await keyring.resolve('versioned'), rotated: false }, 'no schedule: never due');
+  });
+
+  it('scheduled destruction waits at least the minimum; cancelling leaves the key disabled', async () => {
+    await keyring.create({ name: 'retiring' }, 'app');
+    await rejectsWith(ops.scheduleDestruction('retiring', 10, 'app'), 'INVALID_ARGUMENT', /at least 60 seconds/);
+    const pending = await ops.scheduleDestruction('retiring', 0, 'app');
+    assert.equal(pending.state, 'KEY_STATE_PENDING_DESTRUCTION');
+    assert.ok(Date.parse(pending.destructionAt) > Date.now() + 3_500_000, 'the default wait');
+    await rejectsWith(ops.encrypt('retiring', text('x'), {}, 'app'), 'FAILED_PRECONDITION', /pending_destruction/);
+    await rejectsWith(ops.scheduleDestruction('retiring', 0, 'app'), 'FAILED_PRECONDITION', /already pending/);
+    assert.equal((await ops.cancelDestruction('retiring', 'app')).state, 'KEY_STATE_DISABLED');
+  });
+
+  it('an alias is administered by whoever administers the keys it names', async () => {
+    const mine = await keyring.create({ name: 'mine' }, 'app');
+    await keyring.create({ name: 'theirs' }, 'bob');
+    await rejectsWith(ops.putAlias('shortcut', 'mine', false, 'bob'), 'PERMISSION_DENIED');
+    assert.deepEqual(await ops.putAlias('shortcut', 'mine', false, 'app'), { name: 'shortcut', keyId: mine.id });
+    await rejectsWith(ops.putAlias('shortcut', 'theirs', true, 'app'), 'PERMISSION_DENIED', /theirs/);
+    await rejectsWith(ops.deleteAlias('shortcut', 'bob'), 'PERMISSION_DENIED');
+    await ops.deleteAlias('shortcut', 'app');
+    await rejectsWith(keyring.resolve('alias/shortcut'), 'NOT_FOUND');
+  });
+
+  it('a batch holds 1 to MAX_BATCH items, each with its own outcome', async () => {
+    await keyring.create({ name: 'batched' }, 'app');
+    await rejectsWith(ops.batch([], async () => 0), 'INVALID_ARGUMENT');
+    await rejectsWith(ops.batch(new Array(MAX_BATCH + 1).fill({}), async () => 0), 'INVALID_ARGUMENT');
+    const results = await ops.batch([{ key: 'batched' }, { key: 'missing' }], (item: { key: string }) => ops.encrypt(item.key, text('x'), {}, 'app'));
+    assert.ok('result' in results[0]!);
+    assert.equal(code((results[1] as { error: unknown }).error), 'NOT_FOUND');
+  });
+
+  it('data keys come wrapped by the key, and in clear unless asked not to', async () => {
+    await keyring.create({ name: 'kek-for-data' }, 'app');
+    await rejectsWith(ops.generateDataKey('kek-for-data', 8, {}, 'app', true), 'INVALID_ARGUMENT');
+    const d = await ops.generateDataKey('kek-for-data', 0, { purpose: 'file' }, 'app', true);
+    assert.equal(d.plaintext.length, 32);
+    assert.deepEqual((await ops.decrypt(d.ciphertext, { purpose: 'file' }, 'app')).plaintext, d.plaintext);
+    assert.equal((await ops.generateDataKey('kek-for-data', 16, {}, 'app', false)).plaintext.length, 0);
+  });
+
+  it('signatures and MACs verify with the version that made them', async () => {
+    await keyring.create({ name: 'signer', type: 'ed25519' }, 'app');
+    await keyring.create({ name: 'macer', type: 'hmac-sha256' }, 'app');
+    const s = await ops.sign('signer', { message: text('m') }, 'app');
+    assert.equal(await ops.verify('signer', { message: text('m') }, s.signature, s.version, 'app'), true);
+    assert.equal(await ops.verify('signer', { message: text('other') }, s.signature, s.version, 'app'), false);
+    const m = await ops.mac('macer', text('m'), 'app');
+    assert.equal(await ops.verifyMac('macer', text('m'), m.mac, m.version, 'app'), true);
+    await rejectsWith(ops.verifyMac('macer', text('m'), m.mac, 2, 'app'), 'NOT_FOUND', /no version 2/);
+  });
+});
