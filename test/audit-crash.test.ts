@@ -11,7 +11,7 @@ import path from 'node:path';
 import { AuditClient, loadCheckpointKeys } from '@keyshard/audit-client';
 import { DevCluster, COORDINATOR } from '@keyshard/devcluster';
 import { readTls } from '@keyshard/rpc';
-import { verifyLogDir } from '@keyshard/audit-sink/verify';
+import { verifyLogDir } from '@keyshard/audit-log';
 
 const ROUNDS = 20;
 const WORKERS = 8;

@@ -26,7 +26,7 @@ import { AuditReader } from '@keyshard/audit-client/reader';
 import { issueCert } from '@keyshard/pki';
 import { keyshardProto, readTls, serverCredentials, type TlsMaterial } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
-import { FakeAuditSink } from '../packages/audit-client/src/test-sink.ts';
+import { FakeAuditSink } from '@keyshard/audit-client/testing';
 import { rejectsWith, waitFor } from './support/grpc.ts';
 
 const run = promisify(execFile);

@@ -12,8 +12,7 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { keyIdOf, signCheckpoint, toCheckpointMsg } from '@keyshard/audit-client/checkpoint';
-import { MerkleTree, leafHash } from '@keyshard/audit-client/merkle';
+import { MerkleTree, keyIdOf, leafHash, signCheckpoint, toCheckpointMsg } from '@keyshard/audit-log';
 import { keyshardProto, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
 import { parseFlags, required } from './common.ts';
 

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { KeyshardError } from '@keyshard/errors';
 import { AuditClient } from './index.ts';
-import { makeTestPki, type TestPki } from './test-pki.ts';
+import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 import { FakeAuditSink } from './test-sink.ts';
 
 describe('AuditClient', () => {

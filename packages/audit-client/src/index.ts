@@ -12,16 +12,15 @@
  *
  * The sink is pinned twice: its TLS certificate must be the sink's (`serverId`, server-identity.ts
  * in @keyshard/rpc), and every acknowledgement must carry a checkpoint signed by a configured
- * sink key and consistent with the last one verified (checkpoint-trust.ts). An event counts as
- * stored only then; on the first mismatch the client alerts (`onAlert`) and refuses every
- * record() from then on, so nothing is acknowledged without a verified stored event.
+ * sink key and consistent with the last one verified (@keyshard/audit-log checkpoint-trust.ts).
+ * An event counts as stored only then; on the first mismatch the client alerts (`onAlert`) and
+ * refuses every record() from then on, so nothing is acknowledged without a verified stored event.
  */
 import { randomUUID, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { KeyshardError, type ErrorCode } from '@keyshard/errors';
 import { AUDIT_SINK_ID, currentRequestId, expectServer, keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
-import { fromCheckpointMsg, type CheckpointMsg } from './checkpoint.ts';
-import { CheckpointTrust } from './checkpoint-trust.ts';
+import { CheckpointTrust, fromCheckpointMsg, type CheckpointMsg } from '@keyshard/audit-log';
 
 export type { TlsMaterial };
 
@@ -255,7 +254,7 @@ export class AuditClient {
     if (this.queue.length === 0) for (const r of this.idle.splice(0)) r();
   }
 
-  /** Checks an acknowledgement's checkpoint (checkpoint-trust.ts); alerts on the first failure. */
+  /** Checks an acknowledgement's checkpoint (CheckpointTrust); alerts on the first failure. */
   private verify(res: AppendResponseMsg, knownSize: number): string | undefined {
     const already = this.trust.problem;
     let problem: string | undefined;
@@ -338,6 +337,5 @@ function distrusted(reason: string): KeyshardError {
 
 export { auditIntent, auditObserver, resultOf, type AuditObserverOptions, type AuditRecorder } from './observer.ts';
 export { AuditSpool, RoutedAudit, type AuditSpoolOptions } from './spool.ts';
-export { CheckpointTrust } from './checkpoint-trust.ts';
-export { loadCheckpointKeys } from './checkpoint.ts';
+export { CheckpointTrust, loadCheckpointKeys } from '@keyshard/audit-log';
 export { auditSinkPinFields, sinkCheckpointKeys, logSinkAlert, SINK_DISTRUSTED_ALERT } from './sink-link.ts';

@@ -5,9 +5,8 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, requestMetadata, unaryCall, type TlsMaterial } from '@keyshard/rpc';
-import { fromCheckpointMsg, type CheckpointMsg, type SignedCheckpoint } from './checkpoint.ts';
+import { fromCheckpointMsg, verifyConsistency, verifyInclusion, type CheckpointMsg, type SignedCheckpoint } from '@keyshard/audit-log';
 import type { AuditEvent } from './index.ts';
-import { verifyConsistency, verifyInclusion } from './merkle.ts';
 
 export interface StoredAuditEvent {
   index: number;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, parseConfig, z } from '@keyshard/config';
-import { keyIdOf } from './checkpoint.ts';
+import { keyIdOf } from '@keyshard/audit-log';
 import { auditSinkPinFields, sinkCheckpointKeys } from './sink-link.ts';
 
 describe('audit sink pin config', () => {

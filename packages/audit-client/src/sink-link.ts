@@ -11,7 +11,7 @@
 import type { KeyObject } from 'node:crypto';
 import { ConfigError, z, type Logger } from '@keyshard/config';
 import { AUDIT_SINK_ID } from '@keyshard/rpc';
-import { loadCheckpointKeys } from './checkpoint.ts';
+import { loadCheckpointKeys } from '@keyshard/audit-log';
 
 export const auditSinkPinFields = {
   /** The sink's certificate CN: a server presenting any other certificate of the CA is refused. */

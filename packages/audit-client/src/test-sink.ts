@@ -3,14 +3,14 @@
  * over mutual TLS with whatever certificate it is given — that keeps an RFC 6962 tree of what
  * it was sent and signs real checkpoints, so an honest fake passes the AuditClient's checks.
  * `lie` makes it misbehave the ways a compromised sink would (bad signature, rolled-back or
- * forked tree, missing consistency proof) to test that producers refuse it.
+ * forked tree, missing consistency proof) to test that producers refuse it. Exported as
+ * `@keyshard/audit-client/testing`, never from the package index.
  */
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { keyshardProto, serverCredentials, type TlsMaterial } from '@keyshard/rpc';
-import { keyIdOf, signCheckpoint, toCheckpointMsg } from './checkpoint.ts';
+import { MerkleTree, keyIdOf, leafHash, signCheckpoint, toCheckpointMsg } from '@keyshard/audit-log';
 import type { AuditEvent } from './index.ts';
-import { MerkleTree, leafHash } from './merkle.ts';
 
 export type Lie = 'none' | 'bad-signature' | 'other-key' | 'rollback' | 'fork' | 'no-proof' | 'silent' | 'fail';
 

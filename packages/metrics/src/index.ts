@@ -84,7 +84,7 @@ export async function serveMetrics(registry: Registry, listen: string): Promise<
 
 /**
  * `keyshard_audit_sink_distrusted`: 1 once an acknowledgement of the audit sink failed checkpoint
- * verification (@keyshard/audit-client checkpoint-trust.ts), on every component that audits.
+ * verification (@keyshard/audit-log checkpoint-trust.ts), on every component that audits.
  */
 export function auditSinkDistrustedGauge(registry: Registry, distrusted: () => boolean): Gauge {
   return new Gauge({

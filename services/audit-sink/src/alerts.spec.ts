@@ -6,11 +6,11 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseConfig, type Logger } from '@keyshard/config';
 import { Counter, Registry } from '@keyshard/metrics';
-import { ALERT_OPERATION, AlertEngine, SlidingCount, alertReporter, type Alert } from './alerts.ts';
+import { ALERT_OPERATION, type AuditEvent } from '@keyshard/audit-log';
+import { AlertEngine, SlidingCount, alertReporter, type Alert } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { signerFromKey } from './checkpoint-store.ts';
 import { alertRulesSchema, type AlertRules } from './config.ts';
-import type { StoredAuditEvent } from './event.ts';
 
 const T0 = Date.parse('2030-01-01T00:00:00.000Z');
 
@@ -21,7 +21,7 @@ function harness(overrides: Record<string, unknown> = {}) {
   const rules: AlertRules = parseConfig(alertRulesSchema, overrides);
   const engine = new AlertEngine(rules, (a) => alerts.push(a), () => clock.now);
   let index = 0;
-  const feed = (e: Partial<StoredAuditEvent>) =>
+  const feed = (e: Partial<AuditEvent>) =>
     engine.observe([{ index: index++, event: { id: `e${index}`, time: new Date(clock.now).toISOString(), source: 'coordinator-1', result: 'ok', code: '', details: {}, ...e } }]);
   const deny = (principal: string, code = 'PERMISSION_DENIED') => feed({ principal, operation: 'keys.Decrypt', result: 'denied', code });
   const advance = (ms: number) => (clock.now += ms);
@@ -313,7 +313,7 @@ describe('alertReporter', () => {
     const registry = new Registry();
     const alertsTotal = new Counter({ name: 'keyshard_audit_alerts_total', help: 'h', labelNames: ['rule'] as const, registers: [registry] });
     const { lines, logger } = fakeLogger();
-    const appended: StoredAuditEvent[][] = [];
+    const appended: AuditEvent[][] = [];
     const report = alertReporter({ identity: 'audit-sink', append: async (e) => void appended.push(e), logger, alertsTotal, now: () => T0 });
     report(alert);
     assert.match(await registry.metrics(), /^keyshard_audit_alerts_total\{rule="denials"\} 1$/m);
@@ -362,7 +362,7 @@ describe('alerts through a real AuditLog', () => {
     for await (const r of log.records()) records.push(r);
     await log.close();
     assert.deepEqual(records.map((r) => r.event.operation), ['keys.Decrypt', 'keys.Decrypt', 'keys.Decrypt', 'audit.alert']);
-    const ev = records[3]!.event as unknown as StoredAuditEvent;
+    const ev = records[3]!.event as unknown as AuditEvent;
     assert.equal(ev.principal, 'audit-sink');
     assert.equal(ev.details.subject, 'mallory');
     assert.equal(ev.details.trigger_index, '2');

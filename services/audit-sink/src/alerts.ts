@@ -23,14 +23,13 @@
  * The engine knows no logger, metric or log: `alertReporter` turns an Alert into all three.
  */
 import { randomUUID } from 'node:crypto';
+import { ALERT_OPERATION, type AuditEvent } from '@keyshard/audit-log';
 import type { Logger } from '@keyshard/config';
 import type { Counter } from '@keyshard/metrics';
 import type { CommittedRecord } from './audit-log.ts';
 import type { AlertRules } from './config.ts';
-import { normalizeEvent, type StoredAuditEvent } from './event.ts';
+import { normalizeEvent } from './event.ts';
 
-/** The operation of the audit events that alerts append to the log. */
-export const ALERT_OPERATION = 'audit.alert';
 export const ALERT_RULES = ['denials', 'destroy', 'refusals', 'integrity', 'decryptSpike'] as const;
 export type AlertRuleName = (typeof ALERT_RULES)[number];
 
@@ -98,7 +97,7 @@ interface PrincipalDenials {
   quietUntil: number;
 }
 
-type EventView = Partial<StoredAuditEvent>;
+type EventView = Partial<AuditEvent>;
 
 export class AlertEngine {
   readonly #rules: AlertRules;
@@ -274,7 +273,7 @@ function clip(s: string): string {
  * stored events, i.e. already in their stored form (HMACs where configured sensitive), so the
  * event does not go through SensitiveFields again; normalizeEvent gives it the stored shape.
  */
-export function alertEvent(a: Alert, identity: string, time: string): StoredAuditEvent {
+export function alertEvent(a: Alert, identity: string, time: string): AuditEvent {
   const details = { rule: a.rule, summary: a.summary, subject: a.subject, trigger_index: String(a.triggerIndex), ...a.facts };
   return normalizeEvent(
     { id: randomUUID(), time, source: identity, principal: identity, operation: ALERT_OPERATION, key_id: a.keyId, ceremony_id: a.ceremonyId, result: 'ok', details },
@@ -286,7 +285,7 @@ export interface AlertReporterDeps {
   /** The sink's certificate identity: principal and source of alert events. */
   identity: string;
   /** The log's append (the path every event takes, so alerts are in the Merkle log too). */
-  append: (events: StoredAuditEvent[]) => Promise<unknown>;
+  append: (events: AuditEvent[]) => Promise<unknown>;
   logger: Logger;
   alertsTotal: Counter<'rule'>;
   now?: () => number;
@@ -298,7 +297,7 @@ export function alertReporter(d: AlertReporterDeps): (a: Alert) => void {
   return (a) => {
     d.alertsTotal.inc({ rule: a.rule });
     d.logger.warn({ rule: a.rule, summary: a.summary, subject: a.subject, key_id: a.keyId, ceremony_id: a.ceremonyId, trigger_index: a.triggerIndex, ...a.facts }, 'audit alert');
-    let event: StoredAuditEvent;
+    let event: AuditEvent;
     try {
       event = alertEvent(a, d.identity, new Date(now()).toISOString());
     } catch (e) {

@@ -6,11 +6,9 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { canonicalJson } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
-import { leafHash, verifyInclusion } from '@keyshard/audit-client/merkle';
-import { checkpointProblem } from '@keyshard/audit-client/checkpoint';
+import { checkpointProblem, leafHash, loadPublicKeys, verifyInclusion, verifyLogDir } from '@keyshard/audit-log';
 import { AuditLog } from './audit-log.ts';
-import { loadPublicKeys, signerFromKey } from './checkpoint-store.ts';
-import { verifyLogDir } from './verify.ts';
+import { signerFromKey } from './checkpoint-store.ts';
 
 const dirs: string[] = [];
 const tmp = () => {

@@ -18,14 +18,24 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { KeyshardError, invalidArgument } from '@keyshard/errors';
-import { MerkleTree } from '@keyshard/audit-client/merkle';
-import { checkpointProblem, type SignedCheckpoint } from '@keyshard/audit-client/checkpoint';
-import { CHECKPOINTS_FILE, CheckpointFile, KEYS_DIR, loadPublicKeys, publishKey, readCheckpointFile, type CheckpointSigner } from './checkpoint-store.ts';
+import {
+  CHECKPOINTS_FILE,
+  KEYS_DIR,
+  MerkleTree,
+  checkpointProblem,
+  encodeEntry,
+  encodeRecords,
+  loadPublicKeys,
+  readCheckpointFile,
+  scanSegments,
+  type EncodedEntry,
+  type LogEvent,
+  type SignedCheckpoint,
+} from '@keyshard/audit-log';
+import { CheckpointFile, publishKey, type CheckpointSigner } from './checkpoint-store.ts';
 import { lockDir } from './lock.ts';
-import { encodeEntry, encodeRecords, type EncodedEntry, type LogEvent } from './record-format.ts';
-import { SegmentFiles, scanSegments, type StoredRecord } from './segments.ts';
+import { SegmentFiles, type StoredRecord } from './segments.ts';
 
-export type { LogEvent, StoredEvent } from './record-format.ts';
 export type { StoredRecord } from './segments.ts';
 
 export interface AuditLogOptions {

@@ -11,14 +11,11 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { AuditClient } from '@keyshard/audit-client';
-import { keyIdOf } from '@keyshard/audit-client/checkpoint';
-import { makeTestPki, type TestPki } from '../../../packages/audit-client/src/test-pki.ts';
+import { hmacValue, keyIdOf, verifyInclusion, verifyLogDir } from '@keyshard/audit-log';
+import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 import { KeyshardError } from '@keyshard/errors';
 import { isServiceError, keyshardProto, makeClient, unaryCall } from '@keyshard/rpc';
 import * as grpc from '@grpc/grpc-js';
-import { verifyInclusion } from '@keyshard/audit-client/merkle';
-import { verifyLogDir } from './verify.ts';
-import { hmacValue } from './sensitive.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const children = new Set<ChildProcess>();

@@ -11,11 +11,11 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
 import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { HealthService, keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
+import { SensitiveFields, loadHmacKey } from '@keyshard/audit-log';
 import { AlertEngine, alertReporter } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { loadSigner } from './checkpoint-store.ts';
 import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
-import { SensitiveFields, loadHmacKey } from './sensitive.ts';
 import { createAuditService } from './server.ts';
 import { createSinkMetrics } from './sink-metrics.ts';
 

@@ -6,7 +6,7 @@
  */
 import { invalidArgument } from '@keyshard/errors';
 import type { AuditLog } from './audit-log.ts';
-import type { StoredAuditEvent } from './event.ts';
+import type { AuditEvent } from '@keyshard/audit-log';
 
 export interface QueryRequestMsg {
   from_time: string;
@@ -29,7 +29,7 @@ export async function queryLog(log: AuditLog, req: QueryRequestMsg) {
   const from = parseTime(req.from_time, 'from_time');
   const to = parseTime(req.to_time, 'to_time');
   const start = req.page_token ? decodeToken(req.page_token) : 0;
-  const matches = (ev: Partial<StoredAuditEvent>) => {
+  const matches = (ev: Partial<AuditEvent>) => {
     if (req.principal && ev.principal !== req.principal) return false;
     if (req.key_id && ev.key_id !== req.key_id) return false;
     if (req.operation && ev.operation !== req.operation) return false;
@@ -48,7 +48,7 @@ export async function queryLog(log: AuditLog, req: QueryRequestMsg) {
       next = encodeToken(r.index);
       break;
     }
-    if (matches(r.event as Partial<StoredAuditEvent>)) events.push({ index: String(r.index), event: r.event });
+    if (matches(r.event as Partial<AuditEvent>)) events.push({ index: String(r.index), event: r.event });
   }
   return { events, next_page_token: next };
 }

@@ -1,6 +1,7 @@
 /**
- * The log's records on disk, split into segment files:
- *   <dataDir>/segments/<first index, 20 digits>.log   records first, first+1, … (record-format.ts)
+ * Writing the log's records on disk, split into segment files (the layout, and reading it back
+ * verified, are @keyshard/audit-log log-dir.ts):
+ *   <dataDir>/segments/<first index, 20 digits>.log   records first, first+1, … (@keyshard/audit-log record-format.ts)
  *   <dataDir>/audit.log -> segments/<active>.log      a symlink to the segment being appended
  * Only the last (active) segment is ever written; once it passes `segmentBytes` after a
  * commit, a new one is started, so sealed segments can be archived or shipped as they are.
@@ -13,94 +14,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkRecord, parseRecord, type CheckedRecord, type StoredEvent } from './record-format.ts';
-
-export const SEGMENT_DIR = 'segments';
-export const ACTIVE_LINK = 'audit.log';
-const SEGMENT_NAME = /^(\d{20})\.log$/;
-
-export const segmentName = (first: number) => `${String(first).padStart(20, '0')}.log`;
-
-export interface Segment {
-  first: number;
-  file: string;
-}
-
-export interface ScanResult {
-  segments: Segment[];
-  records: number;
-  /** Valid bytes of the last segment; a torn tail after them is `tornBytes` long. */
-  activeBytes: number;
-  tornBytes: number;
-  bad?: { index: number; reason: string };
-}
-
-/** Lists segment files in index order (throws nothing for a missing directory). */
-export function listSegments(dataDir: string): Segment[] {
-  const dir = path.join(dataDir, SEGMENT_DIR);
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
-  }
-  return names
-    .map((n) => SEGMENT_NAME.exec(n))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => ({ first: Number(m[1]), file: path.join(dir, m[0]) }))
-    .sort((a, b) => a.first - b.first);
-}
-
-/**
- * Reads and verifies every segment synchronously, in 1 MiB chunks, calling `onRecord` for each
- * good record (with its byte offset in its segment). Stops at the first bad record.
- */
-export function scanSegments(dataDir: string, onRecord: (index: number, rec: CheckedRecord, offset: number) => void): ScanResult {
-  const segments = listSegments(dataDir);
-  const res: ScanResult = { segments, records: 0, activeBytes: 0, tornBytes: 0 };
-  const chunk = Buffer.alloc(1 << 20);
-  for (const [i, seg] of segments.entries()) {
-    const last = i === segments.length - 1;
-    if (seg.first !== res.records) {
-      const what = seg.first > res.records ? `records ${res.records}..${seg.first - 1} are missing` : `it overlaps records before ${res.records}`;
-      res.bad = { index: res.records, reason: `segment ${path.basename(seg.file)} starts at index ${seg.first}: ${what}` };
-      return res;
-    }
-    const fd = fs.openSync(seg.file, 'r');
-    try {
-      let carry = Buffer.alloc(0);
-      let pos = 0; // offset of carry[0] in the segment
-      for (let n = fs.readSync(fd, chunk, 0, chunk.length, null); n > 0; n = fs.readSync(fd, chunk, 0, chunk.length, null)) {
-        const buf = carry.length ? Buffer.concat([carry, chunk.subarray(0, n)]) : chunk.subarray(0, n);
-        let start = 0;
-        for (let nl = buf.indexOf(0x0a); nl >= 0; nl = buf.indexOf(0x0a, start)) {
-          const rec = checkRecord(buf.subarray(start, nl + 1), res.records);
-          if ('reason' in rec) {
-            res.bad = { index: res.records, reason: rec.reason };
-            return res;
-          }
-          onRecord(res.records, rec, pos + start);
-          res.records += 1;
-          start = nl + 1;
-        }
-        pos += start;
-        carry = Buffer.from(buf.subarray(start));
-      }
-      if (carry.length > 0 && !last) {
-        res.bad = { index: res.records, reason: `segment ${path.basename(seg.file)} ends inside a record` };
-        return res;
-      }
-      if (last) {
-        res.activeBytes = pos;
-        res.tornBytes = carry.length;
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-  return res;
-}
+import { ACTIVE_LINK, SEGMENT_DIR, parseRecord, segmentName, type ScanResult, type Segment, type StoredEvent } from '@keyshard/audit-log';
 
 export interface StoredRecord {
   index: number;

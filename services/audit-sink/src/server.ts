@@ -2,19 +2,17 @@
  * AuditService handlers: thin adapters between gRPC and the AuditLog. Authorization is by
  * certificate CN: `appenders` may Append (and GetCheckpoint), `readers` may read everything.
  * Events are normalized (event.ts) and their sensitive values replaced by HMACs
- * (sensitive.ts) before they are hashed and stored.
+ * (@keyshard/audit-log sensitive.ts) before they are hashed and stored.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '@keyshard/config';
 import type { Histogram } from '@keyshard/metrics';
 import { KeyshardError, invalidArgument, permissionDenied } from '@keyshard/errors';
-import { toCheckpointMsg } from '@keyshard/audit-client/checkpoint';
+import { ALERT_OPERATION, toCheckpointMsg, type SensitiveFields } from '@keyshard/audit-log';
 import { contextOf, keyshardProto, toServiceError, unaryService, type CallOutcome } from '@keyshard/rpc';
-import { ALERT_OPERATION } from './alerts.ts';
 import type { AuditLog } from './audit-log.ts';
 import { normalizeEvent, type RawEvent } from './event.ts';
 import { queryLog, type QueryRequestMsg } from './query.ts';
-import type { SensitiveFields } from './sensitive.ts';
 
 interface AppendRequestMsg {
   events?: RawEvent[];

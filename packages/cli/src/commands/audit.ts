@@ -7,9 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { readTls } from '@keyshard/rpc';
 import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reader';
-import { readCheckpointJson, verifyLogDir } from '@keyshard/audit-sink/verify';
-import { ALERT_OPERATION } from '@keyshard/audit-sink/alerts';
-import { hmacValue } from '@keyshard/audit-sink/sensitive';
+import { ALERT_OPERATION, hmacValue, readCheckpointJson, verifyLogDir } from '@keyshard/audit-log';
 import { tlsFrom } from '../connection.ts';
 import { UsageError, printJson } from '../output.ts';
 

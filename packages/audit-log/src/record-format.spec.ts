@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { canonicalJson } from '@keyshard/crypto';
 import { canonicalEventJson, checkRecord, encodeEntry, encodeRecord, encodeRecords } from './record-format.ts';
-import { leafHash } from '@keyshard/audit-client/merkle';
+import { leafHash } from './merkle.ts';
 
 const str = fc.string({ unit: 'binary', maxLength: 12 });
 const auditEvent = fc.record({

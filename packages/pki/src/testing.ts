@@ -1,11 +1,21 @@
-/** Test-only: per-principal TLS files and material from a throwaway dev PKI (`@keyshard/pki`). */
+/**
+ * Test-only: per-principal TLS files and material from a throwaway dev PKI. Exported as
+ * `@keyshard/pki/testing`, never from the package index, and used by specs only: it issues
+ * every certificate with the `component` profile under one CA in `dir`.
+ */
 import { readFileSync } from 'node:fs';
-import { issueCert, type CertFiles } from '@keyshard/pki';
-import type { TlsMaterial } from '@keyshard/rpc';
+import { issueCert, type CertFiles } from './index.ts';
+
+/** The PEM bytes a TLS endpoint is configured with (the shape of @keyshard/rpc TlsMaterial). */
+export interface TestTlsMaterial {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
 
 export interface TestPki {
   files(cn: string): CertFiles;
-  material(cn: string): TlsMaterial;
+  material(cn: string): TestTlsMaterial;
 }
 
 export async function makeTestPki(dir: string, serverCn: string, clientCns: string[]): Promise<TestPki> {

@@ -9,7 +9,8 @@
  * while the signed checkpoints catch an attacker who recomputes it.
  */
 import { canonicalJson } from '@keyshard/crypto';
-import { leafHash } from '@keyshard/audit-client/merkle';
+import { AUDIT_EVENT_STRING_FIELDS } from './audit-event.ts';
+import { leafHash } from './merkle.ts';
 
 /** What the log stores. The id makes delivery idempotent; the rest is opaque to the log. */
 export interface LogEvent {
@@ -18,8 +19,8 @@ export interface LogEvent {
 
 export type StoredEvent = LogEvent & Record<string, unknown>;
 
-/** keyshard.v1.AuditEvent's fields; the fast path below writes them in canonical (sorted) order. */
-const AUDIT_EVENT_KEYS: ReadonlySet<string> = new Set(['ceremony_id', 'code', 'details', 'id', 'key_id', 'operation', 'principal', 'request_id', 'result', 'source', 'time']);
+/** keyshard.v1.AuditEvent's fields (audit-event.ts); the fast path below writes them in canonical (sorted) order. */
+const AUDIT_EVENT_KEYS: ReadonlySet<string> = new Set([...AUDIT_EVENT_STRING_FIELDS, 'details']);
 
 // What JSON.stringify escapes in a string: `"`, `\`, control characters, and (lone)
 // surrogates. A string with none of them is written as is between quotes — the same bytes.

@@ -6,17 +6,16 @@
  * catches a wholesale rewrite or a cut tail. Reports the first bad index and why.
  *
  * Also a CLI (`keyshard audit verify` wraps it):
- *   node --import tsx services/audit-sink/src/verify.ts <dataDir | dataDir/audit.log> [checkpoint.json] [--key pub.pem]…
+ *   node --import tsx packages/audit-log/src/verify.ts <dataDir | dataDir/audit.log> [checkpoint.json] [--key pub.pem]…
  * prints a JSON result; exits 0 when the log verifies, 1 otherwise.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { KeyObject } from 'node:crypto';
-import { MerkleTree, verifyConsistency } from '@keyshard/audit-client/merkle';
-import { checkpointProblem, type SignedCheckpoint } from '@keyshard/audit-client/checkpoint';
-import { CHECKPOINTS_FILE, KEYS_DIR, loadPublicKeys, readCheckpointFile } from './checkpoint-store.ts';
-import { ACTIVE_LINK, scanSegments } from './segments.ts';
+import { checkpointProblem, type SignedCheckpoint } from './checkpoint.ts';
+import { ACTIVE_LINK, CHECKPOINTS_FILE, KEYS_DIR, loadPublicKeys, readCheckpointFile, scanSegments } from './log-dir.ts';
+import { MerkleTree, verifyConsistency } from './merkle.ts';
 
 export interface VerifyOptions {
   /** A checkpoint obtained from the sink earlier and kept outside the log directory. */
