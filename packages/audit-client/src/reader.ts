@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, requestMetadata, unaryCall, type TlsMaterial } from '@keyshard/rpc';
 import { fromCheckpointMsg, verifyConsistency, verifyInclusion, type CheckpointMsg, type SignedCheckpoint } from '@keyshard/audit-log';
-import type { AuditEvent } from './index.ts';
+import type { AuditEvent } from './client.ts';
 
 export interface StoredAuditEvent {
   index: number;

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
 import { runOutsideCall } from '@keyshard/rpc';
 import type { Logger } from '@keyshard/config';
-import { completeEvent, type AuditClient, type AuditEvent, type AuditEventInput } from './index.ts';
+import { completeEvent, type AuditClient, type AuditEvent, type AuditEventInput } from './client.ts';
 import type { AuditRecorder } from './observer.ts';
 
 export interface AuditSpoolOptions {

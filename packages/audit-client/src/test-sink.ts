@@ -10,7 +10,7 @@ import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypt
 import * as grpc from '@grpc/grpc-js';
 import { keyshardProto, serverCredentials, type TlsMaterial } from '@keyshard/rpc';
 import { MerkleTree, keyIdOf, leafHash, signCheckpoint, toCheckpointMsg } from '@keyshard/audit-log';
-import type { AuditEvent } from './index.ts';
+import type { AuditEvent } from './client.ts';
 
 export type Lie = 'none' | 'bad-signature' | 'other-key' | 'rollback' | 'fork' | 'no-proof' | 'silent' | 'fail';
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { KeyshardError } from '@keyshard/errors';
-import { AuditClient } from './index.ts';
+import { AuditClient } from './client.ts';
 import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 import { FakeAuditSink } from './test-sink.ts';
 
