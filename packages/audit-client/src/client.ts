@@ -16,31 +16,12 @@
  * An event counts as stored only then; on the first mismatch the client alerts (`onAlert`) and
  * refuses every record() from then on, so nothing is acknowledged without a verified stored event.
  */
-import { randomUUID, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { KeyshardError, type ErrorCode } from '@keyshard/errors';
-import { AUDIT_SINK_ID, currentRequestId, expectServer, keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
 import { CheckpointTrust, fromCheckpointMsg, type CheckpointMsg } from '@keyshard/audit-log';
-
-export type { TlsMaterial };
-
-/** keyshard.v1.AuditEvent (snake_case, as in audit.proto). Never put secrets in it. */
-export interface AuditEvent {
-  id: string;
-  time: string; // RFC 3339 with milliseconds
-  source: string; // producing component; the sink requires it to equal the producer's cert CN
-  principal: string;
-  operation: string; // e.g. keys.Encrypt
-  key_id: string;
-  ceremony_id: string;
-  result: string; // ok | denied | error
-  code: string; // gRPC status name when not ok
-  request_id: string;
-  details: Record<string, string>;
-}
-
-/** What a caller passes: id, time and source are filled in; other optional fields default to empty. */
-export type AuditEventInput = Pick<AuditEvent, 'principal' | 'operation' | 'result'> & Partial<AuditEvent>;
+import { KeyshardError, type ErrorCode } from '@keyshard/errors';
+import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
+import { completeEvent, type AuditEvent, type AuditEventInput } from './event.ts';
 
 export interface AuditClientOptions {
   address: string; // host:port of the sink
@@ -291,42 +272,6 @@ export class AuditClient {
   }
 }
 
-const STRING_FIELDS = ['id', 'time', 'source', 'principal', 'operation', 'key_id', 'ceremony_id', 'result', 'code', 'request_id'] as const;
-const MAX_FIELD = 4096; // same bounds as the sink's
-const MAX_DETAILS = 64;
-
-function invalidReason(e: AuditEvent): string | undefined {
-  if (!e.operation) return 'needs an operation';
-  if (e.id.length > 128) return 'id is longer than 128 characters';
-  for (const f of STRING_FIELDS) if (typeof e[f] !== 'string' || e[f].length > MAX_FIELD) return `field ${f} is invalid`;
-  const details = Object.entries(e.details);
-  if (details.length > MAX_DETAILS) return `has more than ${MAX_DETAILS} details`;
-  if (details.some(([k, v]) => typeof v !== 'string' || k.length > MAX_FIELD || v.length > MAX_FIELD)) return 'details are invalid';
-  return undefined;
-}
-
-/**
- * Fills id, time and source, defaults the optional fields (request_id: that of the call being
- * served, so events a request causes link to it), and checks the sink's limits here: one bad
- * event in a batch would fail the whole batch, i.e. other callers' events too.
- */
-export function completeEvent(input: AuditEventInput, source: string): AuditEvent {
-  const event: AuditEvent = {
-    key_id: '',
-    ceremony_id: '',
-    code: '',
-    ...input,
-    request_id: input.request_id || currentRequestId() || '',
-    id: input.id || randomUUID(),
-    time: input.time || new Date().toISOString(),
-    source: input.source || source,
-    details: { ...input.details },
-  };
-  const invalid = invalidReason(event);
-  if (invalid) throw new KeyshardError('INVALID_ARGUMENT', `audit event ${invalid}`);
-  return event;
-}
-
 function unavailable(reason: string): KeyshardError {
   return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`);
 }
@@ -334,8 +279,3 @@ function unavailable(reason: string): KeyshardError {
 function distrusted(reason: string): KeyshardError {
   return new KeyshardError('UNAVAILABLE', `audit sink not trusted: ${reason}; events are not acknowledged until this component is restarted`);
 }
-
-export { auditIntent, auditObserver, resultOf, type AuditObserverOptions, type AuditRecorder } from './observer.ts';
-export { AuditSpool, RoutedAudit, type AuditSpoolOptions } from './spool.ts';
-export { CheckpointTrust, loadCheckpointKeys } from '@keyshard/audit-log';
-export { auditSinkPinFields, sinkCheckpointKeys, logSinkAlert, SINK_DISTRUSTED_ALERT } from './sink-link.ts';

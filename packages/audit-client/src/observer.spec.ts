@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Logger } from '@keyshard/config';
 import { runInCall, type CallOutcome } from '@keyshard/rpc';
-import { completeEvent, type AuditEventInput } from './client.ts';
+import { completeEvent, type AuditEventInput } from './event.ts';
 import { auditObserver } from './observer.ts';
 
 function fakes() {

@@ -7,7 +7,7 @@
  */
 import type { Logger } from '@keyshard/config';
 import type { CallContext, CallOutcome, Observer } from '@keyshard/rpc';
-import type { AuditEventInput } from './client.ts';
+import type { AuditEventInput } from './event.ts';
 
 /** What the observer needs of an AuditClient (a small fake in unit tests). */
 export interface AuditRecorder {

@@ -5,8 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, requestMetadata, unaryCall, type TlsMaterial } from '@keyshard/rpc';
-import { fromCheckpointMsg, verifyConsistency, verifyInclusion, type CheckpointMsg, type SignedCheckpoint } from '@keyshard/audit-log';
-import type { AuditEvent } from './client.ts';
+import { fromCheckpointMsg, verifyConsistency, verifyInclusion, type AuditEvent, type CheckpointMsg, type SignedCheckpoint } from '@keyshard/audit-log';
 
 export interface StoredAuditEvent {
   index: number;

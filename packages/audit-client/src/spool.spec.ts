@@ -6,7 +6,8 @@ import path from 'node:path';
 import { createLogger } from '@keyshard/config';
 import { KeyshardError } from '@keyshard/errors';
 import { AuditSpool } from './spool.ts';
-import type { AuditClient, AuditEvent } from './client.ts';
+import type { AuditClient } from './client.ts';
+import type { AuditEvent } from './event.ts';
 
 const log = createLogger('spool-test', 'silent');
 const root = mkdtempSync(path.join(tmpdir(), 'ks-spool-'));

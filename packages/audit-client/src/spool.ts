@@ -22,7 +22,8 @@ import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
 import { runOutsideCall } from '@keyshard/rpc';
 import type { Logger } from '@keyshard/config';
-import { completeEvent, type AuditClient, type AuditEvent, type AuditEventInput } from './client.ts';
+import type { AuditClient } from './client.ts';
+import { completeEvent, type AuditEvent, type AuditEventInput } from './event.ts';
 import type { AuditRecorder } from './observer.ts';
 
 export interface AuditSpoolOptions {

@@ -9,8 +9,7 @@
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { keyshardProto, serverCredentials, type TlsMaterial } from '@keyshard/rpc';
-import { MerkleTree, keyIdOf, leafHash, signCheckpoint, toCheckpointMsg } from '@keyshard/audit-log';
-import type { AuditEvent } from './client.ts';
+import { MerkleTree, keyIdOf, leafHash, signCheckpoint, toCheckpointMsg, type AuditEvent } from '@keyshard/audit-log';
 
 export type Lie = 'none' | 'bad-signature' | 'other-key' | 'rollback' | 'fork' | 'no-proof' | 'silent' | 'fail';
 
