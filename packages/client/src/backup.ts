@@ -5,8 +5,9 @@
  */
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
-import { keyshardProto, makeClient, readTls, requestMetadata, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
-import { coordinatorIdentity, type Ceremony } from './index.ts';
+import { keyshardProto, makeClient, requestMetadata, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import { coordinatorIdentity, tlsMaterial } from './connection.ts';
+import type { Ceremony } from './types.ts';
 
 export interface BackupSummary {
   cluster: string;
@@ -38,7 +39,7 @@ export class BackupClient {
 
   /** `coordinatorIds`: as ClientOptions.coordinatorIds (the server is pinned to a coordinator identity). */
   constructor(opts: { address: string; tls: TlsMaterial | TlsFiles; coordinatorIds?: readonly string[] }) {
-    const tls = Buffer.isBuffer(opts.tls.ca) ? (opts.tls as TlsMaterial) : readTls(opts.tls as TlsFiles);
+    const tls = tlsMaterial(opts.tls);
     // Backup files stream in chunks well under the default limits; keepalive holds a restore's wait for approvals.
     this.#client = makeClient(keyshardProto().BackupService, opts.address, tls, { 'grpc.keepalive_time_ms': 30_000 }, coordinatorIdentity(opts.coordinatorIds));
   }

@@ -8,98 +8,17 @@
  * certificate of the CA is refused with UNAVAILABLE.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { expectCoordinator, expectServer, keyshardProto, makeClient, principalOfCertificate, readTls, unaryCall, type ExpectedServer, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryCall, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
 import { retryPolicy, type RetryOptions } from './call-policy.ts';
+import { coordinatorIdentity, tlsMaterial, type ConnectionOptions } from './connection.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
+import type { BatchError, Ceremony, Context, DataKey, Key, ShareExport, Status } from './types.ts';
 
 export type { TlsFiles, TlsMaterial, RetryOptions };
 export { isServiceError, statusName } from '@keyshard/rpc';
 export { METHOD_SAFETY, type Safety } from './call-policy.ts';
-
-export type Context = Record<string, string>;
-
-export interface Key {
-  id: string;
-  name: string;
-  type: string;
-  usage: string;
-  state: string;
-  primary_version: number;
-  min_decryption_version: number;
-  description: string;
-  labels: Record<string, string>;
-  created_at: string;
-  rotated_at: string;
-  created_by: string;
-  /** encryptions: a uint64, as a decimal string; last_used_at: empty if never used. */
-  versions: { version: number; created_at: string; last_used_at: string; encryptions: string }[];
-  rotation: { period_seconds: string; next_rotation_at: string };
-  policy: { grants: Record<string, { principals: string[] }> };
-  destruction_at: string;
-}
-
-export interface Ceremony {
-  id: string;
-  operation: string;
-  cluster_id: string;
-  initiator: string;
-  created_at: string;
-  expires_at: string;
-  hash: string;
-  state: string;
-  threshold: number;
-  approved_by: string[];
-  failures: { custodian_id: string; reason: string }[];
-  denied_by: string[];
-  error: string;
-  parameters: Record<string, string>;
-  recipients: { coordinator_id: string; public_key_pem: string }[];
-}
-
-/** A custodian's share wrapped (RSA-OAEP) to an offline recovery key, by an approved export-share ceremony. */
-export interface ShareExport {
-  ceremony_id: string;
-  cluster_id: string;
-  custodian_id: string;
-  generation: number;
-  peers_json: string;
-  wrapped_share: Buffer;
-  recovery_key_fingerprint: string;
-  oaep_hash: string;
-  succession_statement: Buffer;
-}
-
-export interface Status {
-  initialized: boolean;
-  sealed: boolean;
-  cluster_id: string;
-  threshold: number;
-  shares: number;
-  ceremony: Ceremony | null;
-  custodians: { id: string; address: string; reachable: boolean }[];
-  coordinator_id: string;
-  version: string;
-  /** The replica running background jobs; empty if none is elected. */
-  leader_id: string;
-  /** Every registered coordinator replica. */
-  replicas: { id: string; address: string; sealed: boolean; leader: boolean }[];
-  /** etcd's members as the answering replica's etcd client sees them (null from an older coordinator). */
-  etcd: {
-    reachable: boolean;
-    members: { id: string; name: string; client_urls: string[]; peer_urls: string[]; leader: boolean; learner: boolean }[];
-    version: string;
-    error: string;
-  } | null;
-  /** The audit sink; tree_size (records in its log) is a uint64 as a decimal string. */
-  audit_sink: { address: string; reachable: boolean; tree_size: string; checkpoint_time: string; error: string } | null;
-}
-
-/** Where one connection goes and as whom. */
-export interface ConnectionOptions {
-  address: string;
-  tls: TlsMaterial | TlsFiles;
-  channelOptions?: grpc.ChannelOptions;
-}
+export { coordinatorIdentity, type ConnectionOptions } from './connection.ts';
+export type { BatchError, Ceremony, Context, DataKey, Key, ShareExport, Status } from './types.ts';
 
 export interface ClientOptions extends Omit<ConnectionOptions, 'address'> {
   /** A coordinator's "host:port", or several replicas of one cluster. */
@@ -143,16 +62,6 @@ const SDK_CHANNEL_OPTIONS: Readonly<grpc.ChannelOptions> = {
   'grpc.keepalive_permit_without_calls': 0,
 };
 
-function material(tls: TlsMaterial | TlsFiles): TlsMaterial {
-  return Buffer.isBuffer(tls.ca) ? (tls as TlsMaterial) : readTls(tls as TlsFiles);
-}
-
-/** The pinned identity of a cluster's coordinators (validated: a list of non-empty ids, or none). */
-export function coordinatorIdentity(ids: readonly string[] | undefined): ExpectedServer {
-  if (ids !== undefined && (!Array.isArray(ids) || ids.some((i) => typeof i !== 'string' || i.trim() === ''))) throw new Error('coordinatorIds must be a list of non-empty certificate names');
-  return expectCoordinator(ids);
-}
-
 function addressesOf(address: string | readonly string[]): string[] {
   const list = typeof address === 'string' ? [address] : [...address];
   if (list.length === 0 || list.some((a) => typeof a !== 'string' || a.trim() === '')) throw new Error('address must be a non-empty "host:port" or a non-empty list of them');
@@ -167,7 +76,7 @@ export class KeyshardClient {
 
   constructor(opts: ClientOptions) {
     const addresses = addressesOf(opts.address);
-    const tls = material(opts.tls);
+    const tls = tlsMaterial(opts.tls);
     const proto = keyshardProto();
     // Key operations are spread over a few TLS connections: one HTTP/2 connection serialises
     // framing and TLS records on both ends, and several keep a busy caller's latency lower.
@@ -389,18 +298,6 @@ function deadlineOf(o: CallOptions | undefined, timeoutMs: number): number {
   return Date.now() + (o?.timeoutMs ?? timeoutMs);
 }
 
-export interface BatchError {
-  code: number;
-  message: string;
-}
-
-export interface DataKey {
-  plaintext: Buffer;
-  ciphertext: Buffer;
-  key_id: string;
-  key_version: number;
-}
-
 /**
  * A custodian's id as its operator's certificate implies: operator certificates are named
  * `<custodian id>-operator` (dev PKI, deploy/README.md).
@@ -418,7 +315,7 @@ export class CustodianOperatorClient {
    * one the operator certificate is named for (`<custodian id>-operator`).
    */
   constructor(opts: ConnectionOptions & { custodianId?: string }) {
-    const tls = material(opts.tls);
+    const tls = tlsMaterial(opts.tls);
     const id = opts.custodianId ?? custodianOfOperator(principalOfCertificate(tls.cert));
     if (!id) throw new Error('custodianId is required: the certificate is not named <custodian id>-operator');
     this.#c = makeClient(keyshardProto().CustodianService, opts.address, tls, opts.channelOptions, expectServer(`custodian ${id}`, id));
