@@ -10,6 +10,8 @@
  *   sensitive.ts         HMAC-SHA256 of sensitive fields
  *   log-dir.ts           a log directory on disk: segments, keys, checkpoints.log
  *   verify.ts            offline verification of a log directory
+ * Every byte format is described in VECTORS.md and frozen by vectors/*.json, which the specs
+ * recompute.
  */
 export * from './audit-event.ts';
 export * from './checkpoint.ts';
