@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `npm test`: installs what is missing, type-checks, then runs unit tests (specs beside the
-# sources) and integration tests (test/*.test.ts, one file at a time: each starts a real
-# cluster). `npm test -- unit` or `npm test -- integration` runs one part.
+# `npm test`: installs what is missing, type-checks, checks the architecture (arch-check.sh),
+# then runs unit tests (specs beside the sources) and integration tests (test/*.test.ts, one
+# file at a time: each starts a real cluster). `npm test -- unit` or `npm test -- integration`
+# runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/local/ensure-deps.sh
@@ -12,6 +13,7 @@ NODE_TEST=(node --import tsx --test --test-reporter=spec)
 if [ "$part" = all ] || [ "$part" = unit ]; then
   echo "== type check" >&2
   npx tsc -p tsconfig.json
+  bash test/arch-check.sh
   echo "== unit tests" >&2
   mapfile -t specs < <(find packages services -path '*/node_modules' -prune -o -name '*.spec.ts' -print | sort)
   "${NODE_TEST[@]}" "${specs[@]}"
