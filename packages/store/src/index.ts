@@ -4,10 +4,12 @@
  * in them is already wrapped by the key hierarchy before it reaches this module.
  *
  * Layout (relative to the namespace):
- *   cluster                      ClusterRecord (cluster id, KEK epoch)
- *   manifest                     ShareManifest
- *   keks/<epoch>                 KEK wrapped by the root key
- *   keks/record-mac              record MAC key wrapped by the root key (services/coordinator/src/cluster/record-integrity.ts)
+ *   cluster                      ClusterRecord (cluster id, KEK epoch)     ┐
+ *   manifest                     ShareManifest                              │ services/coordinator/src/
+ *   keks/<epoch>                 KekRecord {epoch, wrapped}: a KEK wrapped  │ cluster/cluster-store.ts
+ *                                by the root key                            │
+ *   keks/record-mac              {wrapped}: the record MAC key wrapped by   │
+ *                                the root key (cluster/record-integrity.ts) ┘
  *   keys/<key id>                key metadata
  *   versions/<key id>/<version>  version material wrapped by a KEK (version zero-padded)
  *   usage/<key id>/<version>     encryptions reserved and last use of a version (no secret)
@@ -16,10 +18,10 @@
  *   ceremonies/<id>              ceremony objects
  *   ceremony-lock/<operation>    id of the one open ceremony of that kind
  *   join-vouches/<id>/<replica>  an unsealed replica's vouch for join ceremony <id> (join-voucher.ts)
- *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease
- *   seal-epoch                   {epoch, mac}: count of cluster-wide seals (services/coordinator/src/cluster/replicas.ts)
- *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (share-recovery.ts)
- *   share-set-next               {generation, mac}: the share set being made (services/coordinator/src/cluster/share-sets.ts)
+ *   coordinators/<id>            replica registration (address, ceremony key, sealed), bound to a lease (services/coordinator/src/cluster/replica-store.ts)
+ *   seal-epoch                   {epoch, mac}: count of cluster-wide seals (services/coordinator/src/cluster/cluster-store.ts)
+ *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (cluster-store.ts, share-recovery.ts)
+ *   share-set-next               {generation, mac}: the share set being made (services/coordinator/src/cluster/cluster-store.ts)
  * Records marked with a mac, key records, quorum ceremonies and unsealed registrations carry a
  * record MAC (services/coordinator/src/cluster/record-integrity.ts says which and why).
  */
@@ -116,21 +118,28 @@ export const paths = {
   cluster: 'cluster',
   manifest: 'manifest',
   kek: (epoch: number) => `keks/${epoch}`,
+  /** Every wrapped KEK and the record MAC key (services/coordinator/src/cluster/cluster-store.ts). */
+  keksPrefix: 'keks/',
   /** The record MAC key, wrapped under the root beside the KEKs (re-wrapped with them, backed up with them). */
   recordMacKey: 'keks/record-mac',
   key: (keyId: string) => `keys/${keyId}`,
   keysPrefix: 'keys/',
   versionsPrefix: (keyId: string) => `versions/${keyId}/`,
+  /** Every key's versions. */
+  allVersionsPrefix: 'versions/',
   version: (keyId: string, version: number) => `versions/${keyId}/${String(version).padStart(10, '0')}`,
   /** Per-version usage (encryptions reserved, last use): services/coordinator/src/keys/usage-store.ts. */
   usagePrefix: 'usage/',
   keyUsagePrefix: (keyId: string) => `usage/${keyId}/`,
   usage: (keyId: string, version: number) => `usage/${keyId}/${String(version).padStart(10, '0')}`,
   name: (name: string) => `names/${name}`,
+  namesPrefix: 'names/',
   alias: (name: string) => `aliases/${name}`,
+  aliasesPrefix: 'aliases/',
   ceremony: (id: string) => `ceremonies/${id}`,
   ceremoniesPrefix: 'ceremonies/',
   ceremonyLock: (operation: string) => `ceremony-lock/${operation}`,
+  ceremonyLocksPrefix: 'ceremony-lock/',
   /** An unsealed replica's vouch for a join ceremony (services/coordinator/src/ceremonies/join-voucher.ts). */
   joinVouch: (ceremonyId: string, voucher: string) => `join-vouches/${ceremonyId}/${voucher}`,
   joinVouchesPrefix: (ceremonyId: string) => `join-vouches/${ceremonyId}/`,
@@ -150,6 +159,9 @@ export const paths = {
  * elections are live coordination and are not backed up. Exact names have no trailing slash.
  */
 export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/'] as const;
+
+/** The deletion of one such entry: a prefix (trailing slash) or an exact key. */
+export const deletionOf = (ns: Namespace, path: string) => (path.endsWith('/') ? ns.delete().prefix(path) : ns.delete().key(path));
 
 export async function getJson<T>(ns: Namespace, key: string): Promise<T | undefined> {
   const raw = await etcdCall(`get ${key}`, () => ns.get(key).string());

@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain } from '@keyshard/config';
 import { keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions, unaryService, decodingSafe, HealthService, addReflection, ConcurrencyLimit, requestLogFields, type CallReply } from '@keyshard/rpc';
 import { auditSinkDistrustedGauge, serveMetrics, type MetricsServer } from '@keyshard/metrics';
-import { clusterNamespace, compactAndDefragment, connectEtcd, paths } from '@keyshard/store';
+import { clusterNamespace, compactAndDefragment, connectEtcd } from '@keyshard/store';
 import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, logSinkAlert, sinkCheckpointKeys, type AuditRecorder } from '@keyshard/audit-client';
 import { AuditReader } from '@keyshard/audit-client/reader';
 import { coordinatorConfig } from './config.ts';
@@ -12,6 +12,7 @@ import { auditSinkStatus, etcdStatus } from './cluster/cluster-status.ts';
 import { EtcdReachability } from './cluster/etcd-reachability.ts';
 import { Seal } from './cluster/seal.ts';
 import { Cluster } from './cluster/cluster.ts';
+import { ClusterStore } from './cluster/cluster-store.ts';
 import { CustodianLink } from './ceremonies/custodian-link.ts';
 import { Keyring } from './keys/keyring.ts';
 import { JoinVoucher } from './ceremonies/join-voucher.ts';
@@ -22,15 +23,18 @@ import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server
 import { backupHandlers } from './server/backup-service.ts';
 import { writeScheduledBackup } from './backup/backup.ts';
 import { Restores } from './backup/restore.ts';
+import { BackupStore } from './backup/backup-store.ts';
 import { exportShareOperation } from './cluster/share-recovery.ts';
 import { keyHandlers, keyServiceAuthorizer } from './server/key-service.ts';
 import { SPOOLED_OPERATIONS, STATE_CHANGING_METHODS, intercepted } from './server/methods.ts';
 import { KeyOperations } from './keys/key-operations.ts';
 import { LeaderJobs } from './cluster/leader-jobs.ts';
+import { LeaderElection } from './cluster/leader-election.ts';
 import { VersionUsage, rotateAtUsageBound } from './keys/version-usage.ts';
 import { Replicas } from './cluster/replicas.ts';
+import { ReplicaStore } from './cluster/replica-store.ts';
 import { EphemeralKeys, loadOrCreateTransportKey } from './ceremonies/transport-key.ts';
-import { RecordIntegrity } from './cluster/record-integrity.ts';
+import { RecordIntegrity, integrityReporter } from './cluster/record-integrity.ts';
 import { QuorumCeremonies } from './ceremonies/quorum-ceremonies.ts';
 import { CeremonyStore } from './ceremonies/ceremony-store.ts';
 import { destroyKeyOperation } from './keys/key-destruction.ts';
@@ -70,21 +74,10 @@ async function main(): Promise<void> {
   auditSinkDistrustedGauge(metrics.registry, () => Boolean(sink.distrusted));
   // Ceremonies record each step through this: their outcomes are counted as they are audited.
   const ceremonyAudit = metrics.countingCeremonies(audit);
-  // A record that fails its MAC is refused where it is read; here it is logged, counted and
-  // audited (the sink's `integrity` alert rule fires on the event). Never blocks the refusal.
-  const integrity = new RecordIntegrity(seal, (v) => {
-    log.error({ record: v.path, reason: v.reason }, 'record failed its integrity check (altered outside keyshard?): refused');
-    metrics.integrityFailure(v.path);
-    const keyId = v.path.startsWith('keys/') ? v.path.slice('keys/'.length) : '';
-    const ceremonyId = v.path.startsWith('ceremonies/') ? v.path.slice('ceremonies/'.length) : '';
-    void audit
-      .record({
-        operation: 'integrity.record_refused', principal: config.coordinatorId, key_id: keyId, ceremony_id: ceremonyId,
-        result: 'error', code: 'FAILED_PRECONDITION', details: { record: v.path, reason: v.reason },
-      })
-      .catch((e: Error) => log.error({ record: v.path, err: e.message }, 'the integrity failure could not be audited'));
-  });
-  const cluster = new Cluster(ns, links, seal, config.oaepHash);
+  // A record that fails its MAC is refused where it is read, and reported (logged, counted, audited).
+  const integrity = new RecordIntegrity(seal, integrityReporter({ principal: config.coordinatorId, log, audit, count: (path) => metrics.integrityFailure(path) }));
+  const clusterStore = new ClusterStore(ns, integrity);
+  const cluster = new Cluster(clusterStore, links, seal, config.oaepHash);
   await cluster.load();
   // The long-term transport key (custodian SOs enroll its public key) and per-ceremony ephemeral keys.
   const transport = loadOrCreateTransportKey(config.transportKeyFile);
@@ -92,16 +85,12 @@ async function main(): Promise<void> {
   const replica = { coordinatorId: config.coordinatorId, publicKeyPem: transport.publicKeyPem, privateKey: transport.privateKey, ephemeral: new EphemeralKeys() };
 
   // Registration (lease-bound: it vanishes when this process dies) and the cluster-wide seal.
-  const replicas = new Replicas(
-    etcd, ns, config.clusterName,
-    { id: config.coordinatorId, address: config.advertiseAddress ?? config.listen, publicKeyPem: replica.publicKeyPem, ephemeralPublicKeyPem: replica.ephemeral.currentPem },
-    config.registrationTtlSeconds, log, integrity, audit,
-  );
+  const me = { id: config.coordinatorId, address: config.advertiseAddress ?? config.listen, publicKeyPem: replica.publicKeyPem, ephemeralPublicKeyPem: replica.ephemeral.currentPem };
+  const replicaStore = new ReplicaStore(etcd, ns, me, { clusterName: config.clusterName, ttlSeconds: config.registrationTtlSeconds, integrity, log });
+  const replicas = new Replicas({ store: replicaStore, clusterStore, integrity, log, audit });
   await replicas.start();
   replica.ephemeral.onRotate((pem) => void replicas.setEphemeral(pem).catch((e: Error) => log.warn({ err: e.message }, 'could not publish the new ephemeral key')));
-  const publish = (sealed: boolean) => void replicas.setSealed(sealed).catch((e: Error) => log.warn({ err: e.message }, 'could not publish seal state'));
-  seal.onOpen(() => publish(false));
-  seal.onSeal(() => publish(true));
+  replicas.followSeal(seal);
 
   const keyring = new Keyring(ns, cluster, seal, integrity, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
   const usage = new VersionUsage(
@@ -142,7 +131,7 @@ async function main(): Promise<void> {
     return outcome;
   };
   const shareSets: ShareSetDeps = {
-    ns, cluster, seal, links, log, compact, integrity,
+    store: clusterStore, cluster, seal, links, log, compact,
     sealCluster: () => sealEverywhere(config.coordinatorId),
     crashAt: config.faultInjection.crashAt,
   };
@@ -153,18 +142,10 @@ async function main(): Promise<void> {
       reshare: shareSetOperation(shareSets, 'reshare'),
       'rotate-root': shareSetOperation(shareSets, 'rotate-root'),
       'destroy-cluster': destroyClusterOperation(shareSets),
-      'export-share': exportShareOperation(ns, cluster, links, integrity),
+      'export-share': exportShareOperation(clusterStore, cluster, links),
     },
   );
-  replicas.onClusterSeal((epoch) => {
-    if (seal.sealed) return;
-    seal.seal();
-    log.info({ sealEpoch: epoch }, 'sealed: the cluster was sealed');
-    void unseal.cancelCurrent('the cluster was sealed').catch(() => {});
-    void audit
-      .record({ operation: 'cluster.seal_epoch.followed', principal: config.coordinatorId, result: 'ok', details: { seal_epoch: String(epoch), replica: config.coordinatorId } })
-      .catch((e: Error) => log.error({ err: e.message, sealEpoch: epoch }, 'the seal could not be audited'));
-  });
+  replicas.followClusterSeal(seal, () => void unseal.cancelCurrent('the cluster was sealed').catch(() => {}));
   // A replica that (re)started while its peers are unsealed asks to join them.
   const joinTimer = setInterval(() => {
     void unseal.joinIfPeersUnsealed().then(
@@ -173,10 +154,10 @@ async function main(): Promise<void> {
     );
   }, config.joinCheckSeconds * 1000);
   joinTimer.unref();
-  const backups = { ns, etcd: etcdConfig, cluster, seal, clusterName: config.clusterName };
-  const leader = new LeaderJobs(ns, keyring, seal, audit, log, {
+  const backups = { store: new BackupStore(ns), etcd: etcdConfig, cluster, seal, clusterName: config.clusterName };
+  const election = new LeaderElection(ns, { candidate: config.coordinatorId, ttlSeconds: config.leaderTtlSeconds, log });
+  const leader = new LeaderJobs(election, keyring, seal, audit, log, {
     coordinatorId: config.coordinatorId,
-    ttlSeconds: config.leaderTtlSeconds,
     sweepSeconds: config.rotationSweepSeconds,
     backup: config.backups.dir
       ? { everySeconds: config.backups.intervalSeconds, write: () => writeScheduledBackup(backups, { dir: config.backups.dir!, retain: config.backups.retain }) }
@@ -185,11 +166,8 @@ async function main(): Promise<void> {
   leader.start();
   // A linearizable read of one small key: it needs etcd's leader and a quorum, as this replica's work does.
   const probeTimeoutMs = Math.min(config.etcd.callTimeoutMs, config.etcd.unreachableAfterMs / 2);
-  const etcdReads = new EtcdReachability(() => ns.get(paths.cluster).options({ deadline: Date.now() + probeTimeoutMs }).exec(), {
-    intervalMs: config.etcd.probeIntervalMs,
-    unreachableAfterMs: config.etcd.unreachableAfterMs,
-    log,
-  });
+  const { probeIntervalMs: intervalMs, unreachableAfterMs } = config.etcd;
+  const etcdReads = new EtcdReachability(() => clusterStore.probe(probeTimeoutMs), { intervalMs, unreachableAfterMs, log });
   const onReply = (r: CallReply) => metrics.calls.observe(r.ctx.method, r.code, r.durationMs);
   // Status asks the sink for a checkpoint; a short reconnect backoff so it notices at once that the sink is back.
   const sinkReader = new AuditReader({
@@ -217,7 +195,7 @@ async function main(): Promise<void> {
     unaryService(
       proto.CeremonyService.service,
       ceremonyHandlers({
-        cluster, seal, unseal, quorum, ceremonies, links, replicas, ns, integrity, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(), sealCluster: sealEverywhere,
+        cluster, seal, unseal, quorum, ceremonies, links, replicas, clusterStore, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(), sealCluster: sealEverywhere,
         etcdStatus: () => etcdStatus(etcd, etcdReads),
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
@@ -232,7 +210,7 @@ async function main(): Promise<void> {
     ),
   );
   const restores = new Restores({
-    ns, etcd: etcdConfig, cluster, seal, links, replica, audit: ceremonyAudit, log,
+    store: backups.store, etcd: etcdConfig, cluster, seal, links, replica, audit: ceremonyAudit, log,
     oaepHash: config.oaepHash,
     clusterName: config.clusterName,
     ttlSeconds: config.ceremonyTtlSeconds,

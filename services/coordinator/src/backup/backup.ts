@@ -4,8 +4,8 @@
  * encrypted or public goes in (wrapped KEKs and versions, the share manifest, metadata); live
  * state (ceremonies, replica registrations, locks, elections) does not.
  *
- * Invariants: every entry is read at the same revision (pages of PAGE entries, so memory holds
- * one page and one chunk whatever the number of keys); the root key is used only to derive the
+ * Invariants: every entry is read at the same revision (backup-store.ts: a page at a time, so
+ * memory holds one page and one chunk whatever the number of keys); the root key is used only to derive the
  * backup's keys and is zeroized after; a backup's entries are checked with `EntryChecker`
  * (every KEK and key version unwraps) by `keyshard backup verify` and by every restore.
  */
@@ -13,16 +13,15 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  BackupOpener, BackupParser, BackupWriter, canonicalJson, manifestFingerprint, unwrapKek, unwrapRecordMacKey, unwrapVersion, verifyRecordMac, writeBackupFile, zeroize,
-  type BackupEntry, type BackupHeader,
+  BackupOpener, BackupParser, BackupWriter, canonicalJson, manifestFingerprint, unwrapVersion, verifyRecordMac, writeBackupFile, zeroize, type BackupEntry, type BackupHeader,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
-import { BACKUP_PREFIXES, clusterNamespace, connectEtcd, etcdCall, paths, type EtcdConfig, type Namespace } from '@keyshard/store';
+import { clusterNamespace, connectEtcd, paths, type EtcdConfig } from '@keyshard/store';
+import { BackupStore } from './backup-store.ts';
 import { BlockWorker, etcdConfigInWorker, serveBlockWorker } from './block-worker.ts';
 import type { Cluster } from '../cluster/cluster.ts';
+import { unwrapKekRecord, unwrapRecordMacKeyRecord } from '../cluster/cluster-store.ts';
 import type { Seal } from '../cluster/seal.ts';
-
-const PAGE = 1000;
 
 export interface BackupProgress {
   done: number;
@@ -30,29 +29,12 @@ export interface BackupProgress {
 }
 
 export interface BackupSource {
-  ns: Namespace;
+  store: BackupStore;
   /** How the backup's reader thread connects to etcd (its own client). */
   etcd: EtcdConfig;
   cluster: Cluster;
   seal: Seal;
   clusterName: string;
-}
-
-/** The entries under `prefix` at `revision`, a page at a time, in key order. */
-async function* entriesAt(ns: Namespace, prefix: string, revision: string): AsyncGenerator<BackupEntry> {
-  const exact = !prefix.endsWith('/');
-  let start = prefix;
-  const end = exact ? `${prefix}\0` : prefixEnd(prefix);
-  for (;;) {
-    const res = await etcdCall(`backup read ${prefix}`, () => ns.getAll().inRange({ start, end }).revision(revision).limit(PAGE).exec());
-    for (const kv of res.kvs) yield { key: kv.key.toString(), value: kv.value };
-    if (!res.more || res.kvs.length === 0) return;
-    start = `${res.kvs[res.kvs.length - 1]!.key.toString()}\0`;
-  }
-}
-
-function prefixEnd(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
 /**
@@ -67,12 +49,8 @@ export async function* createBackup(src: BackupSource): AsyncGenerator<{ data: B
   let data: ReaderData;
   try {
     const { record, manifest } = src.cluster.requireInitialized();
-    const revision = (await etcdCall('backup revision', () => src.ns.get('cluster').exec())).header.revision;
-    let total = 0;
-    for (const p of BACKUP_PREFIXES) {
-      const exact = !p.endsWith('/');
-      total += Number(await etcdCall('backup count', () => src.ns.getAll().inRange({ start: p, end: exact ? `${p}\0` : prefixEnd(p) }).revision(revision).count()));
-    }
+    const revision = await src.store.revision();
+    const total = await src.store.count(revision);
     const header = {
       cluster: src.clusterName,
       clusterId: record.clusterId,
@@ -118,17 +96,15 @@ await serveBlockWorker<ReaderData>(import.meta.url, async (data, side) => {
   }
   const etcd = connectEtcd(etcdConfigInWorker(data.etcd));
   try {
-    const ns = clusterNamespace(etcd, data.clusterName);
+    const store = new BackupStore(clusterNamespace(etcd, data.clusterName));
     let done = 0;
     await side.send(writer.start());
-    for (const p of BACKUP_PREFIXES) {
-      for await (const e of entriesAt(ns, p, data.header.revision)) {
-        done++;
-        const block = writer.add(e.key, e.value);
-        if (block) {
-          side.progress(done);
-          await side.send(block);
-        }
+    for await (const e of store.entries(data.header.revision)) {
+      done++;
+      const block = writer.add(e.key, e.value);
+      if (block) {
+        side.progress(done);
+        await side.send(block);
       }
     }
     side.progress(done);
@@ -161,7 +137,7 @@ export class EntryChecker {
   check(e: BackupEntry): void {
     this.counts.entries++;
     // Names hold a bare key id; every other record is JSON.
-    if (e.key.startsWith('names/')) {
+    if (e.key.startsWith(paths.namesPrefix)) {
       if (!/^[\w-]{1,128}$/.test(e.value.toString('utf8'))) throw invalidArgument(`backup entry ${e.key} is not a key id`);
       return;
     }
@@ -171,24 +147,25 @@ export class EntryChecker {
     } catch {
       throw invalidArgument(`backup entry ${e.key} is not valid JSON`);
     }
-    if (e.key.startsWith('keys/') || e.key.startsWith('aliases/') || e.key.startsWith('usage/')) {
+    if ([paths.keysPrefix, paths.aliasesPrefix, paths.usagePrefix].some((p) => e.key.startsWith(p))) {
       if (!this.#recordMacKey) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} comes before the record MAC key (a backup made before record MACs cannot be restored)`);
       if (!verifyRecordMac(this.#recordMacKey, e.key, body).ok) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} failed its integrity check (altered outside keyshard?)`);
     }
     if (e.key === paths.recordMacKey) {
       zeroize(this.#recordMacKey);
-      this.#recordMacKey = unwrapRecordMacKey(this.#root, this.#clusterId, Buffer.from(body.wrapped ?? '', 'base64'));
-    } else if (e.key.startsWith('keks/')) {
-      const epoch = Number(e.key.slice('keks/'.length));
-      this.#keks.set(epoch, unwrapKek(this.#root, this.#clusterId, epoch, Buffer.from(body.wrapped ?? '', 'base64')));
+      this.#recordMacKey = unwrapRecordMacKeyRecord(this.#root, this.#clusterId, { wrapped: body.wrapped ?? '' });
+    } else if (e.key.startsWith(paths.keksPrefix)) {
+      // The epoch its position names, not the one it states: the AAD binds the wrap to it.
+      const epoch = Number(e.key.slice(paths.keksPrefix.length));
+      this.#keks.set(epoch, unwrapKekRecord(this.#root, this.#clusterId, { epoch, wrapped: body.wrapped ?? '' }));
       this.counts.keks++;
-    } else if (e.key.startsWith('versions/')) {
+    } else if (e.key.startsWith(paths.allVersionsPrefix)) {
       const [, keyId, v] = e.key.split('/');
       const kek = this.#keks.get(body.kekEpoch ?? -1);
       if (!kek) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} needs KEK epoch ${body.kekEpoch}, which the backup lacks`);
       zeroize(unwrapVersion(kek, this.#clusterId, keyId!, Number(v), Buffer.from(body.wrapped ?? '', 'base64')));
       this.counts.versions++;
-    } else if (e.key.startsWith('keys/')) this.counts.keys++;
+    } else if (e.key.startsWith(paths.keysPrefix)) this.counts.keys++;
   }
 
   close(): void {

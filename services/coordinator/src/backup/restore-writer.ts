@@ -11,8 +11,9 @@
  */
 import type { BackupHeader } from '@keyshard/crypto';
 import { invalidArgument, failedPrecondition } from '@keyshard/errors';
-import { clusterNamespace, connectEtcd, etcdCall, paths, type Etcd3, type EtcdConfig, type Namespace } from '@keyshard/store';
+import { clusterNamespace, connectEtcd, paths, type Etcd3, type EtcdConfig } from '@keyshard/store';
 import { headerId, openBackup } from './backup.ts';
+import { BackupStore } from './backup-store.ts';
 import { BlockWorker, etcdConfigInWorker, serveBlockWorker } from './block-worker.ts';
 
 /** Puts per etcd transaction (etcd's default limit is 128 operations) and transactions in flight. */
@@ -27,7 +28,7 @@ export interface RestoreCounts {
 }
 
 export interface WriteTarget {
-  ns: Namespace;
+  store: BackupStore;
   /** The claim on the cluster record every write is conditional on (its exact JSON). */
   claim: string;
 }
@@ -62,7 +63,7 @@ export async function checkAndWrite(
   })) {
     counts = checker.counts;
     if (target) {
-      const { ns, claim } = target;
+      const { store, claim } = target;
       const puts = entries.filter((e) => {
         if (e.key !== paths.cluster) return true;
         clusterRecord = Buffer.from(e.value);
@@ -72,11 +73,9 @@ export async function checkAndWrite(
       for (let i = 0; i < puts.length; i += BATCH) batches.push(puts.slice(i, i + BATCH));
       for (let i = 0; i < batches.length; i += IN_FLIGHT)
         await Promise.all(
-          batches.slice(i, i + IN_FLIGHT).map((b) =>
-            etcdCall('restore write', () => ns.if(paths.cluster, 'Value', '==', claim).then(...b.map((e) => ns.put(e.key).value(e.value))).commit()).then((r) => {
-              if (!r.succeeded) throw failedPrecondition('the restore claim on the cluster record was lost');
-            }),
-          ),
+          batches.slice(i, i + IN_FLIGHT).map(async (b) => {
+            if (!(await store.write(claim, b))) throw failedPrecondition('the restore claim on the cluster record was lost');
+          }),
         );
     }
     progress(counts.entries);
@@ -124,7 +123,7 @@ await serveBlockWorker<WriterData>(import.meta.url, async (data, side) => {
     let target: WriteTarget | undefined;
     if (data.write) {
       etcd = connectEtcd(etcdConfigInWorker(data.write.etcd));
-      target = { ns: clusterNamespace(etcd, data.write.clusterName), claim: data.write.claim };
+      target = { store: new BackupStore(clusterNamespace(etcd, data.write.clusterName)), claim: data.write.claim };
     }
     const r = await checkAndWrite(root, data.expect, side.received(), target, (done) => side.progress(done));
     return { ...r, clusterRecord: r.clusterRecord && new Uint8Array(r.clusterRecord) } satisfies WriterResult;

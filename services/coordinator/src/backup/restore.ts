@@ -17,16 +17,18 @@
  */
 import { BackupParser, newCeremony, zeroize, type BackupHeader, type Ceremony } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
-import { BACKUP_PREFIXES, etcdCall, paths, type EtcdConfig, type Namespace } from '@keyshard/store';
+import type { EtcdConfig } from '@keyshard/store';
 import { checkRestorable, headerId } from './backup.ts';
+import type { BackupStore } from './backup-store.ts';
 import { runBackupCheck, type RestoreCounts } from './restore-writer.ts';
-import type { ClusterRecord } from '../cluster/cluster.ts';
+import type { ClusterRecord } from '../cluster/cluster-store.ts';
 import { myEphemeralIn, recipientOf, shareKind, type ShareCeremonyDeps } from '../ceremonies/share-release.ts';
 import { runCeremony } from '../ceremonies/runner.ts';
 import { requireTtl } from '../ceremonies/open.ts';
 
 export interface RestoreDeps extends ShareCeremonyDeps {
-  ns: Namespace;
+  /** The restore's claim, commit and undo on the cluster record (backup-store.ts). */
+  store: BackupStore;
   /** How the restore's writer thread connects to etcd (its own client). */
   etcd: EtcdConfig;
   clusterName: string;
@@ -176,14 +178,9 @@ export class Restores {
 
   /** Checks (and unless a dry run writes) every entry; on any failure the target is emptied again. */
   async #apply(root: Buffer, approved: BackupHeader, opts: RestoreOptions, initiator: string, bytes: AsyncIterable<Buffer>, emit: (e: RestoreEvent) => void): Promise<RestoreSummary> {
-    const { ns, audit, log } = this.#d;
+    const { store, audit, log } = this.#d;
     const claim: ClusterRecord = { clusterId: approved.clusterId, state: 'restoring', kekEpoch: 0, createdAt: new Date().toISOString() };
-    if (!opts.dryRun) {
-      const res = await etcdCall('restore claim', () =>
-        ns.if(paths.cluster, 'Create', '==', 0).then(ns.put(paths.cluster).value(JSON.stringify(claim))).commit(),
-      );
-      if (!res.succeeded) throw failedPrecondition('the cluster was initialized or restored concurrently');
-    }
+    if (!opts.dryRun && !(await store.claim(claim))) throw failedPrecondition('the cluster was initialized or restored concurrently');
     let counts: RestoreCounts = { entries: 0, keks: 0, versions: 0, keys: 0 };
     try {
       const written = await runBackupCheck(root, { headerId: headerId(approved) }, bytes, opts.dryRun ? undefined : { etcd: this.#d.etcd, clusterName: this.#d.clusterName, claim: JSON.stringify(claim) }, (done) =>
@@ -196,14 +193,11 @@ export class Restores {
         const rec = JSON.parse(clusterRecord.toString()) as ClusterRecord;
         if (rec.clusterId !== approved.clusterId || rec.state !== 'initialized') throw invalidArgument('the backup\'s cluster record does not match its header');
         await audit.record({ operation: 'restore.committing', principal: initiator, result: 'ok', details: { cluster_id: approved.clusterId, revision: approved.revision, entries: String(counts.entries) } });
-        const res = await etcdCall('restore commit', () =>
-          ns.if(paths.cluster, 'Value', '==', JSON.stringify(claim)).then(ns.put(paths.cluster).value(clusterRecord!)).commit(),
-        );
-        if (!res.succeeded) throw failedPrecondition('the restore claim on the cluster record was lost');
+        if (!(await store.commit(claim, clusterRecord))) throw failedPrecondition('the restore claim on the cluster record was lost');
       }
     } catch (e) {
       if (!(e instanceof KeyshardError) || e.code === 'INTERNAL') log.error({ err: (e as Error).message, cause: ((e as Error).cause as Error | undefined)?.message }, 'restore failed');
-      if (!opts.dryRun) await this.#undo(claim).catch((u: Error) => log.error({ err: u.message }, 'restore: could not remove the partial state'));
+      if (!opts.dryRun) await store.undo(claim).catch((u: Error) => log.error({ err: u.message }, 'restore: could not remove the partial state'));
       await audit.record({ operation: 'restore.failed', principal: initiator, result: 'error', details: { reason: e instanceof KeyshardError ? e.message : 'internal error' } }).catch(() => {});
       throw e;
     }
@@ -219,21 +213,5 @@ export class Restores {
     });
     log.info({ clusterId: approved.clusterId, revision: approved.revision, entries: counts.entries, dryRun: opts.dryRun }, 'restore completed');
     return { cluster: approved.cluster, clusterId: approved.clusterId, revision: approved.revision, ...counts, dryRun: opts.dryRun, unsealed };
-  }
-
-  /**
-   * Removes what a failed restore wrote (the target was empty: every backed-up prefix goes).
-   * First the claim is swapped for a different value, so that a write batch still on its way
-   * to etcd (each is conditional on the claim) fails instead of landing after the deletes.
-   */
-  async #undo(claim: ClusterRecord): Promise<void> {
-    const { ns } = this.#d;
-    const undoing = JSON.stringify({ ...claim, undoing: true });
-    const swapped = await etcdCall('restore undo', () =>
-      ns.if(paths.cluster, 'Value', '==', JSON.stringify(claim)).then(ns.put(paths.cluster).value(undoing)).commit(),
-    );
-    if (!swapped.succeeded && (await etcdCall('restore undo', () => ns.get(paths.cluster).string())) !== undoing) return; // not ours any more
-    for (const p of BACKUP_PREFIXES) if (p !== paths.cluster) await etcdCall('restore undo', () => (p.endsWith('/') ? ns.delete().prefix(p) : ns.delete().key(p)).exec());
-    await etcdCall('restore undo', () => ns.delete().key(paths.cluster).exec());
   }
 }

@@ -5,8 +5,8 @@
  * this process only encrypted to its custodian HSM's enrollment key (RSA-OAEP, RFC 8017), to be
  * unwrapped inside the token. The root key and the plaintext shares are zeroized before init
  * returns; the cluster stays sealed. Manifest, first KEK and the cluster record are written in
- * one etcd transaction, so a crash leaves either no cluster or a complete one; a crashed init
- * is retried with the same cluster id and the custodians' shares replaced.
+ * one etcd transaction (cluster-store.ts), so a crash leaves either no cluster or a complete
+ * one; a crashed init is retried with the same cluster id and the custodians' shares replaced.
  *
  * The record MAC key (record-integrity.ts) is derived from the root at init (deriveRootKey,
  * purpose `record-mac`) and stored beside the KEKs, wrapped under the root with its own AAD
@@ -16,21 +16,13 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
-  deriveRootKey, keyCheckValue, manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, unwrapKek, unwrapRecordMacKey, wrapKek, wrapRecordMacKey, zeroize,
-  type OaepHash, type ShareManifest,
+  deriveRootKey, keyCheckValue, manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, zeroize, type OaepHash, type ShareManifest,
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
-import { etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
+import { paths } from '@keyshard/store';
 import type { Approval, CustodianLink } from '../ceremonies/custodian-link.ts';
+import { kekRecord, recordMacKeyRecord, unwrapKekRecord, unwrapRecordMacKeyRecord, type ClusterRecord, type ClusterStore } from './cluster-store.ts';
 import type { Seal } from './seal.ts';
-
-export interface ClusterRecord {
-  clusterId: string;
-  /** `restoring`: a restore (restore.ts) holds the empty cluster while it writes the backup's state. */
-  state: 'initializing' | 'initialized' | 'restoring';
-  kekEpoch: number;
-  createdAt: string;
-}
 
 export interface InitResult {
   clusterId: string;
@@ -41,15 +33,15 @@ export interface InitResult {
 }
 
 export class Cluster {
-  #ns: Namespace;
+  #store: ClusterStore;
   #links: CustodianLink[];
   #oaepHash: OaepHash;
   #seal: Seal;
   record: ClusterRecord | undefined;
   manifest: ShareManifest | undefined;
 
-  constructor(ns: Namespace, links: CustodianLink[], seal: Seal, oaepHash: OaepHash) {
-    this.#ns = ns;
+  constructor(store: ClusterStore, links: CustodianLink[], seal: Seal, oaepHash: OaepHash) {
+    this.#store = store;
     this.#links = links;
     this.#seal = seal;
     this.#oaepHash = oaepHash;
@@ -66,8 +58,7 @@ export class Cluster {
   }
 
   async load(): Promise<void> {
-    this.record = await getJson<ClusterRecord>(this.#ns, paths.cluster);
-    this.manifest = await getJson<ShareManifest>(this.#ns, paths.manifest);
+    ({ record: this.record, manifest: this.manifest } = await this.#store.load());
   }
 
   async init(shares: number, threshold: number): Promise<InitResult> {
@@ -98,22 +89,10 @@ export class Cluster {
       );
       await this.deliver(links, identities, split, { clusterId, generation: 1, replace: retry });
       const record: ClusterRecord = { clusterId, state: 'initialized', kekEpoch: 1, createdAt: new Date().toISOString() };
-      const wrappedKek = wrapKek(root, clusterId, 1, kek).toString('base64');
       macKey = deriveRootKey(root, clusterId, 'record-mac', 32);
-      const wrappedMacKey = wrapRecordMacKey(root, clusterId, macKey).toString('base64');
       const manifest = split.manifest;
-      const res = await etcdCall('init commit', () =>
-        this.#ns
-          .if(paths.manifest, 'Create', '==', 0)
-          .then(
-            this.#ns.put(paths.manifest).value(JSON.stringify(manifest)),
-            this.#ns.put(paths.kek(1)).value(JSON.stringify({ epoch: 1, wrapped: wrappedKek })),
-            this.#ns.put(paths.recordMacKey).value(JSON.stringify({ wrapped: wrappedMacKey })),
-            this.#ns.put(paths.cluster).value(JSON.stringify(record)),
-          )
-          .commit(),
-      );
-      if (!res.succeeded) throw failedPrecondition('cluster was initialized concurrently');
+      const committed = await this.#store.commitInit({ manifest, kek: kekRecord(root, clusterId, 1, kek), recordMacKey: recordMacKeyRecord(root, clusterId, macKey), record });
+      if (!committed) throw failedPrecondition('cluster was initialized concurrently');
       this.record = record;
       this.manifest = manifest;
       return {
@@ -165,10 +144,7 @@ export class Cluster {
   async #claimClusterId(): Promise<string> {
     if (this.record?.state === 'initializing') return this.record.clusterId;
     const record: ClusterRecord = { clusterId: newClusterId(), state: 'initializing', kekEpoch: 0, createdAt: new Date().toISOString() };
-    const res = await etcdCall('init claim', () =>
-      this.#ns.if(paths.cluster, 'Create', '==', 0).then(this.#ns.put(paths.cluster).value(JSON.stringify(record))).commit(),
-    );
-    if (!res.succeeded) throw failedPrecondition('another init is in progress');
+    if (!(await this.#store.claim(record))) throw failedPrecondition('another init is in progress');
     this.record = record;
     return record.clusterId;
   }
@@ -181,7 +157,7 @@ export class Cluster {
    * custodians by the join policy) and the operation is refused.
    */
   async currentRoot(): Promise<Buffer> {
-    const manifest = await getJson<ShareManifest>(this.#ns, paths.manifest);
+    const { manifest } = await this.#store.manifest();
     const root = this.#seal.rootCopy();
     const held = Buffer.from(keyCheckValue(root), 'hex');
     const recorded = Buffer.from(manifest?.kcv ?? '', 'hex');
@@ -205,16 +181,9 @@ export class Cluster {
       const { record, manifest } = this.requireInitialized();
       if (record.clusterId !== manifest.clusterId)
         throw failedPrecondition(`record ${paths.cluster} failed its integrity check (altered outside keyshard?): it names cluster ${record.clusterId}, the share manifest ${manifest.clusterId}`);
-      const all = await etcdCall('load KEKs', () => this.#ns.getAll().prefix('keks/').strings());
-      for (const [key, raw] of Object.entries(all)) {
-        if (key === paths.recordMacKey) {
-          macKey = unwrapRecordMacKey(root, record.clusterId, Buffer.from((JSON.parse(raw) as { wrapped: string }).wrapped, 'base64'));
-          continue;
-        }
-        const { epoch, wrapped } = JSON.parse(raw) as { epoch: number; wrapped: string };
-        if (key !== paths.kek(epoch)) throw new KeyshardError('INTERNAL', `${key} holds the KEK of epoch ${epoch}`);
-        keks.set(epoch, unwrapKek(root, record.clusterId, epoch, Buffer.from(wrapped, 'base64')));
-      }
+      const wrapped = await this.#store.wrappedKeys();
+      for (const k of wrapped.keks) keks.set(k.epoch, unwrapKekRecord(root, record.clusterId, k));
+      if (wrapped.recordMacKey) macKey = unwrapRecordMacKeyRecord(root, record.clusterId, wrapped.recordMacKey);
       if (!keks.has(record.kekEpoch)) throw new KeyshardError('INTERNAL', `KEK epoch ${record.kekEpoch} is missing`);
       if (!macKey)
         throw failedPrecondition(`${paths.recordMacKey} is missing: the cluster was initialised before record MACs (or restored from such a backup); initialise it again`);

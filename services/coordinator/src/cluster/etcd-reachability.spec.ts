@@ -19,20 +19,28 @@ function harness() {
   );
   const changes: boolean[] = [];
   r.onChange((v) => changes.push(v));
+  /** One tick a second for `seconds`; a hanging probe is left hanging. */
+  const run = async (seconds: number) => {
+    for (let i = 0; i < seconds; i++) {
+      now += 1_000;
+      const t = r.tick();
+      if (answer !== 'hang') await t;
+    }
+  };
   return {
     r,
     changes,
     probes: () => probes,
     set: (a: typeof answer) => (answer = a),
-    /** One tick a second for `seconds`; a hanging probe is left hanging. */
-    async run(seconds: number) {
-      for (let i = 0; i < seconds; i++) {
-        now += 1_000;
-        const t = r.tick();
-        if (answer !== 'hang') await t;
-      }
-    },
+    run,
     release: () => hanging.splice(0).forEach((f) => f()),
+    /** After an outage: etcd answers again, and one tick later it is reachable, each change told once. */
+    async recovers() {
+      answer = 'ok';
+      await run(1);
+      assert.equal(r.reachable, true);
+      assert.deepEqual(changes, [false, true]);
+    },
   };
 }
 
@@ -58,10 +66,7 @@ describe('EtcdReachability', () => {
     assert.deepEqual(h.changes, [false]);
     await h.run(10);
     assert.deepEqual(h.changes, [false], 'told once, not per failure');
-    h.set('ok');
-    await h.run(1);
-    assert.equal(h.r.reachable, true);
-    assert.deepEqual(h.changes, [false, true]);
+    await h.recovers();
   });
 
   it('a hanging probe is not doubled, and etcd is judged unreachable while it hangs', async () => {
@@ -74,10 +79,7 @@ describe('EtcdReachability', () => {
     assert.equal(h.r.reachable, false);
     h.release();
     await new Promise((r) => setImmediate(r));
-    h.set('ok');
-    await h.run(1);
-    assert.equal(h.r.reachable, true);
-    assert.deepEqual(h.changes, [false, true]);
+    await h.recovers();
   });
 
   it('refuses an interval longer than the unreachable bound', () => {

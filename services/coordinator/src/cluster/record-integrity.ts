@@ -29,6 +29,9 @@
 import { createHash } from 'node:crypto';
 import { verifyRecordMac, withRecordMac, zeroize } from '@keyshard/crypto';
 import { failedPrecondition, type KeyshardError } from '@keyshard/errors';
+import type { Logger } from '@keyshard/config';
+import type { AuditRecorder } from '@keyshard/audit-client';
+import { paths } from '@keyshard/store';
 import type { Seal } from './seal.ts';
 
 export interface IntegrityViolation {
@@ -40,6 +43,25 @@ export interface IntegrityViolation {
 
 export const integrityError = (path: string): KeyshardError =>
   failedPrecondition(`record ${path} failed its integrity check (altered outside keyshard?)`);
+
+/**
+ * How a replica reports a refused record: logged, counted (`count`) and audited as
+ * `integrity.record_refused` (the audit sink's `integrity` alert rule fires on it). Never
+ * blocks the refusal: an audit that fails is logged.
+ */
+export function integrityReporter(d: { principal: string; log: Logger; audit: AuditRecorder; count: (path: string) => void }): (v: IntegrityViolation) => void {
+  const idUnder = (path: string, prefix: string) => (path.startsWith(prefix) ? path.slice(prefix.length) : '');
+  return (v) => {
+    d.log.error({ record: v.path, reason: v.reason }, 'record failed its integrity check (altered outside keyshard?): refused');
+    d.count(v.path);
+    void d.audit
+      .record({
+        operation: 'integrity.record_refused', principal: d.principal, key_id: idUnder(v.path, paths.keysPrefix), ceremony_id: idUnder(v.path, paths.ceremoniesPrefix),
+        result: 'error', code: 'FAILED_PRECONDITION', details: { record: v.path, reason: v.reason },
+      })
+      .catch((e: Error) => d.log.error({ record: v.path, err: e.message }, 'the integrity failure could not be audited'));
+  };
+}
 
 /** Stored values already reported (per process), so one bad record read a thousand times is one alert. */
 const MAX_REMEMBERED = 4096;

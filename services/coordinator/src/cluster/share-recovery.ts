@@ -9,26 +9,13 @@
  * checked when it is fetched: a sealed replica, which cannot check it, refuses to hand it out.
  */
 import { recoveryKeyFingerprint } from '@keyshard/crypto';
-import { invalidArgument, notFound, sealedError } from '@keyshard/errors';
-import { etcdCall, paths, type Namespace } from '@keyshard/store';
+import { invalidArgument, notFound } from '@keyshard/errors';
 import type { Cluster } from './cluster.ts';
+import type { ClusterStore, ShareExportRecord } from './cluster-store.ts';
 import type { CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { QuorumOperation } from '../ceremonies/quorum-ceremonies.ts';
-import type { RecordIntegrity } from './record-integrity.ts';
 
-export interface ShareExportRecord {
-  ceremony_id: string;
-  cluster_id: string;
-  custodian_id: string;
-  generation: number;
-  peers_json: string;
-  wrapped_share: string; // base64
-  recovery_key_fingerprint: string;
-  oaep_hash: string;
-  succession_statement: string; // base64
-}
-
-export function exportShareOperation(ns: Namespace, cluster: Cluster, links: CustodianLink[], integrity: RecordIntegrity): QuorumOperation {
+export function exportShareOperation(store: ClusterStore, cluster: Cluster, links: CustodianLink[]): QuorumOperation {
   return {
     async prepare(p) {
       const { manifest } = cluster.requireInitialized();
@@ -52,18 +39,14 @@ export function exportShareOperation(ns: Namespace, cluster: Cluster, links: Cus
         oaep_hash: res.oaep_hash,
         succession_statement: Buffer.from(res.succession_statement ?? []).toString('base64'),
       };
-      const body = integrity.stamp(paths.shareExport(c.id), record);
-      await etcdCall('put share export', () => ns.put(paths.shareExport(c.id)).value(body).exec());
+      await store.putShareExport(record);
       return { custodian: link.id, generation: String(res.generation) };
     },
   };
 }
 
-export async function getShareExport(ns: Namespace, integrity: RecordIntegrity, ceremonyId: string) {
-  if (!integrity.available) throw sealedError();
-  const path = paths.shareExport(ceremonyId);
-  const raw = await etcdCall(`get ${path}`, () => ns.get(path).string());
-  const r = raw === null ? undefined : integrity.open<ShareExportRecord>(path, raw);
+export async function getShareExport(store: ClusterStore, ceremonyId: string) {
+  const r = await store.shareExport(ceremonyId);
   if (!r) throw notFound(`no share export for ceremony ${JSON.stringify(ceremonyId)} (not an export-share ceremony, or not completed)`);
   return { ...r, wrapped_share: Buffer.from(r.wrapped_share, 'base64'), succession_statement: Buffer.from(r.succession_statement ?? '', 'base64') };
 }

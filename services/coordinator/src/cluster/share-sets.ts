@@ -25,25 +25,21 @@
  * and defragmented. Unsealing is impossible afterwards.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  manifestFingerprint, peersDigest, splitRootKey, validateQuorum, wrapKek, wrapRecordMacKey, zeroize, type Ceremony, type ShareManifest,
-} from '@keyshard/crypto';
+import { manifestFingerprint, peersDigest, splitRootKey, validateQuorum, zeroize, type Ceremony, type ShareManifest } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/errors';
-import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import type { Logger } from '@keyshard/config';
 import type { Cluster } from './cluster.ts';
+import { kekRecord, recordMacKeyRecord, type ClusterStore } from './cluster-store.ts';
 import type { CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { Seal } from './seal.ts';
 import type { QuorumOperation } from '../ceremonies/quorum-ceremonies.ts';
-import type { RecordIntegrity } from './record-integrity.ts';
 
 export interface ShareSetDeps {
-  ns: Namespace;
+  store: ClusterStore;
   cluster: Cluster;
   seal: Seal;
   links: CustodianLink[];
   log: Logger;
-  integrity: RecordIntegrity;
   sealCluster(): Promise<unknown>;
   /** Compacts etcd at the revision (main.ts: also defragments when etcd lets it, and logs when not). */
   compact(revision: string): Promise<unknown>;
@@ -76,7 +72,7 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       if (new Set(ids).size !== ids.length) throw invalidArgument('a custodian is listed twice');
       const unknown = ids.filter((id) => !d.links.some((l) => l.id === id));
       if (unknown.length) throw invalidArgument(`not configured custodians: ${unknown.join(', ')}`);
-      const reserved = await reservedGeneration(d);
+      const reserved = await d.store.reservedGeneration();
       const next = Math.max(generationOf(manifest), reserved) + 1;
       // Bound in the ceremony: the set it retires and the approval keys of the set it makes.
       // Custodians refuse a delivery whose peers record is not the approved one.
@@ -100,10 +96,9 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       const generation = Number(c.parameters.new_generation);
       const ids = c.parameters.custodians!.split(',');
       const links = ids.map((id) => d.links.find((l) => l.id === id)!);
-      const manifestRev = (await etcdCall('read manifest', () => d.ns.get(paths.manifest).exec())).kvs[0]?.mod_revision;
+      const manifestRev = (await d.store.manifest()).revision;
       // 1 reserve
-      const reservation = d.integrity.stamp(paths.shareSetNext, { generation });
-      await etcdCall('reserve share set', () => d.ns.put(paths.shareSetNext).value(reservation).exec());
+      await d.store.reserveShareSet(generation);
       await crashPoint(d, `${kind}:reserved`);
       // 2 deliver
       // Checked against etcd's manifest: a root rotated through another replica must not be split again.
@@ -111,7 +106,6 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       const root = kind === 'reshare' ? held : randomBytes(32);
       if (kind !== 'reshare') zeroize(held);
       let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
-      const rewrapped: [string, string][] = [];
       try {
         const identities = await d.cluster.identities(links);
         split = await splitRootKey(
@@ -126,19 +120,17 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
         // The quorum's approvals go with each share: a custodian holding the old set checks them against its record of it.
         await d.cluster.deliver(links, identities, split, { clusterId: record.clusterId, generation, replace: false, ceremonyId: c.id, approvals });
         await crashPoint(d, `${kind}:delivered`);
-        if (kind === 'rotate-root') {
-          for (const epoch of d.seal.kekEpochs())
-            rewrapped.push([paths.kek(epoch), JSON.stringify({ epoch, wrapped: wrapKek(root, record.clusterId, epoch, d.seal.kek(epoch)).toString('base64') })]);
-          // The record MAC key too: it stays the same key, so every MAC'd record stays valid.
-          rewrapped.push([paths.recordMacKey, JSON.stringify({ wrapped: wrapRecordMacKey(root, record.clusterId, d.seal.recordMacKey()).toString('base64') })]);
-        }
+        // The record MAC key is re-wrapped too: it stays the same key, so every MAC'd record stays valid.
+        const rewrapped =
+          kind === 'rotate-root'
+            ? {
+                keks: d.seal.kekEpochs().map((epoch) => kekRecord(root, record.clusterId, epoch, d.seal.kek(epoch))),
+                recordMacKey: recordMacKeyRecord(root, record.clusterId, d.seal.recordMacKey()),
+              }
+            : undefined;
         // 3 switch: the new set (and KEKs under the new root) in one transaction
         const newManifest = split.manifest;
-        const tx = await etcdCall('switch share set', () => {
-          const cmp = manifestRev ? d.ns.if(paths.manifest, 'Mod', '==', manifestRev) : d.ns.if(paths.manifest, 'Create', '==', 0);
-          return cmp.then(d.ns.put(paths.manifest).value(JSON.stringify(newManifest)), ...rewrapped.map(([k, v]) => d.ns.put(k).value(v))).commit();
-        });
-        if (!tx.succeeded) throw failedPrecondition('the share manifest changed during the ceremony; nothing was switched');
+        if (!(await d.store.switchShareSet(newManifest, manifestRev, rewrapped))) throw failedPrecondition('the share manifest changed during the ceremony; nothing was switched');
         d.cluster.manifest = newManifest;
         if (kind === 'rotate-root') d.seal.replaceRoot(Buffer.from(root));
         d.log.info({ ceremonyId: c.id, generation, custodians: ids }, `${kind}: new share set in use`);
@@ -152,15 +144,6 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       return { generation: String(generation), custodians: ids.join(','), threshold: c.parameters.threshold!, old_shares_destroyed: retired.join(',') };
     },
   };
-}
-
-/** The generation `share-set-next` reserves (0 if none), its MAC checked. */
-async function reservedGeneration(d: ShareSetDeps): Promise<number> {
-  const raw = await etcdCall('read share-set reservation', () => d.ns.get(paths.shareSetNext).string());
-  if (raw === null) return 0;
-  const { generation } = d.integrity.open<{ generation: number }>(paths.shareSetNext, raw);
-  if (!Number.isInteger(generation) || generation < 0) throw d.integrity.refuse(paths.shareSetNext, 'not a generation', raw);
-  return generation;
 }
 
 /** Each custodian destroys what the ceremony names; returns who did. Failures are logged, not fatal. */
@@ -197,21 +180,8 @@ export function destroyClusterOperation(d: ShareSetDeps): QuorumOperation {
       const destroyed = await retire(d, record.clusterId, c, approvals, d.links.map((l) => l.id));
       await crashPoint(d, 'destroy-cluster:shares-destroyed');
       await d.sealCluster();
-      // Erased in one transaction: everything of the cluster except the replicas' lease-bound
-      // registrations and election, the seal epoch they compare against, and this ceremony's
-      // record (its epitaph, still followed by whoever waits for it).
-      const others = (await etcdCall('list ceremonies', () => d.ns.getAll().prefix('ceremonies/').keys())).filter((k) => k !== paths.ceremony(c.id));
-      const ERASED_PREFIXES = [paths.keysPrefix, 'versions/', paths.usagePrefix, 'names/', 'aliases/', 'keks/', 'ceremony-lock/'];
-      const res = await etcdCall('erase cluster state', () =>
-        d.ns
-          .if(paths.cluster, 'Create', '>', 0)
-          .then(
-            ...ERASED_PREFIXES.map((p) => d.ns.delete().prefix(p)),
-            ...[paths.cluster, paths.manifest, paths.shareSetNext, ...others].map((k) => d.ns.delete().key(k)),
-          )
-          .commit(),
-      );
-      await d.compact(res.header.revision);
+      // Everything of the cluster but this ceremony's record, in one transaction (ClusterStore.erase).
+      await d.compact(await d.store.erase(c.id));
       await d.cluster.load();
       return { cluster_id: record.clusterId, shares_destroyed_at: destroyed.join(',') };
     },

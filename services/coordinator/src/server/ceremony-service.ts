@@ -4,7 +4,6 @@
  */
 import { permissionDenied, invalidArgument, failedPrecondition, notFound } from '@keyshard/errors';
 import { OPERATIONS } from '@keyshard/crypto';
-import type { Namespace } from '@keyshard/store';
 import type { Ceremony } from '@keyshard/crypto';
 import type { CallContext, UnaryHandler } from '@keyshard/rpc';
 import type { Cluster } from '../cluster/cluster.ts';
@@ -16,7 +15,7 @@ import type { CustodianLink } from '../ceremonies/custodian-link.ts';
 import type { CeremonyStore } from '../ceremonies/ceremony-store.ts';
 import type { AuditSinkStatus, EtcdStatus } from '../cluster/cluster-status.ts';
 import { getShareExport } from '../cluster/share-recovery.ts';
-import type { RecordIntegrity } from '../cluster/record-integrity.ts';
+import type { ClusterStore } from '../cluster/cluster-store.ts';
 
 type Handlers = Record<string, UnaryHandler<any, any>>;
 
@@ -29,8 +28,8 @@ export interface CeremonyDeps {
   replicas: Replicas;
   quorum: QuorumCeremonies;
   ceremonies: CeremonyStore;
-  ns: Namespace;
-  integrity: RecordIntegrity;
+  /** Share exports (GetShareExport). */
+  clusterStore: ClusterStore;
   leaderId: () => Promise<string>;
   /** etcd's members and the audit sink, for Status (cluster-status.ts). */
   etcdStatus: () => Promise<EtcdStatus>;
@@ -138,7 +137,7 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
     },
     async GetShareExport(req, ctx) {
       ctx.facts.ceremonyId = String(req.id ?? '');
-      return getShareExport(d.ns, d.integrity, String(req.id ?? ''));
+      return getShareExport(d.clusterStore, String(req.id ?? ''));
     },
     /** Seals every replica: this one at once, the others through the seal epoch they watch. */
     async Seal(_req, ctx) {
