@@ -200,9 +200,9 @@ export class ClusterStore {
   /**
    * Calls `listener` with every seal epoch written from now on: `verified` (its MAC checked)
    * while this replica is unsealed; unchecked while it is sealed (no key). An unsealed replica
-   * never hears of a record that fails its check (refused and reported).
+   * never hears of a record that fails its check (refused and reported). Returns what stops it.
    */
-  async watchSealEpoch(listener: (epoch: number, verified: boolean) => void): Promise<void> {
+  async watchSealEpoch(listener: (epoch: number, verified: boolean) => void): Promise<() => Promise<void>> {
     const watcher = await etcdCall('watch seal epoch', () => this.#ns.watch().key(paths.sealEpoch).create());
     watcher.on('put', (kv) => {
       const raw = kv.value.toString();
@@ -212,6 +212,7 @@ export class ClusterStore {
       if (!isEpoch(r.epoch)) return void this.#integrity.refuse(paths.sealEpoch, 'not an epoch', raw);
       listener(r.epoch, true);
     });
+    return () => watcher.cancel();
   }
 
   /**

@@ -1,9 +1,10 @@
-/** RecordIntegrity: stamping and checking under the seal's record MAC key, and reporting. */
+/** RecordIntegrity: stamping and checking under the seal's record MAC key, and reporting (integrityReporter). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { isKeyshardError } from '@keyshard/errors';
-import { RecordIntegrity, type IntegrityViolation } from './record-integrity.ts';
+import { RecordIntegrity, integrityReporter, type IntegrityViolation } from './record-integrity.ts';
+import { quietLog } from './test-support.ts';
 import { Seal } from './seal.ts';
 
 function unsealed(macKey = randomBytes(32)) {
@@ -59,4 +60,22 @@ test('sealed: nothing is stamped or checked (the key is gone); a detached stampe
   assert.equal(stamper.stamp('seal-epoch', { epoch: 3 }), expected);
   stamper.close();
   assert.notEqual(stamper.stamp('seal-epoch', { epoch: 3 }), expected, 'closed: its key copy is zeroized');
+});
+
+test('a refused record is counted and audited as integrity.record_refused, naming the key or ceremony it belongs to; a failed audit does not throw', async () => {
+  const counted: string[] = [];
+  const audited: { key_id?: string; ceremony_id?: string; operation: string; details?: Record<string, string> }[] = [];
+  let sinkDown = false;
+  const audit = { record: async (e: (typeof audited)[number]) => (sinkDown ? Promise.reject(new Error('sink down')) : void audited.push(e)) };
+  const report = integrityReporter({ principal: 'coordinator-1', log: quietLog, audit, count: (p) => counted.push(p) });
+  report({ path: 'keys/k_1', reason: 'MAC mismatch' });
+  report({ path: 'ceremonies/c_1', reason: 'no MAC' });
+  sinkDown = true;
+  report({ path: 'seal-epoch', reason: 'not JSON' });
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(counted, ['keys/k_1', 'ceremonies/c_1', 'seal-epoch']);
+  assert.deepEqual(
+    audited.map((e) => [e.operation, e.key_id, e.ceremony_id, e.details?.reason]),
+    [['integrity.record_refused', 'k_1', '', 'MAC mismatch'], ['integrity.record_refused', '', 'c_1', 'no MAC']],
+  );
 });

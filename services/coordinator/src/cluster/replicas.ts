@@ -42,6 +42,7 @@ export class Replicas {
   #d: ReplicasDeps;
   #epoch = 0;
   #onClusterSeal: ((epoch: number) => void)[] = [];
+  #unwatch: (() => Promise<void>) | undefined;
 
   constructor(deps: ReplicasDeps) {
     this.#d = deps;
@@ -62,7 +63,7 @@ export class Replicas {
    */
   async start(): Promise<void> {
     const { clusterStore, store } = this.#d;
-    await clusterStore.watchSealEpoch((epoch, verified) => this.#sawEpoch(epoch, verified));
+    this.#unwatch = await clusterStore.watchSealEpoch((epoch, verified) => this.#sawEpoch(epoch, verified));
     this.#sawEpoch(await clusterStore.sealEpoch(), false); // sealed at start: nothing to verify with
     await store.register();
   }
@@ -163,8 +164,9 @@ export class Replicas {
     return (await this.list()).some((r) => r.id !== this.id && !r.sealed && r.sealEpoch === this.#epoch);
   }
 
-  /** Ends any registration retry and revokes the registration's lease. */
+  /** Stops following the seal epoch, ends any registration retry and revokes the registration's lease. */
   async stop(): Promise<void> {
+    await this.#unwatch?.().catch(() => {});
     await this.#d.store.stop();
   }
 }
