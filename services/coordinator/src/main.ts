@@ -86,7 +86,7 @@ async function main(): Promise<void> {
 
   // Registration (lease-bound: it vanishes when this process dies) and the cluster-wide seal.
   const me = { id: config.coordinatorId, address: config.advertiseAddress ?? config.listen, publicKeyPem: replica.publicKeyPem, ephemeralPublicKeyPem: replica.ephemeral.currentPem };
-  const replicaStore = new ReplicaStore(etcd, ns, me, { clusterName: config.clusterName, ttlSeconds: config.registrationTtlSeconds, integrity, log });
+  const replicaStore = new ReplicaStore(etcd, me, { clusterName: config.clusterName, ttlSeconds: config.registrationTtlSeconds, integrity, log });
   const replicas = new Replicas({ store: replicaStore, clusterStore, integrity, log, audit });
   await replicas.start();
   replica.ephemeral.onRotate((pem) => void replicas.setEphemeral(pem).catch((e: Error) => log.warn({ err: e.message }, 'could not publish the new ephemeral key')));

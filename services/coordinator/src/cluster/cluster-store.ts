@@ -13,7 +13,8 @@
  * Writes that must not lose a race are compare-and-swaps: init's claim and commit create only
  * what is absent, a share-set switch applies only to the manifest read before it, a seal-epoch
  * rise only to the revision it read. MAC'd records are read through RecordIntegrity: one that
- * fails is refused and reported (record-integrity.ts), never used.
+ * fails is refused and reported (record-integrity.ts), never used. destroy-cluster's `erase`
+ * deletes every durable record of the cluster, of every aggregate, in one transaction.
  */
 import { unwrapKek, unwrapRecordMacKey, wrapKek, wrapRecordMacKey, type ShareManifest } from '@keyshard/crypto';
 import { KeyshardError, sealedError } from '@keyshard/errors';

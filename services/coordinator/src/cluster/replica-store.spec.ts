@@ -25,7 +25,7 @@ describe('ReplicaStore', { timeout: 60_000 }, () => {
   function replica(id: string, cluster: string, integrity: RecordIntegrity): ReplicaStore {
     const client = local.etcd.client();
     const me = { id, address: `${id}:7000`, publicKeyPem: `transport-${id}`, ephemeralPublicKeyPem: `ephemeral-${id}` };
-    const store = new ReplicaStore(client, clusterNamespace(client, cluster), me, { clusterName: cluster, ttlSeconds: TTL_SECONDS, integrity, log: quietLog });
+    const store = new ReplicaStore(client, me, { clusterName: cluster, ttlSeconds: TTL_SECONDS, integrity, log: quietLog });
     return local.stopAfter(store);
   }
   const ids = async (s: ReplicaStore) => (await s.list()).map((r) => r.id);

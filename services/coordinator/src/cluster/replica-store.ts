@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from '@keyshard/config';
-import { clusterPrefix, etcdCall, paths, type Namespace } from '@keyshard/store';
+import { clusterNamespace, clusterPrefix, etcdCall, paths, type Namespace } from '@keyshard/store';
 import { Backoff, retryWithBackoff } from '@keyshard/store/backoff';
 import type { RecordIntegrity } from './record-integrity.ts';
 
@@ -58,9 +58,9 @@ export class ReplicaStore {
   #stop = new AbortController();
   #backoff = new Backoff();
 
-  constructor(etcd: Etcd3, ns: Namespace, me: OwnRegistration, opts: ReplicaStoreOptions) {
+  constructor(etcd: Etcd3, me: OwnRegistration, opts: ReplicaStoreOptions) {
     this.#etcd = etcd;
-    this.#ns = ns;
+    this.#ns = clusterNamespace(etcd, opts.clusterName);
     this.#opts = opts;
     this.#me = { ...me, host: hostname(), instance: randomUUID(), startedAt: new Date().toISOString(), sealed: true, sealEpoch: 0 };
   }
