@@ -119,7 +119,7 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
       await assert.rejects(etcdctl(who, 'auth', 'disable'), NOT_ADMIN, `${who}: auth disable`);
       await assert.rejects(etcdctl(who, 'defrag'), NOT_ADMIN, `${who}: defrag`);
     }
-    // The replica registration's lease (replicas.ts): revoking it would drop the registration.
+    // The replica registration's lease (replica-store.ts): revoking it would drop the registration.
     // The lease id is an int64 in JSON: read as digits, not through a double.
     const reg = await etcdctl(COORDINATOR, 'get', `${prefix}${paths.coordinator(COORDINATOR)}`, '-w', 'json');
     const lease = BigInt(/"lease":(\d+)/.exec(reg)?.[1] ?? '0').toString(16);

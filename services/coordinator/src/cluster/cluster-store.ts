@@ -99,31 +99,28 @@ function uncheckedEpoch(raw: string): number {
 }
 
 export class ClusterStore {
-  readonly #ns: Namespace;
-  readonly #integrity: RecordIntegrity;
-
-  constructor(ns: Namespace, integrity: RecordIntegrity) {
-    this.#ns = ns;
-    this.#integrity = integrity;
-  }
+  constructor(
+    private readonly ns: Namespace,
+    private readonly integrity: RecordIntegrity,
+  ) {}
 
   /** The cluster record and the share manifest, as stored (either may be absent). */
   async load(): Promise<{ record: ClusterRecord | undefined; manifest: ShareManifest | undefined }> {
-    const record = await getJson<ClusterRecord>(this.#ns, paths.cluster);
-    const manifest = await getJson<ShareManifest>(this.#ns, paths.manifest);
+    const record = await getJson<ClusterRecord>(this.ns, paths.cluster);
+    const manifest = await getJson<ShareManifest>(this.ns, paths.manifest);
     return { record, manifest };
   }
 
   /** The stored share manifest, with the revision a later `switchShareSet` compares against. */
   async manifest(): Promise<{ manifest: ShareManifest | undefined; revision: string | undefined }> {
-    const kv = (await etcdCall('read manifest', () => this.#ns.get(paths.manifest).exec())).kvs[0];
+    const kv = (await etcdCall('read manifest', () => this.ns.get(paths.manifest).exec())).kvs[0];
     return { manifest: kv && (JSON.parse(kv.value.toString()) as ShareManifest), revision: kv?.mod_revision };
   }
 
   /** Writes `record` as the cluster record only if there is none (init's claim); whether it did. */
   async claim(record: ClusterRecord): Promise<boolean> {
     const res = await etcdCall('init claim', () =>
-      this.#ns.if(paths.cluster, 'Create', '==', 0).then(this.#ns.put(paths.cluster).value(JSON.stringify(record))).commit(),
+      this.ns.if(paths.cluster, 'Create', '==', 0).then(this.ns.put(paths.cluster).value(JSON.stringify(record))).commit(),
     );
     return res.succeeded;
   }
@@ -131,13 +128,13 @@ export class ClusterStore {
   /** Init's commit: manifest, first KEK, record MAC key and cluster record at once, only if no manifest exists. */
   async commitInit(init: { manifest: ShareManifest; kek: KekRecord; recordMacKey: RecordMacKeyRecord; record: ClusterRecord }): Promise<boolean> {
     const res = await etcdCall('init commit', () =>
-      this.#ns
+      this.ns
         .if(paths.manifest, 'Create', '==', 0)
         .then(
-          this.#ns.put(paths.manifest).value(JSON.stringify(init.manifest)),
-          this.#ns.put(paths.kek(init.kek.epoch)).value(JSON.stringify(init.kek)),
-          this.#ns.put(paths.recordMacKey).value(JSON.stringify(init.recordMacKey)),
-          this.#ns.put(paths.cluster).value(JSON.stringify(init.record)),
+          this.ns.put(paths.manifest).value(JSON.stringify(init.manifest)),
+          this.ns.put(paths.kek(init.kek.epoch)).value(JSON.stringify(init.kek)),
+          this.ns.put(paths.recordMacKey).value(JSON.stringify(init.recordMacKey)),
+          this.ns.put(paths.cluster).value(JSON.stringify(init.record)),
         )
         .commit(),
     );
@@ -146,7 +143,7 @@ export class ClusterStore {
 
   /** Every KEK record (each must sit at its own epoch's path) and the record MAC key record. */
   async wrappedKeys(): Promise<WrappedKeys> {
-    const all = await etcdCall('load KEKs', () => this.#ns.getAll().prefix(paths.keksPrefix).strings());
+    const all = await etcdCall('load KEKs', () => this.ns.getAll().prefix(paths.keksPrefix).strings());
     const keys: WrappedKeys = { keks: [], recordMacKey: undefined };
     for (const [key, raw] of Object.entries(all)) {
       if (key === paths.recordMacKey) {
@@ -171,7 +168,7 @@ export class ClusterStore {
       : [];
     const res = await etcdCall('switch share set', () =>
       this.#unchanged(paths.manifest, revision)
-        .then(this.#ns.put(paths.manifest).value(JSON.stringify(manifest)), ...puts.map(([k, v]) => this.#ns.put(k).value(v)))
+        .then(this.ns.put(paths.manifest).value(JSON.stringify(manifest)), ...puts.map(([k, v]) => this.ns.put(k).value(v)))
         .commit(),
     );
     return res.succeeded;
@@ -179,22 +176,22 @@ export class ClusterStore {
 
   /** Records, MAC'd, that share generation `generation` is being made (never to be reused). */
   async reserveShareSet(generation: number): Promise<void> {
-    const body = this.#integrity.stamp(paths.shareSetNext, { generation });
-    await etcdCall('reserve share set', () => this.#ns.put(paths.shareSetNext).value(body).exec());
+    const body = this.integrity.stamp(paths.shareSetNext, { generation });
+    await etcdCall('reserve share set', () => this.ns.put(paths.shareSetNext).value(body).exec());
   }
 
   /** The generation `share-set-next` reserves (0 if none), its MAC checked. */
   async reservedGeneration(): Promise<number> {
-    const raw = await etcdCall('read share-set reservation', () => this.#ns.get(paths.shareSetNext).string());
+    const raw = await etcdCall('read share-set reservation', () => this.ns.get(paths.shareSetNext).string());
     if (raw === null) return 0;
-    const { generation } = this.#integrity.open<{ generation: number }>(paths.shareSetNext, raw);
-    if (!Number.isInteger(generation) || generation < 0) throw this.#integrity.refuse(paths.shareSetNext, 'not a generation', raw);
+    const { generation } = this.integrity.open<{ generation: number }>(paths.shareSetNext, raw);
+    if (!Number.isInteger(generation) || generation < 0) throw this.integrity.refuse(paths.shareSetNext, 'not a generation', raw);
     return generation;
   }
 
   /** The seal epoch as stored, unchecked (what a sealed replica, which has no key, follows). */
   async sealEpoch(): Promise<number> {
-    const raw = await etcdCall('read seal epoch', () => this.#ns.get(paths.sealEpoch).string());
+    const raw = await etcdCall('read seal epoch', () => this.ns.get(paths.sealEpoch).string());
     return raw === null ? 0 : uncheckedEpoch(raw);
   }
 
@@ -204,13 +201,13 @@ export class ClusterStore {
    * never hears of a record that fails its check (refused and reported). Returns what stops it.
    */
   async watchSealEpoch(listener: (epoch: number, verified: boolean) => void): Promise<() => Promise<void>> {
-    const watcher = await etcdCall('watch seal epoch', () => this.#ns.watch().key(paths.sealEpoch).create());
+    const watcher = await etcdCall('watch seal epoch', () => this.ns.watch().key(paths.sealEpoch).create());
     watcher.on('put', (kv) => {
       const raw = kv.value.toString();
-      if (!this.#integrity.available) return listener(uncheckedEpoch(raw), false);
-      const r = this.#integrity.check<{ epoch: number }>(paths.sealEpoch, raw);
+      if (!this.integrity.available) return listener(uncheckedEpoch(raw), false);
+      const r = this.integrity.check<{ epoch: number }>(paths.sealEpoch, raw);
       if (!r) return; // reported; never seals
-      if (!isEpoch(r.epoch)) return void this.#integrity.refuse(paths.sealEpoch, 'not an epoch', raw);
+      if (!isEpoch(r.epoch)) return void this.integrity.refuse(paths.sealEpoch, 'not an epoch', raw);
       listener(r.epoch, true);
     });
     return () => watcher.cancel();
@@ -222,11 +219,11 @@ export class ClusterStore {
    */
   async raiseSealEpoch(seen: number, stamper: Stamper): Promise<number> {
     for (let attempt = 0; attempt < 10; attempt++) {
-      const kv = (await etcdCall('read seal epoch', () => this.#ns.get(paths.sealEpoch).exec())).kvs[0];
+      const kv = (await etcdCall('read seal epoch', () => this.ns.get(paths.sealEpoch).exec())).kvs[0];
       // The stored value is not trusted, only raised: an altered one at worst makes the epoch jump.
       const next = Math.max(kv ? uncheckedEpoch(kv.value.toString()) : 0, seen) + 1;
       const body = stamper.stamp(paths.sealEpoch, { epoch: next });
-      const tx = await etcdCall('raise seal epoch', () => this.#unchanged(paths.sealEpoch, kv?.mod_revision).then(this.#ns.put(paths.sealEpoch).value(body)).commit());
+      const tx = await etcdCall('raise seal epoch', () => this.#unchanged(paths.sealEpoch, kv?.mod_revision).then(this.ns.put(paths.sealEpoch).value(body)).commit());
       if (tx.succeeded) return next;
     }
     throw new Error('seal epoch contended');
@@ -235,16 +232,16 @@ export class ClusterStore {
   /** Stores an export-share ceremony's result under a record MAC. */
   async putShareExport(record: ShareExportRecord): Promise<void> {
     const path = paths.shareExport(record.ceremony_id);
-    const body = this.#integrity.stamp(path, record);
-    await etcdCall('put share export', () => this.#ns.put(path).value(body).exec());
+    const body = this.integrity.stamp(path, record);
+    await etcdCall('put share export', () => this.ns.put(path).value(body).exec());
   }
 
   /** The share export of ceremony `ceremonyId`, its MAC checked; a sealed replica cannot check, so refuses. */
   async shareExport(ceremonyId: string): Promise<ShareExportRecord | undefined> {
-    if (!this.#integrity.available) throw sealedError();
+    if (!this.integrity.available) throw sealedError();
     const path = paths.shareExport(ceremonyId);
-    const raw = await etcdCall(`get ${path}`, () => this.#ns.get(path).string());
-    return raw === null ? undefined : this.#integrity.open<ShareExportRecord>(path, raw);
+    const raw = await etcdCall(`get ${path}`, () => this.ns.get(path).string());
+    return raw === null ? undefined : this.integrity.open<ShareExportRecord>(path, raw);
   }
 
   /**
@@ -255,12 +252,12 @@ export class ClusterStore {
    * against. Returns the revision to compact at.
    */
   async erase(keep: string): Promise<string> {
-    const others = (await etcdCall('list ceremonies', () => this.#ns.getAll().prefix(paths.ceremoniesPrefix).keys())).filter((k) => k !== paths.ceremony(keep));
+    const others = (await etcdCall('list ceremonies', () => this.ns.getAll().prefix(paths.ceremoniesPrefix).keys())).filter((k) => k !== paths.ceremony(keep));
     const erased = [...BACKUP_PREFIXES, paths.ceremonyLocksPrefix, paths.shareSetNext, ...others];
     const res = await etcdCall('erase cluster state', () =>
-      this.#ns
+      this.ns
         .if(paths.cluster, 'Create', '>', 0)
-        .then(...erased.map((p) => deletionOf(this.#ns, p)))
+        .then(...erased.map((p) => deletionOf(this.ns, p)))
         .commit(),
     );
     return res.header.revision;
@@ -268,11 +265,11 @@ export class ClusterStore {
 
   /** A linearizable read of the cluster record within `timeoutMs`: it needs etcd's leader and a quorum (EtcdReachability's probe). */
   async probe(timeoutMs: number): Promise<void> {
-    await this.#ns.get(paths.cluster).options({ deadline: Date.now() + timeoutMs }).exec();
+    await this.ns.get(paths.cluster).options({ deadline: Date.now() + timeoutMs }).exec();
   }
 
   /** A compare that holds while `key` is unchanged since `modRevision` (absent: while it does not exist). */
   #unchanged(key: string, modRevision: string | undefined) {
-    return modRevision ? this.#ns.if(key, 'Mod', '==', modRevision) : this.#ns.if(key, 'Create', '==', 0);
+    return modRevision ? this.ns.if(key, 'Mod', '==', modRevision) : this.ns.if(key, 'Create', '==', 0);
   }
 }

@@ -8,10 +8,10 @@
  *   aliases/<name>       {keyId}: the key an alias names
  *   ceremonies/<id>      quorum ceremonies (reshare, rotate-root, destroy-key, destroy-cluster,
  *                        export-share), at every write (quorum-ceremonies.ts)
- *   seal-epoch           {epoch}: a rise seals every replica that verifies it (replicas.ts)
- *   coordinators/<id>    a registration that says "unsealed" (replicas.ts)
+ *   seal-epoch           {epoch}: a rise seals every replica that verifies it (cluster-store.ts, replicas.ts)
+ *   coordinators/<id>    a registration that says "unsealed" (replica-store.ts)
  *   usage/<id>/<v>       encryptions reserved (the GCM bound) and last use (version-usage.ts)
- *   share-set-next       {generation} (share-sets.ts);  share-exports/<id> (share-recovery.ts)
+ *   share-set-next       {generation};  share-exports/<id>   (cluster-store.ts)
  * What is authenticated otherwise (so carries no second MAC):
  *   names/<name>         a bare key id: accepted only if the MAC'd key record it leads to has that name
  *   manifest             its own MAC under a root subkey, checked at unseal (share-manifest.ts)
