@@ -26,14 +26,14 @@
  * record MAC (services/coordinator/src/cluster/record-integrity.ts says which and why).
  */
 import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
-import { Etcd3, isRecoverableError, type Namespace, type IOptions, type Watcher } from 'etcd3';
+import { Etcd3, isRecoverableError, type Lease, type Namespace, type IOptions, type Watcher } from 'etcd3';
 import { ResendPolicy } from './resend-policy.ts';
 import { etcdCall } from './etcd-call.ts';
 
 export { etcdCall, onEtcdError } from './etcd-call.ts';
 export { commitCas, deleteCas, CreateBatcher, type CasPrefixDeletion, type CasResult, type CreateIfAbsent } from './cas.ts';
 
-export { Etcd3, type Namespace, type Watcher };
+export { Etcd3, type Lease, type Namespace, type Watcher };
 
 export interface EtcdConfig {
   endpoints: string[];

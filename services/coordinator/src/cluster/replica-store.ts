@@ -16,9 +16,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from '@keyshard/config';
-import { clusterNamespace, clusterPrefix, etcdCall, paths, type Namespace } from '@keyshard/store';
+import { clusterNamespace, clusterPrefix, etcdCall, paths, type Etcd3, type Lease, type Namespace } from '@keyshard/store';
 import { Backoff, retryWithBackoff } from '@keyshard/store/backoff';
 import type { RecordIntegrity } from './record-integrity.ts';
 
