@@ -61,5 +61,10 @@ describe('LeaderElection', { timeout: 60_000 }, () => {
     await until('the old leader campaigns again', async () => (await ns.getAll().prefix('election/').keys()).length === 2, 20_000);
     assert.equal(leader.election.leading, false, 'behind the new leader');
     assert.equal(await leader.election.currentLeader(), follower.name);
+    // When the new leader resigns, the one campaigning behind it takes over. (Waiting for that
+    // also ends its etcd watch on the leader's key: etcd3's resign does not cancel a campaign's
+    // wait, and a watch left open keeps retrying after etcd stops, so the test file never exits.)
+    await follower.election.stop();
+    await until('the old leader leads again', () => leader.election.leading);
   });
 });
