@@ -14,6 +14,11 @@ if [ "$part" = all ] || [ "$part" = unit ]; then
   echo "== type check" >&2
   npx tsc -p tsconfig.json
   bash test/arch-check.sh
+  # The frozen vectors are made by independent Python implementations; these fail if a vector
+  # file differs from what its generator computes (packages/*/VECTORS.md).
+  echo "== frozen vectors match their independent generators" >&2
+  python3 packages/crypto/vectors/generate.py --check
+  python3 packages/audit-log/vectors/generate.py --check
   echo "== unit tests" >&2
   mapfile -t specs < <(find packages services -path '*/node_modules' -prune -o -name '*.spec.ts' -print | sort)
   "${NODE_TEST[@]}" "${specs[@]}"
