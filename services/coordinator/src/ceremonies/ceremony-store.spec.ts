@@ -20,11 +20,17 @@ let etcd: TestEtcd;
 let n = 0;
 const reports: IntegrityViolation[] = [];
 
+const namespaces = new Map<CeremonyStore, Namespace>();
+/** The namespace a store of `fresh` writes to (to alter its records as an etcd operator would). */
+const etcdNs = (store: CeremonyStore) => namespaces.get(store)!;
+
 function fresh(): { ns: Namespace; store: CeremonyStore } {
   const ns = etcd.namespace(`store-${++n}`);
   const seal = new Seal();
   seal.open(randomBytes(32), new Map([[1, randomBytes(32)]]), seal.generation, randomBytes(32));
-  return { ns, store: new CeremonyStore(ns, new RecordIntegrity(seal, (v) => reports.push(v))) };
+  const store = new CeremonyStore(ns, new RecordIntegrity(seal, (v) => reports.push(v)));
+  namespaces.set(store, ns);
+  return { ns, store };
 }
 
 const approval = (ttlSeconds = 60): Ceremony =>
@@ -131,6 +137,17 @@ describe('opening a ceremony under its lock', () => {
     assert.equal(await store.lockHolder('destroy-key'), c.id);
     assert.ok(events.some((e) => e.operation === 'ceremony.destroy-key.expired' && e.ceremony_id === old.id));
     assert.ok(events.some((e) => e.operation === 'ceremony.destroy-key.created' && e.ceremony_id === c.id && e.details?.why === 'test'));
+  });
+
+  it('a lock pointed at a ceremony of another kind (altered in etcd) is not taken as the live one: released, the new ceremony opens', async () => {
+    const { store } = fresh();
+    const other = approval(); // an open, MAC'd destroy-key ceremony whose driver lives
+    assert.equal(await store.create(other), true);
+    await etcdNs(store).put(paths.ceremonyLock('unseal')).value(other.id);
+    const unseal = newCeremony({ operation: 'unseal', clusterId: 'c-1', initiator: 'admin', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'coordinator-1', public_key_pem: 'pem', ephemeral_public_key_pem: 'eph' }] });
+    assert.equal(await openCeremony(unseal, {}, { store, audit, alive: async () => true }), unseal, 'not the destroy-key ceremony as "the unseal under way"');
+    assert.equal((await store.read(other.id, 'destroy-key'))?.state, 'CEREMONY_STATE_OPEN', 'the destroy-key ceremony was not touched');
+    assert.equal(await store.lockHolder('unseal'), unseal.id);
   });
 
   it('a holder whose driver is gone is closed FAILED and the new ceremony opens', async () => {

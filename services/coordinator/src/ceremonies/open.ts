@@ -48,8 +48,10 @@ export async function openCeremony(c: Ceremony, details: Record<string, string>,
   const lock = lockOf(c);
   const heldBy = await d.store.lockHolder(lock);
   if (heldBy) {
-    // A record that fails its check is not used (reported); its lock is released.
-    const held = await d.store.peek(heldBy, c.operation);
+    // A record that fails its check is not used (reported); its lock is released. So is one that
+    // is not the lock's own (a lock pointed at another kind of ceremony in etcd).
+    const peeked = await d.store.peek(heldBy, c.operation);
+    const held = peeked?.id === heldBy && lockOf(peeked) === lock ? peeked : undefined;
     if (held?.state === 'CEREMONY_STATE_OPEN') {
       const o = { records: d.store, audit: d.audit, role: 'driver' as const };
       if (isExpired(held)) await finishCeremony(held, 'CEREMONY_STATE_EXPIRED', 'expired before a quorum of custodians answered', o);

@@ -52,6 +52,7 @@ export function approvalKind(cluster: Cluster, op: QuorumOperation, audit: Audit
   return {
     events: { accepted: 'approved', rejected: 'approval_refused' },
     unit: 'approvals',
+    acceptsBeyondQuorum: true,
     async accept(c, custodianId, res) {
       const approval = { custodianId, signature: res.approval_signature, succession: res.succession };
       const { refused } = tallyApprovals(c, cluster.requireInitialized().manifest.custodians, [approval]);

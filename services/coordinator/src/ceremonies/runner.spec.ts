@@ -194,6 +194,26 @@ describe('ceremony runner: transitions', () => {
     assert.deepEqual(stored.finals, []);
   });
 
+  it('cancelled while the quorum\'s answers are recorded: CANCELLED, complete never runs', async () => {
+    const { kind, seen } = fakeKind();
+    const links = ['a', 'b'].map((id) => new ScriptedCustodian(id, [released('good')]));
+    let cancel: string | undefined;
+    const { c, stored, o } = setup(links, { cancelled: () => cancel });
+    const records = o.records;
+    o.records = { ...records, progress: async (x) => ((cancel = 'sealed by an admin'), records.progress(x)) };
+    assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_CANCELLED');
+    assert.deepEqual(seen.completed, []);
+    assert.deepEqual(stored.finals, ['CEREMONY_STATE_CANCELLED']);
+  });
+
+  it('a kind that accepts beyond the quorum (approvals) counts every valid answer of the round; one that does not leaves them unopened', async () => {
+    const { kind, seen } = fakeKind();
+    const links = ['a', 'b', 'c'].map((id) => new ScriptedCustodian(id, [released('good')]));
+    const { c, o } = setup(links, { threshold: 2 });
+    assert.equal((await runCeremony(c, { ...kind, acceptsBeyondQuorum: true }, o)).state, 'CEREMONY_STATE_COMPLETED');
+    assert.deepEqual(seen.completed, [['a', 'b', 'c']]);
+  });
+
   it('an audit that cannot be recorded stops the ceremony: FAILED (fail closed), the error is returned, complete never runs', async () => {
     const { kind, seen } = fakeKind();
     const links = ['a', 'b'].map((id) => new ScriptedCustodian(id, [released('good')]));

@@ -67,6 +67,12 @@ export interface CeremonyKind<T> {
   accept(c: Ceremony, custodianId: string, res: ReleaseResponse): Promise<T>;
   /** Runs once t answers are accepted; returns details for the completed audit event. */
   complete(c: Ceremony, accepted: Accepted<T>[]): Promise<Record<string, string>>;
+  /**
+   * Whether answers that arrive with a quorum already in hand are still checked and counted
+   * (approvals: the operation passes every valid one on, so one a custodian later refuses leaves
+   * slack). Shares are not: a release beyond t stays unopened.
+   */
+  acceptsBeyondQuorum?: boolean;
   /** Disposes of accepted values (zeroizes shares). */
   dispose(values: T[]): void;
 }
@@ -128,6 +134,8 @@ export async function runCeremony<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunC
       if (c.state !== OPEN) break; // ended meanwhile (a seal cancels its unseal)
       if (changed && o.role === 'driver') await o.records.progress(c);
       if (accepted.length >= c.threshold) {
+        // Cancelled, sealed or abandoned while this round's answers were checked and recorded: nothing is done.
+        if (o.abandoned?.() || o.cancelled?.() || (c.state as Ceremony['state']) !== OPEN) continue; // the checks above end it
         if (o.role === 'driver') {
           const stored = await o.records.current(c);
           if (stored?.state !== OPEN) return { state: adopt(c, stored) };
@@ -195,7 +203,7 @@ async function round<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunContext, progr
       progress.set(id, 'pending');
       continue;
     }
-    if (accepted.length >= c.threshold) continue; // a quorum is in hand: further releases stay unopened
+    if (accepted.length >= c.threshold && !kind.acceptsBeyondQuorum) continue; // a quorum is in hand: further releases stay unopened
     changed = true;
     if (res.status === 'denied') {
       progress.set(id, 'denied');
