@@ -6,16 +6,16 @@
  * openSeal), the replica directory, and the audit recorder. The real custodian, HSM and cluster
  * are in test/ha.test.ts, test/governance.test.ts and test/hsm-release.test.ts.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
-import { TestEtcd } from '@keyshard/devcluster/test-etcd';
 import { ephemeralRecipientKey, oaepEncrypt, sealToEphemeral, splitRootKey, type Ceremony, type ShareManifest } from '@keyshard/crypto';
 import { createLogger } from '@keyshard/config';
 import type { AuditEventInput } from '@keyshard/audit-client';
 import { Seal } from '../cluster/seal.ts';
 import { RecordIntegrity } from '../cluster/record-integrity.ts';
 import type { Cluster } from '../cluster/cluster.ts';
+import { etcdForTests } from '../cluster/test-support.ts';
 import type { CustodianLink, ReleaseResponse } from './custodian-link.ts';
 import { EphemeralKeys } from './transport-key.ts';
 import { CeremonyStore } from './ceremony-store.ts';
@@ -24,11 +24,11 @@ import { QuorumCeremonies } from './quorum-ceremonies.ts';
 
 const log = createLogger('ceremonies-spec', 'silent');
 const ids = ['custodian-1', 'custodian-2', 'custodian-3'];
-let etcd: TestEtcd;
+const local = etcdForTests();
 let n = 0;
 
 /** FAKE custodian: decides by `mode`; releases its share to every recipient like the real one (OAEP to the transport key, HPKE to the ephemeral key). */
-class FakeCustodian {
+class ReleasingCustodian {
   mode: 'approve' | 'deny' | 'pending' = 'approve';
   proposed: Ceremony[] = [];
   constructor(readonly id: string, private share: Uint8Array, private approvalKey: KeyObject) {}
@@ -60,7 +60,7 @@ async function world() {
   const root = randomBytes(32);
   const split = await splitRootKey(root, 'c-1', ids.map((id, i) => ({ id, enrollmentPublicKeyPem: 'unused', approvalPublicKeyPem: keys[i]!.publicKey.export({ type: 'spki', format: 'pem' }).toString() })), 2);
   const manifest: ShareManifest = split.manifest;
-  const custodians = ids.map((id, i) => new FakeCustodian(id, split.shares[i]!, keys[i]!.privateKey));
+  const custodians = ids.map((id, i) => new ReleasingCustodian(id, split.shares[i]!, keys[i]!.privateKey));
   const seal = new Seal();
   const opened: Buffer[] = [];
   // FAKE cluster: what the ceremonies ask of it.
@@ -77,7 +77,7 @@ async function world() {
   } as unknown as Cluster;
   const events: AuditEventInput[] = [];
   const audit = { record: async (e: AuditEventInput) => void events.push(e) }; // FAKE recorder
-  const store = new CeremonyStore(etcd.namespace(`ceremonies-${++n}`), new RecordIntegrity(seal, () => {}));
+  const store = new CeremonyStore(local.etcd.namespace(`ceremonies-${++n}`), new RecordIntegrity(seal, () => {}));
   const replica = { coordinatorId: 'coordinator-1', ...ephemeralRecipientKey(), ephemeral: new EphemeralKeys() };
   // FAKE replica directory: this replica alone, registered sealed with its current ephemeral key.
   const replicas = {
@@ -100,12 +100,6 @@ async function until<T>(what: string, f: () => T | undefined | false, ms = 10_00
   }
 }
 
-before(async () => {
-  etcd = await TestEtcd.start();
-});
-after(async () => {
-  await etcd.stop();
-});
 
 describe('unseal ceremony (module)', () => {
   it('t releases open the seal with the root the shares make; the ceremony is recorded COMPLETED and its ephemeral key retired', async () => {

@@ -1,34 +1,32 @@
 /**
  * The ceremony aggregate's persistence (ceremony-store.ts) and opening under a lock (open.ts),
- * against a real single-member etcd (TestEtcd). No custodians, no HSM. The audit recorder is a
+ * against a real single-member etcd (TestEtcd, through etcdForTests). No custodians, no HSM. The audit recorder is a
  * LABELLED FAKE that collects events.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { TestEtcd } from '@keyshard/devcluster/test-etcd';
 import { newCeremony, type Ceremony } from '@keyshard/crypto';
 import { isKeyshardError } from '@keyshard/errors';
 import { paths, type Namespace } from '@keyshard/store';
 import type { AuditEventInput } from '@keyshard/audit-client';
-import { Seal } from '../cluster/seal.ts';
-import { RecordIntegrity, type IntegrityViolation } from '../cluster/record-integrity.ts';
+import type { IntegrityViolation } from '../cluster/record-integrity.ts';
+import { etcdForTests, unsealed } from '../cluster/test-support.ts';
 import { CeremonyStore, MISMATCH } from './ceremony-store.ts';
 import { openCeremony } from './open.ts';
 
-let etcd: TestEtcd;
+const local = etcdForTests();
 let n = 0;
-const reports: IntegrityViolation[] = [];
+let reports: IntegrityViolation[] = [];
 
 const namespaces = new Map<CeremonyStore, Namespace>();
 /** The namespace a store of `fresh` writes to (to alter its records as an etcd operator would). */
 const etcdNs = (store: CeremonyStore) => namespaces.get(store)!;
 
 function fresh(): { ns: Namespace; store: CeremonyStore } {
-  const ns = etcd.namespace(`store-${++n}`);
-  const seal = new Seal();
-  seal.open(randomBytes(32), new Map([[1, randomBytes(32)]]), seal.generation, randomBytes(32));
-  const store = new CeremonyStore(ns, new RecordIntegrity(seal, (v) => reports.push(v)));
+  const ns = local.etcd.namespace(`store-${++n}`);
+  const { integrity, reports: refused } = unsealed();
+  reports = refused;
+  const store = new CeremonyStore(ns, integrity);
   namespaces.set(store, ns);
   return { ns, store };
 }
@@ -38,12 +36,6 @@ const approval = (ttlSeconds = 60): Ceremony =>
 const join = (): Ceremony =>
   newCeremony({ operation: 'join', clusterId: 'c-1', initiator: 'coordinator-2', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'coordinator-2', public_key_pem: 'pem', ephemeral_public_key_pem: 'eph' }] });
 
-before(async () => {
-  etcd = await TestEtcd.start();
-});
-after(async () => {
-  await etcd.stop();
-});
 
 describe('ceremony store', () => {
   it('create takes the kind lock with the record in one transaction; a second ceremony of the kind is refused', async () => {
