@@ -18,16 +18,11 @@ const local = etcdForTests();
 let n = 0;
 let reports: IntegrityViolation[] = [];
 
-const namespaces = new Map<CeremonyStore, Namespace>();
-/** The namespace a store of `fresh` writes to (to alter its records as an etcd operator would). */
-const etcdNs = (store: CeremonyStore) => namespaces.get(store)!;
-
 function fresh(): { ns: Namespace; store: CeremonyStore } {
   const ns = local.etcd.namespace(`store-${++n}`);
   const { integrity, reports: refused } = unsealed();
   reports = refused;
   const store = new CeremonyStore(ns, integrity);
-  namespaces.set(store, ns);
   return { ns, store };
 }
 
@@ -132,10 +127,10 @@ describe('opening a ceremony under its lock', () => {
   });
 
   it('a lock pointed at a ceremony of another kind (altered in etcd) is not taken as the live one: released, the new ceremony opens', async () => {
-    const { store } = fresh();
+    const { ns, store } = fresh();
     const other = approval(); // an open, MAC'd destroy-key ceremony whose driver lives
     assert.equal(await store.create(other), true);
-    await etcdNs(store).put(paths.ceremonyLock('unseal')).value(other.id);
+    await ns.put(paths.ceremonyLock('unseal')).value(other.id);
     const unseal = newCeremony({ operation: 'unseal', clusterId: 'c-1', initiator: 'admin', ttlSeconds: 60, threshold: 2, recipients: [{ coordinator_id: 'coordinator-1', public_key_pem: 'pem', ephemeral_public_key_pem: 'eph' }] });
     assert.equal(await openCeremony(unseal, {}, { store, audit, alive: async () => true }), unseal, 'not the destroy-key ceremony as "the unseal under way"');
     assert.equal((await store.read(other.id, 'destroy-key'))?.state, 'CEREMONY_STATE_OPEN', 'the destroy-key ceremony was not touched');
