@@ -4,13 +4,13 @@
  * or `check`, under the record MAC key the seal holds while unsealed (seal.ts).
  *
  * What carries a MAC (written by an unsealed replica, verified whenever one loads it):
- *   keys/<id>            key records: policy, state, versions, rotation (keyring.ts, key-cache.ts)
+ *   keys/<id>            key records: policy, state, versions, rotation (keys/key-store.ts, key-cache.ts)
  *   aliases/<name>       {keyId}: the key an alias names
  *   ceremonies/<id>      quorum ceremonies (reshare, rotate-root, destroy-key, destroy-cluster,
- *                        export-share), at every write (quorum-ceremonies.ts)
+ *                        export-share), at every write (ceremonies/ceremony-store.ts)
  *   seal-epoch           {epoch}: a rise seals every replica that verifies it (cluster-store.ts, replicas.ts)
  *   coordinators/<id>    a registration that says "unsealed" (replica-store.ts)
- *   usage/<id>/<v>       encryptions reserved (the GCM bound) and last use (version-usage.ts)
+ *   usage/<id>/<v>       encryptions reserved (the GCM bound) and last use (keys/usage-store.ts)
  *   share-set-next       {generation};  share-exports/<id>   (cluster-store.ts)
  * What is authenticated otherwise (so carries no second MAC):
  *   names/<name>         a bare key id: accepted only if the MAC'd key record it leads to has that name

@@ -1,8 +1,10 @@
 /**
  * The coordinator's seal: holds the root key, the unwrapped KEKs and the record MAC key
  * (record-integrity.ts) in memory while unsealed, nowhere else. Sealing zeroizes them and tells listeners (the keyring drops its material).
- * Invariant: every key operation calls `requireOpen()` first, so a sealed coordinator
- * answers FAILED_PRECONDITION "sealed" and touches no key material.
+ * Invariant: a sealed coordinator answers FAILED_PRECONDITION "sealed" and touches no key
+ * material: every KeyService method that needs key material is refused by the seal interceptor
+ * before its handler runs (server/methods.ts), and the keyring checks `requireOpen()` itself for
+ * its internal callers (rotation sweep, usage bound, destroy-key).
  */
 import { failedPrecondition, sealedError } from '@keyshard/errors';
 import { clearRandomPool, zeroize } from '@keyshard/crypto';
