@@ -118,12 +118,6 @@ export class CeremonyStore implements CeremonyRecords {
     });
   }
 
-  /** Ids of every stored ceremony. */
-  async ids(): Promise<string[]> {
-    const keys = await etcdCall('list ceremonies', () => this.#ns.getAll().prefix(paths.ceremoniesPrefix).keys());
-    return keys.map((k) => k.slice(paths.ceremoniesPrefix.length));
-  }
-
   /** The id of the ceremony holding `lock`, if any. */
   async lockHolder(lock: string): Promise<string | undefined> {
     return (await etcdCall('read ceremony lock', () => this.#ns.get(paths.ceremonyLock(lock)).string())) ?? undefined;
