@@ -150,8 +150,9 @@ let built: true | undefined;
 /**
  * Throws unless every workspace (packages/*, services/*) has been built since its sources last
  * changed: `tsc -b` rewrites a project's dist/.tsbuildinfo whenever one of its inputs is newer,
- * so a source file (of those the build compiled) newer than it means `npm run build` has not
- * run since. Checked once per process; stat calls only, a few milliseconds.
+ * so a source file (of those the build compiled; its inputs are listed there) newer than it,
+ * or deleted since, means `npm run build` has not run since. Checked once per process: a few
+ * milliseconds.
  */
 export function assertBuilt(): void {
   if (built) return;
@@ -159,7 +160,8 @@ export function assertBuilt(): void {
   for (const group of ['packages', 'services']) {
     for (const name of readdirSync(path.join(REPO_ROOT, group))) {
       const dir = path.join(REPO_ROOT, group, name);
-      if (!existsSync(path.join(dir, 'tsconfig.build.json'))) continue;
+      // Without its sources (an image or install that ships dist/ only) there is nothing to compare.
+      if (!existsSync(path.join(dir, 'tsconfig.build.json')) || !existsSync(path.join(dir, 'src'))) continue;
       const info = path.join(dir, 'dist/.tsbuildinfo');
       if (!existsSync(info)) {
         stale.push(`${group}/${name} (not built)`);
