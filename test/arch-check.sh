@@ -3,7 +3,9 @@
 # `npm run check:arch` on its own. It fails when:
 #   (a) TypeScript files under packages/ or services/ import each other in a cycle (madge; its
 #       config, .madgerc, resolves @keyshard/* imports to their sources through the
-#       "keyshard-source" export condition, so cycles across packages count too, and skips dist/);
+#       "keyshard-source" export condition, so cycles across packages count too, and skips dist/
+#       and the types generated from proto/: type-only, and protobuf's own descriptor messages
+#       refer to themselves);
 #   (b) a file under packages/ imports a service: a @keyshard/<service> package (audit-sink,
 #       coordinator, custodian) or a path into services/, or a package declares one as a
 #       dependency. Services are built from packages, never the other way round; starting a
