@@ -11,7 +11,11 @@
 #       dependency. Services are built from packages, never the other way round; starting a
 #       service as a process (devcluster) is not an import;
 #   (c) a block of 6 or more lines is repeated inside services/coordinator/src (jscpd,
-#       threshold 0 %): shared code gets one home instead of a copy.
+#       threshold 0 %): shared code gets one home instead of a copy;
+#   (d) a workspace's tsconfig.build.json does not reference exactly the workspaces its
+#       package.json depends on (dependencies, not devDependencies), or the root
+#       tsconfig.build.json misses a workspace: `npm run build` (tsc -b) builds in the order
+#       these references give, so a missing one builds a package before what it imports.
 # Every check runs and prints what it found; the script exits 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +37,9 @@ fi
 
 echo "== architecture (c): no repeated block of 6+ lines in services/coordinator/src (jscpd)" >&2
 npx --no-install jscpd --min-lines 6 --threshold 0 --exit-code 1 --fail-on-empty services/coordinator/src || failed+=('(c) copied code in the coordinator')
+
+echo "== architecture (d): each workspace's build references the workspaces it depends on" >&2
+node scripts/check-build-references.mjs || failed+=('(d) build references')
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'architecture check failed: %s\n' "${failed[@]}" >&2
