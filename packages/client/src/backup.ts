@@ -2,11 +2,13 @@
  * BackupService client: backup, verify and restore are long streams to ONE coordinator replica
  * (a restore's ceremony and its file must reach the same replica), so this client takes one
  * address and never retries: a broken stream is reported and the operator runs it again.
+ * Calls reject with a KeyshardError (errors.ts), as every SDK call does.
  */
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { keyshardProto, makeClient, requestMetadata, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
 import { coordinatorIdentity, tlsMaterial } from './connection.ts';
+import { toKeyshardError } from './errors.ts';
 import type { Ceremony } from './types.ts';
 
 export interface BackupSummary {
@@ -49,6 +51,8 @@ export class BackupClient {
     const call = (this.#client as unknown as { CreateBackup(req: unknown, md: grpc.Metadata): grpc.ClientReadableStream<any> }).CreateBackup({}, requestMetadata());
     try {
       for await (const chunk of call) yield chunk;
+    } catch (e) {
+      throw toKeyshardError(e);
     } finally {
       call.cancel();
     }
@@ -59,7 +63,7 @@ export class BackupClient {
     return new Promise((resolve, reject) => {
       const call = (this.#client as unknown as { VerifyBackup(md: grpc.Metadata, cb: grpc.requestCallback<BackupSummary>): grpc.ClientWritableStream<unknown> }).VerifyBackup(
         requestMetadata(),
-        (err, res) => (err ? reject(err) : resolve(res!)),
+        (err, res) => (err ? reject(toKeyshardError(err)) : resolve(res!)),
       );
       writeAll(call, file).then(() => call.end(), (e: Error) => {
         call.cancel();
@@ -89,6 +93,8 @@ export class BackupClient {
         if (p.phase === 'done') summary = p.summary ?? undefined;
       }
       await sending;
+    } catch (e) {
+      throw toKeyshardError(e);
     } finally {
       call.cancel();
     }

@@ -1,6 +1,7 @@
 /**
  * keyshard TypeScript SDK: typed promise methods over the keyshard.v1 gRPC API, mutual TLS,
- * a deadline and a request id on every call. Errors are grpc ServiceErrors (code + details).
+ * a deadline and a request id on every call. Every call rejects with a KeyshardError (errors.ts):
+ * the status `code` and the server's `reason`, a subclass for the common ones (SealedError, …).
  * A client may be given several coordinator replicas: calls are balanced over the healthy ones
  * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it).
  * Servers are pinned (@keyshard/rpc server-identity.ts): a coordinator must present a
@@ -12,10 +13,12 @@ import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryC
 import { retryPolicy, type RetryOptions } from './call-policy.ts';
 import { coordinatorIdentity, tlsMaterial, type ConnectionOptions } from './connection.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
+import { toKeyshardError } from './errors.ts';
 import type { BatchError, Ceremony, Context, DataKey, Key, ShareExport, Status } from './types.ts';
 
 export type { TlsFiles, TlsMaterial, RetryOptions };
-export { isServiceError, statusName } from '@keyshard/rpc';
+export { isServiceError, statusName, REASONS } from '@keyshard/rpc';
+export * from './errors.ts';
 export { METHOD_SAFETY, type Safety } from './call-policy.ts';
 export { coordinatorIdentity, type ConnectionOptions } from './connection.ts';
 export type { BatchError, Ceremony, Context, DataKey, Key, ShareExport, Status } from './types.ts';
@@ -102,12 +105,13 @@ export class KeyshardClient {
     );
   }
 
+  // The pools decide retries on the raw status (call-policy.ts); callers get the typed error.
   #k<T>(method: string, req: unknown, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return this.#keys.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
+    return typed(this.#keys.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
   }
 
   #c<T>(method: string, req: unknown, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return this.#ceremony.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
+    return typed(this.#ceremony.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
   }
 
   status(o?: CallOptions) {
@@ -293,6 +297,13 @@ export class KeyshardClient {
   }
 }
 
+/** `p`, rejecting with the KeyshardError of its status error (errors.ts). */
+function typed<T>(p: Promise<T>, requestId?: string): Promise<T> {
+  return p.catch((e: unknown) => {
+    throw toKeyshardError(e, requestId);
+  });
+}
+
 function deadlineOf(o: CallOptions | undefined, timeoutMs: number): number {
   if (o?.deadline !== undefined) return typeof o.deadline === 'number' ? o.deadline : o.deadline.getTime();
   return Date.now() + (o?.timeoutMs ?? timeoutMs);
@@ -321,44 +332,44 @@ export class CustodianOperatorClient {
     this.#c = makeClient(keyshardProto().CustodianService, opts.address, tls, opts.channelOptions, expectServer(`custodian ${id}`, id));
   }
   pending() {
-    return unaryCall<{ ceremonies: Ceremony[] }>(this.#c, 'ListPending', {});
+    return typed(unaryCall<{ ceremonies: Ceremony[] }>(this.#c, 'ListPending', {}));
   }
   show(id: string) {
-    return unaryCall<Ceremony>(this.#c, 'ShowCeremony', { id });
+    return typed(unaryCall<Ceremony>(this.#c, 'ShowCeremony', { id }));
   }
   approve(ceremonyId: string) {
-    return unaryCall<{ ceremony_id: string; status: string }>(this.#c, 'Approve', { ceremony_id: ceremonyId });
+    return typed(unaryCall<{ ceremony_id: string; status: string }>(this.#c, 'Approve', { ceremony_id: ceremonyId }));
   }
   deny(ceremonyId: string, reason: string) {
-    return unaryCall<{ ceremony_id: string; status: string }>(this.#c, 'Deny', { ceremony_id: ceremonyId, reason });
+    return typed(unaryCall<{ ceremony_id: string; status: string }>(this.#c, 'Deny', { ceremony_id: ceremonyId, reason }));
   }
   identity() {
-    return unaryCall<{ custodian_id: string; holds_shares_for: string[]; approval_policy: string }>(this.#c, 'GetIdentity', {});
+    return typed(unaryCall<{ custodian_id: string; holds_shares_for: string[]; approval_policy: string }>(this.#c, 'GetIdentity', {}));
   }
   /**
    * The token's security officer enrolls a trusted wrapping key: a coordinator's transport key
    * (kind transport) or an offline recovery key (kind recovery). The SO PIN is sent for this call only.
    */
   enrollTransportKey(r: { coordinatorId?: string; publicKeyPem: string; soPin: string; kind?: 'transport' | 'recovery' }) {
-    return unaryCall<{ custodian_id: string; kind: string; name: string; fingerprint: string; already_enrolled: boolean }>(this.#c, 'EnrollTransportKey', {
+    return typed(unaryCall<{ custodian_id: string; kind: string; name: string; fingerprint: string; already_enrolled: boolean }>(this.#c, 'EnrollTransportKey', {
       coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem, so_pin: r.soPin, kind: r.kind ?? 'transport',
-    }, { timeoutMs: 30_000 });
+    }, { timeoutMs: 30_000 }));
   }
   /** Revokes the trusted keys of a coordinator (only `publicKeyPem` when given), or a recovery key (`publicKeyPem` names it). */
   revokeTransportKey(r: { coordinatorId?: string; publicKeyPem?: string; soPin: string; kind?: 'transport' | 'recovery' }) {
-    return unaryCall<{ custodian_id: string; revoked: number }>(this.#c, 'RevokeTransportKey', {
+    return typed(unaryCall<{ custodian_id: string; revoked: number }>(this.#c, 'RevokeTransportKey', {
       coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem ?? '', so_pin: r.soPin, kind: r.kind ?? 'transport',
-    }, { timeoutMs: 30_000 });
+    }, { timeoutMs: 30_000 }));
   }
   listTrustedKeys() {
-    return unaryCall<{ custodian_id: string; keys: { kind: string; name: string; public_key_pem: string; fingerprint: string }[] }>(this.#c, 'ListTrustedKeys', {});
+    return typed(unaryCall<{ custodian_id: string; keys: { kind: string; name: string; public_key_pem: string; fingerprint: string }[] }>(this.#c, 'ListTrustedKeys', {}));
   }
   /** Custodian recovery: imports a share export into this custodian's (new) token with the recovery private key. */
   importShare(e: ShareExport, recoveryPrivateKeyPem: string) {
-    return unaryCall<{ custodian_id: string }>(this.#c, 'ImportShare', {
+    return typed(unaryCall<{ custodian_id: string }>(this.#c, 'ImportShare', {
       cluster_id: e.cluster_id, wrapped_share: e.wrapped_share, generation: e.generation, peers_json: e.peers_json,
       custodian_id: e.custodian_id, recovery_private_key_pem: recoveryPrivateKeyPem, succession_statement: e.succession_statement,
-    }, { timeoutMs: 30_000 });
+    }, { timeoutMs: 30_000 }));
   }
   close(): void {
     this.#c.close();

@@ -85,6 +85,8 @@ export interface Status {
 export interface BatchError {
   code: number;
   message: string;
+  /** The item's refusal reason (e.g. WRONG_CONTEXT); '' from a server older than reasons. */
+  reason: string;
 }
 
 export interface DataKey {

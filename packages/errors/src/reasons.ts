@@ -24,9 +24,10 @@ export const REASONS = {
   SEALED: 'this replica is sealed: a custodian quorum must unseal it (keyshard unseal) before keys can be used',
   UNINITIALIZED: 'the cluster has no state (never initialised, destroyed, or not yet restored): run keyshard init or restore a backup',
   ALREADY_INITIALIZED: 'the cluster is initialised already (init and restore need an empty cluster)',
+  ALREADY_UNSEALED: 'this replica is unsealed already: there is nothing to unseal',
   NOT_LEADER: 'this replica lost the leadership while writing; the write was fenced off',
   INTEGRITY_FAILURE: 'a stored record failed its integrity check (altered outside keyshard?) and was not used',
-  WRONG_CLUSTER: 'the ceremony, backup or share belongs to another cluster',
+  WRONG_CLUSTER: 'the ceremony, backup or share belongs to another cluster (or another root key of it)',
 
   // Keys
   KEY_NOT_FOUND: 'no key has that id, name or alias',

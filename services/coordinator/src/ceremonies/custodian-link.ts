@@ -3,8 +3,8 @@
  * server is pinned to the custodian's id: its certificate CN must be that id (server-identity.ts).
  */
 import type * as grpc from '@grpc/grpc-js';
-import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
-import { KeyshardError } from '@keyshard/errors';
+import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, reasonOfStatus, type TlsMaterial } from '@keyshard/rpc';
+import { KeyshardError, isReason } from '@keyshard/errors';
 import type { Ceremony, JoinVouch, SealNotice, Succession } from '@keyshard/crypto';
 
 export interface CustodianIdentity {
@@ -47,9 +47,11 @@ export class CustodianLink {
       return await unaryCall<T>(this.#client, method, req, { timeoutMs });
     } catch (e) {
       if (isServiceError(e)) {
-        // Custodian errors are already safe to show; keep their status class.
+        // Custodian errors are already safe to show; keep their status class, and their reason with it.
         const code = e.code === 9 ? 'FAILED_PRECONDITION' : e.code === 7 ? 'PERMISSION_DENIED' : 'UNAVAILABLE';
-        throw new KeyshardError(code, `custodian ${this.id}: ${e.details || 'unreachable'}`, { cause: e });
+        const reason = reasonOfStatus(e);
+        const kept = code !== 'UNAVAILABLE' && isReason(reason) ? reason : undefined;
+        throw new KeyshardError(code, `custodian ${this.id}: ${e.details || 'unreachable'}`, { cause: e, reason: kept });
       }
       throw e;
     }
