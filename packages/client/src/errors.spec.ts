@@ -18,7 +18,7 @@ import {
   CeremonyNotFoundError, FailedPreconditionError, KeyNotFoundError, KeyshardError, NotFoundError, PermissionDeniedError, SealedError, UnavailableError,
   UninitializedError, WrongContextError, fromServiceError, toKeyshardError,
 } from './errors.ts';
-import { KeyshardClient } from './index.ts';
+import { KeyshardClient, waitForCeremony, type Ceremony } from './index.ts';
 
 /** A status as a keyshard server sends it: code, message, and the reason in the details. */
 function status(code: grpc.status, message: string, reason?: string, metadata: Record<string, string> = {}, requestId?: string): grpc.ServiceError {
@@ -63,6 +63,15 @@ describe('fromServiceError', () => {
     assert.equal(toKeyshardError(plain), plain);
     const k = fromServiceError(status(grpc.status.NOT_FOUND, 'x', 'KEY_NOT_FOUND'));
     assert.equal(toKeyshardError(k), k);
+  });
+});
+
+describe('waitForCeremony', () => {
+  it('rejects with the reason of how the ceremony ended', async () => {
+    const ended = (state: Ceremony['state']) => ({ id: 'cer-1', operation: 'unseal', state, approved_by: [], error: 'why' }) as unknown as Ceremony;
+    const client = {} as KeyshardClient; // never asked: the ceremony has ended already
+    for (const [state, reason] of [['CEREMONY_STATE_EXPIRED', 'CEREMONY_EXPIRED'], ['CEREMONY_STATE_CANCELLED', 'CANCELLED'], ['CEREMONY_STATE_FAILED', 'CEREMONY_CLOSED']] as const)
+      await assert.rejects(waitForCeremony(client, ended(state)), (e: unknown) => e instanceof FailedPreconditionError && e.reason === reason && e.metadata.ceremony_id === 'cer-1' && /unseal ceremony cer-1/.test(e.message));
   });
 });
 

@@ -9,11 +9,12 @@
  * certificate of the CA is refused with UNAVAILABLE.
  */
 import type * as grpc from '@grpc/grpc-js';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryCall, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
 import { retryPolicy, type RetryOptions } from './call-policy.ts';
 import { coordinatorIdentity, tlsMaterial, type ConnectionOptions } from './connection.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
-import { toKeyshardError } from './errors.ts';
+import { DeadlineExceededError, FailedPreconditionError, toKeyshardError } from './errors.ts';
 import type { BatchError, Ceremony, Context, DataKey, Key, ShareExport, Status } from './types.ts';
 
 export type { TlsFiles, TlsMaterial, RetryOptions };
@@ -387,7 +388,9 @@ export async function unsealAndWait(
 
 /**
  * Follows a ceremony until it leaves OPEN, reporting each change of its approvals; resolves
- * with the completed ceremony, rejects if it failed, expired or was cancelled.
+ * with the completed ceremony, rejects if it failed, expired or was cancelled
+ * (FailedPreconditionError, reason CEREMONY_CLOSED, CEREMONY_EXPIRED or CANCELLED), or is
+ * still open after `timeoutMs` (DeadlineExceededError).
  */
 export async function waitForCeremony(
   client: KeyshardClient,
@@ -403,12 +406,19 @@ export async function waitForCeremony(
       last = c.approved_by.length;
       onProgress(c);
     }
-    if (Date.now() > deadline) throw new Error(`${c.operation} ceremony ${c.id} still open after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new DeadlineExceededError({ code: grpcStatus.DEADLINE_EXCEEDED, message: `${c.operation} ceremony ${c.id} still open after ${timeoutMs} ms`, metadata: { ceremony_id: c.id } });
     await new Promise((r) => setTimeout(r, 200));
     c = await client.getCeremony(c.id);
   }
   onProgress(c);
-  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`${c.operation} ceremony ${c.id} ${ceremonyState(c)}: ${c.error}`);
+  if (c.state !== 'CEREMONY_STATE_COMPLETED')
+    throw new FailedPreconditionError({
+      code: grpcStatus.FAILED_PRECONDITION,
+      message: `${c.operation} ceremony ${c.id} ${ceremonyState(c)}: ${c.error}`,
+      reason: c.state === 'CEREMONY_STATE_EXPIRED' ? 'CEREMONY_EXPIRED' : c.state === 'CEREMONY_STATE_CANCELLED' ? 'CANCELLED' : 'CEREMONY_CLOSED',
+      metadata: { ceremony_id: c.id, state: c.state },
+    });
   return c;
 }
 
