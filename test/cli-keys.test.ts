@@ -58,7 +58,7 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     const tag = (await ok(['mac', '--key', 'tagger'], 'hello')).trim();
     assert.equal(await ok(['mac', '--key', 'tagger', '--verify', tag], 'hello'), 'valid\n');
     const wrongUse = await ks(['encrypt', '--key', 'signer'], 'x');
-    assert.match(wrongUse.stderr, /^keyshard: FAILED_PRECONDITION: .*usage sign/);
+    assert.match(wrongUse.stderr, /^keyshard: WRONG_KEY_USAGE: .*usage sign/);
   });
 
   it('key rotate --all-due rotates every due key once, with progress; versions show use', async () => {
@@ -95,9 +95,9 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     assert.match(await ok(['alias', 'list']), /alias\/docs/);
     assert.ok((await ok(['encrypt', '--key', 'alias/docs'], 'x')).length > 0);
     await ok(['alias', 'delete', 'docs']);
-    assert.match((await ks(['encrypt', '--key', 'alias/docs'], 'x')).stderr, /NOT_FOUND/);
+    assert.match((await ks(['encrypt', '--key', 'alias/docs'], 'x')).stderr, /KEY_NOT_FOUND/);
     assert.match(await ok(['key', 'disable', 'files']), /disabled/);
-    assert.match((await ks(['encrypt', '--key', 'files'], 'x')).stderr, /FAILED_PRECONDITION/);
+    assert.match((await ks(['encrypt', '--key', 'files'], 'x')).stderr, /KEY_DISABLED/);
     assert.match(await ok(['key', 'enable', 'files']), /enabled/);
     assert.match(await ok(['key', 'schedule-destroy', 'files', '--days', '7']), /pending_destruction/);
     assert.match(await ok(['key', 'cancel-destroy', 'files']), /disabled/);

@@ -82,14 +82,14 @@ describe('keyshard CLI and `keyshard dev`', { timeout: 300_000 }, () => {
     assert.equal(dec.stdout, 'card 4111-1111');
     const wrong = await keyshard(['decrypt', '--context', 'tenant=other'], env, enc.stdout);
     assert.notEqual(wrong.code, 0);
-    assert.match(wrong.stderr, /^keyshard: INVALID_ARGUMENT: .+\n$/);
+    assert.match(wrong.stderr, /^keyshard: WRONG_CONTEXT: .+\n$/);
     assert.equal(wrong.stderr.split('\n').length, 2, 'one line on stderr');
     const missing = await keyshard(['encrypt', '--key', 'nope'], env, 'x');
-    assert.match(missing.stderr, /^keyshard: NOT_FOUND: key nope not found\n$/);
+    assert.match(missing.stderr, /^keyshard: KEY_NOT_FOUND: key nope not found\n$/);
 
     assert.equal((await keyshard(['seal'], env)).stdout, 'sealed\n');
     const refused = await keyshard(['encrypt', '--key', 'orders'], env, 'x');
-    assert.match(refused.stderr, /FAILED_PRECONDITION: .*sealed/);
+    assert.match(refused.stderr, /^keyshard: SEALED: .*sealed/);
     const unseal = await keyshard(['unseal', '--wait'], env);
     assert.equal(unseal.code, 0, unseal.stderr);
     assert.match(unseal.stderr, /approvals \d\/2/);
