@@ -27,7 +27,7 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '@keyshard/devcluster';
-import { KEYSHARD_ARGV } from './support/cli.ts';
+import { KEYSHARD_ARGV, NPX_KEYSHARD } from './support/cli.ts';
 
 const SECTIONS = ['Walk-through', 'Keys', 'Replicas and ceremonies', 'Disaster recovery', 'Audit'];
 const DEV_DIR = '.keyshard/dev';
@@ -85,10 +85,9 @@ export function readmeBlocks(readme: string): Block[] {
 /** One bash script for consecutive command lines: each line's exit status checked at once. */
 function script(lines: { line: string; at: number; expect: number }[]): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const cli = [process.execPath, ...KEYSHARD_ARGV].map(q).join(' ');
   return [
     'set -o pipefail',
-    `npx() { if [ "$1" = keyshard ]; then shift; ${cli} "$@"; else command npx "$@"; fi; }`,
+    NPX_KEYSHARD,
     `if [ -f ${DEV_DIR}/env ]; then . ${DEV_DIR}/env; fi`,
     ...lines.flatMap(({ line, at, expect }) => [
       `echo ${q(`README:${at}$ ${line}`)} >&2`,
@@ -175,6 +174,7 @@ describe("the README's commands", { timeout: 1_200_000 }, () => {
   it('run as written against `keyshard dev`, in README order', async () => {
     dev = (await startDev(cwd, [])).child;
     const printed: Record<string, string> = {};
+    const progress: Record<string, string> = {};
     for (const block of readmeBlocks(readme)) {
       for (const step of block.steps) {
         if (step.kind === 'stop-dev') {
@@ -188,6 +188,7 @@ describe("the README's commands", { timeout: 1_200_000 }, () => {
           if (process.env.README_TRANSCRIPT) appendFileSync(process.env.README_TRANSCRIPT, `== ${block.section} (README:${block.at})\n${r.stderr}--- stdout\n${r.stdout}\n`);
           assert.equal(r.code, 0, `${block.section} (README:${block.at}) failed:\n${r.stderr}\n--- stdout\n${r.stdout}`);
           printed[block.section] = (printed[block.section] ?? '') + r.stdout;
+          progress[block.section] = (progress[block.section] ?? '') + r.stderr;
         }
       }
     }
@@ -199,5 +200,11 @@ describe("the README's commands", { timeout: 1_200_000 }, () => {
     assert.match(printed['Disaster recovery']!, /card 4111-1111/);
     assert.match(printed['Disaster recovery']!, /state\s+uninitialized/);
     assert.match(printed['Audit']!, /^ok: \d+ records/m);
+    // Progress never shows more approvals than the threshold (the reshare is approved by all 5).
+    assert.match(printed['Replicas and ceremonies']!, /reshared: .*approved by custodian-1, custodian-2, custodian-3, custodian-4, custodian-5\)/);
+    for (const [section, text] of Object.entries(progress))
+      for (const m of text.matchAll(/approvals (\d+)\/(\d+)|(\d+)\/(\d+) shares/g)) assert.ok(Number(m[1] ?? m[3]) <= Number(m[2] ?? m[4]), `${section}: ${m[0]}`);
+    // The restore shows each refusal as it happens: custodians 4 and 5 hold no share of the reshared set.
+    assert.match(progress['Disaster recovery']!, /^ {2}refused by custodian-4: .*belongs to another cluster$/m);
   });
 });

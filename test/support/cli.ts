@@ -8,6 +8,10 @@ export const BIN = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
 /** What runs the CLI: `node …KEYSHARD_ARGV <command> <args>` (shells get it as `npx keyshard`). */
 export const KEYSHARD_ARGV = [BIN];
 
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+/** A bash function that makes `npx keyshard …` run this repository's CLI (other npx calls go to npx). */
+export const NPX_KEYSHARD = `npx() { if [ "$1" = keyshard ]; then shift; ${[process.execPath, ...KEYSHARD_ARGV].map(shellQuote).join(' ')} "$@"; else command npx "$@"; fi; }`;
+
 export function readEnvFile(file: string): Record<string, string> {
   const env: Record<string, string> = {};
   for (const m of readFileSync(file, 'utf8').matchAll(/^export (\w+)='(.*)'$/gm)) env[m[1]!] = m[2]!.replace(/'\\''/g, "'");

@@ -60,7 +60,7 @@ describe('keyshard command tree', () => {
     });
 
   it("reports commander's own refusals on one line", async () => {
-    for (const argv of [['--bogus'], ['key', 'create'], ['nonsense'], ['key', 'create', 'k', '--label']]) {
+    for (const argv of [['--bogus'], ['key', 'create'], ['nonsense'], ['key', 'create', 'k', '--label'], ['key', 'create', 'k', '--rotation-periods', '1d']]) {
       const { err, exit } = await parse(argv);
       assert.ok(exit && exit.exitCode !== EXIT.OK, argv.join(' '));
       assert.match(err, /^keyshard: [^\n]+\n$/, argv.join(' '));

@@ -43,7 +43,8 @@ export function buildProgram(onExit: (e: CommanderError) => never, output: { wri
     .addHelpText('after', EXIT_HELP)
     .exitOverride(onExit)
     // One line, like the CLI's own errors: `keyshard: option '--ttl <duration>' argument 'x' is invalid. …`
-    .configureOutput({ ...output, outputError: (str, write) => write(str.replace(/^error: /, 'keyshard: ')) });
+    // (commander puts its "Did you mean …?" on a line of its own).
+    .configureOutput({ ...output, outputError: (str, write) => write(`${str.trimEnd().replace(/^error: /, 'keyshard: ').replace(/\s*\n\s*/g, ' ')}\n`) });
 
   registerDev(program);
   registerCluster(program);

@@ -8,7 +8,7 @@ import { integer, oneOf } from '../parse.ts';
 
 /** `--manual`: what each custodian's operator runs to approve the unseal ceremony that waits. */
 function approvalInstructions(cluster: DevCluster, c: Ceremony): string {
-  const rel = (f: string) => path.relative(process.cwd(), f) || f;
+  const rel = (f: string) => (path.relative(process.cwd(), f).startsWith('..') ? f : path.relative(process.cwd(), f));
   return [
     `unseal ceremony ${c.id} waits for ${c.threshold} of ${cluster.custodianIds.length} custodians to approve (--manual).`,
     `In another shell, as each custodian's operator (its variables in ${rel(path.join(cluster.layout.dir, '<custodian>.env'))}):`,
