@@ -75,7 +75,7 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     assert.equal(both.code, 2);
     const refused = await ks(['key', 'rotate', 'no-such-key']);
     assert.equal(refused.code, 1, 'the server refused: exit 1');
-    assert.match(refused.stderr, /^keyshard: NOT_FOUND: /);
+    assert.match(refused.stderr, /^keyshard: (KEY_)?NOT_FOUND: /);
   });
 
   it('durations: --rotation-period 1d is a day; rotation-policy sets and turns off a schedule; create --json', async () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError } from 'commander';
-import { describeSeconds, keyValue, MAX_DURATION_SECONDS, oneOf, parseDuration, parseInteger } from './parse.ts';
+import { describeSeconds, keyValue, MAX_DURATION_SECONDS, oneOf, parseDuration, parseInteger, timestamp } from './parse.ts';
 
 describe('parseDuration', () => {
   it('takes 90s, 15m, 24h, 30d and plain seconds', () => {
@@ -48,6 +48,13 @@ describe('flag value helpers', () => {
     assert.deepEqual(label('url=a=b'), { url: 'a=b' });
     assert.throws(() => label('team'), /expected --label name=value, got "team"/);
     assert.throws(() => label('=x'), InvalidArgumentError);
+  });
+
+  it('timestamp takes RFC 3339 times with an offset, nothing vaguer', () => {
+    assert.equal(timestamp('2026-12-06T10:00:00Z'), '2026-12-06T10:00:00Z');
+    assert.equal(timestamp('2026-12-06T10:00:00.123+01:00'), '2026-12-06T10:00:00.123+01:00');
+    for (const bad of ['yesterday', '2026-12-06', '2026-12-06 10:00:00Z', '2026-13-06T10:00:00Z', '2026-12-06T10:00:00'])
+      assert.throws(() => timestamp(bad), /expected an RFC 3339 time/, bad);
   });
 
   it('oneOf names the words it takes', () => {

@@ -51,6 +51,13 @@ export const keyValue = (what: string) => (value: string, previous: Record<strin
 /** A repeatable flag, collected into a list. */
 export const collect = (value: string, previous: string[] = []) => [...previous, value];
 
+/** An RFC 3339 time with its offset (`2026-12-06T10:00:00Z`), kept as given. */
+export function timestamp(value: string): string {
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/.test(value) || !Number.isFinite(Date.parse(value)))
+    throw new InvalidArgumentError(`expected an RFC 3339 time like 2026-12-06T10:00:00Z, got ${JSON.stringify(value)}`);
+  return value;
+}
+
 /** One of a fixed set of words. */
 export const oneOf = (...allowed: string[]) => (value: string) => {
   if (!allowed.includes(value)) throw new InvalidArgumentError(`expected ${allowed.join(' | ')}, got ${JSON.stringify(value)}`);

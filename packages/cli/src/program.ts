@@ -18,8 +18,8 @@ export const EXIT = { OK: 0, REFUSED: 1, USAGE: 2 } as const;
 export const EXIT_HELP = `
 Exit status:
   0  ok
-  1  the server refused (any gRPC error, shown as "keyshard: CODE: message"), a ceremony
-     failed or expired, or a check failed (verify: invalid; audit verify: BAD)
+  1  the server refused (any gRPC error, shown on one line after "keyshard: "), a
+     ceremony failed or expired, or a check failed (verify: invalid; audit verify: BAD)
   2  usage: unknown command or option, missing or malformed value (durations are 90s, 15m,
      24h, 30d or plain seconds; numbers are whole numbers), connection settings not set
 

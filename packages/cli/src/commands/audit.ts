@@ -9,7 +9,7 @@ import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reade
 import { ALERT_OPERATION, hmacValue, readCheckpointJson, verifyLogDir } from '@keyshard/audit-log';
 import { tlsFrom } from '../connection.ts';
 import { UsageError, printJson } from '../output.ts';
-import { collect, integer, oneOf, readFlagFile } from '../parse.ts';
+import { collect, integer, oneOf, readFlagFile, timestamp } from '../parse.ts';
 
 /**
  * One readable line per event: index, time, result, operation, principal, then what is set.
@@ -104,8 +104,8 @@ export function registerAudit(program: Command): void {
   audit
     .command('query')
     .description('events matching every given filter, oldest first')
-    .option('--from <time>', 'RFC 3339 start time (inclusive)')
-    .option('--to <time>', 'RFC 3339 end time (exclusive)')
+    .option('--from <time>', 'RFC 3339 start time (inclusive)', timestamp)
+    .option('--to <time>', 'RFC 3339 end time (exclusive)', timestamp)
     .option('--principal <cn>', 'caller identity')
     .option('--key-id <id>', 'key id')
     .option('--operation <op>', 'e.g. keys.Decrypt')
