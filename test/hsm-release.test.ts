@@ -101,7 +101,7 @@ describe('HSM-enforced share release', { timeout: 300_000 }, () => {
 
     const refused = await keyshard(['custodian', 'enroll', '--coordinator', 'coordinator-1', '--transport-public-key', newKeyFile, '--so-pin-file', wrongFile], ce);
     assert.notEqual(refused.code, 0);
-    assert.match(refused.stderr, /PERMISSION_DENIED: SO login failed/);
+    assert.match(refused.stderr, /NOT_AUTHORIZED: SO login failed/);
     assert.ok(!refused.stderr.includes(wrongPin) && !refused.stdout.includes(wrongPin), 'the PIN is never echoed');
     const denied = auditEvents().filter((e) => e.operation === 'custodian.EnrollTransportKey' && e.code === 'PERMISSION_DENIED');
     assert.equal(denied.length, 1, 'the refused enrollment is audited');
@@ -143,7 +143,7 @@ describe('HSM-enforced share release', { timeout: 300_000 }, () => {
     const c3 = link('custodian-3');
     try {
       await rejectsWith(unaryCall(c2, 'ProposeCeremony', { ceremony: withOldKey }), 'PERMISSION_DENIED', /coordinator coordinator-1 has no transport key enrolled/);
-      const released = await unaryCall<{ status: string; releases: unknown[] }>(c3, 'ProposeCeremony', { ceremony: withOldKey });
+      const released = await unaryCall(c3, 'ProposeCeremony', { ceremony: withOldKey });
       assert.equal(released.status, 'released');
       assert.equal(released.releases.length, 1);
     } finally {
