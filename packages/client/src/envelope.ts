@@ -366,7 +366,7 @@ export async function* decryptEnvelopeStream(client: EnvelopeKeyClient, source: 
       dataKey.fill(0);
     }
   } finally {
-    await it.return?.();
+    await it.return?.(undefined);
   }
 }
 
