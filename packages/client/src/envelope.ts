@@ -99,6 +99,16 @@ function invalid(message: string): KeyshardError {
   return new KeyshardError('INVALID_ARGUMENT', `not a valid keyshard envelope: ${message}`);
 }
 
+/** A bad argument of the caller's (INVALID_ARGUMENT), refused before keyshard is asked. */
+function badArgument(message: string): KeyshardError {
+  return new KeyshardError('INVALID_ARGUMENT', message);
+}
+
+/** Something that cannot happen with a working keyshard (INTERNAL). */
+function internal(message: string): KeyshardError {
+  return new KeyshardError('INTERNAL', message);
+}
+
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n);
@@ -110,9 +120,9 @@ function u32(n: number): Buffer {
  * u32 count, then per entry sorted by the key's UTF-8 bytes, u32 len || key || u32 len || value.
  */
 export function encodeEnvelopeContext(context: EnvelopeContext): Buffer {
-  if (context === null || typeof context !== 'object' || Array.isArray(context)) throw new KeyshardError('INVALID_ARGUMENT', 'context must be an object of strings');
+  if (context === null || typeof context !== 'object' || Array.isArray(context)) throw badArgument('context must be an object of strings');
   const entries = Object.entries(context).map(([k, v]) => {
-    if (typeof v !== 'string') throw new KeyshardError('INVALID_ARGUMENT', `context value of ${JSON.stringify(k)} must be a string`);
+    if (typeof v !== 'string') throw badArgument(`context value of ${JSON.stringify(k)} must be a string`);
     return [Buffer.from(k, 'utf8'), Buffer.from(v, 'utf8')] as const;
   });
   entries.sort((a, b) => Buffer.compare(a[0], b[0]));
@@ -123,15 +133,15 @@ export function encodeEnvelopeContext(context: EnvelopeContext): Buffer {
 
 function checkSegmentSize(s: number): number {
   if (!Number.isInteger(s) || s < MIN_SEGMENT_BYTES || s > MAX_SEGMENT_BYTES)
-    throw new KeyshardError('INVALID_ARGUMENT', `segmentSize must be an integer from ${MIN_SEGMENT_BYTES} to ${MAX_SEGMENT_BYTES}`);
+    throw badArgument(`segmentSize must be an integer from ${MIN_SEGMENT_BYTES} to ${MAX_SEGMENT_BYTES}`);
   return s;
 }
 
 /** The header's bytes. */
 export function encodeEnvelopeHeader(segmentSize: number, noncePrefix: Buffer, wrappedKey: Buffer): Buffer {
   checkSegmentSize(segmentSize);
-  if (noncePrefix.length !== ENVELOPE_NONCE_PREFIX_BYTES) throw new KeyshardError('INTERNAL', 'nonce prefix must be 7 bytes');
-  if (wrappedKey.length < 1 || wrappedKey.length > MAX_WRAPPED_KEY_BYTES) throw new KeyshardError('INTERNAL', `wrapped data key of ${wrappedKey.length} bytes`);
+  if (noncePrefix.length !== ENVELOPE_NONCE_PREFIX_BYTES) throw internal('nonce prefix must be 7 bytes');
+  if (wrappedKey.length < 1 || wrappedKey.length > MAX_WRAPPED_KEY_BYTES) throw internal(`wrapped data key of ${wrappedKey.length} bytes`);
   const fixed = Buffer.alloc(ENVELOPE_FIXED_HEADER_BYTES);
   ENVELOPE_MAGIC.copy(fixed, 0);
   fixed[4] = ENVELOPE_VERSION;
@@ -230,7 +240,7 @@ async function* chunksOf(source: EnvelopeInput): AsyncGenerator<Uint8Array | str
     return;
   }
   if (source === null || typeof source !== 'object' || !(Symbol.asyncIterator in source || Symbol.iterator in source))
-    throw new KeyshardError('INVALID_ARGUMENT', 'the input must be bytes, or an (async) iterable of Buffers such as a readable stream');
+    throw badArgument('the input must be bytes, or an (async) iterable of Buffers such as a readable stream');
   yield* source as AsyncIterable<Uint8Array | string>;
 }
 
@@ -272,14 +282,14 @@ export async function* sealEnvelope(
   segmentSize: number,
   noncePrefix: Buffer,
 ): AsyncGenerator<Buffer> {
-  if (dataKey.length !== DATA_KEY_BYTES) throw new KeyshardError('INTERNAL', `the data key has ${dataKey.length} bytes, not ${DATA_KEY_BYTES}`);
+  if (dataKey.length !== DATA_KEY_BYTES) throw internal(`the data key has ${dataKey.length} bytes, not ${DATA_KEY_BYTES}`);
   const header = encodeEnvelopeHeader(segmentSize, noncePrefix, wrappedKey);
   const aad = envelopeAad(header, context);
   yield header;
   const queue = new ByteQueue();
   let index = 0;
   const seal = (plain: Buffer, last: boolean) => {
-    if (index > MAX_SEGMENT_INDEX) throw new KeyshardError('INVALID_ARGUMENT', `an envelope holds at most 2^32 segments of ${segmentSize} bytes`);
+    if (index > MAX_SEGMENT_INDEX) throw badArgument(`an envelope holds at most 2^32 segments of ${segmentSize} bytes`);
     return sealSegment(dataKey, segmentNonce(noncePrefix, index++, last), plain, aad);
   };
   // A segment is sealed once a byte after it has arrived: only then is it known not to be the last.
