@@ -143,8 +143,8 @@ describe('envelope helper', () => {
     assert.deepEqual(Buffer.concat(opened), plaintext);
   });
 
-  it('files: encryptFile / decryptFile round trip; a modified or cut envelope leaves no output file', async () => {
-    const { client } = standIn();
+  it('files: encryptFile / decryptFile round trip; a modified or cut envelope leaves no output file; a missing input asks keyshard nothing', async () => {
+    const { client, seen } = standIn();
     const dir = mkdtempSync(path.join(tmpdir(), 'envelope-'));
     try {
       const plaintext = randomBytes(200_000);
@@ -162,6 +162,9 @@ describe('envelope helper', () => {
         assert.equal(existsSync(path.join(dir, `${name}.out`)), false);
         assert.equal(existsSync(path.join(dir, `${name}.out.partial`)), false);
       }
+      await assert.rejects(encryptFile(client, 'k', path.join(dir, 'missing'), path.join(dir, 'missing.kse'), { context: ctx }), { code: 'ENOENT' });
+      assert.equal(existsSync(path.join(dir, 'missing.kse.partial')), false);
+      assert.equal(seen.generate.length, 1, 'only the first encryptFile asked for a data key');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

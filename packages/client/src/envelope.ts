@@ -28,7 +28,6 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
 import { KeyshardError } from '@keyshard/errors';
 
 export const ENVELOPE_MAGIC = Buffer.from('KSEN', 'latin1');
@@ -429,9 +428,19 @@ async function writeAtomically(file: string, blocks: AsyncIterable<Buffer>): Pro
   await rename(tmp, file);
 }
 
+/** Opens `src` first, so that a missing input fails before keyshard is asked for anything. */
+async function withInput(src: string, use: (input: AsyncIterable<Buffer>) => Promise<void>): Promise<void> {
+  const fh = await open(src, 'r');
+  try {
+    await use(fh.createReadStream({ autoClose: false }));
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Encrypts the file `src` into the envelope file `dst` (streamed; memory holds one segment). */
 export function encryptFile(client: EnvelopeKeyClient, key: string, src: string, dst: string, opts: EncryptEnvelopeOptions): Promise<void> {
-  return writeAtomically(dst, encryptEnvelopeStream(client, key, createReadStream(src), opts));
+  return withInput(src, (input) => writeAtomically(dst, encryptEnvelopeStream(client, key, input, opts)));
 }
 
 /**
@@ -439,5 +448,5 @@ export function encryptFile(client: EnvelopeKeyClient, key: string, src: string,
  * envelope authenticated; on any failure it is not created (an existing `dst` is left as it was).
  */
 export function decryptFile(client: EnvelopeKeyClient, src: string, dst: string, opts: EnvelopeOptions): Promise<void> {
-  return writeAtomically(dst, decryptEnvelopeStream(client, createReadStream(src), opts));
+  return withInput(src, (input) => writeAtomically(dst, decryptEnvelopeStream(client, input, opts)));
 }
