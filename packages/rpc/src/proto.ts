@@ -1,7 +1,7 @@
 /** Loads `proto/keyshard/v1` once; every service and client uses these definitions. */
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { existsSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
