@@ -223,13 +223,19 @@ class ByteQueue {
     this.#length -= n;
     return out;
   }
-  /** The first n bytes without removing them (n ≤ length). */
+  /** The first n bytes without removing them (n ≤ length); joins only the chunks that hold them. */
   peek(n: number): Buffer {
-    const first = this.#chunks[0];
-    if (first && first.length >= n) return first.subarray(0, n);
-    const all = Buffer.concat(this.#chunks);
-    this.#chunks = all.length ? [all] : [];
-    return all.subarray(0, n);
+    let k = 0;
+    for (let have = 0; have < n; k++) have += this.#chunks[k]!.length;
+    if (k > 1) this.#chunks.splice(0, k, Buffer.concat(this.#chunks.slice(0, k)));
+    return (this.#chunks[0] ?? Buffer.alloc(0)).subarray(0, n);
+  }
+  /** Everything left, as the chunks it is held in (no copy); the queue is then empty. */
+  drain(): Buffer[] {
+    const out = this.#chunks;
+    this.#chunks = [];
+    this.#length = 0;
+    return out;
   }
 }
 
@@ -326,13 +332,13 @@ export async function* openEnvelope(dataKey: Buffer, header: EnvelopeHeader, con
 }
 
 /** Reads the header off the front of a stream; what follows it stays in the queue. */
-async function readHeader(it: AsyncIterator<Uint8Array | string>): Promise<{ header: EnvelopeHeader; rest: Buffer }> {
+async function readHeader(it: AsyncIterator<Uint8Array | string>): Promise<{ header: EnvelopeHeader; rest: Buffer[] }> {
   const queue = new ByteQueue();
   for (;;) {
     const header = parseEnvelopeHeader(queue.peek(Math.min(queue.length, ENVELOPE_FIXED_HEADER_BYTES + MAX_WRAPPED_KEY_BYTES)));
     if (header) {
       queue.take(header.bytes.length);
-      return { header, rest: queue.take(queue.length) };
+      return { header, rest: queue.drain() };
     }
     const next = await it.next();
     if (next.done) throw invalid(queue.length === 0 ? 'empty input' : 'the header is cut short (truncated)');
@@ -380,8 +386,8 @@ export async function* decryptEnvelopeStream(client: EnvelopeKeyClient, source: 
 }
 
 /** `first`, then what is left of `it`. */
-async function* followedBy(first: Buffer, it: AsyncIterator<Uint8Array | string>): AsyncGenerator<Uint8Array | string> {
-  yield first;
+async function* followedBy(first: Buffer[], it: AsyncIterator<Uint8Array | string>): AsyncGenerator<Uint8Array | string> {
+  yield* first;
   for (let next = await it.next(); !next.done; next = await it.next()) yield next.value;
 }
 
