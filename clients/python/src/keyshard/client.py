@@ -195,6 +195,16 @@ class Client:
     def _k(self, method, request, **o):
         return self._call('KeyService', method, request, **o)
 
+    def server_identities(self) -> dict:
+        """address -> {'cn': the replica's certificate CN, 'pinned': whether gRPC verifies that
+        name on every handshake} for each replica the client has a connection to."""
+        out = {}
+        for r in self._pool.replicas:
+            conn = r.conn
+            if conn is not None and conn.identity is not None:
+                out[r.address] = {'cn': conn.identity.cn, 'pinned': conn.identity.pin is not None}
+        return out
+
     def close(self):
         self._pool.close()
 
