@@ -136,6 +136,7 @@ interface PyError {
   reason: string | null;
   metadata: Record<string, string>;
   details: string;
+  request_id: string | null;
 }
 
 describe('Python SDK against a dev cluster (two coordinator replicas)', { timeout: 300_000 }, () => {
@@ -220,6 +221,7 @@ describe('Python SDK against a dev cluster (two coordinator replicas)', { timeou
       assert.equal(e.class, 'WrongContextError', `context ${JSON.stringify(wrong)}: ${JSON.stringify(e)}`);
       assert.equal(e.reason, 'WRONG_CONTEXT');
       assert.equal(e.code, 'INVALID_ARGUMENT');
+      assert.ok(e.request_id, 'the request id the audit log records the call under');
     }
   });
 

@@ -28,7 +28,8 @@ def unb64(text):
 
 def describe(e):
     """A KeyshardError as JSON: its class (by reason, or code), code, reason, metadata."""
-    return {'class': type(e).__name__, 'code': e.code_name, 'reason': e.reason, 'metadata': e.metadata, 'details': e.details}
+    return {'class': type(e).__name__, 'code': e.code_name, 'reason': e.reason, 'metadata': e.metadata, 'details': e.details,
+            'request_id': e.request_id}
 
 
 def expect_error(fn):

@@ -93,6 +93,10 @@ class TlsServer:
 
     def stop(self):
         self._stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
         self.sock.close()
         self._thread.join(5)
 

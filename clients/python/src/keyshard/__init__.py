@@ -15,14 +15,29 @@ from . import ciphertext, errors
 from ._pool import RetryPolicy
 from .client import METHOD_SAFETY, METHOD_SAFETY_SOURCE, Client, ConfigurationError
 from .errors import (
+    AlreadyExistsError,
+    AuditUnavailableError,
+    CeremonyNotFoundError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidCiphertextError,
+    KeyDestroyedError,
     KeyDisabledError,
     KeyNotFoundError,
+    KeyPendingDestructionError,
     KeyshardError,
+    NotFoundError,
+    OverloadedError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     SealedError,
+    UnauthenticatedError,
     UnavailableError,
     UninitializedError,
     WrongContextError,
+    WrongKeyUsageError,
 )
 from .v1 import ceremony_pb2, keys_pb2
 
@@ -30,7 +45,11 @@ __version__ = '0.1.0'
 
 __all__ = [
     'Client', 'ConfigurationError', 'RetryPolicy', 'METHOD_SAFETY', 'METHOD_SAFETY_SOURCE',
-    'KeyshardError', 'SealedError', 'UninitializedError', 'KeyNotFoundError', 'KeyDisabledError',
-    'WrongContextError', 'PermissionDeniedError', 'UnavailableError',
+    'KeyshardError',
+    'InvalidArgumentError', 'NotFoundError', 'AlreadyExistsError', 'FailedPreconditionError', 'PermissionDeniedError',
+    'UnauthenticatedError', 'ResourceExhaustedError', 'UnavailableError', 'DeadlineExceededError', 'InternalError',
+    'SealedError', 'UninitializedError', 'KeyNotFoundError', 'KeyDisabledError', 'KeyPendingDestructionError',
+    'KeyDestroyedError', 'WrongKeyUsageError', 'WrongContextError', 'InvalidCiphertextError', 'CeremonyNotFoundError',
+    'OverloadedError', 'AuditUnavailableError',
     'ciphertext', 'errors', 'keys_pb2', 'ceremony_pb2',
 ]

@@ -23,7 +23,7 @@ from typing import Callable, List, Optional, Sequence
 import grpc
 
 from . import _identity
-from .errors import KeyshardError, UnavailableError, from_rpc_error, make_error
+from .errors import KeyshardError, from_rpc_error, make_error
 
 _READY = grpc.ChannelConnectivity.READY
 _FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
@@ -240,9 +240,9 @@ class Pool:
         while True:
             now = self.clock()
             if self.closed:
-                raise make_error(grpc.StatusCode.CANCELLED, 'the client was closed')
+                raise make_error(grpc.StatusCode.CANCELLED, 'the client was closed', request_id=request_id)
             if now >= deadline:
-                raise self._final(last or make_error(grpc.StatusCode.DEADLINE_EXCEEDED, 'deadline exceeded before the call was sent'), attempts, r)
+                raise self._final(last or make_error(grpc.StatusCode.DEADLINE_EXCEEDED, 'deadline exceeded before the call was sent', request_id=request_id), attempts, r)
             r = self.pick(now, key_op)
             attempts += 1
             connect_until = min(deadline, now + self.policy.connect_timeout)
@@ -268,15 +268,15 @@ class Pool:
                 self.mark_up(r)
                 return res
             except grpc.RpcError as e:
-                err = from_rpc_error(e)
+                err = from_rpc_error(e, request_id)
             except _identity.IdentityError as e:
-                err = UnavailableError(grpc.StatusCode.UNAVAILABLE, str(e))
+                err = make_error(grpc.StatusCode.UNAVAILABLE, str(e), request_id=request_id)
             except OSError as e:  # includes ssl.SSLError and socket timeouts
                 now = self.clock()
                 if now >= deadline:
-                    err = make_error(grpc.StatusCode.DEADLINE_EXCEEDED, f'deadline exceeded while connecting to {r.address}')
+                    err = make_error(grpc.StatusCode.DEADLINE_EXCEEDED, f'deadline exceeded while connecting to {r.address}', request_id=request_id)
                 else:
-                    err = UnavailableError(grpc.StatusCode.UNAVAILABLE, f'no connection to {r.address}: {_why(e)}')
+                    err = make_error(grpc.StatusCode.UNAVAILABLE, f'no connection to {r.address}: {_why(e)}', request_id=request_id)
             now = self.clock()
             last = err
             if not sent:
@@ -306,7 +306,7 @@ class Pool:
     def _final(err: KeyshardError, attempts: int, r: Optional[Replica]) -> KeyshardError:
         if attempts > 1 and r is not None:
             cause = err.__cause__
-            err = type(err)(err.code, f'{err.details} (after {attempts} attempts; the last to {r.address})', err.reason, err.metadata, err.domain)
+            err = type(err)(err.code, f'{err.details} (after {attempts} attempts; the last to {r.address})', err.reason, err.metadata, err.domain, err.request_id)
             err.__cause__ = cause
         return err
 

@@ -5,9 +5,11 @@ keyshard puts a serialized google.rpc.Status holding one google.rpc.ErrorInfo (d
 "keyshard.dev") in the `grpc-status-details-bin` trailer of every refusal; its `reason` is an
 UPPER_SNAKE word from one list (packages/errors/src/reasons.ts: SEALED, UNINITIALIZED,
 KEY_NOT_FOUND, KEY_DISABLED, WRONG_CONTEXT, NOT_AUTHORIZED, ...). The subclass is chosen by
-that reason, and only when a status carries no ErrorInfo (an older server, a proxy, or an error
-the SDK detects itself) by the status code: `reason` is then None. Nothing here looks at
-message text.
+that reason when it has one (SealedError, WrongContextError, ...), else by the status code
+(one class per code: FailedPreconditionError, NotFoundError, UnavailableError, ...); each reason
+class is a subclass of its code's, as in the TypeScript SDK (packages/client/src/errors.ts). A
+status without an ErrorInfo (an older server, a proxy, or a failure the SDK or grpc detected)
+gets its code's default reason. Nothing here looks at message text.
 
     try:
         client.decrypt(ciphertext, context={'tenant': 'a'})
@@ -25,24 +27,27 @@ STATUS_DETAILS_KEY = 'grpc-status-details-bin'
 
 
 class KeyshardError(Exception):
-    """A call keyshard refused, or that failed on the way (then `code` is UNAVAILABLE or
-    DEADLINE_EXCEEDED and `reason` None).
+    """A call keyshard refused, or that failed on the way.
 
-    code      grpc.StatusCode (code_name: its name, e.g. "FAILED_PRECONDITION"; grpc_code: the number)
-    reason    keyshard's reason (UPPER_SNAKE), or None when the status carried none
-    metadata  dict of non-secret facts the server attached (e.g. {"key": "k_..."})
-    details   the status message
-    domain    the ErrorInfo domain ("keyshard.dev"), or None
+    code        grpc.StatusCode (code_name: its name, e.g. "FAILED_PRECONDITION"; grpc_code: the number)
+    reason      keyshard's reason (UPPER_SNAKE, e.g. "SEALED"); from a status without details
+                (an older server, or a failure the SDK or grpc detected), the code's default
+    metadata    dict of non-secret facts the server attached (e.g. {"key": "k_..."})
+    details     the status message
+    request_id  the x-request-id of the call (the audit log's record of it)
+    domain      the ErrorInfo domain ("keyshard.dev"), or None when the status had no details
     """
 
     def __init__(self, code: grpc.StatusCode, details: str, reason: Optional[str] = None,
-                 metadata: Optional[Mapping[str, str]] = None, domain: Optional[str] = None):
+                 metadata: Optional[Mapping[str, str]] = None, domain: Optional[str] = None,
+                 request_id: Optional[str] = None):
         self.code = code
         self.details = details or ''
-        self.reason = reason
+        self.reason = reason or default_reason(code)
         self.metadata: Dict[str, str] = dict(metadata or {})
         self.domain = domain
-        super().__init__(self._text())
+        self.request_id = request_id
+        super().__init__(f'{code.name} [{self.reason}]: {self.details}')
 
     @property
     def code_name(self) -> str:
@@ -52,40 +57,98 @@ class KeyshardError(Exception):
     def grpc_code(self) -> int:
         return self.code.value[0]
 
-    def _text(self) -> str:
-        why = f' [{self.reason}]' if self.reason else ''
-        return f'{self.code.name}{why}: {self.details}'
-
     def __repr__(self) -> str:
         return f'{type(self).__name__}(code={self.code.name}, reason={self.reason!r}, details={self.details!r}, metadata={self.metadata!r})'
 
 
-class SealedError(KeyshardError):
-    """The replica is sealed: a custodian quorum must unseal it (reason SEALED)."""
+# One class per status code keyshard answers with (the others are KeyshardError itself).
+class InvalidArgumentError(KeyshardError):
+    pass
 
 
-class UninitializedError(KeyshardError):
-    """The cluster has no state: run `keyshard init` or restore a backup (reason UNINITIALIZED)."""
+class NotFoundError(KeyshardError):
+    pass
 
 
-class KeyNotFoundError(KeyshardError):
-    """No key has that id, name or alias (reason KEY_NOT_FOUND)."""
+class AlreadyExistsError(KeyshardError):
+    pass
 
 
-class KeyDisabledError(KeyshardError):
-    """The key is disabled (reason KEY_DISABLED)."""
-
-
-class WrongContextError(KeyshardError):
-    """The ciphertext does not authenticate under the given encryption context (reason WRONG_CONTEXT)."""
+class FailedPreconditionError(KeyshardError):
+    pass
 
 
 class PermissionDeniedError(KeyshardError):
-    """The caller may not make this call (reason NOT_AUTHORIZED, or status PERMISSION_DENIED)."""
+    """The caller may not make this call (reason NOT_AUTHORIZED)."""
+
+
+class UnauthenticatedError(KeyshardError):
+    pass
+
+
+class ResourceExhaustedError(KeyshardError):
+    pass
 
 
 class UnavailableError(KeyshardError):
-    """No replica could answer (status UNAVAILABLE); idempotent calls were already retried."""
+    """No replica could answer; idempotent calls were already retried on the others."""
+
+
+class DeadlineExceededError(KeyshardError):
+    pass
+
+
+class InternalError(KeyshardError):
+    pass
+
+
+# The common reasons, each a subclass of its code's class (as in the TypeScript SDK).
+class SealedError(FailedPreconditionError):
+    """SEALED: the replica is sealed; a custodian quorum must unseal it."""
+
+
+class UninitializedError(FailedPreconditionError):
+    """UNINITIALIZED: the cluster does not exist (never initialised, destroyed, or mid-restore)."""
+
+
+class KeyNotFoundError(NotFoundError):
+    """KEY_NOT_FOUND: no key has that id, name or alias."""
+
+
+class KeyDisabledError(FailedPreconditionError):
+    """KEY_DISABLED: the key is disabled."""
+
+
+class KeyPendingDestructionError(FailedPreconditionError):
+    """KEY_PENDING_DESTRUCTION: the key is scheduled for destruction."""
+
+
+class KeyDestroyedError(FailedPreconditionError):
+    """KEY_DESTROYED: the key is destroyed."""
+
+
+class WrongKeyUsageError(FailedPreconditionError):
+    """WRONG_KEY_USAGE: the key's type does not do this (e.g. encrypt with a signing key)."""
+
+
+class WrongContextError(InvalidArgumentError):
+    """WRONG_CONTEXT: the ciphertext does not authenticate under the given encryption context (or was modified)."""
+
+
+class InvalidCiphertextError(InvalidArgumentError):
+    """INVALID_CIPHERTEXT: not a ciphertext keyshard made."""
+
+
+class CeremonyNotFoundError(NotFoundError):
+    """CEREMONY_NOT_FOUND: no ceremony has that id."""
+
+
+class OverloadedError(ResourceExhaustedError):
+    """OVERLOADED: the replica is at its concurrency limit; retry with backoff."""
+
+
+class AuditUnavailableError(UnavailableError):
+    """AUDIT_UNAVAILABLE: the audit sink cannot record the call, so it was refused."""
 
 
 #: The subclass for each reason (the same names as the TypeScript SDK's).
@@ -94,21 +157,44 @@ ERROR_BY_REASON = {
     'UNINITIALIZED': UninitializedError,
     'KEY_NOT_FOUND': KeyNotFoundError,
     'KEY_DISABLED': KeyDisabledError,
+    'KEY_PENDING_DESTRUCTION': KeyPendingDestructionError,
+    'KEY_DESTROYED': KeyDestroyedError,
+    'WRONG_KEY_USAGE': WrongKeyUsageError,
     'WRONG_CONTEXT': WrongContextError,
-    'NOT_AUTHORIZED': PermissionDeniedError,
+    'INVALID_CIPHERTEXT': InvalidCiphertextError,
+    'CEREMONY_NOT_FOUND': CeremonyNotFoundError,
+    'OVERLOADED': OverloadedError,
+    'AUDIT_UNAVAILABLE': AuditUnavailableError,
 }
 
-#: The subclass for a status code, when the reason names none (or there is no reason).
+#: The class for a status code, when the reason has none of its own.
 ERROR_BY_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.INTERNAL: InternalError,
 }
+
+
+def default_reason(code: grpc.StatusCode) -> str:
+    """The reason of a status that names none (packages/errors DEFAULT_REASON): the code's name,
+    except PERMISSION_DENIED, whose reason is NOT_AUTHORIZED."""
+    return 'NOT_AUTHORIZED' if code is grpc.StatusCode.PERMISSION_DENIED else code.name
 
 
 def make_error(code: grpc.StatusCode, details: str, reason: Optional[str] = None,
-               metadata: Optional[Mapping[str, str]] = None, domain: Optional[str] = None) -> KeyshardError:
-    cls = ERROR_BY_REASON.get(reason or '') or ERROR_BY_CODE.get(code) or KeyshardError
-    return cls(code, details, reason, metadata, domain)
+               metadata: Optional[Mapping[str, str]] = None, domain: Optional[str] = None,
+               request_id: Optional[str] = None) -> KeyshardError:
+    """The typed error: its class from the reason, else from the code."""
+    reason = reason or default_reason(code)
+    cls = ERROR_BY_REASON.get(reason) or ERROR_BY_CODE.get(code) or KeyshardError
+    return cls(code, details, reason, metadata, domain, request_id)
 
 
 def _status_classes():
@@ -144,16 +230,17 @@ def error_info(trailing_metadata) -> Optional[dict]:
     return None
 
 
-def from_rpc_error(e: grpc.RpcError, suffix: str = '') -> KeyshardError:
-    """The typed error for a failed grpc call (a grpc.RpcError that is also a grpc.Call)."""
+def from_rpc_error(e: grpc.RpcError, request_id: Optional[str] = None) -> KeyshardError:
+    """The typed error for a failed grpc call (a grpc.RpcError that is also a grpc.Call).
+    request_id: the id the call was sent with, for when the server did not echo it."""
     code = e.code() if hasattr(e, 'code') else grpc.StatusCode.UNKNOWN
-    details = (e.details() if hasattr(e, 'details') else None) or str(e)
-    info = None
+    details = (e.details() if hasattr(e, 'details') else None) or str(e) or code.name
     try:
-        info = error_info(e.trailing_metadata()) if hasattr(e, 'trailing_metadata') else None
+        trailers = tuple(e.trailing_metadata() or ()) if hasattr(e, 'trailing_metadata') else ()
     except Exception:
-        info = None
-    info = info or {}
-    err = make_error(code, details + suffix, info.get('reason'), info.get('metadata'), info.get('domain'))
+        trailers = ()
+    info = error_info(trailers) or {}
+    echoed = next((v for k, v in trailers if k == 'x-request-id' and isinstance(v, str)), None)
+    err = make_error(code, details, info.get('reason'), info.get('metadata'), info.get('domain'), echoed or request_id)
     err.__cause__ = e
     return err
