@@ -71,7 +71,9 @@ CHANNEL_OPTIONS = (
 
 
 class Connection:
-    """One gRPC channel to one replica, opened after its server passed the identity check."""
+    """One gRPC channel to one replica, opened after its server passed the identity check. It
+    follows the channel's connectivity (a grpc subscription, polled by grpc's own thread) to know
+    without a call whether the connection failed or was lost."""
 
     def __init__(self, address: str, channel: grpc.Channel, identity: Optional[_identity.ServerIdentity], stubs: dict):
         self.address = address
@@ -102,6 +104,9 @@ class Connection:
 
     def wait_ready(self, until: float) -> str:
         """'ready', 'failed' (the connection failed: nothing was sent) or 'timeout'."""
+        with self._cond:
+            if self._state is _READY:
+                return 'ready'  # the common case: no subscription (grpc delivers each on a new thread)
         kick = lambda _state: None  # noqa: E731  subscribing with try_to_connect starts connecting
         self.channel.subscribe(kick, try_to_connect=True)
         try:
