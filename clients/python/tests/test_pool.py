@@ -32,7 +32,7 @@ class FakeConn:
 
     def invoke(self, service, method, request, timeout, metadata):
         self.world.sent.append((self.address, method, dict(metadata)['x-request-id'], timeout))
-        answer = self.world.answers.get(self.address, 'ok')
+        answer = self.world.answers.get((self.address, method), self.world.answers.get(self.address, 'ok'))
         if isinstance(answer, Exception):
             raise answer
         return f'{method} from {self.address}'
@@ -46,7 +46,7 @@ class World:
         self.down = set()        # connector raises OSError
         self.impostors = set()   # connector raises IdentityError
         self.ready = {}          # address -> 'ready' | 'failed' | 'timeout'
-        self.answers = {}        # address -> Exception | 'ok'
+        self.answers = {}        # address or (address, method) -> Exception | 'ok'
         self.sent = []
         self.connects = []
 
@@ -115,6 +115,17 @@ class Failover(unittest.TestCase):
         with self.assertRaises(keyshard.SealedError):
             self.call(self.pool(w2), 'RotateKey', idempotent=False)
 
+    def test_a_status_call_answered_by_a_sealed_replica_does_not_clear_its_sealed_mark(self):
+        w = World()
+        w.answers[('r1:1', 'Encrypt')] = sealed()
+        p = self.pool(w)
+        self.assertEqual(self.call(p), 'Encrypt from r2:1')
+        for _ in range(2):  # round robin: one of them goes to r1, which answers Status
+            p.call('CeremonyService', 'Status', None, time.monotonic() + 5, 'rid', True, False)
+        self.assertEqual(self.call(p), 'Encrypt from r2:1')
+        self.assertEqual(self.call(p), 'Encrypt from r2:1')
+        self.assertEqual(sum(1 for s in w.sent if s[:2] == ('r1:1', 'Encrypt')), 1)
+
     def test_other_refusals_are_final(self):
         w = World()
         w.answers['r1:1'] = FakeRpcError(FP, 'x', [status_trailer(FP, 'x', 'KEY_DISABLED')])
@@ -162,6 +173,30 @@ class Failover(unittest.TestCase):
         p = self.pool(w, n=3)
         got = [self.call(p) for _ in range(6)]
         self.assertEqual(sorted(set(got)), ['Encrypt from r1:1', 'Encrypt from r2:1', 'Encrypt from r3:1'])
+
+    def test_threads_share_a_pool(self):
+        import threading
+        w = World()
+        w.down.add('r1:1')
+        p = self.pool(w, n=3)
+        results, errors = [], []
+
+        def work():
+            try:
+                for _ in range(50):
+                    results.append(self.call(p))
+            except Exception as e:  # noqa: BLE001  reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 400)
+        self.assertNotIn('Encrypt from r1:1', results)
+        self.assertEqual(w.connects.count('r2:1') + w.connects.count('r3:1'), 2, 'one connection per live replica')
 
     def test_a_closed_pool_refuses(self):
         p = self.pool(World())

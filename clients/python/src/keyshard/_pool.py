@@ -194,11 +194,13 @@ class Pool:
             cap = min(self.policy.max_unhealthy, _FIRST_UNHEALTHY * 2 ** min(r.failures - 1, 30))
             r.unhealthy_until = now + cap * (0.5 + self.random() / 2)
 
-    def mark_up(self, r: Replica):
+    def mark_up(self, r: Replica, key_op: bool):
+        """A call succeeded on r; a key operation also shows that r is not sealed."""
         with self._lock:
             r.failures = 0
             r.unhealthy_until = 0.0
-            r.sealed_until = 0.0
+            if key_op:
+                r.sealed_until = 0.0
 
     def mark_sealed(self, r: Replica, now: float):
         with self._lock:
@@ -260,17 +262,23 @@ class Pool:
                         self._retire(r, conn)
                     raise OSError('it is failing' if state == 'failed' else f'it was not ready within {self.policy.connect_timeout:g} s')
                 with self._lock:
+                    if conn.retired:  # replaced by another thread meanwhile: nothing was sent
+                        raise OSError('its connection was being replaced')
                     conn.inflight += 1
                 sent = True
                 try:
                     res = conn.invoke(service, method, request, max(deadline - self.clock(), 0.001), metadata)
+                except ValueError:  # grpc: "Cannot invoke RPC on closed channel!"
+                    if self.closed:
+                        raise make_error(grpc.StatusCode.CANCELLED, 'the client was closed', request_id=request_id) from None
+                    raise
                 finally:
                     with self._lock:
                         conn.inflight -= 1
                         close = conn.retired and conn.inflight == 0
                     if close:
                         conn.close()
-                self.mark_up(r)
+                self.mark_up(r, key_op)
                 return res
             except grpc.RpcError as e:
                 err = from_rpc_error(e, request_id)
