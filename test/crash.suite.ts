@@ -299,7 +299,7 @@ function assertContiguous(k: Key): void {
 /** A key rotated only by its schedule: consecutive versions at least one period apart. */
 function assertScheduledOnce(k: Key): void {
   assertContiguous(k);
-  const period = Number(k.rotation.period_seconds) * 1000;
+  const period = (k.rotation?.period_seconds ?? 0) * 1000;
   for (let i = 1; i < k.versions.length; i++) {
     const gap = Date.parse(k.versions[i]!.created_at) - Date.parse(k.versions[i - 1]!.created_at);
     assert.ok(gap >= period - 50, `${k.name}: versions ${i} and ${i + 1} are ${gap} ms apart (period ${period} ms): a scheduled rotation ran twice`);

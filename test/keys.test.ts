@@ -90,18 +90,18 @@ describe('key lifecycle', { timeout: 240_000 }, () => {
     assert.equal((await admin.decrypt(v1.ciphertext)).key_version, 1);
     const re = await admin.reEncrypt(v1.ciphertext);
     assert.equal(re.key_version, 2);
-    await admin.updateKey('rot', { min_decryption_version: 2 });
+    await admin.updateKey('rot', { minDecryptionVersion: 2 });
     await rejectsWith(admin.decrypt(v1.ciphertext), 'FAILED_PRECONDITION', /minimum decryption version/);
     assert.deepEqual((await admin.decrypt(re.ciphertext)).plaintext, msg);
-    await rejectsWith(admin.updateKey('rot', { min_decryption_version: 3 }), 'INVALID_ARGUMENT', /above the primary/);
+    await rejectsWith(admin.updateKey('rot', { minDecryptionVersion: 3 }), 'INVALID_ARGUMENT', /above the primary/);
     const again = await admin.getKey('rot');
     assert.equal(again.min_decryption_version, 2);
     const scheduled = await admin.createKey('rot-scheduled', { rotationPeriodSeconds: 7200 });
-    assert.equal(scheduled.rotation.period_seconds, '7200');
-    assert.ok(Date.parse(scheduled.rotation.next_rotation_at) > Date.now() + 7_000_000);
+    assert.equal(scheduled.rotation?.period_seconds, 7200);
+    assert.ok(Date.parse(scheduled.rotation!.next_rotation_at) > Date.now() + 7_000_000);
     const daily = await admin.setRotationPolicy('rot-scheduled', 86_400);
-    assert.equal(daily.rotation.period_seconds, '86400');
-    assert.equal((await admin.setRotationPolicy('rot-scheduled', 0)).rotation.next_rotation_at, '', '0 clears the schedule');
+    assert.equal(daily.rotation?.period_seconds, 86_400);
+    assert.equal((await admin.setRotationPolicy('rot-scheduled', 0)).rotation?.next_rotation_at, '', '0 clears the schedule');
   });
 
   it('the leader rotates keys on their schedule, once per period, and audits it', async () => {
@@ -110,7 +110,7 @@ describe('key lifecycle', { timeout: 240_000 }, () => {
       const cur = await admin.getKey('auto-rotated');
       return cur.primary_version >= 2 ? cur : undefined;
     }, 15_000);
-    assert.ok(Date.parse(rotated.rotation.next_rotation_at) > Date.parse(rotated.rotated_at), 'next rotation moved forward');
+    assert.ok(Date.parse(rotated.rotation!.next_rotation_at) > Date.parse(rotated.rotated_at), 'next rotation moved forward');
     // Watched for 2.5 s (over one more period) after the first scheduled rotation: no burst of rotations, no version twice.
     await observeFor('the versions of a key rotated every 2 s', 2_500, async () => {
       const later = await admin.getKey('auto-rotated');

@@ -281,7 +281,7 @@ describe('observability: metrics, request ids, cluster status, overload', { time
       // A custodian accepts 1 MiB at most.
       const c1 = 'custodian-1';
       const opTls = readTls(cluster.layout.certs[operatorOf(c1)]!);
-      const raw = makeClient<grpc.Client>(keyshardProto().CustodianService, cluster.custodianAddress(c1), opTls);
+      const raw = makeClient(keyshardProto().CustodianService, cluster.custodianAddress(c1), opTls);
       try {
         await rejectsWith(unaryCall(raw, 'ShowCeremony', { id: 'x'.repeat(2 * MiB) }), 'RESOURCE_EXHAUSTED');
         await rejectsWith(unaryCall(raw, 'ShowCeremony', { id: 'no-such-ceremony' }), 'NOT_FOUND'); // served as usual

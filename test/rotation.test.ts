@@ -17,8 +17,8 @@ import type { Key, KeyshardClient } from '@keyshard/client';
 import { rejectsWith, waitFor } from './support/grpc.ts';
 
 const LIMIT = 40;
-/** Key.versions with the usage fields (proto KeyVersion). */
-const versionsOf = (k: Key) => k.versions as unknown as { version: number; created_at: string; last_used_at: string; encryptions: string }[];
+/** Key.versions with their usage fields (proto KeyVersion). */
+const versionsOf = (k: Key) => k.versions;
 const ROTATE_AT = 20;
 
 describe('rotation across two coordinators', { timeout: 300_000 }, () => {
@@ -114,7 +114,7 @@ describe('rotation across two coordinators', { timeout: 300_000 }, () => {
     await rejectsWith(one.createKey('too-fast', { rotationPeriodSeconds: 1 }), 'INVALID_ARGUMENT', /at least 2 seconds/);
     const k = await one.createKey('slow');
     await rejectsWith(one.setRotationPolicy(k.id, 1), 'INVALID_ARGUMENT', /at least 2 seconds/);
-    assert.equal((await one.setRotationPolicy(k.id, 2)).rotation.period_seconds, '2');
+    assert.equal((await one.setRotationPolicy(k.id, 2)).rotation?.period_seconds, 2);
   });
 
   it('each due rotation happens exactly once when the leader is SIGKILLed mid-sweep', async (t) => {
@@ -164,7 +164,7 @@ describe('rotation across two coordinators', { timeout: 300_000 }, () => {
     }
     const all = await Promise.all(keys.map((k) => followerClient.getKey(k.id)));
     for (const k of all) assert.equal(k.versions.length, 2, `${k.name} has ${k.versions.length} versions`);
-    for (const k of all) assert.ok(Date.parse(k.rotation.next_rotation_at) > Date.now(), `${k.name} is not due again yet`);
+    for (const k of all) assert.ok(Date.parse(k.rotation!.next_rotation_at) > Date.now(), `${k.name} is not due again yet`);
 
     // The killed replica comes back, unseals, and sees the same state.
     await cluster.start([leader]);

@@ -12,6 +12,7 @@ NODE_TEST=(node --import tsx --test --test-reporter=spec)
 
 if [ "$part" = all ] || [ "$part" = unit ]; then
   echo "== type check" >&2
+  npm run --silent gen:proto
   npx tsc -p tsconfig.json
   bash test/arch-check.sh
   # The frozen vectors are made by independent Python implementations; these fail if a vector

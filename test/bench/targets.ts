@@ -19,7 +19,7 @@
 import { createCipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { keyshardProto, makeClient, unaryCall } from '@keyshard/rpc';
+import { keyshardProto, makeClient, unaryCallUnchecked, type ClientConstructor } from '@keyshard/rpc';
 import { AuditClient, loadCheckpointKeys } from '@keyshard/audit-client';
 import { echoService, required, tlsFromFlags } from './common.ts';
 import { etcdTarget } from './etcd-baseline.ts';
@@ -35,20 +35,20 @@ export interface Target {
 }
 
 /** --channels clients of one service, each on its own TCP+TLS connection. */
-async function channelsTo(flags: Flags, Ctor: grpc.ServiceClientConstructor) {
+async function channelsTo(flags: Flags, Ctor: ClientConstructor<grpc.Client>) {
   const address = required(flags, 'address');
   const tls = tlsFromFlags(flags);
   const timeoutMs = Number(flags['timeout-ms'] ?? 10_000);
   // A local subchannel pool per channel: otherwise grpc-js would share one connection between
   // channels with equal target, credentials and options.
   const clients = Array.from({ length: Number(flags.channels ?? 1) }, () =>
-    makeClient<grpc.Client>(Ctor, address, tls, { 'grpc.use_local_subchannel_pool': 1 }),
+    makeClient(Ctor, address, tls, { 'grpc.use_local_subchannel_pool': 1 }),
   );
   await Promise.all(
     clients.map((c) => new Promise<void>((resolve, reject) => c.waitForReady(Date.now() + 10_000, (e) => (e ? reject(e) : resolve())))),
   );
   const unary = <Res>(worker: number, method: string, request: unknown) =>
-    unaryCall<Res>(clients[worker % clients.length]!, method, request, { timeoutMs });
+    unaryCallUnchecked<Res>(clients[worker % clients.length]!, method, request, { timeoutMs });
   /** A target calling `method` with `request(seq)`; `check` rejects replies that carry failures. */
   const target = (method: string, request: (seq: number) => unknown, check?: (res: any) => void): Target => ({
     async call(worker, seq) {

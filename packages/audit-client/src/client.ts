@@ -18,9 +18,9 @@
  */
 import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { CheckpointTrust, fromCheckpointMsg, type CheckpointMsg } from '@keyshard/audit-log';
+import { CheckpointTrust, fromCheckpointMsg } from '@keyshard/audit-log';
 import { KeyshardError, type ErrorCode } from '@keyshard/errors';
-import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, type TlsMaterial } from '@keyshard/rpc';
+import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, type pb, type TlsMaterial } from '@keyshard/rpc';
 import { completeEvent, type AuditEvent, type AuditEventInput } from './event.ts';
 
 export interface AuditClientOptions {
@@ -46,17 +46,7 @@ interface Pending {
   settled: boolean;
 }
 
-interface AppendResponseMsg {
-  batch: string;
-  first_index: string;
-  count: string;
-  head_hash: string;
-  tree_size: string;
-  checkpoint: CheckpointMsg | null;
-  consistency_proof: Buffer[];
-}
-
-type AppendStream = grpc.ClientDuplexStream<{ events: AuditEvent[]; batch: string; known_tree_size: number }, AppendResponseMsg>;
+type AppendStream = grpc.ClientDuplexStream<pb.AppendRequest, pb.AppendResponse__Output>;
 
 // Refusals keep their own code (a misconfiguration is not an outage); the rest is UNAVAILABLE.
 const KEPT: Partial<Record<number, ErrorCode>> = {
@@ -76,10 +66,10 @@ export class AuditClient {
   private readonly timeoutMs: number;
   private readonly maxBatch: number;
   private readonly maxQueued: number;
-  private client: grpc.Client | undefined;
+  private client: pb.AuditServiceClient | undefined;
   private stream: AppendStream | undefined;
   private queue: Pending[] = [];
-  private inFlight: { batch: string; items: Pending[]; timer: NodeJS.Timeout; knownSize: number } | undefined;
+  private inFlight: { batch: number; items: Pending[]; timer: NodeJS.Timeout; knownSize: number } | undefined;
   private readonly trust: CheckpointTrust;
   private batchSeq = 0;
   private closed = false;
@@ -177,7 +167,7 @@ export class AuditClient {
     }
     const stream = this.stream ?? this.connect();
     const items = this.queue.splice(0, this.maxBatch);
-    const batch = String(++this.batchSeq);
+    const batch = ++this.batchSeq;
     // A batch never acknowledged means a hung sink or a dead connection that TCP has not
     // noticed yet: drop the stream; events queued behind the batch go out on a fresh one.
     const timer = setTimeout(() => {
@@ -191,9 +181,9 @@ export class AuditClient {
 
   private connect(): AppendStream {
     this.client ??= makeClient(keyshardProto().AuditService, this.opts.address, this.opts.tls, RECONNECT, expectServer('the audit sink', this.opts.serverId ?? AUDIT_SINK_ID));
-    const s = (this.client as unknown as { Append(): AppendStream }).Append();
+    const s = this.client.Append();
     this.stream = s;
-    s.on('data', (res: AppendResponseMsg) => {
+    s.on('data', (res: pb.AppendResponse__Output) => {
       if (this.stream !== s) return;
       const f = this.inFlight;
       if (!f || res.batch !== f.batch) {
@@ -236,14 +226,14 @@ export class AuditClient {
   }
 
   /** Checks an acknowledgement's checkpoint (CheckpointTrust); alerts on the first failure. */
-  private verify(res: AppendResponseMsg, knownSize: number): string | undefined {
+  private verify(res: pb.AppendResponse__Output, knownSize: number): string | undefined {
     const already = this.trust.problem;
     let problem: string | undefined;
     try {
       problem = this.trust.accept(
         {
-          firstIndex: Number(res.first_index),
-          count: Number(res.count),
+          firstIndex: res.first_index,
+          count: res.count,
           headHash: res.head_hash,
           checkpoint: res.checkpoint ? fromCheckpointMsg(res.checkpoint) : undefined,
           consistency: res.consistency_proof ?? [],

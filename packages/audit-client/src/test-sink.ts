@@ -8,7 +8,7 @@
  */
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { keyshardProto, serverCredentials, type TlsMaterial } from '@keyshard/rpc';
+import { keyshardProto, serverCredentials, type pb, type TlsMaterial } from '@keyshard/rpc';
 import { MerkleTree, keyIdOf, leafHash, signCheckpoint, toCheckpointMsg, type AuditEvent } from '@keyshard/audit-log';
 
 export type Lie = 'none' | 'bad-signature' | 'other-key' | 'rollback' | 'fork' | 'no-proof' | 'silent' | 'fail';
@@ -40,14 +40,15 @@ export class FakeAuditSink {
       ({ privateKey: this.privateKey, publicKey: this.publicKey } = generateKeyPairSync('ed25519'));
     }
     this.keyId = keyIdOf(this.publicKey);
-    this.server.addService(keyshardProto().AuditService.service, {
-      Append: (call: grpc.ServerDuplexStream<{ events: AuditEvent[]; batch: string; known_tree_size: string }, unknown>) => {
+    const implementation: Pick<pb.AuditServiceHandlers, 'Append'> = {
+      Append: (call) => {
         this.streams += 1;
         call.on('data', (req) => this.#onBatch(call, req));
         call.on('end', () => call.end());
         call.on('error', () => {});
       },
-    });
+    };
+    this.server.addService(keyshardProto().AuditService.service, implementation);
   }
 
   /** The sink's public keys by id, as a producer is configured with them. */
@@ -70,7 +71,7 @@ export class FakeAuditSink {
     this.server.forceShutdown();
   }
 
-  #onBatch(call: grpc.ServerDuplexStream<unknown, unknown>, req: { events: AuditEvent[]; batch: string; known_tree_size: string }): void {
+  #onBatch(call: grpc.ServerDuplexStream<pb.AppendRequest__Output, pb.AppendResponse>, req: pb.AppendRequest__Output): void {
     if (this.lie === 'fail') {
       call.emit('error', { code: grpc.status.INTERNAL, details: 'disk on fire' });
       return;
@@ -82,7 +83,7 @@ export class FakeAuditSink {
     this.events.push(...req.events);
     const first = this.tree.size;
     for (const e of req.events) this.tree.appendLeafHash(leafHash(JSON.stringify(e)));
-    const known = Number(req.known_tree_size ?? 0);
+    const known = req.known_tree_size;
     this.knownSizes.push(known);
     setTimeout(() => {
       this.inFlight -= 1;
@@ -90,7 +91,7 @@ export class FakeAuditSink {
     }, this.delayMs);
   }
 
-  #ack(batch: string, first: number, count: number, known: number): unknown {
+  #ack(batch: number, first: number, count: number, known: number): pb.AppendResponse {
     let size = this.tree.size;
     let root = this.tree.root();
     let key = this.privateKey;
@@ -119,6 +120,6 @@ export class FakeAuditSink {
     }
     const cp = signCheckpoint(key, keyId, size, root);
     if (this.lie === 'bad-signature') cp.signature = Buffer.alloc(64, 7).toString('base64');
-    return { batch, first_index: String(first), count: String(count), head_hash: cp.root_hash, tree_size: String(size), checkpoint: toCheckpointMsg(cp), consistency_proof: proof };
+    return { batch, first_index: first, count, head_hash: cp.root_hash, tree_size: size, checkpoint: toCheckpointMsg(cp), consistency_proof: proof };
   }
 }

@@ -6,24 +6,22 @@
  * An event never carries a secret; values that must stay unreadable are stored as HMACs
  * (sensitive.ts).
  */
+import type { pb } from '@keyshard/rpc';
 
-/** keyshard.v1.AuditEvent. Never put secrets in it. */
-export interface AuditEvent {
-  id: string; // producer-assigned, unique: makes delivery idempotent
-  time: string; // RFC 3339 with milliseconds
-  source: string; // producing component; the sink requires it to equal the producer's cert CN
-  principal: string;
-  operation: string; // e.g. keys.Encrypt
-  key_id: string;
-  ceremony_id: string;
-  result: string; // ok | denied | error
-  code: string; // gRPC status name when not ok
-  request_id: string;
-  details: Record<string, string>;
-}
+/**
+ * keyshard.v1.AuditEvent, every field set: the type generated from audit.proto (its fields and
+ * their meaning are described there). Never put secrets in it. `source` must equal the
+ * producer's certificate CN (the sink checks); `result` is ok | denied | error; `code` the gRPC
+ * status name when not ok.
+ */
+export type AuditEvent = pb.AuditEvent__Output;
 
 /** Every field of AuditEvent but `details` (a string map): all strings. */
-export const AUDIT_EVENT_STRING_FIELDS = ['id', 'time', 'source', 'principal', 'operation', 'key_id', 'ceremony_id', 'result', 'code', 'request_id'] as const;
+export const AUDIT_EVENT_STRING_FIELDS = ['id', 'time', 'source', 'principal', 'operation', 'key_id', 'ceremony_id', 'result', 'code', 'request_id'] as const satisfies readonly (keyof AuditEvent)[];
+
+// The type check fails if audit.proto gains a field the list above lacks.
+type None<T extends never> = T;
+export type UnlistedEventFields = None<Exclude<keyof AuditEvent, (typeof AUDIT_EVENT_STRING_FIELDS)[number] | 'details'>>;
 
 // Bounds keep one producer from bloating the log; real events are far smaller.
 export const MAX_EVENT_ID = 128;

@@ -11,8 +11,9 @@
  */
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { pb } from '@keyshard/rpc';
 
-/** A checkpoint as stored (checkpoints file) and printed (CLI); the proto form has string sizes and raw bytes. */
+/** A checkpoint as stored (checkpoints file) and printed (CLI); the proto form has the signature in raw bytes. */
 export interface SignedCheckpoint {
   tree_size: number;
   root_hash: string; // hex
@@ -81,19 +82,13 @@ export function loadCheckpointKeys(files: readonly string[]): Map<string, KeyObj
   return keys;
 }
 
-/** The proto keyshard.v1.Checkpoint form. */
-export interface CheckpointMsg {
-  tree_size: string;
-  root_hash: string;
-  time: string;
-  key_id: string;
-  signature: Buffer;
-}
+/** The proto keyshard.v1.Checkpoint form (audit.proto), every field set. */
+export type CheckpointMsg = pb.Checkpoint__Output;
 
 export function toCheckpointMsg(c: SignedCheckpoint): CheckpointMsg {
-  return { tree_size: String(c.tree_size), root_hash: c.root_hash, time: c.time, key_id: c.key_id, signature: Buffer.from(c.signature, 'base64') };
+  return { tree_size: c.tree_size, root_hash: c.root_hash, time: c.time, key_id: c.key_id, signature: Buffer.from(c.signature, 'base64') };
 }
 
 export function fromCheckpointMsg(m: CheckpointMsg): SignedCheckpoint {
-  return { tree_size: Number(m.tree_size), root_hash: m.root_hash, time: m.time, key_id: m.key_id, signature: Buffer.from(m.signature).toString('base64') };
+  return { tree_size: m.tree_size, root_hash: m.root_hash, time: m.time, key_id: m.key_id, signature: Buffer.from(m.signature).toString('base64') };
 }

@@ -5,37 +5,19 @@
  */
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
-import { keyshardProto, makeClient, requestMetadata, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import { keyshardProto, makeClient, requestMetadata, type pb, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
 import { coordinatorIdentity, tlsMaterial } from './connection.ts';
-import type { Ceremony } from './types.ts';
+import type { BackupChunk, BackupSummary, RestoreProgress } from './types.ts';
 
-export interface BackupSummary {
-  cluster: string;
-  cluster_id: string;
-  revision: string;
-  entries: string;
-  keys: string;
-  key_versions: string;
-  keks: string;
-  dry_run: boolean;
-  unsealed: boolean;
-}
-
-export interface RestoreProgress {
-  phase: 'ceremony' | 'send' | 'writing' | 'done';
-  ceremony: Ceremony | null;
-  entries_done: string;
-  entries_total: string;
-  summary: BackupSummary | null;
-}
+export type { BackupChunk, BackupSummary, RestoreProgress };
 
 /** Writes to a client stream, waiting for drain when grpc-js asks for it. */
-async function writeAll(call: grpc.ClientWritableStream<unknown>, chunks: AsyncIterable<Buffer>): Promise<void> {
+async function writeAll(call: grpc.ClientWritableStream<{ data: Buffer }>, chunks: AsyncIterable<Buffer>): Promise<void> {
   for await (const data of chunks) if (!call.write({ data })) await once(call, 'drain');
 }
 
 export class BackupClient {
-  #client: grpc.Client;
+  #client: pb.BackupServiceClient;
 
   /** `coordinatorIds`: as ClientOptions.coordinatorIds (the server is pinned to a coordinator identity). */
   constructor(opts: { address: string; tls: TlsMaterial | TlsFiles; coordinatorIds?: readonly string[] }) {
@@ -45,10 +27,10 @@ export class BackupClient {
   }
 
   /** The backup file's bytes as they come, with progress. */
-  async *createBackup(): AsyncGenerator<{ data: Buffer; entries_done: string; entries_total: string }> {
-    const call = (this.#client as unknown as { CreateBackup(req: unknown, md: grpc.Metadata): grpc.ClientReadableStream<any> }).CreateBackup({}, requestMetadata());
+  async *createBackup(): AsyncGenerator<BackupChunk> {
+    const call = this.#client.CreateBackup({}, requestMetadata());
     try {
-      for await (const chunk of call) yield chunk;
+      for await (const chunk of call as AsyncIterable<BackupChunk>) yield chunk;
     } finally {
       call.cancel();
     }
@@ -57,10 +39,7 @@ export class BackupClient {
   /** Sends a backup file to an unsealed coordinator, which checks every entry against its root. */
   verifyBackup(file: AsyncIterable<Buffer>): Promise<BackupSummary> {
     return new Promise((resolve, reject) => {
-      const call = (this.#client as unknown as { VerifyBackup(md: grpc.Metadata, cb: grpc.requestCallback<BackupSummary>): grpc.ClientWritableStream<unknown> }).VerifyBackup(
-        requestMetadata(),
-        (err, res) => (err ? reject(err) : resolve(res!)),
-      );
+      const call = this.#client.VerifyBackup(requestMetadata(), (err, res) => (err ? reject(err) : resolve(res!)));
       writeAll(call, file).then(() => call.end(), (e: Error) => {
         call.cancel();
         reject(e);
@@ -78,7 +57,7 @@ export class BackupClient {
     options: { dryRun?: boolean; forceClusterId?: boolean; ttlSeconds?: number },
     onProgress: (p: RestoreProgress) => void,
   ): Promise<BackupSummary> {
-    const call = (this.#client as unknown as { Restore(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, RestoreProgress> }).Restore(requestMetadata());
+    const call = this.#client.Restore(requestMetadata());
     call.write({ options: { dry_run: Boolean(options.dryRun), force_cluster_id: Boolean(options.forceClusterId), ttl_seconds: options.ttlSeconds ?? 0 }, data: header });
     let summary: BackupSummary | undefined;
     let sending: Promise<void> | undefined;

@@ -1,6 +1,6 @@
 /**
- * When the SDK may send a keyshard.v1 call again: the idempotency table, the retry limits and
- * the backoff. Invariants:
+ * When the SDK may send a keyshard.v1 call again: each method's idempotency (from the protos'
+ * `idempotency_level` option), the retry limits and the backoff. Invariants:
  * - An `idempotent` call is retried on UNAVAILABLE (on another replica when one is healthy),
  *   and for key operations on a sealed replica's FAILED_PRECONDITION when another replica is
  *   not known to be sealed. Repeating it changes no key state; it may appear twice in the
@@ -17,52 +17,27 @@
  * keeps many clients that failed together from retrying together.
  */
 import * as grpc from '@grpc/grpc-js';
+import { methodPolicies } from '@keyshard/rpc';
 
 export type Safety = 'idempotent' | 'once';
 
-/** Every unary method of KeyService and CeremonyService, with how the SDK may repeat it. */
-export const METHOD_SAFETY: Readonly<Record<string, Safety>> = {
-  // KeyService, reads
-  GetKey: 'idempotent',
-  ListKeys: 'idempotent',
-  GetPublicKey: 'idempotent',
-  ListAliases: 'idempotent',
-  // KeyService, pure crypto: no key state changes (fresh nonces or data keys each time; the
-  // first answer is simply dropped)
-  Encrypt: 'idempotent',
-  Decrypt: 'idempotent',
-  ReEncrypt: 'idempotent',
-  EncryptBatch: 'idempotent',
-  DecryptBatch: 'idempotent',
-  GenerateDataKey: 'idempotent',
-  GenerateDataKeyWithoutPlaintext: 'idempotent',
-  Sign: 'idempotent',
-  Verify: 'idempotent',
-  Mac: 'idempotent',
-  VerifyMac: 'idempotent',
-  // KeyService, state changes (the coordinator's write-ahead-audited set)
-  CreateKey: 'once',
-  UpdateKey: 'once',
-  EnableKey: 'once',
-  DisableKey: 'once',
-  ScheduleKeyDestruction: 'once',
-  CancelKeyDestruction: 'once',
-  RotateKey: 'once',
-  SetRotationPolicy: 'once',
-  CreateAlias: 'once',
-  UpdateAlias: 'once',
-  DeleteAlias: 'once',
-  // CeremonyService
-  Status: 'idempotent',
-  GetCeremony: 'idempotent',
-  ListCeremonies: 'idempotent',
-  GetShareExport: 'idempotent',
-  Init: 'once',
-  StartUnseal: 'once',
-  StartCeremony: 'once',
-  Seal: 'once', // seals the replica that answers: a retry elsewhere would seal a second one
-  CancelCeremony: 'once',
-};
+let safety: ReadonlyMap<string, Safety> | undefined;
+
+/**
+ * How the SDK may repeat a unary method of KeyService or CeremonyService, as the protos say it
+ * (each rpc's `idempotency_level`, read by @keyshard/rpc method-policy.ts): NO_SIDE_EFFECTS
+ * (reads) and IDEMPOTENT (pure crypto: fresh nonces or data keys each time, no key state
+ * changes, the first answer simply dropped) are 'idempotent'; every other method changes state
+ * (a second CreateKey or RotateKey would act twice, a second EnableKey would fail after the first
+ * succeeded; Seal seals the replica that answers, a retry elsewhere would seal a second one) and
+ * is 'once', as is a method the protos do not declare.
+ */
+export function methodSafety(method: string): Safety {
+  safety ??= new Map(
+    (['KeyService', 'CeremonyService'] as const).flatMap((s) => [...methodPolicies(s).values()].map((p) => [p.method, p.retryable ? 'idempotent' : 'once'] as const)),
+  );
+  return safety.get(method) ?? 'once';
+}
 
 /** Retry limits a client is created with; every field is optional. */
 export interface RetryOptions {

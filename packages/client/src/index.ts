@@ -8,17 +8,17 @@
  * certificate of the CA is refused with UNAVAILABLE.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryCall, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
+import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryCall, type pb, type TlsFiles, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
 import { retryPolicy, type RetryOptions } from './call-policy.ts';
 import { coordinatorIdentity, tlsMaterial, type ConnectionOptions } from './connection.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
-import type { BatchError, Ceremony, Context, DataKey, Key, ShareExport, Status } from './types.ts';
+import type { Ceremony, Context, ShareExport } from './types.ts';
 
 export type { TlsFiles, TlsMaterial, RetryOptions };
 export { isServiceError, statusName } from '@keyshard/rpc';
-export { METHOD_SAFETY, type Safety } from './call-policy.ts';
+export { methodSafety, type Safety } from './call-policy.ts';
 export { coordinatorIdentity, type ConnectionOptions } from './connection.ts';
-export type { BatchError, Ceremony, Context, DataKey, Key, ShareExport, Status } from './types.ts';
+export type * from './types.ts';
 
 export interface ClientOptions extends Omit<ConnectionOptions, 'address'> {
   /** A coordinator's "host:port", or several replicas of one cluster. */
@@ -69,6 +69,13 @@ function addressesOf(address: string | readonly string[]): string[] {
   return list;
 }
 
+type KeyClient = pb.KeyServiceClient;
+type CeremonyClient = pb.CeremonyServiceClient;
+
+/** A key policy as the SDK takes it (operation → principals) in its proto form. */
+const grantsOf = (policy: Record<string, string[]> | undefined): pb.KeyPolicy | undefined =>
+  policy ? { grants: Object.fromEntries(Object.entries(policy).map(([op, principals]) => [op, { principals }])) } : undefined;
+
 export class KeyshardClient {
   #keys: ReplicaPool;
   #ceremony: ReplicaPool;
@@ -102,20 +109,22 @@ export class KeyshardClient {
     );
   }
 
-  #k<T>(method: string, req: unknown, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return this.#keys.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
+  /** A KeyService call, typed by the generated client: the request as keys.proto defines it, the response as decoded. */
+  #k<M extends UnaryMethod<KeyClient>>(method: M, req: UnaryRequest<KeyClient, M>, o?: CallOptions, timeoutMs = this.#timeoutMs) {
+    return this.#keys.call<UnaryResponse<KeyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
   }
 
-  #c<T>(method: string, req: unknown, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return this.#ceremony.call<T>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
+  /** A CeremonyService call, typed the same way. */
+  #c<M extends UnaryMethod<CeremonyClient>>(method: M, req: UnaryRequest<CeremonyClient, M>, o?: CallOptions, timeoutMs = this.#timeoutMs) {
+    return this.#ceremony.call<UnaryResponse<CeremonyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
   }
 
   status(o?: CallOptions) {
-    return this.#c<Status>('Status', {}, o);
+    return this.#c('Status', {}, o);
   }
 
   init(shares?: number, threshold?: number, o?: CallOptions) {
-    return this.#c<{ cluster_id: string; threshold: number; shares: number; custodian_ids: string[]; manifest_fingerprint: string }>(
+    return this.#c(
       'Init',
       { shares: shares ?? 0, threshold: threshold ?? 0 },
       o,
@@ -124,33 +133,33 @@ export class KeyshardClient {
   }
 
   startUnseal(ttlSeconds?: number, o?: CallOptions) {
-    return this.#c<Ceremony>('StartUnseal', { ttl_seconds: ttlSeconds ?? 0 }, o);
+    return this.#c('StartUnseal', { ttl_seconds: ttlSeconds ?? 0 }, o);
   }
 
   getCeremony(id: string, o?: CallOptions) {
-    return this.#c<Ceremony>('GetCeremony', { id }, o);
+    return this.#c('GetCeremony', { id }, o);
   }
 
   seal(o?: CallOptions) {
-    return this.#c<{ sealed: boolean }>('Seal', {}, o);
+    return this.#c('Seal', {}, o);
   }
 
   /** Opens a quorum ceremony (e.g. destroy-key with parameters { key }). */
   startCeremony(operation: string, parameters: Record<string, string> = {}, ttlSeconds = 0, o?: CallOptions) {
-    return this.#c<Ceremony>('StartCeremony', { operation, parameters, ttl_seconds: ttlSeconds }, o);
+    return this.#c('StartCeremony', { operation, parameters, ttl_seconds: ttlSeconds }, o);
   }
 
   listCeremonies(includeFinished = false, o?: CallOptions) {
-    return this.#c<{ ceremonies: Ceremony[] }>('ListCeremonies', { include_finished: includeFinished }, o);
+    return this.#c('ListCeremonies', { include_finished: includeFinished }, o);
   }
 
   /** The recovery export an export-share ceremony produced (wrapped to the offline recovery key). */
   getShareExport(ceremonyId: string, o?: CallOptions) {
-    return this.#c<ShareExport>('GetShareExport', { id: ceremonyId }, o);
+    return this.#c('GetShareExport', { id: ceremonyId }, o);
   }
 
   cancelCeremony(id: string, o?: CallOptions) {
-    return this.#c<Ceremony>('CancelCeremony', { id }, o);
+    return this.#c('CancelCeremony', { id }, o);
   }
 
   createKey(
@@ -159,36 +168,36 @@ export class KeyshardClient {
     o?: CallOptions,
   ) {
     const { rotationPeriodSeconds, policy, ...rest } = opts;
-    return this.#k<Key>(
+    return this.#k(
       'CreateKey',
       {
         name,
         ...rest,
         rotation: rotationPeriodSeconds ? { period_seconds: rotationPeriodSeconds } : undefined,
-        policy: policy ? { grants: Object.fromEntries(Object.entries(policy).map(([op, principals]) => [op, { principals }])) } : undefined,
+        policy: grantsOf(policy),
       },
       o,
     );
   }
 
   getKey(key: string, o?: CallOptions) {
-    return this.#k<Key>('GetKey', { key }, o);
+    return this.#k('GetKey', { key }, o);
   }
 
   listKeys(pageSize = 0, pageToken = '', o?: CallOptions) {
-    return this.#k<{ keys: Key[]; next_page_token: string }>('ListKeys', { page_size: pageSize, page_token: pageToken }, o);
+    return this.#k('ListKeys', { page_size: pageSize, page_token: pageToken }, o);
   }
 
   encrypt(key: string, plaintext: Buffer, context: Context = {}, o?: CallOptions) {
-    return this.#k<{ ciphertext: Buffer; key_id: string; key_version: number }>('Encrypt', { key, plaintext, context }, o);
+    return this.#k('Encrypt', { key, plaintext, context }, o);
   }
 
   decrypt(ciphertext: Buffer, context: Context = {}, o?: CallOptions) {
-    return this.#k<{ plaintext: Buffer; key_id: string; key_version: number }>('Decrypt', { ciphertext, context }, o);
+    return this.#k('Decrypt', { ciphertext, context }, o);
   }
 
   reEncrypt(ciphertext: Buffer, sourceContext: Context = {}, destinationKey = '', destinationContext: Context = {}, o?: CallOptions) {
-    return this.#k<{ ciphertext: Buffer; key_id: string; key_version: number }>(
+    return this.#k(
       'ReEncrypt',
       { ciphertext, source_context: sourceContext, destination_key: destinationKey, destination_context: destinationContext },
       o,
@@ -196,7 +205,7 @@ export class KeyshardClient {
   }
 
   encryptBatch(items: { key: string; plaintext: Buffer; context?: Context }[], o?: CallOptions) {
-    return this.#k<{ results: { result: { ciphertext: Buffer; key_id: string; key_version: number } | null; error: BatchError | null }[] }>(
+    return this.#k(
       'EncryptBatch',
       { items },
       o,
@@ -205,7 +214,7 @@ export class KeyshardClient {
   }
 
   decryptBatch(items: { ciphertext: Buffer; context?: Context }[], o?: CallOptions) {
-    return this.#k<{ results: { result: { plaintext: Buffer; key_id: string; key_version: number } | null; error: BatchError | null }[] }>(
+    return this.#k(
       'DecryptBatch',
       { items },
       o,
@@ -214,77 +223,78 @@ export class KeyshardClient {
   }
 
   generateDataKey(key: string, length = 32, context: Context = {}, o?: CallOptions) {
-    return this.#k<DataKey>('GenerateDataKey', { key, length, context }, o);
+    return this.#k('GenerateDataKey', { key, length, context }, o);
   }
 
   generateDataKeyWithoutPlaintext(key: string, length = 32, context: Context = {}, o?: CallOptions) {
-    return this.#k<DataKey>('GenerateDataKeyWithoutPlaintext', { key, length, context }, o);
+    return this.#k('GenerateDataKeyWithoutPlaintext', { key, length, context }, o);
   }
 
   sign(key: string, input: { message?: Buffer; digest?: Buffer }, o?: CallOptions) {
-    return this.#k<{ signature: Buffer; key_id: string; key_version: number }>('Sign', { key, ...input }, o);
+    return this.#k('Sign', { key, ...input }, o);
   }
 
   verify(key: string, input: { message?: Buffer; digest?: Buffer }, signature: Buffer, keyVersion = 0, o?: CallOptions) {
-    return this.#k<{ valid: boolean }>('Verify', { key, ...input, signature, key_version: keyVersion }, o);
+    return this.#k('Verify', { key, ...input, signature, key_version: keyVersion }, o);
   }
 
   getPublicKey(key: string, keyVersion = 0, o?: CallOptions) {
-    return this.#k<{ pem: string; jwk: string; key_version: number }>('GetPublicKey', { key, key_version: keyVersion }, o);
+    return this.#k('GetPublicKey', { key, key_version: keyVersion }, o);
   }
 
   mac(key: string, message: Buffer, o?: CallOptions) {
-    return this.#k<{ mac: Buffer; key_version: number }>('Mac', { key, message }, o);
+    return this.#k('Mac', { key, message }, o);
   }
 
   verifyMac(key: string, message: Buffer, mac: Buffer, keyVersion = 0, o?: CallOptions) {
-    return this.#k<{ valid: boolean }>('VerifyMac', { key, message, mac, key_version: keyVersion }, o);
+    return this.#k('VerifyMac', { key, message, mac, key_version: keyVersion }, o);
   }
 
   setRotationPolicy(key: string, periodSeconds: number, o?: CallOptions) {
-    return this.#k<Key>('SetRotationPolicy', { key, rotation: { period_seconds: periodSeconds } }, o);
+    return this.#k('SetRotationPolicy', { key, rotation: { period_seconds: periodSeconds } }, o);
   }
 
   /** Rotates now; with `onlyIfDue`, only if the key's scheduled rotation is due (compare-and-swap, like the leader's sweep). */
   rotateKey(key: string, o?: CallOptions & { onlyIfDue?: boolean }) {
-    return this.#k<Key>('RotateKey', { key, only_if_due: o?.onlyIfDue ?? false }, o);
+    return this.#k('RotateKey', { key, only_if_due: o?.onlyIfDue ?? false }, o);
   }
 
-  updateKey(key: string, change: { description?: string; labels?: Record<string, string>; min_decryption_version?: number; policy?: Record<string, string[]> }, o?: CallOptions) {
-    const policy = change.policy ? { grants: Object.fromEntries(Object.entries(change.policy).map(([op, principals]) => [op, { principals }])) } : undefined;
-    return this.#k<Key>('UpdateKey', { key, ...change, policy }, o);
+  /** Changes what is given; `minDecryptionVersion` retires older versions for decryption. */
+  updateKey(key: string, change: { description?: string; labels?: Record<string, string>; minDecryptionVersion?: number; policy?: Record<string, string[]> }, o?: CallOptions) {
+    const { minDecryptionVersion, policy, ...rest } = change;
+    return this.#k('UpdateKey', { key, ...rest, min_decryption_version: minDecryptionVersion, policy: grantsOf(policy) }, o);
   }
 
   enableKey(key: string, o?: CallOptions) {
-    return this.#k<Key>('EnableKey', { key }, o);
+    return this.#k('EnableKey', { key }, o);
   }
 
   disableKey(key: string, o?: CallOptions) {
-    return this.#k<Key>('DisableKey', { key }, o);
+    return this.#k('DisableKey', { key }, o);
   }
 
   scheduleKeyDestruction(key: string, waitingPeriodSeconds = 0, o?: CallOptions) {
-    return this.#k<Key>('ScheduleKeyDestruction', { key, waiting_period_seconds: waitingPeriodSeconds }, o);
+    return this.#k('ScheduleKeyDestruction', { key, waiting_period_seconds: waitingPeriodSeconds }, o);
   }
 
   cancelKeyDestruction(key: string, o?: CallOptions) {
-    return this.#k<Key>('CancelKeyDestruction', { key }, o);
+    return this.#k('CancelKeyDestruction', { key }, o);
   }
 
   createAlias(name: string, key: string, o?: CallOptions) {
-    return this.#k<{ name: string; key_id: string }>('CreateAlias', { name, key }, o);
+    return this.#k('CreateAlias', { name, key }, o);
   }
 
   updateAlias(name: string, key: string, o?: CallOptions) {
-    return this.#k<{ name: string; key_id: string }>('UpdateAlias', { name, key }, o);
+    return this.#k('UpdateAlias', { name, key }, o);
   }
 
   deleteAlias(name: string, o?: CallOptions) {
-    return this.#k<object>('DeleteAlias', { name }, o);
+    return this.#k('DeleteAlias', { name }, o);
   }
 
   listAliases(key = '', o?: CallOptions) {
-    return this.#k<{ aliases: { name: string; key_id: string }[] }>('ListAliases', { key }, o);
+    return this.#k('ListAliases', { key }, o);
   }
 
   close(): void {
@@ -309,7 +319,7 @@ export function custodianOfOperator(operatorCn: string): string | undefined {
 
 /** A custodian operator's client: list, show, approve and deny ceremonies on one custodian. */
 export class CustodianOperatorClient {
-  #c: grpc.Client;
+  #c: pb.CustodianServiceClient;
   /**
    * `custodianId`: the custodian expected at `address` (its certificate CN); by default the
    * one the operator certificate is named for (`<custodian id>-operator`).
@@ -321,41 +331,41 @@ export class CustodianOperatorClient {
     this.#c = makeClient(keyshardProto().CustodianService, opts.address, tls, opts.channelOptions, expectServer(`custodian ${id}`, id));
   }
   pending() {
-    return unaryCall<{ ceremonies: Ceremony[] }>(this.#c, 'ListPending', {});
+    return unaryCall(this.#c, 'ListPending', {});
   }
   show(id: string) {
-    return unaryCall<Ceremony>(this.#c, 'ShowCeremony', { id });
+    return unaryCall(this.#c, 'ShowCeremony', { id });
   }
   approve(ceremonyId: string) {
-    return unaryCall<{ ceremony_id: string; status: string }>(this.#c, 'Approve', { ceremony_id: ceremonyId });
+    return unaryCall(this.#c, 'Approve', { ceremony_id: ceremonyId });
   }
   deny(ceremonyId: string, reason: string) {
-    return unaryCall<{ ceremony_id: string; status: string }>(this.#c, 'Deny', { ceremony_id: ceremonyId, reason });
+    return unaryCall(this.#c, 'Deny', { ceremony_id: ceremonyId, reason });
   }
   identity() {
-    return unaryCall<{ custodian_id: string; holds_shares_for: string[]; approval_policy: string }>(this.#c, 'GetIdentity', {});
+    return unaryCall(this.#c, 'GetIdentity', {});
   }
   /**
    * The token's security officer enrolls a trusted wrapping key: a coordinator's transport key
    * (kind transport) or an offline recovery key (kind recovery). The SO PIN is sent for this call only.
    */
   enrollTransportKey(r: { coordinatorId?: string; publicKeyPem: string; soPin: string; kind?: 'transport' | 'recovery' }) {
-    return unaryCall<{ custodian_id: string; kind: string; name: string; fingerprint: string; already_enrolled: boolean }>(this.#c, 'EnrollTransportKey', {
+    return unaryCall(this.#c, 'EnrollTransportKey', {
       coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem, so_pin: r.soPin, kind: r.kind ?? 'transport',
     }, { timeoutMs: 30_000 });
   }
   /** Revokes the trusted keys of a coordinator (only `publicKeyPem` when given), or a recovery key (`publicKeyPem` names it). */
   revokeTransportKey(r: { coordinatorId?: string; publicKeyPem?: string; soPin: string; kind?: 'transport' | 'recovery' }) {
-    return unaryCall<{ custodian_id: string; revoked: number }>(this.#c, 'RevokeTransportKey', {
+    return unaryCall(this.#c, 'RevokeTransportKey', {
       coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem ?? '', so_pin: r.soPin, kind: r.kind ?? 'transport',
     }, { timeoutMs: 30_000 });
   }
   listTrustedKeys() {
-    return unaryCall<{ custodian_id: string; keys: { kind: string; name: string; public_key_pem: string; fingerprint: string }[] }>(this.#c, 'ListTrustedKeys', {});
+    return unaryCall(this.#c, 'ListTrustedKeys', {});
   }
   /** Custodian recovery: imports a share export into this custodian's (new) token with the recovery private key. */
   importShare(e: ShareExport, recoveryPrivateKeyPem: string) {
-    return unaryCall<{ custodian_id: string }>(this.#c, 'ImportShare', {
+    return unaryCall(this.#c, 'ImportShare', {
       cluster_id: e.cluster_id, wrapped_share: e.wrapped_share, generation: e.generation, peers_json: e.peers_json,
       custodian_id: e.custodian_id, recovery_private_key_pem: recoveryPrivateKeyPem, succession_statement: e.succession_statement,
     }, { timeoutMs: 30_000 });

@@ -16,7 +16,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { lastServerRefusal, requestMetadata } from '@keyshard/rpc';
-import { METHOD_SAFETY, outcomeOf, retryDelayMs, sealedForMs, statusError, unhealthyForMs, type RetryPolicy } from './call-policy.ts';
+import { methodSafety, outcomeOf, retryDelayMs, sealedForMs, statusError, unhealthyForMs, type RetryPolicy } from './call-policy.ts';
 
 const { READY, TRANSIENT_FAILURE, SHUTDOWN } = grpc.connectivityState;
 
@@ -88,7 +88,7 @@ export class ReplicaPool {
 
   /** Sends one call (retrying as call-policy.ts allows) and settles with its response or last error. */
   call<T>(method: string, request: unknown, deadline: number, requestId?: string): Promise<T> {
-    const idempotent = METHOD_SAFETY[method] === 'idempotent'; // unknown methods: at most once
+    const idempotent = methodSafety(method) === 'idempotent'; // unknown methods: at most once
     return new Promise<T>((resolve, reject) => {
       new PendingCall(this, method, request, deadline, requestMetadata(requestId), idempotent, resolve as (v: unknown) => void, reject).attempt();
     });

@@ -1,95 +1,49 @@
 /**
- * The keyshard.v1 messages as the SDK hands them out: field names as in the protos
- * (proto/keyshard/v1, loaded with keepCase), 64-bit counters as decimal strings. Shared by
- * the key and ceremony client (index.ts) and the backup client (backup.ts).
+ * The keyshard.v1 messages as the SDK hands them out: the types generated from the protos
+ * (`npm run gen:proto`, @keyshard/rpc `pb`), as grpc-js decodes them — field names as in the
+ * protos (snake_case), every field present (defaults filled in, an absent message null), enums
+ * as their names, 64-bit integers as numbers (every keyshard.v1 uint64 stays below 2^53).
+ * Shared by the key and ceremony client (index.ts) and the backup client (backup.ts).
+ * What the SDK's methods take is camelCase options; what they return is these messages.
  */
+import type { pb } from '@keyshard/rpc';
 
 export type Context = Record<string, string>;
 
-export interface Key {
-  id: string;
-  name: string;
-  type: string;
-  usage: string;
-  state: string;
-  primary_version: number;
-  min_decryption_version: number;
-  description: string;
-  labels: Record<string, string>;
-  created_at: string;
-  rotated_at: string;
-  created_by: string;
-  /** encryptions: a uint64, as a decimal string; last_used_at: empty if never used. */
-  versions: { version: number; created_at: string; last_used_at: string; encryptions: string }[];
-  rotation: { period_seconds: string; next_rotation_at: string };
-  policy: { grants: Record<string, { principals: string[] }> };
-  destruction_at: string;
-}
+/** keyshard.v1.Key. `versions[].encryptions` counts the encryptions reserved for a version; `last_used_at` is empty if never used. */
+export type Key = pb.Key__Output;
+/** KEY_STATE_ENABLED | KEY_STATE_DISABLED | KEY_STATE_PENDING_DESTRUCTION | KEY_STATE_DESTROYED (UNSPECIFIED: never sent). */
+export type KeyState = pb.KeyState__Output;
+export type KeyVersion = pb.KeyVersion__Output;
 
-export interface Ceremony {
-  id: string;
-  operation: string;
-  cluster_id: string;
-  initiator: string;
-  created_at: string;
-  expires_at: string;
-  hash: string;
-  state: string;
-  threshold: number;
-  approved_by: string[];
-  failures: { custodian_id: string; reason: string }[];
-  denied_by: string[];
-  error: string;
-  parameters: Record<string, string>;
-  recipients: { coordinator_id: string; public_key_pem: string }[];
-}
+export type Ceremony = pb.Ceremony__Output;
+/** CEREMONY_STATE_OPEN | COMPLETED | FAILED | EXPIRED | CANCELLED. */
+export type CeremonyState = pb.CeremonyState__Output;
 
 /** A custodian's share wrapped (RSA-OAEP) to an offline recovery key, by an approved export-share ceremony. */
-export interface ShareExport {
-  ceremony_id: string;
-  cluster_id: string;
-  custodian_id: string;
-  generation: number;
-  peers_json: string;
-  wrapped_share: Buffer;
-  recovery_key_fingerprint: string;
-  oaep_hash: string;
-  succession_statement: Buffer;
-}
+export type ShareExport = pb.ShareExport__Output;
 
-export interface Status {
-  initialized: boolean;
-  sealed: boolean;
-  cluster_id: string;
-  threshold: number;
-  shares: number;
-  ceremony: Ceremony | null;
-  custodians: { id: string; address: string; reachable: boolean }[];
-  coordinator_id: string;
-  version: string;
-  /** The replica running background jobs; empty if none is elected. */
-  leader_id: string;
-  /** Every registered coordinator replica. */
-  replicas: { id: string; address: string; sealed: boolean; leader: boolean }[];
-  /** etcd's members as the answering replica's etcd client sees them (null from an older coordinator). */
-  etcd: {
-    reachable: boolean;
-    members: { id: string; name: string; client_urls: string[]; peer_urls: string[]; leader: boolean; learner: boolean }[];
-    version: string;
-    error: string;
-  } | null;
-  /** The audit sink; tree_size (records in its log) is a uint64 as a decimal string. */
-  audit_sink: { address: string; reachable: boolean; tree_size: string; checkpoint_time: string; error: string } | null;
-}
+/**
+ * keyshard.v1.StatusResponse: `leader_id` is empty if no replica is elected; `etcd` and
+ * `audit_sink` are null from an older coordinator; `audit_sink.tree_size` is the records in its log.
+ */
+export type Status = pb.StatusResponse__Output;
 
-export interface BatchError {
-  code: number;
-  message: string;
-}
+export type InitResult = pb.InitResponse__Output;
 
-export interface DataKey {
-  plaintext: Buffer;
-  ciphertext: Buffer;
-  key_id: string;
-  key_version: number;
-}
+export type BatchError = pb.BatchItemError__Output;
+
+export type DataKey = pb.GenerateDataKeyResponse__Output;
+
+export type Alias = pb.Alias__Output;
+
+/** What a custodian operator's calls return (CustodianOperatorClient). */
+export type CustodianIdentity = pb.CustodianIdentity__Output;
+export type Decision = pb.DecisionResponse__Output;
+export type TrustedKey = pb.TrustedKey__Output;
+
+/** BackupService (backup.ts). */
+export type BackupSummary = pb.BackupSummary__Output;
+/** `phase`: ceremony | send | writing | done. */
+export type RestoreProgress = pb.RestoreProgress__Output;
+export type BackupChunk = pb.BackupChunk__Output;

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { issueCert } from '@keyshard/pki';
 import { makeClient, unaryCall } from './client.ts';
 import { ConcurrencyLimit } from './concurrency-limit.ts';
-import { keyshardProto } from './proto.ts';
+import { keyshardProto, type pb } from './proto.ts';
 import { decodingSafe, unaryService, type CallOutcome, type CallReply } from './server.ts';
 import { readTls, serverCredentials, serverOptions } from './tls.ts';
 
@@ -36,7 +36,7 @@ describe('ConcurrencyLimit', () => {
 describe('unaryService with a concurrency limit', () => {
   let dir: string;
   let server: grpc.Server;
-  let client: grpc.Client;
+  let client: pb.KeyServiceClient;
   const limit = new ConcurrencyLimit(2);
   const outcomes: CallOutcome[] = [];
   const replies: CallReply[] = [];
@@ -79,7 +79,7 @@ describe('unaryService with a concurrency limit', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const encrypt = (key = 'k') => unaryCall<{ key_id: string }>(client, 'Encrypt', { key, plaintext: Buffer.from('p') });
+  const encrypt = (key = 'k') => unaryCall(client, 'Encrypt', { key, plaintext: Buffer.from('p') });
 
   it('refuses calls beyond the limit at once with RESOURCE_EXHAUSTED while the admitted ones finish', async () => {
     newGate();

@@ -2,6 +2,8 @@ export * from './proto.ts';
 export * from './tls.ts';
 export * from './server-identity.ts';
 export * from './server.ts';
+export type * from './handlers.ts';
+export * from './method-policy.ts';
 export * from './concurrency-limit.ts';
 export * from './request-context.ts';
 export * from './client.ts';

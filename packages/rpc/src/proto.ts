@@ -1,37 +1,62 @@
-/** Loads `proto/keyshard/v1` once; every service and client uses these definitions. */
+/**
+ * Loads `proto/keyshard/v1` once; every service and client uses these definitions, and the
+ * types generated from the same files (`npm run gen:proto`, scripts/gen-proto.mjs) describe
+ * the objects they carry: `pb.X` is what a sender may pass (permissive), `pb.X__Output` what a
+ * receiver gets (every field present, defaults filled in). Only types are imported from
+ * generated/: nothing at run time needs the generated files.
+ */
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import type * as pb from './generated/index.ts';
+
+export type * as pb from './generated/index.ts';
 
 export const PROTO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../proto');
 
 const FILES = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto', 'backup.proto'].map((f) => `keyshard/v1/${f}`);
 
 // keepCase: field names stay snake_case, exactly as in the .proto files and in every other
-// language's stubs. Enums as strings, 64-bit integers as strings (no precision loss).
+// language's stubs. Enums as their names. 64-bit integers as numbers: every uint64 of
+// keyshard.v1 stays below 2^53 (the protos say so field by field, and a caller-set value above
+// its bound is refused: a value beyond 2^53 reads as a number that is not a safe integer).
+// scripts/gen-proto.mjs generates the types with these same options.
 export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: true,
-  longs: String,
+  longs: Number,
   enums: String,
   defaults: true,
   oneofs: true,
   includeDirs: [PROTO_ROOT],
 };
 
-type ServiceCtor = grpc.ServiceClientConstructor;
-export interface KeyshardProto {
-  KeyService: ServiceCtor;
-  CeremonyService: ServiceCtor;
-  CustodianService: ServiceCtor;
-  AuditService: ServiceCtor;
-  BackupService: ServiceCtor;
+/** A keyshard.v1 service's client constructor, its `service` definition typed by the generated types. */
+export interface ServiceConstructor<Client extends grpc.Client, Definition extends grpc.ServiceDefinition> {
+  new (address: string, credentials: grpc.ChannelCredentials, options?: Partial<grpc.ChannelOptions>): Client;
+  service: Definition;
+  serviceName: string;
 }
+
+/** Each keyshard.v1 service: its generated client, handler and definition types. */
+export interface KeyshardServices {
+  KeyService: { client: pb.KeyServiceClient; handlers: pb.KeyServiceHandlers; definition: pb.KeyServiceDefinition };
+  CeremonyService: { client: pb.CeremonyServiceClient; handlers: pb.CeremonyServiceHandlers; definition: pb.CeremonyServiceDefinition };
+  CustodianService: { client: pb.CustodianServiceClient; handlers: pb.CustodianServiceHandlers; definition: pb.CustodianServiceDefinition };
+  AuditService: { client: pb.AuditServiceClient; handlers: pb.AuditServiceHandlers; definition: pb.AuditServiceDefinition };
+  BackupService: { client: pb.BackupServiceClient; handlers: pb.BackupServiceHandlers; definition: pb.BackupServiceDefinition };
+}
+
+export type ServiceName = keyof KeyshardServices;
+
+export const SERVICE_NAMES: readonly ServiceName[] = ['KeyService', 'CeremonyService', 'CustodianService', 'AuditService', 'BackupService'];
+
+export type KeyshardProto = { [S in ServiceName]: ServiceConstructor<KeyshardServices[S]['client'], KeyshardServices[S]['definition']> };
 
 let cached: KeyshardProto | undefined;
 let cachedDefinition: protoLoader.PackageDefinition | undefined;
 
-/** The loaded package definition of `keyshard.v1` (what server reflection describes). */
+/** The loaded package definition of `keyshard.v1` (what server reflection describes, and method-policy.ts reads). */
 export function keyshardPackageDefinition(): protoLoader.PackageDefinition {
   return (cachedDefinition ??= protoLoader.loadSync(FILES, LOADER_OPTIONS));
 }

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { issueCert } from '@keyshard/pki';
 import { makeClient, requestMetadata, unaryCall } from './client.ts';
-import { keyshardProto } from './proto.ts';
+import { keyshardProto, type pb } from './proto.ts';
 import { currentRequestId, requestLogFields, runInCall, runOutsideCall } from './request-context.ts';
 import { decodingSafe, unaryService, type CallContext } from './server.ts';
 import { readTls, serverCredentials, serverOptions, type TlsMaterial } from './tls.ts';
@@ -50,8 +50,8 @@ describe('request ids across two services', () => {
   let dir: string;
   let tls: TlsMaterial;
   const servers: grpc.Server[] = [];
-  let front: grpc.Client; // a client of the "coordinator"
-  let backClient: grpc.Client; // the coordinator's client of the "custodian"
+  let front: pb.KeyServiceClient; // a client of the "coordinator"
+  let backClient: pb.CustodianServiceClient; // the coordinator's client of the "custodian"
   const backSeen: string[] = [];
   const frontSeen: string[] = [];
 
@@ -81,8 +81,8 @@ describe('request ids across two services', () => {
           async Encrypt(req: { key: string }, ctx: CallContext) {
             frontSeen.push(ctx.requestId);
             await new Promise((r) => setTimeout(r, Number(req.key) || 0));
-            const first = await unaryCall<{ custodian_id: string }>(backClient, 'GetIdentity', {});
-            const second = await unaryCall<{ custodian_id: string }>(backClient, 'GetIdentity', {});
+            const first = await unaryCall(backClient, 'GetIdentity', {});
+            const second = await unaryCall(backClient, 'GetIdentity', {});
             return { key_id: `${first.custodian_id} ${second.custodian_id}`, key_version: 1, ciphertext: Buffer.alloc(0) };
           },
         },
@@ -102,7 +102,7 @@ describe('request ids across two services', () => {
   it('the id a service receives is the id of the calls it makes on the request’s behalf', async () => {
     const ids = ['req-one', 'req-two', 'req-three'];
     const answers = await Promise.all(
-      ids.map((id, i) => unaryCall<{ key_id: string }>(front, 'Encrypt', { key: String(30 - i * 10), plaintext: Buffer.alloc(0) }, { requestId: id })),
+      ids.map((id, i) => unaryCall(front, 'Encrypt', { key: String(30 - i * 10), plaintext: Buffer.alloc(0) }, { requestId: id })),
     );
     assert.deepEqual(answers.map((a) => a.key_id), ids.map((id) => `${id} ${id}`));
     assert.deepEqual([...frontSeen].sort(), [...ids].sort());
@@ -110,7 +110,7 @@ describe('request ids across two services', () => {
   });
 
   it('a caller without an id gets a fresh one, carried the same way', async () => {
-    const { key_id } = await unaryCall<{ key_id: string }>(front, 'Encrypt', { key: '0', plaintext: Buffer.alloc(0) });
+    const { key_id } = await unaryCall(front, 'Encrypt', { key: '0', plaintext: Buffer.alloc(0) });
     const [a, b] = key_id.split(' ');
     assert.match(a!, /^[0-9a-f-]{36}$/);
     assert.equal(a, b);

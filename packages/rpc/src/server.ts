@@ -158,8 +158,12 @@ export function decodingSafe(definition: grpc.ServiceDefinition): grpc.ServiceDe
   return out as grpc.ServiceDefinition;
 }
 
-/** A streaming method's handler: reads and writes `call` itself; a client-streaming one returns the response. */
-export type StreamHandler = (call: any, ctx: CallContext) => Promise<unknown>;
+/**
+ * Any method's handler, as unaryService takes them: a unary one gets the request, a streaming one
+ * the call (it reads and writes it itself; a client-streaming one resolves with the response).
+ * Tables of keyshard.v1 services are typed per method: ServiceHandlers in handlers.ts.
+ */
+export type Handler = (requestOrCall: never, ctx: CallContext) => Promise<unknown>;
 
 /** Whether a streamed message failed to decode (see decodingSafe); handlers of streams check each one. */
 export const isUndecodable = (message: unknown): boolean => message === UNDECODABLE;
@@ -174,7 +178,7 @@ export const isUndecodable = (message: unknown): boolean => message === UNDECODA
  */
 export function unaryService(
   definition: grpc.ServiceDefinition,
-  handlers: Record<string, UnaryHandler<any, any> | StreamHandler>,
+  handlers: Readonly<Record<string, Handler>>,
   options: ServiceOptions,
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
@@ -228,7 +232,7 @@ export function unaryService(
               return finish(new KeyshardError('RESOURCE_EXHAUSTED', `${options.name} service is at its limit of ${options.limit.max} concurrent calls; retry with backoff`), undefined, true);
             admitted = true;
           }
-          const run = () => (streaming ? (handler as StreamHandler)(call, ctx) : (handler as UnaryHandler<unknown, unknown>)(call.request, ctx));
+          const run = () => (handler as (requestOrCall: unknown, ctx: CallContext) => Promise<unknown>)(streaming ? call : call.request, ctx);
           const pending = options.before?.(ctx);
           (pending ? pending.then(run) : run()).then((res) => finish(undefined, res), finish);
         } catch (e) {

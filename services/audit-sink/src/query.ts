@@ -7,24 +7,15 @@
 import { invalidArgument } from '@keyshard/errors';
 import type { AuditLog } from './audit-log.ts';
 import type { AuditEvent } from '@keyshard/audit-log';
+import type { pb } from '@keyshard/rpc';
 
-export interface QueryRequestMsg {
-  from_time: string;
-  to_time: string;
-  principal: string;
-  key_id: string;
-  operation: string;
-  result: string;
-  page_size: number;
-  page_token: string;
-}
 
 const DEFAULT_PAGE = 100;
 const MAX_PAGE = 1000;
 /** Records examined per call at most, so one query cannot hold the sink for long. */
 const MAX_SCANNED = 200_000;
 
-export async function queryLog(log: AuditLog, req: QueryRequestMsg) {
+export async function queryLog(log: AuditLog, req: pb.QueryRequest__Output): Promise<pb.QueryResponse> {
   const pageSize = req.page_size > 0 ? Math.min(req.page_size, MAX_PAGE) : DEFAULT_PAGE;
   const from = parseTime(req.from_time, 'from_time');
   const to = parseTime(req.to_time, 'to_time');
@@ -40,7 +31,7 @@ export async function queryLog(log: AuditLog, req: QueryRequestMsg) {
     }
     return true;
   };
-  const events: { index: string; event: unknown }[] = [];
+  const events: pb.StoredEvent[] = [];
   let next = '';
   let scanned = 0;
   for await (const r of log.records(start)) {
@@ -48,7 +39,7 @@ export async function queryLog(log: AuditLog, req: QueryRequestMsg) {
       next = encodeToken(r.index);
       break;
     }
-    if (matches(r.event as Partial<AuditEvent>)) events.push({ index: String(r.index), event: r.event });
+    if (matches(r.event as Partial<AuditEvent>)) events.push({ index: r.index, event: r.event });
   }
   return { events, next_page_token: next };
 }

@@ -1,6 +1,7 @@
 /**
  * AuditService handlers: thin adapters between gRPC and the AuditLog. Authorization is by
- * certificate CN: `appenders` may Append (and GetCheckpoint), `readers` may read everything.
+ * certificate CN and the roles audit.proto gives each method: `appenders` (ROLE_AUDIT_APPENDER)
+ * may Append (and GetCheckpoint), `readers` (ROLE_AUDITOR) may read everything.
  * Events are normalized (event.ts) and their sensitive values replaced by HMACs
  * (@keyshard/audit-log sensitive.ts) before they are hashed and stored.
  */
@@ -9,16 +10,10 @@ import type { Logger } from '@keyshard/config';
 import type { Histogram } from '@keyshard/metrics';
 import { KeyshardError, invalidArgument, permissionDenied } from '@keyshard/errors';
 import { ALERT_OPERATION, toCheckpointMsg, type SensitiveFields } from '@keyshard/audit-log';
-import { contextOf, keyshardProto, toServiceError, unaryService, type CallOutcome } from '@keyshard/rpc';
+import { contextOf, holdsRole, keyshardProto, methodPolicy, roleAuthorizer, toServiceError, unaryService, type CallOutcome, type pb, type RoleMembers, type ServiceHandlers } from '@keyshard/rpc';
 import type { AuditLog } from './audit-log.ts';
-import { normalizeEvent, type RawEvent } from './event.ts';
-import { queryLog, type QueryRequestMsg } from './query.ts';
-
-interface AppendRequestMsg {
-  events?: RawEvent[];
-  batch?: string;
-  known_tree_size?: string;
-}
+import { normalizeEvent } from './event.ts';
+import { queryLog } from './query.ts';
 
 type Who = { principal: string; requestId: string; method: string };
 
@@ -34,9 +29,8 @@ export interface AuditServiceOptions {
 const MAX_OUTSTANDING = 16; // unacknowledged batches per stream before we stop reading it
 const MAX_HASH_INPUT = 4096;
 
-/** A uint64 request field (a string under our loader options); 0 or absent means `dflt`. */
-function sizeField(v: unknown, name: string, dflt: number): number {
-  const n = Number(v ?? 0);
+/** A uint64 request field (beyond 2^53 it decodes as a number that is not a safe integer); 0 means `dflt`. */
+function sizeField(n: number, name: string, dflt: number): number {
   if (!Number.isSafeInteger(n) || n < 0) throw invalidArgument(`${name} is out of range`);
   return n === 0 ? dflt : n;
 }
@@ -48,8 +42,8 @@ export interface AuditServiceHandle {
 }
 
 export function createAuditService(log: AuditLog, opts: AuditServiceOptions): AuditServiceHandle {
-  const appenders = new Set(opts.appenders);
-  const readers = new Set(opts.readers);
+  const roles: RoleMembers = { ROLE_AUDIT_APPENDER: new Set(opts.appenders), ROLE_AUDITOR: new Set(opts.readers) };
+  const may = (method: 'Append' | 'Tail', principal: string) => holdsRole(methodPolicy('AuditService', method), principal, roles);
   const logger = opts.logger;
   const streams = new Set<{ settled: () => Promise<void>; end: () => void }>();
   const tails = new Set<AbortController>();
@@ -66,40 +60,32 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
   const observe = (o: CallOutcome) => logCall(o.ctx, o.error, performance.now() - o.durationMs);
 
   const { Append: _a, Tail: _t, ...unaryDefs } = keyshardProto().AuditService.service;
-  const unary = unaryService(
-    unaryDefs,
-    {
-      GetCheckpoint: async () => toCheckpointMsg(await log.freshCheckpoint()),
-      GetInclusionProof: async (req: { index?: string; tree_size?: string }) => {
-        const size = sizeField(req.tree_size, 'tree_size', log.size);
-        const index = sizeField(req.index, 'index', 0);
-        const path = log.inclusionProof(index, size);
-        return { index: String(index), tree_size: String(size), path, leaf_hash: log.leafAt(index), root_hash: log.rootAt(size) };
-      },
-      GetConsistencyProof: async (req: { first_size?: string; second_size?: string }) => {
-        const second = sizeField(req.second_size, 'second_size', log.size);
-        const first = sizeField(req.first_size, 'first_size', 0);
-        return { path: log.consistencyProof(first, second), first_size: String(first), second_size: String(second) };
-      },
-      Query: (req: QueryRequestMsg) => queryLog(log, req),
-      HashValue: async (req: { value?: string }) => {
-        const value = req.value ?? '';
-        if (value.length > MAX_HASH_INPUT) throw invalidArgument(`value is longer than ${MAX_HASH_INPUT} characters`);
-        return { hash: opts.sensitive.hash(value) };
-      },
+  const handlers: Omit<ServiceHandlers<'AuditService'>, 'Append' | 'Tail'> = {
+    GetCheckpoint: async () => toCheckpointMsg(await log.freshCheckpoint()),
+    GetInclusionProof: async (req) => {
+      const size = sizeField(req.tree_size, 'tree_size', log.size);
+      const index = sizeField(req.index, 'index', 0);
+      const path = log.inclusionProof(index, size);
+      return { index, tree_size: size, path, leaf_hash: log.leafAt(index), root_hash: log.rootAt(size) };
     },
-    {
-      name: 'audit',
-      observer: observe,
-      authorize: (ctx) => {
-        const p = ctx.principal;
-        const ok = ctx.method === 'audit.GetCheckpoint' ? readers.has(p) || appenders.has(p) : readers.has(p);
-        if (!ok) throw permissionDenied(`${p} may not call ${ctx.method}`);
-      },
+    GetConsistencyProof: async (req) => {
+      const second = sizeField(req.second_size, 'second_size', log.size);
+      const first = sizeField(req.first_size, 'first_size', 0);
+      return { path: log.consistencyProof(first, second), first_size: first, second_size: second };
     },
-  );
+    Query: (req) => queryLog(log, req),
+    HashValue: async (req) => {
+      if (req.value.length > MAX_HASH_INPUT) throw invalidArgument(`value is longer than ${MAX_HASH_INPUT} characters`);
+      return { hash: opts.sensitive.hash(req.value) };
+    },
+  };
+  const unary = unaryService(unaryDefs, handlers, {
+    name: 'audit',
+    observer: observe,
+    authorize: roleAuthorizer('AuditService', roles, (ctx) => permissionDenied(`${ctx.principal} may not call ${ctx.method}`)),
+  });
 
-  function Append(call: grpc.ServerDuplexStream<AppendRequestMsg, unknown>): void {
+  const Append: pb.AuditServiceHandlers['Append'] = (call) => {
     const started = performance.now();
     let ctx: Who = { principal: 'unknown', requestId: '', method: 'audit.Append' };
     let finished = false;
@@ -117,7 +103,7 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
     const entry = { settled: () => tail, end: () => finish() };
     try {
       ctx = contextOf(call, 'audit.Append');
-      if (!appenders.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not append audit events`);
+      if (!may('Append', ctx.principal)) throw permissionDenied(`${ctx.principal} may not append audit events`);
       if (draining) throw new KeyshardError('UNAVAILABLE', 'audit sink is shutting down');
     } catch (e) {
       finish(e);
@@ -125,14 +111,15 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
     }
     streams.add(entry);
     // Batches are handled strictly in order, so acknowledgements come back in request order.
-    call.on('data', (req: AppendRequestMsg) => {
+    call.on('data', (req: pb.AppendRequest__Output) => {
       if (finished || draining) return; // unacknowledged: the producer rejects or resends it
       if (++outstanding >= MAX_OUTSTANDING) call.pause();
       const arrived = performance.now();
       tail = tail.then(async () => {
         try {
           if (finished) return;
-          const events = (req.events ?? []).map((e) => opts.sensitive.apply(normalizeEvent(e, ctx.principal)));
+          const batch = sizeField(req.batch, 'batch', 0);
+          const events = req.events.map((e) => opts.sensitive.apply(normalizeEvent(e, ctx.principal)));
           // Alerts are the sink's own word (alerts.ts): no appender may write one.
           if (events.some((e) => e.operation === ALERT_OPERATION)) throw permissionDenied(`${ALERT_OPERATION} events are written by the audit sink only`);
           const r = await log.append(events);
@@ -141,14 +128,14 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
             const cp = r.checkpoint;
             // The producer's last verified size: prove this checkpoint extends it. A size beyond
             // what was signed gets no proof (the producer refuses that acknowledgement).
-            const known = Number(req.known_tree_size ?? 0);
+            const known = req.known_tree_size;
             const proof = Number.isSafeInteger(known) && known > 0 && known < cp.tree_size ? log.consistencyProof(known, cp.tree_size) : [];
             call.write({
-              batch: req.batch ?? '0',
-              first_index: String(r.firstIndex),
-              count: String(r.count),
+              batch,
+              first_index: r.firstIndex,
+              count: r.count,
               head_hash: cp.root_hash,
-              tree_size: String(cp.tree_size),
+              tree_size: cp.tree_size,
               checkpoint: toCheckpointMsg(cp),
               consistency_proof: proof,
             });
@@ -162,16 +149,16 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
     });
     call.on('end', () => void tail.then(() => finish()));
     call.on('cancelled', () => finish(new KeyshardError('UNAVAILABLE', 'cancelled by the client')));
-  }
+  };
 
   /** Streams stored events from from_index; with `follow`, keeps sending new ones until cancelled. */
-  function Tail(call: grpc.ServerWritableStream<{ from_index?: string; follow?: boolean }, unknown>): void {
+  const Tail: pb.AuditServiceHandlers['Tail'] = (call) => {
     const started = performance.now();
     let ctx: Who = { principal: 'unknown', requestId: '', method: 'audit.Tail' };
     const stop = new AbortController();
     const run = async () => {
       ctx = contextOf(call, 'audit.Tail');
-      if (!readers.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not call audit.Tail`);
+      if (!may('Tail', ctx.principal)) throw permissionDenied(`${ctx.principal} may not call audit.Tail`);
       let next = sizeField(call.request.from_index, 'from_index', 0);
       call.on('cancelled', () => stop.abort());
       tails.add(stop);
@@ -179,7 +166,7 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
         for await (const r of log.records(next)) {
           if (stop.signal.aborted) return;
           // Respect flow control: a slow reader slows its own stream, nobody else's.
-          if (!call.write({ index: String(r.index), event: r.event })) await new Promise((res) => call.once('drain', res));
+          if (!call.write({ index: r.index, event: r.event })) await new Promise((res) => call.once('drain', res));
           next = r.index + 1;
         }
         if (!call.request.follow || stop.signal.aborted || draining) return;
@@ -199,7 +186,7 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
         if (!call.cancelled) call.emit('error', toServiceError(e));
       },
     );
-  }
+  };
 
   return {
     implementation: { ...unary, Append, Tail },

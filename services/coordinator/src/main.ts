@@ -19,7 +19,7 @@ import { JoinVoucher } from './ceremonies/join-voucher.ts';
 import { sealCluster } from './cluster/seal-notice.ts';
 import { UnsealCeremonies } from './ceremonies/unseal-ceremony.ts';
 
-import { adminOnly, ceremonyHandlers, ceremonyServiceAuthorizer } from './server/ceremony-service.ts';
+import { backupServiceAuthorizer, ceremonyHandlers, ceremonyServiceAuthorizer } from './server/ceremony-service.ts';
 import { backupHandlers } from './server/backup-service.ts';
 import { writeScheduledBackup } from './backup/backup.ts';
 import { Restores } from './backup/restore.ts';
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
     address: config.audit.address, tls, timeoutMs: 1_000, serverId: config.audit.serverId,
     channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
   });
-  // State-changing calls are recorded before they run; crypto calls are recorded before they answer (server/methods.ts).
+  // State-changing calls are recorded before they run; crypto calls are recorded before they answer (the protos' method policy, server/methods.ts).
   const before = auditIntent(audit, STATE_CHANGING_METHODS);
   // Each state-changing call gets an info log line with its request id; crypto calls and reads a debug one.
   const observer = auditObserver(audit, log, { infoMethods: STATE_CHANGING_METHODS });
@@ -188,7 +188,7 @@ async function main(): Promise<void> {
       before,
       limit: keyCalls,
       onReply,
-      authorize: keyServiceAuthorizer(new Set([...config.admins, ...config.keyUsers])),
+      authorize: keyServiceAuthorizer(new Set(config.admins), new Set(config.keyUsers)),
     }));
   server.addService(
     decodingSafe(proto.CeremonyService.service),
@@ -223,7 +223,7 @@ async function main(): Promise<void> {
       observer,
       before,
       onReply,
-      authorize: adminOnly(new Set(config.admins)),
+      authorize: backupServiceAuthorizer(new Set(config.admins)),
     }),
   );
   // Health: crypto ("" and KeyService, readiness) is served only while unsealed and etcd is

@@ -9,7 +9,7 @@ import { AuditClient, auditIntent, auditObserver, logSinkAlert, sinkCheckpointKe
 import { custodianConfig } from './config.ts';
 import { Custody } from './custody.ts';
 import { TrustedKeys } from './trusted-keys.ts';
-import { authorizer, custodianHandlers } from './server.ts';
+import { authorizer, custodianHandlers, STATE_CHANGING } from './server.ts';
 import { createCustodianMetrics } from './custodian-metrics.ts';
 
 /**
@@ -43,8 +43,6 @@ async function main(): Promise<void> {
     serverId: config.audit.serverId, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
   });
 
-  // A share moves or a decision is taken only once its intent is on record (auditIntent).
-  const stateChanging = new Set(['DeliverShare', 'ProposeCeremony', 'Approve', 'Deny', 'DestroyShare', 'ExportShare', 'ImportShare', 'EnrollTransportKey', 'RevokeTransportKey']);
   const proto = keyshardProto();
   const metrics = createCustodianMetrics({ shareClusters: () => token.shareClusterIds().length, pendingCeremonies: () => custody.pending().length });
   auditSinkDistrustedGauge(metrics.registry, () => Boolean(audit.distrusted));
@@ -67,9 +65,10 @@ async function main(): Promise<void> {
         name: 'custodian',
         authorize: authorizer(new Set(config.coordinators), new Set(config.operators)),
         // A call that moves or decides about a share gets an info log line with its request id; polls a debug one.
-        observer: auditObserver(audit, log, { infoMethods: stateChanging }),
+        observer: auditObserver(audit, log, { infoMethods: STATE_CHANGING }),
         onReply: (r) => metrics.calls.observe(r.ctx.method, r.code, r.durationMs),
-        before: auditIntent(audit, stateChanging),
+        // A share moves or a decision is taken only once its intent is on record (custodian.proto's changes_state).
+        before: auditIntent(audit, STATE_CHANGING),
       },
     ),
   );

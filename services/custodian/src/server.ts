@@ -1,22 +1,23 @@
-/** Thin gRPC handlers for CustodianService; authorisation by the caller's certificate identity. */
+/**
+ * Thin gRPC handlers for CustodianService; authorisation by the caller's certificate identity
+ * and the roles custodian.proto gives each method (coordinators: ROLE_COORDINATOR, this
+ * custodian's operators: ROLE_CUSTODIAN_OPERATOR).
+ */
 import { invalidArgument, permissionDenied } from '@keyshard/errors';
-import type { CallContext, UnaryHandler } from '@keyshard/rpc';
+import { methodOf, methodsWhere, roleAuthorizer, type CallContext, type pb, type ServiceHandlers } from '@keyshard/rpc';
 import type { CustodianToken } from '@keyshard/hsm';
-import type { Ceremony, Succession } from '@keyshard/crypto';
+import type { Ceremony } from '@keyshard/crypto';
 import type { Approvals, Custody, ReleaseRecord } from './custody.ts';
 import type { TrustedKeys } from './trusted-keys.ts';
 
-const COORDINATOR_METHODS = new Set(['GetIdentity', 'DeliverShare', 'ProposeCeremony', 'GetRelease', 'DestroyShare', 'ExportShare', 'NoteSeal']);
-const OPERATOR_METHODS = new Set(['GetIdentity', 'ListPending', 'ShowCeremony', 'Approve', 'Deny', 'ImportShare', 'EnrollTransportKey', 'RevokeTransportKey', 'ListTrustedKeys']);
-
-export function authorizer(coordinators: Set<string>, operators: Set<string>) {
-  return (ctx: CallContext) => {
-    const name = ctx.method.slice(ctx.method.indexOf('.') + 1);
-    if (coordinators.has(ctx.principal) && COORDINATOR_METHODS.has(name)) return;
-    if (operators.has(ctx.principal) && OPERATOR_METHODS.has(name)) return;
-    throw permissionDenied(`${ctx.principal} may not call ${name} on this custodian`);
-  };
+export function authorizer(coordinators: ReadonlySet<string>, operators: ReadonlySet<string>) {
+  return roleAuthorizer('CustodianService', { ROLE_COORDINATOR: coordinators, ROLE_CUSTODIAN_OPERATOR: operators }, (ctx) =>
+    permissionDenied(`${ctx.principal} may not call ${methodOf(ctx)} on this custodian`),
+  );
 }
+
+/** Methods that move a share or decide about one: their intent is on record before they run (auditIntent). */
+export const STATE_CHANGING: ReadonlySet<string> = methodsWhere('CustodianService', (p) => p.changesState);
 
 export interface CustodianDeps {
   custodianId: string;
@@ -29,7 +30,7 @@ export interface CustodianDeps {
   identity: { enrollmentPublicKeyPem: string; approvalPublicKeyPem: string };
 }
 
-function releaseMessage(r: ReleaseRecord, custody: Custody) {
+function releaseMessage(r: ReleaseRecord, custody: Custody): pb.ReleaseResponse {
   return {
     ceremony_id: r.ceremony.id,
     status: r.status,
@@ -41,15 +42,15 @@ function releaseMessage(r: ReleaseRecord, custody: Custody) {
 }
 
 /** Approvals as the coordinator passes them on. */
-const approvalsOf = (req: { approvals?: { custodian_id: string; signature: Buffer; succession?: Succession | null }[] }): Approvals =>
-  (req.approvals ?? []).map((a) => ({ custodianId: a.custodian_id, signature: a.signature, succession: a.succession }));
+const approvalsOf = (req: { approvals: pb.Approval__Output[] }): Approvals =>
+  req.approvals.map((a) => ({ custodianId: a.custodian_id, signature: a.signature, succession: a.succession }));
 
 function facts(ctx: CallContext, r: ReleaseRecord): void {
   ctx.facts.ceremonyId = r.ceremony.id;
   ctx.facts.details = { status: r.status, operation: r.ceremony.operation, recipients: String(r.releases.length) };
 }
 
-export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler<any, any>> {
+export function custodianHandlers(d: CustodianDeps): ServiceHandlers<'CustodianService'> {
   return {
     async GetIdentity() {
       return {
@@ -66,14 +67,14 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
       if (!Buffer.isBuffer(req.encrypted_share) || req.encrypted_share.length === 0 || req.encrypted_share.length > 1024)
         throw invalidArgument('encrypted_share must be an RSA-OAEP ciphertext');
-      const peers = Array.isArray(req.peers) && req.peers.length > 0
+      const peers = req.peers.length > 0
         ? {
-            threshold: Number(req.threshold),
-            custodians: req.peers.map((p: { custodian_id: string; approval_public_key_pem: string }) => ({ id: p.custodian_id, approvalPublicKeyPem: p.approval_public_key_pem })),
-            ...(req.vouch_public_key_pem ? { vouchPublicKeyPem: String(req.vouch_public_key_pem) } : {}),
+            threshold: req.threshold,
+            custodians: req.peers.map((p) => ({ id: p.custodian_id, approvalPublicKeyPem: p.approval_public_key_pem })),
+            ...(req.vouch_public_key_pem ? { vouchPublicKeyPem: req.vouch_public_key_pem } : {}),
           }
         : undefined;
-      const generation = Number(req.generation) || 1;
+      const generation = req.generation || 1;
       d.custody.deliver({ clusterId: req.cluster_id, encryptedShare: req.encrypted_share, replace: req.replace === true, generation, peers, ceremonyId: req.ceremony_id || undefined, approvals: approvalsOf(req) });
       ctx.facts.details = { cluster_id: req.cluster_id, x: String(req.x), generation: String(generation) };
       if (req.ceremony_id) ctx.facts.ceremonyId = req.ceremony_id;
@@ -90,7 +91,7 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
     async ExportShare(req, ctx) {
       if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
       const approvals = approvalsOf(req);
-      const e = d.custody.exportShare(req.cluster_id, req.ceremony_id, String(req.recovery_public_key_pem ?? ''), approvals);
+      const e = d.custody.exportShare(req.cluster_id, req.ceremony_id, req.recovery_public_key_pem, approvals);
       ctx.facts.ceremonyId = req.ceremony_id;
       ctx.facts.details = { cluster_id: req.cluster_id, generation: String(e.generation) };
       return {
@@ -102,10 +103,10 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       if (!/^[\w-]{1,64}$/.test(req.cluster_id)) throw invalidArgument('cluster_id is not valid');
       if (!Buffer.isBuffer(req.wrapped_share) || req.wrapped_share.length === 0 || req.wrapped_share.length > 1024)
         throw invalidArgument('wrapped_share must be an RSA-OAEP ciphertext');
-      const generation = Number(req.generation) || 1;
+      const generation = req.generation || 1;
       d.custody.importShare({
-        clusterId: req.cluster_id, custodianId: String(req.custodian_id ?? ''), generation, wrappedShare: req.wrapped_share,
-        peersJson: String(req.peers_json ?? ''), recoveryPrivateKeyPem: String(req.recovery_private_key_pem ?? ''),
+        clusterId: req.cluster_id, custodianId: req.custodian_id, generation, wrappedShare: req.wrapped_share,
+        peersJson: req.peers_json, recoveryPrivateKeyPem: req.recovery_private_key_pem,
         successionStatement: Buffer.isBuffer(req.succession_statement) ? req.succession_statement : Buffer.alloc(0),
       });
       ctx.facts.details = { cluster_id: req.cluster_id, generation: String(generation), recovered: 'true' };
@@ -113,9 +114,10 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
     },
     async ProposeCeremony(req, ctx) {
       // Known before the decision, so that a refusal (e.g. an unvouched join) is audited with them.
-      ctx.facts.ceremonyId = String(req.ceremony?.id ?? '').slice(0, 128);
-      ctx.facts.details = { operation: String(req.ceremony?.operation ?? '').slice(0, 64) };
-      const vouch = req.vouch ? { voucher: String(req.vouch.voucher ?? ''), seal_epoch: Number(req.vouch.seal_epoch), not_after: String(req.vouch.not_after ?? ''), signature: req.vouch.signature as Buffer } : null;
+      ctx.facts.ceremonyId = (req.ceremony?.id ?? '').slice(0, 128);
+      ctx.facts.details = { operation: (req.ceremony?.operation ?? '').slice(0, 64) };
+      const vouch = req.vouch ? { voucher: req.vouch.voucher, seal_epoch: req.vouch.seal_epoch, not_after: req.vouch.not_after, signature: req.vouch.signature } : null;
+      // custody.propose checks every field of the ceremony (a missing one fails its hash or its checks).
       const r = await d.custody.propose(req.ceremony as Ceremony, ctx.principal, Date.now(), vouch);
       facts(ctx, r);
       return releaseMessage(r, d.custody);
@@ -145,7 +147,7 @@ export function custodianHandlers(d: CustodianDeps): Record<string, UnaryHandler
       return d.trustedKeys.revoke(req, ctx);
     },
     async NoteSeal(req, ctx) {
-      const notice = { cluster_id: String(req.cluster_id ?? ''), generation: Number(req.generation), seal_epoch: Number(req.seal_epoch), signature: req.signature as Buffer };
+      const notice = { cluster_id: req.cluster_id, generation: req.generation, seal_epoch: req.seal_epoch, signature: req.signature };
       ctx.facts.details = { cluster_id: notice.cluster_id.slice(0, 128), seal_epoch: String(notice.seal_epoch) };
       return { seal_epoch: d.custody.noteSeal(notice) };
     },

@@ -13,7 +13,7 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import { failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
 import { recoveryKeyFingerprint } from '@keyshard/crypto';
-import type { CallContext } from '@keyshard/rpc';
+import type { CallContext, pb } from '@keyshard/rpc';
 import type { CustodianToken, TrustedKind, WrapTarget } from '@keyshard/hsm';
 
 const MAX_PEM = 16 * 1024;
@@ -59,7 +59,7 @@ export class TrustedKeys {
     return { kind, name: id };
   }
 
-  enroll(req: { coordinator_id?: string; public_key_pem?: string; so_pin?: string; kind?: string }, ctx: CallContext) {
+  enroll(req: pb.EnrollTransportKeyRequest__Output, ctx: CallContext): pb.EnrollTransportKeyResponse {
     const kind = kindOf(req.kind);
     const pem = pemOf(req.public_key_pem, 'public_key_pem');
     const to = this.#target(kind, req.coordinator_id, pem, ctx);
@@ -69,7 +69,7 @@ export class TrustedKeys {
     return { custodian_id: this.custodianId, kind, name: to.name, fingerprint: fp, already_enrolled: !added };
   }
 
-  revoke(req: { coordinator_id?: string; public_key_pem?: string; so_pin?: string; kind?: string }, ctx: CallContext) {
+  revoke(req: pb.RevokeTransportKeyRequest__Output, ctx: CallContext): pb.RevokeTransportKeyResponse {
     const kind = kindOf(req.kind);
     const pem = req.public_key_pem ? pemOf(req.public_key_pem, 'public_key_pem') : undefined;
     const to = this.#target(kind, req.coordinator_id, pem, ctx);
@@ -79,7 +79,7 @@ export class TrustedKeys {
     return { custodian_id: this.custodianId, revoked };
   }
 
-  list() {
+  list(): pb.ListTrustedKeysResponse {
     return {
       custodian_id: this.custodianId,
       keys: this.token.listTrustedKeys().map((k) => ({ kind: k.kind, name: k.name, public_key_pem: k.publicKeyPem, fingerprint: k.fingerprint })),

@@ -42,7 +42,7 @@ export function registerKeys(program: Command): void {
         do {
           const page = await c.listKeys(1000, token);
           for (const k of page.keys)
-            if (k.state === 'KEY_STATE_ENABLED' && Number(k.rotation.period_seconds) > 0 && Date.parse(k.rotation.next_rotation_at) <= now) due.push(k);
+            if (k.state === 'KEY_STATE_ENABLED' && k.rotation && k.rotation.period_seconds > 0 && Date.parse(k.rotation.next_rotation_at) <= now) due.push(k);
           token = page.next_page_token;
         } while (token);
         const bar = progressBar('rotating due keys', due.length);
@@ -111,7 +111,7 @@ export function registerKeys(program: Command): void {
     .command('get <key>')
     .action(async (ref: string) => {
       const k = await withClient(program, (c) => c.getKey(ref));
-      printJson(Object.fromEntries(Object.entries(k.policy.grants).map(([op, l]) => [op, l.principals])));
+      printJson(Object.fromEntries(Object.entries(k.policy?.grants ?? {}).map(([op, l]) => [op, l.principals])));
     });
   policy
     .command('set <key> <grants...>')

@@ -2,39 +2,32 @@
  * The coordinator's gRPC client to custodian nodes (mutual TLS, coordinator identity). The
  * server is pinned to the custodian's id: its certificate CN must be that id (server-identity.ts).
  */
-import type * as grpc from '@grpc/grpc-js';
-import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, type TlsMaterial } from '@keyshard/rpc';
+import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, type pb, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
 import { KeyshardError } from '@keyshard/errors';
 import type { Ceremony, JoinVouch, SealNotice, Succession } from '@keyshard/crypto';
 
-export interface CustodianIdentity {
-  custodian_id: string;
-  token_label: string;
-  enrollment_public_key_pem: string;
-  approval_public_key_pem: string;
-  oaep_hash: string;
-  holds_shares_for: string[];
-  approval_policy: string;
-}
+export type CustodianIdentity = pb.CustodianIdentity__Output;
 
-export interface ReleaseResponse {
-  ceremony_id: string;
-  status: 'pending' | 'released' | 'denied';
-  releases: { coordinator_id: string; wrapped_share: Buffer }[];
-  approval_signature: Buffer;
-  reason: string;
-  /** Set by a custodian restored into a new token: why its new approval key counts. */
-  succession: Succession | null;
-}
+/**
+ * A custodian's answer to a proposal or a poll: `status` is pending | released | denied; a
+ * custodian restored into a new token sets `succession` (why its new approval key counts).
+ */
+export type ReleaseResponse = pb.ReleaseResponse__Output;
 
 /** A custodian's approval as passed on to other custodians (DestroyShare, ExportShare). */
 export type Approval = { custodianId: string; signature: Buffer; succession?: Succession | null };
-const approvalMessages = (approvals: Approval[]) => approvals.map((a) => ({ custodian_id: a.custodianId, signature: a.signature, succession: a.succession ?? null }));
+const approvalMessages = (approvals: Approval[]): pb.Approval[] => approvals.map((a) => ({ custodian_id: a.custodianId, signature: a.signature, succession: a.succession ?? null }));
+
+type Client = pb.CustodianServiceClient;
+
+// The crypto package's domain objects are sent as they are: they must stay the proto messages' shapes.
+type Conforms<Domain extends Message, Message> = Domain;
+export type SentAsProto = [Conforms<Ceremony, pb.Ceremony>, Conforms<JoinVouch, pb.JoinVouch>, Conforms<SealNotice, pb.SealNotice>, Conforms<Succession, pb.Succession>];
 
 export class CustodianLink {
   readonly id: string;
   readonly address: string;
-  #client: grpc.Client;
+  #client: Client;
 
   constructor(id: string, address: string, tls: TlsMaterial) {
     this.id = id;
@@ -42,9 +35,9 @@ export class CustodianLink {
     this.#client = makeClient(keyshardProto().CustodianService, address, tls, {}, expectServer(`custodian ${id}`, id));
   }
 
-  async #call<T>(method: string, req: unknown, timeoutMs = 5_000): Promise<T> {
+  async #call<M extends UnaryMethod<Client>>(method: M, req: UnaryRequest<Client, M>, timeoutMs = 5_000): Promise<UnaryResponse<Client, M>> {
     try {
-      return await unaryCall<T>(this.#client, method, req, { timeoutMs });
+      return await unaryCall(this.#client, method, req, { timeoutMs });
     } catch (e) {
       if (isServiceError(e)) {
         // Custodian errors are already safe to show; keep their status class.
@@ -73,7 +66,7 @@ export class CustodianLink {
     ceremonyId?: string;
     /** generation > 1: the quorum's approvals of the reshare / rotate-root ceremony (checked by the custodian). */
     approvals?: Approval[];
-  }): Promise<unknown> {
+  }): Promise<pb.DeliverShareResponse__Output> {
     return this.#call('DeliverShare', {
       cluster_id: d.clusterId,
       encrypted_share: d.encryptedShare,
@@ -89,13 +82,13 @@ export class CustodianLink {
   }
 
   /** Asks the custodian to destroy share set(s) on a quorum's approvals of `ceremonyId`. */
-  destroyShare(clusterId: string, ceremonyId: string, approvals: Approval[]): Promise<{ status: string }> {
+  destroyShare(clusterId: string, ceremonyId: string, approvals: Approval[]): Promise<pb.DecisionResponse__Output> {
     return this.#call('DestroyShare', { cluster_id: clusterId, ceremony_id: ceremonyId, approvals: approvalMessages(approvals) });
   }
 
   /** Custodian recovery: the custodian's share wrapped to the recovery key an approved export-share ceremony binds. */
-  exportShare(clusterId: string, ceremonyId: string, recoveryPublicKeyPem: string, approvals: Approval[]) {
-    return this.#call<{ wrapped_share: Buffer; generation: number; peers_json: string; oaep_hash: string; succession_statement: Buffer }>('ExportShare', {
+  exportShare(clusterId: string, ceremonyId: string, recoveryPublicKeyPem: string, approvals: Approval[]): Promise<pb.ExportShareResponse__Output> {
+    return this.#call('ExportShare', {
       cluster_id: clusterId,
       ceremony_id: ceremonyId,
       recovery_public_key_pem: recoveryPublicKeyPem,
@@ -109,7 +102,7 @@ export class CustodianLink {
   }
 
   /** Tells the custodian the cluster's new seal epoch (seal-notice.ts). */
-  noteSeal(notice: SealNotice): Promise<{ seal_epoch: number }> {
+  noteSeal(notice: SealNotice): Promise<pb.SealNoticeResponse__Output> {
     return this.#call('NoteSeal', notice, 3_000);
   }
 

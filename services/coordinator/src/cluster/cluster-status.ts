@@ -9,23 +9,13 @@
  */
 import type { Etcd3 } from '@keyshard/store';
 import type { AuditReader } from '@keyshard/audit-client/reader';
+import type { pb } from '@keyshard/rpc';
 
-/** keyshard.v1.EtcdStatus (snake_case, as in ceremony.proto). */
-export interface EtcdStatus {
-  reachable: boolean;
-  members: { id: string; name: string; client_urls: string[]; peer_urls: string[]; leader: boolean; learner: boolean }[];
-  version: string;
-  error: string;
-}
+/** keyshard.v1.EtcdStatus (ceremony.proto), every field set. */
+export type EtcdStatus = pb.EtcdStatus__Output;
 
-/** keyshard.v1.AuditSinkStatus. */
-export interface AuditSinkStatus {
-  address: string;
-  reachable: boolean;
-  tree_size: number;
-  checkpoint_time: string;
-  error: string;
-}
+/** keyshard.v1.AuditSinkStatus, every field set. */
+export type AuditSinkStatus = pb.AuditSinkStatus__Output;
 
 const PROBE_TIMEOUT_MS = 1_000;
 

@@ -123,7 +123,7 @@ export class KeyOperations {
     }
   }
 
-  async batch<T>(items: unknown[], one: (item: any) => Promise<T>): Promise<({ result: T } | { error: unknown })[]> {
+  async batch<I, T>(items: readonly I[], one: (item: I) => Promise<T>): Promise<({ result: T } | { error: unknown })[]> {
     if (!Array.isArray(items) || items.length === 0) throw invalidArgument('a batch needs at least one item');
     if (items.length > MAX_BATCH) throw invalidArgument(`a batch holds at most ${MAX_BATCH} items, got ${items.length}`);
     return Promise.all(items.map((item) => one(item).then((result) => ({ result }), (error: unknown) => ({ error }))));

@@ -11,8 +11,10 @@
  */
 import { invalidArgument } from '@keyshard/errors';
 import { USAGE, type KeyType, type KeyUsage } from '@keyshard/crypto';
+import type { pb } from '@keyshard/rpc';
 
-export type KeyState = 'KEY_STATE_ENABLED' | 'KEY_STATE_DISABLED' | 'KEY_STATE_PENDING_DESTRUCTION' | 'KEY_STATE_DESTROYED';
+/** keyshard.v1.KeyState (keys.proto) as stored: every state but UNSPECIFIED. */
+export type KeyState = Exclude<pb.KeyState__Output, 'KEY_STATE_UNSPECIFIED'>;
 
 export interface KeyRecord {
   id: string;

@@ -4,34 +4,29 @@
  */
 import { once } from 'node:events';
 import { invalidArgument, failedPrecondition } from '@keyshard/errors';
-import { isUndecodable, type CallContext, type StreamHandler } from '@keyshard/rpc';
+import { isUndecodable, type pb, type ServiceHandlers } from '@keyshard/rpc';
 import { zeroize } from '@keyshard/crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { createBackup, type BackupSource } from '../backup/backup.ts';
 import { runBackupCheck } from '../backup/restore-writer.ts';
 import { readHeader, type Restores, type RestoreEvent, type RestoreSummary } from '../backup/restore.ts';
 
-interface Chunk {
-  data: Buffer;
-}
-
 /**
  * The messages of a call's read side. Not `for await (… of call)`: a stream's default iterator
  * destroys the stream when the reading ends, and with it the call's write side (the replies).
  */
-const messagesOf = (call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) =>
-  call.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<unknown>;
+const messagesOf = <Req>(call: grpc.ServerReadableStream<Req, unknown> | grpc.ServerDuplexStream<Req, unknown>) =>
+  call.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Req>;
 
 /** The `data` of each message of a client stream, refusing undecodable ones. */
-async function* dataOf(messages: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
+async function* dataOf(messages: AsyncIterable<{ data: Buffer }>): AsyncGenerator<Buffer> {
   for await (const m of messages) {
     if (isUndecodable(m)) throw invalidArgument('a message of the stream is not valid');
-    const data = (m as Chunk).data;
-    if (data?.length) yield data;
+    if (m.data.length) yield m.data;
   }
 }
 
-function summaryMessage(s: Omit<RestoreSummary, 'unsealed' | 'dryRun' | 'cluster'> & Partial<RestoreSummary>) {
+function summaryMessage(s: Omit<RestoreSummary, 'unsealed' | 'dryRun' | 'cluster'> & Partial<RestoreSummary>): pb.BackupSummary {
   return {
     cluster: s.cluster ?? '',
     cluster_id: s.clusterId,
@@ -63,9 +58,9 @@ export async function drained(call: grpc.ServerWritableStream<unknown, unknown>)
   }
 }
 
-export function backupHandlers(src: BackupSource, restores: Restores): Record<string, StreamHandler> {
+export function backupHandlers(src: BackupSource, restores: Restores): ServiceHandlers<'BackupService'> {
   return {
-    async CreateBackup(call: grpc.ServerWritableStream<unknown, unknown>, ctx: CallContext) {
+    async CreateBackup(call, ctx) {
       let last = { done: 0, total: 0 };
       for await (const { data, progress } of createBackup(src)) {
         if (call.cancelled) throw failedPrecondition('the client cancelled the backup');
@@ -75,25 +70,25 @@ export function backupHandlers(src: BackupSource, restores: Restores): Record<st
       ctx.facts.details = { entries: String(last.done) };
     },
 
-    async VerifyBackup(call: grpc.ServerReadableStream<unknown, unknown>, ctx: CallContext) {
+    async VerifyBackup(call, ctx) {
       const { record } = src.cluster.requireInitialized();
       const root = await src.cluster.currentRoot();
       try {
         const { header, counts } = await runBackupCheck(root, { clusterId: record.clusterId }, dataOf(messagesOf(call)), undefined, () => {});
         const summary = summaryMessage({ ...header, ...counts });
-        ctx.facts.details = { revision: summary.revision, entries: String(summary.entries) };
+        ctx.facts.details = { revision: String(summary.revision), entries: String(summary.entries) };
         return summary;
       } finally {
         zeroize(root);
       }
     },
 
-    async Restore(call: grpc.ServerDuplexStream<unknown, unknown>, ctx: CallContext) {
-      const messages = messagesOf(call) as AsyncIterator<{ options?: { dry_run?: boolean; force_cluster_id?: boolean; ttl_seconds?: number }; data?: Buffer }>;
+    async Restore(call, ctx) {
+      const messages = messagesOf(call);
       const first = await messages.next();
-      if (first.done || isUndecodable(first.value) || !first.value.data?.length) throw invalidArgument('the first message must carry the options and the backup header');
+      if (first.done || isUndecodable(first.value) || !first.value.data.length) throw invalidArgument('the first message must carry the options and the backup header');
       const header = readHeader(first.value.data);
-      const o = first.value.options ?? {};
+      const o: Partial<pb.RestoreOptions__Output> = first.value.options ?? {};
       ctx.facts.details = { backup_cluster_id: header.clusterId, revision: header.revision, dry_run: String(Boolean(o.dry_run)) };
       const rest = { [Symbol.asyncIterator]: () => messages };
       const emit = (e: RestoreEvent) => {

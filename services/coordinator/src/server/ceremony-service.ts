@@ -1,11 +1,12 @@
 /**
  * Thin gRPC handlers for CeremonyService: decode, call the domain, encode. Authorisation,
- * errors and auditing are handled by `unaryService`, its authorizer and the audit observer.
+ * errors and auditing are handled by `unaryService`, its authorizer (the roles the protos give
+ * each method) and the audit observer.
  */
 import { permissionDenied, invalidArgument, failedPrecondition, notFound } from '@keyshard/errors';
 import { OPERATIONS } from '@keyshard/crypto';
 import type { Ceremony } from '@keyshard/crypto';
-import type { CallContext, UnaryHandler } from '@keyshard/rpc';
+import { roleAuthorizer, type CallContext, type ServiceHandlers } from '@keyshard/rpc';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { Seal } from '../cluster/seal.ts';
 import type { Replicas } from '../cluster/replicas.ts';
@@ -16,8 +17,6 @@ import type { CeremonyStore } from '../ceremonies/ceremony-store.ts';
 import type { AuditSinkStatus, EtcdStatus } from '../cluster/cluster-status.ts';
 import { getShareExport } from '../cluster/share-recovery.ts';
 import type { ClusterStore } from '../cluster/cluster-store.ts';
-
-type Handlers = Record<string, UnaryHandler<any, any>>;
 
 export interface CeremonyDeps {
   cluster: Cluster;
@@ -40,23 +39,16 @@ export interface CeremonyDeps {
   sealCluster: (principal: string) => Promise<number>;
 }
 
-const ADMIN_METHODS = new Set(['Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony', 'GetShareExport']);
-
-/** Mutating ceremony calls need the admin role; reads need admin or key-user. */
-export function ceremonyServiceAuthorizer(admins: Set<string>, readers: Set<string>) {
-  return (ctx: CallContext) => {
-    const name = ctx.method.slice(ctx.method.indexOf('.') + 1);
-    if (admins.has(ctx.principal)) return;
-    if (ADMIN_METHODS.has(name)) throw permissionDenied(`${ctx.method} needs the admin role`);
-    if (!readers.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not read cluster status`);
-  };
+/** Ceremony calls that change state need the admin role; reads admin or key-user (ceremony.proto's roles). */
+export function ceremonyServiceAuthorizer(admins: ReadonlySet<string>, readers: ReadonlySet<string>) {
+  return roleAuthorizer('CeremonyService', { ROLE_ADMIN: admins, ROLE_KEY_USER: readers }, (ctx, policy) =>
+    policy.roles.includes('ROLE_KEY_USER') ? permissionDenied(`${ctx.principal} may not read cluster status`) : permissionDenied(`${ctx.method} needs the admin role`),
+  );
 }
 
-/** Services whose every method needs the admin role (BackupService). */
-export function adminOnly(admins: Set<string>) {
-  return (ctx: CallContext) => {
-    if (!admins.has(ctx.principal)) throw permissionDenied(`${ctx.method} needs the admin role`);
-  };
+/** Every BackupService method needs the admin role (backup.proto's roles). */
+export function backupServiceAuthorizer(admins: ReadonlySet<string>) {
+  return roleAuthorizer('BackupService', { ROLE_ADMIN: admins }, (ctx) => permissionDenied(`${ctx.method} needs the admin role`));
 }
 
 function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
@@ -64,7 +56,7 @@ function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
   return c;
 }
 
-export function ceremonyHandlers(d: CeremonyDeps): Handlers {
+export function ceremonyHandlers(d: CeremonyDeps): ServiceHandlers<'CeremonyService'> {
   return {
     async Status() {
       // With etcd unreachable, Status still answers at once from what this replica last read, and says so.
@@ -117,8 +109,8 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       return withFacts(await d.unseal.get(req.id), ctx);
     },
     async StartCeremony(req, ctx) {
-      const op = String(req.operation ?? '');
-      const params = (req.parameters ?? {}) as Record<string, string>;
+      const op = req.operation;
+      const params = req.parameters;
       const ttl = req.ttl_seconds || undefined;
       if (op === 'unseal') return withFacts(await d.unseal.start(ctx.principal, ttl), ctx);
       if (d.quorum.handles(op)) return withFacts(await d.quorum.start(op, params, ctx.principal, ttl), ctx);
@@ -127,17 +119,17 @@ export function ceremonyHandlers(d: CeremonyDeps): Handlers {
       throw invalidArgument(`unknown ceremony operation ${JSON.stringify(op)}; one of ${OPERATIONS.join(', ')}`);
     },
     async ListCeremonies(req) {
-      return { ceremonies: await d.ceremonies.list(Boolean(req.include_finished)) };
+      return { ceremonies: await d.ceremonies.list(req.include_finished) };
     },
     async CancelCeremony(req, ctx) {
-      const c = await d.ceremonies.show(String(req.id ?? ''));
+      const c = await d.ceremonies.show(req.id);
       if (!c) throw notFound(`no ceremony ${JSON.stringify(req.id)}`);
       const cancelled = c.operation === 'unseal' || c.operation === 'join' ? await d.unseal.cancel(c.id, ctx.principal) : await d.quorum.cancel(c.id, ctx.principal);
       return withFacts(cancelled, ctx);
     },
     async GetShareExport(req, ctx) {
-      ctx.facts.ceremonyId = String(req.id ?? '');
-      return getShareExport(d.clusterStore, String(req.id ?? ''));
+      ctx.facts.ceremonyId = req.id;
+      return getShareExport(d.clusterStore, req.id);
     },
     /** Seals every replica: this one at once, the others through the seal epoch they watch. */
     async Seal(_req, ctx) {

@@ -4,12 +4,12 @@
  * batch sizes). The seal check and the audit class are per method, in server/methods.ts.
  */
 import { invalidArgument, permissionDenied, KeyshardError } from '@keyshard/errors';
-import { STATUS_OF, type CallContext } from '@keyshard/rpc';
+import { roleAuthorizer, STATUS_OF, type CallContext, type pb } from '@keyshard/rpc';
 import type { Keyring } from '../keys/keyring.ts';
 import type { KeyRecord, UsageRecord } from '../keys/key-record.ts';
 import type { KeyOperations } from '../keys/key-operations.ts';
 import { forEachConcurrent } from '../concurrency.ts';
-import type { Answer, AnsweringHandler, AuditFacts } from './methods.ts';
+import type { Answer, AnsweringHandlers, AuditFacts } from './methods.ts';
 
 /** What is known of the use of each of a key's versions (VersionUsage.ofKey). */
 export type UsageOf = (keyId: string, versions: number[]) => Promise<Map<number, UsageRecord>>;
@@ -17,7 +17,7 @@ export type UsageOf = (keyId: string, versions: number[]) => Promise<Map<number,
 const NEVER_USED: UsageRecord = { encryptions: 0, lastUsedAt: '' };
 
 /** A key's message; `usage` by version (a version absent from it has never been used). */
-export function keyMessage(k: KeyRecord, usage: Map<number, UsageRecord>) {
+export function keyMessage(k: KeyRecord, usage: Map<number, UsageRecord>): pb.Key {
   return {
     id: k.id,
     name: k.name,
@@ -33,9 +33,9 @@ export function keyMessage(k: KeyRecord, usage: Map<number, UsageRecord>) {
     created_by: k.createdBy,
     versions: k.versions.map((v) => {
       const u = usage.get(v.version) ?? NEVER_USED;
-      return { version: v.version, created_at: v.createdAt, last_used_at: u.lastUsedAt, encryptions: String(u.encryptions) };
+      return { version: v.version, created_at: v.createdAt, last_used_at: u.lastUsedAt, encryptions: u.encryptions };
     }),
-    rotation: { period_seconds: String(k.rotation.periodSeconds), next_rotation_at: k.rotation.nextRotationAt },
+    rotation: { period_seconds: k.rotation.periodSeconds, next_rotation_at: k.rotation.nextRotationAt },
     policy: { grants: Object.fromEntries(Object.entries(k.policy).map(([op, principals]) => [op, { principals }])) },
     destruction_at: k.destructionAt,
   };
@@ -51,14 +51,15 @@ const optionalBytes = (v: unknown): Buffer | undefined => (Buffer.isBuffer(v) &&
 /** 100 years: longer periods and waits would put the next date past what a Date holds (RangeError). */
 const MAX_SECONDS = 100 * 365 * 24 * 3600;
 
-function seconds(v: unknown, field: string): number {
-  const n = Number(v ?? 0);
+/** A uint64 of seconds a caller set (absent: 0); beyond 2^53 it decodes as a number that is not a safe integer. */
+function seconds(n: number | undefined, field: string): number {
+  n ??= 0;
   if (!Number.isSafeInteger(n) || n < 0 || n > MAX_SECONDS)
     throw invalidArgument(`${field} is not a valid number of seconds (0 to ${MAX_SECONDS}, 100 years)`);
   return n;
 }
 
-function policyOf(p: { grants?: Record<string, { principals?: string[] }> } | null | undefined): Record<string, string[]> | undefined {
+function policyOf(p: pb.KeyPolicy__Output | null): Record<string, string[]> | undefined {
   const grants = p?.grants ?? {};
   if (Object.keys(grants).length === 0) return undefined;
   return Object.fromEntries(Object.entries(grants).map(([op, list]) => [op, list?.principals ?? []]));
@@ -67,7 +68,7 @@ function policyOf(p: { grants?: Record<string, { principals?: string[] }> } | nu
 /** The audit facts of a call that used one version of one key. */
 const usedVersion = (r: { key: KeyRecord; version: number }): AuditFacts => ({ keyId: r.key.id, details: { version: String(r.version) } });
 
-function itemError(e: unknown) {
+function itemError(e: unknown): pb.BatchItemError {
   if (e instanceof KeyshardError) return { code: STATUS_OF[e.code], message: e.message };
   return { code: STATUS_OF.INTERNAL, message: 'internal error' };
 }
@@ -77,7 +78,7 @@ const batchFacts = (results: ({ result: unknown } | { error: unknown })[]): Audi
   details: { items: String(results.length), failed: String(results.filter((r) => 'error' in r).length) },
 });
 
-async function aliasAnswer(p: Promise<{ name: string; keyId: string }>): Promise<Answer> {
+async function aliasAnswer(p: Promise<{ name: string; keyId: string }>): Promise<Answer<pb.Alias>> {
   const a = await p;
   return { audit: { keyId: a.keyId }, reply: { name: a.name, key_id: a.keyId } };
 }
@@ -86,15 +87,15 @@ async function aliasAnswer(p: Promise<{ name: string; keyId: string }>): Promise
  * KeyService's handlers; each answers its reply and its audit facts. Served behind the
  * interceptor of server/methods.ts (`intercepted('keys', …)`), which refuses them while sealed.
  */
-export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf): Record<string, AnsweringHandler> {
+export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf): AnsweringHandlers<'KeyService'> {
   const message = async (k: KeyRecord) => keyMessage(k, await usageOf(k.id, k.versions.map((v) => v.version)));
-  const keyAnswer = async (k: Promise<KeyRecord>, details?: Record<string, string>): Promise<Answer> => {
+  const keyAnswer = async (k: Promise<KeyRecord>, details?: Record<string, string>): Promise<Answer<pb.Key>> => {
     const rec = await k;
     return { audit: { keyId: rec.id, ...(details && { details }) }, reply: message(rec) };
   };
-  const encryptOne = (req: any, ctx: CallContext) => ops.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {}, ctx.principal);
-  const decryptOne = (req: any, ctx: CallContext) => ops.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, ctx.principal, req.key || undefined);
-  const dataKey = (withPlaintext: boolean) => async (req: any, ctx: CallContext): Promise<Answer> => {
+  const encryptOne = (req: pb.EncryptRequest__Output, ctx: CallContext) => ops.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {}, ctx.principal);
+  const decryptOne = (req: pb.DecryptRequest__Output, ctx: CallContext) => ops.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, ctx.principal, req.key || undefined);
+  const dataKey = (withPlaintext: boolean) => async (req: pb.GenerateDataKeyRequest__Output, ctx: CallContext): Promise<Answer<pb.GenerateDataKeyResponse>> => {
     const r = await ops.generateDataKey(req.key, req.length, req.context ?? {}, ctx.principal, withPlaintext);
     return { audit: usedVersion(r), reply: { plaintext: r.plaintext, ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version } };
   };
@@ -118,7 +119,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
     GetKey: (req) => keyAnswer(keyring.resolve(req.key)),
     async ListKeys(req) {
       const { keys, next } = await keyring.list(req.page_size, req.page_token);
-      const messages: ReturnType<typeof keyMessage>[] = new Array(keys.length);
+      const messages: pb.Key[] = new Array(keys.length);
       await forEachConcurrent([...keys.keys()], 16, async (i) => void (messages[i] = await message(keys[i]!)));
       return { reply: { keys: messages, next_page_token: next } };
     },
@@ -212,9 +213,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
   };
 }
 
-/** Only configured key users and admins may call KeyService; components and readers may not. */
-export function keyServiceAuthorizer(allowed: Set<string>) {
-  return (ctx: CallContext) => {
-    if (!allowed.has(ctx.principal)) throw permissionDenied(`${ctx.principal} may not use the key service`);
-  };
+/** Only configured key users and admins may call KeyService (keys.proto's roles); components and readers may not. */
+export function keyServiceAuthorizer(admins: ReadonlySet<string>, keyUsers: ReadonlySet<string>) {
+  return roleAuthorizer('KeyService', { ROLE_ADMIN: admins, ROLE_KEY_USER: keyUsers }, (ctx) => permissionDenied(`${ctx.principal} may not use the key service`));
 }

@@ -1,81 +1,34 @@
 /**
- * Every method the coordinator serves, declared once, with what is decided per method:
- *  - seal: 'open' — refused FAILED_PRECONDITION "sealed" before its handler runs (the
- *    interceptor below); 'any' — served sealed (the domain refuses what it cannot do sealed,
- *    e.g. a quorum ceremony's start);
- *  - audit: 'spool' — its outcome goes through the durable local spool (crypto calls and
- *    reads, and key-lifecycle outcomes, whose intent already reached the sink); 'sink' — its
- *    outcome must reach the audit sink before the reply (fail closed);
- *  - changesState: its intent (`<method>.requested`) is recorded at the sink before it runs, and
- *    its completion logged at info; other calls (reads, crypto) are logged at debug.
- * main.ts builds the audit routing and the intent/log sets from this table (SPOOLED_OPERATIONS,
- * STATE_CHANGING_METHODS); methods.spec.ts checks it names exactly the methods of the protos.
+ * The coordinator's services and what is decided per method, as the protos declare it
+ * (`option (keyshard.v1.policy)`, read by @keyshard/rpc method-policy.ts):
+ *  - seal: SEAL_POLICY_OPEN — refused FAILED_PRECONDITION "sealed" before its handler runs (the
+ *    interceptor below); SEAL_POLICY_ANY — served sealed (the domain refuses what it cannot do
+ *    sealed, e.g. a quorum ceremony's start);
+ *  - audit: AUDIT_CLASS_SPOOL — its outcome goes through the durable local spool (crypto calls and
+ *    reads, and key-lifecycle outcomes, whose intent already reached the sink); AUDIT_CLASS_SINK —
+ *    its outcome must reach the audit sink before the reply (fail closed);
+ *  - changes_state: its intent (`<method>.requested`) is recorded at the sink before it runs, and
+ *    its completion logged at info; other calls (reads, crypto) are logged at debug;
+ *  - roles: who may call it (the authorizers of key-service.ts and ceremony-service.ts).
+ * main.ts builds the audit routing and the intent/log sets from them (SPOOLED_OPERATIONS,
+ * STATE_CHANGING_METHODS).
  */
-import type { CallContext, UnaryHandler } from '@keyshard/rpc';
+import { methodPolicies, methodsWhere, type CallContext, type MethodName, type RequestOf, type ResponseOf, type ServiceHandlers, type UnaryHandler } from '@keyshard/rpc';
 
-export interface MethodPolicy {
-  seal: 'open' | 'any';
-  audit: 'spool' | 'sink';
-  changesState: boolean;
-}
+/** The `name` each service is registered under (unaryService): methods are `<label>.<Method>`. */
+export const SERVICES = { keys: 'KeyService', ceremony: 'CeremonyService', backup: 'BackupService' } as const;
+export type ServiceLabel = keyof typeof SERVICES;
+type Served = (typeof SERVICES)[ServiceLabel];
 
-/** The `name` each service is registered under (unaryService): methods are `<service>.<Method>`. */
-export type ServiceName = 'keys' | 'ceremony' | 'backup';
+const labelled = Object.entries(SERVICES) as [ServiceLabel, Served][];
 
-export const METHODS: Record<ServiceName, Record<string, MethodPolicy>> = {
-  keys: {
-    CreateKey:                       { seal: 'open', audit: 'spool', changesState: true },
-    GetKey:                          { seal: 'open', audit: 'spool', changesState: false },
-    ListKeys:                        { seal: 'open', audit: 'spool', changesState: false },
-    UpdateKey:                       { seal: 'open', audit: 'spool', changesState: true },
-    EnableKey:                       { seal: 'open', audit: 'spool', changesState: true },
-    DisableKey:                      { seal: 'open', audit: 'spool', changesState: true },
-    ScheduleKeyDestruction:          { seal: 'open', audit: 'spool', changesState: true },
-    CancelKeyDestruction:            { seal: 'open', audit: 'spool', changesState: true },
-    Encrypt:                         { seal: 'open', audit: 'spool', changesState: false },
-    Decrypt:                         { seal: 'open', audit: 'spool', changesState: false },
-    ReEncrypt:                       { seal: 'open', audit: 'spool', changesState: false },
-    EncryptBatch:                    { seal: 'open', audit: 'spool', changesState: false },
-    DecryptBatch:                    { seal: 'open', audit: 'spool', changesState: false },
-    GenerateDataKey:                 { seal: 'open', audit: 'spool', changesState: false },
-    GenerateDataKeyWithoutPlaintext: { seal: 'open', audit: 'spool', changesState: false },
-    Sign:                            { seal: 'open', audit: 'spool', changesState: false },
-    Verify:                          { seal: 'open', audit: 'spool', changesState: false },
-    GetPublicKey:                    { seal: 'open', audit: 'spool', changesState: false },
-    Mac:                             { seal: 'open', audit: 'spool', changesState: false },
-    VerifyMac:                       { seal: 'open', audit: 'spool', changesState: false },
-    RotateKey:                       { seal: 'open', audit: 'spool', changesState: true },
-    SetRotationPolicy:               { seal: 'open', audit: 'spool', changesState: true },
-    CreateAlias:                     { seal: 'open', audit: 'spool', changesState: true },
-    UpdateAlias:                     { seal: 'open', audit: 'spool', changesState: true },
-    DeleteAlias:                     { seal: 'open', audit: 'spool', changesState: true },
-    ListAliases:                     { seal: 'open', audit: 'spool', changesState: false },
-  },
-  ceremony: {
-    Status:                          { seal: 'any', audit: 'spool', changesState: false },
-    Init:                            { seal: 'any', audit: 'sink', changesState: true },
-    StartUnseal:                     { seal: 'any', audit: 'sink', changesState: true },
-    Seal:                            { seal: 'any', audit: 'sink', changesState: true },
-    GetCeremony:                     { seal: 'any', audit: 'spool', changesState: false },
-    ListCeremonies:                  { seal: 'any', audit: 'sink', changesState: false },
-    CancelCeremony:                  { seal: 'any', audit: 'sink', changesState: true },
-    StartCeremony:                   { seal: 'any', audit: 'sink', changesState: true },
-    GetShareExport:                  { seal: 'any', audit: 'sink', changesState: false },
-  },
-  backup: {
-    CreateBackup:                    { seal: 'any', audit: 'sink', changesState: true },
-    VerifyBackup:                    { seal: 'any', audit: 'sink', changesState: false },
-    Restore:                         { seal: 'any', audit: 'sink', changesState: true },
-  },
-};
-
-const entries = Object.entries(METHODS).flatMap(([service, methods]) => Object.entries(methods).map(([method, p]) => ({ service, method, ...p })));
-
-/** Operations (`<service>.<Method>`) whose outcome goes through the local spool (RoutedAudit). */
-export const SPOOLED_OPERATIONS: ReadonlySet<string> = new Set(entries.filter((m) => m.audit === 'spool').map((m) => `${m.service}.${m.method}`));
+/** Operations (`<label>.<Method>`) whose outcome goes through the local spool (RoutedAudit). */
+export const SPOOLED_OPERATIONS: ReadonlySet<string> = new Set(
+  labelled.flatMap(([label, service]) => [...methodsWhere(service, (p) => p.audit === 'AUDIT_CLASS_SPOOL')].map((m) => `${label}.${m}`)),
+);
 
 /** Methods whose intent is recorded before they run (auditIntent) and logged at info (auditObserver): bare names, unique across services. */
-export const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(entries.filter((m) => m.changesState).map((m) => m.method));
+export const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(labelled.flatMap(([, service]) => [...methodsWhere(service, (p) => p.changesState)]));
 
 /** Non-secret facts a handler learned, for its call's audit event: key id, ceremony id, details. */
 export type AuditFacts = CallContext['facts'];
@@ -90,26 +43,37 @@ export interface Answer<Res = unknown> {
   reply: Res | Promise<Res>;
 }
 
-export type AnsweringHandler = (req: any, ctx: CallContext) => Promise<Answer>;
+/** A unary method's handler behind the interceptor: its typed request, its answer. */
+export type AnsweringHandler<S extends Served, M extends MethodName<S>> = (req: RequestOf<S, M>, ctx: CallContext) => Promise<Answer<ResponseOf<S, M>>>;
+
+/** The answering handlers of a service's unary methods (KeyService, CeremonyService). */
+export type AnsweringHandlers<S extends Served> = { [M in MethodName<S>]: AnsweringHandler<S, M> };
 
 /**
- * The interceptor in front of a service's handlers, driven by METHODS: a method whose policy
- * says seal 'open' is refused while sealed before its handler runs (after authorisation and
- * audit intent, as the handler would have been), and each answer's audit facts go to the call's
- * audit event (the observer reads them from the call context, as it does for every service).
+ * The interceptor in front of a service's handlers, driven by the method policy: a method whose
+ * policy says SEAL_POLICY_OPEN is refused while sealed before its handler runs (after
+ * authorisation and audit intent, as the handler would have been), and each answer's audit facts
+ * go to the call's audit event (the observer reads them from the call context, as it does for
+ * every service).
  */
-export function intercepted(service: ServiceName, handlers: Record<string, AnsweringHandler>, seal: { requireOpen(): void }): Record<string, UnaryHandler<any, unknown>> {
+export function intercepted<L extends 'keys' | 'ceremony'>(
+  label: L,
+  handlers: Partial<AnsweringHandlers<(typeof SERVICES)[L]>>,
+  seal: { requireOpen(): void },
+): Partial<ServiceHandlers<(typeof SERVICES)[L]>> {
+  const service = SERVICES[label];
+  const policies: ReadonlyMap<string, { seal: string }> = methodPolicies(service);
   return Object.fromEntries(
-    Object.entries(handlers).map(([method, handler]) => {
-      const policy = METHODS[service][method];
-      if (!policy) throw new Error(`${service}.${method} has a handler but no entry in METHODS`);
-      const guarded: UnaryHandler<any, unknown> = async (req, ctx) => {
-        if (policy.seal === 'open') seal.requireOpen();
+    Object.entries(handlers as Record<string, (req: never, ctx: CallContext) => Promise<Answer>>).map(([method, handler]) => {
+      const policy = policies.get(method);
+      if (!policy) throw new Error(`${label}.${method} has a handler but is not a method of ${service}`);
+      const guarded: UnaryHandler<never, unknown> = async (req, ctx) => {
+        if (policy.seal === 'SEAL_POLICY_OPEN') seal.requireOpen();
         const { reply, audit } = await handler(req, ctx);
         if (audit) Object.assign(ctx.facts, audit);
         return await reply;
       };
       return [method, guarded];
     }),
-  );
+  ) as Partial<ServiceHandlers<(typeof SERVICES)[L]>>;
 }
