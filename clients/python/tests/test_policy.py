@@ -26,6 +26,16 @@ class Safety(unittest.TestCase):
         self.assertEqual(c['Status'], _policy.IDEMPOTENT)
         self.assertEqual(c['Seal'], _policy.ONCE)
 
+    def test_the_protos_declare_idempotency_and_agree_with_the_table(self):
+        # keys.proto and ceremony.proto set idempotency_level on every rpc; the fallback table
+        # (for protos that declare none) must say the same.
+        for service, module in (('KeyService', keys_pb2), ('CeremonyService', ceremony_pb2)):
+            descriptor = module.DESCRIPTOR.services_by_name[service]
+            self.assertEqual(_policy.source_of(descriptor), 'descriptor', service)
+            self.assertEqual(keyshard.METHOD_SAFETY_SOURCE[service], 'descriptor', service)
+            for name, safety in _policy.safety_table(descriptor).items():
+                self.assertEqual(safety, _policy.FALLBACK_TABLE.get(name), f'{service}.{name}')
+
     def test_the_table_names_only_methods_that_exist(self):
         names = {m.name for s in ('KeyService',) for m in keys_pb2.DESCRIPTOR.services_by_name[s].methods}
         names |= {m.name for m in ceremony_pb2.DESCRIPTOR.services_by_name['CeremonyService'].methods}

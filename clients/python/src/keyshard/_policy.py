@@ -11,9 +11,10 @@
   deadline.
 
 Where idempotency comes from: the method option `idempotency_level` (protobuf's own,
-google/protobuf/descriptor.proto) in the generated descriptors, when the service's protos set
-it on any method (NO_SIDE_EFFECTS and IDEMPOTENT are idempotent, anything else is not);
-otherwise the table below, a copy of the TypeScript SDK's METHOD_SAFETY.
+google/protobuf/descriptor.proto) in the generated descriptors, which proto/keyshard/v1 sets on
+every rpc (NO_SIDE_EFFECTS and IDEMPOTENT are idempotent, anything else is not); for protos
+that set it on no method of a service, the table below (the TypeScript SDK's former
+METHOD_SAFETY; tests/test_policy.py checks it agrees with the protos).
 """
 from typing import Dict
 
@@ -22,7 +23,7 @@ from google.protobuf import descriptor_pb2
 IDEMPOTENT = 'idempotent'
 ONCE = 'once'
 
-#: Used for a service whose protos set no idempotency_level (copy of call-policy.ts METHOD_SAFETY).
+#: Used for a service whose protos set no idempotency_level (what call-policy.ts METHOD_SAFETY said).
 FALLBACK_TABLE: Dict[str, str] = {
     # KeyService, reads
     'GetKey': IDEMPOTENT, 'ListKeys': IDEMPOTENT, 'GetPublicKey': IDEMPOTENT, 'ListAliases': IDEMPOTENT,
