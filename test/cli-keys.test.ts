@@ -44,6 +44,74 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('empty lists say so; --json prints an empty list', async () => {
+    assert.equal(await ok(['key', 'list']), 'no keys\n');
+    assert.deepEqual(JSON.parse(await ok(['key', 'list', '--json'])), []);
+    assert.equal(await ok(['alias', 'list']), 'no aliases\n');
+    assert.equal(await ok(['ceremony', 'list']), 'no open ceremonies (--all lists finished ones too)\n');
+    assert.deepEqual(JSON.parse(await ok(['ceremony', 'list', '--json'])), []);
+  });
+
+  it('refuses malformed durations and numbers on one line naming the flag, exit 2, and creates nothing', async () => {
+    for (const [args, flag] of [
+      [['key', 'create', 'bad-1', '--rotation-period', 'abc'], '--rotation-period'], // once silently "no rotation"
+      [['key', 'create', 'bad-2', '--rotation-period', '1.5d'], '--rotation-period'],
+      [['key', 'create', 'bad-3', '--rotation-period', '0'], '--rotation-period'],
+      [['key', 'schedule-destroy', 'anything', '--days', 'abc'], '--days'], // once silently 30 days
+      [['key', 'rotate', '--all-due', '--concurrency', 'lots'], '--concurrency'],
+      [['datakey', '--key', 'anything', '--bytes', '32b'], '--bytes'],
+      [['unseal', '--ttl', '1y'], '--ttl'],
+    ] as const) {
+      const r = await ks([...args]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^keyshard: option '${flag} <[^']+>' argument '[^']*' is invalid\\. expected [^\n]+\n$`));
+      assert.equal(r.stdout, '');
+    }
+    assert.equal(await ok(['key', 'list']), 'no keys\n', 'nothing was created');
+    const unknown = await ks(['key', 'create', 'x', '--rotation-periods', '1d']);
+    assert.equal(unknown.code, 2, "commander's own errors exit 2 too");
+    assert.match(unknown.stderr, /^keyshard: unknown option '--rotation-periods'.*\n$/);
+    const both = await ks(['key', 'schedule-destroy', 'x', '--days', '1', '--seconds', '5']);
+    assert.equal(both.code, 2);
+    const refused = await ks(['key', 'rotate', 'no-such-key']);
+    assert.equal(refused.code, 1, 'the server refused: exit 1');
+    assert.match(refused.stderr, /^keyshard: (KEY_)?NOT_FOUND: /);
+  });
+
+  it('durations: --rotation-period 1d is a day; rotation-policy sets and turns off a schedule; create --json', async () => {
+    const before = Date.now();
+    const k = JSON.parse(await ok(['key', 'create', 'daily', '--rotation-period', '1d', '--json'])) as { id: string; name: string; rotation: { period_seconds: string | number; next_rotation_at: string } };
+    assert.equal(k.name, 'daily');
+    assert.equal(Number(k.rotation.period_seconds), 86_400, '1d was once read as 1 second');
+    assert.ok(Date.parse(k.rotation.next_rotation_at) >= before + 86_399_000);
+    for (const [v, seconds] of [['90s', 90], ['15m', 900], ['24h', 86_400], ['30d', 2_592_000], ['3600', 3600]] as const) {
+      const r = JSON.parse(await ok(['key', 'rotation-policy', 'daily', '--period', v, '--json']));
+      assert.equal(Number(r.rotation.period_seconds), seconds, v);
+    }
+    assert.match(await ok(['key', 'rotation-policy', 'daily', '--period', '30d']), /daily .* rotates every 30d  next rotation \d{4}-/);
+    const off = JSON.parse(await ok(['key', 'rotation-policy', 'daily', '--off', '--json']));
+    assert.equal(Number(off.rotation.period_seconds), 0);
+    assert.equal((await ks(['key', 'rotation-policy', 'daily'])).code, 2, 'neither --period nor --off');
+    assert.equal((await ks(['key', 'rotation-policy', 'daily', '--period', '1d', '--off'])).code, 2, 'both');
+    const scheduled = JSON.parse(await ok(['key', 'schedule-destroy', 'daily', '--days', '2', '--json']));
+    assert.ok(Math.abs(Date.parse(scheduled.destruction_at) - Date.now() - 2 * 86_400_000) < 60_000, '--days 2 is two days');
+    await ok(['key', 'cancel-destroy', 'daily']);
+  });
+
+  it('labels: set at creation, changed and removed by key update, shown and filtered by key list', async () => {
+    await ok(['key', 'create', 'labelled', '--label', 'team=billing', '--label', 'env=prod']);
+    assert.deepEqual(JSON.parse(await ok(['key', 'show', 'labelled'])).labels, { team: 'billing', env: 'prod' });
+    const updated = JSON.parse(await ok(['key', 'update', 'labelled', '--label', 'env=staging', '--label', 'tier=1', '--remove-label', 'team', '--description', 'for tests', '--json']));
+    assert.deepEqual(updated.labels, { env: 'staging', tier: '1' });
+    assert.equal(updated.description, 'for tests');
+    assert.match(await ok(['key', 'list', '--label', 'env=staging']), /^k_\S+ +labelled .*env=staging,tier=1\n$/);
+    assert.equal(await ok(['key', 'list', '--label', 'env=prod']), 'no keys with these labels\n');
+    const bad = await ks(['key', 'update', 'labelled', '--label', 'novalue']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--label <name=value>' argument 'novalue' is invalid\. expected --label name=value/);
+    assert.equal((await ks(['key', 'update', 'labelled'])).code, 2, 'nothing to change');
+  });
+
   it('sign / verify / public key, and mac', async () => {
     await ok(['key', 'create', 'signer', '--type', 'ed25519']);
     const sig = (await ok(['sign', '--key', 'signer'], 'release 1.2.3')).trim();
@@ -58,7 +126,7 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     const tag = (await ok(['mac', '--key', 'tagger'], 'hello')).trim();
     assert.equal(await ok(['mac', '--key', 'tagger', '--verify', tag], 'hello'), 'valid\n');
     const wrongUse = await ks(['encrypt', '--key', 'signer'], 'x');
-    assert.match(wrongUse.stderr, /^keyshard: FAILED_PRECONDITION: .*usage sign/);
+    assert.match(wrongUse.stderr, /^keyshard: WRONG_KEY_USAGE: .*usage sign/);
   });
 
   it('key rotate --all-due rotates every due key once, with progress; versions show use', async () => {
@@ -95,9 +163,9 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     assert.match(await ok(['alias', 'list']), /alias\/docs/);
     assert.ok((await ok(['encrypt', '--key', 'alias/docs'], 'x')).length > 0);
     await ok(['alias', 'delete', 'docs']);
-    assert.match((await ks(['encrypt', '--key', 'alias/docs'], 'x')).stderr, /NOT_FOUND/);
+    assert.match((await ks(['encrypt', '--key', 'alias/docs'], 'x')).stderr, /KEY_NOT_FOUND/);
     assert.match(await ok(['key', 'disable', 'files']), /disabled/);
-    assert.match((await ks(['encrypt', '--key', 'files'], 'x')).stderr, /FAILED_PRECONDITION/);
+    assert.match((await ks(['encrypt', '--key', 'files'], 'x')).stderr, /KEY_DISABLED/);
     assert.match(await ok(['key', 'enable', 'files']), /enabled/);
     assert.match(await ok(['key', 'schedule-destroy', 'files', '--days', '7']), /pending_destruction/);
     assert.match(await ok(['key', 'cancel-destroy', 'files']), /disabled/);

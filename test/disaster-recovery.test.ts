@@ -212,11 +212,11 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     // Refusals, each saying why, each leaving the target empty.
     const tamperedRestore = await keyshard(['restore', tampered], env);
     assert.notEqual(tamperedRestore.code, 0);
-    assert.match(tamperedRestore.stderr, /INVALID_ARGUMENT: .*(failed authentication|modified)/);
+    assert.match(tamperedRestore.stderr, /INVALID_BACKUP: .*(failed authentication|modified)/);
     assert.deepEqual(await durableKeys(dev), [], 'a refused restore leaves nothing behind');
     await renameCluster(dev, 'other-site');
     const otherCluster = await keyshard(['restore', backupFile], env);
-    assert.match(otherCluster.stderr, /FAILED_PRECONDITION: the backup is of cluster dev .*this is cluster other-site: pass --force-cluster-id/);
+    assert.match(otherCluster.stderr, /WRONG_CLUSTER: the backup is of cluster dev .*this is cluster other-site: pass --force-cluster-id/);
     const forced = await keyshard(['restore', backupFile, '--force-cluster-id', '--dry-run'], env);
     assert.equal(forced.code, 0, forced.stderr);
     await renameCluster(dev, 'dev');
@@ -227,7 +227,7 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     const short = await keyshard(['restore', backupFile, '--ttl', '10'], env);
     assert.notEqual(short.code, 0);
     assert.match(short.stderr, /recover ceremony .* expired: 1\/2 shares \(custodian-1\)/);
-    assert.match(short.stderr, /FAILED_PRECONDITION: recover ceremony .* expired before a quorum of the backup's custodians approved/);
+    assert.match(short.stderr, /CEREMONY_EXPIRED: recover ceremony .* expired before a quorum of the backup's custodians approved/);
     assert.deepEqual(await durableKeys(dev), []);
     await dev.start(['custodian-2']);
 
@@ -243,7 +243,7 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     await dev.start(['custodian-3']);
     report('restored');
     const again = await keyshard(['restore', backupFile, '--dry-run'], env);
-    assert.match(again.stderr, /FAILED_PRECONDITION: cluster dev is initialized: a restore needs a fresh/);
+    assert.match(again.stderr, /ALREADY_INITIALIZED: cluster dev is initialized: a restore needs a fresh/);
 
     const after = dev.client(ADMIN, { timeoutMs: 60_000 });
     try {

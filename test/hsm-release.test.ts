@@ -101,7 +101,7 @@ describe('HSM-enforced share release', { timeout: 300_000 }, () => {
 
     const refused = await keyshard(['custodian', 'enroll', '--coordinator', 'coordinator-1', '--transport-public-key', newKeyFile, '--so-pin-file', wrongFile], ce);
     assert.notEqual(refused.code, 0);
-    assert.match(refused.stderr, /PERMISSION_DENIED: SO login failed/);
+    assert.match(refused.stderr, /NOT_AUTHORIZED: SO login failed/);
     assert.ok(!refused.stderr.includes(wrongPin) && !refused.stdout.includes(wrongPin), 'the PIN is never echoed');
     const denied = auditEvents().filter((e) => e.operation === 'custodian.EnrollTransportKey' && e.code === 'PERMISSION_DENIED');
     assert.equal(denied.length, 1, 'the refused enrollment is audited');

@@ -41,7 +41,7 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
     await rejectsWith(client.init(5, 1), 'INVALID_ARGUMENT', /threshold must be at least 2/);
     await rejectsWith(client.init(5, 6), 'INVALID_ARGUMENT', /at least the threshold/);
     await rejectsWith(client.init(6, 3), 'INVALID_ARGUMENT', /exceeds the 5 configured custodians/);
-    await rejectsWith(client.createKey('early'), 'FAILED_PRECONDITION', /sealed/);
+    await rejectsWith(client.createKey('early'), 'FAILED_PRECONDITION', 'UNINITIALIZED'); // sealed, but there is nothing to unseal yet
   });
 
   it('init with n = 5, t = 3 leaves the cluster sealed', async () => {
@@ -52,7 +52,7 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
     const s = await client.status();
     assert.equal(s.initialized, true);
     assert.equal(s.sealed, true);
-    await rejectsWith(client.init(5, 3), 'FAILED_PRECONDITION', /already initialized/);
+    await rejectsWith(client.init(5, 3), 'FAILED_PRECONDITION', 'ALREADY_INITIALIZED');
   });
 
   it('unseals with exactly 3 custodians while 2 are stopped', async () => {
@@ -81,9 +81,9 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
 
   it('seal refuses encryption; a different 3 unseal and the old ciphertext decrypts', async () => {
     await client.seal();
-    await rejectsWith(client.encrypt('invoices', secret, context), 'FAILED_PRECONDITION', /sealed/);
-    await rejectsWith(client.decrypt(ciphertext, context), 'FAILED_PRECONDITION', /sealed/);
-    await rejectsWith(client.getKey('invoices'), 'FAILED_PRECONDITION', /sealed/);
+    await rejectsWith(client.encrypt('invoices', secret, context), 'FAILED_PRECONDITION', 'SEALED');
+    await rejectsWith(client.decrypt(ciphertext, context), 'FAILED_PRECONDITION', 'SEALED');
+    await rejectsWith(client.getKey('invoices'), 'FAILED_PRECONDITION', 'SEALED');
     await cluster.start(['custodian-4', 'custodian-5']);
     await cluster.process('custodian-1').stop();
     await cluster.process('custodian-2').stop();

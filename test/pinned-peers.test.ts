@@ -27,7 +27,7 @@ import { issueCert } from '@keyshard/pki';
 import { keyshardProto, readTls, serverCredentials, type TlsMaterial } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
 import { FakeAuditSink } from '@keyshard/audit-client/testing';
-import { rejectsWith, waitFor } from './support/grpc.ts';
+import { refusalOf, rejectsWith, waitFor } from './support/grpc.ts';
 
 const run = promisify(execFile);
 const CLI = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
@@ -63,12 +63,12 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
     for (;;) {
       const outcome = await call().then(
         () => ({ ok: true as const }),
-        (e: grpc.ServiceError) => ({ ok: false as const, e }),
+        (e: unknown) => ({ ok: false as const, e: refusalOf(e) }),
       );
       assert.ok(!outcome.ok, 'the call was answered');
-      assert.equal(grpc.status[outcome.e.code], 'UNAVAILABLE', outcome.e.details);
-      if (why.test(outcome.e.details)) return;
-      if (Date.now() > deadline) assert.fail(`refused, but not because ${why}: ${outcome.e.details}`);
+      assert.equal(outcome.e.code, 'UNAVAILABLE', outcome.e.message);
+      if (why.test(outcome.e.message)) return;
+      if (Date.now() > deadline) assert.fail(`refused, but not because ${why}: ${outcome.e.message}`);
       await new Promise((r) => setTimeout(r, 200));
     }
   }

@@ -5,6 +5,12 @@ import path from 'node:path';
 import { REPO_ROOT } from '@keyshard/devcluster';
 
 export const BIN = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
+/** What runs the CLI: `node …KEYSHARD_ARGV <command> <args>` (shells get it as `npx keyshard`). */
+export const KEYSHARD_ARGV = [BIN];
+
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+/** A bash function that makes `npx keyshard …` run this repository's CLI (other npx calls go to npx). */
+export const NPX_KEYSHARD = `npx() { if [ "$1" = keyshard ]; then shift; ${[process.execPath, ...KEYSHARD_ARGV].map(shellQuote).join(' ')} "$@"; else command npx "$@"; fi; }`;
 
 export function readEnvFile(file: string): Record<string, string> {
   const env: Record<string, string> = {};
@@ -14,7 +20,7 @@ export function readEnvFile(file: string): Record<string, string> {
 
 export function keyshard(args: string[], env: Record<string, string>, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd: REPO_ROOT, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
+    const child = execFile(process.execPath, [...KEYSHARD_ARGV, ...args], { env: { ...process.env, ...env }, cwd: REPO_ROOT, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
     child.stdin!.end(input ?? '');

@@ -5,15 +5,33 @@
  */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
+import { reasonOfStatus } from '@keyshard/rpc';
 
-export async function rejectsWith(p: Promise<unknown>, code: keyof typeof grpc.status, message?: RegExp): Promise<grpc.ServiceError> {
+/** A refused call as tests look at it: status name, reason (status details), message. */
+export interface Refusal {
+  code: string;
+  reason: string;
+  message: string;
+}
+
+/** The refusal `e` is: the SDK's KeyshardError (code a name) or a raw grpc-js status error (code a number). */
+export function refusalOf(e: unknown): Refusal {
+  const err = e as { code?: unknown; reason?: unknown; details?: unknown; message?: unknown; metadata?: grpc.Metadata };
+  if (typeof err.code === 'string' && typeof err.reason === 'string') return { code: err.code, reason: err.reason, message: String(err.message) };
+  if (typeof err.code === 'number') return { code: grpc.status[err.code] ?? String(err.code), reason: reasonOfStatus(err as { code: number }), message: String(err.details ?? err.message) };
+  throw e; // not a refusal: the test failed otherwise
+}
+
+/** Asserts `p` is refused with status `code`, and `expected`: its reason (a string) or words of its message (a RegExp). */
+export async function rejectsWith(p: Promise<unknown>, code: keyof typeof grpc.status, expected?: RegExp | string): Promise<Refusal> {
   try {
     await p;
   } catch (e) {
-    const err = e as grpc.ServiceError;
-    assert.equal(grpc.status[err.code], code, `expected ${code}, got ${grpc.status[err.code]}: ${err.details}`);
-    if (message) assert.match(err.details, message);
-    return err;
+    const r = refusalOf(e);
+    assert.equal(r.code, code, `expected ${code}, got ${r.code} (${r.reason}): ${r.message}`);
+    if (typeof expected === 'string') assert.equal(r.reason, expected, `expected reason ${expected}, got ${r.reason}: ${r.message}`);
+    else if (expected) assert.match(r.message, expected);
+    return r;
   }
   assert.fail(`expected ${code}, but the call succeeded`);
 }

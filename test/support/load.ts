@@ -7,7 +7,7 @@
  * still decrypt to its plaintext.
  */
 import { randomBytes } from 'node:crypto';
-import { statusName, type Context, type KeyshardClient } from '@keyshard/client';
+import { KeyshardError, statusName, type Context, type KeyshardClient } from '@keyshard/client';
 
 /**
  * EncryptNew is the first Encrypt with a key just created (right after its CreateKey was
@@ -206,8 +206,10 @@ export class SteadyLoad {
   }
 }
 
+/** The status name of a failed call: the SDK's KeyshardError carries it, a raw grpc-js error its number. */
 export function codeOf(e: unknown): string {
   const code = (e as { code?: unknown }).code;
+  if (e instanceof KeyshardError) return e.code;
   return typeof code === 'number' ? (statusName(code) ?? String(code)) : (e as Error).message;
 }
 

@@ -202,7 +202,7 @@ export class AuditClient {
     });
     s.on('error', (e: grpc.ServiceError) => {
       const code = KEPT[e.code];
-      const err = code ? new KeyshardError(code, `audit sink refused: ${e.details}`) : unavailable(e.details || e.message);
+      const err = code ? new KeyshardError(code, `audit sink refused: ${e.details}`, { reason: 'AUDIT_UNAVAILABLE' }) : unavailable(e.details || e.message);
       this.fail(s, err);
     });
     // The sink ends streams when it shuts down; anything still in flight was not acknowledged.
@@ -263,9 +263,9 @@ export class AuditClient {
 }
 
 function unavailable(reason: string): KeyshardError {
-  return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`);
+  return new KeyshardError('UNAVAILABLE', `audit sink unavailable: ${reason}`, { reason: 'AUDIT_UNAVAILABLE' });
 }
 
 function distrusted(reason: string): KeyshardError {
-  return new KeyshardError('UNAVAILABLE', `audit sink not trusted: ${reason}; events are not acknowledged until this component is restarted`);
+  return new KeyshardError('UNAVAILABLE', `audit sink not trusted: ${reason}; events are not acknowledged until this component is restarted`, { reason: 'AUDIT_UNAVAILABLE' });
 }

@@ -6,6 +6,7 @@
  * into audit load (they are counted in metrics instead).
  */
 import type { Logger } from '@keyshard/config';
+import { reasonOf } from '@keyshard/errors';
 import type { CallContext, CallOutcome, Observer } from '@keyshard/rpc';
 import type { AuditEventInput } from './event.ts';
 
@@ -39,7 +40,7 @@ export function auditObserver(audit: AuditRecorder, log: Logger, opts: AuditObse
       const line = { method: o.ctx.method, code: o.code, principal: o.ctx.principal, request_id: o.ctx.requestId };
       // Unknown errors' messages could carry anything: log their kind, never their text.
       if (o.code === 'INTERNAL') log.error({ ...line, error: (o.error as Error)?.name, errorCode: (o.error as { code?: unknown })?.code }, 'request failed');
-      else log.info({ ...line, reason: o.message }, 'request refused');
+      else log.info({ ...line, reason: reasonOf(o.error), message: o.message }, 'request refused');
     }
     await audit.record({
       operation: o.ctx.method,

@@ -138,9 +138,9 @@ export class AuditSpool implements AuditRecorder {
   }
 
   record(input: AuditEventInput): Promise<void> {
-    if (this.#closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit spool is closed'));
+    if (this.#closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit spool is closed', { reason: 'AUDIT_UNAVAILABLE' }));
     if (this.pending >= this.#opts.maxPending)
-      return Promise.reject(new KeyshardError('UNAVAILABLE', `audit sink unavailable and the local spool is full (${this.pending} events)`));
+      return Promise.reject(new KeyshardError('UNAVAILABLE', `audit sink unavailable and the local spool is full (${this.pending} events)`, { reason: 'AUDIT_UNAVAILABLE' }));
     let event: AuditEvent;
     try {
       event = completeEvent(input, this.#opts.source);
@@ -165,7 +165,7 @@ export class AuditSpool implements AuditRecorder {
     if (this.#waiting.length === 0 || this.#fd === undefined) return;
     if (this.#failed && this.#writes === 0) {
       // The file could not be cut back after a failed write: refuse rather than risk a corrupt spool.
-      const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk');
+      const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { reason: 'AUDIT_UNAVAILABLE' });
       for (const w of this.#waiting.splice(0)) w.reject(err);
       return;
     }
@@ -212,7 +212,7 @@ export class AuditSpool implements AuditRecorder {
    */
   #fail(e: Error): void {
     this.#failed = true;
-    const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { cause: e });
+    const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { cause: e, reason: 'AUDIT_UNAVAILABLE' });
     this.log.error({ err: e.message }, 'audit spool write failed');
     const failed = this.#groups.splice(0);
     for (const g of failed) for (const w of g.waiters) w.reject(err);

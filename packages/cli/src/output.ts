@@ -1,5 +1,5 @@
 /** CLI output conventions: results on stdout, progress and errors on stderr, one line each. */
-import { isServiceError, statusName } from '@keyshard/client';
+import { KeyshardError, toKeyshardError } from '@keyshard/client';
 
 export class UsageError extends Error {}
 
@@ -48,12 +48,38 @@ export function printJson(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, (_k, val) => (bytes(val) ? Buffer.from((val as { data: number[] }).data).toString('base64') : val), 2)}\n`);
 }
 
-/** One clear line, exit non-zero. gRPC errors show their status name and the server's message. */
-export function fail(e: unknown): never {
-  if (isServiceError(e)) process.stderr.write(`keyshard: ${statusName(e.code)}: ${e.details || e.message}\n`);
-  else process.stderr.write(`keyshard: ${(e as Error).message ?? String(e)}\n`);
+/**
+ * How a failure is shown, on one line: a refusal (any gRPC status, the SDK's KeyshardError) as
+ * `keyshard: <REASON>: <message>`, the reason being the server's (KEY_NOT_FOUND, SEALED, …:
+ * what scripts branch on); anything else as `keyshard: <message>`. With `json`, one JSON object
+ * {code, reason, message} (request_id when known) instead; a usage error has code and reason
+ * USAGE.
+ */
+export function errorLine(e: unknown, json: boolean): string {
+  const err = toKeyshardError(e);
+  // A refusal: the SDK's typed error, or a check this CLI ran itself (e.g. a backup read offline) with the same fields.
+  if (err instanceof KeyshardError || isReasoned(err)) {
+    if (!json) return `keyshard: ${err.reason}: ${err.message}`;
+    const requestId = err instanceof KeyshardError ? err.requestId : undefined;
+    return JSON.stringify({ code: err.code, reason: err.reason, message: err.message, ...(requestId ? { request_id: requestId } : {}) });
+  }
+  const message = (e as Error)?.message ?? String(e);
+  if (!json) return `keyshard: ${message}`;
+  const kind = e instanceof UsageError ? 'USAGE' : 'UNKNOWN';
+  return JSON.stringify({ code: kind, reason: kind, message });
+}
+
+/** An error of keyshard's own modules (@keyshard/errors): a status name and a reason. */
+function isReasoned(e: unknown): e is Error & { code: string; reason: string } {
+  return e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && typeof (e as { reason?: unknown }).reason === 'string';
+}
+
+/** Prints the failure (errorLine) on stderr and exits: 2 for a usage error, 1 otherwise (a refusal included). */
+export function fail(e: unknown, json = process.argv.includes('--json')): never {
+  process.stderr.write(`${errorLine(e, json)}\n`);
   process.exit(e instanceof UsageError ? 2 : 1);
 }
+
 
 export async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -2,11 +2,13 @@
  * BackupService client: backup, verify and restore are long streams to ONE coordinator replica
  * (a restore's ceremony and its file must reach the same replica), so this client takes one
  * address and never retries: a broken stream is reported and the operator runs it again.
+ * Calls reject with a KeyshardError (errors.ts), as every SDK call does.
  */
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { keyshardProto, makeClient, requestMetadata, type pb, type TlsFiles, type TlsMaterial } from '@keyshard/rpc';
 import { coordinatorIdentity, tlsMaterial } from './connection.ts';
+import { toKeyshardError } from './errors.ts';
 import type { BackupChunk, BackupSummary, RestoreProgress } from './types.ts';
 
 export type { BackupChunk, BackupSummary, RestoreProgress };
@@ -31,6 +33,8 @@ export class BackupClient {
     const call = this.#client.CreateBackup({}, requestMetadata());
     try {
       for await (const chunk of call as AsyncIterable<BackupChunk>) yield chunk;
+    } catch (e) {
+      throw toKeyshardError(e);
     } finally {
       call.cancel();
     }
@@ -39,7 +43,7 @@ export class BackupClient {
   /** Sends a backup file to an unsealed coordinator, which checks every entry against its root. */
   verifyBackup(file: AsyncIterable<Buffer>): Promise<BackupSummary> {
     return new Promise((resolve, reject) => {
-      const call = this.#client.VerifyBackup(requestMetadata(), (err, res) => (err ? reject(err) : resolve(res!)));
+      const call = this.#client.VerifyBackup(requestMetadata(), (err, res) => (err ? reject(toKeyshardError(err)) : resolve(res!)));
       writeAll(call, file).then(() => call.end(), (e: Error) => {
         call.cancel();
         reject(e);
@@ -68,6 +72,8 @@ export class BackupClient {
         if (p.phase === 'done') summary = p.summary ?? undefined;
       }
       await sending;
+    } catch (e) {
+      throw toKeyshardError(e);
     } finally {
       call.cancel();
     }

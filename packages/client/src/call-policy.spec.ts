@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { keyshardProto } from '@keyshard/rpc';
+import { STATUS_DETAILS_KEY, encodeStatusDetails, keyshardProto } from '@keyshard/rpc';
 import { methodSafety, outcomeOf, retryDelayMs, retryPolicy, sealedForMs, statusError, unhealthyForMs } from './call-policy.ts';
 
 describe('call policy', () => {
@@ -41,12 +41,20 @@ describe('call policy', () => {
     assert.ok(sealed >= 1_500 && sealed <= 3_000, `sealed: ${sealed}`);
   });
 
-  it('tells UNAVAILABLE and a sealed key operation from final answers', () => {
-    const e = (code: grpc.status, details = 'x') => statusError(code, details);
+  it('tells UNAVAILABLE and a sealed key operation (by its reason, never its message) from final answers', () => {
+    const e = (code: grpc.status, details = 'x', reason?: string) => {
+      const err = statusError(code, details);
+      if (reason) err.metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, reason));
+      return err;
+    };
+    const sealed = 'keyshard is sealed: a custodian quorum must unseal it';
     assert.equal(outcomeOf(e(grpc.status.UNAVAILABLE), false), 'unavailable');
-    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'keyshard is sealed: a custodian quorum must unseal it'), true), 'sealed');
-    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'keyshard is sealed: a custodian quorum must unseal it'), false), 'final');
-    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'key sealed-box is destroyed'), true), 'final');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, sealed, 'SEALED'), true), 'sealed');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, sealed, 'SEALED'), false), 'final');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'whatever the words', 'SEALED'), true), 'sealed');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, sealed), true), 'final', 'the message alone says nothing');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'keyshard is not initialized', 'UNINITIALIZED'), true), 'final');
+    assert.equal(outcomeOf(e(grpc.status.FAILED_PRECONDITION, 'key sealed-box is destroyed', 'KEY_DESTROYED'), true), 'final');
     assert.equal(outcomeOf(e(grpc.status.DEADLINE_EXCEEDED), true), 'final');
     assert.equal(e(grpc.status.UNAVAILABLE, 'down').message, '14 UNAVAILABLE: down');
   });

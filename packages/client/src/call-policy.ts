@@ -2,7 +2,7 @@
  * When the SDK may send a keyshard.v1 call again: each method's idempotency (from the protos'
  * `idempotency_level` option), the retry limits and the backoff. Invariants:
  * - An `idempotent` call is retried on UNAVAILABLE (on another replica when one is healthy),
- *   and for key operations on a sealed replica's FAILED_PRECONDITION when another replica is
+ *   and for key operations on a sealed replica's FAILED_PRECONDITION (reason SEALED) when another replica is
  *   not known to be sealed. Repeating it changes no key state; it may appear twice in the
  *   audit log, with the same request id.
  * - A `once` call changes state (a second CreateKey or RotateKey would act twice, a second
@@ -17,7 +17,7 @@
  * keeps many clients that failed together from retrying together.
  */
 import * as grpc from '@grpc/grpc-js';
-import { methodPolicies } from '@keyshard/rpc';
+import { methodPolicies, reasonOfStatus } from '@keyshard/rpc';
 
 export type Safety = 'idempotent' | 'once';
 
@@ -97,9 +97,10 @@ export type Outcome = 'final' | 'unavailable' | 'sealed';
 
 export function outcomeOf(err: grpc.ServiceError, keyOperation: boolean): Outcome {
   if (err.code === grpc.status.UNAVAILABLE) return 'unavailable';
-  // Every key operation on a sealed replica answers sealedError(): FAILED_PRECONDITION
-  // "keyshard is sealed: ...". Key names cannot contain spaces, so no other message matches.
-  if (keyOperation && err.code === grpc.status.FAILED_PRECONDITION && /\bis sealed\b/.test(err.details)) return 'sealed';
+  // Every key operation on a sealed replica answers FAILED_PRECONDITION with reason SEALED in
+  // the status details (never judged by the message). A server that sends no details is not
+  // recognised as sealed: its refusal is final, as any other.
+  if (keyOperation && err.code === grpc.status.FAILED_PRECONDITION && reasonOfStatus(err) === 'SEALED') return 'sealed';
   return 'final';
 }
 

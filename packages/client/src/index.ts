@@ -1,6 +1,7 @@
 /**
  * keyshard TypeScript SDK: typed promise methods over the keyshard.v1 gRPC API, mutual TLS,
- * a deadline and a request id on every call. Errors are grpc ServiceErrors (code + details).
+ * a deadline and a request id on every call. Every call rejects with a KeyshardError (errors.ts):
+ * the status `code` and the server's `reason`, a subclass for the common ones (SealedError, …).
  * A client may be given several coordinator replicas: calls are balanced over the healthy ones
  * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it).
  * Servers are pinned (@keyshard/rpc server-identity.ts): a coordinator must present a
@@ -8,14 +9,17 @@
  * certificate of the CA is refused with UNAVAILABLE.
  */
 import type * as grpc from '@grpc/grpc-js';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryCall, type pb, type TlsFiles, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
 import { retryPolicy, type RetryOptions } from './call-policy.ts';
 import { coordinatorIdentity, tlsMaterial, type ConnectionOptions } from './connection.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
+import { DeadlineExceededError, FailedPreconditionError, toKeyshardError } from './errors.ts';
 import type { Ceremony, Context, ShareExport } from './types.ts';
 
 export type { TlsFiles, TlsMaterial, RetryOptions };
-export { isServiceError, statusName } from '@keyshard/rpc';
+export { isServiceError, statusName, REASONS } from '@keyshard/rpc';
+export * from './errors.ts';
 export { methodSafety, type Safety } from './call-policy.ts';
 export { coordinatorIdentity, type ConnectionOptions } from './connection.ts';
 export type * from './types.ts';
@@ -109,14 +113,15 @@ export class KeyshardClient {
     );
   }
 
-  /** A KeyService call, typed by the generated client: the request as keys.proto defines it, the response as decoded. */
+  // Typed by the generated client: the request as keys.proto / ceremony.proto define it, the
+  // response as decoded. The pools decide retries on the raw status (call-policy.ts); callers
+  // get the typed error (errors.ts).
   #k<M extends UnaryMethod<KeyClient>>(method: M, req: UnaryRequest<KeyClient, M>, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return this.#keys.call<UnaryResponse<KeyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
+    return typed(this.#keys.call<UnaryResponse<KeyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
   }
 
-  /** A CeremonyService call, typed the same way. */
   #c<M extends UnaryMethod<CeremonyClient>>(method: M, req: UnaryRequest<CeremonyClient, M>, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return this.#ceremony.call<UnaryResponse<CeremonyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId);
+    return typed(this.#ceremony.call<UnaryResponse<CeremonyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
   }
 
   status(o?: CallOptions) {
@@ -303,6 +308,13 @@ export class KeyshardClient {
   }
 }
 
+/** `p`, rejecting with the KeyshardError of its status error (errors.ts). */
+function typed<T>(p: Promise<T>, requestId?: string): Promise<T> {
+  return p.catch((e: unknown) => {
+    throw toKeyshardError(e, requestId);
+  });
+}
+
 function deadlineOf(o: CallOptions | undefined, timeoutMs: number): number {
   if (o?.deadline !== undefined) return typeof o.deadline === 'number' ? o.deadline : o.deadline.getTime();
   return Date.now() + (o?.timeoutMs ?? timeoutMs);
@@ -331,44 +343,44 @@ export class CustodianOperatorClient {
     this.#c = makeClient(keyshardProto().CustodianService, opts.address, tls, opts.channelOptions, expectServer(`custodian ${id}`, id));
   }
   pending() {
-    return unaryCall(this.#c, 'ListPending', {});
+    return typed(unaryCall(this.#c, 'ListPending', {}));
   }
   show(id: string) {
-    return unaryCall(this.#c, 'ShowCeremony', { id });
+    return typed(unaryCall(this.#c, 'ShowCeremony', { id }));
   }
   approve(ceremonyId: string) {
-    return unaryCall(this.#c, 'Approve', { ceremony_id: ceremonyId });
+    return typed(unaryCall(this.#c, 'Approve', { ceremony_id: ceremonyId }));
   }
   deny(ceremonyId: string, reason: string) {
-    return unaryCall(this.#c, 'Deny', { ceremony_id: ceremonyId, reason });
+    return typed(unaryCall(this.#c, 'Deny', { ceremony_id: ceremonyId, reason }));
   }
   identity() {
-    return unaryCall(this.#c, 'GetIdentity', {});
+    return typed(unaryCall(this.#c, 'GetIdentity', {}));
   }
   /**
    * The token's security officer enrolls a trusted wrapping key: a coordinator's transport key
    * (kind transport) or an offline recovery key (kind recovery). The SO PIN is sent for this call only.
    */
   enrollTransportKey(r: { coordinatorId?: string; publicKeyPem: string; soPin: string; kind?: 'transport' | 'recovery' }) {
-    return unaryCall(this.#c, 'EnrollTransportKey', {
+    return typed(unaryCall(this.#c, 'EnrollTransportKey', {
       coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem, so_pin: r.soPin, kind: r.kind ?? 'transport',
-    }, { timeoutMs: 30_000 });
+    }, { timeoutMs: 30_000 }));
   }
   /** Revokes the trusted keys of a coordinator (only `publicKeyPem` when given), or a recovery key (`publicKeyPem` names it). */
   revokeTransportKey(r: { coordinatorId?: string; publicKeyPem?: string; soPin: string; kind?: 'transport' | 'recovery' }) {
-    return unaryCall(this.#c, 'RevokeTransportKey', {
+    return typed(unaryCall(this.#c, 'RevokeTransportKey', {
       coordinator_id: r.coordinatorId ?? '', public_key_pem: r.publicKeyPem ?? '', so_pin: r.soPin, kind: r.kind ?? 'transport',
-    }, { timeoutMs: 30_000 });
+    }, { timeoutMs: 30_000 }));
   }
   listTrustedKeys() {
-    return unaryCall(this.#c, 'ListTrustedKeys', {});
+    return typed(unaryCall(this.#c, 'ListTrustedKeys', {}));
   }
   /** Custodian recovery: imports a share export into this custodian's (new) token with the recovery private key. */
   importShare(e: ShareExport, recoveryPrivateKeyPem: string) {
-    return unaryCall(this.#c, 'ImportShare', {
+    return typed(unaryCall(this.#c, 'ImportShare', {
       cluster_id: e.cluster_id, wrapped_share: e.wrapped_share, generation: e.generation, peers_json: e.peers_json,
       custodian_id: e.custodian_id, recovery_private_key_pem: recoveryPrivateKeyPem, succession_statement: e.succession_statement,
-    }, { timeoutMs: 30_000 });
+    }, { timeoutMs: 30_000 }));
   }
   close(): void {
     this.#c.close();
@@ -386,7 +398,9 @@ export async function unsealAndWait(
 
 /**
  * Follows a ceremony until it leaves OPEN, reporting each change of its approvals; resolves
- * with the completed ceremony, rejects if it failed, expired or was cancelled.
+ * with the completed ceremony, rejects if it failed, expired or was cancelled
+ * (FailedPreconditionError, reason CEREMONY_CLOSED, CEREMONY_EXPIRED or CANCELLED), or is
+ * still open after `timeoutMs` (DeadlineExceededError).
  */
 export async function waitForCeremony(
   client: KeyshardClient,
@@ -402,12 +416,19 @@ export async function waitForCeremony(
       last = c.approved_by.length;
       onProgress(c);
     }
-    if (Date.now() > deadline) throw new Error(`${c.operation} ceremony ${c.id} still open after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new DeadlineExceededError({ code: grpcStatus.DEADLINE_EXCEEDED, message: `${c.operation} ceremony ${c.id} still open after ${timeoutMs} ms`, metadata: { ceremony_id: c.id } });
     await new Promise((r) => setTimeout(r, 200));
     c = await client.getCeremony(c.id);
   }
   onProgress(c);
-  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw new Error(`${c.operation} ceremony ${c.id} ${ceremonyState(c)}: ${c.error}`);
+  if (c.state !== 'CEREMONY_STATE_COMPLETED')
+    throw new FailedPreconditionError({
+      code: grpcStatus.FAILED_PRECONDITION,
+      message: `${c.operation} ceremony ${c.id} ${ceremonyState(c)}: ${c.error}`,
+      reason: c.state === 'CEREMONY_STATE_EXPIRED' ? 'CEREMONY_EXPIRED' : c.state === 'CEREMONY_STATE_CANCELLED' ? 'CANCELLED' : 'CEREMONY_CLOSED',
+      metadata: { ceremony_id: c.id, state: c.state },
+    });
   return c;
 }
 

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { STATUS_DETAILS_KEY, encodeStatusDetails } from '@keyshard/rpc';
 import { retryPolicy, statusError, type RetryOptions, type RetryPolicy } from './call-policy.ts';
 import { Replica, ReplicaPool, type Transport, type UnaryCallback } from './replica-pool.ts';
 import { KeyshardClient } from './index.ts';
@@ -12,7 +13,16 @@ const SEALED = 'keyshard is sealed: a custodian quorum must unseal it';
 interface Answer {
   code?: grpc.status;
   details?: string;
+  /** The ErrorInfo reason in the status details, as a keyshard server sends it. */
+  reason?: string;
   delayMs?: number;
+}
+
+/** The status error a server answers `a` with. */
+function refusal(a: Answer & { code: grpc.status }): grpc.ServiceError {
+  const err = statusError(a.code, a.details ?? 'fake');
+  if (a.reason) err.metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(a.code, a.details ?? 'fake', a.reason));
+  return err;
 }
 
 interface FakeSpec {
@@ -71,7 +81,7 @@ class FakeChannel implements Transport {
     const a = this.spec.answer?.(method, this.log.filter((s) => s.address === this.address).length) ?? {};
     const delay = a.delayMs ?? 0;
     if (Date.now() + delay >= deadline) setTimeout(() => cb(statusError(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded')), deadline - Date.now());
-    else setTimeout(() => (a.code ? cb(statusError(a.code, a.details ?? 'fake')) : cb(null, { from: this.address })), delay);
+    else setTimeout(() => (a.code ? cb(refusal({ ...a, code: a.code })) : cb(null, { from: this.address })), delay);
   }
 
   close(): void {
@@ -222,7 +232,7 @@ describe('ReplicaPool', () => {
   });
 
   it('avoids a sealed replica for key operations: idempotent calls move, state changes do not', async () => {
-    const sealed: FakeSpec = { answer: () => ({ code: grpc.status.FAILED_PRECONDITION, details: SEALED }) };
+    const sealed: FakeSpec = { answer: () => ({ code: grpc.status.FAILED_PRECONDITION, details: SEALED, reason: 'SEALED' }) };
     {
       const { pool: p, log } = pool({ a: sealed, b: {} });
       assert.equal(from(await p.call('Sign', {}, soon())), 'b');
@@ -242,6 +252,14 @@ describe('ReplicaPool', () => {
       assert.match(err.details, /is sealed/);
       assert.equal(log.length, 2, 'each replica asked once');
       assert.ok(Date.now() - t0 < 500, 'no backoff loop when every replica is sealed');
+    }
+    {
+      // Only the reason says sealed: the same words without it (an older server), or an uninitialized cluster, are final answers.
+      for (const answer of [{ details: SEALED }, { details: 'keyshard is not initialized', reason: 'UNINITIALIZED' }]) {
+        const { pool: p, log } = pool({ a: { answer: () => ({ code: grpc.status.FAILED_PRECONDITION, ...answer }) }, b: {} });
+        assert.equal((await rejection(p.call('Sign', {}, soon()))).code, grpc.status.FAILED_PRECONDITION);
+        assert.equal(log.length, 1);
+      }
     }
     {
       // Ceremony calls are no key operations: Status on a sealed replica is a normal answer.

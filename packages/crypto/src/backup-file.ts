@@ -153,7 +153,7 @@ export type ParsedPart =
   | { kind: 'frame'; index: number; last: boolean; sealed: Buffer }
   | { kind: 'end'; signatureValid: boolean };
 
-const malformed = (why: string) => invalidArgument(`not a valid keyshard backup: ${why}`);
+const malformed = (why: string) => invalidArgument(`not a valid keyshard backup: ${why}`, { reason: 'INVALID_BACKUP' });
 
 /**
  * Reads a backup's structure incrementally (no key needed): feed it the bytes as they arrive.
@@ -265,7 +265,7 @@ export class BackupOpener {
     const mine = Buffer.from(backupSigner(root), 'base64');
     const theirs = Buffer.from(header.signer, 'base64');
     if (mine.length !== theirs.length || !timingSafeEqual(mine, theirs))
-      throw new KeyshardError('FAILED_PRECONDITION', 'the backup was not signed by this root key');
+      throw new KeyshardError('FAILED_PRECONDITION', 'the backup was not signed by this root key', { reason: 'WRONG_CLUSTER' });
     this.#key = chunkKey(root, header.salt);
     this.#aad = aad;
   }
@@ -276,7 +276,7 @@ export class BackupOpener {
     try {
       plain = openAesGcm(this.#key, Buffer.concat([chunkNonce(part.index, part.last), part.sealed]), this.#aad, 'backup chunk');
     } catch {
-      throw invalidArgument(`backup chunk ${part.index} failed authentication: the file was modified`);
+      throw invalidArgument(`backup chunk ${part.index} failed authentication: the file was modified`, { reason: 'INVALID_BACKUP' });
     }
     return parseEntries(plain, part.index);
   }

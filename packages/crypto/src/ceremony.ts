@@ -13,7 +13,7 @@
  * Frozen vectors: packages/crypto/vectors/ceremony.json (layout in packages/crypto/VECTORS.md).
  */
 import { createHash, randomBytes, randomUUID, verify } from 'node:crypto';
-import { failedPrecondition, invalidArgument } from '@keyshard/errors';
+import { clip, failedPrecondition, invalidArgument, quote } from '@keyshard/errors';
 import { canonicalJson } from './canonical-json.ts';
 import { approvalKeyOf, type Succession } from './succession.ts';
 
@@ -80,7 +80,7 @@ export function newCeremony(init: {
   threshold: number;
   now?: number;
 }): Ceremony {
-  if (!(OPERATIONS as readonly string[]).includes(init.operation)) throw invalidArgument(`unknown ceremony operation ${init.operation}`);
+  if (!(OPERATIONS as readonly string[]).includes(init.operation)) throw invalidArgument(`unknown ceremony operation ${quote(init.operation)}`);
   const now = init.now ?? Date.now();
   const c: Ceremony = {
     id: `cer-${randomUUID()}`,
@@ -119,13 +119,13 @@ const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?Z$/;
 
 function checkTimes(c: Ceremony, now: number): void {
   if (typeof c.created_at !== 'string' || !ISO_UTC.test(c.created_at) || typeof c.expires_at !== 'string' || !ISO_UTC.test(c.expires_at))
-    throw invalidArgument(`ceremony ${String(c.id).slice(0, 128)}: created_at and expires_at must be UTC ISO 8601 times`);
+    throw invalidArgument(`ceremony ${clip(String(c.id))}: created_at and expires_at must be UTC ISO 8601 times`);
   const created = Date.parse(c.created_at);
   const expires = Date.parse(c.expires_at);
-  if (!Number.isFinite(created) || !Number.isFinite(expires) || expires <= created) throw invalidArgument(`ceremony ${c.id}: expires_at must be a time after created_at`);
-  if (created > now + MAX_CLOCK_SKEW_MS) throw invalidArgument(`ceremony ${c.id} claims to be created in the future (more than ${MAX_CLOCK_SKEW_MS / 1000} s ahead of this clock)`);
+  if (!Number.isFinite(created) || !Number.isFinite(expires) || expires <= created) throw invalidArgument(`ceremony ${clip(c.id)}: expires_at must be a time after created_at`);
+  if (created > now + MAX_CLOCK_SKEW_MS) throw invalidArgument(`ceremony ${clip(c.id)} claims to be created in the future (more than ${MAX_CLOCK_SKEW_MS / 1000} s ahead of this clock)`);
   const max = c.operation === 'join' ? MAX_JOIN_LIFETIME_MS : MAX_CEREMONY_LIFETIME_MS;
-  if (expires - created > max || expires - now > max) throw invalidArgument(`ceremony ${c.id} would stay open longer than ${max / 60_000} minutes`);
+  if (expires - created > max || expires - now > max) throw invalidArgument(`ceremony ${clip(c.id)} would stay open longer than ${max / 60_000} minutes`);
 }
 
 /**
@@ -137,9 +137,9 @@ function checkTimes(c: Ceremony, now: number): void {
 export function checkCeremonyForCustodian(c: Ceremony, clusterIds: string[], now = Date.now()): void {
   if (!c || typeof c.id !== 'string' || !c.id) throw invalidArgument('ceremony is missing');
   if (ceremonyHash(c) !== c.hash) throw invalidArgument('ceremony hash does not match its parameters');
-  if (!clusterIds.includes(c.cluster_id)) throw failedPrecondition(`ceremony ${c.id} belongs to another cluster`);
+  if (!clusterIds.includes(c.cluster_id)) throw failedPrecondition(`ceremony ${clip(c.id)} belongs to another cluster`, { reason: 'WRONG_CLUSTER', metadata: { ceremony_id: clip(c.id) } });
   checkTimes(c, now);
-  if (isExpired(c, now)) throw failedPrecondition(`ceremony ${c.id} has expired`);
+  if (isExpired(c, now)) throw failedPrecondition(`ceremony ${clip(c.id)} has expired`, { reason: 'CEREMONY_EXPIRED', metadata: { ceremony_id: clip(c.id) } });
   if (!Array.isArray(c.recipients)) throw invalidArgument('ceremony recipients are missing');
   if (RELEASING_OPERATIONS.has(c.operation) ? c.recipients.length === 0 : c.recipients.length > 0)
     throw invalidArgument(RELEASING_OPERATIONS.has(c.operation) ? 'ceremony names no recipients' : `a ${c.operation} ceremony releases no share and names no recipients`);

@@ -8,7 +8,7 @@
  * reference nor the context can be changed without failing authentication (SP 800-38D).
  * Frozen vectors: packages/crypto/vectors/ciphertext-v1.json (layout in packages/crypto/VECTORS.md).
  */
-import { invalidArgument } from '@keyshard/errors';
+import { KeyshardError, invalidArgument } from '@keyshard/errors';
 import { NONCE_BYTES, TAG_BYTES, openAead, sealAead, type AeadCipher } from './aead.ts';
 import { encodeContext, type EncryptionContext } from './context.ts';
 
@@ -52,17 +52,20 @@ export interface ParsedCiphertext extends CiphertextHeader {
   sealed: Buffer; // nonce || ct || tag
 }
 
+/** What parseCiphertext throws: INVALID_ARGUMENT, reason INVALID_CIPHERTEXT. */
+const malformed = (message: string) => invalidArgument(message, { reason: 'INVALID_CIPHERTEXT' });
+
 export function parseCiphertext(blob: Buffer): ParsedCiphertext {
-  if (blob.length < 4) throw invalidArgument('ciphertext is truncated');
-  if (blob[0] !== MAGIC[0] || blob[1] !== MAGIC[1]) throw invalidArgument('not a keyshard ciphertext');
-  if (blob[2] !== FORMAT_V1) throw invalidArgument(`unsupported ciphertext format ${blob[2]}`);
+  if (blob.length < 4) throw malformed('ciphertext is truncated');
+  if (blob[0] !== MAGIC[0] || blob[1] !== MAGIC[1]) throw malformed('not a keyshard ciphertext');
+  if (blob[2] !== FORMAT_V1) throw malformed(`unsupported ciphertext format ${blob[2]}`);
   const idLen = blob[3]!;
   const headerLen = 4 + idLen + 4;
-  if (idLen === 0 || blob.length < headerLen + NONCE_BYTES + TAG_BYTES) throw invalidArgument('ciphertext is truncated');
+  if (idLen === 0 || blob.length < headerLen + NONCE_BYTES + TAG_BYTES) throw malformed('ciphertext is truncated');
   const keyId = blob.subarray(4, 4 + idLen).toString('ascii');
-  if (!KEY_ID_RE.test(keyId)) throw invalidArgument('ciphertext names an invalid key id');
+  if (!KEY_ID_RE.test(keyId)) throw malformed('ciphertext names an invalid key id');
   const keyVersion = blob.readUInt32BE(4 + idLen);
-  if (keyVersion === 0) throw invalidArgument('ciphertext names key version 0');
+  if (keyVersion === 0) throw malformed('ciphertext names key version 0');
   return { keyId, keyVersion, header: blob.subarray(0, headerLen), sealed: blob.subarray(headerLen) };
 }
 
@@ -81,11 +84,21 @@ export function encryptWithVersion(
   return sealAead(alg, material, plaintext, dataAad(header, context), undefined, header);
 }
 
+/**
+ * Throws INVALID_ARGUMENT, reason WRONG_CONTEXT, when the tag does not verify: with the key
+ * named by the header, that means another encryption context than at encryption (or modified
+ * data, which AEAD cannot tell apart). parseCiphertext has checked the framing before.
+ */
 export function decryptWithVersion(
   material: Buffer,
   parsed: ParsedCiphertext,
   context: EncryptionContext,
   alg: AeadCipher = 'aes-256-gcm',
 ): Buffer {
-  return openAead(alg, material, parsed.sealed, dataAad(parsed.header, context));
+  try {
+    return openAead(alg, material, parsed.sealed, dataAad(parsed.header, context));
+  } catch (e) {
+    if (e instanceof KeyshardError && e.code === 'INVALID_ARGUMENT') throw invalidArgument(e.message, { reason: 'WRONG_CONTEXT', metadata: { key_id: parsed.keyId, version: String(parsed.keyVersion) } });
+    throw e;
+  }
 }

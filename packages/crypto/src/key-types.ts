@@ -20,7 +20,7 @@ import {
 } from 'node:crypto';
 import { p256 } from '@noble/curves/nist.js';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
-import { failedPrecondition, invalidArgument } from '@keyshard/errors';
+import { clip, failedPrecondition, invalidArgument } from '@keyshard/errors';
 
 export const KEY_TYPES = ['aes256-gcm', 'chacha20-poly1305', 'hmac-sha256', 'ed25519', 'ecdsa-p256', 'ecdsa-secp256k1'] as const;
 export type KeyType = (typeof KEY_TYPES)[number];
@@ -37,12 +37,15 @@ export const USAGE: Record<KeyType, KeyUsage> = {
 
 export function parseKeyType(t: string | undefined): KeyType {
   const type = (t || 'aes256-gcm') as KeyType;
-  if (!KEY_TYPES.includes(type)) throw invalidArgument(`unsupported key type ${t}; supported: ${KEY_TYPES.join(', ')}`);
+  if (!KEY_TYPES.includes(type)) throw invalidArgument(`unsupported key type ${clip(String(t))}; supported: ${KEY_TYPES.join(', ')}`);
   return type;
 }
 
+/** A key used for what its type does not do: FAILED_PRECONDITION, reason WRONG_KEY_USAGE. */
+const wrongUsage = (message: string) => failedPrecondition(message, { reason: 'WRONG_KEY_USAGE' });
+
 export function requireUsage(type: KeyType, usage: KeyUsage, keyName: string): void {
-  if (USAGE[type] !== usage) throw failedPrecondition(`key ${keyName} is a ${type} key (usage ${USAGE[type]}), not usable to ${usage}`);
+  if (USAGE[type] !== usage) throw wrongUsage(`key ${keyName} is a ${type} key (usage ${USAGE[type]}), not usable to ${usage}`);
 }
 
 /** Fresh key material from the CSPRNG for a key version of this type. */
@@ -65,7 +68,7 @@ export function generateMaterial(type: KeyType): Buffer {
 export function aeadOf(type: KeyType): AeadCipher {
   if (type === 'aes256-gcm') return 'aes-256-gcm';
   if (type === 'chacha20-poly1305') return 'chacha20-poly1305';
-  throw failedPrecondition(`${type} keys do not encrypt`);
+  throw wrongUsage(`${type} keys do not encrypt`);
 }
 
 export function hmacSha256(key: Buffer, message: Buffer): Buffer {
@@ -123,7 +126,7 @@ export function signWith(type: KeyType, material: Buffer, input: SignInput): Buf
         secp256k1.sign(input.message?.length ? input.message : input.digest!, material, { prehash: !input.digest?.length, format: 'der' }),
       );
     default:
-      throw failedPrecondition(`${type} keys do not sign`);
+      throw wrongUsage(`${type} keys do not sign`);
   }
 }
 
@@ -142,7 +145,7 @@ export function verifyWith(type: KeyType, material: Buffer, input: SignInput, si
           format: 'der',
         });
       default:
-        throw failedPrecondition(`${type} keys do not verify signatures`);
+        throw wrongUsage(`${type} keys do not verify signatures`);
     }
   } catch (e) {
     if (e instanceof Error && 'code' in e && (e as { code: string }).code === 'FAILED_PRECONDITION') throw e;
@@ -178,7 +181,7 @@ function derivePublicKeyObject(type: KeyType, material: Buffer): KeyObject {
 
 /** The public key of a signing key version, as SPKI PEM and as a JWK (RFC 7517 / 8037). */
 export function publicKeyOf(type: KeyType, material: Buffer): { pem: string; jwk: Record<string, string> } {
-  if (USAGE[type] !== 'sign') throw failedPrecondition(`${type} keys have no public key`);
+  if (USAGE[type] !== 'sign') throw wrongUsage(`${type} keys have no public key`);
   const key = publicKeyObject(type, material);
   return { pem: key.export({ type: 'spki', format: 'pem' }).toString(), jwk: key.export({ format: 'jwk' }) as Record<string, string> };
 }

@@ -162,7 +162,7 @@ export function checkShare(manifest: ShareManifest, custodianId: string, share: 
 export async function combineShares(manifest: ShareManifest, accepted: { custodianId: string; share: Uint8Array }[]): Promise<Buffer> {
   const distinct = new Map(accepted.map((a) => [a.custodianId, a.share]));
   if (distinct.size < manifest.threshold)
-    throw new KeyshardError('FAILED_PRECONDITION', `need ${manifest.threshold} valid shares, have ${distinct.size}`);
+    throw new KeyshardError('FAILED_PRECONDITION', `need ${manifest.threshold} valid shares, have ${distinct.size}`, { reason: 'QUORUM_NOT_MET' });
   for (const [id, share] of distinct) checkShare(manifest, id, share);
   const parts = [...distinct.values()].slice(0, manifest.threshold).map((s) => new Uint8Array(s));
   const secret = await combine(parts);
@@ -175,7 +175,7 @@ export async function combineShares(manifest: ShareManifest, accepted: { custodi
   }
   if (!hexEqual(manifestMac(root, manifest), manifest.mac)) {
     zeroize(root);
-    throw new KeyshardError('FAILED_PRECONDITION', 'share manifest MAC does not verify: the manifest was modified');
+    throw new KeyshardError('FAILED_PRECONDITION', 'share manifest MAC does not verify: the manifest was modified', { reason: 'INTEGRITY_FAILURE' });
   }
   return root;
 }

@@ -18,14 +18,14 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { readTls } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
-import { KeyshardClient, CustodianOperatorClient, unsealAndWait, type Ceremony } from '@keyshard/client';
+import { KeyshardClient, CustodianOperatorClient, unsealAndWait, waitForCeremony, type Ceremony } from '@keyshard/client';
 import {
-  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile,
+  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile,
   type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
 import { ManagedProcess, nodeService, REPO_ROOT } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
+export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 
@@ -263,20 +263,27 @@ export class DevCluster {
   }
 
   /**
-   * Inits if needed, then unseals: one ceremony through the first replica unseals every
-   * registered replica. Resolves with that ceremony once every replica serves.
+   * Inits if needed (unless `init: false`: a fresh cluster stays uninitialized, e.g. to restore a
+   * backup into), then unseals: one ceremony through the first replica unseals every registered
+   * replica. `onUnsealOpened` sees that ceremony as soon as it opens (manual approval prints what to
+   * run); `timeoutMs` bounds the wait for it. Resolves with the ceremony once every replica serves.
    */
-  async bootstrap(): Promise<Ceremony | undefined> {
+  async bootstrap(opts: { init?: boolean; onUnsealOpened?: (c: Ceremony) => void; timeoutMs?: number } = {}): Promise<Ceremony | undefined> {
     const client = this.client();
     let ceremony: Ceremony | undefined;
     try {
       let status = await client.status();
       if (!status.initialized) {
+        if (opts.init === false) return undefined;
         this.#progress(`init: ${this.layout.plan.custodians} shares, threshold ${this.layout.plan.threshold}`);
         await client.init(this.layout.plan.custodians, this.layout.plan.threshold);
         status = await client.status();
       }
-      if (status.sealed) ceremony = await unsealAndWait(client, (c) => this.#progress(`unseal: approvals ${c.approved_by.length}/${c.threshold}`));
+      if (status.sealed) {
+        const opened = await client.startUnseal();
+        opts.onUnsealOpened?.(opened);
+        ceremony = await waitForCeremony(client, opened, (c) => this.#progress(`unseal: approvals ${Math.min(c.approved_by.length, c.threshold)}/${c.threshold}`), opts.timeoutMs ?? 60_000);
+      }
     } finally {
       client.close();
     }

@@ -285,28 +285,56 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
   return out;
 }
 
+/**
+ * DIR/env: everything the README's commands need, for `. DIR/env` — the admin's identity for the
+ * coordinators, the auditor's for the audit sink (KEYSHARD_AUDIT_CERT/KEY), and custodian-1's
+ * operator for `keyshard custodian …` (KEYSHARD_CUSTODIAN_ADDR/CERT/KEY). DIR/<custodian>.env
+ * sets the custodian variables for each custodian's operator (`. DIR/custodian-2.env` acts as
+ * custodian-2's). Returns DIR/env.
+ */
 export function writeEnvFile(l: Layout): string {
   const admin = l.certs[ADMIN]!;
-  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const auditor = l.certs[AUDITOR]!;
   const lines = [
     '# keyshard dev cluster: `. ./env` then `npx keyshard status`',
     `export KEYSHARD_ADDR=${q(l.plan.ports.coordinators.map(addr).join(','))}`,
     // The CLI pins the servers it reaches: these replicas, and the sink by its certificate name.
     `export KEYSHARD_COORDINATOR_IDS=${q(l.coordinatorIds.join(','))}`,
-    `export KEYSHARD_AUDIT_SERVER_ID=${q('audit-sink')}`,
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,
     `export KEYSHARD_ETCD_ENDPOINTS=${q(etcdClientUrls(l).join(','))}`,
+    '# the audit sink, read as the auditor (`keyshard audit …`)',
     `export KEYSHARD_AUDIT_DIR=${q(l.auditDir)}`,
     `export KEYSHARD_AUDIT_ADDR=${q(addr(l.plan.ports.audit))}`,
+    `export KEYSHARD_AUDIT_SERVER_ID=${q('audit-sink')}`,
+    `export KEYSHARD_AUDIT_CERT=${q(auditor.cert)}`,
+    `export KEYSHARD_AUDIT_KEY=${q(auditor.key)}`,
+    `# \`keyshard custodian …\` as ${l.custodianIds[0]}'s operator; another custodian's: . ${path.join(l.dir, '<custodian>.env')}`,
+    ...custodianExports(l, l.custodianIds[0]!),
     `# each custodian has its own token directory: ${path.join(l.dir, 'hsm', '<custodian>', 'softhsm2.conf')}`,
     `export SOFTHSM2_CONF=${q(l.softhsmConf[l.custodianIds[0]!]!)}`,
     '',
   ];
+  for (const id of l.custodianIds)
+    writeFileSync(custodianEnvFile(l, id), [`# ${id}'s operator: \`. ${custodianEnvFile(l, id)}\` then \`npx keyshard custodian pending\``, `export KEYSHARD_CA=${q(admin.ca)}`, ...custodianExports(l, id), ''].join('\n'), { mode: 0o600 });
   const file = path.join(l.dir, 'env');
   writeFileSync(file, lines.join('\n'), { mode: 0o600 });
   return file;
+}
+
+/** DIR/<custodian>.env: the variables that make `keyshard custodian …` act as that custodian's operator. */
+export const custodianEnvFile = (l: Layout, custodianId: string) => path.join(l.dir, `${custodianId}.env`);
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function custodianExports(l: Layout, id: string): string[] {
+  const op = l.certs[operatorOf(id)]!;
+  return [
+    `export KEYSHARD_CUSTODIAN_ADDR=${q(addr(l.plan.ports.custodians[l.custodianIds.indexOf(id)]!))}`,
+    `export KEYSHARD_CUSTODIAN_CERT=${q(op.cert)}`,
+    `export KEYSHARD_CUSTODIAN_KEY=${q(op.key)}`,
+  ];
 }
 
 /** Creates (RSA-3072, PKCS#8, 0600) each coordinator's transport key file that is missing; returns the ids created. */

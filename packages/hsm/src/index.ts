@@ -298,7 +298,7 @@ export class CustodianToken {
       if (!share) throw new KeyshardError('NOT_FOUND', `no share for cluster ${clusterId} in this token`);
       const trusted = this.#trustedObjects(s, label).find((o) => o.publicKeyPem === wanted);
       if (!trusted)
-        throw new KeyshardError('PERMISSION_DENIED', `${describeTarget(to)} has no ${to.kind === 'transport' ? 'transport' : 'trusted'} key enrolled in this custodian's token matching the requested one (its security officer enrolls it)`);
+        throw new KeyshardError('PERMISSION_DENIED', `${describeTarget(to)} has no ${to.kind === 'transport' ? 'transport' : 'trusted'} key enrolled in this custodian's token matching the requested one (its security officer enrolls it)`, { reason: 'NOT_ENROLLED' });
       return Buffer.from(s.wrapKey(oaepMechanism(this.oaepHash), asKey(trusted.obj), asKey(share)));
     });
   }

@@ -9,3 +9,4 @@ export * from './request-context.ts';
 export * from './client.ts';
 export * from './health.ts';
 export * from './reflection.ts';
+export * from './status-details.ts';

@@ -1,6 +1,7 @@
 /**
  * The one place where gRPC meets the domain: authenticates the caller from its certificate,
- * carries the request id, calls a thin handler, and maps `KeyshardError` codes to gRPC status.
+ * carries the request id, calls a thin handler, and maps `KeyshardError` codes and reasons to
+ * gRPC status (the reason in the status details: status-details.ts).
  * Every outcome (ok, denied, error) is reported to an observer so services can audit and log it,
  * and every reply to `onReply` (metrics). An optional concurrency limit sheds load.
  */
@@ -10,6 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { KeyshardError, type ErrorCode } from '@keyshard/errors';
 import type { ConcurrencyLimit } from './concurrency-limit.ts';
 import { runInCall } from './request-context.ts';
+import { STATUS_DETAILS_KEY, encodeStatusDetails } from './status-details.ts';
 
 export const STATUS_OF: Record<ErrorCode, grpc.status> = {
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
@@ -101,10 +103,20 @@ export function contextOf(call: AnyCall, method: string): CallContext {
   };
 }
 
-export function toServiceError(e: unknown): Partial<grpc.ServiceError> {
-  if (e instanceof KeyshardError) return { code: STATUS_OF[e.code], details: e.message, message: e.message };
-  // Unknown errors may carry anything in their message: never pass it to the caller.
-  return { code: grpc.status.INTERNAL, details: 'internal error', message: 'internal error' };
+/**
+ * The status a failed call ends with: a KeyshardError's code and message, its reason and
+ * metadata as a google.rpc.ErrorInfo in the `grpc-status-details-bin` trailer, and the call's
+ * request id (x-request-id) so the caller can quote it. Any other error is INTERNAL, reason
+ * INTERNAL: unknown errors may carry anything in their message, so none of it reaches the caller.
+ */
+export function toServiceError(e: unknown, requestId?: string): Partial<grpc.ServiceError> {
+  const known = e instanceof KeyshardError;
+  const code = known ? STATUS_OF[e.code] : grpc.status.INTERNAL;
+  const message = known ? e.message : 'internal error';
+  const metadata = new grpc.Metadata();
+  metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, message, known ? e.reason : 'INTERNAL', known ? { ...e.metadata } : {}));
+  if (requestId) metadata.set('x-request-id', requestId);
+  return { code, details: message, message, metadata };
 }
 
 export type UnaryHandler<Req, Res> = (req: Req, ctx: CallContext) => Promise<Res>;
@@ -196,10 +208,10 @@ export function unaryService(
           options.limit!.release();
         }
         options.onReply?.({ ctx, code: codeOf(e), durationMs: performance.now() - started });
-        if (callback) return e === undefined ? callback(null, res) : callback(toServiceError(e));
+        if (callback) return e === undefined ? callback(null, res) : callback(toServiceError(e, ctx.requestId));
         const stream = call as grpc.ServerWritableStream<unknown, unknown>;
         if (e === undefined) stream.end();
-        else stream.emit('error', toServiceError(e));
+        else stream.emit('error', toServiceError(e, ctx.requestId));
       };
       const finish = (e: unknown, res?: unknown, shed = false) => {
         const observed = options.observer?.({
@@ -229,7 +241,7 @@ export function unaryService(
           if (!def.requestStream && call.request === UNDECODABLE) throw new KeyshardError('INVALID_ARGUMENT', `the request is not a valid ${name} request message`);
           if (options.limit) {
             if (!options.limit.tryAcquire())
-              return finish(new KeyshardError('RESOURCE_EXHAUSTED', `${options.name} service is at its limit of ${options.limit.max} concurrent calls; retry with backoff`), undefined, true);
+              return finish(new KeyshardError('RESOURCE_EXHAUSTED', `${options.name} service is at its limit of ${options.limit.max} concurrent calls; retry with backoff`, { reason: 'OVERLOADED' }), undefined, true);
             admitted = true;
           }
           const run = () => (handler as (requestOrCall: unknown, ctx: CallContext) => Promise<unknown>)(streaming ? call : call.request, ctx);

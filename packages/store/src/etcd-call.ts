@@ -19,6 +19,6 @@ export async function etcdCall<T>(what: string, fn: () => Promise<T>): Promise<T
   } catch (e) {
     if (e instanceof KeyshardError) throw e;
     for (const listener of errorListeners) listener(what);
-    throw new KeyshardError('UNAVAILABLE', `state store unavailable (${what})`, { cause: e });
+    throw new KeyshardError('UNAVAILABLE', `state store unavailable (${what})`, { cause: e, reason: 'STORE_UNAVAILABLE' });
   }
 }

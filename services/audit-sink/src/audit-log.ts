@@ -167,7 +167,7 @@ export class AuditLog {
   /** Appends events; resolves once they are durable. Events whose id is already stored are skipped. */
   append(events: readonly LogEvent[]): Promise<Receipt> {
     if (this.failure) return Promise.reject(writeFailed(this.failure));
-    if (this.closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit log is closed'));
+    if (this.closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit log is closed', { reason: 'AUDIT_UNAVAILABLE' }));
     let entries: EncodedEntry[];
     try {
       entries = events.map((e) => {
@@ -334,5 +334,5 @@ function refuse(dataDir: string, index: number, reason: string): KeyshardError {
 
 function writeFailed(cause: Error): KeyshardError {
   // The OS error stays in the sink's own log (via onFailure); callers get a stable message.
-  return new KeyshardError('UNAVAILABLE', 'audit log write failed; the sink must be restarted', { cause });
+  return new KeyshardError('UNAVAILABLE', 'audit log write failed; the sink must be restarted', { cause, reason: 'AUDIT_UNAVAILABLE' });
 }

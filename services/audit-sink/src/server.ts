@@ -104,7 +104,7 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
     try {
       ctx = contextOf(call, 'audit.Append');
       if (!may('Append', ctx.principal)) throw permissionDenied(`${ctx.principal} may not append audit events`);
-      if (draining) throw new KeyshardError('UNAVAILABLE', 'audit sink is shutting down');
+      if (draining) throw new KeyshardError('UNAVAILABLE', 'audit sink is shutting down', { reason: 'AUDIT_UNAVAILABLE' });
     } catch (e) {
       finish(e);
       return;

@@ -79,6 +79,7 @@ async function main(): Promise<void> {
   const clusterStore = new ClusterStore(ns, integrity);
   const cluster = new Cluster(clusterStore, links, seal, config.oaepHash);
   await cluster.load();
+  const unfollowCluster = await cluster.follow(); // another replica's init, restore or destroy-cluster: sealed vs uninitialized stays right
   // The long-term transport key (custodian SOs enroll its public key) and per-ceremony ephemeral keys.
   const transport = loadOrCreateTransportKey(config.transportKeyFile);
   if (transport.created) log.info({ file: config.transportKeyFile }, 'created the transport key: enroll its public key in every custodian token');
@@ -256,6 +257,7 @@ async function main(): Promise<void> {
     await usage.stop().catch(() => {}); // last-use times, written (with their record MAC) while still unsealed
     seal.seal();
     await leader.stop();
+    await unfollowCluster().catch(() => {});
     etcdReads.stop();
     health.shutdown();
     await new Promise<void>((r) => server.tryShutdown(() => r()));

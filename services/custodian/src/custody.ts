@@ -58,7 +58,7 @@ import {
   type Ceremony, type JoinVouch, type SealNotice, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
-import { failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
+import { clip, failedPrecondition, notFound, invalidArgument, permissionDenied } from '@keyshard/errors';
 import type { CustodianToken } from '@keyshard/hsm';
 
 export type Decision = 'pending' | 'released' | 'denied';
@@ -190,7 +190,7 @@ export class Custody {
         throw invalidArgument(`transport public key of recipient ${r.coordinator_id} is not a public key PEM`);
       }
       if (!enrolled.some((k) => k.name === r.coordinator_id && k.publicKeyPem === pem))
-        throw permissionDenied(`coordinator ${r.coordinator_id} has no transport key enrolled in this custodian's token matching the ceremony's (its security officer enrolls it: keyshard custodian enroll)`);
+        throw permissionDenied(`coordinator ${r.coordinator_id} has no transport key enrolled in this custodian's token matching the ceremony's (its security officer enrolls it: keyshard custodian enroll)`, { reason: 'NOT_ENROLLED' });
     }
   }
 
@@ -205,7 +205,7 @@ export class Custody {
    * set this token holds: from now on vouches of older epochs are refused. Returns the epoch known.
    */
   noteSeal(n: SealNotice): number {
-    if (!this.#token.shareClusterIds().includes(n.cluster_id)) throw failedPrecondition('this custodian holds no share of that cluster');
+    if (!this.#token.shareClusterIds().includes(n.cluster_id)) throw failedPrecondition('this custodian holds no share of that cluster', { reason: 'WRONG_CLUSTER' });
     if (!Number.isSafeInteger(n.generation) || n.generation < 1) throw invalidArgument('generation must be a positive integer');
     const raw = this.#token.readPeers(n.cluster_id, n.generation);
     const key = raw ? (JSON.parse(raw.toString()) as ShareSetPeers).vouchPublicKeyPem : undefined;
@@ -231,7 +231,7 @@ export class Custody {
 
   get(id: string): ReleaseRecord {
     const r = this.#records.get(id);
-    if (!r) throw notFound(`ceremony ${id} has not been proposed to this custodian`);
+    if (!r) throw notFound(`ceremony ${clip(id)} has not been proposed to this custodian`, { reason: 'CEREMONY_NOT_FOUND', metadata: { ceremony_id: clip(id) } });
     return r;
   }
 
@@ -280,7 +280,7 @@ export class Custody {
           throw permissionDenied(`share set ${d.generation}: ceremony ${c.id} names another set ${from} than the one this custodian holds`);
         const got = this.#tally(c, old, d.approvals ?? [], now);
         if (got < old.threshold)
-          throw permissionDenied(`share set ${d.generation} needs a quorum of valid approvals of ${c.operation} ceremony ${c.id} by share set ${from}: got ${got} of ${old.threshold}`);
+          throw permissionDenied(`share set ${d.generation} needs a quorum of valid approvals of ${c.operation} ceremony ${c.id} by share set ${from}: got ${got} of ${old.threshold}`, { reason: 'QUORUM_NOT_MET' });
         const newest = Math.max(...held);
         if (d.generation <= newest) throw failedPrecondition(`share set ${d.generation} is not newer than set ${newest}, which this custodian holds`);
         const stray = held.filter((g) => g > from && this.#record(d.clusterId, g)?.parent !== from);
@@ -305,9 +305,9 @@ export class Custody {
 
   async approve(id: string, now = Date.now()): Promise<ReleaseRecord> {
     const r = this.get(id);
-    if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`);
-    if (isExpired(r.ceremony, now)) throw failedPrecondition(`ceremony ${id} has expired`);
-    if (this.#releasing.has(id)) throw failedPrecondition(`ceremony ${id} is being released`);
+    if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`, { reason: 'CEREMONY_CLOSED' });
+    if (isExpired(r.ceremony, now)) throw failedPrecondition(`ceremony ${id} has expired`, { reason: 'CEREMONY_EXPIRED' });
+    if (this.#releasing.has(id)) throw failedPrecondition(`ceremony ${id} is being released`, { reason: 'CEREMONY_IN_PROGRESS' });
     const c = r.ceremony;
     const generation = generationOf(c);
     if (RELEASING_OPERATIONS.has(c.operation) && !this.#token.hasShare(c.cluster_id, generation))
@@ -324,7 +324,7 @@ export class Custody {
         const binding = { ceremonyHash: c.hash, coordinatorId: rec.coordinator_id, custodianId: this.#custodianId };
         releases.push({ coordinator_id: rec.coordinator_id, wrapped_share: await sealToEphemeral(rec.ephemeral_public_key_pem, blob, binding) });
       }
-      if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`); // denied meanwhile
+      if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`, { reason: 'CEREMONY_CLOSED' }); // denied meanwhile
       r.releases = releases;
       r.approval_signature = this.#token.signApproval(Buffer.from(c.hash, 'hex'));
       r.status = 'released';
@@ -338,7 +338,7 @@ export class Custody {
   deny(id: string, reason: string): ReleaseRecord {
     if (!reason || reason.length > 500) throw invalidArgument('a denial needs a reason of at most 500 characters');
     const r = this.get(id);
-    if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`);
+    if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`, { reason: 'CEREMONY_CLOSED' });
     r.status = 'denied';
     r.reason = reason;
     return r;
@@ -447,14 +447,14 @@ export class Custody {
    */
   #approvedCeremony(clusterId: string, ceremonyId: string, approvals: Approvals, now: number, allowed: (op: string) => boolean, refusal: string): Ceremony {
     const c = this.get(ceremonyId).ceremony;
-    if (c.cluster_id !== clusterId) throw invalidArgument(`ceremony ${ceremonyId} is for another cluster`);
+    if (c.cluster_id !== clusterId) throw invalidArgument(`ceremony ${ceremonyId} is for another cluster`, { reason: 'WRONG_CLUSTER' });
     if (!allowed(c.operation)) throw failedPrecondition(`a ${c.operation} ceremony ${refusal}`);
-    if (isExpired(c, now)) throw failedPrecondition(`ceremony ${ceremonyId} has expired`);
+    if (isExpired(c, now)) throw failedPrecondition(`ceremony ${ceremonyId} has expired`, { reason: 'CEREMONY_EXPIRED' });
     const generation = generationOf(c);
     const record = this.#record(clusterId, generation);
     if (!record) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}, which ceremony ${ceremonyId} acts on`);
     const got = this.#tally(c, record, approvals, now);
-    if (got < record.threshold) throw permissionDenied(`${c.operation} needs a quorum of valid approvals of share set ${generation}: got ${got} of ${record.threshold}`);
+    if (got < record.threshold) throw permissionDenied(`${c.operation} needs a quorum of valid approvals of share set ${generation}: got ${got} of ${record.threshold}`, { reason: 'QUORUM_NOT_MET' });
     return c;
   }
 }

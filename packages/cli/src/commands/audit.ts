@@ -3,13 +3,13 @@
  * directory (a copy is enough); the others talk to the audit sink (KEYSHARD_AUDIT_ADDR) with an
  * audit reader's certificate (KEYSHARD_AUDIT_CERT/KEY, or --tls-cert/--tls-key).
  */
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { readTls } from '@keyshard/rpc';
 import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reader';
 import { ALERT_OPERATION, hmacValue, readCheckpointJson, verifyLogDir } from '@keyshard/audit-log';
 import { tlsFrom } from '../connection.ts';
 import { UsageError, printJson } from '../output.ts';
+import { collect, integer, oneOf, readFlagFile, timestamp } from '../parse.ts';
 
 /**
  * One readable line per event: index, time, result, operation, principal, then what is set.
@@ -29,12 +29,6 @@ export function describeEvent({ index, event: e }: StoredAuditEvent): string {
   return parts.join('  ');
 }
 
-const int = (v: string) => {
-  const n = Number.parseInt(v, 10);
-  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`expected a non-negative integer, got ${JSON.stringify(v)}`);
-  return n;
-};
-const collect = (v: string, acc: string[] = []) => [...acc, v];
 
 export function registerAudit(program: Command): void {
   const audit = program
@@ -56,6 +50,15 @@ export function registerAudit(program: Command): void {
   };
   const print = (json: boolean | undefined) => (e: StoredAuditEvent) =>
     process.stdout.write(`${json ? JSON.stringify({ index: e.index, event: e.event }) : describeEvent(e)}\n`);
+  /** Prints the events; an empty result says so (on stderr with --json, whose stdout stays JSON lines). */
+  const printAll = async (events: AsyncIterable<StoredAuditEvent>, json: boolean | undefined, none: string) => {
+    let n = 0;
+    for await (const e of events) {
+      print(json)(e);
+      n++;
+    }
+    if (n === 0 && none) (json ? process.stderr : process.stdout).write(`${none}\n`);
+  };
 
   audit
     .command('verify <log-dir>')
@@ -64,6 +67,7 @@ export function registerAudit(program: Command): void {
     .option('--key <file>', 'trusted checkpoint public key (PEM file or directory; repeatable); default: <log-dir>/keys', collect)
     .option('--json', 'print the result as JSON')
     .action((dir: string, opts: { checkpoint?: string; key?: string[]; json?: boolean }) => {
+      if (opts.checkpoint) readFlagFile('--checkpoint', opts.checkpoint); // a missing file is a usage error, not a BAD log
       const r = verifyLogDir(dir, { keys: opts.key, ...(opts.checkpoint ? { checkpoint: readCheckpointJson(opts.checkpoint) } : {}) });
       if (opts.json) printJson(r);
       else if (r.ok) process.stdout.write(`ok: ${r.records} records, root ${r.rootHash}, ${r.checkpoints} signed checkpoints verified${opts.checkpoint ? ' and the given checkpoint is contained' : ''}\n`);
@@ -85,7 +89,7 @@ export function registerAudit(program: Command): void {
   audit
     .command('tail')
     .description('print the last events; with --follow, keep printing new ones')
-    .option('-n, --lines <n>', 'how many of the last events to print first', int, 20)
+    .option('-n, --lines <n>', 'how many of the last events to print first', integer({ min: 0 }), 20)
     .option('-f, --follow', 'keep the stream open')
     .option('--json', 'one JSON object a line')
     .action(async (opts: { lines: number; follow?: boolean; json?: boolean }) => {
@@ -93,25 +97,25 @@ export function registerAudit(program: Command): void {
         const size = (await r.checkpoint()).tree_size;
         const stop = new AbortController();
         process.once('SIGINT', () => stop.abort());
-        for await (const e of r.tail(Math.max(0, size - opts.lines), { follow: opts.follow, signal: stop.signal })) print(opts.json)(e);
+        await printAll(r.tail(Math.max(0, size - opts.lines), { follow: opts.follow, signal: stop.signal }), opts.json, opts.follow ? '' : 'no events');
       });
     });
 
   audit
     .command('query')
     .description('events matching every given filter, oldest first')
-    .option('--from <time>', 'RFC 3339 start time (inclusive)')
-    .option('--to <time>', 'RFC 3339 end time (exclusive)')
+    .option('--from <time>', 'RFC 3339 start time (inclusive)', timestamp)
+    .option('--to <time>', 'RFC 3339 end time (exclusive)', timestamp)
     .option('--principal <cn>', 'caller identity')
     .option('--key-id <id>', 'key id')
     .option('--operation <op>', 'e.g. keys.Decrypt')
-    .option('--result <r>', 'ok | denied | error')
-    .option('--limit <n>', 'at most this many events', int)
+    .option('--result <r>', 'ok | denied | error', oneOf('ok', 'denied', 'error'))
+    .option('--limit <n>', 'at most this many events', integer({ min: 1 }))
     .option('--json', 'one JSON object a line')
     .action(async (opts: { from?: string; to?: string; principal?: string; keyId?: string; operation?: string; result?: string; limit?: number; json?: boolean }) => {
       const filter = { from_time: opts.from, to_time: opts.to, principal: opts.principal, key_id: opts.keyId, operation: opts.operation, result: opts.result };
       await withReader(async (r) => {
-        for await (const e of r.query(filter, { limit: opts.limit })) print(opts.json)(e);
+        await printAll(r.query(filter, { limit: opts.limit }), opts.json, 'no events match');
       });
     });
 
@@ -119,10 +123,12 @@ export function registerAudit(program: Command): void {
     .command('hash <value>')
     .description('the HMAC under which the sink stores a sensitive value, to search for it (asks the sink unless --key-file)')
     .option('--key-file <file>', "the sink's HMAC key file (hmacKeyFile in its config): compute offline")
-    .action(async (value: string, opts: { keyFile?: string }) => {
+    .option('--json', 'print JSON')
+    .action(async (value: string, opts: { keyFile?: string; json?: boolean }) => {
       const hash = opts.keyFile
-        ? hmacValue(Buffer.from(readFileSync(opts.keyFile, 'utf8').trim(), 'hex'), value)
+        ? hmacValue(Buffer.from(readFlagFile('--key-file', opts.keyFile).trim(), 'hex'), value)
         : await withReader((r) => r.hashValue(value));
-      process.stdout.write(`${hash}\n`);
+      if (opts.json) printJson({ hash });
+      else process.stdout.write(`${hash}\n`);
     });
 }

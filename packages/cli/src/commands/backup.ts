@@ -6,7 +6,9 @@ import type { Command } from 'commander';
 import { BackupClient, ceremonyState, type RestoreProgress } from '@keyshard/client';
 import { BackupParser, writeBackupFile, type BackupHeader } from '@keyshard/crypto';
 import { coordinatorIdsFrom, tlsFrom, type ConnectionFlags } from '../connection.ts';
-import { progress, progressBar, UsageError, type ProgressBar } from '../output.ts';
+import { printJson, progress, progressBar, UsageError, type ProgressBar } from '../output.ts';
+import { ceremonyReporter, tally } from '../ceremony-progress.ts';
+import { ceremonyTtl } from '../parse.ts';
 
 /** Backups and restores talk to one replica: the first of --addr / KEYSHARD_ADDR. */
 function backupClient(f: ConnectionFlags): BackupClient {
@@ -85,12 +87,15 @@ async function verifyOffline(file: string): Promise<BackupHeader> {
   return parser.header!;
 }
 
-function ceremonyLine(p: RestoreProgress): string {
-  const c = p.ceremony!;
-  const state = ceremonyState(c);
-  const failures = c.failures.map((f) => `\n  ${f.custodian_id}: ${f.reason}`).join('');
-  return `recover ceremony ${c.id} ${state}: ${c.approved_by.length}/${c.threshold} shares${c.approved_by.length ? ` (${c.approved_by.join(', ')})` : ''}${c.denied_by.length ? `; denied by ${c.denied_by.join(', ')}` : ''}${failures}`;
-}
+/** The recover ceremony's line; refusals and denials are printed once each, as they arrive (ceremonyReporter). */
+const recoverLine = (c: NonNullable<RestoreProgress['ceremony']>): string =>
+  `recover ceremony ${c.id} ${ceremonyState(c)}: ${tally(c)} shares${c.approved_by.length ? ` (${c.approved_by.join(', ')})` : ''}`;
+
+/** The header as JSON (--json): what the file is a backup of. */
+const headerJson = (h: BackupHeader) => ({
+  cluster: h.cluster, cluster_id: h.clusterId, revision: h.revision, created_at: h.createdAt, entries: h.entries,
+  manifest_fingerprint: h.manifestFingerprint, threshold: h.manifest.threshold, custodians: h.manifest.custodians.map((c) => c.id),
+});
 
 export function registerBackup(program: Command): void {
   const backup = program.command('backup').description('encrypted, signed backups of the whole cluster');
@@ -98,7 +103,8 @@ export function registerBackup(program: Command): void {
     .command('create')
     .description('stream a backup of the cluster (one consistent etcd revision) to a file')
     .requiredOption('--out <file>', 'where to write it (written to <file>.partial, then renamed)')
-    .action(async (opts: { out: string }) => {
+    .option('--json', 'print JSON: what the backup holds')
+    .action(async (opts: { out: string; json?: boolean }) => {
       await withBackupClient(program, async (client) => {
         const bar = absoluteBar('backing up');
         await writeBackupFile(
@@ -111,40 +117,39 @@ export function registerBackup(program: Command): void {
           })(),
         );
         bar.done(`backup written to ${opts.out}`);
-        process.stdout.write(`${describe((await readHeader(opts.out)).header)}\n`);
+        const { header } = await readHeader(opts.out);
+        if (opts.json) printJson({ file: opts.out, ...headerJson(header) });
+        else process.stdout.write(`${describe(header)}\n`);
       });
     });
   backup
     .command('verify <file>')
     .description('check a backup: offline its structure and signature; with --against-cluster also that every entry decrypts under the cluster\'s root')
     .option('--against-cluster', 'also send it to an unsealed coordinator of the same root')
-    .action(async (file: string, opts: { againstCluster?: boolean }) => {
+    .option('--json', 'print JSON')
+    .action(async (file: string, opts: { againstCluster?: boolean; json?: boolean }) => {
       const header = await verifyOffline(file);
-      process.stdout.write(`${describe(header)}\n`);
-      if (!opts.againstCluster) return;
-      await withBackupClient(program, async (client) => {
-        const s = await client.verifyBackup(fileChunks(file));
-        process.stdout.write(`every entry decrypts: ${s.keks} KEKs, ${s.keys} keys, ${s.key_versions} key versions (${s.entries} entries)\n`);
-      });
+      if (!opts.json) process.stdout.write(`${describe(header)}\n`);
+      const s = opts.againstCluster ? await withBackupClient(program, (client) => client.verifyBackup(fileChunks(file))) : undefined;
+      if (opts.json) return printJson({ ...headerJson(header), signature_valid: true, ...(s ? { against_cluster: s } : {}) });
+      if (s) process.stdout.write(`every entry decrypts: ${s.keks} KEKs, ${s.keys} keys, ${s.key_versions} key versions (${s.entries} entries)\n`);
     });
   program
     .command('restore <file>')
     .description('restore a backup into a fresh, uninitialized cluster; a quorum of the backup\'s custodians approves a recover ceremony')
     .option('--dry-run', 'check everything (quorum, signature, every entry) and write nothing')
     .option('--force-cluster-id', 'restore a backup taken from a cluster of another name')
-    .option('--ttl <seconds>', 'how long custodians have to approve', (v) => Number.parseInt(v, 10))
-    .action(async (file: string, opts: { dryRun?: boolean; forceClusterId?: boolean; ttl?: number }) => {
+    .option('--ttl <duration>', 'how long custodians have to approve (e.g. 15m)', ceremonyTtl)
+    .option('--json', 'print JSON: what was restored (or checked)')
+    .action(async (file: string, opts: { dryRun?: boolean; forceClusterId?: boolean; ttl?: number; json?: boolean }) => {
       const { bytes, header } = await readHeader(file);
       process.stderr.write(`restoring ${file}${opts.dryRun ? ' (dry run: nothing is written)' : ''}\n${describe(header)}\n`);
       await withBackupClient(program, async (client) => {
         const bar = absoluteBar(opts.dryRun ? 'checking' : 'restoring');
-        let last = '';
+        const report = ceremonyReporter(recoverLine);
         const summary = await client.restore(bytes, () => fileChunks(file), { dryRun: opts.dryRun, forceClusterId: opts.forceClusterId, ttlSeconds: opts.ttl }, (p) => {
-          if (p.phase === 'ceremony' && p.ceremony) {
-            const line = ceremonyLine(p);
-            if (line !== last) progress(line);
-            last = line;
-          } else if (p.phase === 'send') progress('quorum reached; the root key checks out against the backup: sending the file');
+          if (p.phase === 'ceremony' && p.ceremony) report(p.ceremony);
+          else if (p.phase === 'send') progress('quorum reached; the root key checks out against the backup: sending the file');
           else if (p.phase === 'writing') bar.update(Number(p.entries_done), Number(p.entries_total));
         });
         bar.done(
@@ -152,6 +157,7 @@ export function registerBackup(program: Command): void {
             ? `dry run ok: ${summary.entries} entries (${summary.keys} keys, ${summary.key_versions} versions, ${summary.keks} KEKs) check out; nothing was written`
             : `restored cluster ${summary.cluster_id} at revision ${summary.revision}: ${summary.keys} keys, ${summary.key_versions} versions; this coordinator is ${summary.unsealed ? 'unsealed' : 'sealed'}`,
         );
+        if (opts.json) printJson(summary);
       });
     });
 }

@@ -1,8 +1,10 @@
 /** status, init, unseal, seal. */
 import type { Command } from 'commander';
-import { ceremonyState, unsealAndWait, type Status } from '@keyshard/client';
-import { coordinatorClient, withClient } from '../connection.ts';
-import { printJson, progress } from '../output.ts';
+import { ceremonyState, type Status } from '@keyshard/client';
+import { withClient } from '../connection.ts';
+import { printJson } from '../output.ts';
+import { ceremonyReporter, followCeremony, tally } from '../ceremony-progress.ts';
+import { ceremonyTtl, integer } from '../parse.ts';
 
 function describe(s: Status): string {
   const lines = [
@@ -14,8 +16,8 @@ function describe(s: Status): string {
   if (s.initialized) lines.push(`quorum       ${s.threshold} of ${s.shares}`);
   if (s.ceremony) {
     const c = s.ceremony;
-    lines.push(`ceremony     ${c.operation} ${c.id} ${ceremonyState(c)} (approvals ${c.approved_by.length}/${c.threshold})`);
-    for (const f of c.failures) lines.push(`  rejected   ${f.custodian_id}: ${f.reason}`);
+    lines.push(`ceremony     ${c.operation} ${c.id} ${ceremonyState(c)} (approvals ${tally(c)})`);
+    for (const f of c.failures) lines.push(`  refused by ${f.custodian_id}: ${f.reason}`);
   }
   for (const r of s.replicas) lines.push(`replica      ${r.id.padEnd(14)} ${r.address.padEnd(22)} ${r.sealed ? 'sealed' : 'unsealed'}${r.leader ? '  leader' : ''}`);
   for (const c of s.custodians) lines.push(`custodian    ${c.id.padEnd(14)} ${c.address.padEnd(22)} ${c.reachable ? 'reachable' : 'UNREACHABLE'}`);
@@ -41,10 +43,12 @@ export function registerCluster(program: Command): void {
   program
     .command('init')
     .description('generate the root key and deliver its shares to the custodians')
-    .option('--shares <n>', 'number of shares (default: all configured custodians)', (v) => Number.parseInt(v, 10))
-    .option('--threshold <t>', 'shares needed to unseal', (v) => Number.parseInt(v, 10), 3)
-    .action(async (opts: { shares?: number; threshold: number }) => {
+    .option('--shares <n>', 'number of shares (default: all configured custodians)', integer({ min: 1, max: 255 }))
+    .option('--threshold <t>', 'shares needed to unseal', integer({ min: 1, max: 255 }), 3)
+    .option('--json', 'print JSON')
+    .action(async (opts: { shares?: number; threshold: number; json?: boolean }) => {
       const r = await withClient(program, (client) => client.init(opts.shares, opts.threshold));
+      if (opts.json) return printJson(r);
       process.stdout.write(
         `initialized cluster ${r.cluster_id}: ${r.threshold} of ${r.shares} shares (${r.custodian_ids.join(', ')})\n` +
           `manifest fingerprint ${r.manifest_fingerprint}\n`,
@@ -54,28 +58,26 @@ export function registerCluster(program: Command): void {
   program
     .command('unseal')
     .description('open an unseal ceremony for the custodian quorum')
-    .option('--wait', 'wait until the ceremony finishes, showing approvals')
-    .action(async (opts: { wait?: boolean }) => {
-      const client = coordinatorClient(program.opts());
-      try {
-        if (!opts.wait) {
-          const c = await client.startUnseal();
-          process.stdout.write(`unseal ceremony ${c.id} open until ${c.expires_at}; hash ${c.hash}\n`);
-          return;
-        }
-        const c = await unsealAndWait(client, (c) => progress(`approvals ${c.approved_by.length}/${c.threshold}`), 15 * 60_000);
-        for (const f of c.failures) progress(`share from ${f.custodian_id} rejected: ${f.reason}`);
-        process.stdout.write(`unsealed (ceremony ${c.id}, approved by ${c.approved_by.join(', ')})\n`);
-      } finally {
-        client.close();
-      }
+    .option('--wait', "wait until the ceremony finishes, showing approvals and each custodian's refusal as it happens")
+    .option('--ttl <duration>', 'how long custodians have to approve (e.g. 15m)', ceremonyTtl)
+    .option('--json', 'print the ceremony as JSON (the finished one with --wait)')
+    .action(async (opts: { wait?: boolean; ttl?: number; json?: boolean }) => {
+      await withClient(program, async (client) => {
+        const c = await client.startUnseal(opts.ttl);
+        if (!opts.wait) return opts.json ? printJson(c) : void process.stdout.write(`unseal ceremony ${c.id} open until ${c.expires_at}; hash ${c.hash}\n`);
+        const done = await followCeremony(client, c, ceremonyReporter(), 15 * 60_000);
+        if (opts.json) printJson(done);
+        else process.stdout.write(`unsealed (ceremony ${done.id}, approved by ${done.approved_by.join(', ')})\n`);
+      });
     });
 
   program
     .command('seal')
     .description('drop the root key from memory; unsealing needs the quorum again')
-    .action(async () => {
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
       await withClient(program, (client) => client.seal());
-      process.stdout.write('sealed\n');
+      if (opts.json) printJson({ sealed: true });
+      else process.stdout.write('sealed\n');
     });
 }

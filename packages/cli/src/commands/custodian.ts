@@ -3,24 +3,31 @@
  * against that custodian. The SO PIN of enroll/revoke is read from a file the officer supplies
  * at that moment (never an argument: argv is visible to other users), sent for that one call.
  */
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { waitForCeremony, type ShareExport } from '@keyshard/client';
+import type { ShareExport } from '@keyshard/client';
 import { withClient, withCustodian } from '../connection.ts';
 import { printJson, progress, UsageError } from '../output.ts';
+import { followCeremony } from '../ceremony-progress.ts';
+import { ceremonyTtl, readFlagFile } from '../parse.ts';
 
 const EXPORT_FORMAT = 'keyshard-share-export';
 
 /** The export file: the share wrapped to the recovery key (no plaintext), and what the import needs. */
 function readExport(file: string): ShareExport {
-  const e = JSON.parse(readFileSync(file, 'utf8')) as ShareExport & { format?: string; wrapped_share: string; succession_statement: string };
+  let e: ShareExport & { format?: string; wrapped_share: string; succession_statement: string };
+  try {
+    e = JSON.parse(readFlagFile('--in', file));
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`--in ${file} is not a keyshard share export`);
+  }
   if (e.format !== EXPORT_FORMAT) throw new UsageError(`${file} is not a keyshard share export`);
   return { ...e, wrapped_share: Buffer.from(e.wrapped_share, 'base64'), succession_statement: Buffer.from(e.succession_statement ?? '', 'base64') };
 }
 
 function readSoPin(file: string): string {
-  const pin = readFileSync(file, 'utf8').trim();
+  const pin = readFlagFile('--so-pin-file', file).trim();
   if (!pin) throw new UsageError(`${file} is empty: it must hold the token security officer's PIN`);
   return pin;
 }
@@ -29,11 +36,11 @@ function readSoPin(file: string): string {
 function target(opts: { coordinator?: string; transportPublicKey?: string; recoveryKey?: string }, needKey: boolean) {
   if (opts.recoveryKey) {
     if (opts.coordinator || opts.transportPublicKey) throw new UsageError('--recovery-key goes alone, without --coordinator / --transport-public-key');
-    return { kind: 'recovery' as const, publicKeyPem: readFileSync(opts.recoveryKey, 'utf8') };
+    return { kind: 'recovery' as const, publicKeyPem: readFlagFile('--recovery-key', opts.recoveryKey) };
   }
   if (!opts.coordinator) throw new UsageError('--coordinator ID (or --recovery-key FILE) is required');
   if (needKey && !opts.transportPublicKey) throw new UsageError('--transport-public-key FILE is required');
-  return { kind: 'transport' as const, coordinatorId: opts.coordinator, publicKeyPem: opts.transportPublicKey ? readFileSync(opts.transportPublicKey, 'utf8') : undefined };
+  return { kind: 'transport' as const, coordinatorId: opts.coordinator, publicKeyPem: opts.transportPublicKey ? readFlagFile('--transport-public-key', opts.transportPublicKey) : undefined };
 }
 
 export function registerCustodian(program: Command): void {
@@ -47,13 +54,17 @@ export function registerCustodian(program: Command): void {
   cust
     .command('pending')
     .description('list ceremonies waiting for this custodian')
-    .action(async () => {
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
       const { ceremonies } = await withCustodian(flags(), (c) => c.pending());
-      for (const x of ceremonies) process.stdout.write(`${x.id}  ${x.operation}  by ${x.initiator}  expires ${x.expires_at}\n`);
+      if (opts.json) printJson(ceremonies);
+      else if (ceremonies.length === 0) process.stdout.write('no ceremonies waiting for this custodian\n');
+      else for (const x of ceremonies) process.stdout.write(`${x.id}  ${x.operation}  by ${x.initiator}  expires ${x.expires_at}\n`);
     });
   cust
     .command('show <ceremony-id>')
-    .description('show every bound parameter of a ceremony before approving it')
+    .description('show every bound parameter of a ceremony before approving it (JSON)')
+    .option('--json', 'print JSON (the only format)')
     .action(async (id: string) => {
       const cer = await withCustodian(flags(), (c) => c.show(id));
       printJson(cer);
@@ -61,9 +72,11 @@ export function registerCustodian(program: Command): void {
   cust
     .command('approve <ceremony-id>')
     .description("approve a ceremony: the HSM signs its hash and wraps the share to the ceremony's recipients")
-    .action(async (id: string) => {
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { json?: boolean }) => {
       const r = await withCustodian(flags(), (c) => c.approve(id));
-      process.stdout.write(`${r.ceremony_id}: ${r.status}\n`);
+      if (opts.json) printJson({ ceremony_id: r.ceremony_id, status: r.status });
+      else process.stdout.write(`${r.ceremony_id}: ${r.status}\n`);
     });
   cust
     .command('backup')
@@ -71,16 +84,18 @@ export function registerCustodian(program: Command): void {
     .requiredOption('--custodian-id <id>', 'whose share')
     .requiredOption('--recovery-key <public.pem>', 'the offline recovery public key (RSA, at least 2048 bits)')
     .requiredOption('--out <file>', 'where to write the export')
-    .option('--ttl <seconds>', 'how long custodians have to approve', (v) => Number.parseInt(v, 10))
-    .action(async (opts: { custodianId: string; recoveryKey: string; out: string; ttl?: number }) => {
-      const recoveryKey = readFileSync(opts.recoveryKey, 'utf8');
+    .option('--ttl <duration>', 'how long custodians have to approve (e.g. 15m, 24h)', ceremonyTtl)
+    .option('--json', 'print JSON: the export written')
+    .action(async (opts: { custodianId: string; recoveryKey: string; out: string; ttl?: number; json?: boolean }) => {
+      const recoveryKey = readFlagFile('--recovery-key', opts.recoveryKey);
       await withClient(program, async (client) => {
         const c = await client.startCeremony('export-share', { custodian: opts.custodianId, recovery_key: recoveryKey }, opts.ttl ?? 0);
         progress(`export-share ceremony ${c.id} for ${opts.custodianId}, recovery key ${c.parameters.recovery_key_fingerprint!.slice(0, 16)}…; waiting for approvals`);
-        await waitForCeremony(client, c, (x) => progress(`approvals ${x.approved_by.length}/${x.threshold}`), 24 * 3600_000);
+        await followCeremony(client, c);
         const e = await client.getShareExport(c.id);
         await writeFile(opts.out, `${JSON.stringify({ format: EXPORT_FORMAT, version: 1, ...e, wrapped_share: Buffer.from(e.wrapped_share).toString('base64'), succession_statement: Buffer.from(e.succession_statement).toString('base64') }, null, 2)}\n`, { mode: 0o600 });
-        process.stdout.write(`share of ${e.custodian_id} (cluster ${e.cluster_id}, set ${e.generation}) exported to ${opts.out}\n`);
+        if (opts.json) printJson({ ceremony_id: c.id, custodian_id: e.custodian_id, cluster_id: e.cluster_id, generation: e.generation, out: opts.out });
+        else process.stdout.write(`share of ${e.custodian_id} (cluster ${e.cluster_id}, set ${e.generation}) exported to ${opts.out}\n`);
       });
     });
   cust
@@ -88,9 +103,11 @@ export function registerCustodian(program: Command): void {
     .description("custodian recovery: import a share export into this custodian's new token, unwrapped inside the token with the recovery private key")
     .requiredOption('--in <file>', 'the export written by `keyshard custodian backup`')
     .requiredOption('--recovery-key <private.pem>', 'the offline recovery private key')
-    .action(async (opts: { in: string; recoveryKey: string }) => {
+    .option('--json', 'print JSON')
+    .action(async (opts: { in: string; recoveryKey: string; json?: boolean }) => {
       const e = readExport(opts.in);
-      const r = await withCustodian(flags(), (c) => c.importShare(e, readFileSync(opts.recoveryKey, 'utf8')));
+      const r = await withCustodian(flags(), (c) => c.importShare(e, readFlagFile('--recovery-key', opts.recoveryKey)));
+      if (opts.json) return printJson({ custodian_id: r.custodian_id, cluster_id: e.cluster_id, generation: e.generation });
       process.stdout.write(`custodian ${r.custodian_id} holds its share of cluster ${e.cluster_id} (set ${e.generation}) again\n`);
     });
   cust
@@ -128,14 +145,17 @@ export function registerCustodian(program: Command): void {
     .action(async (opts: { json?: boolean }) => {
       const r = await withCustodian(flags(), (c) => c.listTrustedKeys());
       if (opts.json) return printJson(r);
+      if (r.keys.length === 0) process.stdout.write('no trusted keys: its security officer enrolls them (keyshard custodian enroll)\n');
       for (const k of r.keys) process.stdout.write(`${k.kind.padEnd(9)}  ${k.kind === 'transport' ? k.name.padEnd(24) : ''.padEnd(24)}  ${k.fingerprint}\n`);
     });
   cust
     .command('deny <ceremony-id>')
     .description('deny a ceremony, with a reason that is recorded')
     .requiredOption('--reason <text>', 'why')
-    .action(async (id: string, opts: { reason: string }) => {
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { reason: string; json?: boolean }) => {
       const r = await withCustodian(flags(), (c) => c.deny(id, opts.reason));
-      process.stdout.write(`${r.ceremony_id}: ${r.status}\n`);
+      if (opts.json) printJson({ ceremony_id: r.ceremony_id, status: r.status });
+      else process.stdout.write(`${r.ceremony_id}: ${r.status}\n`);
     });
 }

@@ -138,18 +138,18 @@ export class EntryChecker {
     this.counts.entries++;
     // Names hold a bare key id; every other record is JSON.
     if (e.key.startsWith(paths.namesPrefix)) {
-      if (!/^[\w-]{1,128}$/.test(e.value.toString('utf8'))) throw invalidArgument(`backup entry ${e.key} is not a key id`);
+      if (!/^[\w-]{1,128}$/.test(e.value.toString('utf8'))) throw invalidArgument(`backup entry ${e.key} is not a key id`, { reason: 'INVALID_BACKUP' });
       return;
     }
     let body: { epoch?: number; kekEpoch?: number; wrapped?: string };
     try {
       body = JSON.parse(e.value.toString('utf8')) as typeof body;
     } catch {
-      throw invalidArgument(`backup entry ${e.key} is not valid JSON`);
+      throw invalidArgument(`backup entry ${e.key} is not valid JSON`, { reason: 'INVALID_BACKUP' });
     }
     if ([paths.keysPrefix, paths.aliasesPrefix, paths.usagePrefix].some((p) => e.key.startsWith(p))) {
-      if (!this.#recordMacKey) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} comes before the record MAC key (a backup made before record MACs cannot be restored)`);
-      if (!verifyRecordMac(this.#recordMacKey, e.key, body).ok) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} failed its integrity check (altered outside keyshard?)`);
+      if (!this.#recordMacKey) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} comes before the record MAC key (a backup made before record MACs cannot be restored)`, { reason: 'INVALID_BACKUP' });
+      if (!verifyRecordMac(this.#recordMacKey, e.key, body).ok) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} failed its integrity check (altered outside keyshard?)`, { reason: 'INVALID_BACKUP' });
     }
     if (e.key === paths.recordMacKey) {
       zeroize(this.#recordMacKey);
@@ -162,7 +162,7 @@ export class EntryChecker {
     } else if (e.key.startsWith(paths.allVersionsPrefix)) {
       const [, keyId, v] = e.key.split('/');
       const kek = this.#keks.get(body.kekEpoch ?? -1);
-      if (!kek) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} needs KEK epoch ${body.kekEpoch}, which the backup lacks`);
+      if (!kek) throw new KeyshardError('FAILED_PRECONDITION', `backup entry ${e.key} needs KEK epoch ${body.kekEpoch}, which the backup lacks`, { reason: 'INVALID_BACKUP' });
       zeroize(unwrapVersion(kek, this.#clusterId, keyId!, Number(v), Buffer.from(body.wrapped ?? '', 'base64')));
       this.counts.versions++;
     } else if (e.key.startsWith(paths.keysPrefix)) this.counts.keys++;
@@ -202,12 +202,12 @@ export async function* openBackup(
           const entries = opener!.open(part);
           for (const e of entries) checker!.check(e);
           yield { header: header!, entries, checker: checker! };
-        } else if (!part.signatureValid) throw invalidArgument('the backup signature does not verify: the file was modified');
+        } else if (!part.signatureValid) throw invalidArgument('the backup signature does not verify: the file was modified', { reason: 'INVALID_BACKUP' });
       }
     }
     parser.end();
     if (checker!.counts.entries !== header!.entries)
-      throw invalidArgument(`the backup holds ${checker!.counts.entries} entries, its header says ${header!.entries}`);
+      throw invalidArgument(`the backup holds ${checker!.counts.entries} entries, its header says ${header!.entries}`, { reason: 'INVALID_BACKUP' });
     yield { header: header!, entries: [], checker: checker! };
   } finally {
     opener?.close();
@@ -253,6 +253,7 @@ export function checkRestorable(header: BackupHeader, targetCluster: string, for
   if (header.cluster !== targetCluster && !forceClusterId)
     throw failedPrecondition(
       `the backup is of cluster ${header.cluster} (${header.clusterId}), this is cluster ${targetCluster}: pass --force-cluster-id to restore it here`,
+      { reason: 'WRONG_CLUSTER' },
     );
-  if (manifestFingerprint(header.manifest) !== header.manifestFingerprint) throw invalidArgument('not a valid keyshard backup: the manifest fingerprint does not match');
+  if (manifestFingerprint(header.manifest) !== header.manifestFingerprint) throw invalidArgument('not a valid keyshard backup: the manifest fingerprint does not match', { reason: 'INVALID_BACKUP' });
 }

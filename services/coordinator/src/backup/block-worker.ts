@@ -7,10 +7,10 @@
  * Protocol, both directions: `block` messages carry bytes (moved, not copied, between threads);
  * the receiver answers each with `consumed`, and a sender keeps at most BLOCKS_AHEAD unconsumed
  * (flow control end to end: a slow gRPC peer slows the etcd reads). `end` closes a direction;
- * the worker ends with `result` or `error` (a KeyshardError's code and message, nothing else).
+ * the worker ends with `result` or `error` (a KeyshardError's code, message and reason, nothing else).
  */
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { KeyshardError, type ErrorCode } from '@keyshard/errors';
+import { KeyshardError, type ErrorCode, type Reason } from '@keyshard/errors';
 import type { EtcdConfig } from '@keyshard/store';
 
 const BLOCKS_AHEAD = 4;
@@ -24,7 +24,7 @@ type Message =
   | { consumed: true }
   | { progress: number }
   | { result: unknown }
-  | { error: { code: ErrorCode; message: string } };
+  | { error: { code: ErrorCode; message: string; reason: Reason } };
 
 interface Envelope {
   module: string;
@@ -108,7 +108,7 @@ export class BlockWorker<Result> {
         if (this.#channel.take(m)) return;
         if ('progress' in m) progress(m.progress);
         else if ('result' in m) resolve(m.result as Result);
-        else if ('error' in m) reject(new KeyshardError(m.error.code, m.error.message));
+        else if ('error' in m) reject(new KeyshardError(m.error.code, m.error.message, { reason: m.error.reason }));
       });
       this.#worker.on('error', (e: Error & { code?: string }) =>
         reject(new KeyshardError('INTERNAL', e.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `the ${what} went over its memory bound` : `the ${what} worker failed`, { cause: e })),
@@ -167,7 +167,7 @@ export async function serveBlockWorker<Data>(module: string, fn: (data: Data, si
     });
     post({ result });
   } catch (e) {
-    post({ error: e instanceof KeyshardError ? { code: e.code, message: e.message } : { code: 'INTERNAL', message: `internal error (${(e as Error).name})` } });
+    post({ error: e instanceof KeyshardError ? { code: e.code, message: e.message, reason: e.reason } : { code: 'INTERNAL', message: `internal error (${(e as Error).name})`, reason: 'INTERNAL' } });
   }
 }
 

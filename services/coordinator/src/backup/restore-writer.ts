@@ -57,8 +57,8 @@ export async function checkAndWrite(
   let counts: RestoreCounts = { entries: 0, keks: 0, versions: 0, keys: 0 };
   let header: CheckResult['header'] | undefined;
   for await (const { entries, checker } of openBackup(root, bytes, (h) => {
-    if (expect.headerId && headerId(h) !== expect.headerId) throw invalidArgument('the file sent is not the backup whose header the custodians approved');
-    if (expect.clusterId && h.clusterId !== expect.clusterId) throw failedPrecondition(`the backup is of cluster ${h.clusterId}, this cluster is ${expect.clusterId}`);
+    if (expect.headerId && headerId(h) !== expect.headerId) throw invalidArgument('the file sent is not the backup whose header the custodians approved', { reason: 'INVALID_BACKUP' });
+    if (expect.clusterId && h.clusterId !== expect.clusterId) throw failedPrecondition(`the backup is of cluster ${h.clusterId}, this cluster is ${expect.clusterId}`, { reason: 'WRONG_CLUSTER' });
     header = { cluster: h.cluster, clusterId: h.clusterId, revision: h.revision };
   })) {
     counts = checker.counts;

@@ -84,7 +84,7 @@ export class Restores {
     emit: (e: RestoreEvent) => void,
     cancelled: () => boolean,
   ): Promise<RestoreSummary> {
-    if (this.#busy) throw failedPrecondition('a restore is already running on this coordinator');
+    if (this.#busy) throw failedPrecondition('a restore is already running on this coordinator', { reason: 'CEREMONY_IN_PROGRESS' });
     this.#busy = true;
     try {
       checkRestorable(header, this.#d.clusterName, opts.forceClusterId);
@@ -106,6 +106,7 @@ export class Restores {
     if (this.#d.cluster.record || this.#d.cluster.manifest)
       throw failedPrecondition(
         `cluster ${this.#d.clusterName} is ${this.#d.cluster.record?.state ?? 'initialized'}: a restore needs a fresh, uninitialized cluster (empty etcd)`,
+        { reason: 'ALREADY_INITIALIZED' },
       );
   }
 
@@ -164,8 +165,8 @@ export class Restores {
       });
       if (outcome.error !== undefined) throw outcome.error;
       if (outcome.state === 'CEREMONY_STATE_COMPLETED' && root) return root;
-      if (outcome.state === 'CEREMONY_STATE_CANCELLED') throw new KeyshardError('FAILED_PRECONDITION', 'restore cancelled');
-      if (outcome.state === 'CEREMONY_STATE_EXPIRED') throw failedPrecondition(`recover ceremony ${c.id} expired before a quorum of the backup's custodians approved`);
+      if (outcome.state === 'CEREMONY_STATE_CANCELLED') throw new KeyshardError('FAILED_PRECONDITION', 'restore cancelled', { reason: 'CANCELLED' });
+      if (outcome.state === 'CEREMONY_STATE_EXPIRED') throw failedPrecondition(`recover ceremony ${c.id} expired before a quorum of the backup's custodians approved`, { reason: 'CEREMONY_EXPIRED', metadata: { ceremony_id: c.id } });
       const refused = c.failures.length ? ` (${c.failures.map((f) => `${f.custodian_id}: ${f.reason}`).join('; ')})` : '';
       throw failedPrecondition(`${c.error || 'the recover ceremony failed'} (the backup's manifest)${refused}`);
     } catch (e) {
@@ -180,7 +181,7 @@ export class Restores {
   async #apply(root: Buffer, approved: BackupHeader, opts: RestoreOptions, initiator: string, bytes: AsyncIterable<Buffer>, emit: (e: RestoreEvent) => void): Promise<RestoreSummary> {
     const { store, audit, log } = this.#d;
     const claim: ClusterRecord = { clusterId: approved.clusterId, state: 'restoring', kekEpoch: 0, createdAt: new Date().toISOString() };
-    if (!opts.dryRun && !(await store.claim(claim))) throw failedPrecondition('the cluster was initialized or restored concurrently');
+    if (!opts.dryRun && !(await store.claim(claim))) throw failedPrecondition('the cluster was initialized or restored concurrently', { reason: 'ALREADY_INITIALIZED' });
     let counts: RestoreCounts = { entries: 0, keks: 0, versions: 0, keys: 0 };
     try {
       const written = await runBackupCheck(root, { headerId: headerId(approved) }, bytes, opts.dryRun ? undefined : { etcd: this.#d.etcd, clusterName: this.#d.clusterName, claim: JSON.stringify(claim) }, (done) =>
@@ -189,9 +190,9 @@ export class Restores {
       counts = written.counts;
       const clusterRecord = written.clusterRecord;
       if (!opts.dryRun) {
-        if (!clusterRecord) throw invalidArgument('the backup holds no cluster record');
+        if (!clusterRecord) throw invalidArgument('the backup holds no cluster record', { reason: 'INVALID_BACKUP' });
         const rec = JSON.parse(clusterRecord.toString()) as ClusterRecord;
-        if (rec.clusterId !== approved.clusterId || rec.state !== 'initialized') throw invalidArgument('the backup\'s cluster record does not match its header');
+        if (rec.clusterId !== approved.clusterId || rec.state !== 'initialized') throw invalidArgument('the backup\'s cluster record does not match its header', { reason: 'INVALID_BACKUP' });
         await audit.record({ operation: 'restore.committing', principal: initiator, result: 'ok', details: { cluster_id: approved.clusterId, revision: approved.revision, entries: String(counts.entries) } });
         if (!(await store.commit(claim, clusterRecord))) throw failedPrecondition('the restore claim on the cluster record was lost');
       }

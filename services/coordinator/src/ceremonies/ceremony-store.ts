@@ -150,7 +150,7 @@ export class CeremonyStore implements CeremonyRecords {
     if (!kv) return;
     const stored = macked(c.operation) ? this.#integrity.open<Ceremony>(key, kv.value) : (JSON.parse(kv.value.toString()) as Ceremony);
     if (stored.state !== 'CEREMONY_STATE_OPEN') return;
-    if (!matches(stored, c)) throw new KeyshardError('FAILED_PRECONDITION', MISMATCH);
+    if (!matches(stored, c)) throw new KeyshardError('FAILED_PRECONDITION', MISMATCH, { reason: 'INTEGRITY_FAILURE' });
     const body = this.#body(c);
     await etcdCall('update ceremony', () => this.#ns.if(key, 'Mod', '==', kv.mod_revision).then(this.#ns.put(key).value(body)).commit());
   }

@@ -2,8 +2,8 @@
  * The coordinator's gRPC client to custodian nodes (mutual TLS, coordinator identity). The
  * server is pinned to the custodian's id: its certificate CN must be that id (server-identity.ts).
  */
-import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, type pb, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
-import { KeyshardError } from '@keyshard/errors';
+import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, reasonOfStatus, type pb, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
+import { KeyshardError, isReason } from '@keyshard/errors';
 import type { Ceremony, JoinVouch, SealNotice, Succession } from '@keyshard/crypto';
 
 export type CustodianIdentity = pb.CustodianIdentity__Output;
@@ -40,9 +40,11 @@ export class CustodianLink {
       return await unaryCall(this.#client, method, req, { timeoutMs });
     } catch (e) {
       if (isServiceError(e)) {
-        // Custodian errors are already safe to show; keep their status class.
+        // Custodian errors are already safe to show; keep their status class, and their reason with it.
         const code = e.code === 9 ? 'FAILED_PRECONDITION' : e.code === 7 ? 'PERMISSION_DENIED' : 'UNAVAILABLE';
-        throw new KeyshardError(code, `custodian ${this.id}: ${e.details || 'unreachable'}`, { cause: e });
+        const reason = reasonOfStatus(e);
+        const kept = code !== 'UNAVAILABLE' && isReason(reason) ? reason : undefined;
+        throw new KeyshardError(code, `custodian ${this.id}: ${e.details || 'unreachable'}`, { cause: e, reason: kept });
       }
       throw e;
     }

@@ -72,7 +72,7 @@ export function requireTtl(ttlSeconds: number, max: number): number {
 
 /** CancelCeremony: ends open ceremony `c` as CANCELLED by `principal` (its driver, wherever it runs, sees it at its next round). */
 export async function cancelCeremony(c: Ceremony, principal: string, o: Pick<RunContext, 'records' | 'audit'>): Promise<Ceremony> {
-  if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${c.id} is already ${stateName(c.state)}`);
+  if (c.state !== 'CEREMONY_STATE_OPEN') throw failedPrecondition(`ceremony ${c.id} is already ${stateName(c.state)}`, { reason: 'CEREMONY_CLOSED', metadata: { ceremony_id: c.id } });
   await finishCeremony(c, 'CEREMONY_STATE_CANCELLED', `cancelled by ${principal}`, { ...o, role: 'driver' });
   return c;
 }

@@ -16,7 +16,7 @@
  * (ceremony-store.ts): one altered in etcd fails its ceremony (and is audited), never drives it.
  */
 import { newCeremony, tallyApprovals, type Ceremony } from '@keyshard/crypto';
-import { failedPrecondition, invalidArgument, notFound, KeyshardError } from '@keyshard/errors';
+import { ceremonyNotFound, failedPrecondition, invalidArgument, quote, KeyshardError } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Cluster } from '../cluster/cluster.ts';
@@ -84,7 +84,7 @@ export class QuorumCeremonies {
 
   async start(operation: string, parameters: Record<string, string>, initiator: string, ttlSeconds = this.#d.ttlSeconds): Promise<Ceremony> {
     const op = this.#ops[operation];
-    if (!op) throw invalidArgument(`unknown ceremony operation ${operation}`);
+    if (!op) throw invalidArgument(`unknown ceremony operation ${quote(operation)}`);
     requireTtl(ttlSeconds, this.#d.ttlSeconds);
     this.#d.seal.requireOpen();
     const { record, manifest } = this.#d.cluster.requireInitialized();
@@ -93,7 +93,7 @@ export class QuorumCeremonies {
     const c = newCeremony({ operation, parameters: params, clusterId: record.clusterId, initiator, ttlSeconds, recipients: [], threshold: manifest.threshold });
     const { store, audit } = this.#d;
     const opened = await openCeremony(c, params, { store, audit, alive: (held) => driverAlive(held, this.#d.driver) });
-    if (opened !== c) throw failedPrecondition(`another ${operation} ceremony is open; only one runs at a time`);
+    if (opened !== c) throw failedPrecondition(`another ${operation} ceremony is open; only one runs at a time`, { reason: 'CEREMONY_IN_PROGRESS' });
     void this.#run(c, op);
     return c;
   }
@@ -107,7 +107,7 @@ export class QuorumCeremonies {
   async cancel(id: string, principal: string): Promise<Ceremony> {
     const { store, audit } = this.#d;
     const c = await store.read(id, 'approval');
-    if (!c) throw notFound(`no ceremony ${id}`);
+    if (!c) throw ceremonyNotFound(id);
     return cancelCeremony(c, principal, { records: store, audit });
   }
 }

@@ -111,7 +111,7 @@ export function shareKind(o: ShareKindOptions): CeremonyKind<Uint8Array> {
       try {
         return await shareFromRelease(c, o.manifest(), custodianId, res, o.replica, o.oaepHash);
       } catch (e) {
-        if (e instanceof KeyshardError && o.reason) throw new KeyshardError(e.code, o.reason(e.message));
+        if (e instanceof KeyshardError && o.reason) throw new KeyshardError(e.code, o.reason(e.message), { reason: e.reason, metadata: e.metadata });
         throw e;
       }
     },

@@ -21,7 +21,7 @@
  * by the ceremony hash the custodians sign, and the custodians check it before releasing.
  */
 import { isExpired, MAX_JOIN_LIFETIME_MS, newCeremony, verifyVouch, zeroize, type Ceremony, type JoinVouch } from '@keyshard/crypto';
-import { failedPrecondition, notFound } from '@keyshard/errors';
+import { ceremonyNotFound, failedPrecondition } from '@keyshard/errors';
 import type { JoinVoucher } from './join-voucher.ts';
 import type { CeremonyStore } from './ceremony-store.ts';
 import { cancelCeremony, driverAlive, openCeremony, requireTtl, type ReplicaDirectory } from './open.ts';
@@ -59,7 +59,7 @@ export class UnsealCeremonies {
   async get(id: string): Promise<Ceremony> {
     if (this.#current?.id === id && this.#driving.has(id)) return this.#current;
     const stored = await this.#d.store.show(id);
-    if (!stored) throw notFound(`no ceremony ${id}`);
+    if (!stored) throw ceremonyNotFound(id);
     return stored;
   }
 
@@ -83,7 +83,7 @@ export class UnsealCeremonies {
   async start(initiator: string, ttlSeconds = this.#d.ttlSeconds): Promise<Ceremony> {
     requireTtl(ttlSeconds, this.#d.ttlSeconds);
     this.#d.cluster.requireInitialized();
-    if (!this.#d.seal.sealed) throw failedPrecondition('already unsealed');
+    if (!this.#d.seal.sealed) throw failedPrecondition('already unsealed', { reason: 'ALREADY_UNSEALED' });
     const current = this.#current;
     if (current?.state === 'CEREMONY_STATE_OPEN' && this.#driving.has(current.id)) {
       if (current.operation === 'unseal') return current;
@@ -143,7 +143,7 @@ export class UnsealCeremonies {
         this.#active.delete(c.id);
       }
     }
-    if (!opened) throw failedPrecondition(`another ${operation} ceremony is open`);
+    if (!opened) throw failedPrecondition(`another ${operation} ceremony is open`, { reason: 'CEREMONY_IN_PROGRESS' });
     if (opened === c) this.#run(c, 'driver');
     return opened;
   }

@@ -17,7 +17,7 @@
  * deletes every durable record of the cluster, of every aggregate, in one transaction.
  */
 import { unwrapKek, unwrapRecordMacKey, wrapKek, wrapRecordMacKey, type ShareManifest } from '@keyshard/crypto';
-import { KeyshardError, sealedError } from '@keyshard/errors';
+import { KeyshardError } from '@keyshard/errors';
 import { BACKUP_PREFIXES, deletionOf, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { RecordIntegrity } from './record-integrity.ts';
 
@@ -109,6 +109,16 @@ export class ClusterStore {
     const record = await getJson<ClusterRecord>(this.ns, paths.cluster);
     const manifest = await getJson<ShareManifest>(this.ns, paths.manifest);
     return { record, manifest };
+  }
+
+  /**
+   * Calls `listener` whenever the cluster record is written or deleted, and when the watch
+   * (re)connects (a change may have been missed meanwhile). Returns what stops it.
+   */
+  async watchRecord(listener: () => void): Promise<() => Promise<void>> {
+    const watcher = await etcdCall('watch cluster record', () => this.ns.watch().key(paths.cluster).create());
+    watcher.on('put', listener).on('delete', listener).on('connected', listener);
+    return () => watcher.cancel();
   }
 
   /** The stored share manifest, with the revision a later `switchShareSet` compares against. */
@@ -238,7 +248,7 @@ export class ClusterStore {
 
   /** The share export of ceremony `ceremonyId`, its MAC checked; a sealed replica cannot check, so refuses. */
   async shareExport(ceremonyId: string): Promise<ShareExportRecord | undefined> {
-    if (!this.integrity.available) throw sealedError();
+    this.integrity.requireAvailable();
     const path = paths.shareExport(ceremonyId);
     const raw = await etcdCall(`get ${path}`, () => this.ns.get(path).string());
     return raw === null ? undefined : this.integrity.open<ShareExportRecord>(path, raw);

@@ -18,7 +18,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   deriveRootKey, keyCheckValue, manifestFingerprint, newClusterId, oaepEncrypt, splitRootKey, zeroize, type OaepHash, type ShareManifest,
 } from '@keyshard/crypto';
-import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
+import { KeyshardError, failedPrecondition, invalidArgument, uninitializedError } from '@keyshard/errors';
 import { paths } from '@keyshard/store';
 import type { Approval, CustodianLink } from '../ceremonies/custodian-link.ts';
 import { kekRecord, recordMacKeyRecord, unwrapKekRecord, unwrapRecordMacKeyRecord, type ClusterRecord, type ClusterStore } from './cluster-store.ts';
@@ -37,23 +37,26 @@ export class Cluster {
   #links: CustodianLink[];
   #oaepHash: OaepHash;
   #seal: Seal;
+  #reloads: Promise<void> = Promise.resolve();
   record: ClusterRecord | undefined;
   manifest: ShareManifest | undefined;
 
+  /** The seal learns from this cluster whether it exists: a sealed replica of no cluster answers UNINITIALIZED. */
   constructor(store: ClusterStore, links: CustodianLink[], seal: Seal, oaepHash: OaepHash) {
     this.#store = store;
     this.#links = links;
     this.#seal = seal;
     this.#oaepHash = oaepHash;
+    seal.followCluster(() => this.initialized);
   }
 
   get initialized(): boolean {
     return this.record?.state === 'initialized' && this.manifest !== undefined;
   }
 
+  /** Throws FAILED_PRECONDITION, reason UNINITIALIZED, unless the cluster is initialised (as last read). */
   requireInitialized(): { record: ClusterRecord; manifest: ShareManifest } {
-    if (!this.record || this.record.state !== 'initialized' || !this.manifest)
-      throw failedPrecondition('cluster is not initialized: run `keyshard init`');
+    if (!this.record || this.record.state !== 'initialized' || !this.manifest) throw uninitializedError();
     return { record: this.record, manifest: this.manifest };
   }
 
@@ -61,9 +64,21 @@ export class Cluster {
     ({ record: this.record, manifest: this.manifest } = await this.#store.load());
   }
 
+  /**
+   * Reads the cluster again whenever its record changes in etcd (another replica's init,
+   * restore or destroy-cluster), one read after another so the last one wins, so that every
+   * replica, not only the one that made the change, knows whether the cluster exists. Returns
+   * what stops following.
+   */
+  follow(): Promise<() => Promise<void>> {
+    return this.#store.watchRecord(() => {
+      this.#reloads = this.#reloads.then(() => this.load()).catch(() => {}); // etcd unreachable: the next change or Status reads again
+    });
+  }
+
   async init(shares: number, threshold: number): Promise<InitResult> {
     await this.load();
-    if (this.initialized) throw failedPrecondition('cluster is already initialized');
+    if (this.initialized) throw failedPrecondition('cluster is already initialized', { reason: 'ALREADY_INITIALIZED' });
     if (shares > this.#links.length)
       throw invalidArgument(`shares (${shares}) exceeds the ${this.#links.length} configured custodians`);
     // The first `shares` configured custodians hold the shares; the others can join through a reshare.
@@ -92,7 +107,7 @@ export class Cluster {
       macKey = deriveRootKey(root, clusterId, 'record-mac', 32);
       const manifest = split.manifest;
       const committed = await this.#store.commitInit({ manifest, kek: kekRecord(root, clusterId, 1, kek), recordMacKey: recordMacKeyRecord(root, clusterId, macKey), record });
-      if (!committed) throw failedPrecondition('cluster was initialized concurrently');
+      if (!committed) throw failedPrecondition('cluster was initialized concurrently', { reason: 'ALREADY_INITIALIZED' });
       this.record = record;
       this.manifest = manifest;
       return {
@@ -144,7 +159,7 @@ export class Cluster {
   async #claimClusterId(): Promise<string> {
     if (this.record?.state === 'initializing') return this.record.clusterId;
     const record: ClusterRecord = { clusterId: newClusterId(), state: 'initializing', kekEpoch: 0, createdAt: new Date().toISOString() };
-    if (!(await this.#store.claim(record))) throw failedPrecondition('another init is in progress');
+    if (!(await this.#store.claim(record))) throw failedPrecondition('another init is in progress', { reason: 'CEREMONY_IN_PROGRESS' });
     this.record = record;
     return record.clusterId;
   }
@@ -164,7 +179,7 @@ export class Cluster {
     if (held.length !== recorded.length || !timingSafeEqual(held, recorded)) {
       zeroize(root);
       this.#seal.seal();
-      throw failedPrecondition('this replica held a stale root key (the root was rotated through another replica): it has sealed itself and rejoins through the custodians; retry');
+      throw failedPrecondition('this replica held a stale root key (the root was rotated through another replica): it has sealed itself and rejoins through the custodians; retry', { reason: 'SEALED' });
     }
     this.manifest = manifest;
     return root;
@@ -180,7 +195,7 @@ export class Cluster {
     try {
       const { record, manifest } = this.requireInitialized();
       if (record.clusterId !== manifest.clusterId)
-        throw failedPrecondition(`record ${paths.cluster} failed its integrity check (altered outside keyshard?): it names cluster ${record.clusterId}, the share manifest ${manifest.clusterId}`);
+        throw failedPrecondition(`record ${paths.cluster} failed its integrity check (altered outside keyshard?): it names cluster ${record.clusterId}, the share manifest ${manifest.clusterId}`, { reason: 'INTEGRITY_FAILURE' });
       const wrapped = await this.#store.wrappedKeys();
       for (const k of wrapped.keks) keks.set(k.epoch, unwrapKekRecord(root, record.clusterId, k));
       if (wrapped.recordMacKey) macKey = unwrapRecordMacKeyRecord(root, record.clusterId, wrapped.recordMacKey);

@@ -42,7 +42,7 @@ export interface IntegrityViolation {
 }
 
 export const integrityError = (path: string): KeyshardError =>
-  failedPrecondition(`record ${path} failed its integrity check (altered outside keyshard?)`);
+  failedPrecondition(`record ${path} failed its integrity check (altered outside keyshard?)`, { reason: 'INTEGRITY_FAILURE', metadata: { record: path } });
 
 /**
  * How a replica reports a refused record: logged, counted (`count`) and audited as
@@ -79,6 +79,11 @@ export class RecordIntegrity {
   /** Whether records can be stamped and verified now (the replica is unsealed). */
   get available(): boolean {
     return !this.#seal.sealed;
+  }
+
+  /** Throws while records cannot be verified: the seal's refusal (SEALED, or UNINITIALIZED). */
+  requireAvailable(): void {
+    this.#seal.requireOpen();
   }
 
   /** `record`, with its MAC, as the JSON to store at `path`. Throws "sealed" while sealed. */

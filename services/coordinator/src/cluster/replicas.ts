@@ -121,7 +121,7 @@ export class Replicas {
       sealSelf();
       const unsealed = (await this.list()).filter((r) => !r.sealed && r.id !== this.id).map((r) => r.id);
       if (unsealed.length)
-        throw failedPrecondition(`this replica is sealed and cannot sign a cluster seal (the seal-epoch record carries a MAC only an unsealed replica can make): run the seal against an unsealed replica (${unsealed.join(', ')})`);
+        throw failedPrecondition(`this replica is sealed and cannot sign a cluster seal (the seal-epoch record carries a MAC only an unsealed replica can make): run the seal against an unsealed replica (${unsealed.join(', ')})`, { reason: 'SEALED' });
       return this.#epoch; // every replica is sealed already
     }
     const stamper = integrity.detachedStamper();

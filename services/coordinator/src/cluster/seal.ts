@@ -1,12 +1,15 @@
 /**
  * The coordinator's seal: holds the root key, the unwrapped KEKs and the record MAC key
  * (record-integrity.ts) in memory while unsealed, nowhere else. Sealing zeroizes them and tells listeners (the keyring drops its material).
- * Invariant: a sealed coordinator answers FAILED_PRECONDITION "sealed" and touches no key
+ * Invariant: a sealed coordinator answers FAILED_PRECONDITION, reason SEALED, and touches no key
  * material: every KeyService method that needs key material is refused by the seal interceptor
  * before its handler runs (server/methods.ts), and the keyring checks `requireOpen()` itself for
  * its internal callers (rotation sweep, usage bound, destroy-key).
+ * A sealed coordinator of a cluster that does not exist (never initialised, destroyed, being
+ * restored) answers reason UNINITIALIZED instead: nothing could unseal it. The Cluster tells
+ * its seal whether it exists (followCluster), from the cluster record it follows in etcd.
  */
-import { failedPrecondition, sealedError } from '@keyshard/errors';
+import { failedPrecondition, sealedError, uninitializedError } from '@keyshard/errors';
 import { clearRandomPool, zeroize } from '@keyshard/crypto';
 
 export class Seal {
@@ -16,13 +19,20 @@ export class Seal {
   #onSeal: (() => void)[] = [];
   #onOpen: (() => void)[] = [];
   #generation = 0;
+  #initialized: () => boolean = () => true;
 
   get sealed(): boolean {
     return this.#root === undefined;
   }
 
+  /** How to tell a sealed cluster from none (Cluster.initialized): the refusal's reason depends on it. */
+  followCluster(initialized: () => boolean): void {
+    this.#initialized = initialized;
+  }
+
+  /** Throws while sealed: reason SEALED, or UNINITIALIZED when there is no cluster to unseal. */
   requireOpen(): void {
-    if (this.#root === undefined) throw sealedError();
+    if (this.#root === undefined) throw this.#initialized() ? sealedError() : uninitializedError();
   }
 
   /** Changes on every seal: an unseal that began before a seal must not open after it. */

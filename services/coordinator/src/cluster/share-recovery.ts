@@ -9,7 +9,7 @@
  * checked when it is fetched: a sealed replica, which cannot check it, refuses to hand it out.
  */
 import { recoveryKeyFingerprint } from '@keyshard/crypto';
-import { invalidArgument, notFound } from '@keyshard/errors';
+import { invalidArgument, notFound, quote } from '@keyshard/errors';
 import type { Cluster } from './cluster.ts';
 import type { ClusterStore, ShareExportRecord } from './cluster-store.ts';
 import type { CustodianLink } from '../ceremonies/custodian-link.ts';
@@ -20,8 +20,8 @@ export function exportShareOperation(store: ClusterStore, cluster: Cluster, link
     async prepare(p) {
       const { manifest } = cluster.requireInitialized();
       const custodian = p.custodian ?? '';
-      if (!manifest.custodians.some((c) => c.id === custodian)) throw invalidArgument(`custodian ${JSON.stringify(custodian)} holds no share of the current set`);
-      if (!links.some((l) => l.id === custodian)) throw invalidArgument(`custodian ${custodian} is not configured on this coordinator`);
+      if (!manifest.custodians.some((c) => c.id === custodian)) throw invalidArgument(`custodian ${quote(custodian)} holds no share of the current set`);
+      if (!links.some((l) => l.id === custodian)) throw invalidArgument(`custodian ${quote(custodian)} is not configured on this coordinator`);
       const pem = p.recovery_key ?? '';
       return { custodian, recovery_key: pem, recovery_key_fingerprint: recoveryKeyFingerprint(pem) };
     },
@@ -47,6 +47,6 @@ export function exportShareOperation(store: ClusterStore, cluster: Cluster, link
 
 export async function getShareExport(store: ClusterStore, ceremonyId: string) {
   const r = await store.shareExport(ceremonyId);
-  if (!r) throw notFound(`no share export for ceremony ${JSON.stringify(ceremonyId)} (not an export-share ceremony, or not completed)`);
+  if (!r) throw notFound(`no share export for ceremony ${quote(ceremonyId)} (not an export-share ceremony, or not completed)`);
   return { ...r, wrapped_share: Buffer.from(r.wrapped_share, 'base64'), succession_statement: Buffer.from(r.succession_statement ?? '', 'base64') };
 }

@@ -26,7 +26,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { manifestFingerprint, peersDigest, splitRootKey, validateQuorum, zeroize, type Ceremony, type ShareManifest } from '@keyshard/crypto';
-import { failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/errors';
+import { clip, failedPrecondition, invalidArgument, KeyshardError } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
 import type { Cluster } from './cluster.ts';
 import { kekRecord, recordMacKeyRecord, type ClusterStore } from './cluster-store.ts';
@@ -71,7 +71,7 @@ export function shareSetOperation(d: ShareSetDeps, kind: 'reshare' | 'rotate-roo
       validateQuorum(ids.length, threshold);
       if (new Set(ids).size !== ids.length) throw invalidArgument('a custodian is listed twice');
       const unknown = ids.filter((id) => !d.links.some((l) => l.id === id));
-      if (unknown.length) throw invalidArgument(`not configured custodians: ${unknown.join(', ')}`);
+      if (unknown.length) throw invalidArgument(`not configured custodians: ${clip(unknown.join(', '))}`);
       const reserved = await d.store.reservedGeneration();
       const next = Math.max(generationOf(manifest), reserved) + 1;
       // Bound in the ceremony: the set it retires and the approval keys of the set it makes.

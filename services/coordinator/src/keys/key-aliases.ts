@@ -60,4 +60,4 @@ export class KeyAliases {
   }
 }
 
-const changed = (name: string) => unavailable(`alias ${name} changed meanwhile; try again`);
+const changed = (name: string) => unavailable(`alias ${name} changed meanwhile; try again`, { reason: 'CONTENDED' });

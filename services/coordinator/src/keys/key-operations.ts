@@ -12,7 +12,7 @@ import {
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
 import type { Keyring } from './keyring.ts';
-import { rotationFrom, validateDescription, validateLabels, validateName, type KeyRecord } from './key-record.ts';
+import { keyStateRefusal, rotationFrom, stateWord, validateDescription, validateLabels, validateName, type KeyRecord } from './key-record.ts';
 import type { VersionUsage } from './version-usage.ts';
 import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';
 
@@ -43,8 +43,8 @@ export class KeyOperations {
   async #use(ref: string, principal: string, op: KeyOperation, usage?: KeyUsage): Promise<KeyRecord> {
     const k = await this.keyring.resolve(ref);
     authorizeKey(k, principal, op, this.opts.admins);
-    if (k.state === 'KEY_STATE_DESTROYED') throw failedPrecondition(`key ${k.name} is destroyed`);
-    if (k.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${k.name} is not enabled (${k.state.replace('KEY_STATE_', '').toLowerCase()})`);
+    if (k.state === 'KEY_STATE_DESTROYED') throw keyStateRefusal(k, `key ${k.name} is destroyed`);
+    if (k.state !== 'KEY_STATE_ENABLED') throw keyStateRefusal(k, `key ${k.name} is not enabled (${stateWord(k.state)})`);
     if (usage) requireUsage(k.type, usage, k.name);
     return k;
   }
@@ -58,8 +58,9 @@ export class KeyOperations {
     // A version newer than the cached record may have been made through another replica just now.
     const k = requested && requested > key.primaryVersion ? await this.keyring.fresh(key) : key;
     const version = requested || k.primaryVersion;
-    if (version > k.primaryVersion) throw notFound(`key ${k.name} has no version ${version}`);
-    if (version < k.minDecryptionVersion) throw failedPrecondition(`key version ${version} of ${k.name} is below its minimum decryption version`);
+    if (version > k.primaryVersion) throw notFound(`key ${k.name} has no version ${version}`, { reason: 'KEY_VERSION_NOT_FOUND', metadata: { key_id: k.id, version: String(version) } });
+    if (version < k.minDecryptionVersion)
+      throw failedPrecondition(`key version ${version} of ${k.name} is below its minimum decryption version`, { reason: 'KEY_VERSION_RETIRED', metadata: { key_id: k.id, version: String(version) } });
     return { version, material: await this.#material(k, version) };
   }
 
@@ -80,7 +81,7 @@ export class KeyOperations {
     for (let attempt = 0; ; attempt++) {
       const counting = this.usage.encryption(k.id, k.primaryVersion);
       if (counting === undefined || (await counting)) break;
-      if (attempt === 2) throw unavailable(`key ${k.name} reached its usage bound and is being rotated; try again`);
+      if (attempt === 2) throw unavailable(`key ${k.name} reached its usage bound and is being rotated; try again`, { reason: 'CONTENDED' });
       k = await this.keyring.fresh(k); // the rotation may have been made by another replica
     }
     const material = await this.keyring.material(k, k.primaryVersion);
@@ -93,7 +94,7 @@ export class KeyOperations {
     if (ciphertext.length > this.opts.maxPlaintextBytes + 1024) throw invalidArgument('ciphertext is longer than any this service produces');
     const parsed = parseCiphertext(ciphertext);
     const k = await this.#use(parsed.keyId, principal, 'decrypt', 'encrypt');
-    if (expectedKey && (await this.keyring.resolve(expectedKey)).id !== k.id) throw invalidArgument('ciphertext was not made with the requested key');
+    if (expectedKey && (await this.keyring.resolve(expectedKey)).id !== k.id) throw invalidArgument('ciphertext was not made with the requested key', { reason: 'WRONG_KEY' });
     const { version, material } = await this.#version(k, parsed.keyVersion);
     return { plaintext: decryptWithVersion(material, parsed, context, aeadOf(k.type)), key: k, version };
   }
@@ -168,7 +169,7 @@ export class KeyOperations {
   async #admin(ref: string, principal: string, op: KeyOperation = 'admin'): Promise<KeyRecord> {
     const k = await this.keyring.resolve(ref);
     authorizeKey(k, principal, op, this.opts.admins);
-    if (k.state === 'KEY_STATE_DESTROYED') throw failedPrecondition(`key ${k.name} is destroyed`);
+    if (k.state === 'KEY_STATE_DESTROYED') throw keyStateRefusal(k, `key ${k.name} is destroyed`);
     return k;
   }
 
@@ -192,7 +193,7 @@ export class KeyOperations {
       if (to === 'disable' && cur.state === 'KEY_STATE_ENABLED') return { ...cur, state: 'KEY_STATE_DISABLED' };
       if (to === 'enable' && cur.state === 'KEY_STATE_DISABLED') return { ...cur, state: 'KEY_STATE_ENABLED' };
       if ((to === 'disable' && cur.state === 'KEY_STATE_DISABLED') || (to === 'enable' && cur.state === 'KEY_STATE_ENABLED')) return cur;
-      throw failedPrecondition(`key ${cur.name} is ${cur.state.replace('KEY_STATE_', '').toLowerCase()}; it cannot be ${to}d`);
+      throw keyStateRefusal(cur, `key ${cur.name} is ${stateWord(cur.state)}; it cannot be ${to}d`);
     });
   }
 
@@ -202,7 +203,7 @@ export class KeyOperations {
       throw invalidArgument(`the waiting period must be at least ${this.opts.minDestructionWaitSeconds} seconds`);
     const k = await this.#admin(ref, principal);
     return this.keyring.update(k.id, (cur) => {
-      if (cur.state === 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is already pending destruction`);
+      if (cur.state === 'KEY_STATE_PENDING_DESTRUCTION') throw keyStateRefusal(cur, `key ${cur.name} is already pending destruction`);
       return { ...cur, state: 'KEY_STATE_PENDING_DESTRUCTION', destructionAt: new Date(Date.now() + wait * 1000).toISOString() };
     });
   }
@@ -210,7 +211,7 @@ export class KeyOperations {
   async cancelDestruction(ref: string, principal: string): Promise<KeyRecord> {
     const k = await this.#admin(ref, principal);
     return this.keyring.update(k.id, (cur) => {
-      if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
+      if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw keyStateRefusal(cur, `key ${cur.name} is not pending destruction`, 'WRONG_KEY_STATE');
       return { ...cur, state: 'KEY_STATE_DISABLED', destructionAt: '' };
     });
   }

@@ -4,7 +4,7 @@
  * key's creator may do everything. Admins may always. Checked on every call; a denial is
  * PERMISSION_DENIED and is audited like every other outcome.
  */
-import { invalidArgument, permissionDenied } from '@keyshard/errors';
+import { invalidArgument, permissionDenied, quote } from '@keyshard/errors';
 import type { KeyRecord } from './key-record.ts';
 
 export const KEY_OPERATIONS = ['encrypt', 'decrypt', 'sign', 'verify', 'mac', 'generate_data_key', 'rotate', 'admin'] as const;
@@ -12,7 +12,7 @@ export type KeyOperation = (typeof KEY_OPERATIONS)[number];
 
 export function validatePolicy(policy: Record<string, string[]>): Record<string, string[]> {
   for (const [op, principals] of Object.entries(policy)) {
-    if (!(KEY_OPERATIONS as readonly string[]).includes(op)) throw invalidArgument(`unknown policy operation ${op}; known: ${KEY_OPERATIONS.join(', ')}`);
+    if (!(KEY_OPERATIONS as readonly string[]).includes(op)) throw invalidArgument(`unknown policy operation ${quote(op)}; known: ${KEY_OPERATIONS.join(', ')}`);
     if (!Array.isArray(principals) || principals.some((p) => typeof p !== 'string' || p.length === 0 || p.length > 128))
       throw invalidArgument(`policy for ${op} must list principals`);
   }
@@ -23,5 +23,5 @@ export function authorizeKey(k: KeyRecord, principal: string, op: KeyOperation, 
   if (admins.has(principal)) return;
   const grants = k.policy ?? {};
   const allowed = Object.keys(grants).length === 0 ? principal === k.createdBy : (grants[op] ?? []).includes(principal);
-  if (!allowed) throw permissionDenied(`${principal} may not ${op.replace(/_/g, ' ')} with key ${k.name}`);
+  if (!allowed) throw permissionDenied(`${principal} may not ${op.replace(/_/g, ' ')} with key ${k.name}`, { metadata: { key_id: k.id, operation: op } });
 }

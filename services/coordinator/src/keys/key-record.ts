@@ -9,7 +9,7 @@
  *   UsageRecord    usage/<id>/<n>        encryptions reserved and last use, with a record MAC
  *   (a bare id)    names/<name>          counts only if the key record it leads to has that name
  */
-import { invalidArgument } from '@keyshard/errors';
+import { failedPrecondition, invalidArgument, type KeyshardError, type Reason } from '@keyshard/errors';
 import { USAGE, type KeyType, type KeyUsage } from '@keyshard/crypto';
 import type { pb } from '@keyshard/rpc';
 
@@ -34,6 +34,25 @@ export interface KeyRecord {
   policy: Record<string, string[]>;
   rotation: { periodSeconds: number; nextRotationAt: string };
   destructionAt: string;
+}
+
+/** A state as a word: enabled, disabled, pending_destruction, destroyed. */
+export const stateWord = (state: KeyState): string => state.replace('KEY_STATE_', '').toLowerCase();
+
+const STATE_REASON: Readonly<Record<KeyState, Reason>> = {
+  KEY_STATE_ENABLED: 'WRONG_KEY_STATE',
+  KEY_STATE_DISABLED: 'KEY_DISABLED',
+  KEY_STATE_PENDING_DESTRUCTION: 'KEY_PENDING_DESTRUCTION',
+  KEY_STATE_DESTROYED: 'KEY_DESTROYED',
+};
+
+/**
+ * The refusal of what key `k`'s state does not allow (FAILED_PRECONDITION): its reason says the
+ * state that stands in the way (KEY_DISABLED, KEY_PENDING_DESTRUCTION, KEY_DESTROYED), or
+ * `reason` where the state is not the obstacle itself (WRONG_KEY_STATE: e.g. nothing to cancel).
+ */
+export function keyStateRefusal(k: Pick<KeyRecord, 'id' | 'state'>, message: string, reason: Reason = STATE_REASON[k.state]): KeyshardError {
+  return failedPrecondition(message, { reason, metadata: { key_id: k.id, state: k.state } });
 }
 
 export interface VersionRecord {

@@ -18,7 +18,7 @@
  * while a call waits for etcd.
  */
 import { parseKeyType, pooledRandomBytes } from '@keyshard/crypto';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
+import { alreadyExists, failedPrecondition, invalidArgument, keyNotFound, unavailable } from '@keyshard/errors';
 import type { Namespace } from '@keyshard/store';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { RecordIntegrity } from '../cluster/record-integrity.ts';
@@ -27,7 +27,7 @@ import { KeyAliases, type Alias } from './key-aliases.ts';
 import { KeyCache } from './key-cache.ts';
 import { validatePolicy } from './key-policy.ts';
 import {
-  ALIAS_PREFIX, MAX_NAME_LENGTH, newKeyRecord, parseRef, rotatedRecord, rotationDue, tombstoneOf, validateDescription, validateLabels, validateName,
+  ALIAS_PREFIX, MAX_NAME_LENGTH, keyStateRefusal, newKeyRecord, parseRef, rotatedRecord, rotationDue, tombstoneOf, validateDescription, validateLabels, validateName,
   type KeyRecord, type VersionRecord,
 } from './key-record.ts';
 import { KeyStore, type Fence } from './key-store.ts';
@@ -93,7 +93,7 @@ export class Keyring {
     if (ref.length > MAX_NAME_LENGTH + ALIAS_PREFIX.length) throw invalidArgument(`key reference is longer than ${MAX_NAME_LENGTH} characters`);
     const parsed = parseRef(ref);
     const k = parsed && (await this.#cache.lookup(parsed));
-    if (!k) throw notFound(`key ${ref} not found`);
+    if (!k) throw keyNotFound(ref);
     return k;
   }
 
@@ -157,7 +157,7 @@ export class Keyring {
       const fromCache = attempt === 0 ? this.#cache.entry(id) : undefined;
       // Checked and kept in the cache: callers that give up on it (not due) act on what they saw.
       const stored = fromCache ?? (await this.#cache.readForUpdate(id));
-      if (!stored) throw notFound(`key ${id} not found`);
+      if (!stored) throw keyNotFound(id);
       const { record: cur, revision } = stored;
       let next: KeyRecord;
       try {
@@ -171,10 +171,10 @@ export class Keyring {
         this.#cache.remember(next, tx.revision);
         return next;
       }
-      if (tx.outcome === 'unknown') throw unavailable(`the change to key ${cur.name} may or may not have been applied; read the key before trying again`);
-      if (opts.fence && !(await opts.fence.held())) throw failedPrecondition('no longer the leader: write fenced off');
+      if (tx.outcome === 'unknown') throw unavailable(`the change to key ${cur.name} may or may not have been applied; read the key before trying again`, { reason: 'OUTCOME_UNKNOWN', metadata: { key_id: id } });
+      if (opts.fence && !(await opts.fence.held())) throw failedPrecondition('no longer the leader: write fenced off', { reason: 'NOT_LEADER' });
     }
-    throw unavailable(`key ${id} is being changed concurrently; try again`);
+    throw unavailable(`key ${id} is being changed concurrently; try again`, { reason: 'CONTENDED', metadata: { key_id: id } });
   }
 
   /** Keys whose scheduled rotation is due at `now` (from the cache the watch keeps current). */
@@ -196,7 +196,7 @@ export class Keyring {
     const change = (cur: KeyRecord) => {
       if (opts.ifDueAt !== undefined && !rotationDue(cur, opts.ifDueAt)) throw NOT_DUE;
       if (opts.ifPrimary !== undefined && cur.primaryVersion !== opts.ifPrimary) throw NOT_DUE; // update cached the newer record
-      if (cur.state !== 'KEY_STATE_ENABLED') throw failedPrecondition(`key ${cur.name} is not enabled`);
+      if (cur.state !== 'KEY_STATE_ENABLED') throw keyStateRefusal(cur, `key ${cur.name} is not enabled`);
       return rotatedRecord(cur, new Date());
     };
     try {
@@ -220,15 +220,17 @@ export class Keyring {
   async destroy(id: string, now = Date.now()): Promise<string> {
     await this.#ready();
     const stored = await this.#cache.readForUpdate(id);
-    if (!stored) throw notFound(`key ${id} not found`);
+    if (!stored) throw keyNotFound(id);
     const { record: cur, revision } = stored;
-    if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw failedPrecondition(`key ${cur.name} is not pending destruction`);
-    if (Date.parse(cur.destructionAt) > now) throw failedPrecondition(`key ${cur.name} may not be destroyed before ${cur.destructionAt}`);
+    if (cur.state !== 'KEY_STATE_PENDING_DESTRUCTION') throw keyStateRefusal(cur, `key ${cur.name} is not pending destruction`, 'WRONG_KEY_STATE');
+    if (Date.parse(cur.destructionAt) > now) throw keyStateRefusal(cur, `key ${cur.name} may not be destroyed before ${cur.destructionAt}`, 'WAITING_PERIOD');
     const tombstone = tombstoneOf(cur);
     // A resend after a lost answer finds the tombstone exactly as written: applied, at its revision.
     const tx = await this.#store.destroy(id, revision, tombstone);
     if (tx.outcome !== 'applied')
-      throw unavailable(`${tx.outcome === 'conflict' ? `key ${cur.name} changed during its destruction` : `the destruction of key ${cur.name} may or may not have been applied`}; the ceremony may be retried`);
+      throw unavailable(`${tx.outcome === 'conflict' ? `key ${cur.name} changed during its destruction` : `the destruction of key ${cur.name} may or may not have been applied`}; the ceremony may be retried`, {
+        reason: tx.outcome === 'conflict' ? 'CONTENDED' : 'OUTCOME_UNKNOWN',
+      });
     this.#cache.remember(tombstone, tx.revision);
     return tx.revision;
   }

@@ -73,7 +73,7 @@ export class VersionMaterial {
     const cached = this.#unwrapped.get(cacheKey);
     if (cached) return cached;
     const v = await this.#store.version(k.id, version);
-    if (!v) throw notFound(`key ${k.name} has no version ${version}`);
+    if (!v) throw notFound(`key ${k.name} has no version ${version}`, { reason: 'KEY_VERSION_NOT_FOUND', metadata: { key_id: k.id, version: String(version) } });
     const { record } = this.#cluster.requireInitialized();
     // seal.kek() throws if the coordinator was sealed while etcd answered: nothing is kept then.
     const material = unwrapVersion(this.#seal.kek(v.kekEpoch), record.clusterId, k.id, version, Buffer.from(v.wrapped, 'base64'));

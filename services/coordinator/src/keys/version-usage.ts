@@ -160,7 +160,7 @@ export class VersionUsage {
       void this.#rotation(s.keyId, s.version, exhaustedAt).catch(() => {});
       return false;
     }
-    if (!next) throw unavailable('the usage counter of this key version is contended; try again');
+    if (!next) throw unavailable('the usage counter of this key version is contended; try again', { reason: 'CONTENDED' });
     s.remaining += grant;
     if (next.encryptions >= this.#opts.rotateAt) void this.#rotation(s.keyId, s.version, next.encryptions).catch(() => {});
     return true;

@@ -52,7 +52,7 @@ export async function drained(call: grpc.ServerWritableStream<unknown, unknown>)
     if (call.cancelled || call.destroyed) abort();
     await once(call, 'drain', { signal: gone.signal });
   } catch {
-    throw failedPrecondition('the client cancelled the backup');
+    throw failedPrecondition('the client cancelled the backup', { reason: 'CANCELLED' });
   } finally {
     call.off('cancelled', abort).off('close', abort);
   }
@@ -63,7 +63,7 @@ export function backupHandlers(src: BackupSource, restores: Restores): ServiceHa
     async CreateBackup(call, ctx) {
       let last = { done: 0, total: 0 };
       for await (const { data, progress } of createBackup(src)) {
-        if (call.cancelled) throw failedPrecondition('the client cancelled the backup');
+        if (call.cancelled) throw failedPrecondition('the client cancelled the backup', { reason: 'CANCELLED' });
         last = progress;
         if (!call.write({ data, entries_done: progress.done, entries_total: progress.total })) await drained(call);
       }

@@ -3,7 +3,7 @@
  * errors and auditing are handled by `unaryService`, its authorizer (the roles the protos give
  * each method) and the audit observer.
  */
-import { permissionDenied, invalidArgument, failedPrecondition, notFound } from '@keyshard/errors';
+import { permissionDenied, invalidArgument, failedPrecondition, ceremonyNotFound, quote } from '@keyshard/errors';
 import { OPERATIONS } from '@keyshard/crypto';
 import type { Ceremony } from '@keyshard/crypto';
 import { roleAuthorizer, type CallContext, type ServiceHandlers } from '@keyshard/rpc';
@@ -116,14 +116,14 @@ export function ceremonyHandlers(d: CeremonyDeps): ServiceHandlers<'CeremonyServ
       if (d.quorum.handles(op)) return withFacts(await d.quorum.start(op, params, ctx.principal, ttl), ctx);
       if (op === 'join') throw failedPrecondition('a replica asks for its own join ceremony; it cannot be started by hand');
       if ((OPERATIONS as readonly string[]).includes(op)) throw failedPrecondition(`${op} ceremonies are not available in this version`);
-      throw invalidArgument(`unknown ceremony operation ${JSON.stringify(op)}; one of ${OPERATIONS.join(', ')}`);
+      throw invalidArgument(`unknown ceremony operation ${quote(op)}; one of ${OPERATIONS.join(', ')}`);
     },
     async ListCeremonies(req) {
       return { ceremonies: await d.ceremonies.list(req.include_finished) };
     },
     async CancelCeremony(req, ctx) {
       const c = await d.ceremonies.show(req.id);
-      if (!c) throw notFound(`no ceremony ${JSON.stringify(req.id)}`);
+      if (!c) throw ceremonyNotFound(req.id);
       const cancelled = c.operation === 'unseal' || c.operation === 'join' ? await d.unseal.cancel(c.id, ctx.principal) : await d.quorum.cancel(c.id, ctx.principal);
       return withFacts(cancelled, ctx);
     },

@@ -69,8 +69,8 @@ function policyOf(p: pb.KeyPolicy__Output | null): Record<string, string[]> | un
 const usedVersion = (r: { key: KeyRecord; version: number }): AuditFacts => ({ keyId: r.key.id, details: { version: String(r.version) } });
 
 function itemError(e: unknown): pb.BatchItemError {
-  if (e instanceof KeyshardError) return { code: STATUS_OF[e.code], message: e.message };
-  return { code: STATUS_OF.INTERNAL, message: 'internal error' };
+  if (e instanceof KeyshardError) return { code: STATUS_OF[e.code], message: e.message, reason: e.reason };
+  return { code: STATUS_OF.INTERNAL, message: 'internal error', reason: 'INTERNAL' };
 }
 
 /** The audit facts of a batch: how many items, how many failed. */

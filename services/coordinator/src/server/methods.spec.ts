@@ -16,7 +16,8 @@ import { keyHandlers, type UsageOf } from './key-service.ts';
 import { intercepted, SERVICES, SPOOLED_OPERATIONS, STATE_CHANGING_METHODS } from './methods.ts';
 
 const ctx = (method: string): CallContext => ({ principal: 'app', requestId: 'r-1', method, deadline: Infinity, facts: {} });
-const isSealed = (e: unknown) => isKeyshardError(e) && e.code === 'FAILED_PRECONDITION' && /sealed/.test(e.message);
+const isSealed = (e: unknown) => isKeyshardError(e) && e.code === 'FAILED_PRECONDITION' && e.reason === 'SEALED';
+const isUninitialized = (e: unknown) => isKeyshardError(e) && e.code === 'FAILED_PRECONDITION' && e.reason === 'UNINITIALIZED';
 
 function openSeal(): Seal {
   const seal = new Seal();
@@ -39,7 +40,7 @@ describe('method policy', () => {
 });
 
 describe('interceptor', () => {
-  it('while sealed, refuses every KeyService method with FAILED_PRECONDITION "sealed" before the domain is touched', async () => {
+  it('while sealed, refuses every KeyService method with FAILED_PRECONDITION, reason SEALED, before the domain is touched', async () => {
     const touched: string[] = [];
     const untouchable = <T>(what: string) => new Proxy({}, { get: (_, p) => void touched.push(`${what}.${String(p)}`) }) as T;
     const usageOf: UsageOf = async () => void touched.push('usage') as never;
@@ -48,6 +49,16 @@ describe('interceptor', () => {
     for (const [method, handler] of Object.entries(handlers) as [string, (req: unknown, c: CallContext) => Promise<unknown>][])
       await assert.rejects(handler({ key: 'k', name: 'k', plaintext: Buffer.from('x'), items: [{}] }, ctx(`keys.${method}`)), isSealed, method);
     assert.deepEqual(touched, []);
+  });
+
+  it('while sealed with no cluster (never initialised, or destroyed), refuses with UNINITIALIZED instead of SEALED', async () => {
+    const seal = new Seal();
+    let initialized = false;
+    seal.followCluster(() => initialized); // what Cluster tells its seal from the cluster record
+    const handlers = intercepted('keys', { Encrypt: async () => ({ reply: {} }) }, seal);
+    await assert.rejects(handlers.Encrypt!({ key: 'k', plaintext: Buffer.from('x'), context: {} }, ctx('keys.Encrypt')), isUninitialized);
+    initialized = true;
+    await assert.rejects(handlers.Encrypt!({ key: 'k', plaintext: Buffer.from('x'), context: {} }, ctx('keys.Encrypt')), isSealed);
   });
 
   it('serves a method declared seal "any" while sealed, and hands the facts a handler answers to the call', async () => {
