@@ -6,7 +6,7 @@ import { ceremonyReporter, tally } from './ceremony-progress.ts';
 
 const ceremony = (over: Partial<Ceremony>): Ceremony => ({
   id: 'cer-1', operation: 'reshare', cluster_id: 'c', initiator: 'admin', created_at: '', expires_at: '', hash: '', state: 'CEREMONY_STATE_OPEN',
-  threshold: 3, approved_by: [], failures: [], denied_by: [], error: '', parameters: {}, recipients: [], ...over,
+  threshold: 3, approved_by: [], failures: [], denied_by: [], error: '', parameters: {}, recipients: [], nonce: '', ...over,
 });
 
 describe('ceremony progress', () => {

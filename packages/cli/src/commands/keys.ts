@@ -59,7 +59,7 @@ export function registerKeys(program: Command): void {
           // UpdateKey reads an empty label map as "unchanged": the last label cannot be removed this way.
           if (Object.keys(labels).length === 0) throw new UsageError(`cannot remove every label of ${ref}: UpdateKey keeps the labels when it is given none`);
         }
-        return c.updateKey(ref, { description: opts.description, labels, min_decryption_version: opts.minDecryptionVersion });
+        return c.updateKey(ref, { description: opts.description, labels, minDecryptionVersion: opts.minDecryptionVersion });
       });
       printKey(k, opts.json);
     });
