@@ -126,6 +126,17 @@ class Failover(unittest.TestCase):
         self.assertEqual(self.call(p), 'Encrypt from r2:1')
         self.assertEqual(sum(1 for s in w.sent if s[:2] == ('r1:1', 'Encrypt')), 1)
 
+    def test_a_sealed_answer_wins_over_the_unreachable_replicas(self):
+        # r1 is down, r2 sealed; both become usable again at once (no skip period), so the
+        # attempts alternate until they run out, the last one refused by r1. SEALED is raised.
+        w = World()
+        w.down.add('r1:1')
+        w.answers['r2:1'] = sealed()
+        with self.assertRaises(keyshard.SealedError) as cm:
+            self.call(self.pool(w, max_attempts=3, max_unhealthy=0))
+        self.assertIn('(after 3 attempts; the answer of r2:1; no other replica could take the call)', cm.exception.details)
+        self.assertEqual(w.connects.count('r1:1'), 2)
+
     def test_other_refusals_are_final(self):
         w = World()
         w.answers['r1:1'] = FakeRpcError(FP, 'x', [status_trailer(FP, 'x', 'KEY_DISABLED')])

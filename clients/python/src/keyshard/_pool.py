@@ -244,12 +244,21 @@ class Pool:
         attempts = 0
         last: Optional[KeyshardError] = None
         r: Optional[Replica] = None
+        sealed = None  # (error, replica) of a replica that answered SEALED during this call
+
+        def final(err: KeyshardError) -> KeyshardError:
+            # Had a replica answered SEALED, that answer says more than the other replicas'
+            # unreachability or a deadline that ran out retrying: it is the one raised.
+            if sealed is not None and err.reason != 'SEALED' and err.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return self._final(sealed[0], attempts, sealed[1], 'the answer of', '; no other replica could take the call')
+            return self._final(err, attempts, r)
+
         while True:
             now = self.clock()
             if self.closed:
                 raise make_error(grpc.StatusCode.CANCELLED, 'the client was closed', request_id=request_id)
             if now >= deadline:
-                raise self._final(last or make_error(grpc.StatusCode.DEADLINE_EXCEEDED, 'deadline exceeded before the call was sent', request_id=request_id), attempts, r)
+                raise final(last or make_error(grpc.StatusCode.DEADLINE_EXCEEDED, 'deadline exceeded before the call was sent', request_id=request_id))
             r = self.pick(now, key_op)
             attempts += 1
             connect_until = min(deadline, now + self.policy.connect_timeout)
@@ -295,31 +304,32 @@ class Pool:
             if not sent:
                 # Nothing was sent: any call may try another replica (the deadline permitting).
                 if err.code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise self._final(err, attempts, r)
+                    raise final(err)
                 self.mark_down(r, now)
             elif err.code is grpc.StatusCode.UNAVAILABLE:
                 self.mark_down(r, now)
                 if not idempotent:
-                    raise self._final(err, attempts, r)
+                    raise final(err)
             elif key_op and err.reason == 'SEALED':
                 self.mark_sealed(r, now)
+                sealed = (err, r)
                 if not (idempotent and self.has_usable(now, key_op)):
-                    raise self._final(err, attempts, r)
+                    raise final(err)
             else:
-                raise self._final(err, attempts, r)
+                raise final(err)
             if attempts >= self.policy.max_attempts:
-                raise self._final(err, attempts, r)
+                raise final(err)
             delay = 0.0 if self.has_usable(now, key_op) else self.retry_delay(attempts)
             if now + delay >= deadline:
-                raise self._final(err, attempts, r)
+                raise final(err)
             if delay:
                 self.sleep(delay)
 
     @staticmethod
-    def _final(err: KeyshardError, attempts: int, r: Optional[Replica]) -> KeyshardError:
+    def _final(err: KeyshardError, attempts: int, r: Optional[Replica], which: str = 'the last to', more: str = '') -> KeyshardError:
         if attempts > 1 and r is not None:
             cause = err.__cause__
-            err = type(err)(err.code, f'{err.details} (after {attempts} attempts; the last to {r.address})', err.reason, err.metadata, err.domain, err.request_id)
+            err = type(err)(err.code, f'{err.details} (after {attempts} attempts; {which} {r.address}{more})', err.reason, err.metadata, err.domain, err.request_id)
             err.__cause__ = cause
         return err
 
