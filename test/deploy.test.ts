@@ -5,7 +5,10 @@
  * keys, so a misspelt key would otherwise pass); every file a config names is mounted or
  * handed over; ports agree between config listen addresses, container ports, Services, probes
  * and the peers' configs; every Secret and ConfigMap a workload uses exists (with the keys it
- * reads); etcd has 3 members.
+ * reads); etcd has 3 members. Every runtime command (containers, probes, ExecStart) runs
+ * compiled output with plain node, never tsx: each entry point it names exists after
+ * `npm run build` and loads with plain node; the image installs production dependencies only,
+ * which do not include tsx.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -196,7 +199,45 @@ function flags(args: string[]): Map<string, string> {
 
 const expand = (s: string, env: Record<string, string>) => s.replace(/\$\(([A-Z_][A-Z0-9_]*)\)/g, (m, v) => env[v] ?? m);
 const componentOf = (c: Obj): Component | undefined =>
-  (/services\/(coordinator|custodian|audit-sink)\/src\/main\.ts/.exec((c.command ?? []).join(' '))?.[1] as Component | undefined);
+  (/services\/(coordinator|custodian|audit-sink)\/dist\/main\.js/.exec((c.command ?? []).join(' '))?.[1] as Component | undefined);
+
+// ---------------------------------------------------------------- runtime commands, any deployment
+
+const PROBE = 'packages/rpc/dist/health-probe.js';
+
+/**
+ * A command a deployment runs: plain node on a compiled entry point (a path under the image's
+ * or host's install root, `root`), no tsx, no TypeScript; the entry exists once built.
+ */
+function checkRuntimeCommand(argv: string[], root: string, label: string): void {
+  assert.match(argv[0] ?? '', /(^|\/)node$/, `${label}: runs node`);
+  assert.ok(!argv.some((a) => /tsx|\.ts$/.test(a)), `${label}: no tsx and no TypeScript source in ${argv.join(' ')}`);
+  const entry = argv[1] ?? '';
+  assert.ok(entry.startsWith(root) && /\/dist\/[\w-]+\.js$/.test(entry), `${label}: ${entry} is a compiled entry point under ${root}`);
+  const local = path.join(ROOT, entry.slice(root.length));
+  assert.ok(existsSync(local), `${label}: ${path.relative(ROOT, local)} exists (run \`npm run build\` first)`);
+}
+
+describe('compiled entry points', () => {
+  it('each service and the health probe load with plain node (no source condition, no tsx)', () => {
+    for (const svc of ['coordinator', 'custodian', 'audit-sink']) {
+      const r = spawnSync(process.execPath, [path.join(ROOT, `services/${svc}/dist/main.js`), '--config', '/nonexistent/keyshard.json'], { encoding: 'utf8', cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '' } });
+      assert.equal(r.status, 2, `${svc}: exits 2 (unreadable config) once every module loaded: ${r.stderr}`);
+      assert.match(r.stderr, /cannot read config \/nonexistent\/keyshard\.json/, svc);
+    }
+    const r = spawnSync(process.execPath, [path.join(ROOT, PROBE)], { encoding: 'utf8', cwd: ROOT });
+    assert.equal(r.status, 2, `the probe exits 2 on missing arguments: ${r.stderr}`);
+  });
+
+  it('the image builds, then installs production dependencies only, which do not include tsx', () => {
+    const docker = readFileSync(path.join(ROOT, 'deploy/docker/Dockerfile'), 'utf8');
+    const run = docker.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n');
+    assert.match(run, /npm ci\b[^]*npm run build[^]*npm ci --omit=dev/, 'npm ci, npm run build, then npm ci --omit=dev');
+    assert.ok(!/\btsx\b/.test(run), 'the Dockerfile names no tsx');
+    const lock = JSON.parse(readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+    for (const dev of ['tsx', 'esbuild', 'typescript']) assert.equal(lock.packages[`node_modules/${dev}`]?.dev, true, `${dev} is a dev dependency only (npm ci --omit=dev leaves it out)`);
+  });
+});
 
 function containerPort(c: Obj, port: string | number): number {
   if (typeof port === 'number') return port;
@@ -219,6 +260,8 @@ function checkKeyshardWorkload(k: Cluster, w: Obj): Pod[] {
   const main = containers.find((c) => componentOf(c));
   if (!main) return [];
   const component = componentOf(main)!;
+  assert.equal(main.workingDir, '/app', `${w.metadata.name}: runs in the image's /app`);
+  checkRuntimeCommand(main.command, '', `${w.metadata.name} command`);
   const pods: Pod[] = [];
   const names = main.command.join(' ').includes('$(POD_NAME)') ? k.podNames(w) : [`${w.metadata.name}`];
   for (const name of names) {
@@ -265,8 +308,8 @@ function checkKeyshardWorkload(k: Cluster, w: Obj): Pod[] {
       continue;
     }
     const cmd = probe.exec?.command as string[] | undefined;
-    assert.ok(cmd?.some((a) => a.endsWith('packages/rpc/src/health-probe.ts')), `${w.metadata.name}: ${kind} runs the health probe`);
-    assert.ok(existsSync(path.join(ROOT, 'packages/rpc/src/health-probe.ts')));
+    assert.equal(cmd?.[1], PROBE, `${w.metadata.name}: ${kind} runs the compiled health probe`);
+    checkRuntimeCommand(cmd!, '', `${w.metadata.name} ${kind}`);
     const f = flags(cmd!);
     assert.equal(portOf(f.get('address')!), port, `${w.metadata.name}: ${kind} dials the listen port`);
     assert.match(hostOf(f.get('address')!), /^(127\.0\.0\.1|localhost)$/, `${w.metadata.name}: ${kind} dials the pod itself`);
@@ -474,9 +517,9 @@ function installedUnit(file: string, instance?: string) {
   assert.equal(exec.length, 1, `${unitName}: one ExecStart`);
   const argv = exec[0]!.split(/\s+/);
   const main = argv.find((a) => a.includes('/services/'))!;
-  const component = /services\/(coordinator|custodian|audit-sink)\/src\/main\.ts$/.exec(main)?.[1] as Component;
-  assert.ok(component, `${unitName}: runs a keyshard service`);
-  assert.ok(existsSync(path.join(ROOT, main.replace(/^\/opt\/keyshard\//, ''))), `${unitName}: ${main} exists in the repository`);
+  const component = /services\/(coordinator|custodian|audit-sink)\/dist\/main\.js$/.exec(main)?.[1] as Component;
+  assert.ok(component, `${unitName}: runs a compiled keyshard service`);
+  checkRuntimeCommand(argv, '/opt/keyshard/', unitName);
   const configPath = flags(argv).get('config')!;
   assert.match(configPath, /^\/etc\/keyshard\//, `${unitName}: config under /etc/keyshard`);
   const local = path.join(SYSTEMD, configPath.slice(1));

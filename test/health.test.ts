@@ -6,7 +6,7 @@
  *  - while etcd is stopped (SIGSTOP) an unsealed coordinator is NOT_SERVING and Status says etcd
  *    is unreachable; once etcd resumes it is SERVING again, still unsealed;
  *  - custodians and the audit sink are SERVING once started, each checked with its own
- *    certificate, as a Kubernetes exec probe does (the probe script is run too);
+ *    certificate, as a Kubernetes exec probe does (the compiled probe script is run too);
  *  - reflection on the coordinator lists keyshard.v1.KeyService;
  *  - with Watch streams open, every component still stops cleanly on SIGTERM.
  */
@@ -35,10 +35,10 @@ describe('health and reflection on every component', { timeout: 300_000 }, () =>
   const coordinator = (service: string) => checkHealth(cluster.coordinatorAddress, tlsOf(ADMIN), service);
   const auditAddress = () => `127.0.0.1:${cluster.layout.plan.ports.audit}`;
 
-  /** The Kubernetes exec probe, run as the manifests run it; resolves with its exit code. */
+  /** The Kubernetes exec probe, run as the manifests run it (compiled, plain node); resolves with its exit code. */
   const probe = async (address: string, principal: string, service: string): Promise<number> => {
     const c = cluster.layout.certs[principal]!;
-    const args = ['--import', 'tsx', 'packages/rpc/src/health-probe.ts', '--address', address, '--ca', c.ca, '--cert', c.cert, '--key', c.key, '--service', service];
+    const args = ['packages/rpc/dist/health-probe.js', '--address', address, '--ca', c.ca, '--cert', c.cert, '--key', c.key, '--service', service];
     try {
       await run(process.execPath, args, { cwd: REPO_ROOT, timeout: 30_000 });
       return 0;

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# `npm test`: installs what is missing, type-checks, checks the architecture (arch-check.sh),
-# then runs unit tests (specs beside the sources) and integration tests (test/*.test.ts, one
-# file at a time: each starts a real cluster). `npm test -- unit` or `npm test -- integration`
-# runs one part.
+# `npm test`: installs what is missing and builds (ensure-deps.sh runs `npm run build`), type-checks,
+# checks the architecture (arch-check.sh), then runs unit tests (specs beside the sources) and
+# integration tests (test/*.test.ts, one file at a time: each starts a real cluster).
+# `npm test -- unit` or `npm test -- integration` runs one part. Tests run the TypeScript
+# sources (`--conditions=keyshard-source`: workspace packages resolve to src/); the services,
+# CLI and health probe they start run compiled from dist/, as deployed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/local/ensure-deps.sh
 
 part="${1:-all}"
-NODE_TEST=(node --import tsx --test --test-reporter=spec)
+NODE_TEST=(node --conditions=keyshard-source --import tsx --test --test-reporter=spec)
 
 if [ "$part" = all ] || [ "$part" = unit ]; then
   echo "== type check" >&2

@@ -236,7 +236,7 @@ describe('security properties', { timeout: 300_000 }, () => {
     for (const op of ['ceremony.Init', 'ceremony.unseal.created', 'ceremony.unseal.share_accepted', 'ceremony.unseal.completed', 'custodian.ProposeCeremony', 'custodian.DeliverShare'])
       assert.ok(records.some((r) => r.event.operation === op), `audit has ${op}`);
     records.forEach((r, i) => assert.equal(r.index, i));
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/audit-log/src/verify.ts', cluster.auditLogFile]);
+    const { stdout } = await run(process.execPath, ['packages/audit-log/dist/verify.js', cluster.auditLogFile]); // the compiled verifier, as shipped
     const verdict = JSON.parse(stdout) as { ok: boolean; records: number };
     assert.equal(verdict.ok, true);
     assert.equal(verdict.records, records.length);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what keyshard's local cluster and tests need on Debian 12, or says exactly what is
-# missing when not root. Idempotent: does nothing when everything is present.
+# missing when not root, then builds (`npm run build`: services, the CLI and the probes run
+# compiled; incremental, a few seconds when nothing changed). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -39,3 +40,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "installing npm dependencies (npm ci)" >&2
   npm ci --no-audit --no-fund >&2
 fi
+
+# The compiled services, CLI and probes (dist/), which `npm run dev` and the integration tests run.
+echo "building (npm run build)" >&2
+npm run build --silent >&2

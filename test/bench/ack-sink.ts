@@ -6,7 +6,7 @@
  * checkpoints with consistency proofs under the sink's checkpoint key, as producers verify them
  * (its tree holds a constant leaf per event: no event is hashed or kept).
  *
- *   node --import tsx test/bench/ack-sink.ts --ca CA --cert CERT --key KEY --checkpoint-key PEM [--listen 127.0.0.1:0]
+ *   node --conditions=keyshard-source --import tsx test/bench/ack-sink.ts --ca CA --cert CERT --key KEY --checkpoint-key PEM [--listen 127.0.0.1:0]
  * Prints {"listening":"host:port"} when ready; exits 0 on SIGTERM/SIGINT.
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';

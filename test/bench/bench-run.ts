@@ -12,7 +12,7 @@
  *   BENCH_KEEP=1    keep the cluster directory (logs)
  *   BENCH_CPU_PROF=DIR  run the coordinator, the audit sink and the echo servers under
  *                   `node --cpu-prof`; profiles land in DIR/<process>/ when they exit.
- *                   Summarize with `node --import tsx test/bench/cpuprofile-summary.ts FILE`.
+ *                   Summarize with `node --conditions=keyshard-source --import tsx test/bench/cpuprofile-summary.ts FILE`.
  *   BENCH_AUDIT=disk|tmpfs|ack  diagnostics: the audit sink's durability out of the way (audit-modes.ts)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -132,7 +132,7 @@ export class BenchRun {
     });
     this.cluster = cluster;
     if (this.settings.cpuProf) {
-      // Diagnostics only: DevCluster runs services as `node --import tsx main.ts`; put --cpu-prof first.
+      // Diagnostics only: DevCluster runs services as `node dist/main.js` (or from source); put --cpu-prof first.
       for (const name of [COORDINATOR, 'audit-sink']) cluster.process(name).spec.args.unshift(...this.profArgs(name));
       log(`CPU profiles of ${COORDINATOR}, audit-sink and echo servers go to ${this.settings.cpuProf}`);
     }
@@ -206,7 +206,7 @@ export class BenchRun {
     return compactHistory(this.connectEtcd().etcd);
   }
 
-  /** A `node --import tsx test/bench/<file>` child, stopped by PID at cleanup. */
+  /** A `node --conditions=keyshard-source --import tsx test/bench/<file>` child, stopped by PID at cleanup. */
   spawn(name: string, file: string, args: string[], nodeArgs: string[] = []): Child {
     const c = new Child(name, path.join(BENCH_DIR, file), args, { nodeArgs });
     this.#children.add(c);

@@ -19,7 +19,7 @@ export function echoService(): grpc.ServiceClientConstructor {
   return root.keyshard.bench.Echo;
 }
 
-/** A `node --import tsx` child with line-split stdout (`echo`: also passed through); stopped by its PID only. */
+/** A `node --conditions=keyshard-source --import tsx` child (TypeScript sources) with line-split stdout (`echo`: also passed through); stopped by its PID only. */
 export class Child {
   readonly proc: ChildProcess;
   readonly lines: string[] = [];
@@ -33,7 +33,7 @@ export class Child {
     args: string[],
     opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[]; echo?: boolean } = {},
   ) {
-    this.proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', entry, ...args], {
+    this.proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--conditions=keyshard-source', '--import', 'tsx', entry, ...args], {
       cwd: REPO_ROOT,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],

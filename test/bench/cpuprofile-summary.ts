@@ -2,7 +2,7 @@
  * Summarizes a V8 .cpuprofile (from `node --cpu-prof`): self time by function and by package/file,
  * and inclusive time of selected functions. Diagnostics for the bench scripts (BENCH_CPU_PROF).
  *
- *   node --import tsx test/bench/cpuprofile-summary.ts FILE.cpuprofile [--top 40] [--match REGEX]
+ *   node --conditions=keyshard-source --import tsx test/bench/cpuprofile-summary.ts FILE.cpuprofile [--top 40] [--match REGEX]
  *        [--from-us T0 --to-us T1]
  *
  * --from-us/--to-us keep only the samples taken in that window. Profile timestamps are

@@ -3,7 +3,7 @@
  * TLS setup (serverCredentials: client certificate required and verified against the cluster
  * CA) serving keyshard.bench.Echo, which returns the request's payload.
  *
- *   node --import tsx test/bench/echo-server.ts --ca CA --cert CERT --key KEY [--listen 127.0.0.1:0]
+ *   node --conditions=keyshard-source --import tsx test/bench/echo-server.ts --ca CA --cert CERT --key KEY [--listen 127.0.0.1:0]
  *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1 --audit-key SINK-PUBLIC-KEY-PEM]
  *
  * --wrap none (default) is the bare baseline. For attributing the coordinator's per-call cost:

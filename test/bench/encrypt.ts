@@ -32,7 +32,7 @@
  *                   "diagnostic":"audit=<mode>".
  *   BENCH_CPU_PROF=DIR  run the coordinator, the audit sink and the echo servers under
  *                   `node --cpu-prof`; profiles (whole process lifetime) land in DIR/<process>/.
- *                   Summarize with `node --import tsx test/bench/cpuprofile-summary.ts FILE`.
+ *                   Summarize with `node --conditions=keyshard-source --import tsx test/bench/cpuprofile-summary.ts FILE`.
  * Every process it starts (cluster, echo servers, load generators) is stopped by PID, also on
  * error or SIGINT/SIGTERM. Exit code 1 if any measured call failed (the JSON line still prints).
  */

@@ -4,7 +4,7 @@
  * then `--seconds` of measurement; or, with `--count N`, exactly N calls (numbered 0 … N-1) and
  * no warm-up, measured from the first call to the last answer.
  *
- *   node --import tsx test/bench/load.ts --target TARGET --ca CA --cert CERT --key KEY
+ *   node --conditions=keyshard-source --import tsx test/bench/load.ts --target TARGET --ca CA --cert CERT --key KEY
  *        [--address HOST:PORT] [--concurrency 64] [--seconds 10] [--warmup 2] [--count N]
  *        [--payload 1024] [--channels 1] [target flags, see targets.ts and etcd-baseline.ts]
  *

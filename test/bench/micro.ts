@@ -2,7 +2,7 @@
  * Micro-benchmarks of the per-call work the coordinator does on top of a bare gRPC echo, to
  * attribute the gap measured by test/bench/encrypt.ts. Single process, no cluster:
  *
- *   node --import tsx test/bench/micro.ts
+ *   node --conditions=keyshard-source --import tsx test/bench/micro.ts
  *
  * Each line: mean µs per operation over a timed loop (after a warm-up loop).
  */

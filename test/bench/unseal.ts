@@ -143,7 +143,7 @@ function baseline(cluster: DevCluster, clusterId: string): number[] {
   // The coordinators' transport keys, enrolled in every token by the dev SO: the only keys a share may be wrapped to.
   const recipients = cluster.coordinatorIds.slice(0, REPLICAS.length).map((id) => ({ id, pem: transportPublicKeyPem(cluster.layout, id) }));
   const perToken = APPROVERS.map((id) => {
-    const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--baseline-token', id, cluster.layout.pinFile[id]!, clusterId, JSON.stringify(recipients)], {
+    const out = execFileSync(process.execPath, ['--conditions=keyshard-source', '--import', 'tsx', fileURLToPath(import.meta.url), '--baseline-token', id, cluster.layout.pinFile[id]!, clusterId, JSON.stringify(recipients)], {
       env: { ...process.env, SOFTHSM2_CONF: cluster.layout.softhsmConf[id] },
     });
     return JSON.parse(out.toString()) as number[];

@@ -6,7 +6,7 @@
  * catches a wholesale rewrite or a cut tail. Reports the first bad index and why.
  *
  * Also a CLI (`keyshard audit verify` wraps it):
- *   node --import tsx packages/audit-log/src/verify.ts <dataDir | dataDir/audit.log> [checkpoint.json] [--key pub.pem]…
+ *   node packages/audit-log/dist/verify.js <dataDir | dataDir/audit.log> [checkpoint.json] [--key pub.pem]…
  * prints a JSON result; exits 0 when the log verifies, 1 otherwise.
  */
 import fs from 'node:fs';

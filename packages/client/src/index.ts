@@ -435,3 +435,23 @@ export async function waitForCeremony(
 /** A ceremony's state as a word: open, completed, failed, expired, cancelled. */
 export const ceremonyState = (c: Pick<Ceremony, 'state'>): string => c.state.replace('CEREMONY_STATE_', '').toLowerCase();
 export { BackupClient, type BackupSummary, type RestoreProgress } from './backup.ts';
+export {
+  encryptEnvelope,
+  decryptEnvelope,
+  encryptEnvelopeStream,
+  decryptEnvelopeStream,
+  encryptFile,
+  decryptFile,
+  parseEnvelopeHeader,
+  DEFAULT_SEGMENT_BYTES,
+  MIN_SEGMENT_BYTES,
+  MAX_SEGMENT_BYTES,
+  type ByteSource,
+  type EnvelopeInput,
+  type EnvelopeContext,
+  type EnvelopeHeader,
+  type EnvelopeKeyClient,
+  type EnvelopeOptions,
+  type EncryptEnvelopeOptions,
+  type EnvelopeCallOptions,
+} from './envelope.ts';

@@ -4,7 +4,7 @@
  * on the machine is touched.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -127,7 +127,58 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** `node --import tsx <entry>`: services run from TypeScript sources. */
+/**
+ * How a service process runs. By default compiled, as deployed: `node services/<svc>/dist/main.js`
+ * (`npm run build` makes it). With KEYSHARD_FROM_SOURCE=1 in the environment, from its
+ * TypeScript sources instead: `node --conditions=keyshard-source --import tsx services/<svc>/src/main.ts`
+ * (no build needed; workspace packages resolve to their sources too). `entry` is the source path.
+ *
+ * Compiled output that is missing, or older than a source file it was built from, throws an
+ * error saying to run `npm run build`: a test never silently runs stale code.
+ */
 export function nodeService(entry: string, configFile: string): { command: string; args: string[] } {
-  return { command: process.execPath, args: ['--import', 'tsx', path.join(REPO_ROOT, entry), '--config', configFile] };
+  if (process.env.KEYSHARD_FROM_SOURCE === '1')
+    return { command: process.execPath, args: ['--conditions=keyshard-source', '--import', 'tsx', path.join(REPO_ROOT, entry), '--config', configFile] };
+  const compiled = entry.replace(/\/src\/(.+)\.ts$/, '/dist/$1.js');
+  assertBuilt();
+  if (!existsSync(path.join(REPO_ROOT, compiled))) throw new Error(`${compiled} is missing: run \`npm run build\` (or set KEYSHARD_FROM_SOURCE=1 to run the TypeScript sources)`);
+  return { command: process.execPath, args: [path.join(REPO_ROOT, compiled), '--config', configFile] };
+}
+
+let built: true | undefined;
+
+/**
+ * Throws unless every workspace (packages/*, services/*) has been built since its sources last
+ * changed: `tsc -b` rewrites a project's dist/.tsbuildinfo whenever one of its inputs is newer,
+ * so a source file (of those the build compiled; its inputs are listed there) newer than it,
+ * or deleted since, means `npm run build` has not run since. Checked once per process: a few
+ * milliseconds.
+ */
+export function assertBuilt(): void {
+  if (built) return;
+  const stale: string[] = [];
+  for (const group of ['packages', 'services']) {
+    for (const name of readdirSync(path.join(REPO_ROOT, group))) {
+      const dir = path.join(REPO_ROOT, group, name);
+      // Without its sources (an image or install that ships dist/ only) there is nothing to compare.
+      if (!existsSync(path.join(dir, 'tsconfig.build.json')) || !existsSync(path.join(dir, 'src'))) continue;
+      const info = path.join(dir, 'dist/.tsbuildinfo');
+      if (!existsSync(info)) {
+        stale.push(`${group}/${name} (not built)`);
+        continue;
+      }
+      const builtAt = statSync(info).mtimeMs;
+      const src = path.join(dir, 'src') + path.sep;
+      // src/generated/ (packages/rpc: types from the protos, `npm run gen:proto` rewrites them)
+      // holds types only, which nothing runs: regenerating them leaves the compiled code current.
+      const inputs = (JSON.parse(readFileSync(info, 'utf8')) as { fileNames: string[] }).fileNames
+        .map((f) => path.resolve(path.dirname(info), f))
+        .filter((f) => f.startsWith(src) && !f.startsWith(path.join(src, 'generated') + path.sep));
+      const newer = inputs.find((f) => (statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? Infinity) > builtAt);
+      if (newer) stale.push(`${group}/${name} (${path.relative(REPO_ROOT, newer)} changed since the last build)`);
+    }
+  }
+  if (stale.length > 0)
+    throw new Error(`the compiled services are out of date: run \`npm run build\` (or set KEYSHARD_FROM_SOURCE=1 to run the TypeScript sources). Stale: ${stale.join('; ')}`);
+  built = true;
 }

@@ -1,6 +1,6 @@
 /**
  * A health probe for Kubernetes exec probes and scripts: one grpc.health.v1 Check over mutual TLS.
- *   node --import tsx packages/rpc/src/health-probe.ts --address 127.0.0.1:7100 \
+ *   node packages/rpc/dist/health-probe.js --address 127.0.0.1:7100 \
  *     --ca ca.crt --cert tls.crt --key tls.key [--service keyshard.v1.KeyService] [--timeout-ms 3000]
  * Exits 0 when the service is SERVING, 1 when it answers anything else or cannot be reached,
  * 2 on bad arguments. Kubernetes' built-in gRPC probe cannot present a client certificate, and

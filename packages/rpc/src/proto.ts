@@ -7,13 +7,19 @@
  */
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { existsSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type * as pb from './generated/index.ts';
 
 export type * as pb from './generated/index.ts';
 
-export const PROTO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../proto');
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/**
+ * The .proto files: a copy beside the compiled module when there is one (dist/proto, what the
+ * packed @keyshard/client carries, with no repository around it), else the repository's proto/.
+ */
+export const PROTO_ROOT = [path.join(HERE, 'proto'), path.resolve(HERE, '../../../proto')].find((d) => existsSync(path.join(d, 'keyshard/v1/keys.proto'))) ?? path.resolve(HERE, '../../../proto');
 
 const FILES = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto', 'backup.proto'].map((f) => `keyshard/v1/${f}`);
 

@@ -126,7 +126,7 @@ describe('every link in services and packages names the server it expects', () =
   const sources = (d: string): string[] =>
     readdirSync(d, { withFileTypes: true }).flatMap((e) => {
       const p = path.join(d, e.name);
-      if (e.isDirectory()) return e.name === 'node_modules' ? [] : sources(p);
+      if (e.isDirectory()) return e.name === 'node_modules' || e.name === 'dist' ? [] : sources(p); // dist: compiled output
       return /\.ts$/.test(e.name) && !/\.spec\.ts$/.test(e.name) ? [p] : [];
     });
 

@@ -29,7 +29,7 @@ interface Sink {
 
 /** Spawns main.ts and resolves with the address from its "listening" log line. */
 function startSink(configFile: string): Promise<Sink> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'services/audit-sink/src/main.ts', '--config', configFile], {
+  const child = spawn(process.execPath, ['--conditions=keyshard-source', '--import', 'tsx', 'services/audit-sink/src/main.ts', '--config', configFile], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

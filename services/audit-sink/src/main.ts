@@ -1,6 +1,6 @@
 /**
  * The audit sink process:
- *   node --import tsx services/audit-sink/src/main.ts --config audit-sink.json
+ *   node services/audit-sink/dist/main.js --config audit-sink.json
  * Opens (and verifies) the log, serves AuditService over mutual TLS, feeds every durable record
  * to the alert rules (alerts.ts), serves /metrics if configured, and on SIGTERM/SIGINT
  * acknowledges what it has accepted, writes a last checkpoint, stops, and exits 0.

@@ -20,7 +20,7 @@ import {
 } from '@keyshard/crypto';
 import { KeyshardError, failedPrecondition, invalidArgument, uninitializedError } from '@keyshard/errors';
 import { paths } from '@keyshard/store';
-import type { Approval, CustodianLink } from '../ceremonies/custodian-link.ts';
+import type { Approval, CustodianIdentity, CustodianLink } from '../ceremonies/custodian-link.ts';
 import { kekRecord, recordMacKeyRecord, unwrapKekRecord, unwrapRecordMacKeyRecord, type ClusterRecord, type ClusterStore } from './cluster-store.ts';
 import type { Seal } from './seal.ts';
 
@@ -123,7 +123,7 @@ export class Cluster {
   }
 
   /** The custodians' identities, checked: each is who the configuration says, no token twice. */
-  async identities(links: CustodianLink[]) {
+  async identities(links: CustodianLink[]): Promise<CustodianIdentity[]> {
     const identities = await Promise.all(links.map((l) => l.identity()));
     identities.forEach((id, i) => {
       if (id.custodian_id !== links[i]!.id) throw failedPrecondition(`custodian at ${links[i]!.address} says it is ${id.custodian_id}, expected ${links[i]!.id}`);

@@ -35,7 +35,7 @@ describe('ReplicaStore', { timeout: 60_000 }, () => {
     const observer = replica('observer', 'leases', integrity);
     const stopped = replica('replica-a', 'leases', integrity);
     await stopped.register();
-    const dies = spawn(process.execPath, ['--import', 'tsx', REPLICA_PROCESS, `http://127.0.0.1:${local.etcd.clientPort}`, 'leases', 'replica-b'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const dies = spawn(process.execPath, ['--conditions=keyshard-source', '--import', 'tsx', REPLICA_PROCESS, `http://127.0.0.1:${local.etcd.clientPort}`, 'leases', 'replica-b'], { stdio: ['ignore', 'pipe', 'inherit'] });
     t.after(() => void dies.kill('SIGKILL'));
     await once(dies.stdout, 'data');
     const listed = await observer.list();
