@@ -9,7 +9,7 @@
  * failover of idempotent calls past a stopped replica. Never skips: a missing Debian package
  * fails the test with its name.
  *
- *   node --import tsx --test test/python-sdk.test.ts
+ *   node --conditions=keyshard-source --import tsx --test test/python-sdk.test.ts   (after npm run build: the cluster runs dist/)
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
