@@ -28,7 +28,8 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
-import { KeyshardError } from '@keyshard/errors';
+import { status } from '@grpc/grpc-js';
+import { InternalError, InvalidArgumentError, InvalidCiphertextError, type KeyshardError } from './errors.ts';
 
 export const ENVELOPE_MAGIC = Buffer.from('KSEN', 'latin1');
 export const ENVELOPE_VERSION = 1;
@@ -93,19 +94,23 @@ export interface EnvelopeHeader {
   bytes: Buffer;
 }
 
-/** Refusals of malformed or unauthentic envelopes: INVALID_ARGUMENT, like keyshard's for a bad ciphertext. */
+/**
+ * Refusals of malformed or unauthentic envelopes: InvalidCiphertextError (INVALID_ARGUMENT,
+ * reason INVALID_CIPHERTEXT), as keyshard refuses a bad ciphertext. A wrong context is refused
+ * by keyshard itself when it unwraps the data key (WrongContextError).
+ */
 function invalid(message: string): KeyshardError {
-  return new KeyshardError('INVALID_ARGUMENT', `not a valid keyshard envelope: ${message}`);
+  return new InvalidCiphertextError({ code: status.INVALID_ARGUMENT, reason: 'INVALID_CIPHERTEXT', message: `not a valid keyshard envelope: ${message}` });
 }
 
-/** A bad argument of the caller's (INVALID_ARGUMENT), refused before keyshard is asked. */
+/** A bad argument of the caller's (InvalidArgumentError), refused before keyshard is asked. */
 function badArgument(message: string): KeyshardError {
-  return new KeyshardError('INVALID_ARGUMENT', message);
+  return new InvalidArgumentError({ code: status.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT', message });
 }
 
-/** Something that cannot happen with a working keyshard (INTERNAL). */
+/** Something that cannot happen with a working keyshard (InternalError). */
 function internal(message: string): KeyshardError {
-  return new KeyshardError('INTERNAL', message);
+  return new InternalError({ code: status.INTERNAL, reason: 'INTERNAL', message });
 }
 
 function u32(n: number): Buffer {

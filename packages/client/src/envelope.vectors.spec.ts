@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { InvalidCiphertextError } from './errors.ts';
 import {
   decryptEnvelope,
   decryptEnvelopeStream,
@@ -122,6 +123,7 @@ describe('envelope (frozen vectors packages/client/vectors/envelope.json)', () =
       it(r.name, async () => {
         const { client, calls } = standIn();
         await assert.rejects(decryptEnvelope(client, hex(r.envelope_hex), { context: {} }), (e: Error & { code?: string }) => {
+          assert.ok(e instanceof InvalidCiphertextError, 'an InvalidCiphertextError (reason INVALID_CIPHERTEXT)');
           assert.equal(e.code, 'INVALID_ARGUMENT');
           assert.match(e.message, new RegExp(r.message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
           return true;
@@ -143,6 +145,7 @@ describe('envelope (frozen vectors packages/client/vectors/envelope.json)', () =
             for await (const b of openEnvelope(dataKey, h, r.context, envelope.subarray(h.bytes.length))) opened.push(b);
           })(),
           (e: Error & { code?: string }) => {
+            assert.ok(e instanceof InvalidCiphertextError, 'an InvalidCiphertextError (reason INVALID_CIPHERTEXT)');
             assert.equal(e.code, 'INVALID_ARGUMENT');
             assert.ok(e.message.includes(r.message), `${e.message} names ${r.message}`);
             return true;
