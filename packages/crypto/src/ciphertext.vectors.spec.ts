@@ -3,7 +3,7 @@
  * ../vectors/generate.py (Python: the header and context encoding written out, AES-256-GCM and
  * ChaCha20-Poly1305 from pyca/cryptography, no keyshard code). keyshard's nonces are random, so
  * each case names its nonce: sealing with it must give the frozen bytes, and the frozen bytes
- * must open. The Python client (test/python/keyshard_client.py) opens the same vectors.
+ * must open. The Python SDK (clients/python, keyshard.ciphertext) opens the same vectors.
  * Format: ../VECTORS.md, "Ciphertext v1".
  */
 import { describe, it } from 'node:test';
