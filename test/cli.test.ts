@@ -122,9 +122,13 @@ describe('keyshard CLI and `keyshard dev`', { timeout: 300_000 }, () => {
     assert.equal((await keyshard(['seal'], env)).code, 0);
     const refusedUnseal = await keyshard(['unseal', '--wait'], env);
     assert.equal(refusedUnseal.code, 1, refusedUnseal.stderr);
-    for (const id of ['custodian-2', 'custodian-3'])
-      assert.match(refusedUnseal.stderr, new RegExp(`^  refused by ${id}: .*no transport key enrolled`, 'm'));
-    assert.match(refusedUnseal.stderr, /\nkeyshard: unseal ceremony \S+ failed: only 1 valid shares can still be collected, 2 needed\n$/);
+    for (const id of ['custodian-2', 'custodian-3']) assert.match(refusedUnseal.stderr, new RegExp(`^  refused by ${id}: NOT_ENROLLED: `, 'm'));
+    assert.match(refusedUnseal.stderr, /\nkeyshard: QUORUM_NOT_MET: unseal ceremony \S+ failed: .+\n$/);
+    // --json (still sealed): the ceremony's code and reason instead of {"code":"UNKNOWN","reason":"UNKNOWN"}.
+    const refusedJson = await keyshard(['unseal', '--wait', '--json'], env);
+    assert.equal(refusedJson.code, 1, refusedJson.stderr);
+    const refusal = JSON.parse(refusedJson.stderr.trim().split('\n').at(-1)!);
+    assert.deepEqual([refusal.code, refusal.reason], ['FAILED_PRECONDITION', 'QUORUM_NOT_MET'], refusedJson.stderr);
     const transportPub = path.join(dir, 'coordinator-1.pub.pem');
     writeFileSync(transportPub, createPublicKey(createPrivateKey(readFileSync(path.join(dir, 'transport', 'coordinator-1.pem')))).export({ type: 'spki', format: 'pem' }));
     for (const id of ['custodian-2', 'custodian-3'])

@@ -67,11 +67,34 @@ describe('fromServiceError', () => {
 });
 
 describe('waitForCeremony', () => {
-  it('rejects with the reason of how the ceremony ended', async () => {
-    const ended = (state: Ceremony['state']) => ({ id: 'cer-1', operation: 'unseal', state, approved_by: [], error: 'why' }) as unknown as Ceremony;
-    const client = {} as KeyshardClient; // never asked: the ceremony has ended already
-    for (const [state, reason] of [['CEREMONY_STATE_EXPIRED', 'CEREMONY_EXPIRED'], ['CEREMONY_STATE_CANCELLED', 'CANCELLED'], ['CEREMONY_STATE_FAILED', 'CEREMONY_CLOSED']] as const)
-      await assert.rejects(waitForCeremony(client, ended(state)), (e: unknown) => e instanceof FailedPreconditionError && e.reason === reason && e.metadata.ceremony_id === 'cer-1' && /unseal ceremony cer-1/.test(e.message));
+  const client = {} as KeyshardClient; // never asked: the ceremony has ended already
+  const ended = (state: Ceremony['state'], over: Partial<Ceremony> = {}) =>
+    ({ id: 'cer-1', operation: 'unseal', state, approved_by: [], failures: [], denied_by: [], error: 'why', error_reason: '', ...over }) as unknown as Ceremony;
+
+  it('rejects with the reason the ceremony gives, listing the refusals and denials in the metadata', async () => {
+    const failed = ended('CEREMONY_STATE_FAILED', {
+      error: 'only 1 valid shares can still be collected, 2 needed', error_reason: 'QUORUM_NOT_MET', denied_by: ['custodian-5'],
+      failures: [{ custodian_id: 'custodian-2', reason: 'no transport key enrolled', error_reason: 'NOT_ENROLLED' }, { custodian_id: 'custodian-3', reason: 'another cluster', error_reason: 'WRONG_CLUSTER' }],
+    });
+    await assert.rejects(waitForCeremony(client, failed), (e: unknown) => {
+      assert.ok(e instanceof FailedPreconditionError);
+      assert.deepEqual([e.code, e.reason, e.message], ['FAILED_PRECONDITION', 'QUORUM_NOT_MET', 'unseal ceremony cer-1 failed: only 1 valid shares can still be collected, 2 needed']);
+      assert.deepEqual(e.metadata, { ceremony_id: 'cer-1', state: 'CEREMONY_STATE_FAILED', failures: 'custodian-2=NOT_ENROLLED,custodian-3=WRONG_CLUSTER', denied_by: 'custodian-5' });
+      return true;
+    });
+    const altered = ended('CEREMONY_STATE_FAILED', { error_reason: 'INTEGRITY_FAILURE' });
+    await assert.rejects(waitForCeremony(client, altered), (e: unknown) => e instanceof FailedPreconditionError && e.reason === 'INTEGRITY_FAILURE');
+  });
+
+  it('from a server that records no reason: by the state, else the first refusal\'s, else CEREMONY_CLOSED', async () => {
+    const refused = { failures: [{ custodian_id: 'custodian-4', reason: 'another cluster', error_reason: 'WRONG_CLUSTER' }] };
+    for (const [state, over, reason] of [
+      ['CEREMONY_STATE_EXPIRED', {}, 'CEREMONY_EXPIRED'],
+      ['CEREMONY_STATE_CANCELLED', {}, 'CANCELLED'],
+      ['CEREMONY_STATE_FAILED', refused, 'WRONG_CLUSTER'],
+      ['CEREMONY_STATE_FAILED', {}, 'CEREMONY_CLOSED'],
+    ] as const)
+      await assert.rejects(waitForCeremony(client, ended(state, over)), (e: unknown) => e instanceof FailedPreconditionError && e.reason === reason && e.metadata.ceremony_id === 'cer-1' && /unseal ceremony cer-1/.test(e.message));
   });
 });
 

@@ -118,6 +118,18 @@ const BY_CODE: Readonly<Record<string, ErrorClass>> = {
 };
 
 /**
+ * A KeyshardError of the class of its code, or of its reason when that class is one of the
+ * code's (SealedError for FAILED_PRECONDITION + SEALED): for a refusal the SDK makes itself
+ * from what the server said (a ceremony that failed: ceremonyError).
+ */
+export function typedError(init: ConstructorParameters<typeof KeyshardError>[0]): KeyshardError {
+  const byCode = BY_CODE[codeName(init.code)] ?? KeyshardError;
+  const byReason = init.reason ? BY_REASON[init.reason] : undefined;
+  const Class = byReason && byReason.prototype instanceof byCode ? byReason : byCode;
+  return new Class(init);
+}
+
+/**
  * The typed error of a failed call: its class from the reason (else from the code), its reason
  * from the status details (else the code's default). `requestId` is the id the call was sent
  * with, for an error the server did not echo it in (one the SDK or grpc-js made).

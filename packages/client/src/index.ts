@@ -14,7 +14,7 @@ import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryC
 import { retryPolicy, type RetryOptions } from './call-policy.ts';
 import { coordinatorIdentity, tlsMaterial, type ConnectionOptions } from './connection.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
-import { DeadlineExceededError, FailedPreconditionError, toKeyshardError } from './errors.ts';
+import { DeadlineExceededError, toKeyshardError, typedError, type KeyshardError } from './errors.ts';
 import type { Ceremony, Context, ShareExport } from './types.ts';
 
 export type { TlsFiles, TlsMaterial, RetryOptions };
@@ -399,8 +399,9 @@ export async function unsealAndWait(
 /**
  * Follows a ceremony until it leaves OPEN, reporting each change of its approvals; resolves
  * with the completed ceremony, rejects if it failed, expired or was cancelled
- * (FailedPreconditionError, reason CEREMONY_CLOSED, CEREMONY_EXPIRED or CANCELLED), or is
- * still open after `timeoutMs` (DeadlineExceededError).
+ * (ceremonyError: a FailedPreconditionError whose reason says why, e.g. QUORUM_NOT_MET,
+ * CEREMONY_EXPIRED or CANCELLED, with the custodians' refusals in its metadata), or is still
+ * open after `timeoutMs` (DeadlineExceededError).
  */
 export async function waitForCeremony(
   client: KeyshardClient,
@@ -422,14 +423,34 @@ export async function waitForCeremony(
     c = await client.getCeremony(c.id);
   }
   onProgress(c);
-  if (c.state !== 'CEREMONY_STATE_COMPLETED')
-    throw new FailedPreconditionError({
-      code: grpcStatus.FAILED_PRECONDITION,
-      message: `${c.operation} ceremony ${c.id} ${ceremonyState(c)}: ${c.error}`,
-      reason: c.state === 'CEREMONY_STATE_EXPIRED' ? 'CEREMONY_EXPIRED' : c.state === 'CEREMONY_STATE_CANCELLED' ? 'CANCELLED' : 'CEREMONY_CLOSED',
-      metadata: { ceremony_id: c.id, state: c.state },
-    });
+  if (c.state !== 'CEREMONY_STATE_COMPLETED') throw ceremonyError(c);
   return c;
+}
+
+/**
+ * Why a ceremony that ended without completing ended, as the typed error of its reason
+ * (FailedPreconditionError, or the reason's own class): the reason is the ceremony's
+ * `error_reason` (QUORUM_NOT_MET, CEREMONY_EXPIRED, CANCELLED, INTEGRITY_FAILURE, …); from a
+ * server older than that field, CEREMONY_EXPIRED or CANCELLED by its state, else the first
+ * custodian refusal's reason, else CEREMONY_CLOSED. Metadata: `ceremony_id`, `state`, and when
+ * there are any `failures` (`custodian-4=WRONG_CLUSTER,custodian-5=NOT_ENROLLED`: each refusing
+ * or rejected custodian with its reason) and `denied_by` (`custodian-2,custodian-3`); each
+ * failure's words are in `ceremony.failures`.
+ */
+export function ceremonyError(c: Ceremony): KeyshardError {
+  const firstRefusal = c.failures?.find((f) => f.error_reason)?.error_reason;
+  const reason =
+    c.error_reason ||
+    (c.state === 'CEREMONY_STATE_EXPIRED' ? 'CEREMONY_EXPIRED' : c.state === 'CEREMONY_STATE_CANCELLED' ? 'CANCELLED' : firstRefusal || 'CEREMONY_CLOSED');
+  const metadata: Record<string, string> = { ceremony_id: c.id, state: c.state };
+  if (c.failures?.length) metadata.failures = c.failures.map((f) => (f.error_reason ? `${f.custodian_id}=${f.error_reason}` : f.custodian_id)).join(',');
+  if (c.denied_by?.length) metadata.denied_by = c.denied_by.join(',');
+  return typedError({
+    code: grpcStatus.FAILED_PRECONDITION,
+    message: `${c.operation} ceremony ${c.id} ${ceremonyState(c)}${c.error ? `: ${c.error}` : ''}`,
+    reason,
+    metadata,
+  });
 }
 
 /** A ceremony's state as a word: open, completed, failed, expired, cancelled. */

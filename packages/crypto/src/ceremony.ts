@@ -27,6 +27,17 @@ export interface Recipient {
   ephemeral_public_key_pem: string;
 }
 
+/**
+ * A custodian that refused the ceremony, or whose answer was rejected: `reason` in words,
+ * `error_reason` a keyshard error reason (WRONG_CLUSTER, NOT_ENROLLED, …; '' in records made
+ * before it existed).
+ */
+export interface ShareFailure {
+  custodian_id: string;
+  reason: string;
+  error_reason: string;
+}
+
 export interface Ceremony {
   id: string;
   operation: string;
@@ -41,9 +52,11 @@ export interface Ceremony {
   hash: string;
   state: CeremonyState;
   approved_by: string[];
-  failures: { custodian_id: string; reason: string }[];
+  failures: ShareFailure[];
   denied_by: string[];
+  /** Why it ended unless completed: in words, and as a keyshard error reason (QUORUM_NOT_MET, CEREMONY_EXPIRED, …). */
   error: string;
+  error_reason: string;
 }
 
 export const OPERATIONS = ['unseal', 'join', 'reshare', 'rotate-root', 'destroy-key', 'destroy-cluster', 'recover', 'export-share'] as const;
@@ -99,6 +112,7 @@ export function newCeremony(init: {
     failures: [],
     denied_by: [],
     error: '',
+    error_reason: '',
   };
   c.hash = ceremonyHash(c);
   return c;

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { ceremonyState, type Status } from '@keyshard/client';
 import { withClient } from '../connection.ts';
 import { printJson } from '../output.ts';
-import { ceremonyReporter, followCeremony, tally } from '../ceremony-progress.ts';
+import { ceremonyReporter, followCeremony, refusalLine, tally } from '../ceremony-progress.ts';
 import { ceremonyTtl, integer } from '../parse.ts';
 
 function describe(s: Status): string {
@@ -17,7 +17,7 @@ function describe(s: Status): string {
   if (s.ceremony) {
     const c = s.ceremony;
     lines.push(`ceremony     ${c.operation} ${c.id} ${ceremonyState(c)} (approvals ${tally(c)})`);
-    for (const f of c.failures) lines.push(`  refused by ${f.custodian_id}: ${f.reason}`);
+    for (const f of c.failures) lines.push(refusalLine(f));
   }
   for (const r of s.replicas) lines.push(`replica      ${r.id.padEnd(14)} ${r.address.padEnd(22)} ${r.sealed ? 'sealed' : 'unsealed'}${r.leader ? '  leader' : ''}`);
   for (const c of s.custodians) lines.push(`custodian    ${c.id.padEnd(14)} ${c.address.padEnd(22)} ${c.reachable ? 'reachable' : 'UNREACHABLE'}`);

@@ -16,14 +16,14 @@
  * etcd; every step is audited, fail closed.
  */
 import { BackupParser, newCeremony, zeroize, type BackupHeader, type Ceremony } from '@keyshard/crypto';
-import { KeyshardError, failedPrecondition, invalidArgument } from '@keyshard/errors';
+import { KeyshardError, failedPrecondition, invalidArgument, isReason } from '@keyshard/errors';
 import type { EtcdConfig } from '@keyshard/store';
 import { checkRestorable, headerId } from './backup.ts';
 import type { BackupStore } from './backup-store.ts';
 import { runBackupCheck, type RestoreCounts } from './restore-writer.ts';
 import type { ClusterRecord } from '../cluster/cluster-store.ts';
 import { myEphemeralIn, recipientOf, shareKind, type ShareCeremonyDeps } from '../ceremonies/share-release.ts';
-import { runCeremony } from '../ceremonies/runner.ts';
+import { ceremonyFailures, runCeremony } from '../ceremonies/runner.ts';
 import { requireTtl } from '../ceremonies/open.ts';
 
 export interface RestoreDeps extends ShareCeremonyDeps {
@@ -167,8 +167,11 @@ export class Restores {
       if (outcome.state === 'CEREMONY_STATE_COMPLETED' && root) return root;
       if (outcome.state === 'CEREMONY_STATE_CANCELLED') throw new KeyshardError('FAILED_PRECONDITION', 'restore cancelled', { reason: 'CANCELLED' });
       if (outcome.state === 'CEREMONY_STATE_EXPIRED') throw failedPrecondition(`recover ceremony ${c.id} expired before a quorum of the backup's custodians approved`, { reason: 'CEREMONY_EXPIRED', metadata: { ceremony_id: c.id } });
-      const refused = c.failures.length ? ` (${c.failures.map((f) => `${f.custodian_id}: ${f.reason}`).join('; ')})` : '';
-      throw failedPrecondition(`${c.error || 'the recover ceremony failed'} (the backup's manifest)${refused}`);
+      const refused = c.failures.length ? ` (${c.failures.map((f) => `${f.custodian_id}: ${f.error_reason}: ${f.reason}`).join('; ')})` : '';
+      throw failedPrecondition(`${c.error || 'the recover ceremony failed'} (the backup's manifest)${refused}`, {
+        reason: isReason(c.error_reason) ? c.error_reason : 'QUORUM_NOT_MET',
+        metadata: { ceremony_id: c.id, ...ceremonyFailures(c) },
+      });
     } catch (e) {
       if (root) zeroize(root);
       throw e;

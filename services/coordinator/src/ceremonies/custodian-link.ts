@@ -2,8 +2,9 @@
  * The coordinator's gRPC client to custodian nodes (mutual TLS, coordinator identity). The
  * server is pinned to the custodian's id: its certificate CN must be that id (server-identity.ts).
  */
-import { expectServer, keyshardProto, makeClient, unaryCall, isServiceError, reasonOfStatus, type pb, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
-import { KeyshardError, isReason } from '@keyshard/errors';
+import { status, type Metadata } from '@grpc/grpc-js';
+import { codeName, errorInfoOf, expectServer, keyshardProto, makeClient, unaryCall, isServiceError, reasonOfStatus, type pb, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
+import { KeyshardError, isReason, type ErrorCode } from '@keyshard/errors';
 import type { Ceremony, JoinVouch, SealNotice, Succession } from '@keyshard/crypto';
 
 export type CustodianIdentity = pb.CustodianIdentity__Output;
@@ -19,6 +20,41 @@ export type Approval = { custodianId: string; signature: Buffer; succession?: Su
 const approvalMessages = (approvals: Approval[]): pb.Approval[] => approvals.map((a) => ({ custodian_id: a.custodianId, signature: a.signature, succession: a.succession ?? null }));
 
 type Client = pb.CustodianServiceClient;
+
+/**
+ * A custodian's refusals, as the coordinator passes them on: the custodian's checks failed, so
+ * asking again will not help (the ceremony runner records them: runner.ts). Its INVALID_ARGUMENT
+ * is its check of what this coordinator sent (a ceremony's hash, its times, a recipient's key):
+ * for the coordinator's caller that is a precondition that failed, not an argument of theirs.
+ */
+const REFUSALS: ReadonlyMap<status, ErrorCode> = new Map([
+  [status.FAILED_PRECONDITION, 'FAILED_PRECONDITION'],
+  [status.PERMISSION_DENIED, 'PERMISSION_DENIED'],
+  [status.INVALID_ARGUMENT, 'FAILED_PRECONDITION'],
+]);
+
+/** Statuses that only say the custodian cannot be reached now (grpc-js makes them itself). */
+const UNREACHABLE: ReadonlySet<status> = new Set([status.UNAVAILABLE, status.DEADLINE_EXCEEDED]);
+
+/**
+ * A custodian's error as a KeyshardError: a refusal (REFUSALS) keeps the custodian's reason
+ * (WRONG_CLUSTER, NOT_ENROLLED, …; its code's default when it named none) and metadata; anything
+ * else is UNAVAILABLE, which callers may retry (the ceremony runner does). When the custodian
+ * answered with another status (INTERNAL, NOT_FOUND, …), that status is kept in the message and
+ * as metadata `custodian_status`, so it is not mistaken for unreachability in the coordinator's log.
+ */
+export function custodianError(custodianId: string, e: { code: number; details?: string; metadata?: Metadata }): KeyshardError {
+  const refusal = REFUSALS.get(e.code);
+  if (refusal) {
+    const reason = reasonOfStatus(e);
+    return new KeyshardError(refusal, `custodian ${custodianId}: ${e.details || codeName(e.code)}`, {
+      cause: e, reason: isReason(reason) ? reason : undefined, metadata: errorInfoOf(e)?.metadata,
+    });
+  }
+  if (UNREACHABLE.has(e.code)) return new KeyshardError('UNAVAILABLE', `custodian ${custodianId}: ${e.details || 'unreachable'}`, { cause: e });
+  const name = codeName(e.code);
+  return new KeyshardError('UNAVAILABLE', `custodian ${custodianId} answered ${name}: ${e.details || 'no details'}`, { cause: e, metadata: { custodian_status: name } });
+}
 
 // The crypto package's domain objects are sent as they are: they must stay the proto messages' shapes.
 type Conforms<Domain extends Message, Message> = Domain;
@@ -39,13 +75,8 @@ export class CustodianLink {
     try {
       return await unaryCall(this.#client, method, req, { timeoutMs });
     } catch (e) {
-      if (isServiceError(e)) {
-        // Custodian errors are already safe to show; keep their status class, and their reason with it.
-        const code = e.code === 9 ? 'FAILED_PRECONDITION' : e.code === 7 ? 'PERMISSION_DENIED' : 'UNAVAILABLE';
-        const reason = reasonOfStatus(e);
-        const kept = code !== 'UNAVAILABLE' && isReason(reason) ? reason : undefined;
-        throw new KeyshardError(code, `custodian ${this.id}: ${e.details || 'unreachable'}`, { cause: e, reason: kept });
-      }
+      // Custodian errors are already safe to show.
+      if (isServiceError(e)) throw custodianError(this.id, e);
       throw e;
     }
   }

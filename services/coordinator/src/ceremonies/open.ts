@@ -55,7 +55,7 @@ export async function openCeremony(c: Ceremony, details: Record<string, string>,
     if (held?.state === 'CEREMONY_STATE_OPEN') {
       const o = { records: d.store, audit: d.audit, role: 'driver' as const };
       if (isExpired(held)) await finishCeremony(held, 'CEREMONY_STATE_EXPIRED', 'expired before a quorum of custodians answered', o);
-      else if (!(await d.alive(held))) await finishCeremony(held, 'CEREMONY_STATE_FAILED', 'the coordinator running it stopped; start a new one', o);
+      else if (!(await d.alive(held))) await finishCeremony(held, 'CEREMONY_STATE_FAILED', 'the coordinator running it stopped; start a new one', o, {}, 'UNAVAILABLE');
       else return held;
     }
     await d.store.unlock(lock, heldBy);

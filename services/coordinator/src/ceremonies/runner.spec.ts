@@ -8,10 +8,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ceremonyHash, newCeremony, type Ceremony } from '@keyshard/crypto';
+import * as grpc from '@grpc/grpc-js';
 import { KeyshardError } from '@keyshard/errors';
-import { createLogger } from '@keyshard/config';
+import { createLogger, type Logger } from '@keyshard/config';
+import { STATUS_DETAILS_KEY, encodeStatusDetails } from '@keyshard/rpc';
 import type { AuditEventInput } from '@keyshard/audit-client';
-import type { ReleaseResponse } from './custodian-link.ts';
+import { custodianError, type ReleaseResponse } from './custodian-link.ts';
 import { runCeremony, type CeremonyKind, type CustodianPort, type RunContext } from './runner.ts';
 import { MISMATCH, type CeremonyRecords } from './ceremony-store.ts';
 
@@ -129,9 +131,10 @@ describe('ceremony runner: transitions', () => {
     const out = await runCeremony(c, kind, o);
     assert.equal(out.state, 'CEREMONY_STATE_FAILED');
     assert.match(c.error, /only 1 valid shares can still be collected, 2 needed/);
+    assert.equal(c.error_reason, 'QUORUM_NOT_MET');
     assert.deepEqual(seen.completed, []);
     assert.deepEqual(c.denied_by, ['b']);
-    assert.deepEqual(c.failures, [{ custodian_id: 'c', reason: 'bad answer from c' }]);
+    assert.deepEqual(c.failures, [{ custodian_id: 'c', reason: 'bad answer from c', error_reason: 'FAILED_PRECONDITION' }]);
     assert.deepEqual(stored.finals, ['CEREMONY_STATE_FAILED']);
     assert.ok(ops().includes('ceremony.unseal.denied') && ops().includes('ceremony.unseal.share_rejected') && ops().at(-1) === 'ceremony.unseal.failed');
     assert.deepEqual(seen.disposed, [['value-a']], 'the share accepted before the failure is disposed of');
@@ -143,6 +146,7 @@ describe('ceremony runner: transitions', () => {
     const { c, stored, ops, o } = setup([a]);
     c.expires_at = new Date(Date.now() - 1000).toISOString();
     assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_EXPIRED');
+    assert.equal(c.error_reason, 'CEREMONY_EXPIRED');
     assert.equal(a.proposals, 0);
     assert.deepEqual(stored.finals, ['CEREMONY_STATE_EXPIRED']);
     assert.deepEqual(ops(), ['ceremony.unseal.expired']);
@@ -153,6 +157,7 @@ describe('ceremony runner: transitions', () => {
     const { c, stored, ops, o } = setup([new ScriptedCustodian('a', [pending])], { cancelled: () => 'the client went away' });
     assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_CANCELLED');
     assert.equal(c.error, 'the client went away');
+    assert.equal(c.error_reason, 'CANCELLED');
     assert.deepEqual(stored.finals, ['CEREMONY_STATE_CANCELLED']);
     assert.deepEqual(ops(), ['ceremony.unseal.cancelled']);
   });
@@ -161,9 +166,9 @@ describe('ceremony runner: transitions', () => {
     const { kind, seen } = fakeKind();
     const a = new ScriptedCustodian('a', [pending]);
     const { c, stored, ops, o } = setup([a, new ScriptedCustodian('b', [pending])]);
-    setTimeout(() => (stored.current = { ...stored.current!, state: 'CEREMONY_STATE_CANCELLED', error: 'cancelled by admin' }), 30);
+    setTimeout(() => (stored.current = { ...stored.current!, state: 'CEREMONY_STATE_CANCELLED', error: 'cancelled by admin', error_reason: 'CANCELLED' }), 30);
     assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_CANCELLED');
-    assert.equal(c.error, 'cancelled by admin');
+    assert.deepEqual([c.error, c.error_reason], ['cancelled by admin', 'CANCELLED']);
     assert.deepEqual(stored.finals, []);
     assert.deepEqual(ops(), []);
     assert.deepEqual(seen.completed, []);
@@ -177,7 +182,7 @@ describe('ceremony runner: transitions', () => {
     altered.hash = ceremonyHash(altered); // a consistent record, but not what the custodians signed
     o.records = { ...o.records, current: async () => structuredClone(altered), progress: async () => {} };
     assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_FAILED');
-    assert.equal(c.error, MISMATCH);
+    assert.deepEqual([c.error, c.error_reason], [MISMATCH, 'INTEGRITY_FAILURE']);
     assert.deepEqual(seen.completed, []);
     assert.deepEqual(stored.finals, ['CEREMONY_STATE_FAILED']);
   });
@@ -221,6 +226,7 @@ describe('ceremony runner: transitions', () => {
     const out = await runCeremony(c, kind, o);
     assert.equal(out.state, 'CEREMONY_STATE_FAILED');
     assert.match((out.error as Error).message, /audit sink unreachable/);
+    assert.deepEqual([c.error, c.error_reason], ['audit sink unreachable', 'UNAVAILABLE'], 'the reason of the error that stopped it');
     assert.deepEqual(seen.completed, []);
     assert.deepEqual(stored.finals, ['CEREMONY_STATE_FAILED']);
     assert.deepEqual(seen.disposed, [['value-a']]);
@@ -241,16 +247,18 @@ describe('ceremony runner: transitions', () => {
 });
 
 describe('ceremony runner: custodian outcomes', () => {
-  const refusal = () => new KeyshardError('FAILED_PRECONDITION', 'custodian a: transport key not enrolled');
+  const refusal = () => new KeyshardError('PERMISSION_DENIED', 'custodian a: transport key not enrolled', { reason: 'NOT_ENROLLED' });
 
   it('a refusal is final when the caller says so: in failures, audited as refused, never asked again', async () => {
     const a = new ScriptedCustodian('a', [refusal()]);
     const { kind } = fakeKind();
-    const { c, ops, o } = setup([a, new ScriptedCustodian('b', [released('good')])], { threshold: 2, refusalsFinal: true });
+    const { c, ops, events, o } = setup([a, new ScriptedCustodian('b', [released('good')])], { threshold: 2, refusalsFinal: true });
     assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_FAILED');
     assert.equal(a.proposals + a.releases, 1);
-    assert.deepEqual(c.failures, [{ custodian_id: 'a', reason: 'custodian a: transport key not enrolled' }]);
-    assert.ok(ops().includes('ceremony.unseal.refused'));
+    assert.deepEqual(c.failures, [{ custodian_id: 'a', reason: 'custodian a: transport key not enrolled', error_reason: 'NOT_ENROLLED' }]);
+    assert.deepEqual([c.error_reason, ops()], ['QUORUM_NOT_MET', ['ceremony.unseal.refused', 'ceremony.unseal.share_accepted', 'ceremony.unseal.failed']]);
+    const refused = events.find((e) => e.operation === 'ceremony.unseal.refused')!;
+    assert.deepEqual([refused.code, refused.details?.error_reason], ['PERMISSION_DENIED', 'NOT_ENROLLED']);
   });
 
   it('otherwise a refusal is retried like an unreachable custodian, until it answers', async () => {
@@ -278,5 +286,60 @@ describe('ceremony runner: custodian outcomes', () => {
     assert.deepEqual(c.failures, []);
     assert.deepEqual(c.denied_by, ['a']);
     assert.deepEqual(ops(), [], 'a follower records and audits no denial or end');
+  });
+});
+
+describe('ceremony runner: what custodians answer with, through CustodianLink\'s mapping (custodianError)', () => {
+  /** A status as a custodian sends it (grpc-js ServiceError shape), its reason in the details when given. */
+  function custodianStatus(code: grpc.status, details: string, reason?: string): grpc.ServiceError {
+    const metadata = new grpc.Metadata();
+    if (reason) metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, reason));
+    return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), { code, details, metadata });
+  }
+  /** FAKE logger: collects warnings. */
+  function warnings() {
+    const seen: { msg: string; fields: Record<string, unknown> }[] = [];
+    const log = { debug() {}, info() {}, error() {}, warn: (fields: Record<string, unknown>, msg: string) => void seen.push({ msg, fields }) } as unknown as Logger;
+    return { log, seen };
+  }
+
+  it('keeps a refusing custodian\'s reason; its INVALID_ARGUMENT (its check of the ceremony) is a refusal too, recorded with its reason', async () => {
+    const wrong = custodianError('a', custodianStatus(grpc.status.FAILED_PRECONDITION, 'ceremony cer-1 belongs to another cluster', 'WRONG_CLUSTER'));
+    const enrolled = custodianError('b', custodianStatus(grpc.status.PERMISSION_DENIED, 'coordinator-1 has no transport key enrolled', 'NOT_ENROLLED'));
+    const hash = custodianError('c', custodianStatus(grpc.status.INVALID_ARGUMENT, 'ceremony hash does not match its parameters')); // no details: an older custodian
+    assert.deepEqual([wrong.code, wrong.reason, enrolled.code, enrolled.reason, hash.code, hash.reason], [
+      'FAILED_PRECONDITION', 'WRONG_CLUSTER', 'PERMISSION_DENIED', 'NOT_ENROLLED', 'FAILED_PRECONDITION', 'INVALID_ARGUMENT',
+    ]);
+    const links = [new ScriptedCustodian('a', [wrong]), new ScriptedCustodian('b', [enrolled]), new ScriptedCustodian('c', [hash]), new ScriptedCustodian('d', [released('good')])];
+    const { kind } = fakeKind();
+    const { c, o, stored } = setup(links, { threshold: 2 });
+    assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_FAILED');
+    assert.deepEqual(links.map((l) => l.proposals + l.releases), [1, 1, 1, 1], 'each refusal is final: never asked again');
+    assert.deepEqual(c.failures, [
+      { custodian_id: 'a', reason: 'custodian a: ceremony cer-1 belongs to another cluster', error_reason: 'WRONG_CLUSTER' },
+      { custodian_id: 'b', reason: 'custodian b: coordinator-1 has no transport key enrolled', error_reason: 'NOT_ENROLLED' },
+      { custodian_id: 'c', reason: 'custodian c: ceremony hash does not match its parameters', error_reason: 'INVALID_ARGUMENT' },
+    ]);
+    assert.deepEqual([c.error_reason, stored.current?.error_reason], ['QUORUM_NOT_MET', 'QUORUM_NOT_MET'], 'recorded with the final state');
+  });
+
+  it('an unreachable custodian and one that answers INTERNAL or NOT_FOUND are asked again (UNAVAILABLE); only the answering one is a warning, once', async () => {
+    const internal = custodianError('a', custodianStatus(grpc.status.INTERNAL, 'internal error'));
+    const unreachable = custodianError('b', custodianStatus(grpc.status.UNAVAILABLE, 'No connection established'));
+    const late = custodianError('b', custodianStatus(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded'));
+    const unknown = custodianError('c', custodianStatus(grpc.status.NOT_FOUND, 'ceremony cer-1 has not been proposed to this custodian', 'CEREMONY_NOT_FOUND'));
+    assert.deepEqual([internal.code, internal.metadata, unreachable.code, unreachable.metadata, late.code, unknown.code, unknown.metadata], [
+      'UNAVAILABLE', { custodian_status: 'INTERNAL' }, 'UNAVAILABLE', {}, 'UNAVAILABLE', 'UNAVAILABLE', { custodian_status: 'NOT_FOUND' },
+    ]);
+    assert.match(internal.message, /^custodian a answered INTERNAL: internal error$/);
+    const a = new ScriptedCustodian('a', [internal, internal, internal, released('good')]);
+    const b = new ScriptedCustodian('b', [unreachable, late, released('good')]);
+    const { kind } = fakeKind();
+    const { log, seen } = warnings();
+    const { c, o } = setup([a, b], { threshold: 2, log });
+    assert.equal((await runCeremony(c, kind, o)).state, 'CEREMONY_STATE_COMPLETED');
+    assert.deepEqual([a.proposals, b.proposals], [4, 3]);
+    assert.deepEqual(c.failures, []);
+    assert.deepEqual(seen.map((w) => [w.msg, w.fields.custodian]), [['custodian answered with an error; asking again', 'a']]);
   });
 });

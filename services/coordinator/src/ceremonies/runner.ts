@@ -21,13 +21,23 @@
  *   | OPEN | accepted + still undecided custodians < t                        | FAILED    | final record, `.failed`          |
  *   | OPEN | any step throws (an audit that cannot be recorded, etcd, …)      | FAILED    | final record if possible         |
  *
+ * An ended ceremony says why in words (c.error) and as a keyshard error reason (c.error_reason):
+ * CANCELLED, CEREMONY_EXPIRED, INTEGRITY_FAILURE (bound fields changed), QUORUM_NOT_MET (too few
+ * custodians left), or the reason of the error a step threw (INTERNAL for one that is no
+ * KeyshardError); '' when completed.
+ *
  * Each custodian, per ceremony: unproposed ─propose─► pending ─release─► accepted | rejected |
  * denied | refused (the last four are decided and never asked again). A driver proposes, a
  * follower only asks for releases. `refused`: the custodian answered the call with
- * FAILED_PRECONDITION or PERMISSION_DENIED (a check failed at the custodian); final when the
- * caller says so (share-releasing ceremonies, driver), otherwise retried like an unreachable
- * custodian (approval ceremonies). `rejected`: released, but the kind's check of the answer
- * failed (signature, share commitment, …), recorded in c.failures with its reason.
+ * FAILED_PRECONDITION or PERMISSION_DENIED (a check failed at the custodian; CustodianLink
+ * turns the custodian's INVALID_ARGUMENT, its checks of the ceremony, into FAILED_PRECONDITION);
+ * final when the caller says so (share-releasing ceremonies, driver), recorded in c.failures
+ * with the custodian's message and reason (WRONG_CLUSTER, NOT_ENROLLED, …); otherwise retried
+ * like an unreachable custodian (approval ceremonies). Any other error (UNAVAILABLE,
+ * DEADLINE_EXCEEDED, a custodian's INTERNAL …) is retried; one that is not plain unreachability
+ * is logged as a warning once per custodian. `rejected`: released, but the kind's check of the
+ * answer failed (signature, share commitment, …), recorded in c.failures with its message and
+ * reason (the KeyshardError's; INTERNAL for anything else).
  *
  * Invariants: below t accepted answers kind.complete never runs; once t are in hand further
  * releases stay unopened; every decision is audited before the next round and an audit that
@@ -36,7 +46,7 @@
  * (zeroized) when the run ends, whatever the outcome.
  */
 import { isExpired, stateName, type Ceremony, type JoinVouch } from '@keyshard/crypto';
-import { KeyshardError } from '@keyshard/errors';
+import { KeyshardError, clip, reasonOf, type Reason } from '@keyshard/errors';
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { ReleaseResponse } from './custodian-link.ts';
@@ -63,7 +73,7 @@ export interface CeremonyKind<T> {
   unit: string;
   /** Details added to the accepted/rejected audit events. */
   details?: Record<string, string>;
-  /** Checks one custodian's released answer; throws to reject it (a KeyshardError's message is recorded). */
+  /** Checks one custodian's released answer; throws to reject it (a KeyshardError's message and reason are recorded). */
   accept(c: Ceremony, custodianId: string, res: ReleaseResponse): Promise<T>;
   /** Runs once t answers are accepted; returns details for the completed audit event. */
   complete(c: Ceremony, accepted: Accepted<T>[]): Promise<Record<string, string>>;
@@ -104,25 +114,53 @@ type Progress = 'unproposed' | 'pending' | 'accepted' | 'rejected' | 'denied' | 
 const undecided = (p: Progress | undefined) => p === 'unproposed' || p === 'pending';
 const OPEN = 'CEREMONY_STATE_OPEN';
 
-/** Ends `c` as `state`: recorded, its lock released, audited (a follower only notes it). */
+/** The reason an ended ceremony gives when its caller names none. */
+const END_REASON: Record<Ceremony['state'], Reason | ''> = {
+  CEREMONY_STATE_OPEN: '',
+  CEREMONY_STATE_COMPLETED: '',
+  CEREMONY_STATE_EXPIRED: 'CEREMONY_EXPIRED',
+  CEREMONY_STATE_CANCELLED: 'CANCELLED',
+  CEREMONY_STATE_FAILED: 'FAILED_PRECONDITION',
+};
+
+/**
+ * Ends `c` as `state`: recorded, its lock released, audited (a follower only notes it). `error`
+ * says why in words, `reason` as a keyshard error reason (default: the state's, END_REASON).
+ */
 export async function finishCeremony(
   c: Ceremony, state: Ceremony['state'], error: string, o: Pick<RunContext, 'records' | 'audit' | 'role'>, details: Record<string, string> = {},
+  reason: Reason | '' = END_REASON[state],
 ): Promise<void> {
   c.state = state;
   c.error = error;
+  c.error_reason = state === 'CEREMONY_STATE_COMPLETED' ? '' : reason;
   if (o.role === 'follower') return;
   await o.records.final(c);
   await o.audit.record({
     operation: `ceremony.${c.operation}.${stateName(state)}`, principal: c.initiator, ceremony_id: c.id,
-    result: state === 'CEREMONY_STATE_COMPLETED' ? 'ok' : 'error', details: error ? { ...details, reason: error } : details,
+    result: state === 'CEREMONY_STATE_COMPLETED' ? 'ok' : 'error',
+    details: error ? { ...details, reason: error, ...(c.error_reason ? { error_reason: c.error_reason } : {}) } : details,
   });
+}
+
+/**
+ * Who refused or was rejected, and who denied, as error metadata (a refused restore's): `failures`
+ * `custodian-4=WRONG_CLUSTER,custodian-5=NOT_ENROLLED`, `denied_by` `custodian-2,custodian-3`;
+ * each only when there is one. The SDK's waitForCeremony gives the same.
+ */
+export function ceremonyFailures(c: Pick<Ceremony, 'failures' | 'denied_by'>): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (c.failures.length) out.failures = clip(c.failures.map((f) => (f.error_reason ? `${f.custodian_id}=${f.error_reason}` : f.custodian_id)).join(','), 1024);
+  if (c.denied_by.length) out.denied_by = clip(c.denied_by.join(','), 1024);
+  return out;
 }
 
 /** Runs ceremony `c` to its end (see the table above). */
 export async function runCeremony<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunContext): Promise<RunOutcome> {
   const progress = new Map<string, Progress>(o.links.map((l) => [l.id, o.role === 'driver' ? 'unproposed' : 'pending']));
   const accepted: Accepted<T>[] = [];
-  const finish = (state: Ceremony['state'], error: string, details?: Record<string, string>) => finishCeremony(c, state, error, o, details);
+  const finish = (state: Ceremony['state'], error: string, reason?: Reason, details?: Record<string, string>) => finishCeremony(c, state, error, o, details, reason);
+  const warned = new Set<string>();
   try {
     while (c.state === OPEN) {
       if (o.abandoned?.()) break;
@@ -130,7 +168,7 @@ export async function runCeremony<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunC
       if (cancel) return { state: (await finish('CEREMONY_STATE_CANCELLED', cancel), c.state) };
       if (o.role === 'driver' && !(await stillOpen(c, o.records))) break;
       if (isExpired(c)) return { state: (await finish('CEREMONY_STATE_EXPIRED', `expired before a quorum of custodians answered`), c.state) };
-      const changed = await round(c, kind, o, progress, accepted);
+      const changed = await round(c, kind, o, progress, accepted, warned);
       if (c.state !== OPEN) break; // ended meanwhile (a seal cancels its unseal)
       if (changed && o.role === 'driver') await o.records.progress(c);
       if (accepted.length >= c.threshold) {
@@ -139,15 +177,15 @@ export async function runCeremony<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunC
         if (o.role === 'driver') {
           const stored = await o.records.current(c);
           if (stored?.state !== OPEN) return { state: adopt(c, stored) };
-          if (!matches(stored, c)) return { state: (await finish('CEREMONY_STATE_FAILED', MISMATCH), c.state) };
+          if (!matches(stored, c)) return { state: (await finish('CEREMONY_STATE_FAILED', MISMATCH, 'INTEGRITY_FAILURE'), c.state) };
         }
         const details = await kind.complete(c, accepted);
-        await finish('CEREMONY_STATE_COMPLETED', '', details);
+        await finish('CEREMONY_STATE_COMPLETED', '', undefined, details);
         break;
       }
       const open = [...progress.values()].filter(undecided).length;
       if (accepted.length + open < c.threshold) {
-        await finish('CEREMONY_STATE_FAILED', `only ${accepted.length + open} ${kind.unit} can still be collected, ${c.threshold} needed`);
+        await finish('CEREMONY_STATE_FAILED', `only ${accepted.length + open} ${kind.unit} can still be collected, ${c.threshold} needed`, 'QUORUM_NOT_MET');
         break;
       }
       await new Promise((r) => setTimeout(r, o.pollMs));
@@ -155,7 +193,7 @@ export async function runCeremony<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunC
     return { state: c.state };
   } catch (e) {
     o.log.error({ ceremonyId: c.id, role: o.role, err: (e as Error).message }, `${c.operation} ceremony failed`);
-    if (c.state === OPEN) await finish('CEREMONY_STATE_FAILED', e instanceof KeyshardError ? e.message : 'internal error').catch(() => {});
+    if (c.state === OPEN) await finish('CEREMONY_STATE_FAILED', e instanceof KeyshardError ? e.message : 'internal error', reasonOf(e)).catch(() => {});
     return { state: c.state, error: e };
   } finally {
     kind.dispose(accepted.map((a) => a.value));
@@ -173,11 +211,20 @@ async function stillOpen(c: Ceremony, records: CeremonyRecords): Promise<boolean
 function adopt(c: Ceremony, stored: Ceremony | undefined): Ceremony['state'] {
   c.state = stored?.state ?? 'CEREMONY_STATE_CANCELLED';
   c.error = stored ? stored.error : 'the ceremony record is gone';
+  c.error_reason = stored ? (stored.error_reason ?? '') : 'CANCELLED';
   return c.state;
 }
 
-/** One round: asks every undecided custodian at once, then decides the answers in custodian order. Returns whether anything was decided. */
-async function round<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunContext, progress: Map<string, Progress>, accepted: Accepted<T>[]): Promise<boolean> {
+/** Errors that only say a custodian cannot be reached now (logged at debug level while retried). */
+const UNREACHABLE: ReadonlySet<string> = new Set(['UNAVAILABLE', 'DEADLINE_EXCEEDED']);
+
+/**
+ * One round: asks every undecided custodian at once, then decides the answers in custodian order.
+ * Returns whether anything was decided. `warned`: custodians whose retried error was logged as a warning.
+ */
+async function round<T>(
+  c: Ceremony, kind: CeremonyKind<T>, o: RunContext, progress: Map<string, Progress>, accepted: Accepted<T>[], warned: Set<string>,
+): Promise<boolean> {
   const asked = o.links.filter((l) => undecided(progress.get(l.id)));
   const answers = await Promise.allSettled(asked.map((l) => (progress.get(l.id) === 'unproposed' ? l.propose(c, o.vouch) : l.release(c.id))));
   let changed = false;
@@ -188,13 +235,21 @@ async function round<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunContext, progr
       const refusal = e instanceof KeyshardError && (e.code === 'FAILED_PRECONDITION' || e.code === 'PERMISSION_DENIED');
       if (!(refusal && o.refusalsFinal && o.role === 'driver')) {
         // Unreachable (or, for a follower, not asked yet by the driver): asked again next round.
-        o.log.debug({ ceremonyId: c.id, custodian: id, err: (e as Error).message }, 'custodian not answering');
+        const fields = { ceremonyId: c.id, custodian: id, err: (e as Error).message, code: (e as { code?: unknown }).code, reason: (e as { reason?: unknown }).reason };
+        // A custodian that answers with an error (INTERNAL, NOT_FOUND, or a refusal of an approval ceremony) is worth one warning.
+        const quiet = (e instanceof KeyshardError && UNREACHABLE.has(e.code) && !e.metadata.custodian_status) || warned.has(id) || o.role !== 'driver';
+        if (quiet) o.log.debug(fields, 'custodian not answering');
+        else o.log.warn(fields, 'custodian answered with an error; asking again');
+        if (!quiet) warned.add(id);
         continue;
       }
       progress.set(id, 'refused');
-      c.failures.push({ custodian_id: id, reason: e.message });
-      o.log.warn({ ceremonyId: c.id, custodian: id, reason: e.message }, 'custodian refused the ceremony');
-      await o.audit.record({ operation: `ceremony.${c.operation}.refused`, principal: id, ceremony_id: c.id, result: 'denied', code: e.code, details: { custodian: id, reason: e.message } });
+      c.failures.push({ custodian_id: id, reason: e.message, error_reason: e.reason });
+      o.log.warn({ ceremonyId: c.id, custodian: id, reason: e.message, errorReason: e.reason }, 'custodian refused the ceremony');
+      await o.audit.record({
+        operation: `ceremony.${c.operation}.refused`, principal: id, ceremony_id: c.id, result: 'denied', code: e.code,
+        details: { custodian: id, reason: e.message, error_reason: e.reason },
+      });
       changed = true;
       continue;
     }
@@ -224,12 +279,13 @@ async function decide<T>(c: Ceremony, kind: CeremonyKind<T>, o: RunContext, id: 
     value = await kind.accept(c, id, res);
   } catch (e) {
     const reason = e instanceof KeyshardError ? e.message : 'the answer could not be processed';
+    const errorReason = reasonOf(e);
     progress.set(id, 'rejected');
-    c.failures.push({ custodian_id: id, reason });
-    o.log.warn({ ceremonyId: c.id, custodian: id, reason }, 'custodian answer rejected');
+    c.failures.push({ custodian_id: id, reason, error_reason: errorReason });
+    o.log.warn({ ceremonyId: c.id, custodian: id, reason, errorReason }, 'custodian answer rejected');
     await o.audit.record({
       operation: `ceremony.${c.operation}.${kind.events.rejected}`, principal: id, ceremony_id: c.id, result: 'error', code: 'FAILED_PRECONDITION',
-      details: { custodian: id, reason, ...kind.details },
+      details: { custodian: id, reason, error_reason: errorReason, ...kind.details },
     });
     return;
   }
