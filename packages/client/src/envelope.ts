@@ -56,7 +56,7 @@ export type EnvelopeContext = Record<string, string>;
 /** What the envelope functions need of a client: KeyshardClient has both. */
 export interface EnvelopeKeyClient {
   generateDataKey(key: string, length: number, context: EnvelopeContext, o?: EnvelopeCallOptions): Promise<{ plaintext: Buffer; ciphertext: Buffer }>;
-  decrypt(ciphertext: Buffer, context: EnvelopeContext, o?: EnvelopeCallOptions): Promise<{ plaintext: Buffer }>;
+  decrypt(ciphertext: Buffer, context: EnvelopeContext, o?: EnvelopeCallOptions & { key?: string }): Promise<{ plaintext: Buffer }>;
 }
 
 /** Options of the keyshard call (GenerateDataKey or Decrypt), as the client's CallOptions. */
@@ -71,6 +71,12 @@ export interface EnvelopeOptions {
   context: EnvelopeContext;
   /** Options of the one keyshard call the function makes. */
   call?: EnvelopeCallOptions;
+  /**
+   * Decrypting: the key (name, id or alias) the wrapped data key must belong to. keyshard refuses
+   * another key's ciphertext (DecryptRequest.key), so an envelope someone else built cannot make
+   * this caller unwrap a ciphertext of some other key it may decrypt. Recommended.
+   */
+  key?: string;
 }
 
 export interface EncryptEnvelopeOptions extends EnvelopeOptions {
@@ -380,7 +386,7 @@ export async function* decryptEnvelopeStream(client: EnvelopeKeyClient, source: 
   const it = chunksOf(source)[Symbol.asyncIterator]();
   try {
     const { header, rest } = await readHeader(it);
-    const { plaintext: dataKey } = await client.decrypt(header.wrappedKey, opts.context, opts.call);
+    const { plaintext: dataKey } = await client.decrypt(header.wrappedKey, opts.context, opts.key === undefined ? opts.call : { ...opts.call, key: opts.key });
     try {
       yield* openEnvelope(dataKey, header, opts.context, followedBy(rest, it));
     } finally {
