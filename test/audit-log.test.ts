@@ -106,7 +106,9 @@ describe('audit log (RFC 6962 Merkle log, signed checkpoints, auditor CLI)', { t
     const { stdout: denied } = await cli(['audit', 'query', '--principal', 'app', '--result', 'denied']);
     assert.match(denied, /denied\s+keys\.Decrypt\s+by app\s+code=PERMISSION_DENIED/);
     const { stdout: none } = await cli(['audit', 'query', '--operation', 'keys.Encrypt', '--to', '2000-01-01T00:00:00Z']);
-    assert.equal(none, '');
+    assert.equal(none, 'no events match\n', 'an empty result says so');
+    const { stdout: noneJson } = await cli(['audit', 'query', '--operation', 'keys.Encrypt', '--to', '2000-01-01T00:00:00Z', '--json']);
+    assert.equal(noneJson, '', '--json: no lines');
 
     const { stdout: tail } = await cli(['audit', 'tail', '-n', '3', '--json']);
     assert.equal(tail.trim().split('\n').length, 3);

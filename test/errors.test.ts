@@ -64,7 +64,10 @@ describe('error reasons end to end', { timeout: 300_000 }, () => {
     }
     const s = await admin.status();
     assert.deepEqual([s.initialized, s.sealed], [false, true]);
-    assert.match((await cli(A, ['status'])).stdout, /state\s+uninitialized/);
+    const shownA = (await cli(A, ['status'])).stdout;
+    assert.match(shownA, /state\s+uninitialized/);
+    assert.match(shownA, /^replica\s+\S+\s+\S+\s+uninitialized/m, 'replica lines say uninitialized too');
+    assert.doesNotMatch(shownA, /\bsealed\b/, 'nothing calls an uninitialized cluster sealed');
     const refused = await cli(B, ['encrypt', '--key', 'k'], 'x');
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /^keyshard: UNINITIALIZED: .*keyshard init.*\n$/);
@@ -137,7 +140,10 @@ describe('error reasons end to end', { timeout: 300_000 }, () => {
       assert.deepEqual([s.initialized, s.sealed], [false, true]);
     }
     await assert.rejects(admin.startUnseal(), UninitializedError);
-    assert.match((await cli(B, ['status'])).stdout, /state\s+uninitialized/);
+    const shownB = (await cli(B, ['status'])).stdout;
+    assert.match(shownB, /state\s+uninitialized/);
+    assert.match(shownB, /^replica\s+\S+\s+\S+\s+uninitialized/m, 'replica lines say uninitialized too');
+    assert.doesNotMatch(shownB, /\bsealed\b/, 'nothing calls an uninitialized cluster sealed');
     assert.match((await cli(B, ['encrypt', '--key', 'docs'], 'x')).stderr, /^keyshard: UNINITIALIZED: /);
   });
 });

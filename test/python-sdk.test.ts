@@ -98,13 +98,13 @@ describe('Python SDK: install (offline, Debian packages only) and unit tests', (
     const out = JSON.parse(
       await sh(python, ['-c', [
         'import json, keyshard, keyshard.v1.keys_pb2_grpc as g, keyshard._rpc.status_pb2 as s',
-        'print(json.dumps({"file": keyshard.__file__, "stub": g.KeyServiceStub.__name__, "status": s.Status.DESCRIPTOR.full_name, "source": keyshard.METHOD_SAFETY_SOURCE}))',
+        'print(json.dumps({"file": keyshard.__file__, "stub": g.KeyServiceStub.__name__, "status": s.Status.DESCRIPTOR.full_name, "safety": keyshard.METHOD_SAFETY}))',
       ].join('\n')], { cwd: dir }),
-    ) as { file: string; stub: string; status: string; source: Record<string, string> };
+    ) as { file: string; stub: string; status: string; safety: Record<string, Record<string, string>> };
     assert.ok(out.file.startsWith(path.join(dir, 'venv')), `imported from the venv: ${out.file}`);
     assert.equal(out.stub, 'KeyServiceStub');
     assert.equal(out.status, 'google.rpc.Status');
-    assert.deepEqual(out.source, { KeyService: 'descriptor', CeremonyService: 'descriptor' }, 'idempotency from the protos\' idempotency_level');
+    assert.deepEqual([out.safety.KeyService!.Decrypt, out.safety.KeyService!.CreateKey, out.safety.CeremonyService!.Seal], ['idempotent', 'once', 'once'], 'idempotency from the protos\' idempotency_level');
     // The stubs are build output, never committed.
     const tracked = (await sh('git', ['ls-files', '--', 'clients/python'])).split('\n').filter(Boolean);
     assert.ok(tracked.includes('clients/python/setup.py'), tracked.join(' '));

@@ -47,8 +47,10 @@ import { KeyshardClient, encryptEnvelope, decryptEnvelope, encryptFile, decryptF
 const cfg = JSON.parse(process.env.KEYSHARD_SDK_TEST);
 const client = new KeyshardClient({ address: cfg.address, tls: cfg.tls, coordinatorIds: cfg.coordinatorIds });
 const refusal = (p) => p.then(() => 'accepted', (e) => String(e.code));
+const reasonOf = (p) => p.then(() => 'accepted', (e) => String(e.reason));
 try {
   const key = await client.createKey('sdk-package');
+  await client.createKey('sdk-package-other');
   const context = { team: 'payments', object: 'invoice-7' };
   const message = Buffer.from('hello from a plain node project');
   const sealed = await client.encrypt('sdk-package', message, context);
@@ -73,6 +75,8 @@ try {
     envelopeSegmentSize: parseEnvelopeHeader(envelope).segmentSize,
     envelopeWrongContext: await refusal(decryptEnvelope(client, envelope, { context: {} })),
     envelopeTampered: await refusal(decryptEnvelope(client, tampered, { context })),
+    envelopeRightKey: (await decryptEnvelope(client, envelope, { context, key: 'sdk-package' })).equals(big),
+    envelopeOtherKey: await reasonOf(decryptEnvelope(client, envelope, { context, key: 'sdk-package-other' })),
     fileRoundTrip: readFileSync(cfg.dir + '/plain.out').equals(big),
   }));
 } finally {
@@ -173,6 +177,8 @@ describe('@keyshard/client packed, installed into an empty project, used with pl
     assert.equal(r.envelopeSegmentSize, 65536);
     assert.ok(['3', 'INVALID_ARGUMENT'].includes(r.envelopeWrongContext), `the envelope's data key is refused under another context (${r.envelopeWrongContext})`);
     assert.equal(r.envelopeTampered, 'INVALID_ARGUMENT');
+    assert.equal(r.envelopeRightKey, true, 'an envelope opens when its data key belongs to the expected key');
+    assert.equal(r.envelopeOtherKey, 'WRONG_KEY', 'an envelope whose data key belongs to another key is refused when the caller names the key');
     assert.equal(r.fileRoundTrip, true);
     assert.equal(existsSync(path.join(consumer, 'plain.out.partial')), false);
   });

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-APT_PACKAGES=(etcd-server etcd-client softhsm2 opensc openssl python3-grpcio python3-cryptography python3-protobuf python3-venv python3-setuptools python3-wheel protobuf-compiler protobuf-compiler-grpc)
+APT_PACKAGES=(etcd-server etcd-client softhsm2 opensc openssl python3-grpcio python3-cryptography python3-protobuf python3-venv python3-setuptools python3-wheel protobuf-compiler protobuf-compiler-grpc libprotobuf-dev)
 missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
@@ -14,6 +14,7 @@ command -v pkcs11-tool >/dev/null || missing+=(opensc)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v grpc_python_plugin >/dev/null || missing+=(protobuf-compiler-grpc)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev) # options.proto imports it (Python SDK build)
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || missing+=(python3-grpcio)
 /usr/bin/python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 /usr/bin/python3 -c 'import google.protobuf' 2>/dev/null || missing+=(python3-protobuf)

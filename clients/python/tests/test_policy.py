@@ -1,5 +1,4 @@
-"""Which calls may be sent again: the descriptors' idempotency_level when the protos declare
-it, else the TypeScript SDK's table."""
+"""Which calls may be sent again: the descriptors' idempotency_level, nothing else."""
 import unittest
 
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -14,7 +13,6 @@ class Safety(unittest.TestCase):
         for service, module in (('KeyService', keys_pb2), ('CeremonyService', ceremony_pb2)):
             names = {m.name for m in module.DESCRIPTOR.services_by_name[service].methods}
             self.assertEqual(set(keyshard.METHOD_SAFETY[service]), names)
-            self.assertIn(keyshard.METHOD_SAFETY_SOURCE[service], ('descriptor', 'table'))
 
     def test_the_common_calls(self):
         k = keyshard.METHOD_SAFETY['KeyService']
@@ -26,24 +24,13 @@ class Safety(unittest.TestCase):
         self.assertEqual(c['Status'], _policy.IDEMPOTENT)
         self.assertEqual(c['Seal'], _policy.ONCE)
 
-    def test_the_protos_declare_idempotency_and_agree_with_the_table(self):
-        # keys.proto and ceremony.proto set idempotency_level on every rpc; the fallback table
-        # (for protos that declare none) must say the same.
+    def test_the_protos_declare_idempotency_on_every_method(self):
         for service, module in (('KeyService', keys_pb2), ('CeremonyService', ceremony_pb2)):
-            descriptor = module.DESCRIPTOR.services_by_name[service]
-            self.assertEqual(_policy.source_of(descriptor), 'descriptor', service)
-            self.assertEqual(keyshard.METHOD_SAFETY_SOURCE[service], 'descriptor', service)
-            for name, safety in _policy.safety_table(descriptor).items():
-                self.assertEqual(safety, _policy.FALLBACK_TABLE.get(name), f'{service}.{name}')
+            for m in module.DESCRIPTOR.services_by_name[service].methods:
+                self.assertTrue(m.GetOptions().HasField('idempotency_level'), f'{service}.{m.name} declares idempotency_level')
 
-    def test_the_table_names_only_methods_that_exist(self):
-        names = {m.name for s in ('KeyService',) for m in keys_pb2.DESCRIPTOR.services_by_name[s].methods}
-        names |= {m.name for m in ceremony_pb2.DESCRIPTOR.services_by_name['CeremonyService'].methods}
-        self.assertEqual(set(_policy.FALLBACK_TABLE) - names, set())
-
-    def test_declared_idempotency_levels_win_over_the_table(self):
-        # A service whose protos declare idempotency_level on some methods: those are
-        # idempotent, every other method is not, whatever the table says.
+    def test_only_declared_repeatable_levels_are_idempotent(self):
+        # NO_SIDE_EFFECTS and IDEMPOTENT are idempotent; IDEMPOTENCY_UNKNOWN or nothing is sent once.
         f = descriptor_pb2.FileDescriptorProto(name='policy_test.proto', package='policytest', syntax='proto3')
         f.message_type.add(name='M')
         s = f.service.add(name='KeyService')
@@ -54,7 +41,6 @@ class Safety(unittest.TestCase):
         pool = descriptor_pool.DescriptorPool()
         pool.Add(f)
         service = pool.FindServiceByName('policytest.KeyService')
-        self.assertEqual(_policy.source_of(service), 'descriptor')
         self.assertEqual(_policy.safety_table(service), {
             'GetKey': _policy.IDEMPOTENT, 'Encrypt': _policy.ONCE, 'CreateKey': _policy.IDEMPOTENT, 'RotateKey': _policy.ONCE})
 

@@ -19,8 +19,8 @@
 import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { CheckpointTrust, fromCheckpointMsg } from '@keyshard/audit-log';
-import { KeyshardError, type ErrorCode } from '@keyshard/errors';
-import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, type pb, type TlsMaterial } from '@keyshard/rpc';
+import { KeyshardError, isReason, type ErrorCode } from '@keyshard/errors';
+import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, reasonOfStatus, type pb, type TlsMaterial } from '@keyshard/rpc';
 import { completeEvent, type AuditEvent, type AuditEventInput } from './event.ts';
 
 export interface AuditClientOptions {
@@ -202,7 +202,10 @@ export class AuditClient {
     });
     s.on('error', (e: grpc.ServiceError) => {
       const code = KEPT[e.code];
-      const err = code ? new KeyshardError(code, `audit sink refused: ${e.details}`, { reason: 'AUDIT_UNAVAILABLE' }) : unavailable(e.details || e.message);
+      // A refusal keeps the sink's own reason (NOT_AUTHORIZED, INVALID_ARGUMENT, ...): it is not
+      // an outage, and a caller must not retry it as one.
+      const reason = reasonOfStatus(e);
+      const err = code ? new KeyshardError(code, `audit sink refused: ${e.details}`, { reason: isReason(reason) ? reason : undefined }) : unavailable(e.details || e.message);
       this.fail(s, err);
     });
     // The sink ends streams when it shuts down; anything still in flight was not acknowledged.

@@ -10,7 +10,7 @@
 //
 // prepare: generates the proto types if the repository has that step, compiles the client and
 // what it references (tsc -b tsconfig.build.json: dist/ with .d.ts), copies proto/ into
-// @keyshard/rpc's dist/proto (where its loader looks first), then links the bundled packages.
+// @keyshard/rpc's dist/proto (where its loader looks when no repository is around it), then links the bundled packages.
 import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync, rmdirSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -54,8 +54,12 @@ function prepare() {
   }
 }
 
-/** Removes the links prepare made (only symlinks), and the directories they leave empty. */
+/**
+ * Removes the links prepare made (only symlinks), the directories they leave empty, and the
+ * proto copy in rpc's dist/ (inside the repository the services read proto/ itself).
+ */
 function clean() {
+  rmSync(path.join(workspaceDir('@keyshard/rpc'), 'dist', 'proto'), { recursive: true, force: true });
   for (const name of bundled) {
     const link = path.join(here, 'node_modules', name);
     try {

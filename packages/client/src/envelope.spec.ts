@@ -8,7 +8,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, rmSync, statSync, symlinkSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -160,11 +160,33 @@ describe('envelope helper', () => {
         writeFileSync(path.join(dir, name), bytes);
         await assert.rejects(decryptFile(client, path.join(dir, name), path.join(dir, `${name}.out`), { context: ctx }), /could not be authenticated/);
         assert.equal(existsSync(path.join(dir, `${name}.out`)), false);
-        assert.equal(existsSync(path.join(dir, `${name}.out.partial`)), false);
+        assert.ok(!readdirSync(dir).some((f) => f.includes(`${name}.out`)), 'no temporary file left behind');
       }
       await assert.rejects(encryptFile(client, 'k', path.join(dir, 'missing'), path.join(dir, 'missing.kse'), { context: ctx }), { code: 'ENOENT' });
-      assert.equal(existsSync(path.join(dir, 'missing.kse.partial')), false);
+      assert.ok(!readdirSync(dir).some((f) => f.includes('missing.kse')), 'no temporary file left behind');
       assert.equal(seen.generate.length, 1, 'only the first encryptFile asked for a data key');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('files: decryptFile never writes through a file or symlink planted beside the output; the output is 0600', async () => {
+    // The attack: in a shared directory, another user plants `out.partial` -> a file of theirs
+    // (or one of the victim's) hoping the plaintext is written through it with its permissions.
+    const { client } = standIn();
+    const dir = mkdtempSync(path.join(tmpdir(), 'envelope-'));
+    try {
+      const plaintext = Buffer.from('TOP SECRET PLAINTEXT');
+      writeFileSync(path.join(dir, 'in'), plaintext);
+      await encryptFile(client, 'k', path.join(dir, 'in'), path.join(dir, 'in.kse'), { context: ctx });
+      writeFileSync(path.join(dir, 'victim'), 'untouched', { mode: 0o644 });
+      symlinkSync(path.join(dir, 'victim'), path.join(dir, 'out.partial'));
+      await decryptFile(client, path.join(dir, 'in.kse'), path.join(dir, 'out'), { context: ctx });
+      assert.equal(readFileSync(path.join(dir, 'victim'), 'utf8'), 'untouched');
+      assert.ok(lstatSync(path.join(dir, 'out.partial')).isSymbolicLink(), 'the planted link is left alone');
+      assert.ok(lstatSync(path.join(dir, 'out')).isFile());
+      assert.deepEqual(readFileSync(path.join(dir, 'out')), plaintext);
+      assert.equal(statSync(path.join(dir, 'out')).mode & 0o777, 0o600);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -28,6 +28,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { InternalError, InvalidArgumentError, InvalidCiphertextError, type KeyshardError } from './errors.ts';
 
@@ -55,7 +56,7 @@ export type EnvelopeContext = Record<string, string>;
 /** What the envelope functions need of a client: KeyshardClient has both. */
 export interface EnvelopeKeyClient {
   generateDataKey(key: string, length: number, context: EnvelopeContext, o?: EnvelopeCallOptions): Promise<{ plaintext: Buffer; ciphertext: Buffer }>;
-  decrypt(ciphertext: Buffer, context: EnvelopeContext, o?: EnvelopeCallOptions): Promise<{ plaintext: Buffer }>;
+  decrypt(ciphertext: Buffer, context: EnvelopeContext, o?: EnvelopeCallOptions & { key?: string }): Promise<{ plaintext: Buffer }>;
 }
 
 /** Options of the keyshard call (GenerateDataKey or Decrypt), as the client's CallOptions. */
@@ -70,6 +71,12 @@ export interface EnvelopeOptions {
   context: EnvelopeContext;
   /** Options of the one keyshard call the function makes. */
   call?: EnvelopeCallOptions;
+  /**
+   * Decrypting: the key (name, id or alias) the wrapped data key must belong to. keyshard refuses
+   * another key's ciphertext (DecryptRequest.key), so an envelope someone else built cannot make
+   * this caller unwrap a ciphertext of some other key it may decrypt. Recommended.
+   */
+  key?: string;
 }
 
 export interface EncryptEnvelopeOptions extends EnvelopeOptions {
@@ -379,7 +386,7 @@ export async function* decryptEnvelopeStream(client: EnvelopeKeyClient, source: 
   const it = chunksOf(source)[Symbol.asyncIterator]();
   try {
     const { header, rest } = await readHeader(it);
-    const { plaintext: dataKey } = await client.decrypt(header.wrappedKey, opts.context, opts.call);
+    const { plaintext: dataKey } = await client.decrypt(header.wrappedKey, opts.context, opts.key === undefined ? opts.call : { ...opts.call, key: opts.key });
     try {
       yield* openEnvelope(dataKey, header, opts.context, followedBy(rest, it));
     } finally {
@@ -420,14 +427,17 @@ export async function decryptEnvelope(client: EnvelopeKeyClient, envelope: Envel
 }
 
 /**
- * Writes `blocks` to `file` through `<file>.partial` (mode 0600), fsync'ed and renamed into
- * place only once every block was written: a failure (an unauthentic segment, a refused key)
- * leaves no file under that name, and the partial file is removed.
+ * Writes `blocks` to `file` through a temporary file created beside it: a fresh random name,
+ * opened O_CREAT|O_EXCL (`wx`: never an existing file, never through a symlink someone planted)
+ * with mode 0600 set on the handle, fsync'ed, renamed into place only once every block was
+ * written, then the directory fsync'ed. A failure (an unauthentic segment, a refused key) leaves
+ * no file under `file`'s name, and only the temporary file this call created is removed.
  */
 async function writeAtomically(file: string, blocks: AsyncIterable<Buffer>): Promise<void> {
-  const tmp = `${file}.partial`;
-  const fh = await open(tmp, 'w', 0o600);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(8).toString('hex')}.partial`);
+  const fh = await open(tmp, 'wx', 0o600);
   try {
+    await fh.chmod(0o600); // the umask may have narrowed it; never wider than 0600
     for await (const block of blocks) await fh.write(block);
     await fh.sync();
   } catch (e) {
@@ -436,7 +446,18 @@ async function writeAtomically(file: string, blocks: AsyncIterable<Buffer>): Pro
     throw e;
   }
   await fh.close();
-  await rename(tmp, file);
+  try {
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  const dir = await open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
 }
 
 /** Opens `src` first, so that a missing input fails before keyshard is asked for anything. */

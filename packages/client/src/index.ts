@@ -197,8 +197,9 @@ export class KeyshardClient {
     return this.#k('Encrypt', { key, plaintext, context }, o);
   }
 
-  decrypt(ciphertext: Buffer, context: Context = {}, o?: CallOptions) {
-    return this.#k('Decrypt', { ciphertext, context }, o);
+  /** `o.key`: the key (name, id or alias) the ciphertext must belong to; another key's ciphertext is refused. */
+  decrypt(ciphertext: Buffer, context: Context = {}, o?: CallOptions & { key?: string }) {
+    return this.#k('Decrypt', { ciphertext, context, ...(o?.key ? { key: o.key } : {}) }, o);
   }
 
   reEncrypt(ciphertext: Buffer, sourceContext: Context = {}, destinationKey = '', destinationContext: Context = {}, o?: CallOptions) {

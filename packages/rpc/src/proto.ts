@@ -16,10 +16,11 @@ export type * as pb from './generated/index.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /**
- * The .proto files: a copy beside the compiled module when there is one (dist/proto, what the
- * packed @keyshard/client carries, with no repository around it), else the repository's proto/.
+ * The .proto files: the repository's proto/ when this module runs inside the repository (from
+ * src/ or dist/ alike: always the files the tree has now), else the copy beside the compiled
+ * module (dist/proto: what the packed @keyshard/client carries, with no repository around it).
  */
-export const PROTO_ROOT = [path.join(HERE, 'proto'), path.resolve(HERE, '../../../proto')].find((d) => existsSync(path.join(d, 'keyshard/v1/keys.proto'))) ?? path.resolve(HERE, '../../../proto');
+export const PROTO_ROOT = [path.resolve(HERE, '../../../proto'), path.join(HERE, 'proto')].find((d) => existsSync(path.join(d, 'keyshard/v1/keys.proto'))) ?? path.resolve(HERE, '../../../proto');
 
 const FILES = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto', 'backup.proto'].map((f) => `keyshard/v1/${f}`);
 

@@ -26,7 +26,7 @@ export interface ErrorInfo {
 
 interface Codec {
   serialize(value: object): Buffer;
-  deserialize(bytes: Buffer): any;
+  deserialize(bytes: Buffer): unknown;
 }
 
 let codecs: { status: Codec; errorInfo: Codec } | undefined;

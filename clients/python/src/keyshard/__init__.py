@@ -13,7 +13,7 @@ repository's proto/ when the package is built). See clients/python/README.md.
 """
 from . import ciphertext, errors
 from ._pool import RetryPolicy
-from .client import METHOD_SAFETY, METHOD_SAFETY_SOURCE, Client, ConfigurationError
+from .client import METHOD_SAFETY, Client, ConfigurationError
 from .errors import (
     AlreadyExistsError,
     AuditUnavailableError,
@@ -44,7 +44,7 @@ from .v1 import ceremony_pb2, keys_pb2
 __version__ = '0.1.0'
 
 __all__ = [
-    'Client', 'ConfigurationError', 'RetryPolicy', 'METHOD_SAFETY', 'METHOD_SAFETY_SOURCE',
+    'Client', 'ConfigurationError', 'RetryPolicy', 'METHOD_SAFETY',
     'KeyshardError',
     'InvalidArgumentError', 'NotFoundError', 'AlreadyExistsError', 'FailedPreconditionError', 'PermissionDeniedError',
     'UnauthenticatedError', 'ResourceExhaustedError', 'UnavailableError', 'DeadlineExceededError', 'InternalError',

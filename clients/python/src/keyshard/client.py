@@ -44,7 +44,6 @@ METHOD_SAFETY = {
     'CeremonyService': _policy.safety_table(_CEREMONY_SERVICE),
 }
 #: Where METHOD_SAFETY came from, per service: 'descriptor' or 'table'.
-METHOD_SAFETY_SOURCE = {'KeyService': _policy.source_of(_KEY_SERVICE), 'CeremonyService': _policy.source_of(_CEREMONY_SERVICE)}
 
 
 class ConfigurationError(ValueError):

@@ -19,7 +19,7 @@ function describe(s: Status): string {
     lines.push(`ceremony     ${c.operation} ${c.id} ${ceremonyState(c)} (approvals ${tally(c)})`);
     for (const f of c.failures) lines.push(refusalLine(f));
   }
-  for (const r of s.replicas) lines.push(`replica      ${r.id.padEnd(14)} ${r.address.padEnd(22)} ${r.sealed ? 'sealed' : 'unsealed'}${r.leader ? '  leader' : ''}`);
+  for (const r of s.replicas) lines.push(`replica      ${r.id.padEnd(14)} ${r.address.padEnd(22)} ${!s.initialized ? 'uninitialized' : r.sealed ? 'sealed' : 'unsealed'}${r.leader ? '  leader' : ''}`);
   for (const c of s.custodians) lines.push(`custodian    ${c.id.padEnd(14)} ${c.address.padEnd(22)} ${c.reachable ? 'reachable' : 'UNREACHABLE'}`);
   if (s.etcd && !s.etcd.reachable) lines.push(`etcd         UNREACHABLE: ${s.etcd.error}`);
   for (const m of s.etcd?.members ?? [])
