@@ -89,3 +89,27 @@ test('modified, cut, reordered or extended files are refused; another root is re
   assert.equal(read(root, sig).signatureValid, false);
   assert.throws(() => read(randomBytes(32), file), /not signed by this root key/);
 });
+
+test('writeBackupFile never writes through a file or symlink planted beside the output; the file is 0600', async () => {
+  // The attack: in a shared directory another user plants `<out>.partial` -> a file the operator
+  // may write, hoping the backup overwrites it (the name the writer used before).
+  const { mkdtempSync, writeFileSync, readFileSync, symlinkSync, lstatSync, statSync, readdirSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const path = (await import('node:path')).default;
+  const { writeBackupFile } = await import('./backup-file.ts');
+  const dir = mkdtempSync(path.join(tmpdir(), 'backup-file-'));
+  try {
+    writeFileSync(path.join(dir, 'victim'), 'untouched', { mode: 0o644 });
+    symlinkSync(path.join(dir, 'victim'), path.join(dir, 'out.ksb.partial'));
+    await writeBackupFile(path.join(dir, 'out.ksb'), (async function* () { yield Buffer.from('backup bytes'); })());
+    assert.equal(readFileSync(path.join(dir, 'victim'), 'utf8'), 'untouched');
+    assert.ok(lstatSync(path.join(dir, 'out.ksb.partial')).isSymbolicLink());
+    assert.equal(readFileSync(path.join(dir, 'out.ksb'), 'utf8'), 'backup bytes');
+    assert.equal(statSync(path.join(dir, 'out.ksb')).mode & 0o777, 0o600);
+    // A failing source leaves nothing behind.
+    await assert.rejects(writeBackupFile(path.join(dir, 'failed.ksb'), (async function* () { yield Buffer.from('x'); throw new Error('source failed'); })()), /source failed/);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('failed')), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

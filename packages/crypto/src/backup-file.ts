@@ -21,6 +21,7 @@
  */
 import { createHash, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { KeyshardError, invalidArgument } from '@keyshard/errors';
 import { openAesGcm, sealAesGcm, zeroize, NONCE_BYTES } from './aead.ts';
 import { deriveSubkey, rootSigningKey } from './key-hierarchy.ts';
@@ -303,20 +304,31 @@ function parseEntries(plain: Buffer, index: number): BackupEntry[] {
 
 /**
  * Writes a backup's blocks to `file` so that a crash never leaves a partial file under that
- * name: they go to `<file>.partial` (mode 0600), which is fsync'ed and then renamed into place.
- * On any failure the partial file is removed and the error rethrown.
+ * name: they go to a temporary file beside it with a fresh random name, opened O_CREAT|O_EXCL
+ * (`wx`: never an existing file, never through a symlink someone planted) with mode 0600 set on
+ * the handle, fsync'ed, renamed into place, then the directory fsync'ed. On any failure only the
+ * temporary file this call created is removed and the error rethrown. (The SDK's envelope files,
+ * packages/client/src/envelope.ts writeAtomically, are written the same way: the shipped client
+ * bundles no @keyshard/crypto.)
  */
 export async function writeBackupFile(file: string, blocks: AsyncIterable<Buffer>): Promise<void> {
-  const tmp = `${file}.partial`;
-  const fh = await open(tmp, 'w', 0o600);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(8).toString('hex')}.partial`);
+  const fh = await open(tmp, 'wx', 0o600);
   try {
+    await fh.chmod(0o600);
     for await (const block of blocks) await fh.write(block);
     await fh.sync();
-  } catch (e) {
     await fh.close();
+    await rename(tmp, file);
+  } catch (e) {
+    await fh.close().catch(() => undefined);
     await rm(tmp, { force: true });
     throw e;
   }
-  await fh.close();
-  await rename(tmp, file);
+  const dir = await open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
 }

@@ -102,7 +102,7 @@ export function registerBackup(program: Command): void {
   backup
     .command('create')
     .description('stream a backup of the cluster (one consistent etcd revision) to a file')
-    .requiredOption('--out <file>', 'where to write it (written to <file>.partial, then renamed)')
+    .requiredOption('--out <file>', 'where to write it (written to a fresh temporary file beside it, then renamed)')
     .option('--json', 'print JSON: what the backup holds')
     .action(async (opts: { out: string; json?: boolean }) => {
       await withBackupClient(program, async (client) => {
