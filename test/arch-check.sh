@@ -39,7 +39,7 @@ echo "== architecture (c): no repeated block of 6+ lines in services/coordinator
 npx --no-install jscpd --min-lines 6 --threshold 0 --exit-code 1 --fail-on-empty services/coordinator/src || failed+=('(c) copied code in the coordinator')
 
 echo "== architecture (d): each workspace's build references the workspaces it depends on" >&2
-node scripts/check-build-references.mjs || failed+=('(d) build references')
+node test/check-build-references.mjs || failed+=('(d) build references')
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'architecture check failed: %s\n' "${failed[@]}" >&2

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
- * Checks that `npm run build` (tsc -b tsconfig.build.json) builds every workspace after the
+ * Checks that `npm run build` (tsc -b packages/tsconfig.build.json) builds every workspace after the
  * workspaces it imports: each packages/* and services/* tsconfig.build.json must reference
  * exactly the workspaces its package.json lists under dependencies (devDependencies are for
- * specs, which the build leaves out), and the root tsconfig.build.json every workspace. tsc -b
+ * specs, which the build leaves out), and packages/tsconfig.build.json every workspace. tsc -b
  * orders projects by these references alone: a missing one builds a package against an old or
  * absent dist/ of what it imports. Run first by `npm run build`, and by test/arch-check.sh (d).
  * Prints what to add or remove; exits 1 if anything is wrong.
@@ -35,7 +35,7 @@ for (const d of workspaces) {
   for (const w of want) if (!have.includes(w)) problems.push(`${file}: add { "path": "${path.relative(d, w)}/tsconfig.build.json" } (its package.json depends on it)`);
   for (const h of have) if (!want.includes(h)) problems.push(`${file}: references ${h}, which its package.json does not depend on`);
 }
-const root = refs('tsconfig.build.json');
-for (const d of workspaces) if (!root.includes(d)) problems.push(`tsconfig.build.json: add { "path": "./${d}/tsconfig.build.json" }`);
+const root = refs('packages/tsconfig.build.json');
+for (const d of workspaces) if (!root.includes(d)) problems.push(`packages/tsconfig.build.json: add { "path": "${path.relative('packages', d)}/tsconfig.build.json" }`);
 for (const p of problems) console.error(p);
 process.exit(problems.length ? 1 : 0);
