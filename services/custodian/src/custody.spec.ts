@@ -142,6 +142,35 @@ describe('Custody: share sets only on a quorum of the set they replace', () => {
     assert.deepEqual(await releaseOf(1), share);
   });
 
+  it("a ceremony's lifetime counts from this custodian's clock: 6 days ahead is refused; none outlives first sight + 7 days", async () => {
+    const T = Date.now();
+    const day = 24 * 3600_000;
+    const destroyKey = (now: number, ttlSeconds: number) =>
+      newCeremony({ operation: 'destroy-key', parameters: { key: 'k' }, clusterId: CLUSTER, initiator: COORD, ttlSeconds, recipients: [], threshold: 2, now });
+    // The finding: dated 6 days ahead, asking for 7 days — it would have stayed open 13 days by this clock.
+    await assert.rejects(custody.propose(destroyKey(T + 6 * day, 7 * 24 * 3600 - 1), COORD, T), (e) => {
+      assert.ok(e instanceof KeyshardError && e.code === 'INVALID_ARGUMENT', String(e));
+      return /created in the future/.test(e.message);
+    });
+    // Within the skew (30 s ahead) but asking for the full 7 days: it would end 30 s past first sight + 7 days — refused.
+    await assert.rejects(custody.propose(destroyKey(T + 30_000, 7 * 24 * 3600), COORD, T), /would stay open longer/);
+    // Accepted at the longest: the deadline is min(claimed expiry, first sight + 7 days), and it holds whatever is asked later.
+    const c = destroyKey(T + 30_000, 7 * 24 * 3600 - 60);
+    const r = await custody.propose(c, COORD, T);
+    assert.equal(r.first_seen, T);
+    assert.ok(r.deadline <= T + 7 * day && r.deadline <= Date.parse(c.expires_at));
+    assert.ok(custody.pending(r.deadline - 1).some((p) => p.id === c.id));
+    assert.ok(!custody.pending(r.deadline).some((p) => p.id === c.id), 'gone at the deadline');
+    await assert.rejects(custody.approve(c.id, r.deadline), /has expired/);
+    await assert.rejects(custody.propose(c, COORD, r.deadline), /has expired/);
+    // Proposed again later, or with this clock set back (within the skew), the deadline stays the one fixed at first sight.
+    const late = destroyKey(T, 3600);
+    const rl = await custody.propose(late, COORD, T);
+    assert.equal(rl.deadline, Math.min(Date.parse(late.expires_at), T + 7 * day));
+    assert.equal((await custody.propose(late, COORD, T - 30_000)).first_seen, T);
+    assert.equal((await custody.propose(late, COORD, T + 1000)).deadline, rl.deadline);
+  });
+
   it('a real reshare (quorum of set 1) is taken; its destroy retires set 1 only on that quorum', async () => {
     const next = randomBytes(33);
     const newPeers: ShareSetPeers = { ...realPeers };

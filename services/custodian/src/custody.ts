@@ -54,7 +54,7 @@
  *    only vouch for releasing its own planted share, and none can be planted beside a real one.
  */
 import {
-  RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, peersDigest, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifySealNotice, verifyVouch, vouchStaleness,
+  MAX_CEREMONY_LIFETIME_MS, MAX_JOIN_LIFETIME_MS, RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, peersDigest, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifySealNotice, verifyVouch, vouchStaleness,
   type Ceremony, type JoinVouch, type SealNotice, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
@@ -69,6 +69,13 @@ export interface ReleaseRecord {
   releases: { coordinator_id: string; wrapped_share: Buffer }[];
   approval_signature: Buffer;
   reason: string;
+  /** When this custodian first saw the ceremony, by its own clock (ms since the epoch). */
+  first_seen: number;
+  /**
+   * When this custodian treats the ceremony as expired: min(claimed expires_at, first_seen + the
+   * kind's maximum lifetime), never later, whatever the ceremony claims about its own creation.
+   */
+  deadline: number;
 }
 
 /** A share set's custodians and threshold, stored with the share (what a quorum is checked against). */
@@ -143,12 +150,15 @@ export class Custody {
     const known = this.#records.get(c.id);
     if (known) {
       if (known.ceremony.hash !== c.hash) throw failedPrecondition(`ceremony ${c.id} was proposed before with other parameters`);
+      if (expired(known, now)) throw failedPrecondition(`ceremony ${clip(c.id)} has expired`, { reason: 'CEREMONY_EXPIRED', metadata: { ceremony_id: clip(c.id) } });
       // An earlier attempt failed: approve now — unless a release is in flight (answer it as pending, not as a refusal).
       if (known.status === 'pending' && this.#autoApproves(c) && !this.#releasing.has(c.id)) await this.approve(c.id, now);
       return known;
     }
     this.#prune(now);
-    const record: ReleaseRecord = { ceremony: c, status: 'pending', releases: [], approval_signature: Buffer.alloc(0), reason: '' };
+    // The lifetime counts from this custodian's clock (first sight), never from the creation time the ceremony claims.
+    const deadline = Math.min(Date.parse(c.expires_at), now + (c.operation === 'join' ? MAX_JOIN_LIFETIME_MS : MAX_CEREMONY_LIFETIME_MS));
+    const record: ReleaseRecord = { ceremony: c, status: 'pending', releases: [], approval_signature: Buffer.alloc(0), reason: '', first_seen: now, deadline };
     this.#records.set(c.id, record);
     if (this.#autoApproves(c)) await this.approve(c.id, now);
     return record;
@@ -226,7 +236,7 @@ export class Custody {
 
   /** Forgets decided or expired ceremonies an hour after their expiry: the map stays bounded. */
   #prune(now: number): void {
-    for (const [id, r] of this.#records) if (Date.parse(r.ceremony.expires_at) + 3_600_000 < now) this.#records.delete(id);
+    for (const [id, r] of this.#records) if (r.deadline + 3_600_000 < now) this.#records.delete(id);
   }
 
   get(id: string): ReleaseRecord {
@@ -261,7 +271,7 @@ export class Custody {
       if (d.replace) throw failedPrecondition(`share set ${d.generation} is never replaced; a retried reshare makes a new set`);
       const r = d.ceremonyId ? this.#records.get(d.ceremonyId) : undefined;
       const c = r?.ceremony;
-      if (!c || !NEW_SET.has(c.operation) || c.cluster_id !== d.clusterId || c.parameters.new_generation !== String(d.generation) || isExpired(c, now))
+      if (!r || !c || !NEW_SET.has(c.operation) || c.cluster_id !== d.clusterId || c.parameters.new_generation !== String(d.generation) || expired(r, now))
         throw failedPrecondition(`share set ${d.generation} is delivered only within the open reshare or rotate-root ceremony that makes it`);
       const from = generationOf(c);
       if (d.generation <= from) throw invalidArgument(`ceremony ${c.id} makes set ${d.generation} from the newer set ${from}`);
@@ -300,13 +310,13 @@ export class Custody {
   }
 
   pending(now = Date.now()): Ceremony[] {
-    return [...this.#records.values()].filter((r) => r.status === 'pending' && !isExpired(r.ceremony, now)).map((r) => r.ceremony);
+    return [...this.#records.values()].filter((r) => r.status === 'pending' && !expired(r, now)).map((r) => r.ceremony);
   }
 
   async approve(id: string, now = Date.now()): Promise<ReleaseRecord> {
     const r = this.get(id);
     if (r.status !== 'pending') throw failedPrecondition(`ceremony ${id} was already ${r.status}`, { reason: 'CEREMONY_CLOSED' });
-    if (isExpired(r.ceremony, now)) throw failedPrecondition(`ceremony ${id} has expired`, { reason: 'CEREMONY_EXPIRED' });
+    if (expired(r, now)) throw failedPrecondition(`ceremony ${clip(id)} has expired`, { reason: 'CEREMONY_EXPIRED' });
     if (this.#releasing.has(id)) throw failedPrecondition(`ceremony ${id} is being released`, { reason: 'CEREMONY_IN_PROGRESS' });
     const c = r.ceremony;
     const generation = generationOf(c);
@@ -446,10 +456,11 @@ export class Custody {
    * with that set, never against another held set's or keys the caller supplies.
    */
   #approvedCeremony(clusterId: string, ceremonyId: string, approvals: Approvals, now: number, allowed: (op: string) => boolean, refusal: string): Ceremony {
-    const c = this.get(ceremonyId).ceremony;
+    const r = this.get(ceremonyId);
+    const c = r.ceremony;
     if (c.cluster_id !== clusterId) throw invalidArgument(`ceremony ${ceremonyId} is for another cluster`, { reason: 'WRONG_CLUSTER' });
     if (!allowed(c.operation)) throw failedPrecondition(`a ${c.operation} ceremony ${refusal}`);
-    if (isExpired(c, now)) throw failedPrecondition(`ceremony ${ceremonyId} has expired`, { reason: 'CEREMONY_EXPIRED' });
+    if (expired(r, now)) throw failedPrecondition(`ceremony ${clip(ceremonyId)} has expired`, { reason: 'CEREMONY_EXPIRED' });
     const generation = generationOf(c);
     const record = this.#record(clusterId, generation);
     if (!record) throw failedPrecondition(`cannot check the quorum: this custodian holds no record of share set ${generation}, which ceremony ${ceremonyId} acts on`);
@@ -464,6 +475,11 @@ export interface ShareExport {
   generation: number;
   peersJson: string;
   successionStatement: Buffer;
+}
+
+/** Expired by its claimed expiry or by this custodian's own deadline (first sight + the kind's maximum lifetime), whichever comes first. */
+function expired(r: ReleaseRecord, now: number): boolean {
+  return !(now < r.deadline) || isExpired(r.ceremony, now);
 }
 
 /** Only the record's own fields (whatever else a caller sent), with the set's parent if a quorum admitted it. */
