@@ -26,6 +26,24 @@ export interface KeyOperationsOptions {
 
 export const MAX_BATCH = 1000;
 
+/**
+ * Documented maxima of an encryption context bound into a NEW ciphertext (Encrypt, GenerateDataKey,
+ * ReEncrypt's destination; keys.proto, README "Observability and limits"). Decrypt keeps the wider
+ * limits of @keyshard/crypto validateContext, so ciphertexts made before these stay readable.
+ */
+export const MAX_CONTEXT_PAIRS = 32;
+export const MAX_CONTEXT_ENCODED_BYTES = 4096;
+
+export function validateNewContext(context: EncryptionContext): void {
+  validateContext(context);
+  const keys = Object.keys(context);
+  if (keys.length > MAX_CONTEXT_PAIRS) throw invalidArgument(`encryption context has ${keys.length} entries; at most ${MAX_CONTEXT_PAIRS}`);
+  // The size of its canonical encoding (context.ts): a count, then each string length-prefixed.
+  let bytes = 4;
+  for (const k of keys) bytes += 8 + Buffer.byteLength(k) + Buffer.byteLength(context[k]!);
+  if (bytes > MAX_CONTEXT_ENCODED_BYTES) throw invalidArgument(`encryption context encodes to ${bytes} bytes; at most ${MAX_CONTEXT_ENCODED_BYTES}`);
+}
+
 export class KeyOperations {
   constructor(
     private readonly keyring: Keyring,
@@ -68,7 +86,7 @@ export class KeyOperations {
 
   async encrypt(ref: string, plaintext: Buffer, context: EncryptionContext, principal: string) {
     this.#checkPlaintext(plaintext);
-    validateContext(context);
+    validateNewContext(context);
     return this.#encryptWith(await this.#use(ref, principal, 'encrypt', 'encrypt'), plaintext, context);
   }
 
@@ -113,7 +131,7 @@ export class KeyOperations {
   async generateDataKey(ref: string, length: number, context: EncryptionContext, principal: string, withPlaintext: boolean) {
     const n = length || 32;
     if (!Number.isInteger(n) || n < 16 || n > 1024) throw invalidArgument('data key length must be between 16 and 1024 bytes');
-    validateContext(context);
+    validateNewContext(context);
     const k = await this.#use(ref, principal, 'generate_data_key', 'encrypt');
     const dataKey = pooledRandomBytes(n);
     try {

@@ -9,7 +9,7 @@
  *   UsageRecord    usage/<id>/<n>        encryptions reserved and last use, with a record MAC
  *   (a bare id)    names/<name>          counts only if the key record it leads to has that name
  */
-import { failedPrecondition, invalidArgument, type KeyshardError, type Reason } from '@keyshard/errors';
+import { failedPrecondition, invalidArgument, quote, type KeyshardError, type Reason } from '@keyshard/errors';
 import { USAGE, type KeyType, type KeyUsage } from '@keyshard/crypto';
 import type { pb } from '@keyshard/rpc';
 
@@ -148,14 +148,20 @@ export function validateName(name: string, what = 'key name'): void {
   if (KEY_ID_RE.test(name)) throw invalidArgument(`${what} must not look like a key id (k_…)`);
 }
 
-const MAX_LABELS = 64;
+/** Documented maxima (keys.proto Key.labels, README "Observability and limits"). */
+export const MAX_LABELS = 64;
+export const MAX_LABEL_KEY_LENGTH = 63;
+export const MAX_LABEL_VALUE_LENGTH = 256;
 
 /** Labels are kept in every key record and returned by GetKey and ListKeys: bounded like the description. */
 export function validateLabels(labels: Record<string, string>): void {
+  if (typeof labels !== 'object' || labels === null) throw invalidArgument('labels must map names to values');
   const entries = Object.entries(labels);
   if (entries.length > MAX_LABELS) throw invalidArgument(`a key has at most ${MAX_LABELS} labels, got ${entries.length}`);
-  if (entries.some(([k, v]) => k.length > MAX_NAME_LENGTH || v.length > 1024))
-    throw invalidArgument(`label names are limited to ${MAX_NAME_LENGTH} characters and label values to 1024`);
+  for (const [k, v] of entries) {
+    if (k.length === 0 || k.length > MAX_LABEL_KEY_LENGTH) throw invalidArgument(`label name ${quote(k)} must be 1 to ${MAX_LABEL_KEY_LENGTH} characters`);
+    if (typeof v !== 'string' || v.length > MAX_LABEL_VALUE_LENGTH) throw invalidArgument(`label ${quote(k)}: values are limited to ${MAX_LABEL_VALUE_LENGTH} characters`);
+  }
 }
 
 /** A description is kept in every key record, like the labels: at most 1024 characters. */
