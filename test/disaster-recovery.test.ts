@@ -146,11 +146,11 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     // Before the disaster: recovery exports of the custodians about to be lost, and a backup.
     for (const id of LOST) {
       // The share may only be wrapped to a key the token's SO trusts: the officer enrolls the recovery key first.
-      const unenrolled = await keyshard(['custodian', 'backup', '--custodian-id', id, '--recovery-key', recoveryPublic, '--out', path.join(dir, `${id}.refused`), '--ttl', '20'], env);
+      const unenrolled = await keyshard(['custodian', 'backup', '--custodian-id', id, '--recovery-public-key', recoveryPublic, '--out', path.join(dir, `${id}.refused`), '--ttl', '20'], env);
       if (id === LOST[0]) assert.notEqual(unenrolled.code, 0, 'no export to a recovery key the token does not trust');
-      const enrolled = await keyshard(['custodian', 'enroll', '--recovery-key', recoveryPublic, '--so-pin-file', dev.layout.soPinFile[id]!], custodianEnv(dev, env, id));
+      const enrolled = await keyshard(['custodian', 'enroll', '--recovery-public-key', recoveryPublic, '--so-pin-file', dev.layout.soPinFile[id]!], custodianEnv(dev, env, id));
       assert.equal(enrolled.code, 0, enrolled.stderr);
-      const exp = await keyshard(['custodian', 'backup', '--custodian-id', id, '--recovery-key', recoveryPublic, '--out', path.join(dir, `${id}.export`)], env);
+      const exp = await keyshard(['custodian', 'backup', '--custodian-id', id, '--recovery-public-key', recoveryPublic, '--out', path.join(dir, `${id}.export`)], env);
       assert.equal(exp.code, 0, exp.stderr);
       assert.match(exp.stderr, /approvals [23]\/2/);
     }
@@ -201,10 +201,10 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
 
     // Custodian recovery into the new tokens.
     for (const id of LOST) {
-      const r = await keyshard(['custodian', 'restore', '--in', path.join(dir, `${id}.export`), '--recovery-key', recoveryPrivate], custodianEnv(dev, env, id));
+      const r = await keyshard(['custodian', 'restore', '--in', path.join(dir, `${id}.export`), '--recovery-private-key', recoveryPrivate], custodianEnv(dev, env, id));
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /holds its share of cluster/);
-      const again = await keyshard(['custodian', 'restore', '--in', path.join(dir, `${id}.export`), '--recovery-key', recoveryPrivate], custodianEnv(dev, env, id));
+      const again = await keyshard(['custodian', 'restore', '--in', path.join(dir, `${id}.export`), '--recovery-private-key', recoveryPrivate], custodianEnv(dev, env, id));
       assert.match(again.stderr, /FAILED_PRECONDITION: .*already holds/);
     }
     report('custodians restored from their recovery exports');

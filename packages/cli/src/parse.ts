@@ -7,6 +7,8 @@
  * whole number of seconds (`86400`). Numbers: whole, decimal digits only, within the flag's range.
  */
 import { readFileSync } from 'node:fs';
+import { createPrivateKey } from 'node:crypto';
+import { MIN_RECOVERY_KEY_BITS, parseRecoveryPublicKey } from '@keyshard/crypto';
 import { InvalidArgumentError } from 'commander';
 import { UsageError } from './output.ts';
 
@@ -74,6 +76,38 @@ export function describeSeconds(seconds: number): string {
 export const ceremonyTtl = duration({ min: 1, max: 7 * 86_400 });
 
 /** A file a flag names, as text: one that cannot be read is a usage error naming the flag (exit 2). */
+/**
+ * --recovery-public-key FILE: an RSA public key of >= 3072 bits (the check the servers make,
+ * parseRecoveryPublicKey), refused here before anything is sent: a private key in its place
+ * never leaves this machine. One line naming the flag, never the file's content.
+ */
+export function readRecoveryPublicKey(flag: string, file: string): string {
+  const text = readFlagFile(flag, file);
+  try {
+    return parseRecoveryPublicKey(text).publicKeyPem;
+  } catch (e) {
+    throw new UsageError(`${flag} ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** --recovery-private-key FILE: the offline RSA private key (>= 3072 bits); a public key in its place is refused. */
+export function readRecoveryPrivateKey(flag: string, file: string): string {
+  const text = readFlagFile(flag, file);
+  let bits = 0;
+  let type: string | undefined;
+  try {
+    const k = createPrivateKey(text);
+    type = k.asymmetricKeyType;
+    bits = k.asymmetricKeyDetails?.modulusLength ?? 0;
+  } catch {
+    const what = /PUBLIC KEY/.test(text) ? 'holds a public key: give the RSA private key of the recovery key pair' : 'is not a private key PEM';
+    throw new UsageError(`${flag} ${file}: ${what}`);
+  }
+  if (type !== 'rsa') throw new UsageError(`${flag} ${file}: the recovery key must be an RSA private key (got ${type ?? 'an unknown type'})`);
+  if (bits < MIN_RECOVERY_KEY_BITS) throw new UsageError(`${flag} ${file}: the recovery key must be RSA of at least ${MIN_RECOVERY_KEY_BITS} bits (got ${bits})`);
+  return text;
+}
+
 export function readFlagFile(flag: string, file: string): string {
   try {
     return readFileSync(file, 'utf8');

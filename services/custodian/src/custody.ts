@@ -54,7 +54,7 @@
  *    only vouch for releasing its own planted share, and none can be planted beside a real one.
  */
 import {
-  MAX_CEREMONY_LIFETIME_MS, MAX_JOIN_LIFETIME_MS, RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, peersDigest, recoveryKeyFingerprint, successionStatement, tallyApprovals, verifySealNotice, verifyVouch, vouchStaleness,
+  MAX_CEREMONY_LIFETIME_MS, MAX_JOIN_LIFETIME_MS, RELEASING_OPERATIONS, certifySuccessor, sealToEphemeral, x25519PublicKeyRaw, checkCeremonyForCustodian, isExpired, parseRecoveryPublicKey, peersDigest, successionStatement, tallyApprovals, verifySealNotice, verifyVouch, vouchStaleness,
   type Ceremony, type JoinVouch, type SealNotice, type Succession,
 } from '@keyshard/crypto';
 import { createPublicKey } from 'node:crypto';
@@ -380,8 +380,11 @@ export class Custody {
   exportShare(clusterId: string, ceremonyId: string, recoveryPublicKeyPem: string, approvals: Approvals, now = Date.now()): ShareExport {
     const c = this.#approvedCeremony(clusterId, ceremonyId, approvals, now, (op) => op === 'export-share', 'exports no share');
     if (c.parameters.custodian !== this.#custodianId) throw permissionDenied(`ceremony ${ceremonyId} exports the share of ${c.parameters.custodian}, not of this custodian`);
-    if (recoveryKeyFingerprint(recoveryPublicKeyPem) !== c.parameters.recovery_key_fingerprint)
+    // An RSA public key of >= 3072 bits only (never a private key), whatever the coordinator sends.
+    const recovery = parseRecoveryPublicKey(recoveryPublicKeyPem);
+    if (recovery.fingerprint !== c.parameters.recovery_key_fingerprint)
       throw permissionDenied('the recovery key is not the one the ceremony approved');
+    recoveryPublicKeyPem = recovery.publicKeyPem;
     const generation = generationOf(c);
     const peers = this.#token.readPeers(clusterId, generation);
     return {

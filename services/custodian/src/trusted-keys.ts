@@ -12,7 +12,7 @@
  */
 import { createHash, createPublicKey } from 'node:crypto';
 import { failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
-import { recoveryKeyFingerprint } from '@keyshard/crypto';
+import { parseRecoveryPublicKey, recoveryKeyFingerprint } from '@keyshard/crypto';
 import type { CallContext, pb } from '@keyshard/rpc';
 import type { CustodianToken, TrustedKind, WrapTarget } from '@keyshard/hsm';
 
@@ -61,7 +61,10 @@ export class TrustedKeys {
 
   enroll(req: pb.EnrollTransportKeyRequest__Output, ctx: CallContext): pb.EnrollTransportKeyResponse {
     const kind = kindOf(req.kind);
-    const pem = pemOf(req.public_key_pem, 'public_key_pem');
+    let pem = pemOf(req.public_key_pem, 'public_key_pem');
+    // A recovery key is enrolled only as an RSA public key of >= 3072 bits (a private key is
+    // refused before the token or the audit sees it); the token gets the key re-encoded.
+    if (kind === 'recovery') pem = parseRecoveryPublicKey(pem).publicKeyPem;
     const to = this.#target(kind, req.coordinator_id, pem, ctx);
     const added = this.token.enrollTrustedKey(to, pem, soPinOf(req.so_pin));
     const fp = fingerprint(pem);

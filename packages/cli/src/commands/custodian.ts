@@ -6,10 +6,11 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { ShareExport } from '@keyshard/client';
+import { recoveryKeyFingerprint } from '@keyshard/crypto';
 import { withClient, withCustodian } from '../connection.ts';
 import { printJson, progress, UsageError } from '../output.ts';
 import { followCeremony } from '../ceremony-progress.ts';
-import { ceremonyTtl, readFlagFile } from '../parse.ts';
+import { ceremonyTtl, readFlagFile, readRecoveryPrivateKey, readRecoveryPublicKey } from '../parse.ts';
 
 const EXPORT_FORMAT = 'keyshard-share-export';
 
@@ -33,12 +34,22 @@ function readSoPin(file: string): string {
 }
 
 /** What enroll / revoke act on: a coordinator's transport key, or an offline recovery key. */
-function target(opts: { coordinator?: string; transportPublicKey?: string; recoveryKey?: string }, needKey: boolean) {
-  if (opts.recoveryKey) {
-    if (opts.coordinator || opts.transportPublicKey) throw new UsageError('--recovery-key goes alone, without --coordinator / --transport-public-key');
-    return { kind: 'recovery' as const, publicKeyPem: readFlagFile('--recovery-key', opts.recoveryKey) };
+function target(opts: { coordinator?: string; transportPublicKey?: string; recoveryPublicKey?: string }, needKey: boolean) {
+  if (opts.recoveryPublicKey) {
+    if (opts.coordinator || opts.transportPublicKey) throw new UsageError('--recovery-public-key goes alone, without --coordinator / --transport-public-key');
+    // Enrollment takes only an RSA public key of >= 3072 bits; a revocation may name an older, smaller
+    // one, but never a private key (the same refusal before anything is sent).
+    const publicKeyPem = needKey ? readRecoveryPublicKey('--recovery-public-key', opts.recoveryPublicKey) : readFlagFile('--recovery-public-key', opts.recoveryPublicKey);
+    if (!needKey) {
+      try {
+        recoveryKeyFingerprint(publicKeyPem);
+      } catch (e) {
+        throw new UsageError(`--recovery-public-key ${opts.recoveryPublicKey}: ${(e as Error).message}`);
+      }
+    }
+    return { kind: 'recovery' as const, publicKeyPem };
   }
-  if (!opts.coordinator) throw new UsageError('--coordinator ID (or --recovery-key FILE) is required');
+  if (!opts.coordinator) throw new UsageError('--coordinator ID (or --recovery-public-key FILE) is required');
   if (needKey && !opts.transportPublicKey) throw new UsageError('--transport-public-key FILE is required');
   return { kind: 'transport' as const, coordinatorId: opts.coordinator, publicKeyPem: opts.transportPublicKey ? readFlagFile('--transport-public-key', opts.transportPublicKey) : undefined };
 }
@@ -82,12 +93,12 @@ export function registerCustodian(program: Command): void {
     .command('backup')
     .description("custodian recovery: a quorum-approved ceremony wraps one custodian's share to an offline RSA recovery key; the export is written to a file (admin, via the coordinator)")
     .requiredOption('--custodian-id <id>', 'whose share')
-    .requiredOption('--recovery-key <public.pem>', 'the offline recovery public key (RSA, at least 2048 bits)')
+    .requiredOption('--recovery-public-key <public.pem>', 'the offline recovery public key (RSA, at least 3072 bits; a private key is refused before anything is sent)')
     .requiredOption('--out <file>', 'where to write the export')
     .option('--ttl <duration>', 'how long custodians have to approve (e.g. 15m, 24h)', ceremonyTtl)
     .option('--json', 'print JSON: the export written')
-    .action(async (opts: { custodianId: string; recoveryKey: string; out: string; ttl?: number; json?: boolean }) => {
-      const recoveryKey = readFlagFile('--recovery-key', opts.recoveryKey);
+    .action(async (opts: { custodianId: string; recoveryPublicKey: string; out: string; ttl?: number; json?: boolean }) => {
+      const recoveryKey = readRecoveryPublicKey('--recovery-public-key', opts.recoveryPublicKey);
       await withClient(program, async (client) => {
         const c = await client.startCeremony('export-share', { custodian: opts.custodianId, recovery_key: recoveryKey }, opts.ttl ?? 0);
         progress(`export-share ceremony ${c.id} for ${opts.custodianId}, recovery key ${c.parameters.recovery_key_fingerprint!.slice(0, 16)}…; waiting for approvals`);
@@ -102,11 +113,12 @@ export function registerCustodian(program: Command): void {
     .command('restore')
     .description("custodian recovery: import a share export into this custodian's new token, unwrapped inside the token with the recovery private key")
     .requiredOption('--in <file>', 'the export written by `keyshard custodian backup`')
-    .requiredOption('--recovery-key <private.pem>', 'the offline recovery private key')
+    .requiredOption('--recovery-private-key <private.pem>', 'the offline recovery private key (RSA, at least 3072 bits; a public key is refused)')
     .option('--json', 'print JSON')
-    .action(async (opts: { in: string; recoveryKey: string; json?: boolean }) => {
+    .action(async (opts: { in: string; recoveryPrivateKey: string; json?: boolean }) => {
       const e = readExport(opts.in);
-      const r = await withCustodian(flags(), (c) => c.importShare(e, readFlagFile('--recovery-key', opts.recoveryKey)));
+      const recoveryPrivateKey = readRecoveryPrivateKey('--recovery-private-key', opts.recoveryPrivateKey);
+      const r = await withCustodian(flags(), (c) => c.importShare(e, recoveryPrivateKey));
       if (opts.json) return printJson({ custodian_id: r.custodian_id, cluster_id: e.cluster_id, generation: e.generation });
       process.stdout.write(`custodian ${r.custodian_id} holds its share of cluster ${e.cluster_id} (set ${e.generation}) again\n`);
     });
@@ -115,10 +127,10 @@ export function registerCustodian(program: Command): void {
     .description("the token's security officer enrolls a coordinator's transport public key (or an offline recovery key) as a trusted key: the only kind the HSM will release a share to")
     .option('--coordinator <id>', 'the coordinator identity (certificate CN) the key belongs to')
     .option('--transport-public-key <file>', "the coordinator's transport public key (PEM)")
-    .option('--recovery-key <public.pem>', 'instead: an offline recovery public key (custodian recovery exports)')
+    .option('--recovery-public-key <public.pem>', 'instead: an offline recovery public key (RSA, at least 3072 bits) for custodian recovery exports')
     .requiredOption('--so-pin-file <file>', "a file holding the token security officer's PIN (used for this call only)")
     .option('--json', 'print JSON')
-    .action(async (opts: { coordinator?: string; transportPublicKey?: string; recoveryKey?: string; soPinFile: string; json?: boolean }) => {
+    .action(async (opts: { coordinator?: string; transportPublicKey?: string; recoveryPublicKey?: string; soPinFile: string; json?: boolean }) => {
       const t = target(opts, true);
       const r = await withCustodian(flags(), (c) => c.enrollTransportKey({ ...t, publicKeyPem: t.publicKeyPem!, soPin: readSoPin(opts.soPinFile) }));
       if (opts.json) printJson(r);
@@ -129,10 +141,10 @@ export function registerCustodian(program: Command): void {
     .description("the token's security officer revokes a coordinator's transport keys (only the one given, for a rotation), or an offline recovery key")
     .option('--coordinator <id>', 'the coordinator identity')
     .option('--transport-public-key <file>', 'revoke only this key (the old key of a rotation)')
-    .option('--recovery-key <public.pem>', 'instead: the offline recovery public key to revoke')
+    .option('--recovery-public-key <public.pem>', 'instead: the offline recovery public key to revoke')
     .requiredOption('--so-pin-file <file>', "a file holding the token security officer's PIN (used for this call only)")
     .option('--json', 'print JSON')
-    .action(async (opts: { coordinator?: string; transportPublicKey?: string; recoveryKey?: string; soPinFile: string; json?: boolean }) => {
+    .action(async (opts: { coordinator?: string; transportPublicKey?: string; recoveryPublicKey?: string; soPinFile: string; json?: boolean }) => {
       const t = target(opts, false);
       const r = await withCustodian(flags(), (c) => c.revokeTransportKey({ ...t, soPin: readSoPin(opts.soPinFile) }));
       if (opts.json) printJson(r);

@@ -8,7 +8,7 @@
  * with `keyshard custodian restore`. The stored export carries a record MAC (record-integrity.ts),
  * checked when it is fetched: a sealed replica, which cannot check it, refuses to hand it out.
  */
-import { recoveryKeyFingerprint } from '@keyshard/crypto';
+import { parseRecoveryPublicKey } from '@keyshard/crypto';
 import { invalidArgument, notFound, quote } from '@keyshard/errors';
 import type { Cluster } from './cluster.ts';
 import type { ClusterStore, ShareExportRecord } from './cluster-store.ts';
@@ -22,8 +22,10 @@ export function exportShareOperation(store: ClusterStore, cluster: Cluster, link
       const custodian = p.custodian ?? '';
       if (!manifest.custodians.some((c) => c.id === custodian)) throw invalidArgument(`custodian ${quote(custodian)} holds no share of the current set`);
       if (!links.some((l) => l.id === custodian)) throw invalidArgument(`custodian ${quote(custodian)} is not configured on this coordinator`);
-      const pem = p.recovery_key ?? '';
-      return { custodian, recovery_key: pem, recovery_key_fingerprint: recoveryKeyFingerprint(pem) };
+      // Checked before anything is stored or audited: an RSA public key of >= 3072 bits only (a
+      // private key is refused, never echoed); what the ceremony binds is the key re-encoded, not the caller's text.
+      const { publicKeyPem, fingerprint } = parseRecoveryPublicKey(p.recovery_key);
+      return { custodian, recovery_key: publicKeyPem, recovery_key_fingerprint: fingerprint };
     },
     async execute(c, approvals) {
       const link = links.find((l) => l.id === c.parameters.custodian)!;
