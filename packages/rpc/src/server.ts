@@ -106,7 +106,7 @@ export function contextOf(call: AnyCall, method: string): CallContext {
 
 /** The most characters of an error message sent to a caller (grpc-message, and again in the status details). */
 export const MAX_ERROR_MESSAGE = 1024;
-/** The most ErrorInfo metadata entries sent; each key at most 64 characters, each value at most MAX_QUOTED. */
+/** The most ErrorInfo metadata entries sent; each value at most MAX_QUOTED characters (a key over 64 is dropped). */
 export const MAX_ERROR_METADATA = 16;
 const MAX_METADATA_KEY = 64;
 
@@ -123,8 +123,9 @@ export function boundedError(message: string, metadata: Readonly<Record<string, 
   const md: Record<string, string> = {};
   let n = 0;
   for (const [k, v] of Object.entries(metadata)) {
+    if (k.length > MAX_METADATA_KEY) continue; // not one of the code's lower_snake names
     if (n++ >= MAX_ERROR_METADATA) break;
-    md[clip(k, MAX_METADATA_KEY)] = clip(String(v), MAX_QUOTED);
+    md[k] = clip(String(v), MAX_QUOTED);
   }
   return { message: clip(message, MAX_ERROR_MESSAGE), metadata: md };
 }
