@@ -8,8 +8,8 @@
  * request — nested messages, repeated elements, map keys and map values — a request with a
  * 1,000,000-character string there goes over ONE connection per server and identity (an identity
  * the method's policy allows) and is refused INVALID_ARGUMENT FIELD_TOO_LONG naming exactly that
- * field within 100 ms (one slower refusal is measured again: a pause of the shared machine is not
- * a stall), its message short; afterwards the same connection serves a valid call.
+ * field within 100 ms (a slower refusal is measured again, best of 3: a pause of the shared
+ * machine is not a stall), its message short; afterwards the same connection serves a valid call.
  * (1,000,000 and not 2^20 characters: the custodians take messages of at most 1 MiB.)
  * The SDK cases of the finding are kept first.
  */
@@ -164,9 +164,10 @@ describe('bounded inputs', { timeout: 300_000 }, () => {
             const where = `${service}.${method} ${leaf.field}${leaf.part ? ` (${leaf.part})` : ''}`;
             const request = leaf.build(big);
             let { err, ms } = await unary(client, def, request);
-            // One pause of the shared 2-core machine (GC, another process) is not the finding's
-            // stall: a refusal over 100 ms is measured once more, and fails only if slow again.
-            if (ms >= 100) ({ err, ms } = await unary(client, def, request));
+            // A pause of the shared 2-core machine (GC, other processes) is not the finding's stall,
+            // which hit every time: a refusal over 100 ms is measured again, up to 3 times in all,
+            // and fails only if every one is slow.
+            for (let tries = 1; ms >= 100 && tries < 3; tries++) ({ err, ms } = await unary(client, def, request));
             sent++;
             assert.equal(err?.code, grpc.status.INVALID_ARGUMENT, `${where}: ${err ? `${grpc.status[err.code]} ${String(err.details).slice(0, 200)}` : 'accepted'}`);
             const info = errorInfoOf(err!);
