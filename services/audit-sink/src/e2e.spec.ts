@@ -94,7 +94,7 @@ describe('audit sink end to end', () => {
     const file = path.join(dir, `sink-${Math.random().toString(36).slice(2)}.json`);
     const keys = path.join(dir, 'sink-keys');
     const cfg = {
-      listen, dataDir, tls: pki.files('audit-sink'), appenders: ['coordinator'], readers: ['auditor'], logLevel: 'info',
+      listen, dataDir, tls: pki.files('audit-sink'), appenders: [{ principal: 'coordinator', scope: 'coordinator' }], readers: ['auditor'], logLevel: 'info',
       checkpointKeyFile: path.join(keys, 'checkpoint.pem'), hmacKeyFile: path.join(keys, 'hmac.key'), sensitive: { details: ['tenant'] },
     };
     writeFileSync(file, JSON.stringify(cfg));

@@ -34,3 +34,11 @@ export function normalizeEvent(raw: RawEvent | undefined, caller: string): Audit
   }
   return ev;
 }
+
+/** An event's size for quotas: UTF-8 bytes of its string fields, detail keys and values. */
+export function eventBytes(ev: AuditEvent): number {
+  let n = 0;
+  for (const f of AUDIT_EVENT_STRING_FIELDS) n += Buffer.byteLength(ev[f]);
+  for (const [k, v] of Object.entries(ev.details)) n += Buffer.byteLength(k) + Buffer.byteLength(v);
+  return n;
+}
