@@ -126,9 +126,16 @@ export const quotasSchema = z
     /** Events in one Append request at most (producers send at most MAX_APPEND_BATCH). */
     maxBatchEvents: z.number().int().min(1).max(100_000).default(MAX_APPEND_BATCH),
     /** Bytes of one Append request's events at most. */
-    maxBatchBytes: z.number().int().min(MAX_EVENT_FIELD).max(16 * MiB).default(8 * MiB),
+    maxBatchBytes: z.number().int().min(MAX_EVENT_FIELD).max(16 * MiB).default(2 * MiB),
     /** A refusal is recorded in the log (`audit.append_refused`) at most once per this many seconds per appender and kind (and operation, for scope refusals); the rest are counted. */
     refusalRecordSeconds: seconds(86_400).default(60),
+  })
+  .superRefine((q, ctx) => {
+    // A batch of the largest size the sink takes must fit a full bucket, or a producer would resend it forever.
+    for (const scope of APPENDER_SCOPES) {
+      if (q[scope].burstEvents < q.maxBatchEvents) ctx.addIssue({ code: 'custom', path: [scope, 'burstEvents'], message: `must be at least maxBatchEvents (${q.maxBatchEvents})` });
+      if (q[scope].burstBytes < q.maxBatchBytes) ctx.addIssue({ code: 'custom', path: [scope, 'burstBytes'], message: `must be at least maxBatchBytes (${q.maxBatchBytes})` });
+    }
   })
   .prefault({});
 

@@ -21,7 +21,7 @@ describe('TokenBucket', () => {
 
 describe('AppenderQuotas', () => {
   const quotas = (over: Record<string, unknown> = {}) =>
-    parseConfig(quotasSchema, { custodian: { eventsPerSecond: 10, burstEvents: 20, bytesPerSecond: 1000, burstBytes: 4000 }, maxBatchEvents: 15, ...over });
+    parseConfig(quotasSchema, { custodian: { eventsPerSecond: 10, burstEvents: 20, bytesPerSecond: 1000, burstBytes: 4096 }, maxBatchEvents: 15, maxBatchBytes: 4096, ...over });
 
   it('admits a burst, refuses past it by events, refills with time; each appender has its own buckets', () => {
     let now = 0;
@@ -48,19 +48,20 @@ describe('AppenderQuotas', () => {
     assert.equal(q.admit('c', 'custodian', 1, 0)?.limit, 'events');
   });
 
-  it('refuses a batch over maxBatchEvents, maxBatchBytes or what a bucket can ever hold, whatever the buckets hold', () => {
-    const q = new AppenderQuotas(quotas({ maxBatchBytes: 5000 }), () => 0);
+  it('refuses a batch over maxBatchEvents or maxBatchBytes whatever the buckets hold; the config keeps every bucket able to take the largest batch', () => {
+    const q = new AppenderQuotas(quotas(), () => 0);
     assert.match(q.admit('c', 'custodian', 16, 1)!.message, /batch of 16 events is over the sink's limit of 15/);
-    assert.equal(q.admit('c', 'custodian', 1, 4001)?.limit, 'batch', 'more bytes than the custodian bucket holds');
-    assert.equal(q.admit('k', 'coordinator', 1, 5001)?.limit, 'batch', 'over maxBatchBytes');
-    assert.equal(q.admit('k', 'coordinator', 15, 5000), undefined, 'the coordinator defaults are far larger');
+    assert.match(q.admit('k', 'coordinator', 1, 4097)!.message, /batch of 4097 bytes is over the sink's limit of 4096/);
+    assert.equal(q.admit('k', 'coordinator', 15, 4096), undefined, 'the coordinator defaults are far larger');
+    assert.throws(() => quotas({ maxBatchEvents: 21 }), /custodian\.burstEvents: must be at least maxBatchEvents \(21\)/);
+    assert.throws(() => quotas({ maxBatchBytes: 5000 }), /custodian\.burstBytes: must be at least maxBatchBytes \(5000\)/);
   });
 
   it('defaults: a coordinator far above a custodian; batches of MAX_APPEND_BATCH fit both', () => {
     const d = parseConfig(quotasSchema, {});
     assert.ok(d.coordinator.eventsPerSecond >= 50 * d.custodian.eventsPerSecond);
     assert.ok(d.coordinator.burstEvents >= d.maxBatchEvents && d.custodian.burstEvents >= d.maxBatchEvents);
-    assert.ok(d.coordinator.burstBytes >= d.maxBatchBytes);
+    assert.ok(d.coordinator.burstBytes >= d.maxBatchBytes && d.custodian.burstBytes >= d.maxBatchBytes);
     assert.equal(d.maxBatchEvents, 1000);
   });
 });

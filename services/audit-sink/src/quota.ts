@@ -3,8 +3,9 @@
  * config.ts). Each appender identity has two token buckets, events and bytes: a bucket holds at
  * most `burst` tokens and refills at `perSecond`; a batch is admitted only if both buckets hold
  * its whole cost, and then takes it from both (all or nothing, so a refused batch costs nothing
- * and a partly admitted batch does not exist). A batch whose cost is more than a bucket can ever
- * hold, or more than `maxBatchEvents` / `maxBatchBytes`, is refused whatever the buckets hold.
+ * and a partly admitted batch does not exist). A batch over `maxBatchEvents` / `maxBatchBytes` is
+ * refused whatever the buckets hold; any smaller one fits a full bucket (the config ensures it),
+ * so a producer that waits always gets its batch in.
  * Buckets exist only for configured appenders (authorization runs first): memory is bounded by
  * the config. Time is monotonic (performance.now), so a wall-clock step neither refills nor
  * starves a bucket.
@@ -67,12 +68,9 @@ export class AppenderQuotas {
   admit(principal: string, scope: AppenderScope, events: number, bytes: number): QuotaRefusal | undefined {
     const { maxBatchEvents, maxBatchBytes } = this.#q;
     const q = this.#q[scope];
-    if (events > maxBatchEvents || events > q.burstEvents) {
-      return { limit: 'batch', message: `a batch of ${events} events is over the sink's limit of ${Math.min(maxBatchEvents, q.burstEvents)}` };
-    }
-    if (bytes > maxBatchBytes || bytes > q.burstBytes) {
-      return { limit: 'batch', message: `a batch of ${bytes} bytes is over the sink's limit of ${Math.min(maxBatchBytes, q.burstBytes)}` };
-    }
+    // A batch within these always fits a full bucket (config.ts checks burst >= max batch).
+    if (events > maxBatchEvents) return { limit: 'batch', message: `a batch of ${events} events is over the sink's limit of ${maxBatchEvents}` };
+    if (bytes > maxBatchBytes) return { limit: 'batch', message: `a batch of ${bytes} bytes is over the sink's limit of ${maxBatchBytes}` };
     const now = this.#now();
     let b = this.#buckets.get(principal);
     if (!b) {

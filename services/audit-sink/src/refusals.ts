@@ -2,7 +2,8 @@
  * Refused Append batches (server.ts), in the sink's own words: every refusal is counted
  * (keyshard_audit_append_refusals_total{reason}) and logged (warn), and recorded in the Merkle
  * log as an `audit.append_refused` event of the sink (APPEND_REFUSED_OPERATION) naming the
- * appender (`principal`), its scope and the operation it tried — never the refused events.
+ * appender (`principal`), its scope and the operation it tried (and the `source` it claimed, when
+ * that was not its own) — never the refused events.
  *
  * Bounded: at most one event per `windowSeconds` for each (appender, kind) — and, for scope
  * refusals, each operation tried — so a flood of refused batches cannot flood the log with
@@ -29,6 +30,8 @@ export interface Refusal {
   scope: AppenderScope;
   /** The operation that was out of scope; for quota refusals the batch's first. */
   operation: string;
+  /** The `source` an event claimed when it was not the appender's own CN. */
+  claimedSource?: string;
   limit?: QuotaLimit;
   events: number;
   bytes: number;
@@ -65,7 +68,7 @@ export class RefusalRecorder {
     d.refusalsTotal.inc({ reason: r.kind });
     const operation = clip(r.operation);
     d.logger.warn({ reason: r.kind, principal: r.principal, scope: r.scope, operation, limit: r.limit, events: r.events, bytes: r.bytes }, 'append refused');
-    const key = r.kind === 'scope' ? `scope\0${r.principal}\0${operation}` : `quota\0${r.principal}`;
+    const key = r.kind === 'scope' ? `scope\0${r.principal}\0${operation}\0${clip(r.claimedSource ?? '')}` : `quota\0${r.principal}`;
     const now = this.#now();
     const last = this.#last.get(key);
     if (last && now - last.at < d.windowSeconds * 1000) {
@@ -85,6 +88,7 @@ export class RefusalRecorder {
       window_seconds: String(d.windowSeconds),
     };
     if (r.limit) details.limit = r.limit;
+    if (r.claimedSource !== undefined) details.claimed_source = clip(r.claimedSource);
     let event: AuditEvent;
     try {
       event = d.sensitive.apply(

@@ -6,7 +6,7 @@
  * `source` must be the appender's CN), the batch must fit the appender's quota (quota.ts, else
  * RESOURCE_EXHAUSTED / AUDIT_QUOTA), every operation must be in the appender's scope
  * (@keyshard/audit-log appender-scope.ts, else PERMISSION_DENIED / AUDIT_SCOPE; `audit.*` is the
- * sink's own), refusals are counted and recorded (refusals.ts); then sensitive values are
+ * sink's own) and every `source` the appender's CN (the same refusal), refusals are counted and recorded (refusals.ts); then sensitive values are
  * replaced by HMACs (@keyshard/audit-log sensitive.ts) and the events hashed and stored.
  */
 import * as grpc from '@grpc/grpc-js';
@@ -16,7 +16,7 @@ import { KeyshardError, invalidArgument, permissionDenied, quote } from '@keysha
 import { SINK_OPERATION_PREFIX, scopeAllows, toCheckpointMsg, type AppenderScope, type AuditEvent, type SensitiveFields } from '@keyshard/audit-log';
 import { contextOf, holdsRole, keyshardProto, methodPolicy, roleAuthorizer, toServiceError, unaryService, type CallOutcome, type pb, type RoleMembers, type ServiceHandlers } from '@keyshard/rpc';
 import type { AuditLog } from './audit-log.ts';
-import { eventBytes, normalizeEvent } from './event.ts';
+import { copyEvent, eventBytes, forgedSource } from './event.ts';
 import { queryLog } from './query.ts';
 import type { AppenderQuotas } from './quota.ts';
 import type { RefusalRecorder } from './refusals.ts';
@@ -105,6 +105,11 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
       opts.refusals.refused({ kind: 'quota', principal, scope, operation: first, limit: over.limit, events: events.length, bytes });
       throw new KeyshardError('RESOURCE_EXHAUSTED', `${principal}: ${over.message}; nothing of the batch was stored, send it again later`, { reason: 'AUDIT_QUOTA' });
     }
+    const forged = events.find((e) => e.source !== principal);
+    if (forged) {
+      opts.refusals.refused({ kind: 'scope', principal, scope, operation: forged.operation, claimedSource: forged.source, events: events.length, bytes });
+      throw forgedSource(forged.source, principal);
+    }
     const out = events.find((e) => !scopeAllows(scope, e.operation));
     if (out) {
       opts.refusals.refused({ kind: 'scope', principal, scope, operation: out.operation, events: events.length, bytes });
@@ -151,7 +156,7 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
         try {
           if (finished) return;
           const batch = sizeField(req.batch, 'batch', 0);
-          const events = req.events.map((e) => normalizeEvent(e, ctx.principal));
+          const events = req.events.map((e) => copyEvent(e, ctx.principal)); // source: checked by admit
           admit(ctx.principal, events);
           for (const e of events) opts.sensitive.apply(e);
           const r = await log.append(events);
