@@ -1,4 +1,7 @@
 import { describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { Counter, Registry } from '@keyshard/metrics';
 import { SensitiveFields, type AuditEvent } from '@keyshard/audit-log';
@@ -63,6 +66,16 @@ describe('AppenderQuotas', () => {
     assert.ok(d.coordinator.burstEvents >= d.maxBatchEvents && d.custodian.burstEvents >= d.maxBatchEvents);
     assert.ok(d.coordinator.burstBytes >= d.maxBatchBytes && d.custodian.burstBytes >= d.maxBatchBytes);
     assert.equal(d.maxBatchEvents, 1000);
+  });
+});
+
+describe('README', () => {
+  it("the sink config example in the audit section shows the defaults of quotas", () => {
+    const readme = readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../README.md'), 'utf8');
+    const block = /```json\n("appenders": \[[\s\S]*?)\n```/.exec(readme);
+    assert.ok(block, 'the README has the example');
+    const example = JSON.parse(`{${block[1]}}`) as { quotas: unknown; appenders: unknown };
+    assert.deepEqual(example.quotas, parseConfig(quotasSchema, {}));
   });
 });
 
