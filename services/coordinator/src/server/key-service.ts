@@ -239,7 +239,12 @@ function withRequestTokens<H extends object>(tokens: RequestTokens | undefined, 
     Object.entries(handlers as Record<string, Handler>).map(([m, h]) => {
       if (!policies.get(m as never)?.requestToken) return [m, h];
       const answer = replay(m);
-      const tokened: Handler = (req, ctx) => tokens.run({ principal: ctx.principal, method: `KeyService.${m}`, request: req }, () => h(req, ctx), answer);
+      // The change's own audit event names its token too, so its replays link to it.
+      const run = async (req: Record<string, unknown>, ctx: CallContext): Promise<Answer<unknown>> => {
+        const a = await h(req, ctx);
+        return { ...a, audit: { ...a.audit, details: { ...a.audit?.details, request_token: String(req.request_token) } } };
+      };
+      const tokened: Handler = (req, ctx) => tokens.run({ principal: ctx.principal, method: `KeyService.${m}`, request: req }, () => (req.request_token ? run : h)(req, ctx), answer);
       return [m, tokened];
     }),
   ) as H;
