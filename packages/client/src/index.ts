@@ -3,7 +3,8 @@
  * a deadline and a request id on every call. Every call rejects with a KeyshardError (errors.ts):
  * the status `code` and the server's `reason`, a subclass for the common ones (SealedError, …).
  * A client may be given several coordinator replicas: calls are balanced over the healthy ones
- * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it).
+ * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it);
+ * state changes carry a request token (one per logical call), so they are retried too.
  * Servers are pinned (@keyshard/rpc server-identity.ts): a coordinator must present a
  * coordinator identity (ClientOptions.coordinatorIds), a custodian its own id; any other
  * certificate of the CA is refused with UNAVAILABLE.
