@@ -7,6 +7,7 @@
  *   merkle.ts            RFC 6962 / RFC 9162 tree hashing, inclusion and consistency proofs
  *   checkpoint.ts        signed checkpoints (tree heads): body bytes, Ed25519, key ids
  *   checkpoint-trust.ts  what a producer accepts from the sink, checkpoint after checkpoint
+ *   cosignature.ts       witness cosignatures (C2SP tlog-checkpoint / tlog-cosignature v1), vkeys
  *   sensitive.ts         HMAC-SHA256 of sensitive fields
  *   log-dir.ts           a log directory on disk: segments, keys, checkpoints.log
  *   verify.ts            offline verification of a log directory
@@ -16,6 +17,7 @@
 export * from './audit-event.ts';
 export * from './checkpoint.ts';
 export * from './checkpoint-trust.ts';
+export * from './cosignature.ts';
 export * from './log-dir.ts';
 export * from './merkle.ts';
 export * from './record-format.ts';
