@@ -14,7 +14,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ADMIN, DevCluster, freePort, REPO_ROOT } from '@keyshard/devcluster';
-import { KeyshardClient, KeyshardError, type ClientOptions } from '@keyshard/client';
+import { KeyshardClient, KeyshardError, type ClientOptions, type Key } from '@keyshard/client';
 import { waitFor } from './support/grpc.ts';
 
 /** A TCP proxy to `target`. Once armed, the next connection to send data has its answers swallowed and is cut `holdMs` later. */
@@ -190,23 +190,31 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
     }
   });
 
-  it('a CreateKey in flight to a replica that hangs (SIGSTOP) succeeds on the other, once; the hung one, resumed, answers the recorded outcome', async (t) => {
+  /** Runs `body` with a client whose next call goes to the second replica, hung (SIGSTOP) meanwhile; then resumes it and waits until it serves. */
+  const withHungReplica = async (body: (c: KeyshardClient) => Promise<void>) => {
     const hungId = cluster.coordinatorIds[1]!;
     const hung = cluster.process(hungId);
     const c = client([cluster.coordinatorAddressOf(hungId), live], { timeoutMs: 60_000, connections: 1 });
+    // Two calls connect both replicas; round robin puts the next call on the one about to hang.
     await c.getKey('failover');
     await c.getKey('failover');
     hung.pause();
-    let made;
     try {
-      const t0 = Date.now();
-      made = await c.createKey('failover-hung');
-      t.diagnostic(`CreateKey sent to the hung replica answered by the other after ${Date.now() - t0} ms`);
-      assert.equal(made.name, 'failover-hung');
+      await body(c);
     } finally {
       hung.resume();
     }
     await cluster.waitUnsealed([hungId], 60_000);
+  };
+
+  it('a CreateKey in flight to a replica that hangs (SIGSTOP) succeeds on the other, once; the hung one, resumed, answers the recorded outcome', async (t) => {
+    let made!: Key;
+    await withHungReplica(async (c) => {
+      const t0 = Date.now();
+      made = await c.createKey('failover-hung');
+      t.diagnostic(`CreateKey sent to the hung replica answered by the other after ${Date.now() - t0} ms`);
+      assert.equal(made.name, 'failover-hung');
+    });
     // The hung replica took the request in before it was stopped; resumed, it finds the token
     // recorded by the other replica and does not create a second key.
     const events = await waitFor('both replicas\' CreateKey outcomes in the audit log', async () => {
@@ -219,14 +227,7 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
   });
 
   it('a replica that hangs (SIGSTOP) with calls in flight costs a keepalive timeout, not the deadline', async (t) => {
-    const hungId = cluster.coordinatorIds[1]!;
-    const hung = cluster.process(hungId);
-    const c = client([cluster.coordinatorAddressOf(hungId), live], { timeoutMs: 60_000, connections: 1 });
-    // Two calls connect both replicas; round robin puts the next call on the one about to hang.
-    await c.getKey('failover');
-    await c.getKey('failover');
-    hung.pause();
-    try {
+    await withHungReplica(async (c) => {
       const t0 = Date.now();
       assert.equal((await c.getKey('failover')).name, 'failover');
       const took = Date.now() - t0;
@@ -240,10 +241,7 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
         assert.deepEqual((await c.decrypt(e.ciphertext, { i: String(i) })).plaintext, msg);
         assert.ok(Date.now() - t1 < 15_000, `Encrypt and Decrypt took ${Date.now() - t1} ms with a replica hung`);
       }
-    } finally {
-      hung.resume();
-    }
-    await cluster.waitUnsealed([hungId], 60_000);
+    });
   });
 
   it('with every replica dead, calls fail within their deadline with UNAVAILABLE or DEADLINE_EXCEEDED', async (t) => {
