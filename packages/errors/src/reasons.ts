@@ -19,6 +19,8 @@ export const REASONS = {
   DEADLINE_EXCEEDED: "the call's deadline passed before it finished",
   UNIMPLEMENTED: 'this version of the service does not implement the method',
   INTERNAL: 'the service failed unexpectedly; its log has the details (the caller gets none)',
+  FIELD_TOO_LONG: "a string field of the request is longer than its documented maximum (the protos' (keyshard.v1.field) limits; metadata: field, max_length)",
+  TOO_MANY_ENTRIES: "a repeated or map field of the request has more entries than its documented maximum (metadata: field, max_count)",
 
   // The cluster and its seal
   SEALED: 'this replica is sealed: a custodian quorum must unseal it (keyshard unseal) before keys can be used',
