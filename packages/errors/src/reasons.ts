@@ -67,6 +67,8 @@ export const REASONS = {
 
   // The audit sink's appenders
   AUDIT_SCOPE: "an audit event's operation is outside what its appender may record (a custodian recording a key operation); the sink refused the batch",
+  AUDIT_NOT_LEADER: 'this audit sink replica is not the leader of the replicated log; send the batch to the leader (ErrorInfo `leader_address` when known) — nothing of it was stored here',
+  AUDIT_REPLICA_DIVERGED: "this audit sink replica's log differs from the leader's (tampering or a bug); it stopped taking part in replication until an operator looks at it",
   AUDIT_QUOTA: "the appender is over its audit event or byte rate, or sent a batch over the sink's size limit; the sink refused the batch (producers retry later, crypto events wait in their spool)",
 } as const satisfies Record<string, string>;
 

@@ -22,6 +22,7 @@ import {
   CHECKPOINTS_FILE,
   KEYS_DIR,
   MerkleTree,
+  checkRecord,
   checkpointProblem,
   encodeEntry,
   encodeRecords,
@@ -31,6 +32,7 @@ import {
   type EncodedEntry,
   type LogEvent,
   type SignedCheckpoint,
+  type StoredEvent,
 } from '@keyshard/audit-log';
 import { CheckpointFile, publishKey, type CheckpointSigner } from './checkpoint-store.ts';
 import { lockDir } from './lock.ts';
@@ -238,6 +240,64 @@ export class AuditLog {
     }
   }
 
+  /** Whether an event with this id is stored (the replication leader skips duplicates when it sequences). */
+  hasId(id: string): boolean {
+    return this.ids.has(id);
+  }
+
+  /**
+   * Appends record lines sequenced elsewhere (replication/replica.ts: a batch the majority holds
+   * durably, or committed records sent to a replica catching up), byte for byte, so every
+   * replica's files are identical. Each line must verify as the record with the next index
+   * (@keyshard/audit-log checkRecord: form, index, leaf hash, canonical bytes) and carry an id not
+   * stored yet; otherwise nothing is written (INVALID_ARGUMENT). Not to be mixed with append()
+   * on the same log: a replicated sink writes only through this.
+   */
+  async appendRecords(first: number, lines: Buffer): Promise<Receipt> {
+    while (this.flushing) await this.flushing;
+    if (this.failure) throw writeFailed(this.failure);
+    if (this.closed) throw new KeyshardError('UNAVAILABLE', 'audit log is closed', { reason: 'AUDIT_UNAVAILABLE' });
+    if (first !== this.tree.size) throw invalidArgument(`records start at ${first}, the log holds ${this.tree.size}`);
+    const checked = splitRecords(lines, first);
+    const seen = new Set<string>();
+    for (const c of checked) {
+      if (this.ids.has(c.event.id) || seen.has(c.event.id)) throw invalidArgument(`record ${c.index}: event id is already stored`);
+      seen.add(c.event.id);
+    }
+    if (checked.length > 0) {
+      const run = (async () => {
+        try {
+          await this.files.append(lines, checked.length);
+        } catch (e) {
+          this.failure = e as Error;
+          this.opts.onFailure?.(this.failure);
+          throw writeFailed(this.failure);
+        }
+        for (const c of checked) {
+          this.ids.add(c.event.id);
+          this.tree.appendLeafHash(c.leaf);
+        }
+        this.latest = this.opts.signer.sign(this.tree.size, this.tree.root());
+      })();
+      this.flushing = run.then(
+        () => undefined,
+        () => undefined,
+      );
+      try {
+        await run;
+      } finally {
+        this.flushing = undefined;
+      }
+      this.grown.emit('grown');
+      try {
+        this.opts.onCommitted?.(checked.map((c) => ({ index: c.index, event: c.event })));
+      } catch {
+        // An observer's failure is its own.
+      }
+    }
+    return { firstIndex: first, count: checked.length, checkpoint: this.latest };
+  }
+
   /** Writes the latest checkpoint to checkpoints.log if the tree grew since the last one written. */
   async persistCheckpoint(): Promise<SignedCheckpoint> {
     const c = this.latest;
@@ -321,6 +381,30 @@ export class AuditLog {
       this.unlock();
     }
   }
+}
+
+/** Splits newline-terminated record lines and verifies each as the next index; INVALID_ARGUMENT naming the first bad one. */
+export interface SplitRecord {
+  index: number;
+  event: StoredEvent;
+  leaf: Buffer;
+  /** Byte range of its line in the buffer. */
+  from: number;
+  to: number;
+}
+
+export function splitRecords(lines: Buffer, first: number): SplitRecord[] {
+  const out: SplitRecord[] = [];
+  let start = 0;
+  while (start < lines.length) {
+    const nl = lines.indexOf(0x0a, start);
+    if (nl < 0) throw invalidArgument(`record ${first + out.length}: no final newline`);
+    const rec = checkRecord(lines.subarray(start, nl + 1), first + out.length);
+    if ('reason' in rec) throw invalidArgument(`record ${first + out.length}: ${rec.reason}`);
+    out.push({ index: first + out.length, event: rec.event, leaf: rec.leaf, from: start, to: nl + 1 });
+    start = nl + 1;
+  }
+  return out;
 }
 
 function rootProblem(tree: MerkleTree, c: SignedCheckpoint): string | undefined {

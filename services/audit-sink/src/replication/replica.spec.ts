@@ -1,0 +1,223 @@
+/**
+ * Three replicas in this process, each with its own data dir, checkpoint key and gRPC server
+ * over mutual TLS on a real socket: election, majority commit, byte-identical logs, followers
+ * refusing appends, the leader killed, a replica catching up and proving consistency, a
+ * divergent uncommitted tail replaced, no acknowledgement without a majority.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { createLogger } from '@keyshard/config';
+import { KeyshardError } from '@keyshard/errors';
+import { checkpointProblem, encodeEntry, encodeRecords, verifyLogDir } from '@keyshard/audit-log';
+import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
+import { serverCredentials } from '@keyshard/rpc';
+import { AuditLog } from '../audit-log.ts';
+import { signerFromKey } from '../checkpoint-store.ts';
+import { Replica, type ReplicaPeer } from './replica.ts';
+import { ReplicaStore } from './store.ts';
+
+const IDS = ['audit-sink-1', 'audit-sink-2', 'audit-sink-3'];
+const logger = createLogger('replica-spec', (process.env.REPLICA_SPEC_LOG as 'debug' | undefined) ?? 'silent');
+
+interface Node {
+  id: string;
+  replica: Replica;
+  log: AuditLog;
+  server: grpc.Server;
+}
+
+describe('replicated audit log (3 replicas, real sockets)', () => {
+  let dir: string;
+  let pki: TestPki;
+  const ports = new Map<string, number>();
+  const keys = new Map<string, ReturnType<typeof generateKeyPairSync>>();
+  const nodes = new Map<string, Node>();
+  let seq = 0;
+
+  const peers = (): ReplicaPeer[] => IDS.map((id) => ({ id, address: `127.0.0.1:${ports.get(id)}`, publicKey: keys.get(id)!.publicKey }));
+  const dataDir = (id: string) => path.join(dir, id);
+
+  async function wire(id: string, log: AuditLog, server: grpc.Server, store: ReplicaStore): Promise<Node> {
+    const replica = new Replica({ self: id, replicas: peers(), log, store, tls: pki.material(id), logger, electionMs: 800, heartbeatMs: 100 });
+    server.addService(replica.service.definition, replica.service.implementation);
+    replica.start();
+    const node = { id, replica, log, server };
+    nodes.set(id, node);
+    return node;
+  }
+
+  async function restart(id: string): Promise<Node> {
+    const log = await AuditLog.open(dataDir(id), { signer: signerFromKey(keys.get(id)!.privateKey), checkpointIntervalMs: 60_000 });
+    const store = await ReplicaStore.open(dataDir(id));
+    const server = new grpc.Server();
+    await new Promise<number>((res, rej) => server.bindAsync(`127.0.0.1:${ports.get(id)}`, serverCredentials(pki.material(id)), (e, p) => (e ? rej(e) : res(p))));
+    return wire(id, log, server, store);
+  }
+
+  async function kill(id: string): Promise<void> {
+    const n = nodes.get(id)!;
+    nodes.delete(id);
+    n.server.forceShutdown();
+    await n.replica.close();
+    await n.log.close();
+  }
+
+  const event = (tag: string) => ({ id: `ev-${tag}-${++seq}`, time: new Date().toISOString(), source: 'coordinator', principal: 'app', operation: 'keys.Encrypt', key_id: 'k', ceremony_id: '', result: 'ok', code: '', request_id: '', details: { tag } });
+
+  async function waitFor<T>(what: string, fn: () => T | undefined, ms = 10_000): Promise<T> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const v = fn();
+      if (v !== undefined && v !== false) return v as T;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  const leader = () => waitFor('a leader', () => {
+    const ls = [...nodes.values()].filter((n) => n.replica.role === 'leader');
+    return ls.length === 1 ? ls[0] : undefined;
+  });
+
+  const segmentBytes = (id: string) =>
+    fs
+      .readdirSync(path.join(dataDir(id), 'segments'))
+      .sort()
+      .map((f) => fs.readFileSync(path.join(dataDir(id), 'segments', f)))
+      .reduce((a, b) => Buffer.concat([a, b]), Buffer.alloc(0));
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replica-spec-'));
+    pki = await makeTestPki(dir, IDS[0]!, IDS.slice(1));
+    for (const id of IDS) keys.set(id, generateKeyPairSync('ed25519'));
+    // Bind every server first (port 0), then give each replica the full list.
+    const bound: { id: string; server: grpc.Server }[] = [];
+    for (const id of IDS) {
+      const server = new grpc.Server();
+      ports.set(id, await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', serverCredentials(pki.material(id)), (e, p) => (e ? rej(e) : res(p)))));
+      bound.push({ id, server });
+    }
+    for (const b of bound) {
+      const log = await AuditLog.open(dataDir(b.id), { signer: signerFromKey(keys.get(b.id)!.privateKey), checkpointIntervalMs: 60_000 });
+      await wire(b.id, log, b.server, await ReplicaStore.open(dataDir(b.id)));
+    }
+  });
+
+  after(async () => {
+    for (const id of [...nodes.keys()]) await kill(id);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('elects one leader; an append is acknowledged with the leader-signed checkpoint and lands byte for byte on every replica', async () => {
+    const l = await leader();
+    const r = await l.replica.append([event('a'), event('a'), event('a')]);
+    assert.deepEqual([r.firstIndex, r.count, r.checkpoint.tree_size], [0, 3, 3]);
+    assert.equal(checkpointProblem(r.checkpoint, new Map([[r.checkpoint.key_id, keys.get(l.id)!.publicKey]])), undefined);
+    // Followers append once they learn the commit (next Replicate).
+    await waitFor('followers at size 3', () => [...nodes.values()].every((n) => n.log.size === 3));
+    for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
+    // Every replica signs its own checkpoint over the same root: verifiable by any other with that replica's key.
+    for (const n of nodes.values()) {
+      const c = await n.log.freshCheckpoint();
+      assert.equal(c.root_hash, r.checkpoint.root_hash);
+      assert.equal(checkpointProblem(c, new Map([[c.key_id, keys.get(n.id)!.publicKey]])), undefined);
+    }
+  });
+
+  it('a follower refuses appends UNAVAILABLE / AUDIT_NOT_LEADER naming the leader and its address', async () => {
+    const l = await leader();
+    const f = [...nodes.values()].find((n) => n !== l)!;
+    await waitFor('follower knows the leader', () => f.replica.leaderId === l.id);
+    await assert.rejects(f.replica.append([event('x')]), (e: unknown) => {
+      assert.ok(e instanceof KeyshardError);
+      assert.equal(e.code, 'UNAVAILABLE');
+      assert.equal(e.reason, 'AUDIT_NOT_LEADER');
+      assert.deepEqual(e.metadata, { leader: l.id, leader_address: `127.0.0.1:${ports.get(l.id)}` });
+      return true;
+    });
+  });
+
+  it('concurrent appends share rounds; duplicates by id are stored once', async () => {
+    const l = await leader();
+    const before = l.log.size;
+    const evs = Array.from({ length: 200 }, (_, i) => event(`c${i}`));
+    const rs = await Promise.all(evs.map((e) => l.replica.append([e])));
+    const again = await l.replica.append([evs[0]!, evs[1]!]);
+    assert.equal(again.count, 0);
+    assert.equal(l.log.size, before + 200);
+    assert.equal(new Set(rs.map((r) => r.firstIndex)).size, 200);
+    await waitFor('followers caught up', () => [...nodes.values()].every((n) => n.log.size === l.log.size));
+    for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
+  });
+
+  it('kill the leader: a new one is elected, acknowledged events are all there, and the returning replica catches up, proves consistency and matches byte for byte', async () => {
+    const old = await leader();
+    const acked = await old.replica.append([event('before-kill')]);
+    await kill(old.id);
+    const l = await leader();
+    assert.notEqual(l.id, old.id);
+    const r = await l.replica.append([event('after-kill'), event('after-kill')]);
+    assert.equal(r.count, 2);
+    assert.ok(r.firstIndex >= acked.firstIndex + 1, 'the acknowledged event survives the leader');
+    const rec = await l.log.records(acked.firstIndex, acked.firstIndex + 1).next();
+    assert.equal((rec.value as { event: { details: { tag: string } } }).event.details.tag, 'before-kill');
+    const back = await restart(old.id);
+    assert.equal(back.replica.inSync, false, 'a returning replica serves only once it proved its log against the leader');
+    await waitFor('returning replica caught up and in sync', () => back.replica.inSync && back.log.size === l.log.size);
+    for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
+    for (const n of nodes.values()) {
+      await n.log.freshCheckpoint();
+      const v = verifyLogDir(dataDir(n.id));
+      assert.equal(v.ok, true, v.reason);
+      assert.equal(v.records, l.log.size);
+    }
+  });
+
+  it('an uncommitted divergent tail on a replica that was down is replaced, never applied', async () => {
+    const l = await leader();
+    const victim = [...nodes.values()].find((n) => n !== l)!;
+    await kill(victim.id);
+    // While it is down, plant a pending batch of an earlier term that no leader ever committed
+    // (a leader of that term wrote it and died before any follower had it).
+    const s = await ReplicaStore.open(dataDir(victim.id));
+    const size = fs.readdirSync(path.join(dataDir(victim.id), 'segments')).length > 0 ? (await logSize(victim.id)) : 0;
+    const planted = encodeRecords(size, [encodeEntry(event('planted'))]);
+    await s.savePending({ term: s.state.currentTerm - 1, start: size, lines: planted });
+    await s.close();
+    await l.replica.append([event('while-down'), event('while-down')]);
+    const back = await restart(victim.id);
+    const now = await leader();
+    await now.replica.append([event('after-return')]);
+    await waitFor('victim caught up', () => back.replica.inSync && back.log.size === now.log.size);
+    for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(now.id));
+    assert.ok(!segmentBytes(back.id).includes('planted'), 'the planted uncommitted record is in no log');
+  });
+
+  it('with two of three replicas down nothing is acknowledged, and the lone leader steps down', async () => {
+    const l = await leader();
+    const others = [...nodes.values()].filter((n) => n !== l);
+    for (const o of others) await kill(o.id);
+    const before = l.log.size;
+    const outcome = await Promise.race([
+      l.replica.append([event('no-majority')]).then(() => 'acknowledged', (e: KeyshardError) => e.reason),
+      new Promise((r) => setTimeout(() => r('timeout'), 2000)),
+    ]);
+    assert.notEqual(outcome, 'acknowledged');
+    assert.equal(l.log.size, before, 'nothing reaches the audit log without a majority');
+    await waitFor('lone leader steps down', () => l.replica.role !== 'leader');
+    for (const o of others) await restart(o.id);
+    const again = await leader();
+    await again.replica.append([event('majority-back')]);
+    await waitFor('all equal', () => [...nodes.values()].every((n) => n.log.size === again.log.size));
+    for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(again.id));
+  });
+
+  async function logSize(id: string): Promise<number> {
+    return verifyLogDir(dataDir(id)).records ?? 0;
+  }
+});
