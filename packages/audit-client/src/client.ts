@@ -20,15 +20,23 @@ import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { CheckpointTrust, MAX_APPEND_BATCH, fromCheckpointMsg } from '@keyshard/audit-log';
 import { KeyshardError, isReason, type ErrorCode } from '@keyshard/errors';
-import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, reasonOfStatus, type pb, type TlsMaterial } from '@keyshard/rpc';
+import { AUDIT_SINK_ID, errorInfoOf, expectServer, keyshardProto, makeClient, reasonOfStatus, type pb, type TlsMaterial } from '@keyshard/rpc';
 import { completeEvent, type AuditEvent, type AuditEventInput } from './event.ts';
 
 export interface AuditClientOptions {
-  address: string; // host:port of the sink
+  address: string; // host:port of the sink (with `replicas`: the one tried first)
   tls: TlsMaterial;
   source: string;
   /** The sink's certificate CN (default `audit-sink`): any other server is refused. */
   serverId?: string;
+  /**
+   * A replicated sink (services/audit-sink REPLICATION.md): every replica's address and
+   * certificate CN. Batches go to the leader; a replica that is not the leader refuses with
+   * AUDIT_NOT_LEADER naming it, and the client moves there (or to the next replica when the one
+   * it used is down) and sends the unacknowledged batch again (event ids make that idempotent),
+   * within each record()'s own deadline. `checkpointKeys` must hold every replica's key.
+   */
+  replicas?: readonly { address: string; serverId: string }[];
   /** The sink's checkpoint public keys by key id (loadCheckpointKeys); at least one. */
   checkpointKeys: ReadonlyMap<string, KeyObject>;
   /** Called once, when an acknowledgement fails verification (the client then refuses every record()). */
@@ -71,11 +79,15 @@ export class AuditClient {
   private readonly maxBatch: number;
   private readonly maxQueued: number;
   private client: pb.AuditServiceClient | undefined;
+  private readonly targets: readonly { address: string; serverId: string }[];
+  private target = 0;
+  private moves = 0; // consecutive moves to another replica without an acknowledgement
   private stream: AppendStream | undefined;
   private queue: Pending[] = [];
   private inFlight: { batch: number; items: Pending[]; timer: NodeJS.Timeout; knownSize: number } | undefined;
   private readonly trust: CheckpointTrust;
   private batchSeq = 0;
+  private moving: NodeJS.Timeout | undefined; // a pause before sending to another replica
   private closed = false;
   private idle: (() => void)[] = [];
 
@@ -84,6 +96,14 @@ export class AuditClient {
     this.maxBatch = opts.maxBatch ?? MAX_APPEND_BATCH;
     this.maxQueued = opts.maxQueued ?? 100_000;
     this.trust = new CheckpointTrust(opts.checkpointKeys);
+    this.targets = opts.replicas && opts.replicas.length > 0 ? opts.replicas : [{ address: opts.address, serverId: opts.serverId ?? AUDIT_SINK_ID }];
+    const first = this.targets.findIndex((t) => t.address === opts.address);
+    this.target = first >= 0 ? first : 0;
+  }
+
+  /** host:port of the sink (replica) batches go to now. */
+  get address(): string {
+    return this.targets[this.target]!.address;
   }
 
   /** Why the sink's acknowledgements are no longer trusted (then every record() is refused). */
@@ -163,7 +183,7 @@ export class AuditClient {
 
   /** Sends the next batch if none is in flight. */
   private pump(): void {
-    if (this.inFlight) return;
+    if (this.inFlight || this.moving) return;
     this.queue = this.queue.filter((p) => !p.settled); // drop the ones that timed out waiting
     if (this.queue.length === 0) {
       for (const r of this.idle.splice(0)) r();
@@ -174,17 +194,25 @@ export class AuditClient {
     const batch = ++this.batchSeq;
     // A batch never acknowledged means a hung sink or a dead connection that TCP has not
     // noticed yet: drop the stream; events queued behind the batch go out on a fresh one.
-    const timer = setTimeout(() => {
-      this.fail(stream, unavailable(`batch not acknowledged within ${this.timeoutMs} ms`), true);
-      this.pump();
-    }, this.timeoutMs);
+    // With replicas, a replica that holds a batch for long (stopped, partitioned, or a leader
+    // that lost its majority) is left sooner, while the records still have time elsewhere.
+    const replicated = this.targets.length > 1;
+    const timer = setTimeout(
+      () => {
+        if (replicated && this.moveOn(stream, undefined)) return;
+        this.fail(stream, unavailable(`batch not acknowledged within ${this.timeoutMs} ms`), true);
+        this.pump();
+      },
+      replicated ? Math.min(this.timeoutMs, 1000) : this.timeoutMs,
+    );
     const knownSize = this.trust.knownSize;
     this.inFlight = { batch, items, timer, knownSize };
     stream.write({ events: items.map((p) => p.event), batch, known_tree_size: knownSize });
   }
 
   private connect(): AppendStream {
-    this.client ??= makeClient(keyshardProto().AuditService, this.opts.address, this.opts.tls, RECONNECT, expectServer('the audit sink', this.opts.serverId ?? AUDIT_SINK_ID));
+    const t = this.targets[this.target]!;
+    this.client ??= makeClient(keyshardProto().AuditService, t.address, this.opts.tls, RECONNECT, expectServer('the audit sink', t.serverId));
     const s = this.client.Append();
     this.stream = s;
     s.on('data', (res: pb.AppendResponse__Output) => {
@@ -200,6 +228,7 @@ export class AuditClient {
         return;
       }
       this.inFlight = undefined;
+      this.moves = 0;
       clearTimeout(f.timer);
       for (const p of f.items) this.settle(p);
       this.pump();
@@ -209,12 +238,47 @@ export class AuditClient {
       // A refusal keeps the sink's own reason (NOT_AUTHORIZED, INVALID_ARGUMENT, ...): it is not
       // an outage, and a caller must not retry it as one.
       const reason = reasonOfStatus(e);
+      if (!code && this.targets.length > 1 && this.moveOn(s, reason === 'AUDIT_NOT_LEADER' ? errorInfoOf(e)?.metadata?.leader_address : undefined)) return;
       const err = code ? new KeyshardError(code, `audit sink refused: ${e.details}`, { reason: isReason(reason) ? reason : undefined }) : unavailable(e.details || e.message);
       this.fail(s, err);
     });
     // The sink ends streams when it shuts down; anything still in flight was not acknowledged.
-    s.on('end', () => this.fail(s, unavailable('stream ended by the sink')));
+    s.on('end', () => {
+      if (this.targets.length > 1 && this.moveOn(s, undefined)) return;
+      this.fail(s, unavailable('stream ended by the sink'));
+    });
     return s;
+  }
+
+  /**
+   * A replicated sink: the replica used is not the leader (it named `leader`) or is down. Drops
+   * the stream, puts the unacknowledged batch back at the head of the queue and sends it to the
+   * leader (or the next replica) after a short pause that grows while no replica acknowledges.
+   * Each record() keeps its own deadline. False (the caller fails as before) once the client is closed.
+   */
+  private moveOn(s: AppendStream, leader: string | undefined): boolean {
+    if (this.stream !== s || this.closed) return false;
+    this.stream = undefined;
+    s.cancel();
+    const f = this.inFlight;
+    this.inFlight = undefined;
+    clearTimeout(f?.timer);
+    if (f) this.queue.unshift(...f.items.filter((p) => !p.settled));
+    const hinted = leader ? this.targets.findIndex((t) => t.address === leader) : -1;
+    const next = hinted >= 0 && hinted !== this.target ? hinted : (this.target + 1) % this.targets.length;
+    if (next !== this.target) {
+      this.client?.close();
+      this.client = undefined;
+      this.target = next;
+    }
+    const pause = Math.min(50 * 2 ** Math.min(this.moves, 4), 500);
+    this.moves += 1;
+    const t = setTimeout(() => {
+      this.moving = undefined;
+      this.pump();
+    }, hinted >= 0 && this.moves <= 1 ? 0 : pause);
+    this.moving = t;
+    return true;
   }
 
   /**

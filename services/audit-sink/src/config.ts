@@ -142,6 +142,39 @@ export const quotasSchema = z
 export type Quotas = z.infer<typeof quotasSchema>;
 export type ScopeQuota = Quotas[AppenderScope];
 
+/**
+ * Replicated log (replication/replica.ts, REPLICATION.md): every replica lists all replicas,
+ * itself included (this one is the entry whose id is its own certificate CN). An odd number;
+ * an event is acknowledged once a majority holds it. Absent: one sink, as before.
+ */
+export const replicationSchema = z
+  .strictObject({
+    replicas: z
+      .array(
+        z.strictObject({
+          /** The replica's certificate CN: how it is authenticated by the others and pinned by producers. */
+          id: principal,
+          /** host:port where its AuditService (and the replication service) listens. */
+          address,
+          /** Its checkpoint public key (Ed25519 SPKI PEM file): its checkpoints verify under it. */
+          checkpointPublicKey: z.string().min(1),
+        }),
+      )
+      .min(1)
+      .max(7)
+      .superRefine((list, ctx) => {
+        if (list.length % 2 === 0) ctx.addIssue({ code: 'custom', message: `an odd number of replicas is needed (a majority of an even number tolerates no more failures than one fewer), not ${list.length}` });
+        if (new Set(list.map((r) => r.id)).size !== list.length) ctx.addIssue({ code: 'custom', message: 'replica ids must be distinct' });
+      }),
+    /** A follower that hears no leader for a random time in [this, 2·this) starts an election; a leader that hears no majority for this long steps down. */
+    electionTimeoutMs: z.number().int().min(100).max(60_000).default(1500),
+    /** How often the leader sends its state to each follower when idle. */
+    heartbeatMs: z.number().int().min(10).max(10_000).default(200),
+  })
+  .refine((r) => r.heartbeatMs * 2 <= r.electionTimeoutMs, 'replication.heartbeatMs must be at most half of electionTimeoutMs');
+
+export type ReplicationConfig = z.infer<typeof replicationSchema>;
+
 export const auditSinkConfigSchema = z.strictObject({
   /** host:port to bind; port 0 picks a free port (the bound one is logged). */
   listen: address,
@@ -176,6 +209,8 @@ export const auditSinkConfigSchema = z.strictObject({
   checkpointIntervalMs: z.number().int().min(100).optional(),
   alerts: alertRulesSchema,
   quotas: quotasSchema,
+  /** Replicas of this log (absent: a single sink). */
+  replication: replicationSchema.optional(),
   /** Prometheus endpoint (GET /metrics, loopback only); off when absent. The bound port is logged ("metrics listening"). */
   metrics: metricsConfig.optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),

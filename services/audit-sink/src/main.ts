@@ -8,10 +8,10 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
+import { ConfigError, createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
 import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { HealthService, keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
-import { SensitiveFields, loadHmacKey } from '@keyshard/audit-log';
+import { SensitiveFields, loadCheckpointKeys, loadHmacKey } from '@keyshard/audit-log';
 import { AlertEngine, alertReporter } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { loadSigner } from './checkpoint-store.ts';
@@ -19,13 +19,18 @@ import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
 import { AppenderQuotas } from './quota.ts';
 import { RefusalRecorder } from './refusals.ts';
 import { createAuditService } from './server.ts';
-import { createSinkMetrics } from './sink-metrics.ts';
+import { addReplicaMetrics, createSinkMetrics } from './sink-metrics.ts';
+import { Replica, type ReplicaPeer } from './replication/replica.ts';
+import { ReplicatedSinkLog, type SinkLog } from './replication/sink-log.ts';
+import { ReplicaStore } from './replication/store.ts';
 
 export interface RunningSink {
   address: string; // host:port actually bound
   /** host:port of GET /metrics, when configured. */
   metricsAddress?: string;
   log: AuditLog;
+  /** The replication node when `replication` is configured. */
+  replica?: Replica;
   /** Drains Append streams, stops the server and closes the log. Idempotent. */
   stop(): Promise<void>;
 }
@@ -37,11 +42,14 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   const signer = loadSigner(cfg.checkpointKeyFile);
   const sensitive = new SensitiveFields(loadHmacKey(cfg.hmacKeyFile), cfg.sensitive);
   const tls = readTls(cfg.tls);
+  const self = principalOfCertificate(tls.cert);
+  const peers = cfg.replication ? replicaPeers(cfg.replication.replicas, self) : undefined;
+  let replica: Replica | undefined;
   // Both read `log` only once it is open (at a scrape, or when an alert fires after an append).
   const metrics = createSinkMetrics(() => log.size);
   const alerts = new AlertEngine(
     cfg.alerts,
-    alertReporter({ identity: principalOfCertificate(tls.cert), append: (events) => log.append(events), logger, alertsTotal: metrics.alerts }),
+    alertReporter({ identity: self, append: (events) => sinkLog.append(events), logger, alertsTotal: metrics.alerts }),
   );
   const log = await AuditLog.open(cfg.dataDir, {
     signer,
@@ -55,6 +63,9 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
     },
     onCommitted: (records) => {
       metrics.eventsAppended.inc(records.length);
+      // Alert rules run on the leader only (it appends what they raise); a new leader starts
+      // with empty windows.
+      if (replica && replica.role !== 'leader') return;
       try {
         alerts.observe(records);
       } catch (err) {
@@ -62,19 +73,38 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
       }
     },
   });
+  let sinkLog: SinkLog = log;
+  if (cfg.replication && peers) {
+    let store: ReplicaStore;
+    try {
+      store = await ReplicaStore.open(cfg.dataDir);
+    } catch (e) {
+      await log.close();
+      throw e;
+    }
+    replica = new Replica({
+      self, replicas: peers, log, store, tls, logger,
+      electionMs: cfg.replication.electionTimeoutMs, heartbeatMs: cfg.replication.heartbeatMs,
+    });
+    const r = replica;
+    addReplicaMetrics(metrics.registry, () => ({ leader: r.role === 'leader', term: r.currentTerm, inSync: r.inSync, diverged: r.divergedReason !== undefined }));
+    sinkLog = new ReplicatedSinkLog(log, replica);
+  }
   const cp = log.checkpoint;
   logger.info({ dataDir: cfg.dataDir, records: log.size, root: cp.root_hash, keyId: cp.key_id, truncatedBytes: log.openInfo.truncatedBytes }, 'audit log opened');
 
   const refusals = new RefusalRecorder({
-    identity: principalOfCertificate(tls.cert), append: (events) => log.append(events), sensitive, logger,
+    identity: self, append: (events) => sinkLog.append(events), sensitive, logger,
     refusalsTotal: metrics.appendRefusals, windowSeconds: cfg.quotas.refusalRecordSeconds,
   });
-  const service = createAuditService(log, {
+  const service = createAuditService(sinkLog, {
     appenders: cfg.appenders, readers: cfg.readers, quotas: new AppenderQuotas(cfg.quotas), refusals, sensitive, logger,
     appendBatchSeconds: metrics.appendBatchSeconds,
+    appendRefusal: replica ? () => (replica!.role === 'leader' ? undefined : replica!.notLeader()) : undefined,
   });
   const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
   server.addService(keyshardProto().AuditService.service, service.implementation);
+  if (replica) server.addService(replica.service.definition, replica.service.implementation);
   const health = new HealthService({ '': 'SERVING', 'keyshard.v1.AuditService': 'SERVING' }).addToServer(server);
   let port: number;
   try {
@@ -82,15 +112,18 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
       server.bindAsync(cfg.listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
     );
   } catch (e) {
+    await replica?.close();
     await log.close();
     throw e;
   }
+  replica?.start();
   let metricsServer: MetricsServer | undefined;
   if (cfg.metrics) {
     try {
       metricsServer = await serveMetrics(metrics.registry, cfg.metrics.listen);
     } catch (e) {
       server.forceShutdown();
+      await replica?.close();
       await log.close();
       throw e;
     }
@@ -99,12 +132,13 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   const host = cfg.listen.slice(0, cfg.listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
   // Last: "listening" is the readiness line supervisors and tests wait for.
-  logger.info({ address }, 'listening');
+  logger.info({ address, ...(replica ? { replica: self, replicas: peers!.length } : {}) }, 'listening');
 
   const stop = () =>
     (stopping ??= (async () => {
       health.shutdown();
       await service.drain();
+      await replica?.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           server.forceShutdown();
@@ -119,7 +153,21 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
       await metricsServer?.close();
       logger.info({ records: log.size, root: log.checkpoint.root_hash }, 'stopped');
     })());
-  return { address, metricsAddress: metricsServer?.address, log, stop };
+  return { address, metricsAddress: metricsServer?.address, log, replica, stop };
+}
+
+/** The configured replicas with their checkpoint keys; this sink (its certificate CN) must be one. ConfigError otherwise. */
+function replicaPeers(list: NonNullable<AuditSinkConfig['replication']>['replicas'], self: string): ReplicaPeer[] {
+  if (!list.some((r) => r.id === self)) throw new ConfigError(`invalid config: replication.replicas: no replica has this sink's certificate name ${JSON.stringify(self)}`);
+  return list.map((r) => {
+    let keys: Map<string, import('node:crypto').KeyObject>;
+    try {
+      keys = loadCheckpointKeys([r.checkpointPublicKey]);
+    } catch (e) {
+      throw new ConfigError(`invalid config: replication.replicas ${JSON.stringify(r.id)}: ${(e as Error).message}`);
+    }
+    return { id: r.id, address: r.address, publicKey: [...keys.values()][0]! };
+  });
 }
 
 async function main(): Promise<void> {

@@ -5,7 +5,7 @@
  * the next step when logs reach hundreds of millions of records.
  */
 import { invalidArgument } from '@keyshard/errors';
-import type { AuditLog } from './audit-log.ts';
+import type { SinkLog } from './replication/sink-log.ts';
 import type { AuditEvent } from '@keyshard/audit-log';
 import type { pb } from '@keyshard/rpc';
 
@@ -15,7 +15,7 @@ const MAX_PAGE = 1000;
 /** Records examined per call at most, so one query cannot hold the sink for long. */
 const MAX_SCANNED = 200_000;
 
-export async function queryLog(log: AuditLog, req: pb.QueryRequest__Output): Promise<pb.QueryResponse> {
+export async function queryLog(log: SinkLog, req: pb.QueryRequest__Output): Promise<pb.QueryResponse> {
   const pageSize = req.page_size > 0 ? Math.min(req.page_size, MAX_PAGE) : DEFAULT_PAGE;
   const from = parseTime(req.from_time, 'from_time');
   const to = parseTime(req.to_time, 'to_time');

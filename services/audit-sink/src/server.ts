@@ -15,7 +15,7 @@ import type { Histogram } from '@keyshard/metrics';
 import { KeyshardError, invalidArgument, permissionDenied, quote } from '@keyshard/errors';
 import { SINK_OPERATION_PREFIX, scopeAllows, toCheckpointMsg, type AppenderScope, type AuditEvent, type SensitiveFields } from '@keyshard/audit-log';
 import { contextOf, holdsRole, keyshardProto, methodPolicy, roleAuthorizer, toServiceError, unaryService, type CallOutcome, type pb, type RoleMembers, type ServiceHandlers } from '@keyshard/rpc';
-import type { AuditLog } from './audit-log.ts';
+import type { SinkLog } from './replication/sink-log.ts';
 import { copyEvent, eventBytes, forgedSource } from './event.ts';
 import { queryLog } from './query.ts';
 import type { AppenderQuotas } from './quota.ts';
@@ -30,6 +30,8 @@ export interface AuditServiceOptions {
   refusals: RefusalRecorder;
   sensitive: SensitiveFields;
   logger: Logger;
+  /** Why Append streams are refused at their start, if they are now (a replica that is not the leader: AUDIT_NOT_LEADER). */
+  appendRefusal?: () => KeyshardError | undefined;
   /** Observes each Append batch's seconds from arrival to durability. */
   appendBatchSeconds?: Histogram;
 }
@@ -49,7 +51,7 @@ export interface AuditServiceHandle {
   drain(): Promise<void>;
 }
 
-export function createAuditService(log: AuditLog, opts: AuditServiceOptions): AuditServiceHandle {
+export function createAuditService(log: SinkLog, opts: AuditServiceOptions): AuditServiceHandle {
   const scopes = new Map(opts.appenders.map((a) => [a.principal, a.scope]));
   const roles: RoleMembers = { ROLE_AUDIT_APPENDER: new Set(scopes.keys()), ROLE_AUDITOR: new Set(opts.readers) };
   const may = (method: 'Append' | 'Tail', principal: string) => holdsRole(methodPolicy('AuditService', method), principal, roles);
@@ -142,6 +144,8 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
       ctx = contextOf(call, 'audit.Append');
       if (!may('Append', ctx.principal)) throw permissionDenied(`${ctx.principal} may not append audit events`);
       if (draining) throw new KeyshardError('UNAVAILABLE', 'audit sink is shutting down', { reason: 'AUDIT_UNAVAILABLE' });
+      const refusal = opts.appendRefusal?.();
+      if (refusal) throw refusal;
     } catch (e) {
       finish(e);
       return;

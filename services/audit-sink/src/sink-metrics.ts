@@ -51,3 +51,21 @@ export function createSinkMetrics(logRecords: () => number): SinkMetrics {
     }),
   };
 }
+
+/** A replica's state at each scrape (replication/replica.ts): leader or not, its term, whether it stopped on a diverged log. */
+export function addReplicaMetrics(registry: Registry, state: () => { leader: boolean; term: number; inSync: boolean; diverged: boolean }): void {
+  const registers = [registry];
+  const gauge = (name: string, help: string, value: (s: ReturnType<typeof state>) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(value(state()));
+      },
+    });
+  gauge('keyshard_audit_replica_leader', '1 while this audit sink replica is the leader of the replicated log', (s) => (s.leader ? 1 : 0));
+  gauge('keyshard_audit_replica_term', 'The replication term this replica is in (a rise is an election)', (s) => s.term);
+  gauge('keyshard_audit_replica_in_sync', '1 once this replica proved its log a prefix of the leader\'s (it serves reads)', (s) => (s.inSync ? 1 : 0));
+  gauge('keyshard_audit_replica_diverged', '1 if this replica found its log differing from the leader\'s and stopped taking part (alert on it)', (s) => (s.diverged ? 1 : 0));
+}

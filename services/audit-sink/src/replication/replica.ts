@@ -207,6 +207,11 @@ export class Replica {
     return !this.diverged && (this.roleNow === 'leader' || this.synced);
   }
 
+  /** Why this replica stopped taking part (its log differs from the leader's), if it did. */
+  get divergedReason(): string | undefined {
+    return this.diverged;
+  }
+
   /** The service to add to the sink's gRPC server; callers must be configured replicas. */
   get service(): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
     const handle =
