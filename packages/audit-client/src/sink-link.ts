@@ -9,7 +9,7 @@
  * alert path cannot be used: the sink is what is not trusted).
  */
 import type { KeyObject } from 'node:crypto';
-import { ConfigError, z, type Logger } from '@keyshard/config';
+import { ConfigError, address, z, type Logger } from '@keyshard/config';
 import { AUDIT_SINK_ID } from '@keyshard/rpc';
 import { loadCheckpointKeys } from '@keyshard/audit-log';
 
@@ -18,6 +18,16 @@ export const auditSinkPinFields = {
   serverId: z.string().regex(/^[\w.:-]{1,64}$/).default(AUDIT_SINK_ID),
   /** The sink's checkpoint public keys (Ed25519, SPKI PEM files): acknowledgements must be signed by one. */
   checkpointPublicKeys: z.array(z.string().min(1)).min(1, 'name the audit sink checkpoint public key (PEM file)'),
+  /**
+   * A replicated sink (services/audit-sink REPLICATION.md): every replica's address and
+   * certificate CN; events go to the leader, whichever it is. `checkpointPublicKeys` then lists
+   * every replica's key. Absent: the one sink at `address`, pinned to `serverId`.
+   */
+  replicas: z
+    .array(z.strictObject({ address, serverId: z.string().regex(/^[\w.:-]{1,64}$/) }))
+    .min(1)
+    .max(7)
+    .optional(),
 };
 
 /** The sink keys named by a validated config; a ConfigError (exit 2) when a file is missing or wrong. */

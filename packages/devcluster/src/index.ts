@@ -40,6 +40,8 @@ export interface DevClusterOptions {
   coordinators?: number;
   /** etcd members, 1 (default) or 3; on restart the saved layout decides. */
   etcdMembers?: 1 | 3;
+  /** Audit sink replicas, 1 (default), 3, 5 or 7; on restart the saved layout decides. */
+  auditReplicas?: number;
   /** Deep-merged into every coordinator's config (tests: small bounds, short periods). */
   coordinatorOverrides?: CoordinatorOverrides;
   /** Deep-merged into the named replica's config after coordinatorOverrides (arrays replace). */
@@ -62,7 +64,7 @@ export class DevCluster {
     this.envFile = writeEnvFile(layout);
     const initialCluster = layout.etcdMembers.map((m) => `${m.memberName}=http://127.0.0.1:${m.peerPort}`).join(',');
     for (const m of layout.etcdMembers) this.#add(etcdSpec(layout, m, initialCluster));
-    this.#add({ name: 'audit-sink', ...nodeService('services/audit-sink/src/main.ts', layout.configFile('audit-sink')), ready: /"msg":"listening"/ });
+    for (const id of layout.auditSinkIds) this.#add({ name: id, ...nodeService('services/audit-sink/src/main.ts', layout.configFile(id)), ready: /"msg":"listening"/ });
     for (const id of layout.custodianIds)
       this.#add({
         name: id,
@@ -81,6 +83,7 @@ export class DevCluster {
   static async create(opts: DevClusterOptions): Promise<DevCluster> {
     const progress = opts.progress ?? (() => {});
     if (![undefined, 1, 3].includes(opts.etcdMembers)) throw new Error('etcdMembers must be 1 or 3');
+    if (![undefined, 1, 3, 5, 7].includes(opts.auditReplicas)) throw new Error('auditReplicas must be 1, 3, 5 or 7');
     const layout = await prepareLayout(
       opts.dir,
       {
@@ -89,6 +92,7 @@ export class DevCluster {
         approvalPolicy: opts.approvalPolicy ?? 'auto',
         coordinators: opts.coordinators ?? 1,
         etcdMembers: opts.etcdMembers ?? 1,
+        auditReplicas: opts.auditReplicas ?? 1,
         coordinatorOverrides: opts.coordinatorOverrides,
         replicaOverrides: opts.replicaOverrides,
       },
@@ -103,6 +107,42 @@ export class DevCluster {
 
   get coordinatorIds(): string[] {
     return this.layout.coordinatorIds;
+  }
+
+  /** The audit sink replicas' process names (= certificate CNs): `audit-sink` alone, or with `audit-sink-2`, … */
+  get auditSinkIds(): string[] {
+    return this.layout.auditSinkIds;
+  }
+
+  /**
+   * The replica that leads the replicated audit log now (the last role line in each running
+   * replica's log file naming itself leader), or undefined.
+   */
+  auditLeader(): string | undefined {
+    if (this.auditSinkIds.length === 1) return this.process('audit-sink').running ? 'audit-sink' : undefined;
+    let best: { id: string; term: number } | undefined;
+    for (const id of this.auditSinkIds) {
+      if (!this.process(id).running) continue;
+      const lines = readFileSync(this.process(id).logFile, 'utf8').split('\n');
+      for (let i = lines.length - 1; i >= 0; i--) {
+        if (!lines[i]!.includes('"msg":"audit replica role"')) continue;
+        const rec = JSON.parse(lines[i]!) as { role?: string; term?: number; pid?: number };
+        if (rec.pid === this.process(id).pid && rec.role === 'leader' && (!best || (rec.term ?? 0) > best.term)) best = { id, term: rec.term ?? 0 };
+        break;
+      }
+    }
+    return best?.id;
+  }
+
+  /** Waits until a replica of the audit log leads (elections take one to two election timeouts). */
+  async waitForAuditLeader(timeoutMs = 20_000): Promise<string> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const id = this.auditLeader();
+      if (id) return id;
+      if (Date.now() > until) throw new Error(`no audit sink replica became leader within ${timeoutMs} ms (see ${this.layout.logDir})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** The first coordinator's address, or the named replica's. */
@@ -179,7 +219,11 @@ export class DevCluster {
     await Promise.all(this.etcdNames.filter(wanted).map(starting));
     if (!this.#etcdAuth && this.etcdNames.every((name) => this.process(name).running)) await this.#enableEtcdAuth();
     const custodians = this.custodianIds.filter(wanted);
-    for (const name of ['audit-sink', ...custodians]) if (wanted(name)) await starting(name);
+    // Replicas start together (a majority must run to elect a leader); producers follow the leader.
+    const sinks = this.auditSinkIds.filter(wanted);
+    await Promise.all(sinks.map(starting));
+    if (sinks.length > 0 && this.auditSinkIds.length > 1) await this.waitForAuditLeader();
+    for (const name of custodians) await starting(name);
     const newKeys = ensureTransportKeys(this.layout, this.coordinatorIds);
     // A coordinator with a new key needs it in every running token; a (re)started custodian, every coordinator's.
     const toEnroll = newKeys.length > 0 ? this.custodianIds.filter((id) => this.process(id).running) : custodians;
@@ -247,8 +291,9 @@ export class DevCluster {
   }
 
   async stop(): Promise<void> {
-    const order = [...this.coordinatorIds, ...this.custodianIds, 'audit-sink'];
+    const order = [...this.coordinatorIds, ...this.custodianIds];
     for (const name of order) await this.process(name).stop();
+    await Promise.all(this.auditSinkIds.map((name) => this.process(name).stop()));
     await Promise.all(this.etcdNames.map((name) => this.process(name).stop()));
   }
 

@@ -24,7 +24,8 @@ export interface ClusterPlan {
   threshold: number;
   approvalPolicy: 'auto' | 'manual';
   /** etcdClient / etcdPeer are the first etcd member's; `etcd` lists every member (absent in plans made before it). */
-  ports: { etcdClient: number; etcdPeer: number; etcd?: EtcdPorts[]; audit: number; coordinators: number[]; custodians: number[] };
+  /** `audit` is the first audit sink replica's; `auditReplicas` the others' (absent or empty: one sink). */
+  ports: { etcdClient: number; etcdPeer: number; etcd?: EtcdPorts[]; audit: number; auditReplicas?: number[]; coordinators: number[]; custodians: number[] };
 }
 
 export interface EtcdPorts {
@@ -60,7 +61,19 @@ export interface Layout {
   /** Each coordinator's transport private key file (config transportKeyFile). */
   transportKeyFile: Record<string, string>;
   configFile: (name: string) => string;
+  /** The first audit sink replica's data directory (the only sink's unless several run). */
   auditDir: string;
+  /**
+   * Audit sink replicas, as process names and certificate CNs: `audit-sink` (the first keeps the
+   * names a single sink always had: its dir audit/, its keys audit-keys/, its port) then
+   * `audit-sink-2`, `audit-sink-3`, … (services/audit-sink REPLICATION.md).
+   */
+  auditSinkIds: string[];
+  auditSinkAddress: (id: string) => string;
+  auditDirOf: (id: string) => string;
+  /** Every replica's checkpoint public key (what producers verify acknowledgements with). */
+  sinkCheckpointPublicKeys: string[];
+  sinkCheckpointKeyOf: (id: string) => string;
   /** The first etcd member's data directory. */
   etcdDir: string;
   etcdMembers: EtcdMember[];
@@ -83,6 +96,8 @@ export const coordinatorId = (i: number) => `coordinator-${i + 1}`;
  */
 export const ETCD_ROOT = 'etcd-root';
 export const operatorOf = (custodianId: string) => `${custodianId}-operator`;
+/** The i-th audit sink replica (0-based): `audit-sink`, then `audit-sink-2`, `audit-sink-3`, … */
+export const auditSinkId = (i: number) => (i === 0 ? 'audit-sink' : `audit-sink-${i + 1}`);
 
 interface PlanOptions {
   custodians: number;
@@ -91,6 +106,8 @@ interface PlanOptions {
   coordinators: number;
   /** 1 or 3. */
   etcdMembers: number;
+  /** Audit sink replicas: 1 (default), 3, 5 or 7. */
+  auditReplicas?: number;
 }
 
 async function newPlan(opts: PlanOptions): Promise<ClusterPlan> {
@@ -110,9 +127,11 @@ async function newPlan(opts: PlanOptions): Promise<ClusterPlan> {
   ports.etcdClient = etcd[0]!.client;
   ports.etcdPeer = etcd[0]!.peer;
   ports.audit = await next();
+  const auditReplicas: number[] = [];
+  for (let i = 1; i < (opts.auditReplicas ?? 1); i++) auditReplicas.push(await next());
   for (let i = 0; i < opts.coordinators; i++) ports.coordinators.push(await next());
   for (let i = 0; i < opts.custodians; i++) ports.custodians.push(await next());
-  return { clusterName: 'dev', custodians: opts.custodians, threshold: opts.threshold, approvalPolicy: opts.approvalPolicy, ports: { ...ports, etcd } };
+  return { clusterName: 'dev', custodians: opts.custodians, threshold: opts.threshold, approvalPolicy: opts.approvalPolicy, ports: { ...ports, auditReplicas, etcd } };
 }
 
 export async function prepareLayout(
@@ -137,6 +156,10 @@ export async function prepareLayout(
   const custodianIds = plan.ports.custodians.map((_, i) => `custodian-${i + 1}`);
   const coordinatorIds = plan.ports.coordinators.map((_, i) => coordinatorId(i));
   const etcdMembers = etcdMembersOf(dir, plan.ports.etcd!);
+  const auditPorts = [plan.ports.audit, ...(plan.ports.auditReplicas ?? [])];
+  const auditSinkIds = auditPorts.map((_, i) => auditSinkId(i));
+  const auditSinkAddress = (id: string) => addr(auditPorts[auditSinkIds.indexOf(id)]!);
+  const auditDirOf = (id: string) => path.join(dir, id === 'audit-sink' ? 'audit' : id.replace('audit-sink', 'audit'));
   const pki = path.join(dir, 'pki');
   progress('dev PKI');
   const certs: Record<string, CertFiles> = {};
@@ -144,11 +167,13 @@ export async function prepareLayout(
   // etcd only serves (@keyshard/pki profiles). Certificates of an older profile are re-issued.
   const profiles: [string, CertProfile][] = [
     ['etcd', 'server'],
-    ...['audit-sink', ...coordinatorIds, ...custodianIds].map((n): [string, CertProfile] => [n, 'component']),
+    ...[...auditSinkIds, ...coordinatorIds, ...custodianIds].map((n): [string, CertProfile] => [n, 'component']),
     ...[ADMIN, AUDITOR, APP, ETCD_ROOT, ...custodianIds.map(operatorOf)].map((n): [string, CertProfile] => [n, 'client']),
   ];
   for (const [name, profile] of profiles) certs[name] = await issueCert(pki, name, name, profile);
-  const sinkKeys = ensureSinkCheckpointKey(path.join(dir, 'audit-keys'));
+  const sinkKeysDir = (id: string) => path.join(dir, id === 'audit-sink' ? 'audit-keys' : id.replace('audit-sink', 'audit-keys'));
+  const sinkKeysOf = Object.fromEntries(auditSinkIds.map((id) => [id, ensureSinkCheckpointKey(sinkKeysDir(id))]));
+  const sinkKeys = sinkKeysOf['audit-sink']!;
 
   const softhsmConf: Record<string, string> = {};
   const pinFile: Record<string, string> = {};
@@ -181,6 +206,11 @@ export async function prepareLayout(
     transportKeyFile,
     configFile: (name) => path.join(configDir, `${name}.json`),
     auditDir: path.join(dir, 'audit'),
+    auditSinkIds,
+    auditSinkAddress,
+    auditDirOf,
+    sinkCheckpointPublicKeys: auditSinkIds.map((id) => sinkKeysOf[id]!.publicKeyFile),
+    sinkCheckpointKeyOf: (id) => sinkKeysOf[id]!.privateKeyFile,
     etcdDir: etcdMembers[0]!.dataDir,
     etcdMembers,
     logDir: path.join(dir, 'logs'),
@@ -225,17 +255,36 @@ const addr = (port: number) => `127.0.0.1:${port}`;
 export function writeConfigs(l: Layout): void {
   const { plan } = l;
   const write = (name: string, cfg: unknown) => writeFileSync(l.configFile(name), JSON.stringify(cfg, null, 2));
-  write('audit-sink', {
-    listen: addr(plan.ports.audit),
-    dataDir: l.auditDir,
-    tls: l.certs['audit-sink'],
-    // Each appender records only its own component's operations (@keyshard/audit-log appender-scope.ts).
-    appenders: [...l.coordinatorIds.map((principal) => ({ principal, scope: 'coordinator' })), ...l.custodianIds.map((principal) => ({ principal, scope: 'custodian' }))],
-    readers: [AUDITOR],
-    // The sink's keys live outside its data dir, so a copy of the log holds neither.
-    checkpointKeyFile: l.sinkCheckpointKey,
-    hmacKeyFile: path.join(l.dir, 'audit-keys', 'hmac.key'),
-  });
+  const replicated = l.auditSinkIds.length > 1;
+  for (const id of l.auditSinkIds)
+    write(id, {
+      listen: l.auditSinkAddress(id),
+      dataDir: l.auditDirOf(id),
+      tls: l.certs[id],
+      // Each appender records only its own component's operations (@keyshard/audit-log appender-scope.ts).
+      appenders: [...l.coordinatorIds.map((principal) => ({ principal, scope: 'coordinator' })), ...l.custodianIds.map((principal) => ({ principal, scope: 'custodian' }))],
+      readers: [AUDITOR],
+      // The sink's keys live outside its data dir, so a copy of the log holds neither. Each
+      // replica signs with its own checkpoint key; the HMAC key of sensitive fields is one for
+      // all (a value hashes the same whichever replica leads).
+      checkpointKeyFile: l.sinkCheckpointKeyOf(id),
+      hmacKeyFile: path.join(l.dir, 'audit-keys', 'hmac.key'),
+      ...(replicated
+        ? {
+            replication: {
+              replicas: l.auditSinkIds.map((r, i) => ({ id: r, address: l.auditSinkAddress(r), checkpointPublicKey: l.sinkCheckpointPublicKeys[i]! })),
+              electionTimeoutMs: 1000,
+              heartbeatMs: 100,
+            },
+          }
+        : {}),
+    });
+  const sinkPin = {
+    address: addr(plan.ports.audit),
+    serverId: 'audit-sink',
+    checkpointPublicKeys: l.sinkCheckpointPublicKeys,
+    ...(replicated ? { replicas: l.auditSinkIds.map((id) => ({ address: l.auditSinkAddress(id), serverId: id })) } : {}),
+  };
   l.custodianIds.forEach((id, i) =>
     write(id, {
       custodianId: id,
@@ -246,7 +295,7 @@ export function writeConfigs(l: Layout): void {
       approvalPolicy: plan.approvalPolicy,
       coordinators: l.coordinatorIds,
       operators: [operatorOf(id)],
-      audit: { address: addr(plan.ports.audit), serverId: 'audit-sink', checkpointPublicKeys: [l.sinkCheckpointPublicKey] },
+      audit: sinkPin,
     }),
   );
   l.coordinatorIds.forEach((id, i) =>
@@ -260,7 +309,7 @@ export function writeConfigs(l: Layout): void {
           tls: l.certs[id],
           transportKeyFile: l.transportKeyFile[id],
           etcd: { endpoints: etcdClientUrls(l), tls: l.certs[id], serverName: 'etcd' },
-          audit: { address: addr(plan.ports.audit), serverId: 'audit-sink', checkpointPublicKeys: [l.sinkCheckpointPublicKey], spoolDir: path.join(l.dir, 'spool', id) },
+          audit: { ...sinkPin, spoolDir: path.join(l.dir, 'spool', id) },
           custodians: l.custodianIds.map((cid, j) => ({ id: cid, address: addr(plan.ports.custodians[j]!) })),
           admins: [ADMIN],
           keyUsers: [APP],

@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   const source = principalOfCertificate(tls.cert);
   const sink = new AuditClient({
     address: config.audit.address, tls, source, timeoutMs: config.audit.timeoutMs,
-    serverId: config.audit.serverId, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
+    serverId: config.audit.serverId, replicas: config.audit.replicas, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
   });
   const spool = config.audit.spoolDir
     ? await AuditSpool.open({ dir: config.audit.spoolDir, source, maxPending: config.audit.spoolMaxEvents }, sink, log)

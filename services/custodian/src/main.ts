@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   const custody = new Custody(token, config.custodianId, { approval: config.approvalPolicy, join: config.joinPolicy }, new Set(config.coordinators));
   const audit = new AuditClient({
     address: config.audit.address, tls, source: principalOfCertificate(tls.cert), timeoutMs: config.audit.timeoutMs,
-    serverId: config.audit.serverId, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
+    serverId: config.audit.serverId, replicas: config.audit.replicas, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
   });
 
   const proto = keyshardProto();

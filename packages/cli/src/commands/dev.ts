@@ -26,10 +26,11 @@ export function registerDev(program: Command): void {
     .option('--threshold <t>', 'shares needed to unseal (first start only)', integer({ min: 1, max: 255 }), 3)
     .option('--coordinators <n>', 'coordinator replicas (first start only)', integer({ min: 1, max: 9 }), 1)
     .option('--etcd-members <n>', 'etcd members, 1 or 3 (first start only)', oneOf('1', '3'), '1')
+    .option('--audit-replicas <n>', 'audit sink replicas, 1, 3, 5 or 7: an event is acknowledged once a majority holds it (first start only)', oneOf('1', '3', '5', '7'), '1')
     .option('--manual', 'custodians wait for `keyshard custodian approve` instead of auto-approving (first start only); prints the commands')
     .option('--no-init', 'leave a fresh cluster uninitialized (to restore a backup into: `keyshard restore FILE`)')
     .option('--json', 'print the endpoints as JSON once the cluster is up')
-    .action(async (opts: { dir: string; custodians: number; threshold: number; coordinators: number; etcdMembers: string; manual?: boolean; init: boolean; json?: boolean }) => {
+    .action(async (opts: { dir: string; custodians: number; threshold: number; coordinators: number; etcdMembers: string; auditReplicas: string; manual?: boolean; init: boolean; json?: boolean }) => {
       if (opts.threshold > opts.custodians) throw new UsageError(`--threshold ${opts.threshold} is more than --custodians ${opts.custodians}`);
       const cluster = await DevCluster.create({
         dir: opts.dir,
@@ -37,6 +38,7 @@ export function registerDev(program: Command): void {
         threshold: opts.threshold,
         coordinators: opts.coordinators,
         etcdMembers: Number(opts.etcdMembers) as 1 | 3,
+        auditReplicas: Number(opts.auditReplicas),
         approvalPolicy: opts.manual ? 'manual' : 'auto',
         progress,
       });
@@ -65,6 +67,7 @@ export function registerDev(program: Command): void {
         state: uninitialized ? 'uninitialized' : 'unsealed',
         coordinators: Object.fromEntries(cluster.coordinatorIds.map((id) => [id, cluster.coordinatorAddressOf(id)])),
         audit_sink: `127.0.0.1:${plan.ports.audit}`,
+        audit_replicas: Object.fromEntries(cluster.auditSinkIds.map((id) => [id, cluster.layout.auditSinkAddress(id)])),
         audit_log: cluster.auditLogFile,
         etcd: Object.fromEntries(cluster.layout.etcdMembers.map((m) => [m.name, `https://127.0.0.1:${m.clientPort}`])),
         custodians: Object.fromEntries(cluster.custodianIds.map((id) => [id, cluster.custodianAddress(id)])),
@@ -77,7 +80,9 @@ export function registerDev(program: Command): void {
           [
             uninitialized ? 'keyshard dev cluster is up, not initialized (--no-init): `keyshard restore FILE` or `keyshard init`' : 'keyshard dev cluster is up and unsealed',
             ...cluster.coordinatorIds.map((id) => `  ${id.padEnd(12)} ${cluster.coordinatorAddressOf(id)}`),
-            `  audit sink   127.0.0.1:${plan.ports.audit}  (log ${cluster.auditLogFile})`,
+            ...(cluster.auditSinkIds.length > 1
+              ? cluster.auditSinkIds.map((id) => `  ${id.padEnd(12)} ${cluster.layout.auditSinkAddress(id)}  (log ${path.join(cluster.layout.auditDirOf(id), 'audit.log')}; replicated, leader now ${cluster.auditLeader() ?? 'being elected'})`)
+              : [`  audit sink   127.0.0.1:${plan.ports.audit}  (log ${cluster.auditLogFile})`]),
             ...cluster.layout.etcdMembers.map((m) => `  ${m.name.padEnd(12)} https://127.0.0.1:${m.clientPort}`),
             `  etcd auth    coordinators only; the etcd operator's certificate is ${cluster.layout.certs[ETCD_ROOT]!.cert}`,
             ...cluster.custodianIds.map((id) => `  ${id.padEnd(12)} ${cluster.custodianAddress(id)}`),
