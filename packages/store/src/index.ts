@@ -22,6 +22,8 @@
  *   seal-epoch                   {epoch, mac}: count of cluster-wide seals (services/coordinator/src/cluster/cluster-store.ts)
  *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (cluster-store.ts, share-recovery.ts)
  *   share-set-next               {generation, mac}: the share set being made (services/coordinator/src/cluster/cluster-store.ts)
+ *   audit/witness/<CN>           a replica's latest cosigned checkpoint of the audit sink (services/coordinator/src/audit-witness/witness-store.ts)
+ *   audit/witness-reset          {epoch, anchor, by, time}: the last operator reset of the witnesses (same module)
  * Records marked with a mac, key records, quorum ceremonies and unsealed registrations carry a
  * record MAC (services/coordinator/src/cluster/record-integrity.ts says which and why).
  */
@@ -151,14 +153,20 @@ export const paths = {
   sealEpoch: 'seal-epoch',
   /** Custodian recovery exports (wrapped to the operator's offline key; no plaintext). */
   shareExport: (ceremonyId: string) => `share-exports/${ceremonyId}`,
+  /** Witness records (signed by the witness and the sink: no record MAC needed) and the reset record. */
+  auditPrefix: 'audit/',
+  witness: (certificateCn: string) => `audit/witness/${certificateCn}`,
+  witnessesPrefix: 'audit/witness/',
+  witnessReset: 'audit/witness-reset',
 } as const;
 
 /**
  * What a backup holds, in the order it is written (KEKs before the versions they wrap): the
- * durable state of the cluster. Ceremonies, locks, replica registrations, seal epoch and
+ * durable state of the cluster, and the audit witnesses' records (the largest audit checkpoints
+ * the cluster vouched for). Ceremonies, locks, replica registrations, seal epoch and
  * elections are live coordination and are not backed up. Exact names have no trailing slash.
  */
-export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/'] as const;
+export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/', 'audit/'] as const;
 
 /** The deletion of one such entry: a prefix (trailing slash) or an exact key. */
 export const deletionOf = (ns: Namespace, path: string) => (path.endsWith('/') ? ns.delete().prefix(path) : ns.delete().key(path));

@@ -11,12 +11,13 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
 import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { HealthService, keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
-import { SensitiveFields, loadHmacKey } from '@keyshard/audit-log';
+import { KEYS_DIR, SensitiveFields, loadHmacKey, loadPublicKeys } from '@keyshard/audit-log';
 import { AlertEngine, alertReporter } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { loadSigner } from './checkpoint-store.ts';
 import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
 import { createAuditService } from './server.ts';
+import { CosignedStore } from './cosigned.ts';
 import { createSinkMetrics } from './sink-metrics.ts';
 
 export interface RunningSink {
@@ -63,7 +64,8 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   const cp = log.checkpoint;
   logger.info({ dataDir: cfg.dataDir, records: log.size, root: cp.root_hash, keyId: cp.key_id, truncatedBytes: log.openInfo.truncatedBytes }, 'audit log opened');
 
-  const service = createAuditService(log, { appenders: cfg.appenders, readers: cfg.readers, sensitive, logger, appendBatchSeconds: metrics.appendBatchSeconds });
+  const cosigned = await CosignedStore.open(cfg.dataDir, loadPublicKeys(path.join(cfg.dataDir, KEYS_DIR)));
+  const service = createAuditService(log, { appenders: cfg.appenders, readers: cfg.readers, sensitive, logger, appendBatchSeconds: metrics.appendBatchSeconds, cosigned });
   const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
   server.addService(keyshardProto().AuditService.service, service.implementation);
   const health = new HealthService({ '': 'SERVING', 'keyshard.v1.AuditService': 'SERVING' }).addToServer(server);
@@ -107,6 +109,7 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
         });
       });
       await log.close();
+      await cosigned.close();
       await metricsServer?.close();
       logger.info({ records: log.size, root: log.checkpoint.root_hash }, 'stopped');
     })());

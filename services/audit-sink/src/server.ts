@@ -14,6 +14,7 @@ import { contextOf, holdsRole, keyshardProto, methodPolicy, roleAuthorizer, toSe
 import type { AuditLog } from './audit-log.ts';
 import { normalizeEvent } from './event.ts';
 import { queryLog } from './query.ts';
+import type { CosignedStore } from './cosigned.ts';
 
 type Who = { principal: string; requestId: string; method: string };
 
@@ -22,6 +23,8 @@ export interface AuditServiceOptions {
   readers: readonly string[];
   sensitive: SensitiveFields;
   logger: Logger;
+  /** The witnesses' published cosignatures (cosigned.ts). */
+  cosigned: CosignedStore;
   /** Observes each Append batch's seconds from arrival to durability. */
   appendBatchSeconds?: Histogram;
 }
@@ -74,6 +77,8 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
       return { path: log.consistencyProof(first, second), first_size: first, second_size: second };
     },
     Query: (req) => queryLog(log, req),
+    AddCosignature: async (req, ctx) => (await opts.cosigned.add(req, ctx.principal, log), {}),
+    GetCosignedCheckpoints: async () => ({ checkpoints: opts.cosigned.latest() }),
     HashValue: async (req) => {
       if (req.value.length > MAX_HASH_INPUT) throw invalidArgument(`value is longer than ${MAX_HASH_INPUT} characters`);
       return { hash: opts.sensitive.hash(req.value) };
