@@ -12,7 +12,7 @@ import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
+import { createLogger } from '@keyshard/config';
 import { TestEtcd } from '@keyshard/devcluster/test-etcd';
 import {
   CheckpointTrust, MerkleTree, checkpointNote, cosign, keyIdOf, leafHash, parseVkey, signCheckpoint, verifyCosignedCheckpoint, type CosignedCheckpoint, type SignedCheckpoint,
@@ -25,7 +25,7 @@ import { loadOrCreateWitnessKey } from './witness-key.ts';
 const sinkKey = generateKeyPairSync('ed25519');
 const sinkKeyId = keyIdOf(sinkKey.publicKey);
 const sinkKeys = new Map([[sinkKeyId, sinkKey.publicKey]]);
-const log = pino({ level: 'silent' });
+const log = createLogger('witness-spec', 'silent');
 
 function treeOf(n: number, tag = 'e'): MerkleTree {
   const t = new MerkleTree();
