@@ -163,10 +163,10 @@ export const paths = {
 /**
  * What a backup holds, in the order it is written (KEKs before the versions they wrap): the
  * durable state of the cluster, and the audit witnesses' records (the largest audit checkpoints
- * the cluster vouched for). Ceremonies, locks, replica registrations, seal epoch and
+ * the cluster vouched for; not the witness reset record: a restored reset must not re-anchor). Ceremonies, locks, replica registrations, seal epoch and
  * elections are live coordination and are not backed up. Exact names have no trailing slash.
  */
-export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/', 'audit/'] as const;
+export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/', 'audit/witness/'] as const;
 
 /** The deletion of one such entry: a prefix (trailing slash) or an exact key. */
 export const deletionOf = (ns: Namespace, path: string) => (path.endsWith('/') ? ns.delete().prefix(path) : ns.delete().key(path));

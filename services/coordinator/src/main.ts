@@ -75,6 +75,7 @@ async function main(): Promise<void> {
     publish: (c) => sinkReader.addCosignature(c),
     sinkCheckpoint: () => sinkReader.checkpoint(),
     intervalMs: config.witnessIntervalMs,
+    initialized: () => cluster.initialized,
   });
   await witness.anchor();
   const spool = config.audit.spoolDir

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -68,7 +68,10 @@ describe('audit witness', () => {
     etcd = await TestEtcd.start();
     ns = etcd.namespace('w');
   });
-  after(() => etcd.stop());
+  after(async () => {
+    await etcd.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   const published: CosignedCheckpoint[] = [];
   const witnessOf = (cn: string, sink: TreeSink) => {

@@ -54,6 +54,11 @@ export interface WitnessDeps {
   sinkCheckpoint: () => Promise<SignedCheckpoint>;
   log: Logger;
   intervalMs: number;
+  /**
+   * Whether the cluster is initialized: an uninitialized cluster keeps nothing in etcd (a restore
+   * needs it empty), so the witness verifies but neither stores nor publishes until then.
+   */
+  initialized?: () => boolean;
   /** Whole seconds since the epoch (tests). */
   now?: () => number;
 }
@@ -148,6 +153,7 @@ export class AuditWitness {
       this.d.log.debug({ witness: this.name, err: (e as Error).message }, 'the audit sink gave no checkpoint this round');
       return;
     }
+    if (this.d.initialized && !this.d.initialized()) return;
     const had = this.#cosigned?.checkpoint;
     if (!had || had.tree_size < cp.tree_size || (had.tree_size === cp.tree_size && had.root_hash !== cp.root_hash)) {
       const note = checkpointNote(cp);
@@ -178,6 +184,12 @@ export class AuditWitness {
   async #followReset(): Promise<void> {
     const { reset, revision } = await this.d.store.reset();
     if (revision === this.#reset.revision || !reset) return;
+    if (checkpointProblem(reset.anchor, this.d.sinkKeys)) {
+      // Not this sink's checkpoint (written against another sink): nothing to re-anchor on.
+      this.#reset = { epoch: reset.epoch, revision };
+      this.d.log.warn({ witness: this.name, epoch: reset.epoch }, "a witness reset names a checkpoint of another audit sink (key not configured): ignored");
+      return;
+    }
     this.#adopt(reset, revision);
   }
 
