@@ -16,6 +16,8 @@ import { AlertEngine, alertReporter } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { loadSigner } from './checkpoint-store.ts';
 import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
+import { AppenderQuotas } from './quota.ts';
+import { RefusalRecorder } from './refusals.ts';
 import { createAuditService } from './server.ts';
 import { CosignedStore } from './cosigned.ts';
 import { createSinkMetrics } from './sink-metrics.ts';
@@ -65,7 +67,14 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   logger.info({ dataDir: cfg.dataDir, records: log.size, root: cp.root_hash, keyId: cp.key_id, truncatedBytes: log.openInfo.truncatedBytes }, 'audit log opened');
 
   const cosigned = await CosignedStore.open(cfg.dataDir, loadPublicKeys(path.join(cfg.dataDir, KEYS_DIR)));
-  const service = createAuditService(log, { appenders: cfg.appenders, readers: cfg.readers, sensitive, logger, appendBatchSeconds: metrics.appendBatchSeconds, cosigned });
+  const refusals = new RefusalRecorder({
+    identity: principalOfCertificate(tls.cert), append: (events) => log.append(events), sensitive, logger,
+    refusalsTotal: metrics.appendRefusals, windowSeconds: cfg.quotas.refusalRecordSeconds,
+  });
+  const service = createAuditService(log, {
+    appenders: cfg.appenders, readers: cfg.readers, quotas: new AppenderQuotas(cfg.quotas), refusals, sensitive, logger,
+    appendBatchSeconds: metrics.appendBatchSeconds, cosigned,
+  });
   const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
   server.addService(keyshardProto().AuditService.service, service.implementation);
   const health = new HealthService({ '': 'SERVING', 'keyshard.v1.AuditService': 'SERVING' }).addToServer(server);
