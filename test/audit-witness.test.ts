@@ -61,7 +61,7 @@ describe('audit witnesses: cosigned checkpoints, a rolled-back sink, the operato
     for (const c of Object.values(admins ?? {})) c.close();
     reader?.close();
     await cluster?.stop();
-    if (!process.env.KEEP_DIR) rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it("every replica's cosigned checkpoint is in etcd and published at the sink, verifying against DIR/audit-trust.json", async () => {

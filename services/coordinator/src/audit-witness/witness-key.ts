@@ -9,11 +9,12 @@
  * Invariants: a key file readable by group or others is refused (FAILED_PRECONDITION naming the
  * file, never its content), as the transport key is; private key bytes are never logged.
  */
-import { createPrivateKey, generateKeyPairSync, createPublicKey, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, createPublicKey, type KeyObject } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
 import { vkeyOf, witnessName } from '@keyshard/audit-log';
+import { readOwnerOnlyPrivateKey } from '../ceremonies/transport-key.ts';
 
 export interface WitnessKey {
   /** keyshard.dev/witness/<certificate CN> */
@@ -34,14 +35,7 @@ export function loadOrCreateWitnessKey(file: string, certificateCn: string): Wit
     writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' }); // never over a file that appeared meanwhile
     created = true;
   }
-  const mode = statSync(file).mode & 0o777;
-  if (mode & 0o077) throw new KeyshardError('FAILED_PRECONDITION', `witness key file ${file} must be readable by its owner only (mode 0600, is ${mode.toString(8)})`);
-  let privateKey: KeyObject;
-  try {
-    privateKey = createPrivateKey(readFileSync(file, 'utf8'));
-  } catch {
-    throw new KeyshardError('FAILED_PRECONDITION', `witness key file ${file} does not hold a private key PEM`);
-  }
+  const privateKey = readOwnerOnlyPrivateKey(file, 'witness');
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new KeyshardError('FAILED_PRECONDITION', `witness key file ${file} must hold an Ed25519 key`);
   return { name, privateKey, vkey: vkeyOf(name, createPublicKey(privateKey)), created };
 }
