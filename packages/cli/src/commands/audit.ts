@@ -6,8 +6,8 @@
 import type { Command } from 'commander';
 import { readTls } from '@keyshard/rpc';
 import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reader';
-import { ALERT_OPERATION, hmacValue, readCheckpointJson, verifyLogDir } from '@keyshard/audit-log';
-import { tlsFrom } from '../connection.ts';
+import { ALERT_OPERATION, cosignatureName, fromCheckpointMsg, hmacValue, readCheckpointJson, verifyLogDir, type CosignedCheckpoint } from '@keyshard/audit-log';
+import { tlsFrom, withClient } from '../connection.ts';
 import { UsageError, printJson } from '../output.ts';
 import { collect, integer, oneOf, readFlagFile, timestamp } from '../parse.ts';
 
@@ -31,6 +31,11 @@ export function describeEvent({ index, event: e }: StoredAuditEvent): string {
   return parts.join('  ');
 }
 
+/** One line per cosigned checkpoint: the witness(es) it names, its size, root and time. */
+function describeCosigned(c: CosignedCheckpoint): string {
+  const names = c.cosignatures.map((l) => cosignatureName(l) ?? '(not a signature line)').join(', ');
+  return `${names}  tree size ${c.checkpoint.tree_size}  root ${c.checkpoint.root_hash}  time ${c.checkpoint.time}`;
+}
 
 export function registerAudit(program: Command): void {
   const audit = program
@@ -80,12 +85,37 @@ export function registerAudit(program: Command): void {
 
   audit
     .command('checkpoint')
-    .description("the sink's current signed checkpoint (keep it: `audit verify --checkpoint` proves the log still contains it)")
-    .option('--json', 'print JSON')
-    .action(async (opts: { json?: boolean }) => {
+    .description("the sink's current signed checkpoint (keep it: `audit verify --checkpoint` proves the log still contains it); with --cosigned, the latest one each witness cosigned")
+    .option('--cosigned', 'the latest cosigned checkpoint of each witness (coordinator replica), as the sink publishes them')
+    .option('--json', 'print JSON (with --cosigned: an array of cosigned checkpoints, what `audit verify --cosigned FILE` reads)')
+    .action(async (opts: { cosigned?: boolean; json?: boolean }) => {
+      if (opts.cosigned) {
+        const all = await withReader((r) => r.cosignedCheckpoints());
+        if (opts.json) return printJson(all);
+        if (all.length === 0) return void process.stdout.write('no cosigned checkpoints published yet\n');
+        process.stdout.write(`${all.map(describeCosigned).join('\n')}\n(signatures not checked here: \`keyshard audit verify --cosigned FILE\` with your trust file)\n`);
+        return;
+      }
       const c = await withReader((r) => r.checkpoint());
       if (opts.json) printJson(c);
       else process.stdout.write(`tree size ${c.tree_size}\nroot      ${c.root_hash}\ntime      ${c.time}\nkey id    ${c.key_id}\n`);
+    });
+
+  audit
+    .command('witness')
+    .description("the coordinator replicas as witnesses of the sink's checkpoints (asks a coordinator, KEYSHARD_ADDR, as an admin)")
+    .command('reset')
+    .description("after a witness alarm (rolled-back or forked sink): trust the sink's current log from now on, on every replica (audited)")
+    .option('--confirm', "required: the sink's current log is accepted as it is, whatever history it lost")
+    .option('--json', 'print JSON')
+    .action(async (opts: { confirm?: boolean; json?: boolean }) => {
+      if (!opts.confirm) throw new UsageError("--confirm is required: a reset makes every witness trust the sink's current log, history it lost included");
+      const r = await withClient(program, (client) => client.resetWitnesses(true));
+      if (opts.json) return printJson({ previous: r.previous ? fromCheckpointMsg(r.previous) : null, anchor: r.anchor ? fromCheckpointMsg(r.anchor) : null, previous_alarm: r.previous_alarm });
+      process.stdout.write(
+        `witnesses re-anchored on the sink's checkpoint of size ${r.anchor?.tree_size ?? 0} (root ${r.anchor?.root_hash ?? ''})\n` +
+          `previous cosigned size ${r.previous?.tree_size ?? 0}${r.previous_alarm ? `; alarm was: ${r.previous_alarm}` : ''}\n`,
+      );
     });
 
   audit

@@ -70,6 +70,7 @@ export function registerDev(program: Command): void {
         custodians: Object.fromEntries(cluster.custodianIds.map((id) => [id, cluster.custodianAddress(id)])),
         logs: cluster.layout.logDir,
         env: cluster.envFile,
+        audit_trust: cluster.trustFile,
       };
       if (opts.json) printJson(endpoints);
       else
@@ -82,6 +83,7 @@ export function registerDev(program: Command): void {
             `  etcd auth    coordinators only; the etcd operator's certificate is ${cluster.layout.certs[ETCD_ROOT]!.cert}`,
             ...cluster.custodianIds.map((id) => `  ${id.padEnd(12)} ${cluster.custodianAddress(id)}`),
             `  logs         ${cluster.layout.logDir}`,
+            `  audit trust  ${cluster.trustFile}  (sink key + witness keys for \`keyshard audit verify\`; keep a copy outside the log folder)`,
             '',
             `In another shell:  . ${cluster.envFile} && npx keyshard status`,
             'Press Ctrl-C to stop every process.',
