@@ -72,9 +72,10 @@ export function vkeyOf(name: string, publicKey: KeyObject): string {
 
 /** Parses a vkey; throws saying what is wrong (never echoing more than 64 characters). */
 export function parseVkey(vkey: string): Witness {
-  const parts = typeof vkey === 'string' ? vkey.trim().split('+') : [];
-  if (parts.length !== 3) throw new Error(`not a witness verifier key (name+keyid+base64): ${JSON.stringify(String(vkey).slice(0, 64))}`);
-  const [name, idHex, b64] = parts as [string, string, string];
+  // The name has no '+' (signed-note), the base64 key may: split at the first two only.
+  const m = typeof vkey === 'string' ? /^([^+]*)\+([^+]*)\+(.*)$/s.exec(vkey.trim()) : null;
+  if (!m) throw new Error(`not a witness verifier key (name+keyid+base64): ${JSON.stringify(String(vkey).slice(0, 64))}`);
+  const [, name, idHex, b64] = m as unknown as [string, string, string, string];
   checkName(name);
   const raw = Buffer.from(b64, 'base64');
   if (!/^[0-9a-f]{8}$/.test(idHex) || raw.length !== 33 || raw[0] !== ED25519_ALG || raw.toString('base64') !== b64)

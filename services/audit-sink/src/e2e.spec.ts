@@ -129,7 +129,7 @@ describe('audit sink end to end', () => {
     );
     const file = path.join(dir, 'data', 'audit.log');
     assert.equal(readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 500);
-    const v = verifyLogDir(path.join(dir, 'data'));
+    const v = verifyLogDir(path.join(dir, 'data'), { trust: { sinkKeys: sinkKeys(), witnesses: [], witnessQuorum: 0 } });
     assert.equal(v.ok, true, v.reason);
     assert.equal(v.records, 500);
 
@@ -175,7 +175,7 @@ describe('audit sink end to end', () => {
     await assert.rejects(auditClient('intruder', { source: 'coordinator' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
     await assert.rejects(auditClient('coordinator', { source: 'custodian-1' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
     await assert.rejects(auditClient('coordinator').record({ principal: 'p', operation: 'audit.alert', result: 'ok', details: { rule: 'destroy' } }), isCode('PERMISSION_DENIED'));
-    assert.equal(verifyLogDir(path.join(dir, 'data')).records, 501);
+    assert.equal(verifyLogDir(path.join(dir, 'data'), { trust: { sinkKeys: sinkKeys(), witnesses: [], witnessQuorum: 0 } }).records, 501);
   });
 
   it('after SIGKILL, record() rejects with UNAVAILABLE within the timeout; a restart resumes', async () => {
@@ -200,7 +200,7 @@ describe('audit sink end to end', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    const v = verifyLogDir(path.join(dir, 'data'));
+    const v = verifyLogDir(path.join(dir, 'data'), { trust: { sinkKeys: sinkKeys(), witnesses: [], witnessQuorum: 0 } });
     assert.equal(v.ok, true, v.reason);
     assert.equal(v.records, 503);
     // The restarted sink proved its new checkpoint extends the one the client verified before the kill.
