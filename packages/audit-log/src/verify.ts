@@ -203,6 +203,18 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
   const minLevel = changed.length > 0 && changed.every((a) => level(a) === 2) ? 2 : 1;
   const below = (size: number, lvl = 1) =>
     matching.reduce((g, a) => (a.size < size && a.size > g.size && level(a) >= lvl ? a : g), { size: 0, source: '' } as { size: number; source: string });
+  for (const u of unverified) {
+    const size = Number.isSafeInteger(u.size) && u.size >= 0 ? u.size : 0;
+    const covered = matching.find((m) => m.size >= size);
+    const bad = `${u.source} (size ${u.size}) does not verify under the trusted sink keys: ${u.problem}`;
+    if (covered) findings.push({ reason: `${bad}; ${covered.source} (size ${covered.size}) vouches for the records it claims` });
+    else {
+      // The first record it covers that no trusted anchor vouches for.
+      const first = Math.min(below(size + 1).size, records);
+      findings.push({ index: first, reason: `${bad}; records from ${first} on are vouched for by no trusted checkpoint` });
+    }
+  }
+
   for (const a of mismatching) {
     if (a.size > records) {
       findings.push({ index: records, range: { from: records, to: a.size }, reason: `${a.source} covers ${a.size} records, the log holds ${records}: records ${records}..${a.size - 1} were removed` });
@@ -221,18 +233,6 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
       reason: fork ? `${what}; yet ${fork.source} (size ${fork.size}) matches the log: the sink key signed two histories (a fork)` : what,
     });
   }
-  for (const u of unverified) {
-    const size = Number.isSafeInteger(u.size) && u.size >= 0 ? u.size : 0;
-    const covered = matching.find((m) => m.size >= size);
-    const bad = `${u.source} (size ${u.size}) does not verify under the trusted sink keys: ${u.problem}`;
-    if (covered) findings.push({ reason: `${bad}; ${covered.source} (size ${covered.size}) vouches for the records it claims` });
-    else {
-      // The first record it covers that no trusted anchor vouches for.
-      const first = Math.min(below(size + 1).size, records);
-      findings.push({ index: first, reason: `${bad}; records from ${first} on are vouched for by no trusted checkpoint` });
-    }
-  }
-
   // 4. Witnesses: distinct trusted names that cosigned a checkpoint the log contains.
   const vouched = new Map<string, { treeSize: number; ms: number }>();
   for (const a of matching)

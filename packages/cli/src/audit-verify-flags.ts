@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import {
-  addSinkKey, addWitnesses, checkpointFromJson, checkQuorum, parseCosignedFile, parseTrustFile, type CosignedCheckpoint, type SignedCheckpoint, type TrustRoots, type Witness,
+  addSinkKey, addWitnesses, logDirOf, checkpointFromJson, checkQuorum, parseCosignedFile, parseTrustFile, type CosignedCheckpoint, type SignedCheckpoint, type TrustRoots, type Witness,
 } from '@keyshard/audit-log';
 import { InvalidArgumentError } from 'commander';
 import { UsageError } from './output.ts';
@@ -47,7 +47,8 @@ function outside(flag: string, file: string, logDir: string): void {
 }
 
 /** The trust roots the flags give: the trust file's, plus --sink-key and --witness; --witness-quorum overrides. */
-export function trustFromFlags(logDir: string, f: VerifyFlags): TrustRoots {
+export function trustFromFlags(logPath: string, f: VerifyFlags): TrustRoots {
+  const logDir = logDirOf(logPath);
   if (!f.trust && !f.sinkKey?.length) throw new UsageError(TRUST_ROOTS_NEEDED);
   let base: TrustRoots = { sinkKeys: new Map<string, KeyObject>(), witnesses: [] as Witness[], witnessQuorum: 1 };
   if (f.trust) {

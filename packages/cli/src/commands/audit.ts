@@ -6,7 +6,7 @@
 import { Option, type Command } from 'commander';
 import { readTls } from '@keyshard/rpc';
 import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reader';
-import { ALERT_OPERATION, describeAge, hmacValue, logDirOf, verifyLogDir, type VerifyResult } from '@keyshard/audit-log';
+import { ALERT_OPERATION, describeAge, hmacValue, verifyLogDir, type VerifyResult } from '@keyshard/audit-log';
 import { DEFAULT_MAX_AGE, cosignedFromFlags, heldCheckpoint, maxAge, trustFromFlags, type VerifyFlags } from '../audit-verify-flags.ts';
 import { tlsFrom } from '../connection.ts';
 import { UsageError, printJson } from '../output.ts';
@@ -91,7 +91,7 @@ export function registerAudit(program: Command): void {
     )
     .option('--json', 'print the result as JSON')
     .action((dir: string, opts: VerifyFlags & { json?: boolean }) => {
-      const trust = trustFromFlags(logDirOf(dir), opts);
+      const trust = trustFromFlags(dir, opts);
       const cosigned = cosignedFromFlags(opts.cosigned ?? []);
       const checkpoint = opts.checkpoint ? heldCheckpoint(opts.checkpoint) : undefined;
       const r = verifyLogDir(dir, { trust, cosigned, ...(checkpoint ? { checkpoint } : {}), ...(opts.maxAge !== 'none' ? { maxAgeSeconds: opts.maxAge } : {}) });
