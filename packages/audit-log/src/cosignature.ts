@@ -72,10 +72,12 @@ export function vkeyOf(name: string, publicKey: KeyObject): string {
 
 /** Parses a vkey; throws saying what is wrong (never echoing more than 64 characters). */
 export function parseVkey(vkey: string): Witness {
-  // The name has no '+' (signed-note), the base64 key may: split at the first two only.
-  const m = typeof vkey === 'string' ? /^([^+]*)\+([^+]*)\+(.*)$/s.exec(vkey.trim()) : null;
-  if (!m) throw new Error(`not a witness verifier key (name+keyid+base64): ${JSON.stringify(String(vkey).slice(0, 64))}`);
-  const [, name, idHex, b64] = m as unknown as [string, string, string, string];
+  // name+keyid+base64: the name has no '+', the base64 key may (signed-note: split at the first two).
+  const s = typeof vkey === 'string' ? vkey.trim() : '';
+  const i = s.indexOf('+');
+  const j = i < 0 ? -1 : s.indexOf('+', i + 1);
+  if (j < 0) throw new Error(`not a witness verifier key (name+keyid+base64): ${JSON.stringify(String(vkey).slice(0, 64))}`);
+  const [name, idHex, b64] = [s.slice(0, i), s.slice(i + 1, j), s.slice(j + 1)];
   checkName(name);
   const raw = Buffer.from(b64, 'base64');
   if (!/^[0-9a-f]{8}$/.test(idHex) || raw.length !== 33 || raw[0] !== ED25519_ALG || raw.toString('base64') !== b64)
