@@ -100,7 +100,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
     return { audit: usedVersion(r), reply: { plaintext: r.plaintext, ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version } };
   };
 
-  return boundedRefs({
+  return {
     // A key just created has never been used: no usage to read.
     async CreateKey(req, ctx) {
       const rec = await keyring.create(
@@ -210,35 +210,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
     async ListAliases(req) {
       return { reply: { aliases: (await keyring.listAliases(req.key || undefined)).map((a) => ({ name: a.name, key_id: a.keyId })) } };
     },
-  });
-}
-
-/**
- * Longest key reference (id, name or `alias/<name>`), key name or alias name a KeyService request
- * may carry (keys.proto): checked before the handler runs, so before any lookup, and the refusal
- * quotes none of it. Names themselves are limited to 128 characters (validateName).
- */
-export const MAX_KEY_REF_LENGTH = 256;
-const REF_FIELDS = ['key', 'name', 'destination_key'] as const;
-
-/** Every handler behind a check of the request's key-reference fields (and, in batches, each item's). */
-function boundedRefs<H extends object>(handlers: H): H {
-  const check = (req: Record<string, unknown> | null | undefined): void => {
-    for (const f of REF_FIELDS) {
-      const v = req?.[f];
-      if (typeof v === 'string' && v.length > MAX_KEY_REF_LENGTH)
-        throw invalidArgument(`${f} is ${v.length} characters long; at most ${MAX_KEY_REF_LENGTH}`);
-    }
   };
-  return Object.fromEntries(
-    Object.entries(handlers as Record<string, (req: Record<string, unknown>, ctx: CallContext) => unknown>).map(([m, h]) => [
-      m,
-      (req: Record<string, unknown>, ctx: CallContext) => {
-        check(req);
-        return h(req, ctx);
-      },
-    ]),
-  ) as H;
 }
 
 /** Only configured key users and admins may call KeyService (keys.proto's roles); components and readers may not. */
