@@ -61,6 +61,7 @@ export const REASONS = {
   OVERLOADED: 'the service is at its concurrency limit; retry with backoff',
   CONTENDED: 'a concurrent change or rotation got in the way; the call may be tried again',
   OUTCOME_UNKNOWN: 'the change may or may not have been applied: read the state before trying again',
+  REQUEST_TOKEN_REUSED: 'the request_token was already used by this caller for this method with other parameters (idempotency tokens: one token per logical change)',
   STORE_UNAVAILABLE: 'the state store (etcd) cannot be reached',
   AUDIT_UNAVAILABLE: 'the audit sink cannot record the call, so it is refused (fail closed)',
 

@@ -177,7 +177,13 @@ describe('audit sink end to end', () => {
     await assert.rejects(auditClient('intruder', { source: 'coordinator' }).record({ principal: 'p', operation: 'keys.Encrypt', result: 'ok' }), isCode('PERMISSION_DENIED'));
     await assert.rejects(auditClient('coordinator', { source: 'custodian-1' }).record({ principal: 'p', operation: 'custodian.GetStatus', result: 'ok' }), isCode('PERMISSION_DENIED'));
     await assert.rejects(auditClient('coordinator').record({ principal: 'p', operation: 'audit.alert', result: 'ok', details: { rule: 'destroy' } }), isCode('PERMISSION_DENIED'));
-    const page = await unaryCall(rawClient('auditor'), 'Query', { operation: 'audit.append_refused' });
+    // The refusal is recorded as the batch is refused (refusals.ts appends without holding the
+    // reply back), so it may become durable just after the appender hears the refusal.
+    let page = await unaryCall(rawClient('auditor'), 'Query', { operation: 'audit.append_refused' });
+    for (let i = 0; i < 50 && page.events.length < 2; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      page = await unaryCall(rawClient('auditor'), 'Query', { operation: 'audit.append_refused' });
+    }
     assert.deepEqual(
       page.events.map((e) => [e.index, e.event?.principal, e.event?.source, e.event?.code, e.event?.details.tried_operation, e.event?.details.claimed_source]),
       [[501, 'coordinator', 'audit-sink', 'PERMISSION_DENIED', 'custodian.GetStatus', 'custodian-1'], [502, 'coordinator', 'audit-sink', 'PERMISSION_DENIED', 'audit.alert', undefined]],
