@@ -8,7 +8,7 @@
  *    tree over them; event ids are unique;
  *  - every anchor, i.e. a signed tree head from anywhere: each line of checkpoints.log, the
  *    checkpoint held elsewhere (`--checkpoint`), the witness-cosigned checkpoints given
- *    (`--cosigned`, fetched from the sink) and those in <dir>/cosigned.log. An anchor counts only
+ *    (`--cosigned`) and those in <dir>/cosigned.log. An anchor counts only
  *    if its sink signature verifies under a trusted sink key; then the log must contain it: at
  *    least its tree_size records, whose root at that size is its root_hash (RFC 6962 §2.1; two
  *    anchors the log contains are consistent with each other by construction, RFC 9162 §2.1.4);
@@ -243,11 +243,11 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
   if (vouched.size < trust.witnessQuorum) {
     const given = (opts.cosigned ?? []).length > 0;
     findings.push({
-      reason: `${vouched.size} of the ${trust.witnessQuorum} required trusted witnesses vouch for this log (a cosigned checkpoint it contains)${given ? '' : ': give the newest from outside the folder (--cosigned FILE from `keyshard audit checkpoint --cosigned --json`, or --fetch)'}`,
+      reason: `${vouched.size} of the ${trust.witnessQuorum} required trusted witnesses vouch for this log (a cosigned checkpoint it contains)${given ? '' : ': give the newest from outside the folder (--cosigned FILE from `keyshard audit checkpoint --cosigned --json`)'}`,
     });
   }
   if (trust.witnessQuorum > 0 && vouched.size >= trust.witnessQuorum && !(opts.cosigned ?? []).some((s) => s.items.length > 0))
-    notes.push(`the witnesses' cosignatures came only from ${COSIGNED_FILE}, in the folder: whoever controls it can cut the tail and trim that file too; give the newest cosigned checkpoints from outside (--cosigned or --fetch)`);
+    notes.push(`the witnesses' cosignatures came only from ${COSIGNED_FILE}, in the folder: whoever controls it can cut the tail and trim that file too; give the newest cosigned checkpoints from outside (--cosigned FILE)`);
   if (trust.witnessQuorum === 0) notes.push('witness quorum 0: only the sink key vouches for the log, and the sink host holds that key');
 
   // 5. Freshness: the newest trusted time among anchors the log contains.
@@ -256,7 +256,7 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
   if (newest && newest.ms > now + FUTURE_SKEW_MS) notes.push(`the newest trusted time ${new Date(newest.ms).toISOString()} (${newest.by}) is ahead of this machine's clock`);
   if (opts.maxAgeSeconds !== undefined && newest && now - newest.ms > opts.maxAgeSeconds * 1000)
     findings.push({
-      reason: `the newest trusted checkpoint is ${describeAge(now - newest.ms)} old (size ${newest.size}, ${new Date(newest.ms).toISOString()}, ${newest.by}), more than the ${describeAge(opts.maxAgeSeconds * 1000)} allowed: records after it may be missing; verify against a fresh checkpoint (--fetch, --cosigned, --checkpoint) or raise --max-age`,
+      reason: `the newest trusted checkpoint is ${describeAge(now - newest.ms)} old (size ${newest.size}, ${new Date(newest.ms).toISOString()}, ${newest.by}), more than the ${describeAge(opts.maxAgeSeconds * 1000)} allowed: records after it may be missing; verify against a fresh checkpoint (--cosigned, --checkpoint) or raise --max-age`,
     });
 
   const maxMatching = matching.reduce((m, a) => Math.max(m, a.size), 0);

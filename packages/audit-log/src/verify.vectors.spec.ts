@@ -50,7 +50,7 @@ describe('verifyLogDir on a log directory built from the frozen vectors', () => 
       witnessQuorum: 1,
       newest: { time: '2026-12-06T10:00:04.000Z', treeSize: record.tree_size, source: 'checkpoints.log line 1, signed by the sink' },
       notes: [
-        `the witnesses' cosignatures came only from cosigned.log, in the folder: whoever controls it can cut the tail and trim that file too; give the newest cosigned checkpoints from outside (--cosigned or --fetch)`,
+        `the witnesses' cosignatures came only from cosigned.log, in the folder: whoever controls it can cut the tail and trim that file too; give the newest cosigned checkpoints from outside (--cosigned FILE)`,
       ],
     });
   });
