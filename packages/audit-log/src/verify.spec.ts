@@ -188,6 +188,17 @@ describe('verifyLogDir: trust only from outside the folder', () => {
     const ranged = verify(log2);
     bad(ranged, 30, /^a record in 30\.\.39 was changed, removed or reordered: checkpoints\.log line 6 \(size 40\)/);
     assert.deepEqual(ranged.badRange, { from: 30, to: 40 });
+
+    // An early edit fails every later checkpoint: the first is the verdict, a few more are notes.
+    const { log: log3 } = goodLog();
+    for (let i = 0; i < 12; i++) log3.append(1).checkpoint();
+    log3.events[2] = { ...log3.events[2]!, key_id: 'k' };
+    log3.rewrite();
+    const early = verify(log3);
+    bad(early, 0, /^a record in 0\.\.9 was changed/);
+    const also = early.notes.filter((n) => n.startsWith('also: '));
+    assert.equal(also.length, 6, also.join('\n'));
+    assert.match(also.at(-1)!, /^also: \d+ more failures of the same log$/);
   });
 
   it('the sink host rewrites and re-signs with the real sink key: only the witnesses\' checkpoints show it, as a fork', () => {

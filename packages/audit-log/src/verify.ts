@@ -86,6 +86,8 @@ interface Finding {
 }
 
 const FUTURE_SKEW_MS = 5 * 60_000;
+/** Further failures reported as notes (an early edit fails every later checkpoint: thousands a day). */
+const MAX_ALSO = 5;
 
 /** The log directory a path names: the directory itself, or its audit.log link. */
 export const logDirOf = (p: string): string => (path.basename(p) === ACTIVE_LINK ? path.dirname(p) : p);
@@ -265,7 +267,9 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
   // The first record named; else the first failure that names none. The others as notes.
   const indexed = findings.filter((f) => f.index !== undefined).sort((x, y) => x.index! - y.index!);
   const chosen = indexed[0] ?? findings[0];
-  for (const f of findings) if (f !== chosen) notes.push(`also: ${f.index !== undefined ? `index ${f.index}: ` : ''}${f.reason}`);
+  const others = [...indexed, ...findings.filter((f) => f.index === undefined)].filter((f) => f !== chosen);
+  for (const f of others.slice(0, MAX_ALSO)) notes.push(`also: ${f.index !== undefined ? `index ${f.index}: ` : ''}${f.reason}`);
+  if (others.length > MAX_ALSO) notes.push(`also: ${others.length - MAX_ALSO} more failures of the same log`);
   const sizes = (kind: Anchor['kind']) => matching.filter((a) => a.kind === kind).map((a) => a.size);
   const maxOf = (xs: number[]) => (xs.length ? Math.max(...xs) : undefined);
   const stored = maxOf(sizes('stored'));
