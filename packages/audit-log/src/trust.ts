@@ -18,14 +18,12 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { publicKeyFromPem, type SignedCheckpoint } from './checkpoint.ts';
-import { parseVkey, type CosignedCheckpoint, type Witness } from './cosignature.ts';
+import { MAX_COSIGNATURE_LINE, MAX_COSIGNATURES, parseVkey, type CosignedCheckpoint, type Witness } from './cosignature.ts';
 
 /** Name of the trust file `keyshard dev` writes into its cluster directory. */
 export const TRUST_FILE = 'audit-trust.json';
 
 /** Bounds on what a cosigned checkpoint may carry (as the sink's: 16 witness lines of at most 512 characters). */
-const MAX_COSIGNATURES = 16;
-const MAX_LINE = 512;
 
 export interface TrustRoots {
   /** The sink's checkpoint public keys, by key id (checkpoint.ts keyIdOf). */
@@ -113,10 +111,10 @@ export function checkpointFromJson(raw: unknown): SignedCheckpoint {
 function cosignedFromJson(raw: unknown): CosignedCheckpoint {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('not a JSON object');
   const r = raw as Record<string, unknown>;
-  if (typeof r.note !== 'string' || r.note.length > 4 * MAX_LINE) throw new Error('note is not a string (a C2SP note body)');
+  if (typeof r.note !== 'string' || r.note.length > 4 * MAX_COSIGNATURE_LINE) throw new Error('note is not a string (a C2SP note body)');
   const lines = r.cosignatures;
-  if (!Array.isArray(lines) || !lines.every((l) => typeof l === 'string' && l.length <= MAX_LINE))
-    throw new Error(`cosignatures is not an array of signature lines (each at most ${MAX_LINE} characters)`);
+  if (!Array.isArray(lines) || !lines.every((l) => typeof l === 'string' && l.length <= MAX_COSIGNATURE_LINE))
+    throw new Error(`cosignatures is not an array of signature lines (each at most ${MAX_COSIGNATURE_LINE} characters)`);
   if (lines.length > MAX_COSIGNATURES) throw new Error(`more than ${MAX_COSIGNATURES} cosignatures`);
   return { checkpoint: checkpointFromJson(r.checkpoint), note: r.note, cosignatures: lines as string[] };
 }

@@ -18,7 +18,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } f
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { issueCert, type CertFiles, type CertProfile } from '@keyshard/pki';
-import { vkeyOf, witnessName } from '@keyshard/audit-log';
+import { trustFileText, vkeyOf, witnessName } from '@keyshard/audit-log';
 import { initSoftHsmToken, SOFTHSM_MODULE } from '@keyshard/hsm';
 import { freePort } from './processes.ts';
 
@@ -385,7 +385,6 @@ export function writeTrustFile(l: Layout): string {
     }
     witnesses.push(vkeyOf(witnessName(id), createPublicKey(createPrivateKey(readFileSync(file, 'utf8')))));
   }
-  const trust = { sinkKeys: [readFileSync(l.sinkCheckpointPublicKey, 'utf8')], witnesses, witnessQuorum: 1 };
-  writeFileSync(l.trustFile, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+  writeFileSync(l.trustFile, trustFileText([readFileSync(l.sinkCheckpointPublicKey, 'utf8')], witnesses, 1), { mode: 0o644 });
   return l.trustFile;
 }

@@ -24,11 +24,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { invalidArgument, failedPrecondition } from '@keyshard/errors';
 import {
-  MAX_COSIGNATURES, MAX_COSIGNATURE_LINE, checkpointNote, checkpointProblem, cosignatureName, fromCosignedMsg, toCosignedMsg, witnessName, type CosignedCheckpoint,
+  COSIGNED_FILE, MAX_COSIGNATURES, MAX_COSIGNATURE_LINE, checkpointNote, checkpointProblem, cosignatureName, cosignedLine, fromCosignedMsg, toCosignedMsg, witnessName, type CosignedCheckpoint,
 } from '@keyshard/audit-log';
 import type { pb } from '@keyshard/rpc';
-
-export const COSIGNED_FILE = 'cosigned.log';
 
 /** What the checks need of the log (AuditLog). */
 export interface LogTree {
@@ -93,7 +91,7 @@ export class CosignedStore {
     if (cp.tree_size > log.size) throw failedPrecondition(`the checkpoint's tree size ${cp.tree_size} is beyond this log's ${log.size}`);
     if (log.rootAt(cp.tree_size).toString('hex') !== cp.root_hash) throw failedPrecondition(`the checkpoint's root is not this log's root at size ${cp.tree_size}`);
     if (c.note !== checkpointNote(cp)) throw invalidArgument("the note is not the checkpoint's note body");
-    const lines = c.cosignatures.map((line) => `${JSON.stringify({ checkpoint: cp, note: c.note, cosignatures: [line] })}\n`).join('');
+    const lines = c.cosignatures.map((line) => cosignedLine({ checkpoint: cp, note: c.note, cosignatures: [line] })).join('');
     const write = this.#writes.then(async () => {
       await this.fh.write(lines);
       await this.fh.datasync();

@@ -92,15 +92,17 @@ export function registerAudit(program: Command): void {
     .option('--witness-quorum <n>', "distinct trusted witnesses that must have cosigned a checkpoint the log contains (default: the trust file's, else 1)", integer({ min: 0, max: 64 }))
     .option('--cosigned <file>', 'witness-cosigned checkpoints kept outside the folder (`keyshard audit checkpoint --cosigned --json`; JSON object, array or lines; repeatable)', collect)
     .option('--checkpoint <file>', 'a sink checkpoint kept elsewhere (`keyshard audit checkpoint --json`) that the log must contain')
+    .option('--fetch', "also fetch the witnesses' latest cosigned checkpoints from the sink (KEYSHARD_AUDIT_ADDR; checked like --cosigned, through their signatures)")
     .addOption(
       new Option('--max-age <duration>', 'the newest trusted checkpoint or cosignature may be at most this old (90s, 15m, 24h, 30d), or none for an archived copy')
         .argParser(maxAge)
         .default(DEFAULT_MAX_AGE.seconds, DEFAULT_MAX_AGE.text),
     )
     .option('--json', 'print the result as JSON')
-    .action((dir: string, opts: VerifyFlags & { json?: boolean }) => {
+    .action(async (dir: string, opts: VerifyFlags & { json?: boolean; fetch?: boolean }) => {
       const trust = trustFromFlags(dir, opts);
       const cosigned = cosignedFromFlags(opts.cosigned ?? []);
+      if (opts.fetch) cosigned.push({ source: 'fetched from the sink', items: await withReader((r) => r.cosignedCheckpoints()) });
       const checkpoint = opts.checkpoint ? heldCheckpoint(opts.checkpoint) : undefined;
       const r = verifyLogDir(dir, { trust, cosigned, ...(checkpoint ? { checkpoint } : {}), ...(opts.maxAge !== 'none' ? { maxAgeSeconds: opts.maxAge } : {}) });
       if (opts.json) printJson(r);
