@@ -107,7 +107,7 @@ describe('audit log (RFC 6962 Merkle log, signed checkpoints, auditor CLI)', { t
     assert.ok(encrypts.length >= 21);
     assert.ok(encrypts.every((e) => e.event.operation === 'keys.Encrypt' && e.event.result === 'ok'));
     const { stdout: denied } = await cli(['audit', 'query', '--principal', 'app', '--result', 'denied']);
-    assert.match(denied, /denied\s+keys\.Decrypt\s+by app\s+code=PERMISSION_DENIED/);
+    assert.match(denied, /denied\s+keys\.Decrypt\s+by app\s+from coordinator-\d+\s+code=PERMISSION_DENIED/, 'each event names the component that recorded it');
     const { stdout: none } = await cli(['audit', 'query', '--operation', 'keys.Encrypt', '--to', '2000-01-01T00:00:00Z']);
     assert.equal(none, 'no events match\n', 'an empty result says so');
     const { stdout: noneJson } = await cli(['audit', 'query', '--operation', 'keys.Encrypt', '--to', '2000-01-01T00:00:00Z', '--json']);

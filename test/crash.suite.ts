@@ -9,6 +9,10 @@
  *    if acknowledged); no scheduled rotation ran twice (versions of a key rotated every P
  *    seconds are at least P apart);
  *  - a CreateKey that was acknowledged exists, and any key that exists is usable;
+ *  - request tokens: the killed CreateKey / RotateKey carried one; sent again with it after the
+ *    restart (to either replica, as the SDK's retry would), it answers the outcome the killed
+ *    call recorded if that applied (the same key id, the same version, nothing added), or applies
+ *    now — never twice;
  *  - the cluster unseals: the killed replica rejoins; every 10th iteration and at the end the
  *    whole cluster is sealed and unsealed from the custodians' shares.
  * One cluster (1 etcd member, 2 coordinators, 3 custodians, t = 2) serves every iteration;
@@ -208,11 +212,19 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
       if (kind === 'create-key') {
         victim = pick(COORDINATORS);
         const name = `crash-key-${i}`;
-        const r = await killDuring(victim, () => direct.get(victim)!.createKey(name, { policy: FOR_APP }), window.createKey);
+        const requestToken = `crash-${SEED}-${i}`;
+        const r = await killDuring(victim, () => direct.get(victim)!.createKey(name, { policy: FOR_APP }, { requestToken }), window.createKey);
         await restart(victim);
-        created.push({ name, acked: r.ok });
         what = `CreateKey ${name} on ${victim}: ${r.ok ? 'acknowledged' : r.code}`;
-        const k = r.ok ? await keyOf(name) : await admin.getKey(name).catch(() => undefined);
+        // The caller's retry with the same token: the key the killed call made, or a new one; one key either way.
+        const existed = await admin.getKey(name).catch(() => undefined);
+        const retried = await admin.createKey(name, {}, { requestToken });
+        if (existed) assert.equal(retried.id, existed.id, `${what}: the retry answered the key the killed call made`);
+        if (r.ok) assert.equal(retried.id, r.value.id, `${what}: the retry answered the acknowledged key`);
+        what += `; retried with its token: ${existed ? 'replayed' : 'applied now'}`;
+        created.push({ name, acked: true });
+        const k = await keyOf(name);
+        assert.equal(k.id, retried.id);
         if (k) {
           assertContiguous(k);
           await encrypt(k.id); // it exists, so it must be usable
@@ -220,7 +232,8 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
         }
       } else if (kind === 'rotate-key') {
         victim = pick(COORDINATORS);
-        const r = await killDuring(victim, () => direct.get(victim)!.rotateKey('manual-rot'), window.rotateKey);
+        const requestToken = `crash-rot-${SEED}-${i}`;
+        const r = await killDuring(victim, () => direct.get(victim)!.rotateKey('manual-rot', { requestToken }), window.rotateKey);
         await restart(victim);
         what = `RotateKey on ${victim}: ${r.ok ? `acknowledged v${r.value.primary_version}` : r.code}`;
         const k = await keyOf('manual-rot');
@@ -228,6 +241,11 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
           assert.equal(r.value.primary_version, manualVersions + 1, `${what}: the acknowledged version follows the last one`);
           assert.ok(k.primary_version >= r.value.primary_version, `${what}: the acknowledged version is gone (primary ${k.primary_version})`);
         }
+        // The caller's retry with the same token: the killed call's version if it applied, else one new version.
+        const retried = await admin.rotateKey('manual-rot', { requestToken });
+        assert.equal(retried.primary_version, manualVersions + 1, `${what}: the retry answered v${retried.primary_version}`);
+        assert.equal((await keyOf('manual-rot')).primary_version, manualVersions + 1, `${what}: one rotation in all`);
+        what += `; retried with its token: ${k.primary_version > manualVersions ? 'replayed' : 'applied now'}`;
       } else if (kind === 'sweep') {
         victim = await leader();
         const delay = rand() * SWEEP_PERIOD_S * 1000;

@@ -102,7 +102,9 @@ function checkPeers(d: Deployment): void {
     assert.equal(cfg.audit.address, d.sink.address, `${cfg.custodianId}: audit address is the sink's`);
     assert.equal(cfg.token.label, cfg.custodianId, `${cfg.custodianId}: token label`);
   }
-  for (const id of [...coordinatorIds, ...custodianIds]) assert.ok(d.sink.cfg.appenders.includes(id), `the sink accepts events from ${id}`);
+  const scopeOf = new Map(d.sink.cfg.appenders.map((a: { principal: string; scope: string }) => [a.principal, a.scope]));
+  for (const id of coordinatorIds) assert.equal(scopeOf.get(id), 'coordinator', `the sink accepts coordinator events from ${id}`);
+  for (const id of custodianIds) assert.equal(scopeOf.get(id), 'custodian', `the sink accepts custodian events (only) from ${id}`);
   const hashes = new Set([...d.coordinators, ...d.custodians.map((c) => c.cfg)].map((c) => c.oaepHash));
   assert.equal(hashes.size, 1, 'coordinators and custodians use the same RSA-OAEP hash');
 }

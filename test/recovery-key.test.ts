@@ -5,6 +5,9 @@
  * under the cluster's prefix and no file of the audit folder holds "PRIVATE KEY" or any fragment
  * of the key's base64. Non-RSA and RSA-2048 public keys are refused alike. The CLI refuses the
  * wrong half under --recovery-public-key / --recovery-private-key before sending anything (exit 2).
+ * Transport keys alike (issue 17 item 6): a coordinator's transport *private* key file given to
+ * enrollment (EnrollTransportKey, RevokeTransportKey, `custodian enroll --transport-public-key`)
+ * is refused the same way, and none of it lands in etcd or the audit folder either.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -50,6 +53,8 @@ describe('recovery keys: only an RSA public key of >= 3072 bits; a private key g
   const publicPem = recovery.publicKey.export({ type: 'spki', format: 'pem' }).toString();
   const small = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
   const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  /** The coordinator's real transport private key (its 0600 key file), read once the cluster made it. */
+  let transportPrivatePem = '';
   const files = { priv: path.join(dir, 'recovery.pem'), pub: path.join(dir, 'recovery.pub.pem'), small: path.join(dir, 'small.pub.pem') };
   const custodianEnv = (id: string) => {
     const cert = cluster.layout.certs[operatorOf(id)]!;
@@ -67,6 +72,8 @@ describe('recovery keys: only an RSA public key of >= 3072 bits; a private key g
     await cluster.bootstrap();
     admin = cluster.client();
     env = readEnvFile(cluster.envFile);
+    transportPrivatePem = readFileSync(cluster.layout.transportKeyFile[COORDINATOR]!, 'utf8');
+    assert.match(transportPrivatePem, /PRIVATE KEY/);
   });
 
   after(async () => {
@@ -83,6 +90,8 @@ describe('recovery keys: only an RSA public key of >= 3072 bits; a private key g
       [['custodian', 'backup', '--custodian-id', 'custodian-1', '--recovery-public-key', files.small, '--out', path.join(dir, 'x.export')], env, /^--recovery-public-key .*at least 3072 bits \(got 2048\)/],
       [['custodian', 'enroll', '--recovery-public-key', files.priv, '--so-pin-file', soPin], custodianEnv('custodian-1'), /^--recovery-public-key .*: the recovery key is a private key/],
       [['custodian', 'revoke', '--recovery-public-key', files.priv, '--so-pin-file', soPin], custodianEnv('custodian-1'), /^--recovery-public-key .*private key/],
+      [['custodian', 'enroll', '--coordinator', COORDINATOR, '--transport-public-key', cluster.layout.transportKeyFile[COORDINATOR]!, '--so-pin-file', soPin], custodianEnv('custodian-1'), /^--transport-public-key .*: the transport key is a private key/],
+      [['custodian', 'revoke', '--coordinator', COORDINATOR, '--transport-public-key', cluster.layout.transportKeyFile[COORDINATOR]!, '--so-pin-file', soPin], custodianEnv('custodian-1'), /^--transport-public-key .*: the transport key is a private key/],
     ];
     // restore checks the key only once it has an export to import: a well-formed (unused) one.
     const exportFile = path.join(dir, 'fake.export');
@@ -129,6 +138,16 @@ describe('recovery keys: only an RSA public key of >= 3072 bits; a private key g
       const ok = await op.enrollTransportKey({ kind: 'recovery', publicKeyPem: publicPem, soPin });
       assert.equal(ok.kind, 'recovery');
       await rejectsWith(op.enrollTransportKey({ kind: 'recovery', publicKeyPem: privatePem, soPin }), 'INVALID_ARGUMENT', /private key/);
+      // The coordinator's transport private key, where its public key belongs: refused, and the
+      // public key it holds stays enrolled (nothing was replaced or revoked).
+      const transportBefore = (await op.listTrustedKeys()).keys.filter((k) => k.kind === 'transport');
+      const transportNoKey = (e: unknown) => !String((e as Error).message).includes('PRIVATE KEY') && !fragments(b64Body(transportPrivatePem)).some((f) => String((e as Error).message).includes(f));
+      for (const call of [
+        () => op.enrollTransportKey({ coordinatorId: COORDINATOR, publicKeyPem: transportPrivatePem, soPin }),
+        () => op.revokeTransportKey({ coordinatorId: COORDINATOR, publicKeyPem: transportPrivatePem, soPin }),
+      ])
+        assert.ok(transportNoKey(await rejectsWith(call(), 'INVALID_ARGUMENT', /the transport key is a private key/)));
+      assert.deepEqual((await op.listTrustedKeys()).keys.filter((k) => k.kind === 'transport'), transportBefore);
     } finally {
       op.close();
     }
@@ -139,7 +158,7 @@ describe('recovery keys: only an RSA public key of >= 3072 bits; a private key g
   });
 
   it('no etcd value under the cluster prefix and no file of the audit folder holds the private key or any fragment of it', async () => {
-    const needles = ['PRIVATE KEY', ...fragments(b64Body(privatePem)), ...fragments(b64Body(privatePkcs1))];
+    const needles = ['PRIVATE KEY', ...fragments(b64Body(privatePem)), ...fragments(b64Body(privatePkcs1)), ...fragments(b64Body(transportPrivatePem))];
     const etcd = connectEtcd({ endpoints: [cluster.etcdEndpoint], tls: readTls(cluster.layout.certs[COORDINATOR]!) });
     try {
       const prefix = `/keyshard/${cluster.layout.plan.clusterName}/`;

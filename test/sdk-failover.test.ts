@@ -3,26 +3,28 @@
  * some of them dead (a free port nobody listens on), silent (accepts TCP, never finishes the TLS
  * handshake), hung (a second replica, SIGSTOPped with a call in flight) or cut by a
  * fault-injecting TCP proxy after a request went through. Idempotent calls always succeed on the
- * live replica; a state change is sent at most once; deadlines hold.
+ * live replica; a state change is retried with its request token and applied once (a lost answer,
+ * a replica hung with it in flight); deadlines hold.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { APP, DevCluster, freePort, REPO_ROOT } from '@keyshard/devcluster';
-import { KeyshardClient, KeyshardError, type ClientOptions } from '@keyshard/client';
+import { KeyshardClient, KeyshardError, type ClientOptions, type Key } from '@keyshard/client';
+import { waitFor } from './support/grpc.ts';
 
-/** A TCP proxy to `target`. Once armed, the next connection to send data has its answers swallowed and is cut 200 ms later. */
+/** A TCP proxy to `target`. Once armed, the next connection to send data has its answers swallowed and is cut `holdMs` later. */
 class CuttingProxy {
   readonly server: net.Server;
   readonly sockets = new Set<net.Socket>();
   armed = false;
   cuts = 0;
 
-  constructor(target: number) {
+  constructor(target: number, holdMs = 200) {
     this.server = net.createServer((client) => {
       const upstream = net.connect(target, '127.0.0.1');
       this.sockets.add(client).add(upstream);
@@ -33,7 +35,7 @@ class CuttingProxy {
           this.armed = false;
           swallowing = true;
           this.cuts += 1;
-          setTimeout(() => (client.destroy(), upstream.destroy()), 200);
+          setTimeout(() => (client.destroy(), upstream.destroy()), holdMs);
         }
       });
       upstream.on('data', (d) => swallowing || client.write(d));
@@ -147,8 +149,13 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
     }
   });
 
-  it('a state change cut off after it was sent is not retried; an idempotent call is', async (t) => {
-    const proxy = new CuttingProxy(Number(live.split(':')[1]));
+  /** The audit events (as the sink stored them) about key `keyId`. */
+  const auditOf = (keyId: string) =>
+    readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event as { operation: string; key_id?: string; details?: Record<string, string> }).filter((e) => e.key_id === keyId);
+
+  it('a CreateKey whose answer is lost (cut by a TCP proxy after the coordinator acted) is retried with its token: one key, and the caller gets it', async (t) => {
+    // 1 s between the request and the cut: the coordinator creates the key, its answer is swallowed.
+    const proxy = new CuttingProxy(Number(live.split(':')[1]), 1_000);
     const viaProxy = await proxy.listen();
     try {
       const c = client([viaProxy, live], { connections: 1 });
@@ -156,16 +163,21 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
       await c.getKey('failover');
       await c.getKey('failover');
       proxy.armed = true;
-      const r = await outcome(c.createKey('failover-cut'));
+      const r = await outcome(c.createKey('failover-cut', { description: 'lost answer' }));
       assert.equal(proxy.cuts, 1);
-      assert.ok(!r.ok, 'the answer was swallowed, so the call cannot have succeeded');
-      assert.equal(r.err.code, 'UNAVAILABLE', r.err.message);
-      assert.doesNotMatch(r.err.message, /attempts/, 'sent once');
-      // The coordinator may or may not have created it before the cut; never twice.
-      const created = await count('failover-cut');
-      assert.ok(created <= 1);
-      t.diagnostic(`the cut CreateKey failed with ${r.err.message}; the coordinator had created ${created} key(s)`);
+      assert.ok(r.ok, `retried with its request token: ${r.ok ? '' : r.err.message}`);
+      assert.equal(r.value.name, 'failover-cut');
+      assert.equal(await count('failover-cut'), 1, 'exactly one key');
+      assert.equal((await app.getKey('failover-cut')).id, r.value.id, 'the caller got the key that exists');
+      // The first attempt made it; the retry was answered its recorded outcome, audited as a replay.
+      const events = await waitFor('the replayed CreateKey in the audit log', async () => {
+        const es = auditOf(r.value.id).filter((e) => e.operation === 'keys.CreateKey');
+        return es.length >= 2 ? es : undefined;
+      });
+      assert.deepEqual(events.map((e) => e.details?.replay ?? 'false').sort(), ['false', 'true']);
+      t.diagnostic(`CreateKey events of the key: ${JSON.stringify(events.map((e) => e.details ?? {}))}`);
 
+      // An idempotent call is retried the same way.
       const c2 = client([viaProxy, live], { connections: 1 });
       await c2.getKey('failover');
       await c2.getKey('failover');
@@ -178,7 +190,8 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
     }
   });
 
-  it('a replica that hangs (SIGSTOP) with calls in flight costs a keepalive timeout, not the deadline', async (t) => {
+  /** Runs `body` with a client whose next call goes to the second replica, hung (SIGSTOP) meanwhile; then resumes it and waits until it serves. */
+  const withHungReplica = async (body: (c: KeyshardClient) => Promise<void>) => {
     const hungId = cluster.coordinatorIds[1]!;
     const hung = cluster.process(hungId);
     const c = client([cluster.coordinatorAddressOf(hungId), live], { timeoutMs: 60_000, connections: 1 });
@@ -187,6 +200,34 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
     await c.getKey('failover');
     hung.pause();
     try {
+      await body(c);
+    } finally {
+      hung.resume();
+    }
+    await cluster.waitUnsealed([hungId], 60_000);
+  };
+
+  it('a CreateKey in flight to a replica that hangs (SIGSTOP) succeeds on the other, once; the hung one, resumed, answers the recorded outcome', async (t) => {
+    let made!: Key;
+    await withHungReplica(async (c) => {
+      const t0 = Date.now();
+      made = await c.createKey('failover-hung');
+      t.diagnostic(`CreateKey sent to the hung replica answered by the other after ${Date.now() - t0} ms`);
+      assert.equal(made.name, 'failover-hung');
+    });
+    // The hung replica took the request in before it was stopped; resumed, it finds the token
+    // recorded by the other replica and does not create a second key.
+    const events = await waitFor('both replicas\' CreateKey outcomes in the audit log', async () => {
+      const es = auditOf(made.id).filter((e) => e.operation === 'keys.CreateKey');
+      return es.length >= 2 ? es : undefined;
+    }).catch(() => auditOf(made.id).filter((e) => e.operation === 'keys.CreateKey'));
+    t.diagnostic(`CreateKey events of the key: ${JSON.stringify(events.map((e) => e.details ?? {}))}`);
+    assert.equal(await count('failover-hung'), 1, 'exactly one key');
+    assert.ok(events.filter((e) => e.details?.replay !== 'true').length === 1, 'one CreateKey applied');
+  });
+
+  it('a replica that hangs (SIGSTOP) with calls in flight costs a keepalive timeout, not the deadline', async (t) => {
+    await withHungReplica(async (c) => {
       const t0 = Date.now();
       assert.equal((await c.getKey('failover')).name, 'failover');
       const took = Date.now() - t0;
@@ -200,10 +241,7 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
         assert.deepEqual((await c.decrypt(e.ciphertext, { i: String(i) })).plaintext, msg);
         assert.ok(Date.now() - t1 < 15_000, `Encrypt and Decrypt took ${Date.now() - t1} ms with a replica hung`);
       }
-    } finally {
-      hung.resume();
-    }
-    await cluster.waitUnsealed([hungId], 60_000);
+    });
   });
 
   it('with every replica dead, calls fail within their deadline with UNAVAILABLE or DEADLINE_EXCEEDED', async (t) => {

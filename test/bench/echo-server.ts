@@ -118,7 +118,8 @@ if (wrap === 'none') {
     };
   }
   const handlers = { Echo: async (req: { payload: Buffer }) => ({ payload: req.payload }) };
-  const impl = unaryService(Echo.service, handlers, { name: 'bench', observer });
+  // Audited as `keys.Echo`: the bench appends as a coordinator, whose appender scope is keys.* and the like (@keyshard/audit-log appender-scope.ts).
+  const impl = unaryService(Echo.service, handlers, { name: 'keys', observer });
   const echo = impl.Echo as (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
   server.addService(Echo.service, {
     Echo: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {

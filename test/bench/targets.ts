@@ -82,7 +82,8 @@ function auditTarget(flags: Flags): Target {
     { length: Number(flags.channels ?? 1) },
     () => new AuditClient({ address: required(flags, 'address'), tls, source: required(flags, 'source'), timeoutMs: 10_000, checkpointKeys: loadCheckpointKeys([required(flags, 'audit-key')]) }),
   );
-  const event = { principal: 'admin', operation: 'bench.Audit', result: 'ok', key_id: 'k_AAAAAAAAAAAAAAAAAAAAAA', details: { version: '1' } };
+  // An operation of the coordinator's appender scope: the bench appends as coordinator-1.
+  const event = { principal: 'admin', operation: 'keys.Encrypt', result: 'ok', key_id: 'k_AAAAAAAAAAAAAAAAAAAAAA', details: { version: '1' } };
   // AuditClient numbers its batches (private field; diagnostics only): events per batch.
   const batches = () => audits.reduce((n, a) => n + (a as unknown as { batchSeq: number }).batchSeq, 0);
   return {

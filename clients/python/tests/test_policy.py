@@ -18,19 +18,23 @@ class Safety(unittest.TestCase):
         k = keyshard.METHOD_SAFETY['KeyService']
         for m in ('GetKey', 'ListKeys', 'Encrypt', 'Decrypt', 'GenerateDataKey', 'Sign', 'Verify', 'Mac'):
             self.assertEqual(k[m], _policy.IDEMPOTENT, m)
-        for m in ('CreateKey', 'RotateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction'):
-            self.assertEqual(k[m], _policy.ONCE, m)
+        # State changes with a request token are retried: the coordinator applies them once.
+        for m in ('CreateKey', 'RotateKey', 'EnableKey', 'DisableKey', 'ScheduleKeyDestruction', 'CreateAlias', 'DeleteAlias', 'UpdateKey'):
+            self.assertEqual(k[m], _policy.IDEMPOTENT, m)
         c = keyshard.METHOD_SAFETY['CeremonyService']
         self.assertEqual(c['Status'], _policy.IDEMPOTENT)
-        self.assertEqual(c['Seal'], _policy.ONCE)
+        for m in ('Seal', 'Init', 'StartUnseal', 'StartCeremony'):
+            self.assertEqual(c[m], _policy.ONCE, m)
 
     def test_idempotent_exactly_where_the_protos_say_so(self):
-        # State changes declare nothing (IDEMPOTENCY_UNKNOWN): sent once; reads and pure crypto
-        # declare NO_SIDE_EFFECTS or IDEMPOTENT.
+        # State changes declare nothing (IDEMPOTENCY_UNKNOWN): sent once unless their request takes
+        # a request_token; reads and pure crypto declare NO_SIDE_EFFECTS or IDEMPOTENT.
         for service, module in (('KeyService', keys_pb2), ('CeremonyService', ceremony_pb2)):
             for m in module.DESCRIPTOR.services_by_name[service].methods:
                 declared = m.GetOptions().idempotency_level in (descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT)
-                self.assertEqual(keyshard.METHOD_SAFETY[service][m.name], _policy.IDEMPOTENT if declared else _policy.ONCE, f'{service}.{m.name}')
+                tokened = 'request_token' in m.input_type.fields_by_name
+                self.assertEqual(keyshard.METHOD_SAFETY[service][m.name], _policy.IDEMPOTENT if declared or tokened else _policy.ONCE, f'{service}.{m.name}')
+                self.assertEqual(m.name in keyshard.client.TOKENED_METHODS[service], tokened)
 
     def test_only_declared_repeatable_levels_are_idempotent(self):
         # NO_SIDE_EFFECTS and IDEMPOTENT are idempotent; IDEMPOTENCY_UNKNOWN or nothing is sent once.

@@ -87,6 +87,15 @@ describe('AuditClient', () => {
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
   });
 
+  it('keeps a quota refusal as RESOURCE_EXHAUSTED with its reason (callers fail closed, the spool retries later); the next batch goes through', async () => {
+    const c = client();
+    sink.lie = 'quota';
+    const all = await Promise.allSettled(Array.from({ length: 5 }, () => c.record({ principal: 'p', operation: 'op', result: 'ok' })));
+    sink.lie = 'none';
+    assert.deepEqual(new Set(all.map((r) => r.status === 'rejected' && `${(r.reason as KeyshardError).code}/${(r.reason as KeyshardError).reason}`)), new Set(['RESOURCE_EXHAUSTED/AUDIT_QUOTA']));
+    await c.record({ principal: 'p', operation: 'op', result: 'ok' });
+  });
+
   it('refuses events without an operation and after close', async () => {
     const c = client();
     await assert.rejects(c.record({ principal: 'p', operation: '', result: 'ok' }), /needs an operation/);

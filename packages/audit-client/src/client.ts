@@ -18,7 +18,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { CheckpointTrust, fromCheckpointMsg } from '@keyshard/audit-log';
+import { CheckpointTrust, MAX_APPEND_BATCH, fromCheckpointMsg } from '@keyshard/audit-log';
 import { KeyshardError, isReason, type ErrorCode } from '@keyshard/errors';
 import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, reasonOfStatus, type pb, type TlsMaterial } from '@keyshard/rpc';
 import { completeEvent, type AuditEvent, type AuditEventInput } from './event.ts';
@@ -34,7 +34,7 @@ export interface AuditClientOptions {
   /** Called once, when an acknowledgement fails verification (the client then refuses every record()). */
   onAlert?: (alert: { reason: string }) => void;
   timeoutMs?: number; // per record(): until acknowledged; default 2000
-  maxBatch?: number; // events per Append request; default 1000
+  maxBatch?: number; // events per Append request; default MAX_APPEND_BATCH (1000), the most the sink takes by default
   maxQueued?: number; // events waiting for a batch before record() refuses; default 100000
 }
 
@@ -49,8 +49,12 @@ interface Pending {
 type AppendStream = grpc.ClientDuplexStream<pb.AppendRequest, pb.AppendResponse__Output>;
 
 // Refusals keep their own code (a misconfiguration is not an outage); the rest is UNAVAILABLE.
+// RESOURCE_EXHAUSTED: the sink's per-appender quota (reason AUDIT_QUOTA) or a batch too large.
+// Either way the batch was not stored: spooled events are shipped again after the spool's
+// back-off (spool.ts), the rest are refused to their callers (fail closed).
 const KEPT: Partial<Record<number, ErrorCode>> = {
   [grpc.status.PERMISSION_DENIED]: 'PERMISSION_DENIED',
+  [grpc.status.RESOURCE_EXHAUSTED]: 'RESOURCE_EXHAUSTED',
   [grpc.status.UNAUTHENTICATED]: 'UNAUTHENTICATED',
   [grpc.status.INVALID_ARGUMENT]: 'INVALID_ARGUMENT',
 };
@@ -77,7 +81,7 @@ export class AuditClient {
 
   constructor(private readonly opts: AuditClientOptions) {
     this.timeoutMs = opts.timeoutMs ?? 2000;
-    this.maxBatch = opts.maxBatch ?? 1000;
+    this.maxBatch = opts.maxBatch ?? MAX_APPEND_BATCH;
     this.maxQueued = opts.maxQueued ?? 100_000;
     this.trust = new CheckpointTrust(opts.checkpointKeys);
   }

@@ -8,10 +8,11 @@
  */
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { keyshardProto, serverCredentials, type pb, type TlsMaterial } from '@keyshard/rpc';
+import { KeyshardError } from '@keyshard/errors';
+import { keyshardProto, serverCredentials, toServiceError, type pb, type TlsMaterial } from '@keyshard/rpc';
 import { MerkleTree, keyIdOf, leafHash, signCheckpoint, toCheckpointMsg, type AuditEvent } from '@keyshard/audit-log';
 
-export type Lie = 'none' | 'bad-signature' | 'other-key' | 'rollback' | 'fork' | 'no-proof' | 'silent' | 'fail';
+export type Lie = 'none' | 'bad-signature' | 'other-key' | 'rollback' | 'fork' | 'no-proof' | 'silent' | 'fail' | 'quota';
 
 export class FakeAuditSink {
   lie: Lie = 'none';
@@ -74,6 +75,11 @@ export class FakeAuditSink {
   #onBatch(call: grpc.ServerDuplexStream<pb.AppendRequest__Output, pb.AppendResponse>, req: pb.AppendRequest__Output): void {
     if (this.lie === 'fail') {
       call.emit('error', { code: grpc.status.INTERNAL, details: 'disk on fire' });
+      return;
+    }
+    if (this.lie === 'quota') {
+      // As the real sink refuses a producer over its quota (services/audit-sink quota.ts).
+      call.emit('error', toServiceError(new KeyshardError('RESOURCE_EXHAUSTED', 'coordinator-1: over the audit quota', { reason: 'AUDIT_QUOTA' })));
       return;
     }
     if (this.lie === 'silent') return;

@@ -35,3 +35,20 @@ export const MAX_EVENT_DETAILS = 64;
  * writes them (it refuses them from producers); readers show them as alerts.
  */
 export const ALERT_OPERATION = 'audit.alert';
+
+/**
+ * The operation of the events the sink appends itself when it refuses an Append batch: an event
+ * outside the appender's scope (appender-scope.ts; code PERMISSION_DENIED) or a batch over the
+ * appender's quota (RESOURCE_EXHAUSTED). `principal` is the refused appender; details say why
+ * (`reason` AUDIT_SCOPE | AUDIT_QUOTA, `scope`, `tried_operation`, `claimed_source` when an event
+ * named another source, `limit`, `events`, `bytes`, `suppressed`: refusals of the same kind not
+ * recorded since the last such event), never the refused events themselves. Only the sink
+ * writes them. A source claimed falsely is a scope refusal too (PERMISSION_DENIED).
+ */
+export const APPEND_REFUSED_OPERATION = 'audit.append_refused';
+
+/**
+ * Events in one Append request at most: producers batch up to this many (@keyshard/audit-client),
+ * the sink refuses larger batches (RESOURCE_EXHAUSTED) unless configured otherwise.
+ */
+export const MAX_APPEND_BATCH = 1000;

@@ -231,14 +231,50 @@ def checkpoint_vector(record: dict) -> dict:
     }
 
 
+# --- witness cosignatures (C2SP tlog-checkpoint, tlog-cosignature v1, signed-note vkeys) ----------
+
+# RFC 8032 §7.1 TEST 2: a published test key, never a real one.
+WITNESS_SEED = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+WITNESS_NAME = "keyshard.dev/witness/coordinator-1"
+COSIGNATURE_TIME = 1796551204  # 2026-12-06T10:00:04Z, whole seconds
+
+
+def cosignature_vector(checkpoint: dict) -> dict:
+    cp = checkpoint["checkpoint"]
+    origin = "keyshard.dev/audit/" + cp["key_id"]
+    note = "%s\n%d\n%s\n" % (origin, cp["tree_size"], base64.b64encode(bytes.fromhex(cp["root_hash"])).decode())
+    sk = Ed25519PrivateKey.from_private_bytes(WITNESS_SEED)
+    pub = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = sha256(WITNESS_NAME.encode(), b"\n\x04", pub)[:4]
+    vkey = "%s+%s+%s" % (WITNESS_NAME, key_id.hex(), base64.b64encode(b"\x04" + pub).decode())
+    message = ("cosignature/v1\ntime %d\n" % COSIGNATURE_TIME + note).encode("utf-8")
+    sig = sk.sign(message)
+    line = "\u2014 %s %s" % (WITNESS_NAME, base64.b64encode(key_id + COSIGNATURE_TIME.to_bytes(8, "big") + sig).decode())
+    return {
+        "description": "TEST-ONLY witness key (RFC 8032 §7.1 TEST 2). A witness cosignature (packages/audit-log/src/cosignature.ts) of the checkpoint of checkpoint.json: note = C2SP tlog-checkpoint body (origin 'keyshard.dev/audit/' + sink key_id, decimal tree size, base64 root hash, each line LF-terminated); signed message = 'cosignature/v1' LF 'time ' decimal seconds LF note (C2SP tlog-cosignature v1, Ed25519); key_id = SHA-256(name LF 0x04 public key)[:4]; line = EM DASH, space, name, space, base64(key_id || u64 big-endian time || signature) (C2SP signed-note); vkey = name '+' hex key_id '+' base64(0x04 || public key).",
+        "ed25519_seed_hex": WITNESS_SEED.hex(),
+        "public_key_hex": pub.hex(),
+        "name": WITNESS_NAME,
+        "timestamp": COSIGNATURE_TIME,
+        "checkpoint": cp,
+        "note": note,
+        "signed_message_hex": message.hex(),
+        "key_id_hex": key_id.hex(),
+        "vkey": vkey,
+        "cosignature": line,
+    }
+
+
 def build() -> dict:
     sensitive = sensitive_vector()
     record = record_vector(sensitive)
+    checkpoint = checkpoint_vector(record)
     return {
         "merkle.json": merkle_vector(),
         "sensitive.json": sensitive,
         "record.json": record,
-        "checkpoint.json": checkpoint_vector(record),
+        "checkpoint.json": checkpoint,
+        "cosignature.json": cosignature_vector(checkpoint),
     }
 
 

@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createPrivateKey } from 'node:crypto';
-import { MIN_RECOVERY_KEY_BITS, parseRecoveryPublicKey } from '@keyshard/crypto';
+import { MIN_RECOVERY_KEY_BITS, parseRecoveryPublicKey, parseTransportPublicKey } from '@keyshard/crypto';
 import { InvalidArgumentError } from 'commander';
 import { UsageError } from './output.ts';
 
@@ -100,9 +100,22 @@ export const ceremonyTtl = duration({ min: 1, max: 7 * 86_400 });
  * never leaves this machine. One line naming the flag, never the file's content.
  */
 export function readRecoveryPublicKey(flag: string, file: string): string {
+  return readPublicKeyFile(flag, file, parseRecoveryPublicKey);
+}
+
+/**
+ * --transport-public-key FILE: a coordinator's RSA transport public key, 2048..8192 bits (the
+ * custodian's check, parseTransportPublicKey), refused here before anything is sent: a private
+ * key in its place never leaves this machine. One line naming the flag, never the file's content.
+ */
+export function readTransportPublicKey(flag: string, file: string): string {
+  return readPublicKeyFile(flag, file, parseTransportPublicKey);
+}
+
+function readPublicKeyFile(flag: string, file: string, parse: (pem: string) => { publicKeyPem: string }): string {
   const text = readFlagFile(flag, file);
   try {
-    return parseRecoveryPublicKey(text).publicKeyPem;
+    return parse(text).publicKeyPem;
   } catch (e) {
     throw new UsageError(`${flag} ${file}: ${(e as Error).message}`);
   }

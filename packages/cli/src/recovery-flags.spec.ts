@@ -1,4 +1,4 @@
-/** --recovery-public-key / --recovery-private-key: the wrong half, a non-RSA or a small key is a usage error (exit 2) naming the flag, never quoting the file. */
+/** --recovery-public-key / --recovery-private-key / --transport-public-key: the wrong half, a non-RSA or a small key is a usage error (exit 2) naming the flag, never quoting the file. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { generateKeyPairSync } from 'node:crypto';
@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { UsageError } from './output.ts';
-import { readRecoveryPrivateKey, readRecoveryPublicKey } from './parse.ts';
+import { readRecoveryPrivateKey, readRecoveryPublicKey, readTransportPublicKey } from './parse.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'keyshard-recovery-flags-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -50,5 +50,12 @@ describe('recovery key flags', () => {
     usage(() => readRecoveryPrivateKey('--recovery-private-key', smallPriv), '--recovery-private-key', /at least 3072 bits \(got 2048\)/);
     usage(() => readRecoveryPrivateKey('--recovery-private-key', ecPriv), '--recovery-private-key', /RSA private key/);
     usage(() => readRecoveryPrivateKey('--recovery-private-key', garbage), '--recovery-private-key', /not a private key PEM/);
+  });
+  it('--transport-public-key takes an RSA public key of 2048..8192 bits only: a private key never leaves this machine', () => {
+    assert.match(readTransportPublicKey('--transport-public-key', smallPub), /^-----BEGIN PUBLIC KEY-----/);
+    usage(() => readTransportPublicKey('--transport-public-key', smallPriv), '--transport-public-key', /is a private key/);
+    usage(() => readTransportPublicKey('--transport-public-key', priv), '--transport-public-key', /is a private key/);
+    usage(() => readTransportPublicKey('--transport-public-key', ecPub), '--transport-public-key', /RSA public key/);
+    usage(() => readTransportPublicKey('--transport-public-key', garbage), '--transport-public-key', /not a public key PEM/);
   });
 });

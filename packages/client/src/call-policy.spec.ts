@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { STATUS_DETAILS_KEY, encodeStatusDetails, keyshardProto } from '@keyshard/rpc';
-import { methodSafety, outcomeOf, retryDelayMs, retryPolicy, sealedForMs, statusError, unhealthyForMs } from './call-policy.ts';
+import { methodSafety, newRequestToken, outcomeOf, takesRequestToken, retryDelayMs, retryPolicy, sealedForMs, statusError, unhealthyForMs } from './call-policy.ts';
 
 describe('call policy', () => {
   it('classifies every KeyService and CeremonyService method from the protos; anything else is sent once', () => {
@@ -14,14 +14,23 @@ describe('call policy', () => {
     assert.equal(methodSafety('DeliverShare'), 'once', 'custodian methods are not the SDK\'s');
   });
 
-  it('repeats reads and pure crypto only', () => {
+  const TOKENED = ['CreateKey', 'RotateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'SetRotationPolicy'];
+
+  it('repeats reads, pure crypto, and state changes that carry a request token; nothing else', () => {
     const proto = keyshardProto();
     const methods = [...Object.keys(proto.KeyService.service), ...Object.keys(proto.CeremonyService.service)];
-    const idempotent = methods.filter((m) => methodSafety(m) === 'idempotent');
+    const idempotent = methods.filter((m) => methodSafety(m) === 'idempotent' && !TOKENED.includes(m));
     for (const m of idempotent) assert.match(m, /^(Get|List|Status$|Encrypt|Decrypt|ReEncrypt|GenerateDataKey|Sign$|Verify|Mac$|VerifyMac$)/, m);
     assert.equal(idempotent.length, 19);
-    for (const m of ['CreateKey', 'RotateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'SetRotationPolicy', 'Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony'])
-      assert.equal(methodSafety(m), 'once', m);
+    for (const m of TOKENED) assert.deepEqual([methodSafety(m), takesRequestToken(m)], ['idempotent', true], m);
+    for (const m of ['Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony']) assert.deepEqual([methodSafety(m), takesRequestToken(m)], ['once', false], m);
+    assert.equal(takesRequestToken('Encrypt'), false);
+  });
+
+  it('a fresh request token per call: 128 random bits, base64url', () => {
+    const tokens = new Set(Array.from({ length: 1000 }, newRequestToken));
+    assert.equal(tokens.size, 1000);
+    for (const t of tokens) assert.match(t, /^[A-Za-z0-9_-]{22}$/);
   });
 
   it('full-jitter backoff doubles up to its cap', () => {

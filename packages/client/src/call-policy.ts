@@ -5,10 +5,13 @@
  *   and for key operations on a sealed replica's FAILED_PRECONDITION (reason SEALED) when another replica is
  *   not known to be sealed. Repeating it changes no key state; it may appear twice in the
  *   audit log, with the same request id.
- * - A `once` call changes state (a second CreateKey or RotateKey would act twice, a second
- *   EnableKey would fail after the first succeeded). It is sent at most once, and moves to
- *   another replica only when it provably was not sent: the chosen connection never became
- *   READY, so the SDK never handed the request to grpc-js.
+ * - A state change whose request takes a `request_token` (every KeyService state change) is
+ *   `idempotent` too: the SDK fills one random token per logical call (index.ts), every attempt
+ *   carries it, and the coordinator applies the change at most once and answers a repeat with
+ *   the original outcome (keys.proto, "Idempotent state changes").
+ * - A `once` call changes state without a token (Seal, Init, ceremonies): a second one would act
+ *   twice. It is sent at most once, and moves to another replica only when it provably was not
+ *   sent: the chosen connection never became READY, so the SDK never handed the request to grpc-js.
  * - DEADLINE_EXCEEDED is never retried: every attempt carries the caller's whole remaining
  *   deadline, so when it expires no time remains, and a server-side expiry means an
  *   overloaded replica, which a retry would load further.
@@ -16,6 +19,7 @@
  * Backoff is "full jitter" (a uniformly random delay below an exponentially growing cap), which
  * keeps many clients that failed together from retrying together.
  */
+import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { methodPolicies, reasonOfStatus } from '@keyshard/rpc';
 
@@ -25,19 +29,32 @@ let safety: ReadonlyMap<string, Safety> | undefined;
 
 /**
  * How the SDK may repeat a unary method of KeyService or CeremonyService, as the protos say it
- * (each rpc's `idempotency_level`, read by @keyshard/rpc method-policy.ts): NO_SIDE_EFFECTS
- * (reads) and IDEMPOTENT (pure crypto: fresh nonces or data keys each time, no key state
- * changes, the first answer simply dropped) are 'idempotent'; every other method changes state
- * (a second CreateKey or RotateKey would act twice, a second EnableKey would fail after the first
- * succeeded; Seal seals the replica that answers, a retry elsewhere would seal a second one) and
- * is 'once', as is a method the protos do not declare.
+ * (each rpc's `idempotency_level` and request fields, read by @keyshard/rpc method-policy.ts):
+ * NO_SIDE_EFFECTS (reads) and IDEMPOTENT (pure crypto: fresh nonces or data keys each time, no
+ * key state changes, the first answer simply dropped) are 'idempotent', and so is a state change
+ * whose request takes a `request_token` (sent with one: the server applies it once). Every other
+ * method changes state without a token (Seal seals the replica that answers, a retry elsewhere
+ * would seal a second one) and is 'once', as is a method the protos do not declare.
  */
 export function methodSafety(method: string): Safety {
   safety ??= new Map(
-    (['KeyService', 'CeremonyService'] as const).flatMap((s) => [...methodPolicies(s).values()].map((p) => [p.method, p.retryable ? 'idempotent' : 'once'] as const)),
+    (['KeyService', 'CeremonyService'] as const).flatMap((s) =>
+      [...methodPolicies(s).values()].map((p) => [p.method, p.retryable || p.requestToken ? 'idempotent' : 'once'] as const),
+    ),
   );
   return safety.get(method) ?? 'once';
 }
+
+let tokened: ReadonlySet<string> | undefined;
+
+/** Whether a KeyService method's request takes a `request_token` (the SDK fills one per logical call). */
+export function takesRequestToken(method: string): boolean {
+  tokened ??= new Set([...methodPolicies('KeyService').values()].filter((p) => p.requestToken).map((p) => p.method));
+  return tokened.has(method);
+}
+
+/** A fresh request token: 128 random bits, base64url (22 characters). */
+export const newRequestToken = (): string => randomBytes(16).toString('base64url');
 
 /** Retry limits a client is created with; every field is optional. */
 export interface RetryOptions {

@@ -3,7 +3,8 @@
  * a deadline and a request id on every call. Every call rejects with a KeyshardError (errors.ts):
  * the status `code` and the server's `reason`, a subclass for the common ones (SealedError, …).
  * A client may be given several coordinator replicas: calls are balanced over the healthy ones
- * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it).
+ * and retried within their deadline only as call-policy.ts allows (replica-pool.ts does it);
+ * state changes carry a request token (one per logical call), so they are retried too.
  * Servers are pinned (@keyshard/rpc server-identity.ts): a coordinator must present a
  * coordinator identity (ClientOptions.coordinatorIds), a custodian its own id; any other
  * certificate of the CA is refused with UNAVAILABLE.
@@ -11,7 +12,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { expectServer, keyshardProto, makeClient, principalOfCertificate, unaryCall, type pb, type TlsFiles, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
-import { retryPolicy, type RetryOptions } from './call-policy.ts';
+import { newRequestToken, retryPolicy, takesRequestToken, type RetryOptions } from './call-policy.ts';
 import { coordinatorIdentity, tlsMaterial, type ConnectionOptions } from './connection.ts';
 import { grpcTransport, Replica, ReplicaPool } from './replica-pool.ts';
 import { DeadlineExceededError, toKeyshardError, typedError, type KeyshardError } from './errors.ts';
@@ -48,6 +49,13 @@ export interface CallOptions {
   deadline?: number | Date;
   /** Sent as x-request-id and kept across retries, so the audit log links the attempts. */
   requestId?: string;
+  /**
+   * A state change's idempotency token (keys.proto, "Idempotent state changes"): 1 to 128
+   * characters of [A-Za-z0-9_-]. Default: a fresh random one per call, kept across its retries.
+   * Give your own to make a change exactly once across calls (e.g. after your process restarts):
+   * within 24 h, the same token with the same parameters answers the first call's outcome.
+   */
+  requestToken?: string;
 }
 
 /**
@@ -116,8 +124,11 @@ export class KeyshardClient {
   // Typed by the generated client: the request as keys.proto / ceremony.proto define it, the
   // response as decoded. The pools decide retries on the raw status (call-policy.ts); callers
   // get the typed error (errors.ts).
+  // A state change gets one request token per logical call, sent by every attempt: the pool may
+  // then retry it like an idempotent call (call-policy.ts), and the coordinator applies it once.
   #k<M extends UnaryMethod<KeyClient>>(method: M, req: UnaryRequest<KeyClient, M>, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return typed(this.#keys.call<UnaryResponse<KeyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
+    const request = takesRequestToken(method) ? { ...req, request_token: o?.requestToken || newRequestToken() } : req;
+    return typed(this.#keys.call<UnaryResponse<KeyClient, M>>(method, request, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
   }
 
   #c<M extends UnaryMethod<CeremonyClient>>(method: M, req: UnaryRequest<CeremonyClient, M>, o?: CallOptions, timeoutMs = this.#timeoutMs) {

@@ -126,12 +126,21 @@ describe('ReplicaPool', () => {
     ]);
   });
 
-  it('never sends a state change again once a replica received it, even on UNAVAILABLE', async () => {
-    for (const method of ['CreateKey', 'RotateKey', 'CreateAlias', 'ScheduleKeyDestruction', 'Init', 'StartUnseal', 'NotInTheTable']) {
+  it('never sends a state change without a request token again once a replica received it, even on UNAVAILABLE', async () => {
+    for (const method of ['Init', 'StartUnseal', 'Seal', 'StartCeremony', 'NotInTheTable']) {
       const { pool: p, log } = pool({ a: unavailable, b: {} });
       const err = await rejection(p.call(method, {}, soon()));
       assert.equal(err.code, grpc.status.UNAVAILABLE, method);
       assert.deepEqual(log.map((s) => s.address), ['a'], method);
+    }
+  });
+
+  it('retries a state change that carries a request token on the next replica after UNAVAILABLE, the same request each time', async () => {
+    for (const method of ['CreateKey', 'RotateKey', 'CreateAlias', 'ScheduleKeyDestruction']) {
+      const { pool: p, log } = pool({ a: unavailable, b: {} });
+      const request = { name: 'k', request_token: 'tok' };
+      assert.equal(from(await p.call(method, request, soon())), 'b', method);
+      assert.deepEqual(log.map((s) => s.address), ['a', 'b'], method);
     }
   });
 
@@ -231,7 +240,7 @@ describe('ReplicaPool', () => {
     assert.deepEqual(Object.fromEntries(counts), { a: 20, b: 20, c: 20 });
   });
 
-  it('avoids a sealed replica for key operations: idempotent calls move, state changes do not', async () => {
+  it('avoids a sealed replica for key operations: idempotent and tokened calls move, other state changes do not', async () => {
     const sealed: FakeSpec = { answer: () => ({ code: grpc.status.FAILED_PRECONDITION, details: SEALED, reason: 'SEALED' }) };
     {
       const { pool: p, log } = pool({ a: sealed, b: {} });
@@ -241,9 +250,11 @@ describe('ReplicaPool', () => {
     }
     {
       const { pool: p, log } = pool({ a: sealed, b: {} });
-      const err = await rejection(p.call('CreateKey', {}, soon()));
+      const err = await rejection(p.call('NotInTheTable', {}, soon()));
       assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
       assert.equal(log.length, 1);
+      const { pool: p2 } = pool({ a: sealed, b: {} });
+      assert.equal(from(await p2.call('CreateKey', {}, soon())), 'b', 'a tokened state change moves on too');
     }
     {
       const { pool: p, log } = pool({ a: sealed, b: sealed });

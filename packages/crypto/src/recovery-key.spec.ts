@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { KeyshardError } from '@keyshard/errors';
-import { MIN_RECOVERY_KEY_BITS, parseRecoveryPublicKey, recoveryKeyFingerprint } from './rsa-oaep.ts';
+import { MAX_TRANSPORT_KEY_BITS, MIN_RECOVERY_KEY_BITS, MIN_TRANSPORT_KEY_BITS, parseRecoveryPublicKey, parseTransportPublicKey, recoveryKeyFingerprint } from './rsa-oaep.ts';
 
 const rsa3072 = generateKeyPairSync('rsa', { modulusLength: 3072 });
 const pub3072 = rsa3072.publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -66,5 +66,37 @@ describe('parseRecoveryPublicKey (issue 17 item 5)', () => {
     refused(undefined, /required/);
     refused(42, /required/);
     refused(`${pub3072}${'x'.repeat(20_000)}`, /too long/);
+  });
+});
+
+describe('parseTransportPublicKey (issue 17 item 6: transport-key enrollment takes a public key only)', () => {
+  const rsa2048 = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const transportRefused = (input: unknown, why: RegExp, secret?: string) =>
+    assert.throws(() => parseTransportPublicKey(input), (e) => {
+      assert.ok(e instanceof KeyshardError, String(e));
+      assert.equal(e.reason, 'INVALID_ARGUMENT');
+      assert.match(e.message, why);
+      if (secret) for (let i = 0; i + 24 <= secret.length; i += 24) assert.ok(!e.message.includes(secret.slice(i, i + 24)), 'the refusal quotes the key');
+      return true;
+    });
+
+  it('accepts RSA public keys of 2048..8192 bits (SPKI or PKCS#1), re-encoded as SPKI', () => {
+    assert.deepEqual([MIN_TRANSPORT_KEY_BITS, MAX_TRANSPORT_KEY_BITS], [2048, 8192]);
+    const spki = rsa2048.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    assert.equal(parseTransportPublicKey(spki).publicKeyPem, spki);
+    assert.equal(parseTransportPublicKey(rsa2048.publicKey.export({ type: 'pkcs1', format: 'pem' }).toString()).publicKeyPem, spki);
+    assert.equal(parseTransportPublicKey(pub3072).bits, 3072);
+  });
+
+  it('refuses the private key (PKCS#8, PKCS#1, relabelled), EC, small keys and garbage, quoting none of it', () => {
+    for (const type of ['pkcs8', 'pkcs1'] as const) {
+      const pem = rsa2048.privateKey.export({ type, format: 'pem' }).toString();
+      transportRefused(pem, /the transport key is a private key/, b64Body(pem));
+      transportRefused(pem.replaceAll('PRIVATE KEY', 'PUBLIC KEY'), /private key|not a public key/, b64Body(pem));
+    }
+    transportRefused(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString(), /must be an RSA public key/);
+    transportRefused(generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ type: 'spki', format: 'pem' }).toString(), /at least 2048 bits \(got 1024\)/);
+    transportRefused('not a key', /not a public key PEM/);
+    transportRefused('', /is required/);
   });
 });

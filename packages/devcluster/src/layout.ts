@@ -229,7 +229,8 @@ export function writeConfigs(l: Layout): void {
     listen: addr(plan.ports.audit),
     dataDir: l.auditDir,
     tls: l.certs['audit-sink'],
-    appenders: [...l.coordinatorIds, ...l.custodianIds],
+    // Each appender records only its own component's operations (@keyshard/audit-log appender-scope.ts).
+    appenders: [...l.coordinatorIds.map((principal) => ({ principal, scope: 'coordinator' })), ...l.custodianIds.map((principal) => ({ principal, scope: 'custodian' }))],
     readers: [AUDITOR],
     // The sink's keys live outside its data dir, so a copy of the log holds neither.
     checkpointKeyFile: l.sinkCheckpointKey,

@@ -19,6 +19,8 @@ export const REASONS = {
   DEADLINE_EXCEEDED: "the call's deadline passed before it finished",
   UNIMPLEMENTED: 'this version of the service does not implement the method',
   INTERNAL: 'the service failed unexpectedly; its log has the details (the caller gets none)',
+  FIELD_TOO_LONG: "a string field of the request is longer than its documented maximum (the protos' (keyshard.v1.field) limits; metadata: field, max_length)",
+  TOO_MANY_ENTRIES: "a repeated or map field of the request has more entries than its documented maximum (metadata: field, max_count)",
 
   // The cluster and its seal
   SEALED: 'this replica is sealed: a custodian quorum must unseal it (keyshard unseal) before keys can be used',
@@ -61,8 +63,13 @@ export const REASONS = {
   OVERLOADED: 'the service is at its concurrency limit; retry with backoff',
   CONTENDED: 'a concurrent change or rotation got in the way; the call may be tried again',
   OUTCOME_UNKNOWN: 'the change may or may not have been applied: read the state before trying again',
+  REQUEST_TOKEN_REUSED: 'the request_token was already used by this caller for this method with other parameters (idempotency tokens: one token per logical change)',
   STORE_UNAVAILABLE: 'the state store (etcd) cannot be reached',
   AUDIT_UNAVAILABLE: 'the audit sink cannot record the call, so it is refused (fail closed)',
+
+  // The audit sink's appenders
+  AUDIT_SCOPE: "an audit event's operation is outside what its appender may record (a custodian recording a key operation); the sink refused the batch",
+  AUDIT_QUOTA: "the appender is over its audit event or byte rate, or sent a batch over the sink's size limit; the sink refused the batch (producers retry later, crypto events wait in their spool)",
 } as const satisfies Record<string, string>;
 
 export type Reason = keyof typeof REASONS;

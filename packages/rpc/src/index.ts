@@ -4,6 +4,7 @@ export * from './server-identity.ts';
 export * from './server.ts';
 export type * from './handlers.ts';
 export * from './method-policy.ts';
+export * from './field-limits.ts';
 export * from './concurrency-limit.ts';
 export * from './request-context.ts';
 export * from './client.ts';

@@ -86,6 +86,12 @@ describe('method policy', () => {
     assert.equal(methodPolicy('KeyService', 'Encrypt').idempotency, 'IDEMPOTENT');
   });
 
+  it('request tokens: every KeyService state change takes one (so the SDK may resend it), nothing else does', () => {
+    assert.deepEqual(methodsWhere('KeyService', (p) => p.requestToken), methodsWhere('KeyService', (p) => p.changesState));
+    assert.equal(methodsWhere('CeremonyService', (p) => p.requestToken).size, 0);
+    assert.throws(() => policyOf('KeyService', 'GetKey', { '(keyshard.v1.policy)': { audit: 'AUDIT_CLASS_SPOOL', roles: ['ROLE_ADMIN'], seal: 'SEAL_POLICY_OPEN' } }, ['key', 'request_token']), /request_token is for state changes/);
+  });
+
   it('refuses a method without a policy, with an unknown name in it, or with no role', () => {
     const policy = { audit: 'AUDIT_CLASS_SINK', roles: ['ROLE_ADMIN'], seal: 'SEAL_POLICY_ANY' };
     assert.throws(() => policyOf('KeyService', 'X', { idempotency_level: 'IDEMPOTENT' }), /KeyService\.X has no \(keyshard\.v1\.policy\) option/);

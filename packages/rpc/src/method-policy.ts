@@ -33,6 +33,11 @@ export interface MethodPolicy {
   readonly idempotency: IdempotencyLevel;
   /** NO_SIDE_EFFECTS or IDEMPOTENT: a client may send it again after a failure (the SDK's retry rule). */
   readonly retryable: boolean;
+  /**
+   * Its request has a `request_token` (keys.proto, "Idempotent state changes"): a state change a
+   * client may send again with the same token, which the server applies at most once.
+   */
+  readonly requestToken: boolean;
 }
 
 /** The option's key in MethodDefinition.options: its name as the protos write it. */
@@ -48,7 +53,7 @@ function enumNames(name: string): ReadonlySet<string> {
 }
 
 /** A method's policy from its MethodDefinition.options; throws unless it is complete and valid. Exported for the spec. */
-export function policyOf(service: ServiceName, method: string, options: Record<string, unknown>): MethodPolicy {
+export function policyOf(service: ServiceName, method: string, options: Record<string, unknown>, requestFields: readonly string[] = []): MethodPolicy {
   const where = `keyshard.v1.${service}.${method}`;
   const raw = options[POLICY_OPTION] as { audit?: unknown; roles?: unknown; seal?: unknown; changes_state?: unknown } | undefined;
   if (!raw || typeof raw !== 'object') throw new Error(`${where} has no ${POLICY_OPTION} option (proto/keyshard/v1/options.proto)`);
@@ -64,6 +69,8 @@ export function policyOf(service: ServiceName, method: string, options: Record<s
   const changesState = raw.changes_state ?? false;
   if (typeof changesState !== 'boolean') throw new Error(`${where}: ${POLICY_OPTION}.changes_state is not a boolean`);
   const idempotency = one<IdempotencyLevel>('idempotency_level', options.idempotency_level ?? 'IDEMPOTENCY_UNKNOWN', new Set(IDEMPOTENCY_LEVELS));
+  const requestToken = requestFields.includes('request_token');
+  if (requestToken && !changesState) throw new Error(`${where}: a request_token is for state changes, but ${POLICY_OPTION}.changes_state is false`);
   return Object.freeze({
     service,
     method,
@@ -73,6 +80,7 @@ export function policyOf(service: ServiceName, method: string, options: Record<s
     changesState,
     idempotency,
     retryable: idempotency !== 'IDEMPOTENCY_UNKNOWN',
+    requestToken,
   });
 }
 
@@ -84,7 +92,8 @@ export function methodPolicies<S extends ServiceName>(service: S): ReadonlyMap<M
   if (!policies) {
     const definition = keyshardPackageDefinition()[`keyshard.v1.${service}`] as Record<string, MethodDefinition<unknown, unknown>> | undefined;
     if (!definition) throw new Error(`keyshard.v1.${service} is not a service of the protos`);
-    policies = new Map(Object.entries(definition).map(([method, m]) => [method, policyOf(service, method, m.options as Record<string, unknown>)]));
+    const fieldsOf = (m: MethodDefinition<unknown, unknown>) => ((m.requestType as { type?: { field?: { name: string }[] } }).type?.field ?? []).map((f) => f.name);
+    policies = new Map(Object.entries(definition).map(([method, m]) => [method, policyOf(service, method, m.options as Record<string, unknown>, fieldsOf(m))]));
     cache.set(service, policies);
   }
   return policies as ReadonlyMap<MethodName<S>, MethodPolicy>;

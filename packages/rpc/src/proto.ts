@@ -22,7 +22,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
  */
 export const PROTO_ROOT = [path.resolve(HERE, '../../../proto'), path.join(HERE, 'proto')].find((d) => existsSync(path.join(d, 'keyshard/v1/keys.proto'))) ?? path.resolve(HERE, '../../../proto');
 
-const FILES = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto', 'backup.proto'].map((f) => `keyshard/v1/${f}`);
+/** The keyshard.v1 files every loader of the protos reads (proto-loader here, protobufjs in field-limits.ts). */
+export const PROTO_FILES: readonly string[] = ['keys.proto', 'ceremony.proto', 'custodian.proto', 'audit.proto', 'backup.proto'].map((f) => `keyshard/v1/${f}`);
 
 // keepCase: field names stay snake_case, exactly as in the .proto files and in every other
 // language's stubs. Enums as their names. 64-bit integers as numbers: every uint64 of
@@ -65,7 +66,7 @@ let cachedDefinition: protoLoader.PackageDefinition | undefined;
 
 /** The loaded package definition of `keyshard.v1` (what server reflection describes, and method-policy.ts reads). */
 export function keyshardPackageDefinition(): protoLoader.PackageDefinition {
-  return (cachedDefinition ??= protoLoader.loadSync(FILES, LOADER_OPTIONS));
+  return (cachedDefinition ??= protoLoader.loadSync([...PROTO_FILES], LOADER_OPTIONS));
 }
 
 export function keyshardProto(): KeyshardProto {

@@ -8,8 +8,9 @@
 import { randomUUID } from 'node:crypto';
 import { TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { KeyshardError, type ErrorCode } from '@keyshard/errors';
+import { KeyshardError, MAX_QUOTED, clip, type ErrorCode } from '@keyshard/errors';
 import type { ConcurrencyLimit } from './concurrency-limit.ts';
+import { requestLimitCheck } from './field-limits.ts';
 import { runInCall } from './request-context.ts';
 import { STATUS_DETAILS_KEY, encodeStatusDetails } from './status-details.ts';
 
@@ -103,18 +104,45 @@ export function contextOf(call: AnyCall, method: string): CallContext {
   };
 }
 
+/** The most characters of an error message sent to a caller (grpc-message, and again in the status details). */
+export const MAX_ERROR_MESSAGE = 1024;
+/** The most ErrorInfo metadata entries sent; each value at most MAX_QUOTED characters (a key over 64 is dropped). */
+export const MAX_ERROR_METADATA = 16;
+const MAX_METADATA_KEY = 64;
+
+/**
+ * An error's message and metadata as they may go on the wire: clipped, whatever the domain put in
+ * them. They travel in the HTTP/2 trailers (grpc-message, grpc-status-details-bin), and trailers
+ * beyond what the client's HPACK decoder accepts (nghttp2 in node: measured, a 60 KB message
+ * suffices) make it end the whole connection with COMPRESSION_ERROR: the call then hangs until
+ * its deadline (the SDK's default 10 s) and every other call on that connection fails — the
+ * ~10 s stall of issue 17. Clipped here, the trailers of any error stay under ~6 KB of ASCII
+ * (~25 KB if every character needs percent-encoding), far below what breaks the connection.
+ */
+export function boundedError(message: string, metadata: Readonly<Record<string, string>>): { message: string; metadata: Record<string, string> } {
+  const md: Record<string, string> = {};
+  let n = 0;
+  for (const [k, v] of Object.entries(metadata)) {
+    if (k.length > MAX_METADATA_KEY) continue; // not one of the code's lower_snake names
+    if (n++ >= MAX_ERROR_METADATA) break;
+    md[k] = clip(String(v), MAX_QUOTED);
+  }
+  return { message: clip(message, MAX_ERROR_MESSAGE), metadata: md };
+}
+
 /**
  * The status a failed call ends with: a KeyshardError's code and message, its reason and
  * metadata as a google.rpc.ErrorInfo in the `grpc-status-details-bin` trailer, and the call's
  * request id (x-request-id) so the caller can quote it. Any other error is INTERNAL, reason
  * INTERNAL: unknown errors may carry anything in their message, so none of it reaches the caller.
+ * Message and metadata are bounded (boundedError).
  */
 export function toServiceError(e: unknown, requestId?: string): Partial<grpc.ServiceError> {
   const known = e instanceof KeyshardError;
   const code = known ? STATUS_OF[e.code] : grpc.status.INTERNAL;
-  const message = known ? e.message : 'internal error';
+  const { message, metadata: info } = known ? boundedError(e.message, e.metadata) : { message: 'internal error', metadata: {} };
   const metadata = new grpc.Metadata();
-  metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, message, known ? e.reason : 'INTERNAL', known ? { ...e.metadata } : {}));
+  metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, message, known ? e.reason : 'INTERNAL', info));
   if (requestId) metadata.set('x-request-id', requestId);
   return { code, details: message, message, metadata };
 }
@@ -186,7 +214,9 @@ export const isUndecodable = (message: unknown): boolean => message === UNDECODA
  * authentication, authorisation, concurrency limit, audit intent and outcome observer as unary
  * ones; their handler (a StreamHandler) reads and writes the call, and its error ends the
  * stream with the mapped status. Everything a call runs, the observer included, runs inside
- * its request context (request-context.ts).
+ * its request context (request-context.ts). A request (of a method that does not stream
+ * requests) breaking a field limit of the protos (field-limits.ts) is refused INVALID_ARGUMENT
+ * after authorisation and before the concurrency limit, the audit intent and the handler.
  */
 export function unaryService(
   definition: grpc.ServiceDefinition,
@@ -198,6 +228,7 @@ export function unaryService(
     const handler = handlers[name];
     const method = `${options.name}.${name}`;
     const streaming = def.requestStream || def.responseStream;
+    const checkLimits = def.requestStream ? undefined : requestLimitCheck(def.path);
     impl[name] = (call: AnyCall & { request?: unknown }, callback?: grpc.sendUnaryData<unknown>) => {
       const started = performance.now();
       let ctx: CallContext = { principal: 'unknown', requestId: '', method, deadline: Infinity, facts: {} };
@@ -218,7 +249,7 @@ export function unaryService(
           ctx,
           ok: e === undefined,
           code: codeOf(e),
-          message: e instanceof KeyshardError ? e.message : undefined,
+          message: e instanceof KeyshardError ? clip(e.message, MAX_ERROR_MESSAGE) : undefined,
           error: e,
           durationMs: performance.now() - started,
           ...(shed ? { shed } : {}),
@@ -237,8 +268,9 @@ export function unaryService(
       runInCall(ctx, () => {
         try {
           options.authorize?.(ctx);
-          if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
           if (!def.requestStream && call.request === UNDECODABLE) throw new KeyshardError('INVALID_ARGUMENT', `the request is not a valid ${name} request message`);
+          checkLimits?.(call.request);
+          if (!handler) throw new KeyshardError('UNIMPLEMENTED', `${method} is not implemented in this version`);
           if (options.limit) {
             if (!options.limit.tryAcquire())
               return finish(new KeyshardError('RESOURCE_EXHAUSTED', `${options.name} service is at its limit of ${options.limit.max} concurrent calls; retry with backoff`, { reason: 'OVERLOADED' }), undefined, true);

@@ -95,10 +95,18 @@ export async function commitCas(
   return outcomeOf(res.succeeded, res.header.revision, lost, puts.map(([, v]) => v), () => res.responses.map(firstKv));
 }
 
-/** Deletes `key` if `compare` holds, exactly once (see above: its absence witnesses a lost answer). */
-export async function deleteCas(ns: Namespace, what: string, compare: () => ComparatorBuilder, key: string): Promise<CasResult> {
-  const { res, lost } = await sendUntilAnswered(what, () => compare().then(ns.delete().key(key)).else(ns.get(key)).commit());
-  return outcomeOf(res.succeeded, res.header.revision, lost, [undefined], () => res.responses.map(firstKv));
+/**
+ * Deletes `key` (and commits `puts` with it) if `compare` holds, exactly once (see above: its
+ * absence, and each put's value, witness a lost answer).
+ */
+export async function deleteCas(ns: Namespace, what: string, compare: () => ComparatorBuilder, key: string, puts: [string, string][] = []): Promise<CasResult> {
+  const { res, lost } = await sendUntilAnswered(what, () =>
+    compare()
+      .then(ns.delete().key(key), ...puts.map(([k, v]) => ns.put(k).value(v)))
+      .else(ns.get(key), ...puts.map(([k]) => ns.get(k)))
+      .commit(),
+  );
+  return outcomeOf(res.succeeded, res.header.revision, lost, [undefined, ...puts.map(([, v]) => v)], () => res.responses.map(firstKv));
 }
 
 /** A create-if-absent: `puts` if `guard` was never created (it must be one of them, never deleted). */
@@ -107,6 +115,8 @@ export interface CreateIfAbsent {
   puts: [string, string][];
   /** The first puts that prove a lost answer applied (values made for this write); default all. */
   witnesses?: number;
+  /** More keys that must not exist either (e.g. the request token the create is recorded under). */
+  absent?: string[];
 }
 
 interface Pending extends CreateIfAbsent {
@@ -158,7 +168,7 @@ export class CreateBatcher {
       // What the create adds to the request: its puts, its compare and read-back keys, all with
       // the namespace prefix, and the protobuf framing (a generous 32 bytes a key).
       const keyBytes = (k: string) => this.#ns.prefix.length + Buffer.byteLength(k) + 32;
-      const bytes = keyBytes(c.guard) + c.puts.reduce((n, [k, v]) => n + 2 * keyBytes(k) + Buffer.byteLength(v), 0);
+      const bytes = keyBytes(c.guard) + (c.absent ?? []).reduce((n, k) => n + keyBytes(k), 0) + c.puts.reduce((n, [k, v]) => n + 2 * keyBytes(k) + Buffer.byteLength(v), 0);
       this.#queue.push({ ...c, bytes, resolve, reject });
       this.#pump();
     });
@@ -204,7 +214,7 @@ export class CreateBatcher {
         failure: [],
         success: batch.map((p) => ({
           request_txn: {
-            compare: [{ key: key(p.guard), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' }],
+            compare: [p.guard, ...(p.absent ?? [])].map((k) => ({ key: key(k), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' })),
             success: p.puts.map(([k, v]) => ({ request_put: { key: key(k), value: Buffer.from(v) } })),
             failure: p.puts.slice(0, p.witnesses ?? p.puts.length).map(([k]) => ({ request_range: { key: key(k) } })),
           },

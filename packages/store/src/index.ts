@@ -22,6 +22,9 @@
  *   seal-epoch                   {epoch, mac}: count of cluster-wide seals (services/coordinator/src/cluster/cluster-store.ts)
  *   share-exports/<ceremony id>  a custodian's share wrapped to an offline recovery key (cluster-store.ts, share-recovery.ts)
  *   share-set-next               {generation, mac}: the share set being made (services/coordinator/src/cluster/cluster-store.ts)
+ *   request-tokens/<digest>      {principal, method, token, params, at, outcome, mac}: a state change's idempotency
+ *                                token and outcome, written in the change's transaction, kept 24 h
+ *                                (services/coordinator/src/keys/request-tokens.ts)
  * Records marked with a mac, key records, quorum ceremonies and unsealed registrations carry a
  * record MAC (services/coordinator/src/cluster/record-integrity.ts says which and why).
  */
@@ -151,6 +154,9 @@ export const paths = {
   sealEpoch: 'seal-epoch',
   /** Custodian recovery exports (wrapped to the operator's offline key; no plaintext). */
   shareExport: (ceremonyId: string) => `share-exports/${ceremonyId}`,
+  /** A state change's idempotency token and outcome; `digest` names caller, method and token (request-tokens.ts). */
+  requestToken: (digest: string) => `request-tokens/${digest}`,
+  requestTokensPrefix: 'request-tokens/',
 } as const;
 
 /**

@@ -1,6 +1,7 @@
 /** The audit sink's configuration file (JSON, passed with --config). */
 import { address, tlsFiles, z } from '@keyshard/config';
 import { metricsConfig } from '@keyshard/metrics';
+import { APPENDER_SCOPES, MAX_APPEND_BATCH, MAX_EVENT_FIELD, type AppenderScope } from '@keyshard/audit-log';
 
 const principal = z.string().min(1).max(256);
 const operations = z.array(z.string().min(1).max(256)).max(256);
@@ -77,6 +78,70 @@ export const alertRulesSchema = z
 
 export type AlertRules = z.infer<typeof alertRulesSchema>;
 
+/**
+ * One appender: a certificate CN and its scope, the operations it may record (coordinator |
+ * custodian; the table: @keyshard/audit-log appender-scope.ts). A bare name (the flat list of
+ * earlier versions) is refused at start-up with a message saying what to write instead.
+ */
+export const appenderSchema = z.strictObject(
+  { principal, scope: z.enum(APPENDER_SCOPES) },
+  {
+    error: (iss) =>
+      iss.code === 'invalid_type' && typeof iss.input === 'string'
+        ? `a bare name (${JSON.stringify(iss.input.slice(0, 64))}) is not accepted any more: write { "principal": ${JSON.stringify(iss.input.slice(0, 64))}, "scope": "coordinator" | "custodian" } — the scope says which operations it may record`
+        : undefined,
+  },
+);
+
+const rate = (dflt: number) => z.number().positive().max(1e9).default(dflt);
+const burst = (dflt: number) => z.number().int().min(1).max(1e10).default(dflt);
+
+/** One scope's token buckets, one pair per appender of that scope. */
+const scopeQuota = (d: { events: number; burstEvents: number; bytes: number; burstBytes: number }) =>
+  z
+    .strictObject({
+      /** Sustained events per second per appender. */
+      eventsPerSecond: rate(d.events),
+      /** Events an appender may send at once after a quiet spell (the bucket's size). */
+      burstEvents: burst(d.burstEvents),
+      /** Sustained bytes per second per appender (UTF-8 bytes of the events' fields and details). */
+      bytesPerSecond: rate(d.bytes),
+      burstBytes: burst(d.burstBytes),
+    })
+    .prefault({});
+
+const MiB = 1024 * 1024;
+
+/**
+ * Per-appender quotas (token buckets; quota.ts). A batch over them is refused RESOURCE_EXHAUSTED
+ * (reason AUDIT_QUOTA) and stored nowhere; producers try again later (crypto events wait in their
+ * spool, other calls fail closed). Defaults sit far above normal load — a coordinator's own
+ * audited traffic at full speed (bench:audit) — and bound what one stolen appender certificate
+ * can write.
+ */
+export const quotasSchema = z
+  .strictObject({
+    coordinator: scopeQuota({ events: 50_000, burstEvents: 100_000, bytes: 32 * MiB, burstBytes: 64 * MiB }),
+    custodian: scopeQuota({ events: 500, burstEvents: 5_000, bytes: 512 * 1024, burstBytes: 2 * MiB }),
+    /** Events in one Append request at most (producers send at most MAX_APPEND_BATCH). */
+    maxBatchEvents: z.number().int().min(1).max(100_000).default(MAX_APPEND_BATCH),
+    /** Bytes of one Append request's events at most. */
+    maxBatchBytes: z.number().int().min(MAX_EVENT_FIELD).max(16 * MiB).default(2 * MiB),
+    /** A refusal is recorded in the log (`audit.append_refused`) at most once per this many seconds per appender and kind (and operation, for scope refusals); the rest are counted. */
+    refusalRecordSeconds: seconds(86_400).default(60),
+  })
+  .superRefine((q, ctx) => {
+    // A batch of the largest size the sink takes must fit a full bucket, or a producer would resend it forever.
+    for (const scope of APPENDER_SCOPES) {
+      if (q[scope].burstEvents < q.maxBatchEvents) ctx.addIssue({ code: 'custom', path: [scope, 'burstEvents'], message: `must be at least maxBatchEvents (${q.maxBatchEvents})` });
+      if (q[scope].burstBytes < q.maxBatchBytes) ctx.addIssue({ code: 'custom', path: [scope, 'burstBytes'], message: `must be at least maxBatchBytes (${q.maxBatchBytes})` });
+    }
+  })
+  .prefault({});
+
+export type Quotas = z.infer<typeof quotasSchema>;
+export type ScopeQuota = Quotas[AppenderScope];
+
 export const auditSinkConfigSchema = z.strictObject({
   /** host:port to bind; port 0 picks a free port (the bound one is logged). */
   listen: address,
@@ -84,8 +149,14 @@ export const auditSinkConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
   /** PEM files: cluster CA (verifies client certs), this sink's cert and key. */
   tls: tlsFiles,
-  /** Certificate CNs allowed to Append (coordinators, custodians). */
-  appenders: z.array(principal),
+  /** Who may Append, and which operations each may record: `[{ "principal": "coordinator-1", "scope": "coordinator" }, …]`. */
+  appenders: z.array(appenderSchema).superRefine((list, ctx) => {
+    const seen = new Set<string>();
+    for (const a of list) {
+      if (seen.has(a.principal)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(a.principal.slice(0, 64))} is listed more than once: one scope per appender` });
+      seen.add(a.principal);
+    }
+  }),
   /** Certificate CNs allowed to read: GetCheckpoint, proofs, Query, Tail, HashValue. */
   readers: z.array(principal),
   /** Ed25519 private key (PKCS#8 PEM) that signs checkpoints; generated if missing. Keep it outside dataDir. */
@@ -104,6 +175,7 @@ export const auditSinkConfigSchema = z.strictObject({
   /** How often a checkpoint is written to checkpoints.log when the log grew (default 10 s). */
   checkpointIntervalMs: z.number().int().min(100).optional(),
   alerts: alertRulesSchema,
+  quotas: quotasSchema,
   /** Prometheus endpoint (GET /metrics, loopback only); off when absent. The bound port is logged ("metrics listening"). */
   metrics: metricsConfig.optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),

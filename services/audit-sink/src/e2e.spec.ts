@@ -10,7 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { AuditClient } from '@keyshard/audit-client';
+import { AuditClient, AuditSpool } from '@keyshard/audit-client';
+import { createLogger } from '@keyshard/config';
 import { hmacValue, keyIdOf, verifyInclusion, verifyLogDir } from '@keyshard/audit-log';
 import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 import { KeyshardError } from '@keyshard/errors';
@@ -85,17 +86,18 @@ describe('audit sink end to end', () => {
     clients.push(c);
     return c;
   };
-  const rawClient = (cn: string) => {
-    const c = makeClient(keyshardProto().AuditService, sink.address, pki.material(cn));
+  const rawClient = (cn: string) => rawClientAt(sink.address, cn);
+  const rawClientAt = (address: string, cn: string) => {
+    const c = makeClient(keyshardProto().AuditService, address, pki.material(cn));
     grpcClients.push(c);
     return c;
   };
-  const writeConfig = (listen: string, dataDir = path.join(dir, 'data')) => {
+  const writeConfig = (listen: string, dataDir = path.join(dir, 'data'), more: Record<string, unknown> = {}) => {
     const file = path.join(dir, `sink-${Math.random().toString(36).slice(2)}.json`);
     const keys = path.join(dir, 'sink-keys');
     const cfg = {
-      listen, dataDir, tls: pki.files('audit-sink'), appenders: ['coordinator'], readers: ['auditor'], logLevel: 'info',
-      checkpointKeyFile: path.join(keys, 'checkpoint.pem'), hmacKeyFile: path.join(keys, 'hmac.key'), sensitive: { details: ['tenant'] },
+      listen, dataDir, tls: pki.files('audit-sink'), appenders: [{ principal: 'coordinator', scope: 'coordinator' }], readers: ['auditor'], logLevel: 'info',
+      checkpointKeyFile: path.join(keys, 'checkpoint.pem'), hmacKeyFile: path.join(keys, 'hmac.key'), sensitive: { details: ['tenant'] }, ...more,
     };
     writeFileSync(file, JSON.stringify(cfg));
     return file;
@@ -171,20 +173,68 @@ describe('audit sink end to end', () => {
     assert.equal(hash, stored.tenant);
   });
 
-  it('refuses an appender whose certificate CN is not listed, a forged source, and a forged alert', async () => {
-    await assert.rejects(auditClient('intruder', { source: 'coordinator' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
-    await assert.rejects(auditClient('coordinator', { source: 'custodian-1' }).record({ principal: 'p', operation: 'op', result: 'ok' }), isCode('PERMISSION_DENIED'));
+  it('refuses an appender whose certificate CN is not listed, a forged source, and a forged alert; records the last two as refusals', async () => {
+    await assert.rejects(auditClient('intruder', { source: 'coordinator' }).record({ principal: 'p', operation: 'keys.Encrypt', result: 'ok' }), isCode('PERMISSION_DENIED'));
+    await assert.rejects(auditClient('coordinator', { source: 'custodian-1' }).record({ principal: 'p', operation: 'custodian.GetStatus', result: 'ok' }), isCode('PERMISSION_DENIED'));
     await assert.rejects(auditClient('coordinator').record({ principal: 'p', operation: 'audit.alert', result: 'ok', details: { rule: 'destroy' } }), isCode('PERMISSION_DENIED'));
-    assert.equal(verifyLogDir(path.join(dir, 'data')).records, 501);
+    // The refusal is recorded as the batch is refused (refusals.ts appends without holding the
+    // reply back), so it may become durable just after the appender hears the refusal.
+    let page = await unaryCall(rawClient('auditor'), 'Query', { operation: 'audit.append_refused' });
+    for (let i = 0; i < 50 && page.events.length < 2; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      page = await unaryCall(rawClient('auditor'), 'Query', { operation: 'audit.append_refused' });
+    }
+    assert.deepEqual(
+      page.events.map((e) => [e.index, e.event?.principal, e.event?.source, e.event?.code, e.event?.details.tried_operation, e.event?.details.claimed_source]),
+      [[501, 'coordinator', 'audit-sink', 'PERMISSION_DENIED', 'custodian.GetStatus', 'custodian-1'], [502, 'coordinator', 'audit-sink', 'PERMISSION_DENIED', 'audit.alert', undefined]],
+      'the unlisted intruder is refused before it is an appender: nothing to record',
+    );
+    assert.equal(verifyLogDir(path.join(dir, 'data')).records, 503);
+  });
+
+  it('a producer over its quota is refused RESOURCE_EXHAUSTED: its spool keeps the events, backs off and ships them all once the bucket refills', async () => {
+    // Another sink on its own log, with a coordinator quota of 400 events/s (burst 1000).
+    const quotas = { coordinator: { eventsPerSecond: 400, burstEvents: 1000 } };
+    const tight = await startSink(writeConfig('127.0.0.1:0', path.join(dir, 'quota-data'), { quotas }));
+    const client = new AuditClient({ address: tight.address, tls: pki.material('coordinator'), source: 'coordinator', checkpointKeys: sinkKeys() });
+    const spool = await AuditSpool.open({ dir: path.join(dir, 'quota-spool'), source: 'coordinator', shipDelayMs: 5 }, client, createLogger('spool', 'silent'));
+    try {
+      const t0 = Date.now();
+      // 2,000 Encrypts' events: each is durable in the spool at once, whatever the sink says.
+      await Promise.all(Array.from({ length: 2000 }, (_, i) => spool.record({ principal: 'app', operation: 'keys.Encrypt', result: 'ok', details: { n: String(i) } })));
+      assert.ok(Date.now() - t0 < 2000, `recording took ${Date.now() - t0} ms`);
+      while (spool.pending > 0) {
+        assert.ok(Date.now() - t0 < 15_000, `${spool.pending} events still unshipped`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // 1,000 in the burst, the rest at 400/s: refused at least once on the way, retried about once a second, not in a loop.
+      const refusedLines = tight.stdout.filter((l) => JSON.parse(l).msg === 'append refused');
+      assert.ok(refusedLines.length >= 1 && refusedLines.length <= 6, `${refusedLines.length} refused batches`);
+      assert.deepEqual(JSON.parse(refusedLines[0]!), { ...JSON.parse(refusedLines[0]!), reason: 'quota', principal: 'coordinator', scope: 'coordinator', limit: 'events' });
+      const page = await unaryCall(rawClientAt(tight.address, 'auditor'), 'Query', { operation: 'audit.append_refused' });
+      assert.deepEqual(
+        page.events.map((e) => [e.event?.operation, e.event?.principal, e.event?.code, e.event?.details.reason, e.event?.details.limit]),
+        [['audit.append_refused', 'coordinator', 'RESOURCE_EXHAUSTED', 'AUDIT_QUOTA', 'events']],
+        'one refusal recorded for the window, however many batches were refused',
+      );
+      await spool.close();
+      await client.close();
+      const v = verifyLogDir(path.join(dir, 'quota-data'));
+      assert.equal(v.ok, true, v.reason);
+      assert.equal(v.records, 2001, 'every event once, and the one refusal');
+    } finally {
+      process.kill(tight.child.pid!, 'SIGTERM');
+      await tight.exited;
+    }
   });
 
   it('after SIGKILL, record() rejects with UNAVAILABLE within the timeout; a restart resumes', async () => {
     const c = auditClient('coordinator', { timeoutMs: 1500 });
-    await c.record({ principal: 'p', operation: 'before.kill', result: 'ok' });
+    await c.record({ principal: 'p', operation: 'keys.BeforeKill', result: 'ok' });
     process.kill(sink.child.pid!, 'SIGKILL');
     await sink.exited;
     const t0 = Date.now();
-    await assert.rejects(c.record({ principal: 'p', operation: 'during.outage', result: 'ok' }), isCode('UNAVAILABLE'));
+    await assert.rejects(c.record({ principal: 'p', operation: 'keys.DuringOutage', result: 'ok' }), isCode('UNAVAILABLE'));
     assert.ok(Date.now() - t0 <= 1500 + 250, `took ${Date.now() - t0} ms`);
 
     // Same data dir (the dead process's lock is taken over) and same port, so the client reconnects lazily.
@@ -193,7 +243,7 @@ describe('audit sink end to end', () => {
     const deadline = Date.now() + 3000;
     for (;;) {
       try {
-        await c.record({ principal: 'p', operation: 'after.restart', result: 'ok' });
+        await c.record({ principal: 'p', operation: 'keys.AfterRestart', result: 'ok' });
         break;
       } catch (e) {
         if (!isCode('UNAVAILABLE')(e) || Date.now() > deadline) throw e;
@@ -202,10 +252,10 @@ describe('audit sink end to end', () => {
     }
     const v = verifyLogDir(path.join(dir, 'data'));
     assert.equal(v.ok, true, v.reason);
-    assert.equal(v.records, 503);
+    assert.equal(v.records, 505);
     // The restarted sink proved its new checkpoint extends the one the client verified before the kill.
     assert.equal(c.distrusted, undefined);
-    assert.equal(c.lastCheckpoint?.tree_size, 503);
+    assert.equal(c.lastCheckpoint?.tree_size, 505);
     assert.deepEqual(alerts, []);
   });
 

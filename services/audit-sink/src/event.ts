@@ -4,7 +4,7 @@
  * (the type and its bounds: @keyshard/audit-log audit-event.ts).
  */
 import { AUDIT_EVENT_STRING_FIELDS, MAX_EVENT_DETAILS, MAX_EVENT_FIELD, MAX_EVENT_ID, type AuditEvent } from '@keyshard/audit-log';
-import { invalidArgument, permissionDenied } from '@keyshard/errors';
+import { invalidArgument, permissionDenied, quote } from '@keyshard/errors';
 
 export type RawEvent = Partial<Record<keyof AuditEvent, unknown>>;
 
@@ -13,6 +13,18 @@ export type RawEvent = Partial<Record<keyof AuditEvent, unknown>>;
  * (empty = filled in), so one component cannot write events in another's name.
  */
 export function normalizeEvent(raw: RawEvent | undefined, caller: string): AuditEvent {
+  const ev = copyEvent(raw, caller);
+  if (ev.source !== caller) throw forgedSource(ev.source, caller);
+  return ev;
+}
+
+export const forgedSource = (source: string, caller: string) => permissionDenied(`event source ${quote(source)} does not match the caller's identity ${caller}`, { reason: 'AUDIT_SCOPE' });
+
+/**
+ * normalizeEvent without the source check, for a caller that checks it itself (the Append
+ * handler, which counts and records a forged source as a refusal): an empty source is filled in.
+ */
+export function copyEvent(raw: RawEvent | undefined, caller: string): AuditEvent {
   const ev = {} as AuditEvent;
   for (const f of AUDIT_EVENT_STRING_FIELDS) {
     const v = raw?.[f] ?? '';
@@ -22,7 +34,6 @@ export function normalizeEvent(raw: RawEvent | undefined, caller: string): Audit
   if (!ev.id || ev.id.length > MAX_EVENT_ID) throw invalidArgument('audit event needs an id of 1..128 characters');
   if (!ev.operation) throw invalidArgument('audit event needs an operation');
   if (ev.source === '') ev.source = caller;
-  else if (ev.source !== caller) throw permissionDenied(`event source ${ev.source} does not match the caller's identity ${caller}`);
   const details = raw?.details ?? {};
   if (typeof details !== 'object' || details === null || Array.isArray(details)) throw invalidArgument('audit event details are invalid');
   const entries = Object.entries(details as Record<string, unknown>);
@@ -33,4 +44,12 @@ export function normalizeEvent(raw: RawEvent | undefined, caller: string): Audit
     ev.details[k] = v;
   }
   return ev;
+}
+
+/** An event's size for quotas: UTF-8 bytes of its string fields, detail keys and values. */
+export function eventBytes(ev: AuditEvent): number {
+  let n = 0;
+  for (const f of AUDIT_EVENT_STRING_FIELDS) n += Buffer.byteLength(ev[f]);
+  for (const [k, v] of Object.entries(ev.details)) n += Buffer.byteLength(k) + Buffer.byteLength(v);
+  return n;
 }

@@ -16,6 +16,8 @@ import { AlertEngine, alertReporter } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { loadSigner } from './checkpoint-store.ts';
 import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
+import { AppenderQuotas } from './quota.ts';
+import { RefusalRecorder } from './refusals.ts';
 import { createAuditService } from './server.ts';
 import { createSinkMetrics } from './sink-metrics.ts';
 
@@ -63,7 +65,14 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   const cp = log.checkpoint;
   logger.info({ dataDir: cfg.dataDir, records: log.size, root: cp.root_hash, keyId: cp.key_id, truncatedBytes: log.openInfo.truncatedBytes }, 'audit log opened');
 
-  const service = createAuditService(log, { appenders: cfg.appenders, readers: cfg.readers, sensitive, logger, appendBatchSeconds: metrics.appendBatchSeconds });
+  const refusals = new RefusalRecorder({
+    identity: principalOfCertificate(tls.cert), append: (events) => log.append(events), sensitive, logger,
+    refusalsTotal: metrics.appendRefusals, windowSeconds: cfg.quotas.refusalRecordSeconds,
+  });
+  const service = createAuditService(log, {
+    appenders: cfg.appenders, readers: cfg.readers, quotas: new AppenderQuotas(cfg.quotas), refusals, sensitive, logger,
+    appendBatchSeconds: metrics.appendBatchSeconds,
+  });
   const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
   server.addService(keyshardProto().AuditService.service, service.implementation);
   const health = new HealthService({ '': 'SERVING', 'keyshard.v1.AuditService': 'SERVING' }).addToServer(server);

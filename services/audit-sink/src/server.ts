@@ -2,24 +2,32 @@
  * AuditService handlers: thin adapters between gRPC and the AuditLog. Authorization is by
  * certificate CN and the roles audit.proto gives each method: `appenders` (ROLE_AUDIT_APPENDER)
  * may Append (and GetCheckpoint), `readers` (ROLE_AUDITOR) may read everything.
- * Events are normalized (event.ts) and their sensitive values replaced by HMACs
- * (@keyshard/audit-log sensitive.ts) before they are hashed and stored.
+ * An Append batch is stored whole or not at all. In order: its events are normalized (event.ts;
+ * `source` must be the appender's CN), the batch must fit the appender's quota (quota.ts, else
+ * RESOURCE_EXHAUSTED / AUDIT_QUOTA), every operation must be in the appender's scope
+ * (@keyshard/audit-log appender-scope.ts, else PERMISSION_DENIED / AUDIT_SCOPE; `audit.*` is the
+ * sink's own) and every `source` the appender's CN (the same refusal), refusals are counted and recorded (refusals.ts); then sensitive values are
+ * replaced by HMACs (@keyshard/audit-log sensitive.ts) and the events hashed and stored.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '@keyshard/config';
 import type { Histogram } from '@keyshard/metrics';
-import { KeyshardError, invalidArgument, permissionDenied } from '@keyshard/errors';
-import { ALERT_OPERATION, toCheckpointMsg, type SensitiveFields } from '@keyshard/audit-log';
+import { KeyshardError, invalidArgument, permissionDenied, quote } from '@keyshard/errors';
+import { SINK_OPERATION_PREFIX, scopeAllows, toCheckpointMsg, type AppenderScope, type AuditEvent, type SensitiveFields } from '@keyshard/audit-log';
 import { contextOf, holdsRole, keyshardProto, methodPolicy, roleAuthorizer, toServiceError, unaryService, type CallOutcome, type pb, type RoleMembers, type ServiceHandlers } from '@keyshard/rpc';
 import type { AuditLog } from './audit-log.ts';
-import { normalizeEvent } from './event.ts';
+import { copyEvent, eventBytes, forgedSource } from './event.ts';
 import { queryLog } from './query.ts';
+import type { AppenderQuotas } from './quota.ts';
+import type { RefusalRecorder } from './refusals.ts';
 
 type Who = { principal: string; requestId: string; method: string };
 
 export interface AuditServiceOptions {
-  appenders: readonly string[];
+  appenders: readonly { principal: string; scope: AppenderScope }[];
   readers: readonly string[];
+  quotas: AppenderQuotas;
+  refusals: RefusalRecorder;
   sensitive: SensitiveFields;
   logger: Logger;
   /** Observes each Append batch's seconds from arrival to durability. */
@@ -42,7 +50,8 @@ export interface AuditServiceHandle {
 }
 
 export function createAuditService(log: AuditLog, opts: AuditServiceOptions): AuditServiceHandle {
-  const roles: RoleMembers = { ROLE_AUDIT_APPENDER: new Set(opts.appenders), ROLE_AUDITOR: new Set(opts.readers) };
+  const scopes = new Map(opts.appenders.map((a) => [a.principal, a.scope]));
+  const roles: RoleMembers = { ROLE_AUDIT_APPENDER: new Set(scopes.keys()), ROLE_AUDITOR: new Set(opts.readers) };
   const may = (method: 'Append' | 'Tail', principal: string) => holdsRole(methodPolicy('AuditService', method), principal, roles);
   const logger = opts.logger;
   const streams = new Set<{ settled: () => Promise<void>; end: () => void }>();
@@ -85,6 +94,34 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
     authorize: roleAuthorizer('AuditService', roles, (ctx) => permissionDenied(`${ctx.principal} may not call ${ctx.method}`)),
   });
 
+  /** Refuses (and counts and records) a batch over the appender's quota or with an operation outside its scope. */
+  const admit = (principal: string, events: readonly AuditEvent[]) => {
+    const scope = scopes.get(principal)!; // Append is authorized for appenders only
+    let bytes = 0;
+    for (const e of events) bytes += eventBytes(e);
+    const first = events[0]?.operation ?? '';
+    const over = opts.quotas.admit(principal, scope, events.length, bytes);
+    if (over) {
+      opts.refusals.refused({ kind: 'quota', principal, scope, operation: first, limit: over.limit, events: events.length, bytes });
+      throw new KeyshardError('RESOURCE_EXHAUSTED', `${principal}: ${over.message}; nothing of the batch was stored, send it again later`, { reason: 'AUDIT_QUOTA' });
+    }
+    const forged = events.find((e) => e.source !== principal);
+    if (forged) {
+      opts.refusals.refused({ kind: 'scope', principal, scope, operation: forged.operation, claimedSource: forged.source, events: events.length, bytes });
+      throw forgedSource(forged.source, principal);
+    }
+    const out = events.find((e) => !scopeAllows(scope, e.operation));
+    if (out) {
+      opts.refusals.refused({ kind: 'scope', principal, scope, operation: out.operation, events: events.length, bytes });
+      throw permissionDenied(
+        out.operation.startsWith(SINK_OPERATION_PREFIX)
+          ? `${quote(out.operation)} events are written by the audit sink only; nothing of the batch was stored`
+          : `${principal} (appender scope ${scope}) may not record ${quote(out.operation)}; nothing of the batch was stored`,
+        { reason: 'AUDIT_SCOPE' },
+      );
+    }
+  };
+
   const Append: pb.AuditServiceHandlers['Append'] = (call) => {
     const started = performance.now();
     let ctx: Who = { principal: 'unknown', requestId: '', method: 'audit.Append' };
@@ -119,9 +156,9 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
         try {
           if (finished) return;
           const batch = sizeField(req.batch, 'batch', 0);
-          const events = req.events.map((e) => opts.sensitive.apply(normalizeEvent(e, ctx.principal)));
-          // Alerts are the sink's own word (alerts.ts): no appender may write one.
-          if (events.some((e) => e.operation === ALERT_OPERATION)) throw permissionDenied(`${ALERT_OPERATION} events are written by the audit sink only`);
+          const events = req.events.map((e) => copyEvent(e, ctx.principal)); // source: checked by admit
+          admit(ctx.principal, events);
+          for (const e of events) opts.sensitive.apply(e);
           const r = await log.append(events);
           opts.appendBatchSeconds?.observe((performance.now() - arrived) / 1000);
           if (!finished && !call.cancelled) {

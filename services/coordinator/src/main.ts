@@ -29,6 +29,7 @@ import { keyHandlers, keyServiceAuthorizer } from './server/key-service.ts';
 import { SPOOLED_OPERATIONS, STATE_CHANGING_METHODS, intercepted } from './server/methods.ts';
 import { KeyOperations } from './keys/key-operations.ts';
 import { LeaderJobs } from './cluster/leader-jobs.ts';
+import { RequestTokens } from './keys/request-tokens.ts';
 import { LeaderElection } from './cluster/leader-election.ts';
 import { VersionUsage, rotateAtUsageBound } from './keys/version-usage.ts';
 import { Replicas } from './cluster/replicas.ts';
@@ -94,6 +95,7 @@ async function main(): Promise<void> {
   replicas.followSeal(seal);
 
   const keyring = new Keyring(ns, cluster, seal, integrity, { minRotationPeriodSeconds: config.keys.minRotationPeriodSeconds });
+  const requestTokens = new RequestTokens(ns, integrity);
   const usage = new VersionUsage(
     ns,
     integrity,
@@ -160,6 +162,7 @@ async function main(): Promise<void> {
   const leader = new LeaderJobs(election, keyring, seal, audit, log, {
     coordinatorId: config.coordinatorId,
     sweepSeconds: config.rotationSweepSeconds,
+    requestTokens,
     backup: config.backups.dir
       ? { everySeconds: config.backups.intervalSeconds, write: () => writeScheduledBackup(backups, { dir: config.backups.dir!, retain: config.backups.retain }) }
       : undefined,
@@ -182,7 +185,7 @@ async function main(): Promise<void> {
   const proto = keyshardProto();
   // A message over maxMessageBytes (each one of a stream too) is refused RESOURCE_EXHAUSTED by grpc-js before decoding.
   const server = new grpc.Server(serverOptions(config.maxMessageBytes));
-  const keyService = intercepted('keys', keyHandlers(keyring, keyOps, (id, versions) => usage.ofKey(id, versions)), seal); // refused while sealed
+  const keyService = intercepted('keys', keyHandlers(keyring, keyOps, (id, versions) => usage.ofKey(id, versions), requestTokens), seal); // refused while sealed
   server.addService(decodingSafe(proto.KeyService.service), unaryService(proto.KeyService.service, keyService, {
       name: 'keys',
       observer,

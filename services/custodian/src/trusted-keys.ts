@@ -12,7 +12,7 @@
  */
 import { createHash, createPublicKey } from 'node:crypto';
 import { failedPrecondition, invalidArgument, notFound } from '@keyshard/errors';
-import { parseRecoveryPublicKey, recoveryKeyFingerprint } from '@keyshard/crypto';
+import { parseRecoveryPublicKey, parseTransportPublicKey, recoveryKeyFingerprint } from '@keyshard/crypto';
 import type { CallContext, pb } from '@keyshard/rpc';
 import type { CustodianToken, TrustedKind, WrapTarget } from '@keyshard/hsm';
 
@@ -35,6 +35,9 @@ function pemOf(v: unknown, what: string): string {
   if (pem.length === 0 || pem.length > MAX_PEM) throw invalidArgument(`${what} is required (an RSA public key PEM)`);
   return pem;
 }
+
+/** The public key PEM of `kind` as the one check of its kind reads it (@keyshard/crypto rsa-oaep.ts): a private key is refused. */
+const publicKeyOf = (kind: TrustedKind, pem: string): string => (kind === 'recovery' ? parseRecoveryPublicKey(pem) : parseTransportPublicKey(pem)).publicKeyPem;
 
 const fingerprint = (pem: string) => createHash('sha256').update(createPublicKey(pem).export({ type: 'spki', format: 'der' })).digest('hex');
 
@@ -61,10 +64,10 @@ export class TrustedKeys {
 
   enroll(req: pb.EnrollTransportKeyRequest__Output, ctx: CallContext): pb.EnrollTransportKeyResponse {
     const kind = kindOf(req.kind);
-    let pem = pemOf(req.public_key_pem, 'public_key_pem');
-    // A recovery key is enrolled only as an RSA public key of >= 3072 bits (a private key is
-    // refused before the token or the audit sees it); the token gets the key re-encoded.
-    if (kind === 'recovery') pem = parseRecoveryPublicKey(pem).publicKeyPem;
+    // Only an RSA *public* key is enrolled — a recovery key of >= 3072 bits, a transport key of
+    // 2048..8192 — and a private key is refused (unquoted) before the token or the audit sees
+    // anything of it; the token gets the key re-encoded as SPKI PEM, never the caller's text.
+    const pem = publicKeyOf(kind, pemOf(req.public_key_pem, 'public_key_pem'));
     const to = this.#target(kind, req.coordinator_id, pem, ctx);
     const added = this.token.enrollTrustedKey(to, pem, soPinOf(req.so_pin));
     const fp = fingerprint(pem);
@@ -74,7 +77,10 @@ export class TrustedKeys {
 
   revoke(req: pb.RevokeTransportKeyRequest__Output, ctx: CallContext): pb.RevokeTransportKeyResponse {
     const kind = kindOf(req.kind);
-    const pem = req.public_key_pem ? pemOf(req.public_key_pem, 'public_key_pem') : undefined;
+    // A recovery key is named by recoveryKeyFingerprint (lenient on size, so keys enrolled before
+    // the 3072-bit floor can be revoked; it refuses a private key too).
+    const given = req.public_key_pem ? pemOf(req.public_key_pem, 'public_key_pem') : undefined;
+    const pem = given && kind === 'transport' ? parseTransportPublicKey(given).publicKeyPem : given;
     const to = this.#target(kind, req.coordinator_id, pem, ctx);
     const revoked = this.token.revokeTrustedKey(to, soPinOf(req.so_pin), pem);
     ctx.facts.details = { ...ctx.facts.details, revoked: String(revoked) };

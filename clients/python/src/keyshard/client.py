@@ -14,6 +14,7 @@ attributes (`key.id`, `key.primary_version`, `resp.ciphertext`), bytes are bytes
 """
 import datetime
 import os
+import secrets
 import time
 import uuid
 from typing import Iterator, Mapping, Optional, Sequence, Union
@@ -43,7 +44,11 @@ METHOD_SAFETY = {
     'KeyService': _policy.safety_table(_KEY_SERVICE),
     'CeremonyService': _policy.safety_table(_CEREMONY_SERVICE),
 }
-#: Where METHOD_SAFETY came from, per service: 'descriptor' or 'table'.
+#: Methods whose request takes a request_token: the client fills one per logical call.
+TOKENED_METHODS = {
+    'KeyService': _policy.tokened_methods(_KEY_SERVICE),
+    'CeremonyService': _policy.tokened_methods(_CEREMONY_SERVICE),
+}
 
 
 class ConfigurationError(ValueError):
@@ -186,8 +191,12 @@ class Client:
             raise ValueError('timeout must be a positive number of seconds')
         return now + t
 
-    def _call(self, service: str, method: str, request, timeout=None, deadline=None, request_id=None):
+    def _call(self, service: str, method: str, request, timeout=None, deadline=None, request_id=None, request_token=None):
         safety = METHOD_SAFETY[service].get(method, _policy.ONCE)
+        if method in TOKENED_METHODS[service] and not request.request_token:
+            # One token per logical call, kept by every attempt: the coordinator applies the change
+            # once and answers a repeat with its outcome. 128 random bits, base64url (22 characters).
+            request.request_token = request_token or secrets.token_urlsafe(16)
         return self._pool.call(service, method, request, self._deadline(timeout, deadline), request_id or str(uuid.uuid4()),
                                idempotent=safety == _policy.IDEMPOTENT, key_op=service == 'KeyService')
 

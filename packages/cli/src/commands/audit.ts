@@ -12,15 +12,17 @@ import { UsageError, printJson } from '../output.ts';
 import { collect, integer, oneOf, readFlagFile, timestamp } from '../parse.ts';
 
 /**
- * One readable line per event: index, time, result, operation, principal, then what is set.
- * An alert of the sink reads `ALERT  <rule>: <summary>`, then its facts.
+ * One readable line per event: index, time, result, operation, principal, the component that
+ * recorded it (`from <source>`: its certificate identity, checked by the sink), then what is set.
+ * An alert of the sink reads `ALERT  <rule>: <summary>  from <sink>`, then its facts.
  */
 export function describeEvent({ index, event: e }: StoredAuditEvent): string {
   const { rule, summary, ...details } = e.details ?? {};
   const isAlert = e.operation === ALERT_OPERATION && rule !== undefined;
+  const from = `from ${e.source || '-'}`;
   const parts = isAlert
-    ? [String(index).padStart(8), e.time, 'ALERT ', `${rule}: ${summary ?? ''}`]
-    : [String(index).padStart(8), e.time, e.result.padEnd(6), e.operation, `by ${e.principal || '-'}`];
+    ? [String(index).padStart(8), e.time, 'ALERT ', `${rule}: ${summary ?? ''}`, from]
+    : [String(index).padStart(8), e.time, e.result.padEnd(6), e.operation, `by ${e.principal || '-'}`, from];
   if (e.key_id) parts.push(`key=${e.key_id}`);
   if (e.ceremony_id) parts.push(`ceremony=${e.ceremony_id}`);
   if (e.code) parts.push(`code=${e.code}`);
@@ -88,7 +90,7 @@ export function registerAudit(program: Command): void {
 
   audit
     .command('tail')
-    .description('print the last events; with --follow, keep printing new ones')
+    .description('print the last events (each with who called and which component recorded it); with --follow, keep printing new ones')
     .option('-n, --lines <n>', 'how many of the last events to print first', integer({ min: 0 }), 20)
     .option('-f, --follow', 'keep the stream open')
     .option('--json', 'one JSON object a line')
@@ -103,7 +105,7 @@ export function registerAudit(program: Command): void {
 
   audit
     .command('query')
-    .description('events matching every given filter, oldest first')
+    .description('events matching every given filter, oldest first (each with who called and which component recorded it)')
     .option('--from <time>', 'RFC 3339 start time (inclusive)', timestamp)
     .option('--to <time>', 'RFC 3339 end time (exclusive)', timestamp)
     .option('--principal <cn>', 'caller identity')

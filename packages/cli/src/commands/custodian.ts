@@ -10,7 +10,7 @@ import { recoveryKeyFingerprint } from '@keyshard/crypto';
 import { withClient, withCustodian } from '../connection.ts';
 import { printJson, progress, UsageError } from '../output.ts';
 import { followCeremony } from '../ceremony-progress.ts';
-import { ceremonyTtl, readFlagFile, readRecoveryPrivateKey, readRecoveryPublicKey } from '../parse.ts';
+import { ceremonyTtl, readFlagFile, readRecoveryPrivateKey, readRecoveryPublicKey, readTransportPublicKey } from '../parse.ts';
 
 const EXPORT_FORMAT = 'keyshard-share-export';
 
@@ -51,7 +51,7 @@ function target(opts: { coordinator?: string; transportPublicKey?: string; recov
   }
   if (!opts.coordinator) throw new UsageError('--coordinator ID (or --recovery-public-key FILE) is required');
   if (needKey && !opts.transportPublicKey) throw new UsageError('--transport-public-key FILE is required');
-  return { kind: 'transport' as const, coordinatorId: opts.coordinator, publicKeyPem: opts.transportPublicKey ? readFlagFile('--transport-public-key', opts.transportPublicKey) : undefined };
+  return { kind: 'transport' as const, coordinatorId: opts.coordinator, publicKeyPem: opts.transportPublicKey ? readTransportPublicKey('--transport-public-key', opts.transportPublicKey) : undefined };
 }
 
 export function registerCustodian(program: Command): void {

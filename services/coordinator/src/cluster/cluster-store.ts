@@ -256,14 +256,14 @@ export class ClusterStore {
 
   /**
    * destroy-cluster's erasure, in one transaction while a cluster record exists: every durable
-   * record (BACKUP_PREFIXES), the ceremony locks, `share-set-next` and every ceremony record but
+   * record (BACKUP_PREFIXES), the request tokens (they hold key records), the ceremony locks, `share-set-next` and every ceremony record but
    * `keep`'s (the destroy-cluster ceremony's epitaph, still followed by whoever waits for it).
    * Left: the replicas' lease-bound registrations and election, and the seal epoch they compare
    * against. Returns the revision to compact at.
    */
   async erase(keep: string): Promise<string> {
     const others = (await etcdCall('list ceremonies', () => this.ns.getAll().prefix(paths.ceremoniesPrefix).keys())).filter((k) => k !== paths.ceremony(keep));
-    const erased = [...BACKUP_PREFIXES, paths.ceremonyLocksPrefix, paths.shareSetNext, ...others];
+    const erased = [...BACKUP_PREFIXES, paths.requestTokensPrefix, paths.ceremonyLocksPrefix, paths.shareSetNext, ...others];
     const res = await etcdCall('erase cluster state', () =>
       this.ns
         .if(paths.cluster, 'Create', '>', 0)

@@ -8,11 +8,13 @@
  * paused) cannot write. Each rotation is also a compare-and-swap that re-checks the key is
  * still due, so a due rotation happens exactly once even across a failover mid-sweep. Each
  * scheduled rotation is audited before it runs. The leader also writes the scheduled backups
- * (config `backups`).
+ * (config `backups`). Each sweep also deletes the request tokens older than their window
+ * (keys/request-tokens.ts), fenced the same way.
  */
 import type { Logger } from '@keyshard/config';
 import type { AuditRecorder } from '@keyshard/audit-client';
 import type { Keyring } from '../keys/keyring.ts';
+import type { RequestTokens } from '../keys/request-tokens.ts';
 import type { LeaderElection } from './leader-election.ts';
 import type { Seal } from './seal.ts';
 import { forEachConcurrent } from '../concurrency.ts';
@@ -23,6 +25,8 @@ const SWEEP_CONCURRENCY = 32;
 export interface LeaderJobsOptions {
   coordinatorId: string;
   sweepSeconds: number;
+  /** The request tokens whose expired records each sweep deletes. */
+  requestTokens?: Pick<RequestTokens, 'sweep'>;
   /** Scheduled backups (config `backups`): what writes one, and how often. */
   backup?: { everySeconds: number; write: () => Promise<{ file: string; entries: number }> };
 }
@@ -88,6 +92,8 @@ export class LeaderJobs {
         }
       });
       if (failed) throw failed;
+      const swept = await this.opts.requestTokens?.sweep(now, fence);
+      if (swept) this.log.info({ swept }, 'expired request tokens deleted');
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'rotation sweep stopped');
     } finally {

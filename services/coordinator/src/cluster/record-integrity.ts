@@ -12,6 +12,7 @@
  *   coordinators/<id>    a registration that says "unsealed" (replica-store.ts)
  *   usage/<id>/<v>       encryptions reserved (the GCM bound) and last use (keys/usage-store.ts)
  *   share-set-next       {generation};  share-exports/<id>   (cluster-store.ts)
+ *   request-tokens/<d>   a state change's recorded outcome, answered to its repeats (keys/request-tokens.ts)
  * What is authenticated otherwise (so carries no second MAC):
  *   names/<name>         a bare key id: accepted only if the MAC'd key record it leads to has that name
  *   manifest             its own MAC under a root subkey, checked at unseal (share-manifest.ts)

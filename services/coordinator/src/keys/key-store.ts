@@ -13,11 +13,16 @@
  *  - destroy: the key record becomes its tombstone and its versions and usage records are
  *    deleted, if its mod revision is still the one read (the tombstone proves a lost answer applied);
  *  - aliases: created if absent, repointed or deleted if their mod revision is still the one read.
+ * A call carrying a request token (request-tokens.ts, `boundToken`) has its first write also
+ * record the token with the write's outcome, in the same transaction, which then also requires
+ * the token to be unrecorded; a write that did not apply while the token is recorded meanwhile
+ * (a concurrent attempt of the same call won) throws, and the call answers the recorded outcome.
  */
 import { commitCas, CreateBatcher, deleteCas, etcdCall, getJson, paths, type CasResult, type Namespace } from '@keyshard/store';
-import type { KeyshardError } from '@keyshard/errors';
+import { unavailable, type KeyshardError } from '@keyshard/errors';
 import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
 import type { AliasRecord, KeyRecord, VersionRecord } from './key-record.ts';
+import { boundToken, type TokenBinding, type TokenOutcome } from './request-tokens.ts';
 
 /** A leader's fence: writes also require its election key to be the one it was elected with. */
 export interface Fence {
@@ -139,7 +144,9 @@ export class KeyStore {
       [paths.key(k.id), this.#integrity.stamp(paths.key(k.id), k)],
       [paths.version(k.id, first.version), JSON.stringify(first)],
     ];
-    return this.#creates.create({ guard: paths.name(k.name), puts, witnesses: 1 });
+    const t = boundToken();
+    if (t) puts.push(this.#tokenPut(t, { key: k }));
+    return this.#recording(t, this.#creates.create({ guard: paths.name(k.name), puts, witnesses: 1, absent: t && [t.path] }));
   }
 
   /** Replaces key record `id` by `next` (and writes `version` with it) if it is still at `revision` and `fence` holds. */
@@ -147,11 +154,33 @@ export class KeyStore {
     const ns = this.#ns;
     const puts: [string, string][] = [[paths.key(id), this.#integrity.stamp(paths.key(id), next)]];
     if (opts.version) puts.push([paths.version(id, opts.version.version), JSON.stringify(opts.version)]);
-    return commitCas(ns, 'update key', () => {
+    const t = opts.fence ? undefined : boundToken(); // the leader's jobs carry no caller's token
+    if (t) puts.push(this.#tokenPut(t, { key: next }));
+    return this.#recording(t, commitCas(ns, 'update key', () => {
       const cmp = ns.if(paths.key(id), 'Mod', '==', revision);
       if (opts.fence) cmp.and(opts.fence.key, 'Create', '==', opts.fence.createRevision);
+      if (t) cmp.and(t.path, 'Create', '==', 0);
       return cmp;
-    }, puts);
+    }, puts));
+  }
+
+  /** The put recording token `t` with `outcome` (request-tokens.ts). */
+  #tokenPut(t: TokenBinding, outcome: TokenOutcome): [string, string] {
+    return [t.path, this.#integrity.stamp(t.path, t.record(outcome))];
+  }
+
+  /**
+   * A write's result, noting that it recorded token `t`; a write that did not apply while `t`
+   * is recorded (by a concurrent attempt of the same call) throws, so the call answers that
+   * attempt's outcome (RequestTokens.run) instead of trying its change again.
+   */
+  async #recording(t: TokenBinding | undefined, write: Promise<CasResult>): Promise<CasResult> {
+    const res = await write;
+    if (!t) return res;
+    if (res.outcome === 'applied') t.consumed = true;
+    else if ((await etcdCall('read request token', () => this.#ns.get(t.path).exec())).kvs.length > 0)
+      throw unavailable('a concurrent attempt of this call applied it first', { reason: 'CONTENDED' });
+    return res;
   }
 
   /** Replaces key record `id` by `tombstone` and deletes its versions and usage records, if it is still at `revision`. */
@@ -168,13 +197,25 @@ export class KeyStore {
     const ns = this.#ns;
     const path = paths.alias(name);
     const body = this.#integrity.stamp(path, { keyId } satisfies AliasRecord);
-    return commitCas(ns, revision ? 'update alias' : 'create alias', () => (revision ? ns.if(path, 'Mod', '==', revision) : ns.if(path, 'Create', '==', 0)), [[path, body]]);
+    const puts: [string, string][] = [[path, body]];
+    const t = boundToken();
+    if (t) puts.push(this.#tokenPut(t, { alias: { name, keyId } }));
+    return this.#recording(t, commitCas(ns, revision ? 'update alias' : 'create alias', () => {
+      const cmp = revision ? ns.if(path, 'Mod', '==', revision) : ns.if(path, 'Create', '==', 0);
+      if (t) cmp.and(t.path, 'Create', '==', 0);
+      return cmp;
+    }, puts));
   }
 
   /** Deletes alias `name` if it is still at `revision`. */
   deleteAlias(name: string, revision: string): Promise<CasResult> {
     const ns = this.#ns;
-    return deleteCas(ns, 'delete alias', () => ns.if(paths.alias(name), 'Mod', '==', revision), paths.alias(name));
+    const t = boundToken();
+    return this.#recording(t, deleteCas(ns, 'delete alias', () => {
+      const cmp = ns.if(paths.alias(name), 'Mod', '==', revision);
+      if (t) cmp.and(t.path, 'Create', '==', 0);
+      return cmp;
+    }, paths.alias(name), t ? [this.#tokenPut(t, { deleted: true })] : []));
   }
 }
 

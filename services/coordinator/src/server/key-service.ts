@@ -4,7 +4,8 @@
  * batch sizes). The seal check and the audit class are per method, in server/methods.ts.
  */
 import { invalidArgument, permissionDenied, KeyshardError } from '@keyshard/errors';
-import { roleAuthorizer, STATUS_OF, type CallContext, type pb } from '@keyshard/rpc';
+import { methodPolicies, roleAuthorizer, STATUS_OF, type CallContext, type pb } from '@keyshard/rpc';
+import type { RequestTokens, TokenRecord } from '../keys/request-tokens.ts';
 import type { Keyring } from '../keys/keyring.ts';
 import type { KeyRecord, UsageRecord } from '../keys/key-record.ts';
 import type { KeyOperations } from '../keys/key-operations.ts';
@@ -92,7 +93,7 @@ async function aliasAnswer(p: Promise<{ name: string; keyId: string }>): Promise
  * KeyService's handlers; each answers its reply and its audit facts. Served behind the
  * interceptor of server/methods.ts (`intercepted('keys', …)`), which refuses them while sealed.
  */
-export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf): AnsweringHandlers<'KeyService'> {
+export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf, tokens?: RequestTokens): AnsweringHandlers<'KeyService'> {
   /** The key as `principal` may see it: policy and usage only for who administers it. */
   const message = async (k: KeyRecord, principal: string) =>
     keyMessage(k, ops.showsPolicyTo(k, principal) ? await usageOf(k.id, k.versions.map((v) => v.version)) : undefined);
@@ -107,7 +108,20 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
     return { audit: usedVersion(r), reply: { plaintext: r.plaintext, ciphertext: r.ciphertext, key_id: r.key.id, key_version: r.version } };
   };
 
-  return boundedRefs({
+  /** A repeated call's answer: the outcome its token recorded (request-tokens.ts), audited as a replay. */
+  const replay = (method: string) => (r: TokenRecord, principal: string): Answer<unknown> => {
+    const o = r.outcome;
+    const details = { replay: 'true', request_token: r.token };
+    if ('key' in o)
+      return {
+        audit: { keyId: o.key.id, details: { ...details, version: String(o.key.primaryVersion) } },
+        reply: method === 'CreateKey' ? keyMessage(o.key, ops.showsPolicyTo(o.key, principal) ? new Map() : undefined) : message(o.key, principal),
+      };
+    if ('alias' in o) return { audit: { keyId: o.alias.keyId, details }, reply: { name: o.alias.name, key_id: o.alias.keyId } };
+    return { audit: { details }, reply: {} };
+  };
+
+  return withRequestTokens(tokens, replay, {
     // A key just created has never been used: no usage to read.
     async CreateKey(req, ctx) {
       const rec = await ops.createKey(
@@ -222,30 +236,25 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
 }
 
 /**
- * Longest key reference (id, name or `alias/<name>`), key name or alias name a KeyService request
- * may carry (keys.proto): checked before the handler runs, so before any lookup, and the refusal
- * quotes none of it. Names themselves are limited to 128 characters (validateName).
+ * The handlers of the methods whose request takes a `request_token` (method-policy.ts), run
+ * through the token store (RequestTokens.run): a repeat answers `replay` of the recorded outcome.
  */
-export const MAX_KEY_REF_LENGTH = 256;
-const REF_FIELDS = ['key', 'name', 'destination_key'] as const;
-
-/** Every handler behind a check of the request's key-reference fields (and, in batches, each item's). */
-function boundedRefs<H extends object>(handlers: H): H {
-  const check = (req: Record<string, unknown> | null | undefined): void => {
-    for (const f of REF_FIELDS) {
-      const v = req?.[f];
-      if (typeof v === 'string' && v.length > MAX_KEY_REF_LENGTH)
-        throw invalidArgument(`${f} is ${v.length} characters long; at most ${MAX_KEY_REF_LENGTH}`);
-    }
-  };
+function withRequestTokens<H extends object>(tokens: RequestTokens | undefined, replay: (method: string) => (r: TokenRecord, principal: string) => Answer<unknown>, handlers: H): H {
+  if (!tokens) return handlers;
+  const policies = methodPolicies('KeyService');
+  type Handler = (req: Record<string, unknown>, ctx: CallContext) => Promise<Answer<unknown>>;
   return Object.fromEntries(
-    Object.entries(handlers as Record<string, (req: Record<string, unknown>, ctx: CallContext) => unknown>).map(([m, h]) => [
-      m,
-      (req: Record<string, unknown>, ctx: CallContext) => {
-        check(req);
-        return h(req, ctx);
-      },
-    ]),
+    Object.entries(handlers as Record<string, Handler>).map(([m, h]) => {
+      if (!policies.get(m as never)?.requestToken) return [m, h];
+      const answer = replay(m);
+      // The change's own audit event names its token too, so its replays link to it.
+      const run = async (req: Record<string, unknown>, ctx: CallContext): Promise<Answer<unknown>> => {
+        const a = await h(req, ctx);
+        return { ...a, audit: { ...a.audit, details: { ...a.audit?.details, request_token: String(req.request_token) } } };
+      };
+      const tokened: Handler = (req, ctx) => tokens.run({ principal: ctx.principal, method: `KeyService.${m}`, request: req }, () => (req.request_token ? run : h)(req, ctx), (r: TokenRecord) => answer(r, ctx.principal));
+      return [m, tokened];
+    }),
   ) as H;
 }
 

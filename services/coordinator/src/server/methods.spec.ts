@@ -71,7 +71,7 @@ describe('interceptor', () => {
   it('open: the facts stand even if the reply then fails (the change applied; only encoding it failed)', async () => {
     const c = ctx('keys.DisableKey');
     const handlers = intercepted('keys', { DisableKey: async () => ({ audit: { keyId: 'k_1' }, reply: Promise.reject(notFound('usage unreadable')) }) }, openSeal());
-    await assert.rejects(handlers.DisableKey!({ key: 'k_1' }, c), /usage unreadable/);
+    await assert.rejects(handlers.DisableKey!({ key: 'k_1', request_token: '' }, c), /usage unreadable/);
     assert.deepEqual(c.facts, { keyId: 'k_1' });
   });
 
