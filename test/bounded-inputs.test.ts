@@ -122,7 +122,7 @@ describe('bounded inputs', { timeout: 300_000 }, () => {
     const proto = keyshardProto();
     // One connection per server and identity, each allowed by the methods it is used for.
     const servers: Record<ServiceName, { address: string; cn: string; identityFor: (roles: readonly string[]) => string }> = {
-      KeyService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => APP }, // the key's user: the admin may not use it,
+      KeyService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => APP }, // the key's user (the admin may not use keys)
       CeremonyService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => 'admin' },
       BackupService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => 'admin' },
       CustodianService: { address: cluster.custodianAddress('custodian-1'), cn: 'custodian-1', identityFor: (roles) => (roles.includes('ROLE_COORDINATOR') ? COORDINATOR : operatorOf('custodian-1')) },
