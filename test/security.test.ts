@@ -236,7 +236,7 @@ describe('security properties', { timeout: 300_000 }, () => {
     const records = readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const encrypts = records.filter((r) => r.event.operation === 'keys.Encrypt' && r.event.result === 'ok');
     assert.ok(encrypts.length >= plaintexts.length + 1);
-    assert.ok(encrypts.every((r) => r.event.key_id.startsWith('k_') && r.event.principal === 'admin' && r.event.request_id));
+    assert.ok(encrypts.every((r) => r.event.key_id.startsWith('k_') && r.event.principal === 'app' && r.event.request_id));
     for (const op of ['ceremony.Init', 'ceremony.unseal.created', 'ceremony.unseal.share_accepted', 'ceremony.unseal.completed', 'custodian.ProposeCeremony', 'custodian.DeliverShare'])
       assert.ok(records.some((r) => r.event.operation === op), `audit has ${op}`);
     records.forEach((r, i) => assert.equal(r.index, i));
