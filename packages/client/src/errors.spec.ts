@@ -164,10 +164,18 @@ describe('KeyshardClient rejects with typed errors (real servers in process)', (
     } finally {
       client.close();
     }
-    // A state change is sent once: the sealed replica (the first one picked) refuses, and the caller gets that, typed.
+    // A state change carries a request token (keys.proto), so it moves off the sealed replica too
+    // (the first one picked) instead of handing the caller its SEALED refusal.
     const fresh = new KeyshardClient({ address: [addresses.sealed!, addresses.open!], tls: tls.app!, timeoutMs: 5_000 });
     try {
-      await assert.rejects(fresh.createKey('k'), SealedError);
+      await assert.doesNotReject(fresh.createKey('k'));
+      // Without a working replica the caller gets the refusal, typed.
+      const sealedOnly = new KeyshardClient({ address: [addresses.sealed!], tls: tls.app!, timeoutMs: 2_000 });
+      try {
+        await assert.rejects(sealedOnly.createKey('k'), SealedError);
+      } finally {
+        sealedOnly.close();
+      }
     } finally {
       fresh.close();
     }

@@ -71,6 +71,7 @@ export function registerDev(program: Command): void {
         logs: cluster.layout.logDir,
         env: cluster.envFile,
         app_env: appEnvFile(cluster.layout),
+        audit_trust: cluster.trustFile,
       };
       if (opts.json) printJson(endpoints);
       else
@@ -83,6 +84,7 @@ export function registerDev(program: Command): void {
             `  etcd auth    coordinators only; the etcd operator's certificate is ${cluster.layout.certs[ETCD_ROOT]!.cert}`,
             ...cluster.custodianIds.map((id) => `  ${id.padEnd(12)} ${cluster.custodianAddress(id)}`),
             `  logs         ${cluster.layout.logDir}`,
+            `  audit trust  ${cluster.trustFile}  (sink key + witness keys for \`keyshard audit verify\`; keep a copy outside the log folder)`,
             '',
             `In another shell:  . ${cluster.envFile} && npx keyshard status   (the admin: administers keys, uses none unless a policy names it)`,
             `As the service principal app, which uses keys:  . ${appEnvFile(cluster.layout)}`,
