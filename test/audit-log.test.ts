@@ -57,10 +57,13 @@ describe('audit log (RFC 6962 Merkle log, signed checkpoints, auditor CLI)', { t
     cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2 });
     await cluster.start();
     await cluster.bootstrap();
-    client = cluster.client();
-    const key = await client.createKey('audited');
+    // The admin makes an encrypt-only key for app: app's encryptions are audited ok, its decrypt denied.
+    const admin = cluster.client();
+    const key = await admin.createKey('audited', { policy: { encrypt: ['app'] } });
+    admin.close();
+    client = cluster.client('app');
     for (let i = 0; i < 20; i++) await client.encrypt('audited', Buffer.from(`payload ${i}`), {}, { requestId: `req-enc-${i}` });
-    await rejectsWith(cluster.client('app').decrypt((await client.encrypt(key.id, Buffer.from('x'))).ciphertext), 'PERMISSION_DENIED');
+    await rejectsWith(client.decrypt((await client.encrypt(key.id, Buffer.from('x'))).ciphertext), 'PERMISSION_DENIED');
     const certs = cluster.layout.certs[AUDITOR]!;
     auditorEnv = { ...process.env, KEYSHARD_AUDIT_ADDR: `127.0.0.1:${cluster.layout.plan.ports.audit}`, KEYSHARD_CA: certs.ca, KEYSHARD_AUDIT_CERT: certs.cert, KEYSHARD_AUDIT_KEY: certs.key };
     reader = new AuditReader({ address: auditorEnv.KEYSHARD_AUDIT_ADDR!, tls: readTls(certs) });

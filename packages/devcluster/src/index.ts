@@ -20,12 +20,12 @@ import { readTls } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, waitForCeremony, type Ceremony } from '@keyshard/client';
 import {
-  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile, writeTrustFile,
+  ADMIN, APP, appEnvFile, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile, writeTrustFile,
   type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
 import { ManagedProcess, nodeService, REPO_ROOT } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
+export { ADMIN, APP, appEnvFile, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 

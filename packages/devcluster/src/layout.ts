@@ -316,6 +316,7 @@ export function writeEnvFile(l: Layout): string {
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,
+    `# the admin administers keys; to use them as the service principal \`${APP}\`: . ${appEnvFile(l)}`,
     `export KEYSHARD_ETCD_ENDPOINTS=${q(etcdClientUrls(l).join(','))}`,
     '# the audit sink, read as the auditor (`keyshard audit …`)',
     `export KEYSHARD_AUDIT_DIR=${q(l.auditDir)}`,
@@ -329,12 +330,23 @@ export function writeEnvFile(l: Layout): string {
     `export SOFTHSM2_CONF=${q(l.softhsmConf[l.custodianIds[0]!]!)}`,
     '',
   ];
+  // The service principal `app` (config keyUsers): the key service as an application uses it.
+  // Cluster admins administer keys and use only those whose policy names them (separation of duties).
+  const app = l.certs[APP]!;
+  writeFileSync(
+    appEnvFile(l),
+    [`# the key service as \`${APP}\`, a service principal (key user): \`. ${appEnvFile(l)}\``, ...lines.slice(1, 4), `export KEYSHARD_CERT=${q(app.cert)}`, `export KEYSHARD_KEY=${q(app.key)}`, ''].join('\n'),
+    { mode: 0o600 },
+  );
   for (const id of l.custodianIds)
     writeFileSync(custodianEnvFile(l, id), [`# ${id}'s operator: \`. ${custodianEnvFile(l, id)}\` then \`npx keyshard custodian pending\``, `export KEYSHARD_CA=${q(admin.ca)}`, ...custodianExports(l, id), ''].join('\n'), { mode: 0o600 });
   const file = path.join(l.dir, 'env');
   writeFileSync(file, lines.join('\n'), { mode: 0o600 });
   return file;
 }
+
+/** DIR/app.env: the variables that make `keyshard …` act as the service principal `app` instead of the admin. */
+export const appEnvFile = (l: Layout) => path.join(l.dir, 'app.env');
 
 /** DIR/<custodian>.env: the variables that make `keyshard custodian …` act as that custodian's operator. */
 export const custodianEnvFile = (l: Layout, custodianId: string) => path.join(l.dir, `${custodianId}.env`);
