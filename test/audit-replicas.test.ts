@@ -4,7 +4,8 @@
  * acknowledged) and Encrypt; SIGKILL of the audit leader mid-load. Every CreateKey that
  * succeeded has its event in the final log of every replica, the killed replica catches up
  * after its restart, the three logs are byte-identical, and `keyshard audit verify` passes on
- * each replica's folder with that replica's key.
+ * each replica's folder, with that replica's key alone and with the cluster's trust file (every
+ * replica's key, the coordinator's witness cosigning the leader's checkpoints, quorum 1).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -95,8 +96,13 @@ describe('replicated audit log: 3 sink replicas, audit leader SIGKILLed under SD
     assert.deepEqual(created.filter((k) => !createdLogged.has(k)), [], 'every created key has its audit event in every replica');
     const env = readEnvFile(cluster.envFile);
     for (const [i, id] of cluster.auditSinkIds.entries()) {
-      const r = await keyshard(['audit', 'verify', cluster.layout.auditDirOf(id), '--key', cluster.layout.sinkCheckpointPublicKeys[i]!, '--json'], env);
+      // That replica's own key only, and no witness quorum: each folder stands on its own.
+      const r = await keyshard(['audit', 'verify', cluster.layout.auditDirOf(id), '--sink-key', cluster.layout.sinkCheckpointPublicKeys[i]!, '--witness-quorum', '0', '--json'], env);
       assert.equal(r.code, 0, `${id}: ${r.stdout}${r.stderr}`);
+      // The cluster's trust roots (every replica's key, the coordinator's witness, quorum 1): the
+      // witness cosigned the leader's checkpoints and published them on every replica.
+      const t = await keyshard(['audit', 'verify', cluster.layout.auditDirOf(id), '--trust', cluster.layout.trustFile, '--json'], env);
+      assert.equal(t.code, 0, `${id} with the trust file: ${t.stdout}${t.stderr}`);
     }
   });
 });

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ConfigError, createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
 import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { HealthService, keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
-import { SensitiveFields, loadCheckpointKeys, loadHmacKey } from '@keyshard/audit-log';
+import { KEYS_DIR, SensitiveFields, keyIdOf, loadCheckpointKeys, loadHmacKey, loadPublicKeys } from '@keyshard/audit-log';
 import { AlertEngine, alertReporter } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { loadSigner } from './checkpoint-store.ts';
@@ -19,6 +19,7 @@ import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
 import { AppenderQuotas } from './quota.ts';
 import { RefusalRecorder } from './refusals.ts';
 import { createAuditService } from './server.ts';
+import { CosignedStore } from './cosigned.ts';
 import { addReplicaMetrics, createSinkMetrics } from './sink-metrics.ts';
 import { Replica, type ReplicaPeer } from './replication/replica.ts';
 import { ReplicatedSinkLog, type SinkLog } from './replication/sink-log.ts';
@@ -93,13 +94,18 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   const cp = log.checkpoint;
   logger.info({ dataDir: cfg.dataDir, records: log.size, root: cp.root_hash, keyId: cp.key_id, truncatedBytes: log.openInfo.truncatedBytes }, 'audit log opened');
 
+  // A replica takes cosignatures of any replica's checkpoints (the witnesses cosign the leader's),
+  // still only for roots its own log has at that size.
+  const cosignedKeys = loadPublicKeys(path.join(cfg.dataDir, KEYS_DIR));
+  for (const p of peers ?? []) cosignedKeys.set(keyIdOf(p.publicKey), p.publicKey);
+  const cosigned = await CosignedStore.open(cfg.dataDir, cosignedKeys);
   const refusals = new RefusalRecorder({
     identity: self, append: (events) => sinkLog.append(events), sensitive, logger,
     refusalsTotal: metrics.appendRefusals, windowSeconds: cfg.quotas.refusalRecordSeconds,
   });
   const service = createAuditService(sinkLog, {
     appenders: cfg.appenders, readers: cfg.readers, quotas: new AppenderQuotas(cfg.quotas), refusals, sensitive, logger,
-    appendBatchSeconds: metrics.appendBatchSeconds,
+    appendBatchSeconds: metrics.appendBatchSeconds, cosigned,
     appendRefusal: replica ? () => (replica!.role === 'leader' ? undefined : replica!.notLeader()) : undefined,
   });
   const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
@@ -150,6 +156,7 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
         });
       });
       await log.close();
+      await cosigned.close();
       await metricsServer?.close();
       logger.info({ records: log.size, root: log.checkpoint.root_hash }, 'stopped');
     })());

@@ -20,6 +20,7 @@ import { copyEvent, eventBytes, forgedSource } from './event.ts';
 import { queryLog } from './query.ts';
 import type { AppenderQuotas } from './quota.ts';
 import type { RefusalRecorder } from './refusals.ts';
+import type { CosignedStore } from './cosigned.ts';
 
 type Who = { principal: string; requestId: string; method: string };
 
@@ -32,6 +33,8 @@ export interface AuditServiceOptions {
   logger: Logger;
   /** Why Append streams are refused at their start, if they are now (a replica that is not the leader: AUDIT_NOT_LEADER). */
   appendRefusal?: () => KeyshardError | undefined;
+  /** The witnesses' published cosignatures (cosigned.ts). */
+  cosigned: CosignedStore;
   /** Observes each Append batch's seconds from arrival to durability. */
   appendBatchSeconds?: Histogram;
 }
@@ -85,6 +88,8 @@ export function createAuditService(log: SinkLog, opts: AuditServiceOptions): Aud
       return { path: log.consistencyProof(first, second), first_size: first, second_size: second };
     },
     Query: (req) => queryLog(log, req),
+    AddCosignature: async (req, ctx) => (await opts.cosigned.add(req, ctx.principal, log), {}),
+    GetCosignedCheckpoints: async () => ({ checkpoints: opts.cosigned.latest() }),
     HashValue: async (req) => {
       if (req.value.length > MAX_HASH_INPUT) throw invalidArgument(`value is longer than ${MAX_HASH_INPUT} characters`);
       return { hash: opts.sensitive.hash(req.value) };

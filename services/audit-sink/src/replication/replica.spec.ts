@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '@keyshard/config';
 import { KeyshardError } from '@keyshard/errors';
-import { checkpointProblem, encodeEntry, encodeRecords, verifyLogDir } from '@keyshard/audit-log';
+import { checkpointProblem, encodeEntry, encodeRecords, keyIdOf, verifyLogDir } from '@keyshard/audit-log';
 import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 import { serverCredentials } from '@keyshard/rpc';
 import { AuditLog } from '../audit-log.ts';
@@ -41,6 +41,11 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
 
   const peers = (): ReplicaPeer[] => IDS.map((id) => ({ id, address: `127.0.0.1:${ports.get(id)}`, publicKey: keys.get(id)!.publicKey }));
   const dataDir = (id: string) => path.join(dir, id);
+  /** What an auditor of one replica's folder trusts: that replica's checkpoint key (no witnesses here). */
+  const trusting = (id: string) => {
+    const pub = keys.get(id)!.publicKey;
+    return { trust: { sinkKeys: new Map([[keyIdOf(pub), pub]]), witnesses: [], witnessQuorum: 0 } };
+  };
 
   async function wire(id: string, log: AuditLog, server: grpc.Server, store: ReplicaStore): Promise<Node> {
     const replica = new Replica({ self: id, replicas: peers(), log, store, tls: pki.material(id), logger, electionMs: 800, heartbeatMs: 100 });
@@ -165,7 +170,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     assert.equal(r.count, 2);
     assert.ok(r.firstIndex >= acked.firstIndex + 1, 'the acknowledged event survives the leader');
     const tags: string[] = [];
-    for await (const rec of l.log.records(acked.firstIndex, acked.firstIndex + 1)) tags.push((rec.event as { details: { tag: string } }).details.tag);
+    for await (const rec of l.log.records(acked.firstIndex, acked.firstIndex + 1)) tags.push((rec.event as unknown as { details: { tag: string } }).details.tag);
     assert.deepEqual(tags, ['before-kill']);
     const back = await restart(old.id);
     assert.equal(back.replica.inSync, false, 'a returning replica serves only once it proved its log against the leader');
@@ -173,7 +178,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
     for (const n of nodes.values()) {
       await n.log.freshCheckpoint();
-      const v = verifyLogDir(dataDir(n.id));
+      const v = verifyLogDir(dataDir(n.id), trusting(n.id));
       assert.equal(v.ok, true, v.reason);
       assert.equal(v.records, l.log.size);
     }
@@ -219,6 +224,6 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
   });
 
   async function logSize(id: string): Promise<number> {
-    return verifyLogDir(dataDir(id)).records ?? 0;
+    return verifyLogDir(dataDir(id), trusting(id)).records ?? 0;
   }
 });

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { AuditClient } from '@keyshard/audit-client';
-import { loadCheckpointKeys, verifyLogDir } from '@keyshard/audit-log';
+import { loadCheckpointKeys, publicKeyFromPem, verifyLogDir } from '@keyshard/audit-log';
 import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -170,7 +170,8 @@ describe('replicated audit sink: 3 processes, SIGKILL of the leader under load',
     const bytes = IDS.map(segments);
     for (const b of bytes) assert.ok(b.equals(bytes[0]!), 'replica logs are byte-identical');
     for (const id of IDS) {
-      const v = verifyLogDir(dataDir(id));
+      const { id: keyId, key } = publicKeyFromPem(fs.readFileSync(path.join(dir, id, 'keys', 'checkpoint.pub.pem')));
+      const v = verifyLogDir(dataDir(id), { trust: { sinkKeys: new Map([[keyId, key]]), witnesses: [], witnessQuorum: 0 } });
       assert.equal(v.ok, true, `${id}: ${v.reason}`);
     }
     const stored = new Set(bytes[0]!.toString('utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { event: { details: { tag: string } } }).event.details.tag));
