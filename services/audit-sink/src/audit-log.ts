@@ -172,10 +172,7 @@ export class AuditLog {
     if (this.closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit log is closed', { reason: 'AUDIT_UNAVAILABLE' }));
     let entries: EncodedEntry[];
     try {
-      entries = events.map((e) => {
-        if (typeof e?.id !== 'string' || e.id === '') throw invalidArgument('every audit event needs an id');
-        return encodeEntry(e);
-      });
+      entries = encodeEvents(events);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -381,6 +378,14 @@ export class AuditLog {
       this.unlock();
     }
   }
+}
+
+/** Each event's canonical JSON and leaf hash (at append, so a bad event fails only its caller); INVALID_ARGUMENT for an event without an id. */
+export function encodeEvents(events: readonly LogEvent[]): EncodedEntry[] {
+  return events.map((e) => {
+    if (typeof e?.id !== 'string' || e.id === '') throw invalidArgument('every audit event needs an id');
+    return encodeEntry(e);
+  });
 }
 
 /** Splits newline-terminated record lines and verifies each as the next index; INVALID_ARGUMENT naming the first bad one. */

@@ -52,7 +52,7 @@ import type { Logger, z } from '@keyshard/config';
 import { KeyshardError, invalidArgument, permissionDenied, quote } from '@keyshard/errors';
 import { checkpointProblem, encodeEntry, encodeRecords, type EncodedEntry, type LogEvent, type SignedCheckpoint } from '@keyshard/audit-log';
 import { expectServer, makeClient, principalOf, toServiceError, type TlsMaterial } from '@keyshard/rpc';
-import { splitRecords, type AuditLog, type Receipt } from '../audit-log.ts';
+import { encodeEvents, splitRecords, type AuditLog, type Receipt } from '../audit-log.ts';
 import { ReplicaStore, type PendingBatch } from './store.ts';
 import {
   ReplicaClient,
@@ -252,10 +252,7 @@ export class Replica {
     if (this.roleNow !== 'leader') return Promise.reject(this.notLeader());
     let entries: EncodedEntry[];
     try {
-      entries = events.map((e) => {
-        if (typeof e?.id !== 'string' || e.id === '') throw invalidArgument('every audit event needs an id');
-        return encodeEntry(e);
-      });
+      entries = encodeEvents(events);
     } catch (e) {
       return Promise.reject(e);
     }
