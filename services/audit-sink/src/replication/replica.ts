@@ -250,14 +250,9 @@ export class Replica {
   append(events: readonly LogEvent[]): Promise<Receipt> {
     if (this.closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit sink replica is closed', { reason: 'AUDIT_UNAVAILABLE' }));
     if (this.roleNow !== 'leader') return Promise.reject(this.notLeader());
-    let entries: EncodedEntry[];
-    try {
-      entries = encodeEvents(events);
-    } catch (e) {
-      return Promise.reject(e);
-    }
     return new Promise((resolve, reject) => {
-      this.queue.push({ events, entries, resolve, reject });
+      // encodeEvents throwing (an event without an id) rejects this promise only.
+      this.queue.push({ events, entries: encodeEvents(events), resolve, reject });
       this.wake();
     });
   }
