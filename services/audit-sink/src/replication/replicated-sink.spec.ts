@@ -1,7 +1,8 @@
 /**
  * Three sink processes (main.ts, `replication` configured, mutual TLS) driven by the real
- * AuditClient given all three replicas: load, SIGKILL of the leader mid-load, the killed one
- * restarted; every acknowledged event is in every replica's log, the logs are byte-identical
+ * AuditClient given all three replicas: load; SIGSTOP of the leader (another leads, the
+ * producers follow; resumed, the old leader steps down and catches up); SIGKILL of the leader
+ * mid-load, the killed one restarted; every acknowledged event is in every replica's log, the logs are byte-identical
  * after catch-up, and `verifyLogDir` (what `keyshard audit verify` runs) passes on each folder.
  */
 import assert from 'node:assert/strict';
@@ -19,6 +20,7 @@ import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 const IDS = ['audit-sink-1', 'audit-sink-2', 'audit-sink-3'];
+const every: string[] = []; // every tag acknowledged in any test of this file
 
 interface Proc {
   child: ChildProcess;
@@ -37,7 +39,7 @@ function freePort(): Promise<number> {
   });
 }
 
-describe('replicated audit sink: 3 processes, SIGKILL of the leader under load', () => {
+describe('replicated audit sink: 3 processes, SIGSTOP and SIGKILL of the leader under load', () => {
   let dir: string;
   let pki: TestPki;
   const ports = new Map<string, number>();
@@ -133,6 +135,52 @@ describe('replicated audit sink: 3 processes, SIGKILL of the leader under load',
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  /** 8 producers recording until `stop` resolves; what was acknowledged and what was refused. */
+  function loadUntil(stop: Promise<unknown>): { acked: string[]; failed: string[]; done: Promise<void> } {
+    const acked: string[] = [];
+    const failed: string[] = [];
+    let n = 0;
+    let running = true;
+    void stop.finally(() => (running = false));
+    const worker = async () => {
+      while (running) {
+        const tag = `s${++n}-${Math.random().toString(36).slice(2, 8)}`;
+        try {
+          await client!.record({ principal: 'app', operation: 'keys.Encrypt', result: 'ok', key_id: 'k1', details: { tag } });
+          acked.push(tag);
+        } catch {
+          failed.push(tag);
+        }
+      }
+    };
+    return { acked, failed, done: Promise.all(Array.from({ length: 8 }, () => worker())).then(() => {}) };
+  }
+
+  it('SIGSTOP of the leader for 4 s: another leads, producers follow it; on SIGCONT the old leader steps down and catches up', async () => {
+    const first = await waitFor('a leader', leaderId);
+    let release!: () => void;
+    const load = loadUntil(new Promise<void>((r) => (release = r)));
+    await waitFor('50 acknowledged', () => (load.acked.length >= 50 ? true : undefined));
+    const stopped = procs.get(first)!;
+    stopped.child.kill('SIGSTOP');
+    try {
+      const atStop = load.acked.length;
+      await waitFor('100 acknowledged while the old leader is stopped', () => (load.acked.length >= atStop + 100 ? true : undefined), 30_000);
+      await new Promise((r) => setTimeout(r, 4000 - 0));
+    } finally {
+      stopped.child.kill('SIGCONT');
+    }
+    const roleLines = () => stopped.lines.filter((l) => l.msg === 'audit replica role');
+    await waitFor('the resumed leader steps down', () => (roleLines().at(-1)?.role === 'follower' ? true : undefined));
+    const atCont = load.acked.length;
+    await waitFor('100 more acknowledged', () => (load.acked.length >= atCont + 100 ? true : undefined), 30_000);
+    release();
+    await load.done;
+    every.push(...load.acked);
+    console.log(`# SIGSTOP: acknowledged ${load.acked.length}, refused ${load.failed.length}`);
+    assert.equal(load.failed.length, 0, 'no record refused: producers moved to the new leader within their deadline');
+  });
+
   it('every acknowledged event is on every replica; logs byte-identical after the killed leader returns; each folder verifies offline', async () => {
     const first = await waitFor('a leader', leaderId);
     const acked: string[] = [];
@@ -175,7 +223,7 @@ describe('replicated audit sink: 3 processes, SIGKILL of the leader under load',
       assert.equal(v.ok, true, `${id}: ${v.reason}`);
     }
     const stored = new Set(bytes[0]!.toString('utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { event: { details: { tag: string } } }).event.details.tag));
-    const lost = acked.filter((t) => !stored.has(t));
+    const lost = [...every, ...acked].filter((t) => !stored.has(t));
     assert.deepEqual(lost, [], 'no acknowledged event lost');
     console.log(`# acknowledged ${acked.length}, refused ${failed.length}, stored ${stored.size}`);
   });
