@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -24,6 +25,47 @@ import { ReplicaStore } from './store.ts';
 const IDS = ['audit-sink-1', 'audit-sink-2', 'audit-sink-3'];
 const logger = createLogger('replica-spec', (process.env.REPLICA_SPEC_LOG as 'debug' | undefined) ?? 'silent');
 
+/** A TCP relay from one replica to another, that a test can cut (a network partition on loopback). */
+class Link {
+  blocked = false;
+  private readonly sockets = new Set<net.Socket>();
+  private constructor(
+    readonly server: net.Server,
+    readonly target: () => number,
+  ) {}
+
+  static async open(target: () => number): Promise<Link> {
+    const server = net.createServer();
+    const link = new Link(server, target);
+    server.on('connection', (c) => {
+      if (link.blocked) return void c.destroy();
+      const u = net.connect(link.target(), '127.0.0.1');
+      for (const [a, b] of [[c, u], [u, c]] as const) {
+        link.sockets.add(a);
+        a.on('error', () => b.destroy());
+        a.on('close', () => (link.sockets.delete(a), b.destroy()));
+        a.pipe(b);
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return link;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  cut(): void {
+    this.blocked = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  close(): Promise<void> {
+    this.cut();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
 interface Node {
   id: string;
   replica: Replica;
@@ -39,7 +81,14 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
   const nodes = new Map<string, Node>();
   let seq = 0;
 
-  const peers = (): ReplicaPeer[] => IDS.map((id) => ({ id, address: `127.0.0.1:${ports.get(id)}`, publicKey: keys.get(id)!.publicKey }));
+  /** links.get(`${from}>${to}`): how `from` reaches `to`. */
+  const links = new Map<string, Link>();
+  const peerAddress = (from: string, to: string) => `127.0.0.1:${from === to ? ports.get(to) : links.get(`${from}>${to}`)!.port}`;
+  const peers = (self: string): ReplicaPeer[] => IDS.map((id) => ({ id, address: peerAddress(self, id), publicKey: keys.get(id)!.publicKey }));
+  /** Cuts (or heals) every link to and from `id`. */
+  const partition = (id: string, cut: boolean) => {
+    for (const [k, l] of links) if (k.startsWith(`${id}>`) || k.endsWith(`>${id}`)) (cut ? l.cut() : (l.blocked = false));
+  };
   const dataDir = (id: string) => path.join(dir, id);
   /** What an auditor of one replica's folder trusts: that replica's checkpoint key (no witnesses here). */
   const trusting = (id: string) => {
@@ -48,7 +97,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
   };
 
   async function wire(id: string, log: AuditLog, server: grpc.Server, store: ReplicaStore): Promise<Node> {
-    const replica = new Replica({ self: id, replicas: peers(), log, store, tls: pki.material(id), logger, electionMs: 1000, heartbeatMs: 100 });
+    const replica = new Replica({ self: id, replicas: peers(id), log, store, tls: pki.material(id), logger, electionMs: 1000, heartbeatMs: 100 });
     server.addService(replica.service.definition, replica.service.implementation);
     replica.start();
     const node = { id, replica, log, server };
@@ -122,6 +171,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
       ports.set(id, await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', serverCredentials(pki.material(id)), (e, p) => (e ? rej(e) : res(p)))));
       bound.push({ id, server });
     }
+    for (const from of IDS) for (const to of IDS) if (from !== to) links.set(`${from}>${to}`, await Link.open(() => ports.get(to)!));
     for (const b of bound) {
       const log = await AuditLog.open(dataDir(b.id), { signer: signerFromKey(keys.get(b.id)!.privateKey), checkpointIntervalMs: 60_000 });
       await wire(b.id, log, b.server, await ReplicaStore.open(dataDir(b.id)));
@@ -130,6 +180,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
 
   after(async () => {
     for (const id of [...nodes.keys()]) await kill(id);
+    for (const l of links.values()) await l.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -156,7 +207,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
       assert.ok(e instanceof KeyshardError);
       assert.equal(e.code, 'UNAVAILABLE');
       assert.equal(e.reason, 'AUDIT_NOT_LEADER');
-      assert.deepEqual(e.metadata, { leader: l.id, leader_address: `127.0.0.1:${ports.get(l.id)}` });
+      assert.deepEqual(e.metadata, { leader: l.id, leader_address: peerAddress(f.id, l.id) });
       return true;
     });
   });
@@ -213,6 +264,41 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     await waitFor('victim caught up', () => back.replica.inSync && back.log.size === now.log.size);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(now.id));
     assert.ok(!segmentBytes(back.id).includes('planted'), 'the planted uncommitted record is in no log');
+  });
+
+  it('a partitioned follower neither stops the log nor, healed, deposes the leader (Pre-Vote); it catches up', async () => {
+    const { node: l } = await appendViaLeader([event('pre-partition')]);
+    const f = [...nodes.values()].find((n) => n !== l)!;
+    await waitFor('follower in sync', () => f.replica.inSync && f.log.size === l.log.size);
+    const term = l.replica.currentTerm;
+    const fTerm = f.replica.currentTerm;
+    partition(f.id, true);
+    try {
+      for (let i = 0; i < 5; i++) await appendViaLeader([event('partitioned')]);
+      await new Promise((r) => setTimeout(r, 3500)); // several election timeouts of the cut-off follower
+      assert.equal(f.replica.currentTerm, fTerm, 'a cut-off replica does not raise its term: its Pre-Votes fail');
+    } finally {
+      partition(f.id, false);
+    }
+    await waitFor('the healed follower caught up', () => f.log.size === l.log.size);
+    assert.deepEqual([l.replica.role, l.replica.currentTerm], ['leader', term], 'the leader kept its term through the heal');
+    for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
+  });
+
+  it('a partitioned leader steps down; the majority elects another and goes on; healed, the old leader follows and catches up', async () => {
+    const { node: l } = await appendViaLeader([event('pre-leader-partition')]);
+    partition(l.id, true);
+    try {
+      await waitFor('the cut-off leader steps down', () => l.replica.role !== 'leader');
+      const { node: next } = await appendViaLeader([event('new-majority'), event('new-majority')]);
+      assert.notEqual(next.id, l.id);
+      await assert.rejects(l.replica.append([event('minority')]), (e: KeyshardError) => e.reason === 'AUDIT_NOT_LEADER');
+    } finally {
+      partition(l.id, false);
+    }
+    const { node: now } = await appendViaLeader([event('healed')]);
+    await waitFor('all equal', () => [...nodes.values()].every((n) => n.log.size === now.log.size));
+    for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(now.id));
   });
 
   it('with two of three replicas down nothing is acknowledged, and the lone leader steps down', async () => {

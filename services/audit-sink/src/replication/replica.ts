@@ -147,6 +147,7 @@ export class Replica {
   private roleNow: Role = 'follower';
   private leader: string | undefined;
   private synced = false;
+  private leaderContact = 0; // when a leader of the current term was last heard (ms)
   private closed = false;
   private diverged: string | undefined;
   private electionTimer: NodeJS.Timeout | undefined;
@@ -398,10 +399,16 @@ export class Replica {
   private onVote(m: VoteRequest): Promise<VoteResponse> {
     return this.exclusive(async () => {
       if (this.diverged) return { term: this.term, granted: false };
-      if (m.term < this.term) return { term: this.term, granted: false };
-      await this.observeTerm(m.term);
       const mine = this.lastLog();
       const upToDate = m.lastTerm > mine.term || (m.lastTerm === mine.term && m.size >= mine.size);
+      if (m.preVote) {
+        // Pre-Vote: granted (and nothing changes here) only if this replica would vote for it and
+        // has no live leader: a replica that was cut off cannot depose a working leader on return.
+        const leaderAlive = this.roleNow === 'leader' || (this.leader !== undefined && Date.now() - this.leaderContact < this.electionMs);
+        return { term: this.term, granted: m.term > this.term && upToDate && !leaderAlive };
+      }
+      if (m.term < this.term) return { term: this.term, granted: false };
+      await this.observeTerm(m.term);
       if ((this.votedFor === undefined || this.votedFor === m.candidate) && upToDate) {
         this.votedFor = m.candidate;
         await this.saveState();
@@ -419,6 +426,7 @@ export class Replica {
       if (this.roleNow === 'leader') this.stepDown(`leader ${leader} of the same term`); // cannot happen: one leader per term
       this.setRole('follower', leader);
     }
+    this.leaderContact = Date.now();
     this.resetElectionTimer();
   }
 
@@ -503,6 +511,12 @@ export class Replica {
 
   private async startElection(): Promise<void> {
     if (this.closed || this.diverged || this.roleNow === 'leader') return;
+    this.resetElectionTimer(); // no majority now: try again after another random timeout
+    const before = this.term;
+    if (!(await this.preVote())) return;
+    // Meanwhile a leader may have appeared (or this replica closed): then no election.
+    const now = this.roleNow as Role;
+    if (this.closed || this.diverged || now === 'leader' || this.term !== before || Date.now() - this.leaderContact < this.electionMs) return;
     const { term, last } = await this.exclusive(async () => {
       this.term += 1;
       this.votedFor = this.opts.self;
@@ -528,6 +542,41 @@ export class Replica {
         () => {},
       );
     }
+  }
+
+  /**
+   * Pre-Vote (Ongaro's thesis §9.6): asks whether a majority would vote for this replica in the
+   * next term, without anyone changing term. A replica that was partitioned keeps its term while
+   * it fails this, so on return it follows the leader instead of forcing an election.
+   */
+  private preVote(): Promise<boolean> {
+    if (this.peers.size === 0) return Promise.resolve(true);
+    const term = this.term + 1;
+    const last = this.lastLog();
+    return new Promise((resolve) => {
+      let granted = 1;
+      let answered = 0;
+      const timer = setTimeout(() => resolve(false), this.electionMs);
+      timer.unref();
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      for (const p of this.peers.values()) {
+        void this.call<VoteResponse>(p, 'Vote', { term, candidate: this.opts.self, lastTerm: last.term, size: last.size, preVote: true }, voteResponse, this.electionMs)
+          .then(
+            (res) => {
+              if (res.granted) granted += 1;
+            },
+            () => {},
+          )
+          .finally(() => {
+            answered += 1;
+            if (granted >= this.majority) done(true);
+            else if (answered === this.peers.size) done(false);
+          });
+      }
+    });
   }
 
   // ---- leader -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
  * byte for byte what the log stores), if any. The peer is authenticated by its certificate CN
  * (a configured replica id); its messages are still validated like any other input.
  *
- *   Vote       candidate -> all     Raft RequestVote (§5.2, §5.4.1)
+ *   Vote       candidate -> all     Raft RequestVote (§5.2, §5.4.1), and its Pre-Vote (thesis §9.6)
  *   Replicate  leader -> follower   Raft AppendEntries: the leader's uncommitted batch (or none) + its commit
  *   CatchUp    leader -> follower   committed records a follower lacks, with the leader's signed checkpoint
  */
@@ -22,7 +22,8 @@ const id = z.string().min(1).max(256);
 const hex32 = z.string().regex(/^[0-9a-f]{64}$/);
 const checkpoint = z.strictObject({ tree_size: count, root_hash: hex32, time: z.string().max(64), key_id: z.string().max(64), signature: z.string().max(256) });
 
-export const voteRequest = z.strictObject({ term, candidate: id, lastTerm: term, size: count });
+/** `preVote`: would you vote for me in `term`? Changes nothing at the voter (Ongaro's thesis §9.6). */
+export const voteRequest = z.strictObject({ term, candidate: id, lastTerm: term, size: count, preVote: z.boolean().optional() });
 export const voteResponse = z.strictObject({ term, granted: z.boolean() });
 /** Records [start, end) are the leader's uncommitted batch (none when end = start); `start` is its commit (log size). */
 export const replicateRequest = z.strictObject({ term, leader: id, start: count, prevRoot: hex32, checkpoint, end: count });
