@@ -250,15 +250,17 @@ export class AuditLog {
    * stored yet; otherwise nothing is written (INVALID_ARGUMENT). Not to be mixed with append()
    * on the same log: a replicated sink writes only through this.
    */
-  async appendRecords(first: number, lines: Buffer): Promise<Receipt> {
+  async appendRecords(first: number, lines: Buffer, verified?: readonly VerifiedRecord[]): Promise<Receipt> {
     while (this.flushing) await this.flushing;
     if (this.failure) throw writeFailed(this.failure);
     if (this.closed) throw new KeyshardError('UNAVAILABLE', 'audit log is closed', { reason: 'AUDIT_UNAVAILABLE' });
     if (first !== this.tree.size) throw invalidArgument(`records start at ${first}, the log holds ${this.tree.size}`);
-    const checked = splitRecords(lines, first);
+    // `verified`: what the caller already checked of exactly these lines (splitRecords, or the
+    // leader's own encoding of them); otherwise every line is verified here.
+    const checked = verified ?? splitRecords(lines, first);
     const seen = new Set<string>();
     for (const c of checked) {
-      if (this.ids.has(c.event.id) || seen.has(c.event.id)) throw invalidArgument(`record ${c.index}: event id is already stored`);
+      if (this.ids.has(c.event.id) || seen.has(c.event.id)) throw invalidArgument(`record ${first + seen.size}: event id is already stored`);
       seen.add(c.event.id);
     }
     if (checked.length > 0) {
@@ -287,7 +289,7 @@ export class AuditLog {
       }
       this.grown.emit('grown');
       try {
-        this.opts.onCommitted?.(checked.map((c) => ({ index: c.index, event: c.event })));
+        this.opts.onCommitted?.(checked.map((c, i) => ({ index: first + i, event: c.event })));
       } catch {
         // An observer's failure is its own.
       }
@@ -389,6 +391,12 @@ export function encodeEvents(events: readonly LogEvent[]): EncodedEntry[] {
 }
 
 /** Splits newline-terminated record lines and verifies each as the next index; INVALID_ARGUMENT naming the first bad one. */
+/** A record line already checked: its event and leaf hash. */
+export interface VerifiedRecord {
+  event: StoredEvent;
+  leaf: Buffer;
+}
+
 export interface SplitRecord {
   index: number;
   event: StoredEvent;

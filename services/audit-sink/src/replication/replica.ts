@@ -52,7 +52,7 @@ import type { Logger, z } from '@keyshard/config';
 import { KeyshardError, invalidArgument, permissionDenied, quote } from '@keyshard/errors';
 import { checkpointProblem, encodeEntry, encodeRecords, type EncodedEntry, type LogEvent, type SignedCheckpoint } from '@keyshard/audit-log';
 import { expectServer, makeClient, principalOf, toServiceError, type TlsMaterial } from '@keyshard/rpc';
-import { encodeEvents, splitRecords, type AuditLog, type Receipt } from '../audit-log.ts';
+import { encodeEvents, splitRecords, type AuditLog, type Receipt, type VerifiedRecord } from '../audit-log.ts';
 import { ReplicaStore, type PendingBatch } from './store.ts';
 import {
   ReplicaClient,
@@ -144,6 +144,8 @@ export class Replica {
   private votedFor: string | undefined;
   private appliedTerm: number;
   private pending: PendingBatch | undefined;
+  /** What was already verified of a pending batch's lines (at receipt, or the leader's own encoding): not verified again when appended. */
+  private readonly verifiedOf = new WeakMap<PendingBatch, readonly VerifiedRecord[]>();
   private roleNow: Role = 'follower';
   private leader: string | undefined;
   private synced = false;
@@ -455,6 +457,7 @@ export class Replica {
         const next = { term: m.term, start: size, lines: Buffer.from(lines.subarray(from)) };
         await this.store.savePending(next);
         this.pending = next;
+        this.verifiedOf.set(next, recs.filter((r) => r.index >= size));
       }
       return { term: this.term, ok: true, size, end: m.end };
     });
@@ -502,7 +505,7 @@ export class Replica {
       this.appliedTerm = p.term;
       await this.saveState();
     }
-    const r = await this.log.appendRecords(p.start, p.lines);
+    const r = await this.log.appendRecords(p.start, p.lines, this.verifiedOf.get(p));
     this.pending = undefined;
     return r;
   }
@@ -608,7 +611,7 @@ export class Replica {
   private async leaderLoop(term: number): Promise<void> {
     try {
       // First: its own uncommitted tail, if any, re-proposed in this term (it may hold committed records).
-      if (this.pending && this.pendingEnd > this.log.size) await this.runRound(term, Buffer.from(this.pending.lines), []);
+      if (this.pending && this.pendingEnd > this.log.size) await this.runRound(term, Buffer.from(this.pending.lines));
       while (this.isLeader(term)) {
         if (this.queue.length === 0) {
           await this.changed(this.heartbeatMs * 10);
@@ -625,6 +628,7 @@ export class Replica {
         const first = this.log.size;
         const seen = new Set<string>();
         const entries: EncodedEntry[] = [];
+        const verified: VerifiedRecord[] = [];
         const spans: { firstIndex: number; count: number }[] = [];
         for (const g of groups) {
           const firstOfGroup = first + entries.length;
@@ -632,12 +636,13 @@ export class Replica {
             if (this.log.hasId(e.id) || seen.has(e.id)) return;
             seen.add(e.id);
             entries.push(g.entries[i]!);
+            verified.push({ event: e as VerifiedRecord['event'], leaf: g.entries[i]!.leaf });
           });
           spans.push({ firstIndex: firstOfGroup, count: first + entries.length - firstOfGroup });
         }
         let receipt: Receipt;
         try {
-          receipt = entries.length > 0 ? await this.runRound(term, encodeRecords(first, entries), groups) : { firstIndex: first, count: 0, checkpoint: this.log.checkpoint };
+          receipt = entries.length > 0 ? await this.runRound(term, encodeRecords(first, entries), verified) : { firstIndex: first, count: 0, checkpoint: this.log.checkpoint };
         } catch (e) {
           for (const g of groups) g.reject(e);
           continue;
@@ -651,7 +656,7 @@ export class Replica {
   }
 
   /** One round: the batch durable here and on a majority, then appended to the log. */
-  private async runRound(term: number, lines: Buffer, _groups: Group[]): Promise<Receipt> {
+  private async runRound(term: number, lines: Buffer, verified?: readonly VerifiedRecord[]): Promise<Receipt> {
     const start = this.log.size;
     const end = start + splitCount(lines);
     let committed!: () => void;
@@ -673,6 +678,7 @@ export class Replica {
         const p = { term, start, lines };
         await this.store.savePending(p);
         this.pending = p;
+        if (verified) this.verifiedOf.set(p, verified);
       });
       this.wake(); // peers send the new round now
       this.ack(round, this.opts.self);
