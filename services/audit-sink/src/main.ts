@@ -112,6 +112,11 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   server.addService(keyshardProto().AuditService.service, service.implementation);
   if (replica) server.addService(replica.service.definition, replica.service.implementation);
   const health = new HealthService({ '': 'SERVING', 'keyshard.v1.AuditService': 'SERVING' }).addToServer(server);
+  // A replica's AuditService is SERVING once it is the leader or a follower that proved its log
+  // against the leader's (REPLICATION.md); the process itself ('') serves either way.
+  const r = replica;
+  const healthTimer = r ? setInterval(health.track(['keyshard.v1.AuditService'], () => r.inSync), 250) : undefined;
+  healthTimer?.unref();
   let port: number;
   try {
     port = await new Promise<number>((resolve, reject) =>
@@ -142,6 +147,7 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
 
   const stop = () =>
     (stopping ??= (async () => {
+      clearInterval(healthTimer);
       health.shutdown();
       await service.drain();
       await replica?.close();
