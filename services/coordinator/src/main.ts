@@ -203,6 +203,7 @@ async function main(): Promise<void> {
         etcdStatus: () => etcdStatus(etcd, etcdReads),
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
+        tokens: requestTokens,
       }),
       {
         name: 'ceremony',
