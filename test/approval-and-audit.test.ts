@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { DevCluster, REPO_ROOT, operatorOf } from '@keyshard/devcluster';
+import { APP, DevCluster, REPO_ROOT, operatorOf } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { observeFor, rejectsWith, waitFor } from './support/grpc.ts';
 
@@ -21,17 +21,21 @@ describe('manual approval and fail-closed audit', { timeout: 240_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
   let client: KeyshardClient;
+  /** The key's user; the admin (`client`) runs the ceremonies. */
+  let user: KeyshardClient;
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'keyshard-approval-'));
     cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, approvalPolicy: 'manual' });
     await cluster.start();
     client = cluster.client();
+    user = cluster.client(APP);
     await client.init(3, 2);
   });
 
   after(async () => {
     client?.close();
+    user?.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -122,19 +126,19 @@ describe('manual approval and fail-closed audit', { timeout: 240_000 }, () => {
   });
 
   it('with the audit sink down: crypto calls go on through the durable spool, admin and ceremonies fail closed', async () => {
-    await client.createKey('audited');
-    const ct = (await client.encrypt('audited', Buffer.from('before the outage'))).ciphertext;
+    await user.createKey('audited');
+    const ct = (await user.encrypt('audited', Buffer.from('before the outage'))).ciphertext;
     await cluster.process('audit-sink').kill();
-    const during = await client.encrypt('audited', Buffer.from('during the outage'), {}, { requestId: 'req-during-outage' });
-    assert.equal((await client.decrypt(ct, {}, { requestId: 'req-decrypt-during-outage' })).plaintext.toString(), 'before the outage');
-    await rejectsWith(client.createKey('unaudited'), 'UNAVAILABLE', 'AUDIT_UNAVAILABLE');
+    const during = await user.encrypt('audited', Buffer.from('during the outage'), {}, { requestId: 'req-during-outage' });
+    assert.equal((await user.decrypt(ct, {}, { requestId: 'req-decrypt-during-outage' })).plaintext.toString(), 'before the outage');
+    await rejectsWith(user.createKey('unaudited'), 'UNAVAILABLE', 'AUDIT_UNAVAILABLE');
     await rejectsWith(client.seal(), 'UNAVAILABLE', 'AUDIT_UNAVAILABLE');
     await rejectsWith(client.startUnseal(), 'UNAVAILABLE', 'AUDIT_UNAVAILABLE');
     await cluster.start(['audit-sink']);
     assert.equal((await waitFor('status', () => client.status())).sealed, false, 'the unaudited seal did not happen');
     const { keys } = await client.listKeys();
     assert.deepEqual(keys.map((k) => k.name), ['audited'], 'the unaudited CreateKey did not happen');
-    assert.equal((await client.decrypt(during.ciphertext)).plaintext.toString(), 'during the outage');
+    assert.equal((await user.decrypt(during.ciphertext)).plaintext.toString(), 'during the outage');
     // The spooled events reach the sink once it is back, each exactly once.
     const records = await waitFor('spooled events in the sink', async () => {
       const rs = readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event);

@@ -81,8 +81,8 @@ describe('audit alerts (denials, destroy) from a real cluster', { timeout: 240_0
   });
 
   it('five denials of one principal within a minute: one alert in the log, the sink log and /metrics', async () => {
-    const key = await admin.createKey('alerted');
-    const { ciphertext } = await admin.encrypt(key.id, Buffer.from('not for app'));
+    const key = await admin.createKey('alerted', { policy: { encrypt: [APP] } }); // app may encrypt, not decrypt
+    const { ciphertext } = await app.encrypt(key.id, Buffer.from('not for app to read'));
     const deniedInLog = (n: number) => waitFor(`${n} denials of app in the log`, async () => ((await query({ principal: APP, result: 'denied' })).length >= n ? true : undefined));
 
     for (let i = 0; i < 4; i++) await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');

@@ -71,7 +71,7 @@ describe('audit sink under SIGKILL', { timeout: 300_000 }, () => {
     await cluster.process('audit-sink').stop();
 
     const logDir = cluster.layout.auditDir;
-    const v = verifyLogDir(logDir);
+    const v = verifyLogDir(logDir, { trust: { sinkKeys: loadCheckpointKeys([cluster.layout.sinkCheckpointPublicKey]), witnesses: [], witnessQuorum: 0 } });
     assert.equal(v.ok, true, `${v.firstBadIndex}: ${v.reason}`);
     const stored = readdirSync(path.join(logDir, 'segments'))
       .flatMap((f) => readFileSync(path.join(logDir, 'segments', f), 'utf8').split('\n').filter(Boolean))

@@ -2,13 +2,14 @@
  * The tamper-evident audit log against a real cluster: every call lands in the Merkle log;
  * the sink's checkpoints and proofs agree with an independent implementation written here
  * from RFC 6962's definitions; an auditor reads through the `keyshard audit` CLI; a copy of
- * the log that is modified, cut or reordered is caught by `keyshard audit verify` at the
- * exact index.
+ * the log that is modified, cut or reordered, cut with its checkpoints.log trimmed, stripped of
+ * checkpoints.log, edited with recomputed leaves or re-signed with a key planted in its keys/,
+ * is BAD under `keyshard audit verify` with trust roots kept outside it, at the first bad index.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,7 @@ import { promisify } from 'node:util';
 import { ADMIN, AUDITOR, DevCluster, REPO_ROOT } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { AuditReader } from '@keyshard/audit-client/reader';
+import { checkpointNote, cosign, keyIdOf, signCheckpoint, trustFileText, vkeyOf, witnessName, type SignedCheckpoint } from '@keyshard/audit-log';
 import { readTls } from '@keyshard/rpc';
 import { rejectsWith, waitFor } from './support/grpc.ts';
 
@@ -55,10 +57,13 @@ describe('audit log (RFC 6962 Merkle log, signed checkpoints, auditor CLI)', { t
     cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2 });
     await cluster.start();
     await cluster.bootstrap();
-    client = cluster.client();
-    const key = await client.createKey('audited');
+    // The admin makes an encrypt-only key for app: app's encryptions are audited ok, its decrypt denied.
+    const admin = cluster.client();
+    const key = await admin.createKey('audited', { policy: { encrypt: ['app'] } });
+    admin.close();
+    client = cluster.client('app');
     for (let i = 0; i < 20; i++) await client.encrypt('audited', Buffer.from(`payload ${i}`), {}, { requestId: `req-enc-${i}` });
-    await rejectsWith(cluster.client('app').decrypt((await client.encrypt(key.id, Buffer.from('x'))).ciphertext), 'PERMISSION_DENIED');
+    await rejectsWith(client.decrypt((await client.encrypt(key.id, Buffer.from('x'))).ciphertext), 'PERMISSION_DENIED');
     const certs = cluster.layout.certs[AUDITOR]!;
     auditorEnv = { ...process.env, KEYSHARD_AUDIT_ADDR: `127.0.0.1:${cluster.layout.plan.ports.audit}`, KEYSHARD_CA: certs.ca, KEYSHARD_AUDIT_CERT: certs.cert, KEYSHARD_AUDIT_KEY: certs.key };
     reader = new AuditReader({ address: auditorEnv.KEYSHARD_AUDIT_ADDR!, tls: readTls(certs) });
@@ -141,33 +146,126 @@ describe('audit log (RFC 6962 Merkle log, signed checkpoints, auditor CLI)', { t
     assert.match(asAdmin.stderr, /NOT_AUTHORIZED/);
   });
 
-  it('`keyshard audit verify` passes on the live log and names the first bad index in a modified, cut or reordered copy', async () => {
+  it('`keyshard audit verify` trusts only roots from outside the folder; a modified, cut, reordered or re-signed copy is BAD at the first bad index', async () => {
+    // The roots an auditor keeps outside the log folder: the sink's public key, and a witness's
+    // vkey. The witness here is this test (an Ed25519 key of its own cosigning the sink's real
+    // checkpoint, C2SP tlog-cosignature), so the test does not depend on the coordinators' witnesses.
+    const witness = generateKeyPairSync('ed25519');
+    const wName = witnessName('auditor-test');
+    const trustFile = path.join(dir, 'trust.json');
+    writeFileSync(trustFile, trustFileText([readFileSync(cluster.layout.sinkCheckpointPublicKey, 'utf8')], [vkeyOf(wName, witness.publicKey)], 1));
     const { stdout: cpJson } = await cli(['audit', 'checkpoint', '--json']);
     const cpFile = path.join(dir, 'held-checkpoint.json');
     writeFileSync(cpFile, cpJson);
-    const held = JSON.parse(cpJson) as { tree_size: number };
-    const live = JSON.parse((await cli(['audit', 'verify', cluster.layout.auditDir, '--checkpoint', cpFile, '--json'])).stdout);
-    assert.equal(live.ok, true, live.reason);
-    assert.ok(live.records >= held.tree_size && live.checkpoints >= 1);
+    const held = JSON.parse(cpJson) as SignedCheckpoint;
+    // Stored checkpoints around one record: size k, then k+1 (GetCheckpoint stores a fresh one when the tree grew).
+    await client.encrypt('audited', Buffer.from('between'));
+    const next = await waitFor('one more record', async () => {
+      const c = await reader.checkpoint();
+      return c.tree_size > held.tree_size ? c : undefined;
+    });
+    const note = checkpointNote(next);
+    const cosigned = { checkpoint: next, note, cosignatures: [cosign(witness.privateKey, wName, note, Math.floor(Date.now() / 1000))] };
+    const cosignedFile = path.join(dir, 'cosigned.json');
+    writeFileSync(cosignedFile, `${JSON.stringify([cosigned], null, 2)}\n`);
+    const roots = ['--trust', trustFile, '--cosigned', cosignedFile];
 
-    const tamper = async (name: string, edit: (lines: string[]) => string[]) => {
+    const live = JSON.parse((await cli(['audit', 'verify', cluster.layout.auditDir, ...roots, '--checkpoint', cpFile, '--json'])).stdout);
+    assert.equal(live.ok, true, live.reason);
+    assert.ok(live.records >= next.tree_size && live.checkpoints >= 2);
+    assert.deepEqual([live.trusted.held, live.witnesses.map((w: { name: string; treeSize: number }) => [w.name, w.treeSize])], [held.tree_size, [[wName, next.tree_size]]]);
+    assert.ok(live.trusted.cosigned.includes(next.tree_size), JSON.stringify(live.trusted));
+    const { stdout: human } = await cli(['audit', 'verify', cluster.layout.auditDir, ...roots]);
+    assert.match(human, /^ok: \d+ records, root [0-9a-f]{64}, \d+ stored checkpoints verified, cosigned by 1 trusted witness\(es\) of 1 required \(auditor-test at size \d+\)/);
+
+    // No trust root: a usage error naming the flags; one inside the folder: refused.
+    const none = await cli(['audit', 'verify', cluster.layout.auditDir]).catch((e) => e);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /^keyshard: audit verify needs the trust roots from outside the log folder: --trust FILE .*--sink-key FILE.*--witness VKEY/);
+    const inside = await cli(['audit', 'verify', cluster.layout.auditDir, '--sink-key', path.join(cluster.layout.auditDir, 'keys', `${held.key_id}.pem`), '--witness-quorum', '0']).catch((e) => e);
+    assert.equal(inside.code, 2);
+    assert.match(inside.stderr, /--sink-key .* is inside the log folder/);
+
+    const copyOf = (name: string) => {
       const copy = path.join(dir, `copy-${name}`);
       cpSync(cluster.layout.auditDir, copy, { recursive: true, verbatimSymlinks: true });
       const seg = path.join(copy, 'segments', readdirSync(path.join(copy, 'segments')).sort()[0]!);
-      writeFileSync(seg, `${edit(readFileSync(seg, 'utf8').split('\n').filter(Boolean)).join('\n')}\n`);
-      const res = await cli(['audit', 'verify', copy, '--checkpoint', cpFile]).then(() => assert.fail(`${name}: verify passed`), (e) => e);
-      assert.equal(res.code, 1, name);
+      const lines = readFileSync(seg, 'utf8').split('\n').filter(Boolean);
+      const cps = path.join(copy, 'checkpoints.log');
+      const stored = readFileSync(cps, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as SignedCheckpoint);
+      return { copy, seg, lines, cps, stored };
+    };
+    const bad = async (copy: string, extra: string[] = []) => {
+      const res = await cli(['audit', 'verify', copy, ...roots, ...extra]).then(() => assert.fail(`${copy}: verify passed`), (e) => e);
+      assert.equal(res.code, 1, res.stderr);
       return res.stdout as string;
+    };
+    const tamper = async (name: string, edit: (lines: string[]) => string[]) => {
+      const { copy, seg, lines } = copyOf(name);
+      writeFileSync(seg, `${edit(lines).join('\n')}\n`);
+      return bad(copy);
     };
     const flipByte = (l: string) => {
       const b = Buffer.from(l);
       b[b.indexOf('"operation"') + 14]! ^= 0x01;
       return b.toString();
     };
-    assert.match(await tamper('flip', (ls) => ls.map((l, i) => (i === 9 ? flipByte(l) : l))), /^BAD at index 9: /);
-    assert.match(await tamper('delete', (ls) => ls.filter((_, i) => i !== 12)), /^BAD at index 12: expected index 12, found 13/);
-    assert.match(await tamper('reorder', (ls) => ls.map((l, i) => ls[i === 4 ? 5 : i === 5 ? 4 : i]!)), /^BAD at index 4: /);
-    assert.match(await tamper('truncate', (ls) => ls.slice(0, held.tree_size - 2)), new RegExp(`^BAD at index ${held.tree_size - 2}: .*were removed`));
+    assert.match(await tamper('flip', (ls) => ls.map((l, i) => (i === 9 ? flipByte(l) : l))), /^BAD index 9: /);
+    assert.match(await tamper('delete', (ls) => ls.filter((_, i) => i !== 12)), /^BAD index 12: expected index 12, found 13/);
+    assert.match(await tamper('reorder', (ls) => ls.map((l, i) => ls[i === 4 ? 5 : i === 5 ? 4 : i]!)), /^BAD index 4: /);
+    assert.match(await tamper('truncate', (ls) => ls.slice(0, held.tree_size - 2)), new RegExp(`^BAD index ${held.tree_size - 2}: .*were removed`));
+
+    // Issue 17's four: a cut tail with checkpoints.log trimmed to match, though newer than the held checkpoint.
+    const cut = next.tree_size - 1;
+    assert.ok(cut >= held.tree_size);
+    {
+      const { copy, seg, lines, cps, stored } = copyOf('cut-tail');
+      writeFileSync(seg, `${lines.slice(0, cut).join('\n')}\n`);
+      writeFileSync(cps, stored.filter((c) => c.tree_size <= cut).map((c) => `${JSON.stringify(c)}\n`).join(''));
+      assert.match(await bad(copy, ['--checkpoint', cpFile]), new RegExp(`^BAD index ${cut}: --cosigned ${cosignedFile} item 1 covers ${next.tree_size} records, the log holds ${cut}: records ${cut}\\.\\.${next.tree_size - 1} were removed`));
+    }
+    // A deleted checkpoints.log.
+    {
+      const { copy, cps } = copyOf('no-checkpoints');
+      rmSync(cps);
+      assert.match(await bad(copy), /^BAD: no checkpoints: checkpoints\.log is missing/);
+    }
+    // An edit with recomputed leaves: record k, between the stored checkpoints of sizes k and k+1 (or the next one).
+    const entry = (l: string) => canonical(JSON.parse(l).event);
+    const recompute = (ls: string[], k: number, change: (e: Record<string, unknown>) => void) =>
+      ls.map((l, i) => {
+        if (i !== k) return l;
+        const e = JSON.parse(l).event;
+        change(e);
+        return `{"index":${i},"leaf":"${sha(Buffer.from([0]), Buffer.from(canonical(e))).toString('hex')}","event":${canonical(e)}}`;
+      });
+    {
+      const k = held.tree_size;
+      const { copy, seg, lines, stored } = copyOf('edit');
+      const after = Math.min(...stored.map((c) => c.tree_size).filter((s) => s > k));
+      writeFileSync(seg, `${recompute(lines, k, (e) => (e.principal = 'someone-else')).join('\n')}\n`);
+      const out = await bad(copy);
+      assert.match(out, after === k + 1 ? new RegExp(`^BAD index ${k}: record ${k} was changed: `) : new RegExp(`^BAD index ${k}: a record in ${k}\\.\\.${after - 1} was changed`));
+    }
+    // A rewrite re-signed with a key planted in keys/: record k changed, every checkpoint re-signed.
+    {
+      const k = 3;
+      const { copy, seg, lines, cps, stored } = copyOf('planted');
+      const rewritten = recompute(lines, k, (e) => (e.principal = 'planted-principal'));
+      writeFileSync(seg, `${rewritten.join('\n')}\n`);
+      const planted = generateKeyPairSync('ed25519');
+      const plantedId = keyIdOf(planted.publicKey);
+      writeFileSync(path.join(copy, 'keys', `${plantedId}.pem`), planted.publicKey.export({ type: 'spki', format: 'pem' }));
+      const entries = rewritten.map((l) => Buffer.from(entry(l), 'utf8'));
+      writeFileSync(cps, stored.map((c) => `${JSON.stringify(signCheckpoint(planted.privateKey, plantedId, c.tree_size, MTH(entries.slice(0, c.tree_size))))}\n`).join(''));
+      rmSync(path.join(copy, 'cosigned.log'), { force: true });
+      const res = await cli(['audit', 'verify', copy, ...roots, '--json']).catch((e) => e);
+      assert.equal(res.code, 1);
+      const r = JSON.parse(res.stdout);
+      assert.equal(r.firstBadIndex, 0, r.reason);
+      assert.match(r.reason, new RegExp(`^checkpoints\\.log line 1 \\(size \\d+\\) does not verify under the trusted sink keys: signed with key id "${plantedId}" \\(keys/ holds a key with that id`));
+      assert.ok(r.notes.some((n: string) => n.includes(`keys/${plantedId}.pem holds a key (id ${plantedId}) not in the trust roots: ignored`)), r.notes.join('\n'));
+    }
   });
 
   it('holds no plaintext: a scan of every record finds none of the payloads', async () => {

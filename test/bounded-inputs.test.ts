@@ -19,7 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { AUDITOR, COORDINATOR, DevCluster, operatorOf } from '@keyshard/devcluster';
+import { APP, AUDITOR, COORDINATOR, DevCluster, operatorOf } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { errorInfoOf, expectServer, keyshardPackageDefinition, keyshardProto, makeClient, methodPolicy, readTls, type ServiceName } from '@keyshard/rpc';
 import { rejectsWith } from './support/grpc.ts';
@@ -77,7 +77,7 @@ function leavesOf(typeName: string, scope?: Descriptor, seen: readonly string[] 
 describe('bounded inputs', { timeout: 300_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
-  let admin: KeyshardClient;
+  let app: KeyshardClient;
   const msg = Buffer.from('pay 100 to alice');
   const huge = 'k'.repeat(1024 * 1024);
 
@@ -86,22 +86,22 @@ describe('bounded inputs', { timeout: 300_000 }, () => {
     cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2 });
     await cluster.start();
     await cluster.bootstrap();
-    admin = cluster.client();
-    await admin.createKey('bounded');
-    await admin.encrypt('bounded', msg); // warm: the connection is up before timing
+    app = cluster.client(APP); // a key user: it makes and uses its key
+    await app.createKey('bounded');
+    await app.encrypt('bounded', msg); // warm: the connection is up before timing
   });
 
   after(async () => {
-    admin?.close();
+    app?.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
   const cases: [string, () => Promise<unknown>][] = [
-    ['Encrypt key', () => admin.encrypt(huge, msg)],
-    ['GetKey key', () => admin.getKey(huge)],
-    ['CreateKey name', () => admin.createKey(huge)],
-    ['Encrypt context value', () => admin.encrypt('bounded', msg, { tenant: huge })],
+    ['Encrypt key', () => app.encrypt(huge, msg)],
+    ['GetKey key', () => app.getKey(huge)],
+    ['CreateKey name', () => app.createKey(huge)],
+    ['Encrypt context value', () => app.encrypt('bounded', msg, { tenant: huge })],
   ];
   for (const [what, call] of cases) {
     it(`${what}: 1 MB refused INVALID_ARGUMENT, short message; the client then serves an Encrypt within 1 s`, async () => {
@@ -110,7 +110,7 @@ describe('bounded inputs', { timeout: 300_000 }, () => {
       const refusedMs = performance.now() - t0;
       assert.ok(r.message.length < 300, `message of ${r.message.length} characters: ${r.message.slice(0, 300)}`);
       const t1 = performance.now();
-      const ok = await admin.encrypt('bounded', msg);
+      const ok = await app.encrypt('bounded', msg);
       const nextMs = performance.now() - t1;
       assert.ok(ok.ciphertext.length > 0);
       assert.ok(nextMs < 1000, `the next Encrypt took ${Math.round(nextMs)} ms (refusal took ${Math.round(refusedMs)} ms)`);
@@ -122,7 +122,7 @@ describe('bounded inputs', { timeout: 300_000 }, () => {
     const proto = keyshardProto();
     // One connection per server and identity, each allowed by the methods it is used for.
     const servers: Record<ServiceName, { address: string; cn: string; identityFor: (roles: readonly string[]) => string }> = {
-      KeyService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => 'admin' },
+      KeyService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => APP }, // the key's user (the admin may not use keys)
       CeremonyService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => 'admin' },
       BackupService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => 'admin' },
       CustodianService: { address: cluster.custodianAddress('custodian-1'), cn: 'custodian-1', identityFor: (roles) => (roles.includes('ROLE_COORDINATOR') ? COORDINATOR : operatorOf('custodian-1')) },

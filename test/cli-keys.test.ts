@@ -14,17 +14,19 @@ const BIN = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
 describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
+  /** The CLI as the service principal app, which makes and uses the keys here; `adminEnv`: as the admin. */
   let env: NodeJS.ProcessEnv;
+  let adminEnv: NodeJS.ProcessEnv;
 
-  const ks = (args: string[], input = '') =>
+  const ks = (args: string[], input = '', as = env) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      const child = execFile(process.execPath, [BIN, ...args], { env, cwd: REPO_ROOT }, (err, stdout, stderr) =>
+      const child = execFile(process.execPath, [BIN, ...args], { env: as, cwd: REPO_ROOT }, (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       );
       child.stdin!.end(input);
     });
-  const ok = async (args: string[], input = '') => {
-    const r = await ks(args, input);
+  const ok = async (args: string[], input = '', as = env) => {
+    const r = await ks(args, input, as);
     assert.equal(r.code, 0, `keyshard ${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
   };
@@ -35,8 +37,9 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2, coordinatorOverrides: { rotationSweepSeconds: 3600 } });
     await cluster.start();
     await cluster.bootstrap();
-    const admin = cluster.layout.certs.admin!;
-    env = { ...process.env, KEYSHARD_ADDR: cluster.coordinatorAddress, KEYSHARD_CA: admin.ca, KEYSHARD_CERT: admin.cert, KEYSHARD_KEY: admin.key };
+    const [admin, app] = [cluster.layout.certs.admin!, cluster.layout.certs.app!];
+    env = { ...process.env, KEYSHARD_ADDR: cluster.coordinatorAddress, KEYSHARD_CA: app.ca, KEYSHARD_CERT: app.cert, KEYSHARD_KEY: app.key };
+    adminEnv = { ...env, KEYSHARD_CERT: admin.cert, KEYSHARD_KEY: admin.key };
   });
 
   after(async () => {
@@ -159,18 +162,38 @@ describe('keyshard key lifecycle CLI', { timeout: 240_000 }, () => {
     const dk = JSON.parse(await ok(['datakey', '--key', 'files', '--bytes', '32']));
     assert.equal(Buffer.from(dk.plaintext, 'base64').length, 32);
     await ok(['decrypt'], dk.ciphertext); // the wrapped copy decrypts (bytes compared in keys.test.ts)
-    assert.match(await ok(['alias', 'create', 'docs', 'files']), /alias\/docs -> k_/);
+    // The key's user may not steer a name onto a key it uses; the admin, who cannot use it, may.
+    assert.match((await ks(['alias', 'create', 'docs', 'files'])).stderr, /SEPARATION_OF_DUTIES/);
+    assert.match(await ok(['alias', 'create', 'docs', 'files'], '', adminEnv), /alias\/docs -> k_/);
     assert.match(await ok(['alias', 'list']), /alias\/docs/);
     assert.ok((await ok(['encrypt', '--key', 'alias/docs'], 'x')).length > 0);
-    await ok(['alias', 'delete', 'docs']);
+    await ok(['alias', 'delete', 'docs'], '', adminEnv);
     assert.match((await ks(['encrypt', '--key', 'alias/docs'], 'x')).stderr, /KEY_NOT_FOUND/);
     assert.match(await ok(['key', 'disable', 'files']), /disabled/);
     assert.match((await ks(['encrypt', '--key', 'files'], 'x')).stderr, /KEY_DISABLED/);
     assert.match(await ok(['key', 'enable', 'files']), /enabled/);
     assert.match(await ok(['key', 'schedule-destroy', 'files', '--days', '7']), /pending_destruction/);
     assert.match(await ok(['key', 'cancel-destroy', 'files']), /disabled/);
-    await ok(['key', 'policy', 'set', 'files', 'encrypt=app,admin', 'decrypt=admin']);
-    assert.deepEqual(JSON.parse(await ok(['key', 'policy', 'get', 'files'])), { encrypt: ['app', 'admin'], decrypt: ['admin'] });
-    assert.match((await ks(['key', 'policy', 'set', 'files', 'nonsense'])).stderr, /expected op=principal/);
+    assert.match(await ok(['key', 'enable', 'files']), /enabled/);
+    // Policy: app keeps what it holds and names the admin for encrypt; it may not add a use it lacks.
+    assert.match(await ok(['key', 'policy', 'set', 'files', 'encrypt=app,admin', 'decrypt=app', 'admin=app']), /policy of files updated: encrypt=app,admin decrypt=app admin=app/);
+    assert.deepEqual(JSON.parse(await ok(['key', 'policy', 'get', 'files'])), { encrypt: ['app', 'admin'], decrypt: ['app'], admin: ['app'] });
+    const self = await ks(['key', 'policy', 'set', 'files', 'encrypt=app', 'decrypt=app', 'mac=app', 'admin=app']);
+    assert.equal(self.code, 1);
+    assert.match(self.stderr, /^keyshard: SEPARATION_OF_DUTIES: separation of duties: app may not grant itself mac on key files/);
+    const adminSelf = await ks(['key', 'policy', 'set', 'files', 'encrypt=app', 'decrypt=app,admin'], '', adminEnv);
+    assert.match(adminSelf.stderr, /^keyshard: SEPARATION_OF_DUTIES: .*admin may not grant itself decrypt/);
+    assert.ok((await ok(['encrypt', '--key', 'files'], 'x', adminEnv)).length > 0, 'the admin encrypts: the policy names it');
+    assert.match((await ks(['decrypt'], moved, adminEnv)).stderr, /^keyshard: KEY_POLICY_DENIED: admin may not decrypt with key files: cluster admins/);
+    // Who administers the key sees its policy and usage; a user does not.
+    assert.equal(JSON.parse(await ok(['key', 'show', 'files'], '', adminEnv)).caller_administers, true);
+    await ok(['key', 'policy', 'set', 'files', 'encrypt=app,admin', 'decrypt=app'], '', adminEnv);
+    const shown = JSON.parse(await ok(['key', 'show', 'files']));
+    assert.deepEqual([shown.caller_administers, shown.policy?.grants ?? {}], [false, {}]);
+    assert.match((await ks(['key', 'policy', 'get', 'files'])).stderr, /only its administrators see its policy/);
+    assert.match(await ok(['key', 'versions', 'files']), /^v1 .* usage shown to its administrators only/);
+    const bad = await ks(['key', 'policy', 'set', 'files', 'nonsense'], '', adminEnv);
+    assert.deepEqual([bad.code, /expected op=principal/.test(bad.stderr)], [2, true]);
+    assert.equal((await ks(['key', 'create', 'g', '--grant', 'explode=app'])).code, 2);
   });
 });

@@ -84,19 +84,22 @@ describe('keyshard CLI and `keyshard dev`', { timeout: 300_000 }, () => {
     assert.equal(JSON.parse(status.stdout).sealed, false);
     assert.match((await keyshard(['status'], env)).stdout, /state\s+unsealed/);
 
-    const created = await keyshard(['key', 'create', 'orders'], env);
+    // The admin makes the key for the service principal app (DIR/app.env), which uses it.
+    const asApp = { ...env, ...readEnvFile(path.join(dir, 'app.env')) };
+    const created = await keyshard(['key', 'create', 'orders', '--grant', 'encrypt=app', '--grant', 'decrypt=app'], env);
     assert.equal(created.code, 0, created.stderr);
     const keyId = created.stdout.trim();
     assert.match(keyId, /^k_[\w-]{22}$/);
     assert.match((await keyshard(['key', 'list'], env)).stdout, new RegExp(`${keyId}\\s+orders`));
     assert.equal(JSON.parse((await keyshard(['key', 'show', 'orders'], env)).stdout).id, keyId);
 
-    const enc = await keyshard(['encrypt', '--key', 'orders', '--context', 'tenant=acme'], env, 'card 4111-1111');
+    assert.match((await keyshard(['encrypt', '--key', 'orders'], env, 'x')).stderr, /^keyshard: KEY_POLICY_DENIED: admin may not encrypt with key orders: cluster admins/);
+    const enc = await keyshard(['encrypt', '--key', 'orders', '--context', 'tenant=acme'], asApp, 'card 4111-1111');
     assert.equal(enc.code, 0, enc.stderr);
     assert.match(enc.stdout, /^[A-Za-z0-9+/]+=*\n$/);
-    const dec = await keyshard(['decrypt', '--context', 'tenant=acme'], env, enc.stdout);
+    const dec = await keyshard(['decrypt', '--context', 'tenant=acme'], asApp, enc.stdout);
     assert.equal(dec.stdout, 'card 4111-1111');
-    const wrong = await keyshard(['decrypt', '--context', 'tenant=other'], env, enc.stdout);
+    const wrong = await keyshard(['decrypt', '--context', 'tenant=other'], asApp, enc.stdout);
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /^keyshard: WRONG_CONTEXT: .+\n$/);
     assert.equal(wrong.stderr.split('\n').length, 2, 'one line on stderr');
@@ -150,7 +153,7 @@ describe('keyshard CLI and `keyshard dev`', { timeout: 300_000 }, () => {
     assert.match(second.output(), /reusing/);
     assert.doesNotMatch(second.output(), /init:/);
     assert.match(second.output(), /unseal: approvals/);
-    const again = await keyshard(['decrypt', '--context', 'tenant=acme'], env, enc.stdout);
+    const again = await keyshard(['decrypt', '--context', 'tenant=acme'], asApp, enc.stdout);
     assert.equal(again.stdout, 'card 4111-1111');
     assert.equal(await stopDev(dev), 0);
     dev = undefined;

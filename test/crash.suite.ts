@@ -27,7 +27,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ADMIN, DevCluster, coordinatorId } from '@keyshard/devcluster';
+import { ADMIN, APP, DevCluster, coordinatorId } from '@keyshard/devcluster';
+
+/** The crash suite's keys: made by the admin, used by app. */
+const FOR_APP = { encrypt: [APP], decrypt: [APP] };
 import { KeyshardClient, waitForCeremony, type Key } from '@keyshard/client';
 import { codeOf, sleep, verifyLedger, type Ledger } from './support/load.ts';
 import { waitFor } from './support/grpc.ts';
@@ -87,6 +90,8 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
   const direct = new Map<string, KeyshardClient>();
   /** A client of both replicas (retries idempotent calls), for checks. */
   let admin: KeyshardClient;
+  /** The keys' user, over every replica: the admin makes the keys for it (admins do not use keys). */
+  let app: KeyshardClient;
   const ledger: Ledger = { ciphertexts: [], keys: [] };
   const window = { createKey: 20, rotateKey: 20, ceremony: 2_000 };
   let manualVersions = 1;
@@ -96,7 +101,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
   const encrypt = async (key: string) => {
     const plaintext = Buffer.from(`crash ${key} ${ledger.ciphertexts.length}`);
     const context = { n: String(ledger.ciphertexts.length) };
-    const r = await admin.encrypt(key, plaintext, context);
+    const r = await app.encrypt(key, plaintext, context);
     ledger.ciphertexts.push({ ciphertext: r.ciphertext, plaintext, context, keyId: r.key_id, ackAt: Date.now() });
   };
   const leader = async () => (await waitFor('a leader', async () => (await admin.status()).leader_id || undefined, 30_000));
@@ -126,9 +131,10 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     await cluster.bootstrap();
     for (const id of COORDINATORS) direct.set(id, cluster.client(ADMIN, { coordinator: id }));
     admin = new KeyshardClient({ address: COORDINATORS.map((id) => cluster.coordinatorAddressOf(id)), tls: cluster.layout.certs[ADMIN]!, timeoutMs: 20_000 });
-    await admin.createKey('enc');
-    await admin.createKey('manual-rot');
-    for (const name of SWEEP_KEYS) await admin.createKey(name, { rotationPeriodSeconds: SWEEP_PERIOD_S });
+    app = new KeyshardClient({ address: COORDINATORS.map((id) => cluster.coordinatorAddressOf(id)), tls: cluster.layout.certs[APP]!, timeoutMs: 20_000 });
+    await admin.createKey('enc', { policy: FOR_APP });
+    await admin.createKey('manual-rot', { policy: FOR_APP });
+    for (const name of SWEEP_KEYS) await admin.createKey(name, { rotationPeriodSeconds: SWEEP_PERIOD_S, policy: FOR_APP });
     for (const k of ['enc', 'manual-rot', ...SWEEP_KEYS]) await encrypt(k);
     // How long the calls take, so a random kill lands inside them.
     const c1 = direct.get(COORDINATORS[0]!)!;
@@ -154,6 +160,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
   after(async () => {
     for (const c of direct.values()) c.close();
     admin?.close();
+    app?.close();
     await cluster?.stop();
     if (timings.length) {
       const by = (k: Kind) => timings.filter((t) => t.kind === k).map((t) => t.ms);
@@ -184,7 +191,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     for (const name of SWEEP_KEYS) assertScheduledOnce(await keyOf(name));
     // One new ciphertext per key (its current version), then every ciphertext so far.
     for (const k of ['enc', 'manual-rot', ...SWEEP_KEYS]) await encrypt(k);
-    const check = await verifyLedger(admin, ledger, 20_000);
+    const check = await verifyLedger(app, ledger, 20_000);
     assert.deepEqual(check.keysLost.map((k) => k.name), [], `${what}: acknowledged keys lost`);
     assert.deepEqual(check.undecryptable.map((c) => c.why), [], `${what}: ciphertexts that no longer decrypt`);
     if (i % 10 === 9) await sealAndUnseal();
@@ -206,7 +213,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
         victim = pick(COORDINATORS);
         const name = `crash-key-${i}`;
         const requestToken = `crash-${SEED}-${i}`;
-        const r = await killDuring(victim, () => direct.get(victim)!.createKey(name, {}, { requestToken }), window.createKey);
+        const r = await killDuring(victim, () => direct.get(victim)!.createKey(name, { policy: FOR_APP }, { requestToken }), window.createKey);
         await restart(victim);
         what = `CreateKey ${name} on ${victim}: ${r.ok ? 'acknowledged' : r.code}`;
         // The caller's retry with the same token: the key the killed call made, or a new one; one key either way.
@@ -287,7 +294,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
 
   it('at the end: the whole cluster seals and unseals; every acknowledged write is there', async () => {
     await sealAndUnseal();
-    const check = await verifyLedger(admin, ledger, 30_000);
+    const check = await verifyLedger(app, ledger, 30_000);
     assert.deepEqual(check.keysLost.map((k) => k.name), []);
     assert.deepEqual(check.undecryptable.map((c) => c.why), []);
     for (const c of created.filter((x) => x.acked)) await keyOf(c.name);
@@ -304,7 +311,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     await cluster.waitUnsealed([COORDINATORS[1]!], 60_000);
     await waitForCeremony(b!, await b!.startCeremony('reshare', { threshold: '2' }), () => {}, 60_000);
     await sealAndUnseal();
-    await verifyLedger(admin, ledger, 10_000).then((c) => assert.equal(c.undecryptable.length, 0));
+    await verifyLedger(app, ledger, 10_000).then((c) => assert.equal(c.undecryptable.length, 0));
   });
 });
 

@@ -68,7 +68,7 @@ const hostOf = (hostPort: string) => hostPort.slice(0, hostPort.lastIndexOf(':')
 /** Every file a config names (TLS material, PIN, keys, data directories). */
 function filesOf(component: Component, cfg: any): string[] {
   const tls = (t: any) => (t ? [t.ca, t.cert, t.key] : []);
-  if (component === 'coordinator') return [...tls(cfg.tls), ...tls(cfg.etcd.tls), ...cfg.audit.checkpointPublicKeys, ...(cfg.audit.spoolDir ? [cfg.audit.spoolDir] : []), cfg.transportKeyFile];
+  if (component === 'coordinator') return [...tls(cfg.tls), ...tls(cfg.etcd.tls), ...cfg.audit.checkpointPublicKeys, ...(cfg.audit.spoolDir ? [cfg.audit.spoolDir] : []), cfg.transportKeyFile, cfg.witnessKeyFile];
   if (component === 'custodian') return [...tls(cfg.tls), ...cfg.audit.checkpointPublicKeys, ...(cfg.token.pinFile ? [cfg.token.pinFile] : [])];
   return [...tls(cfg.tls), cfg.dataDir, cfg.checkpointKeyFile, cfg.hmacKeyFile];
 }

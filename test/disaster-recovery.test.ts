@@ -12,7 +12,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DevCluster, ADMIN, AUDITOR, COORDINATOR, operatorOf, unsealAndWait } from '@keyshard/devcluster';
+import { DevCluster, ADMIN, APP, AUDITOR, COORDINATOR, operatorOf, unsealAndWait } from '@keyshard/devcluster';
 import { initSoftHsmToken } from '@keyshard/hsm';
 import type { Key, KeyshardClient } from '@keyshard/client';
 import { connectEtcd, clusterPrefix } from '@keyshard/store';
@@ -104,7 +104,9 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
   it('loses the site and two custodian tokens, and comes back with every key', async () => {
     const started = Date.now();
     const report = (what: string) => process.stdout.write(`# drill ${((Date.now() - started) / 1000).toFixed(1)} s: ${what}\n`);
-    const client = dev.client(ADMIN, { timeoutMs: 60_000 });
+    // The service principal app makes and uses the keys; the admin administers them (aliases, the listing compared after).
+    const client = dev.client(APP, { timeoutMs: 60_000 });
+    const admin = dev.client(ADMIN, { timeoutMs: 60_000 });
     const keys: { id: string; name: string; type: string }[] = [];
     for (let i = 0; i < KEYS; i += 50)
       keys.push(
@@ -119,7 +121,7 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     const aead = keys.filter((k) => k.type === 'aes256-gcm' || k.type === 'chacha20-poly1305');
     const signers = keys.filter((k) => k.type === 'ed25519' || k.type === 'ecdsa-p256');
     for (const k of aead.slice(0, 20)) await client.rotateKey(k.id);
-    await client.createAlias('drill-primary', aead[0]!.id);
+    await admin.createAlias('drill-primary', aead[0]!.id);
     const messages = [];
     for (let i = 0; i < MESSAGES; i += 100)
       messages.push(
@@ -139,8 +141,9 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
         return { key: k.id, message, signature: (await client.sign(k.id, { message })).signature };
       }),
     );
-    const keysBefore = await allKeys(client);
+    const keysBefore = await allKeys(admin);
     client.close();
+    admin.close();
     report(`${KEYS} keys, ${MESSAGES} ciphertexts, ${SIGNATURES} signatures`);
 
     // Before the disaster: recovery exports of the custodians about to be lost, and a backup.
@@ -246,12 +249,13 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
     assert.match(again.stderr, /ALREADY_INITIALIZED: cluster dev is initialized: a restore needs a fresh/);
 
     const after = dev.client(ADMIN, { timeoutMs: 60_000 });
+    const user = dev.client(APP, { timeoutMs: 60_000 });
     try {
       assert.equal((await after.status()).sealed, false);
       assert.deepEqual(await allKeys(after), keysBefore, 'ids, versions, states, policies, aliases and schedules are kept');
-      for (const m of messages) assert.deepEqual((await after.decrypt(m.ciphertext, m.context)).plaintext, m.plaintext);
-      for (const sig of signatures) assert.equal((await after.verify(sig.key, { message: sig.message }, sig.signature)).valid, true);
-      assert.equal((await after.encrypt('alias/drill-primary', Buffer.from('x'))).key_id, aead[0]!.id);
+      for (const m of messages) assert.deepEqual((await user.decrypt(m.ciphertext, m.context)).plaintext, m.plaintext);
+      for (const sig of signatures) assert.equal((await user.verify(sig.key, { message: sig.message }, sig.signature)).valid, true);
+      assert.equal((await user.encrypt('alias/drill-primary', Buffer.from('x'))).key_id, aead[0]!.id);
       report(`all ${MESSAGES} ciphertexts decrypt, all ${SIGNATURES} signatures verify`);
       // The restored custodians keep counting: a seal, then an unseal they approve.
       await after.seal();
@@ -261,6 +265,7 @@ describe('disaster-recovery drill', { timeout: 1_200_000 }, () => {
       assert.equal((await after.status()).sealed, false);
     } finally {
       after.close();
+      user.close();
       fresh.close();
     }
     // The restore is on the audit record, with the recover ceremony's every step.

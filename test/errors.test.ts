@@ -35,6 +35,9 @@ describe('error reasons end to end', { timeout: 300_000 }, () => {
   };
   /** The CLI against one replica. */
   const cli = (id: string, args: string[], input?: string) => keyshard(args, { ...env, KEYSHARD_ADDR: cluster.coordinatorAddressOf(id) }, input);
+  /** The CLI as the service principal app, which uses the keys (the admin administers them). */
+  const appCli = (id: string, args: string[], input?: string) =>
+    keyshard(args, { ...env, KEYSHARD_ADDR: cluster.coordinatorAddressOf(id), KEYSHARD_CERT: cluster.layout.certs[APP]!.cert, KEYSHARD_KEY: cluster.layout.certs[APP]!.key }, input);
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'keyshard-errors-'));
@@ -80,27 +83,29 @@ describe('error reasons end to end', { timeout: 300_000 }, () => {
 
   it('key and ciphertext refusals carry their reason', async () => {
     await cluster.bootstrap();
-    await admin.createKey('docs');
-    await admin.createKey('signer', { type: 'ed25519' });
-    const { ciphertext } = await admin.encrypt('docs', Buffer.from('hello'), { tenant: 'acme' });
+    const app = clientOf([A], APP); // makes and uses the keys
+    await app.createKey('docs');
+    await app.createKey('signer', { type: 'ed25519' });
+    const { ciphertext } = await app.encrypt('docs', Buffer.from('hello'), { tenant: 'acme' });
 
-    await assert.rejects(admin.encrypt('nope', Buffer.from('x')), (e: unknown) => e instanceof KeyNotFoundError && e.reason === 'KEY_NOT_FOUND' && e.code === 'NOT_FOUND');
-    await assert.rejects(admin.decrypt(ciphertext, { tenant: 'evil' }), (e: unknown) => e instanceof WrongContextError && e.reason === 'WRONG_CONTEXT');
-    await assert.rejects(admin.decrypt(Buffer.from('not a ciphertext at all'), {}), (e: unknown) => e instanceof InvalidCiphertextError && e.reason === 'INVALID_CIPHERTEXT');
-    await assert.rejects(admin.encrypt('signer', Buffer.from('x')), (e: unknown) => e instanceof WrongKeyUsageError && e.reason === 'WRONG_KEY_USAGE');
-    await assert.rejects(clientOf([A], APP).decrypt(ciphertext, { tenant: 'acme' }), (e: unknown) => e instanceof PermissionDeniedError && e.reason === 'NOT_AUTHORIZED');
+    await assert.rejects(app.encrypt('nope', Buffer.from('x')), (e: unknown) => e instanceof KeyNotFoundError && e.reason === 'KEY_NOT_FOUND' && e.code === 'NOT_FOUND');
+    await assert.rejects(app.decrypt(ciphertext, { tenant: 'evil' }), (e: unknown) => e instanceof WrongContextError && e.reason === 'WRONG_CONTEXT');
+    await assert.rejects(app.decrypt(Buffer.from('not a ciphertext at all'), {}), (e: unknown) => e instanceof InvalidCiphertextError && e.reason === 'INVALID_CIPHERTEXT');
+    await assert.rejects(app.encrypt('signer', Buffer.from('x')), (e: unknown) => e instanceof WrongKeyUsageError && e.reason === 'WRONG_KEY_USAGE');
+    await assert.rejects(admin.decrypt(ciphertext, { tenant: 'acme' }), (e: unknown) => e instanceof PermissionDeniedError && e.reason === 'KEY_POLICY_DENIED');
+    await assert.rejects(clientOf([A], 'auditor').decrypt(ciphertext, { tenant: 'acme' }), (e: unknown) => e instanceof PermissionDeniedError && e.reason === 'NOT_AUTHORIZED');
     await assert.rejects(admin.getCeremony('cer-nothing'), (e: unknown) => e instanceof CeremonyNotFoundError && e.reason === 'CEREMONY_NOT_FOUND');
 
     await admin.disableKey('docs');
-    const disabled = await admin.encrypt('docs', Buffer.from('x')).catch((x: unknown) => x);
+    const disabled = await app.encrypt('docs', Buffer.from('x')).catch((x: unknown) => x);
     assert.ok(disabled instanceof KeyDisabledError, String(disabled));
     assert.equal(disabled.reason, 'KEY_DISABLED');
     assert.equal(disabled.metadata.state, 'KEY_STATE_DISABLED');
-    assert.match((await cli(A, ['encrypt', '--key', 'docs'], 'x')).stderr, /^keyshard: KEY_DISABLED: /);
+    assert.match((await appCli(A, ['encrypt', '--key', 'docs'], 'x')).stderr, /^keyshard: KEY_DISABLED: /);
     await admin.enableKey('docs');
 
     // A batch item's error has its reason too.
-    const batch = await admin.decryptBatch([{ ciphertext, context: { tenant: 'acme' } }, { ciphertext, context: { tenant: 'evil' } }]);
+    const batch = await app.decryptBatch([{ ciphertext, context: { tenant: 'acme' } }, { ciphertext, context: { tenant: 'evil' } }]);
     assert.equal(batch.results[0]!.result!.plaintext.toString(), 'hello');
     assert.equal(batch.results[1]!.error!.reason, 'WRONG_CONTEXT');
   });
@@ -112,11 +117,14 @@ describe('error reasons end to end', { timeout: 300_000 }, () => {
     const onlyB = clientOf([B]);
     await assert.rejects(onlyB.encrypt('docs', Buffer.from('x')), (e: unknown) => e instanceof SealedError && e.reason === 'SEALED');
     assert.match((await cli(B, ['encrypt', '--key', 'docs'], 'x')).stderr, /^keyshard: SEALED: /);
-    const both = clientOf([B, A]); // B first: the first call finds it sealed
+    const both = clientOf([B, A], APP); // B first: the first call finds it sealed
     for (let i = 0; i < 5; i++) assert.equal((await both.encrypt('docs', Buffer.from(`m${i}`))).key_id, (await admin.getKey('docs')).id);
-    // A state change is sent once: on B it is refused SEALED, and not retried on A.
-    await assert.rejects(clientOf([B, A]).createKey('once-only'), SealedError);
-    await assert.rejects(admin.getKey('once-only'), KeyNotFoundError);
+    // A state change carries a request token (issue 18), so on B's SEALED it moves to A, which
+    // creates the key once; a state change without a working replica still gets SEALED, typed.
+    const created = await clientOf([B, A]).createKey('once-only');
+    assert.equal((await admin.getKey('once-only')).id, created.id);
+    await assert.rejects(clientOf([B]).createKey('never'), (e: unknown) => e instanceof SealedError && e.reason === 'SEALED');
+    await assert.rejects(admin.getKey('never'), KeyNotFoundError);
     await admin.seal();
     await cluster.bootstrap(); // one unseal ceremony unseals both replicas
   });

@@ -51,9 +51,9 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
     admin = cluster.client(ADMIN);
     app = cluster.client(APP);
     prefix = clusterPrefix(cluster.layout.plan.clusterName);
-    // An admin-only key: only its creator (admin) and the admin role may decrypt.
-    keyId = (await admin.createKey('admin-only')).id;
-    ciphertext = (await admin.encrypt(keyId, Buffer.from('for admins'))).ciphertext;
+    // An encrypt-only key: app may encrypt with it, nobody may decrypt (the admin administers it, it does not use it).
+    keyId = (await admin.createKey('encrypt-only', { policy: { encrypt: [APP] } })).id;
+    ciphertext = (await app.encrypt(keyId, Buffer.from('for nobody'))).ciphertext;
     strangers = [APP, ADMIN, AUDITOR, 'audit-sink', 'etcd', ...cluster.custodianIds, ...cluster.custodianIds.map(operatorOf)];
   });
 
@@ -68,13 +68,13 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
     const key = `${prefix}${paths.key(keyId)}`;
     const before = await read(key);
     const record = JSON.parse(before) as { policy: Record<string, string[]> };
-    assert.deepEqual(record.policy.decrypt ?? [], [], 'the key starts admin-only');
+    assert.deepEqual(record.policy.decrypt ?? [], [], 'the key starts encrypt-only');
     await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');
     const forged = JSON.stringify({ ...record, policy: { ...record.policy, decrypt: [APP] } });
     await assert.rejects(etcdctl(APP, 'put', key, forged), DENIED);
     assert.equal(await read(key), before, 'the policy record is unchanged');
     await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');
-    assert.equal((await admin.decrypt(ciphertext)).plaintext.toString(), 'for admins');
+    assert.equal((await app.encrypt(keyId, Buffer.from('x'))).key_id, keyId, 'the key still serves');
   });
 
   it('the app certificate cannot seal the cluster through seal-epoch', async () => {
@@ -164,7 +164,7 @@ describe('etcd: only coordinators read or write the cluster prefix', { timeout: 
     app = cluster.client(APP);
     assert.equal(await etcdctl(ETCD_ROOT, 'role', 'get', role), grants, 'the role is unchanged');
     assert.match(await etcdctl(ETCD_ROOT, 'user', 'list'), new RegExp(`^${['coordinator-1', 'coordinator-2', ETCD_ROOT, 'root'].join('\\n')}\\n$`));
-    assert.equal((await admin.decrypt(ciphertext)).plaintext.toString(), 'for admins');
+    assert.equal((await app.encrypt(keyId, Buffer.from('x'))).key_id, keyId, 'the key still serves');
     await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');
     await assert.rejects(etcdctl(APP, 'put', `${prefix}${paths.sealEpoch}`, '99'), DENIED);
   });

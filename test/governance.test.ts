@@ -17,7 +17,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ADMIN, DevCluster, REPO_ROOT, COORDINATOR } from '@keyshard/devcluster';
+import { ADMIN, APP, DevCluster, REPO_ROOT, COORDINATOR } from '@keyshard/devcluster';
 import type { Ceremony, KeyshardClient } from '@keyshard/client';
 import { readTls } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd, paths, type Etcd3, type Namespace } from '@keyshard/store';
@@ -29,6 +29,8 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
   let admin: KeyshardClient;
+  /** The keys' user: it makes and uses them; the admin schedules their destruction and runs the ceremonies. */
+  let app: KeyshardClient;
   let etcd: Etcd3;
   let ns: Namespace;
 
@@ -38,8 +40,8 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
   };
   const ceremony = (id: string) => admin.getCeremony(id);
   const pendingDestruction = async (name: string) => {
-    const k = await admin.createKey(name);
-    const ct = await admin.encrypt(k.id, Buffer.from(`secret of ${name}`));
+    const k = await app.createKey(name);
+    const ct = await app.encrypt(k.id, Buffer.from(`secret of ${name}`));
     await waitUntilPast(`the end of ${name}'s waiting period`, (await admin.scheduleKeyDestruction(k.id, 1)).destruction_at);
     return { k, ct };
   };
@@ -50,6 +52,7 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
     cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, approvalPolicy: 'manual', coordinatorOverrides: { custodianPollMs: 100 } });
     await cluster.start();
     admin = cluster.client();
+    app = cluster.client(APP);
     await admin.init(3, 2);
     const unsealing = cluster.bootstrap();
     const c = await waitFor('the unseal ceremony', async () => (await admin.status()).ceremony ?? undefined);
@@ -61,6 +64,7 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
 
   after(async () => {
     admin?.close();
+    app?.close();
     etcd?.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -99,7 +103,7 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
     });
     await admin.cancelKeyDestruction(k.id);
     await admin.enableKey(k.id);
-    assert.equal((await admin.decrypt(ct.ciphertext)).plaintext.toString(), 'secret of half-approved');
+    assert.equal((await app.decrypt(ct.ciphertext)).plaintext.toString(), 'secret of half-approved');
     assert.ok(audited(c.id).includes('ceremony.destroy-key.cancelled'));
   });
 
@@ -159,8 +163,8 @@ describe('destroy-key through a quorum ceremony', { timeout: 300_000 }, () => {
     const tomb = await admin.getKey(k.id);
     assert.equal(tomb.state, 'KEY_STATE_DESTROYED');
     assert.equal(tomb.versions.length, 1, 'the tombstone keeps the metadata');
-    await rejectsWith(admin.decrypt(ct.ciphertext), 'FAILED_PRECONDITION', 'KEY_DESTROYED');
-    await rejectsWith(admin.encrypt(k.id, Buffer.from('x')), 'FAILED_PRECONDITION', 'KEY_DESTROYED');
+    await rejectsWith(app.decrypt(ct.ciphertext), 'FAILED_PRECONDITION', 'KEY_DESTROYED');
+    await rejectsWith(app.encrypt(k.id, Buffer.from('x')), 'FAILED_PRECONDITION', 'KEY_DESTROYED');
     assert.equal((await ns.getAll().prefix(paths.versionsPrefix(k.id)).keys()).length, 0);
     await assert.rejects(ns.get(paths.version(k.id, 1)).revision(revisionBefore).string(), /compacted/i, 'no old revision keeps it');
     // The coordinator could compact but not defragment (etcd root role only): it says so in the

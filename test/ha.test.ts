@@ -18,7 +18,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ADMIN, DevCluster, coordinatorId, transportPublicKeyPem } from '@keyshard/devcluster';
+import { ADMIN, APP, DevCluster, coordinatorId, transportPublicKeyPem } from '@keyshard/devcluster';
 import { unsealAndWait, type Ceremony, type KeyshardClient } from '@keyshard/client';
 import { newCeremony, sealNoticeSigner, signVouch, type Ceremony as CeremonyObject } from '@keyshard/crypto';
 import { clusterPrefix, paths } from '@keyshard/store';
@@ -30,6 +30,7 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
   const clients: KeyshardClient[] = [];
+  const users: KeyshardClient[] = [];
   const ids = [coordinatorId(0), coordinatorId(1), coordinatorId(2)];
   const auditOps = () => readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event as { operation: string; ceremony_id: string; principal: string; details: Record<string, string> });
 
@@ -50,11 +51,13 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     cluster = await DevCluster.create({ dir, custodians: 3, threshold: 2, coordinators: 3, approvalPolicy: 'manual' });
     await cluster.start();
     for (const id of ids) clients.push(cluster.client(ADMIN, { coordinator: id }));
+    // The key's user on each replica (the admin clients run the ceremonies; admins do not use keys).
+    for (const id of ids) users.push(cluster.client(APP, { coordinator: id }));
     await clients[0]!.init(3, 2);
   });
 
   after(async () => {
-    for (const c of clients) c.close();
+    for (const c of [...clients, ...users]) c.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -104,9 +107,9 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     const c = await unsealByOperators();
     assert.deepEqual(c.recipients.map((r) => r.coordinator_id).sort(), ids, 'every registered replica is a recipient');
     await cluster.waitUnsealed(ids, 20_000);
-    const k = await clients[0]!.createKey('ha');
-    const cts = await Promise.all(clients.map((cl, i) => cl.encrypt(k.id, Buffer.from(`from ${i}`))));
-    for (const [i, ct] of cts.entries()) assert.equal((await clients[(i + 1) % 3]!.decrypt(ct.ciphertext)).plaintext.toString(), `from ${i}`);
+    const k = await users[0]!.createKey('ha');
+    const cts = await Promise.all(users.map((cl, i) => cl.encrypt(k.id, Buffer.from(`from ${i}`))));
+    for (const [i, ct] of cts.entries()) assert.equal((await users[(i + 1) % 3]!.decrypt(ct.ciphertext)).plaintext.toString(), `from ${i}`);
     assert.equal(auditOps().filter((e) => e.operation === 'ceremony.unseal.created').length, 1, 'one ceremony');
     const completing = auditOps().filter((e) => e.operation === 'ceremony.unseal.completing' && e.ceremony_id === c.id);
     assert.deepEqual(completing.map((e) => e.details.replica).sort(), ids, `each replica audits its own unseal: ${JSON.stringify(auditOps().filter((e) => e.operation.startsWith('ceremony.')).map((e) => [e.operation, e.principal, e.details.replica, e.ceremony_id.slice(0, 8)]))}`);
@@ -126,9 +129,9 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
     assert.ok(join, 'the join ceremony is audited');
     const vouched = auditOps().filter((e) => e.operation === 'ceremony.join.vouched' && e.ceremony_id === join.ceremony_id);
     assert.ok(vouched.length >= 1 && vouched.every((e) => e.principal !== victim && e.details.joiner === victim), 'an unsealed peer vouched for it');
-    const k = await clients[0]!.getKey('ha');
-    const ct = await clients[2]!.encrypt(k.id, Buffer.from('after join'));
-    assert.equal((await clients[0]!.decrypt(ct.ciphertext)).plaintext.toString(), 'after join');
+    const k = await users[0]!.getKey('ha');
+    const ct = await users[2]!.encrypt(k.id, Buffer.from('after join'));
+    assert.equal((await users[0]!.decrypt(ct.ciphertext)).plaintext.toString(), 'after join');
   });
 
   it('custodians refuse unregistered recipients, a join for another replica, and unregistered callers', async () => {
@@ -202,7 +205,7 @@ describe('one ceremony unseals every replica', { timeout: 300_000 }, () => {
   it('Seal on one replica seals every replica; none rejoins by itself; one ceremony unseals them again', async () => {
     await clients[1]!.seal();
     for (const c of clients) await waitFor('every replica sealed', async () => ((await c.status()).sealed ? true : undefined), 10_000);
-    await rejectsWith(clients[0]!.encrypt('ha', Buffer.from('x')), 'FAILED_PRECONDITION', 'SEALED');
+    await rejectsWith(users[0]!.encrypt('ha', Buffer.from('x')), 'FAILED_PRECONDITION', 'SEALED');
     // A sealed replica looks for unsealed peers to join every 2 s (joinCheckSeconds): watched for 5 s, over two checks each.
     await observeFor('every replica of the sealed cluster, over two join checks', 5_000, async () => {
       for (const c of clients) assert.equal((await c.status()).sealed, true, 'no replica rejoined a sealed cluster');

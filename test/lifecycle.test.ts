@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DevCluster, unsealAndWait } from '@keyshard/devcluster';
+import { APP, DevCluster, unsealAndWait } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { rejectsWith } from './support/grpc.ts';
 
@@ -17,6 +17,8 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
   let client: KeyshardClient;
+  /** The service principal that makes and uses the key (the admin, `client`, runs the ceremonies). */
+  let user: KeyshardClient;
   const secret = Buffer.from(`lifecycle secret ${randomBytes(8).toString('hex')}`);
   const context = { tenant: 'acme', purpose: 'invoices' };
   let ciphertext: Buffer;
@@ -26,10 +28,12 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
     cluster = await DevCluster.create({ dir, custodians: 5, threshold: 3 });
     await cluster.start();
     client = cluster.client();
+    user = cluster.client(APP);
   });
 
   after(async () => {
     client?.close();
+    user?.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -41,7 +45,7 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
     await rejectsWith(client.init(5, 1), 'INVALID_ARGUMENT', /threshold must be at least 2/);
     await rejectsWith(client.init(5, 6), 'INVALID_ARGUMENT', /at least the threshold/);
     await rejectsWith(client.init(6, 3), 'INVALID_ARGUMENT', /exceeds the 5 configured custodians/);
-    await rejectsWith(client.createKey('early'), 'FAILED_PRECONDITION', 'UNINITIALIZED'); // sealed, but there is nothing to unseal yet
+    await rejectsWith(user.createKey('early'), 'FAILED_PRECONDITION', 'UNINITIALIZED'); // sealed, but there is nothing to unseal yet
   });
 
   it('init with n = 5, t = 3 leaves the cluster sealed', async () => {
@@ -66,42 +70,44 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
   });
 
   it('encrypts and decrypts; another context fails', async () => {
-    const key = await client.createKey('invoices');
-    const enc = await client.encrypt('invoices', secret, context);
+    const key = await user.createKey('invoices');
+    const enc = await user.encrypt('invoices', secret, context);
     assert.equal(enc.key_id, key.id);
     assert.equal(enc.key_version, 1);
     ciphertext = enc.ciphertext;
-    const dec = await client.decrypt(ciphertext, { purpose: 'invoices', tenant: 'acme' });
+    const dec = await user.decrypt(ciphertext, { purpose: 'invoices', tenant: 'acme' });
     assert.deepEqual(dec.plaintext, secret);
-    await rejectsWith(client.decrypt(ciphertext, { tenant: 'acme' }), 'INVALID_ARGUMENT', /encryption context/);
-    await rejectsWith(client.decrypt(ciphertext, {}), 'INVALID_ARGUMENT');
-    const byId = await client.decrypt(ciphertext, context);
+    await rejectsWith(user.decrypt(ciphertext, { tenant: 'acme' }), 'INVALID_ARGUMENT', /encryption context/);
+    await rejectsWith(user.decrypt(ciphertext, {}), 'INVALID_ARGUMENT');
+    const byId = await user.decrypt(ciphertext, context);
     assert.equal(byId.key_id, key.id);
   });
 
   it('seal refuses encryption; a different 3 unseal and the old ciphertext decrypts', async () => {
     await client.seal();
-    await rejectsWith(client.encrypt('invoices', secret, context), 'FAILED_PRECONDITION', 'SEALED');
-    await rejectsWith(client.decrypt(ciphertext, context), 'FAILED_PRECONDITION', 'SEALED');
+    await rejectsWith(user.encrypt('invoices', secret, context), 'FAILED_PRECONDITION', 'SEALED');
+    await rejectsWith(user.decrypt(ciphertext, context), 'FAILED_PRECONDITION', 'SEALED');
     await rejectsWith(client.getKey('invoices'), 'FAILED_PRECONDITION', 'SEALED');
     await cluster.start(['custodian-4', 'custodian-5']);
     await cluster.process('custodian-1').stop();
     await cluster.process('custodian-2').stop();
     const c = await unsealAndWait(client);
     assert.deepEqual([...c.approved_by].sort(), ['custodian-3', 'custodian-4', 'custodian-5']);
-    assert.deepEqual((await client.decrypt(ciphertext, context)).plaintext, secret);
+    assert.deepEqual((await user.decrypt(ciphertext, context)).plaintext, secret);
   });
 
   it('every process restarted: state survives and unseal works again', async () => {
     client.close();
+    user.close();
     await cluster.stop();
     await cluster.start();
     client = cluster.client();
+    user = cluster.client(APP);
     const s = await client.status();
     assert.equal(s.initialized, true);
     assert.equal(s.sealed, true);
     await unsealAndWait(client);
-    assert.deepEqual((await client.decrypt(ciphertext, context)).plaintext, secret);
+    assert.deepEqual((await user.decrypt(ciphertext, context)).plaintext, secret);
     const { keys } = await client.listKeys();
     assert.deepEqual(keys.map((k) => k.name), ['invoices']);
   });
@@ -142,7 +148,7 @@ describe('sealed cluster lifecycle', { timeout: 240_000 }, () => {
     }
     assert.equal(c.state, 'CEREMONY_STATE_COMPLETED', c.error);
     assert.deepEqual([...c.approved_by].sort(), ['custodian-2', 'custodian-3', 'custodian-4']);
-    assert.deepEqual((await client.decrypt(ciphertext, context)).plaintext, secret);
+    assert.deepEqual((await user.decrypt(ciphertext, context)).plaintext, secret);
     const audit = readFileSync(cluster.auditLogFile, 'utf8');
     const rejected = audit.split('\n').filter((l) => l.includes('ceremony.unseal.share_rejected'));
     assert.equal(rejected.length, 1);

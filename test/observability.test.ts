@@ -108,9 +108,9 @@ describe('observability: metrics, request ids, cluster status, overload', { time
     assert.equal(await metric(COORDINATOR, 'keyshard_ceremonies_total{operation="unseal",outcome="completed"}'), 1);
     await waitFor('leadership', async () => ((await metric(COORDINATOR, 'keyshard_leader')) === 1 ? true : undefined));
 
-    const key = await admin.createKey('observed');
+    const key = await admin.createKey('observed', { policy: { encrypt: [APP] } }); // app encrypts; nobody decrypts
     let ciphertext: Buffer | undefined;
-    for (let i = 0; i < 3; i++) ciphertext = (await admin.encrypt(key.id, Buffer.from(`m${i}`))).ciphertext;
+    for (let i = 0; i < 3; i++) ciphertext = (await app.encrypt(key.id, Buffer.from(`m${i}`))).ciphertext;
     await rejectsWith(app.decrypt(ciphertext!), 'PERMISSION_DENIED');
     assert.equal(await requests(COORDINATOR, 'keys.CreateKey', 'OK'), 1);
     assert.equal(await requests(COORDINATOR, 'keys.Encrypt', 'OK'), 3);
@@ -214,7 +214,7 @@ describe('observability: metrics, request ids, cluster status, overload', { time
 
   it('a burst beyond maxConcurrentCalls: the excess is refused RESOURCE_EXHAUSTED at once, the rest succeed', async () => {
     const key = await admin.getKey('observed');
-    const burstClient = cluster.client(ADMIN);
+    const burstClient = cluster.client(APP);
     try {
       const refusedBefore = await requests(COORDINATOR, 'keys.Encrypt', 'RESOURCE_EXHAUSTED');
       const okBefore = await requests(COORDINATOR, 'keys.Encrypt', 'OK');
@@ -251,14 +251,14 @@ describe('observability: metrics, request ids, cluster status, overload', { time
 
   it('an oversized message is refused RESOURCE_EXHAUSTED (unary and in a client stream) and other calls go on', async () => {
     const key = await admin.getKey('observed');
-    const other = cluster.client(ADMIN);
+    const other = cluster.client(APP);
     try {
       // Coordinator (maxMessageBytes 8 MiB by default): a 9 MiB plaintext, with a normal call from another client alongside.
-      const [huge, normal] = await Promise.allSettled([admin.encrypt(key.id, Buffer.alloc(9 * MiB)), other.encrypt(key.id, Buffer.from('small'))]);
+      const [huge, normal] = await Promise.allSettled([app.encrypt(key.id, Buffer.alloc(9 * MiB)), other.encrypt(key.id, Buffer.from('small'))]);
       assert.equal(huge.status, 'rejected');
       assert.equal(refusalOf((huge as PromiseRejectedResult).reason).code, 'RESOURCE_EXHAUSTED');
       assert.equal(normal.status, 'fulfilled');
-      assert.equal((await admin.encrypt(key.id, Buffer.from('still fine'))).key_id, key.id, 'the same client goes on');
+      assert.equal((await app.encrypt(key.id, Buffer.from('still fine'))).key_id, key.id, 'the same client goes on');
 
       // One message of a client stream (VerifyBackup) over the limit.
       const tls = readTls(cluster.layout.certs[ADMIN]!);

@@ -37,6 +37,8 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
   let dir: string;
   let cluster: DevCluster;
   let admin: KeyshardClient;
+  /** The key's user (the admin administers KEY; it does not use it). */
+  let app: KeyshardClient;
   let reader: AuditReader;
   let sinkAddress: string;
   const servers: grpc.Server[] = [];
@@ -112,6 +114,7 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
     sinkAddress = `127.0.0.1:${cluster.layout.plan.ports.audit}`;
     admin = cluster.client();
     await admin.createKey(KEY, { policy: { encrypt: [APP], decrypt: [APP] } });
+    app = cluster.client(APP);
     reader = new AuditReader({ address: sinkAddress, tls: tlsOf(AUDITOR), channelOptions: { 'grpc.max_reconnect_backoff_ms': 500 } });
     // Every custodian has had acknowledgements from the real sink: its audit client holds a verified checkpoint.
     for (const id of cluster.custodianIds) await operator(id).pending();
@@ -121,6 +124,7 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
     for (const s of servers) s.forceShutdown();
     reader?.close();
     admin?.close();
+    app?.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -135,7 +139,7 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
       const refusedKey = `pins-refused-${randomUUID().slice(0, 8)}`;
       await withFakeSink(fake, await cert(), async () => {
         // Encrypt answers once its event is durable in the coordinator's spool (not at the fake).
-        await admin.encrypt(KEY, Buffer.from('spooled while the sink is a fake'), {}, { requestId });
+        await app.encrypt(KEY, Buffer.from('spooled while the sink is a fake'), {}, { requestId });
         // CreateKey's intent must reach the sink before it runs: refused, nothing created.
         await refused(() => admin.createKey(refusedKey), refusal);
         // Custodian calls are audited before they answer: refused too.
@@ -244,7 +248,7 @@ describe('pinned peers: fake sinks, custodians and coordinators with other certi
     const noKey = new FakeAuditSink();
     const requestId = randomUUID();
     await withFakeSink(noKey, tlsOf('audit-sink'), async () => {
-      await admin.encrypt(KEY, Buffer.from('spooled, not acknowledged'), {}, { requestId });
+      await app.encrypt(KEY, Buffer.from('spooled, not acknowledged'), {}, { requestId });
       await refused(() => admin.createKey(`pins-nokey-${randomUUID().slice(0, 8)}`), /audit sink not trusted: checkpoint of size \d+: no public key with id/);
       await refused(() => operator('custodian-1').pending(), /audit sink not trusted/);
       assert.ok(noKey.events.length > 0, 'the fake passes TLS (it holds the sink certificate) and gets events');

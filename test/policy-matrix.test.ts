@@ -2,8 +2,10 @@
  * The per-key policy matrix against a real cluster: every principal the dev cluster issues a
  * certificate to × every key operation (key-policy.ts: encrypt, decrypt, sign, verify, mac,
  * generate_data_key, rotate, admin), each tried through every RPC that needs it.
- *   - Default policy: the key's creator and the admin role may do everything; every other
- *     principal is PERMISSION_DENIED.
+ *   - Separation of duties: the admin role administers every key (rotate, admin) and uses none
+ *     whose policy does not name it.
+ *   - Default policy: a key user's key is used and administered by its creator; an admin's key
+ *     is used by nobody; every other principal is PERMISSION_DENIED.
  *   - Granting one operation (UpdateKey's policy) opens exactly that operation, and only for a
  *     principal with the key-user role: the role is checked before the key's policy.
  *   - Every denial is audited, as denied, with its principal and request id.
@@ -15,12 +17,16 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { aeadOf, encryptWithVersion } from '@keyshard/crypto';
 import { DevCluster } from '@keyshard/devcluster';
 import { isServiceError, keyshardProto, makeClient, readTls, unaryCallUnchecked } from '@keyshard/rpc';
 import { waitFor } from './support/grpc.ts';
 
 const OPERATIONS = ['encrypt', 'decrypt', 'sign', 'verify', 'mac', 'generate_data_key', 'rotate', 'admin'] as const;
 type Operation = (typeof OPERATIONS)[number];
+const ADMINISTRATION: readonly Operation[] = ['rotate', 'admin'];
+/** What the admin role may do with a key whose policy does not name it: administer, never use. */
+const administers = (p: string, op: Operation) => p === 'admin' && ADMINISTRATION.includes(op);
 
 /** One key per usage, and what the probes need of each: a ciphertext, a signature, a MAC. */
 interface KeySet {
@@ -87,17 +93,47 @@ describe('per-key policy matrix: every principal × every key operation', { time
     return r.res;
   }
 
-  async function keySet(creator: string, tag: string): Promise<KeySet> {
+  /**
+   * Three keys made by `creator`, and a ciphertext, signature and MAC of them made by `producer`
+   * (who may use them). With no producer, nobody may use the keys: the probes get a ciphertext
+   * that names the key but was made under a random key, and random bytes as signature and MAC
+   * (every probe is refused before they are looked at).
+   */
+  async function keySet(creator: string, tag: string, producer?: string): Promise<KeySet> {
     const [enc, sig, mac] = ['aes256-gcm', 'ed25519', 'hmac-sha256'].map((t) => `pm-${tag}-${t}`) as [string, string, string];
-    for (const [name, type] of [[enc, 'aes256-gcm'], [sig, 'ed25519'], [mac, 'hmac-sha256']]) await ok(creator, 'CreateKey', { name, type });
+    const ids: string[] = [];
+    for (const [name, type] of [[enc, 'aes256-gcm'], [sig, 'ed25519'], [mac, 'hmac-sha256']]) ids.push((await ok(creator, 'CreateKey', { name, type })).id);
+    if (!producer)
+      return { enc, sig, mac, ciphertext: encryptWithVersion(randomBytes(32), { keyId: ids[0]!, keyVersion: 1 }, MESSAGE, CONTEXT, aeadOf('aes256-gcm')), signature: randomBytes(64), tag: randomBytes(32) };
     return {
       enc,
       sig,
       mac,
-      ciphertext: (await ok('admin', 'Encrypt', { key: enc, plaintext: MESSAGE, context: CONTEXT })).ciphertext,
-      signature: (await ok('admin', 'Sign', { key: sig, message: MESSAGE })).signature,
-      tag: (await ok('admin', 'Mac', { key: mac, message: MESSAGE })).mac,
+      ciphertext: (await ok(producer, 'Encrypt', { key: enc, plaintext: MESSAGE, context: CONTEXT })).ciphertext,
+      signature: (await ok(producer, 'Sign', { key: sig, message: MESSAGE })).signature,
+      tag: (await ok(producer, 'Mac', { key: mac, message: MESSAGE })).mac,
     };
+  }
+
+  /** keySet by the admin, whose material `app` makes under a policy the admin then replaces with `grants`. */
+  async function adminKeySet(tag: string, grants: Record<string, string[]>): Promise<KeySet> {
+    const [enc, sig, mac] = ['aes256-gcm', 'ed25519', 'hmac-sha256'].map((t) => `pm-${tag}-${t}`) as [string, string, string];
+    const producing = { grants: { encrypt: { principals: ['app'] }, sign: { principals: ['app'] }, mac: { principals: ['app'] } } };
+    for (const [name, type] of [[enc, 'aes256-gcm'], [sig, 'ed25519'], [mac, 'hmac-sha256']]) await ok('admin', 'CreateKey', { name, type, policy: producing });
+    const k = {
+      enc,
+      sig,
+      mac,
+      ciphertext: (await ok('app', 'Encrypt', { key: enc, plaintext: MESSAGE, context: CONTEXT })).ciphertext,
+      signature: (await ok('app', 'Sign', { key: sig, message: MESSAGE })).signature,
+      tag: (await ok('app', 'Mac', { key: mac, message: MESSAGE })).mac,
+    };
+    const policy = { grants: Object.fromEntries(Object.entries(grants).map(([op, principals]) => [op, { principals }])) };
+    for (const key of [enc, sig, mac]) {
+      const updated = await ok('admin', 'UpdateKey', { key, policy });
+      for (const [op, principals] of Object.entries(grants)) assert.deepEqual(updated.policy.grants[op].principals, principals);
+    }
+    return k;
   }
 
   /** Tries every operation as every principal; returns each cell that is not as `allowed` says. */
@@ -121,21 +157,25 @@ describe('per-key policy matrix: every principal × every key operation', { time
       assert.ok(principals.includes(p), `${p} in ${principals.join(', ')}`);
   });
 
-  it('default policy: the creator and admins may do every operation; every other principal is PERMISSION_DENIED', async () => {
-    assert.deepEqual(await matrix(await keySet('admin', 'by-admin'), (p) => p === 'admin'), []);
-    assert.deepEqual(await matrix(await keySet('app', 'by-app'), (p) => p === 'admin' || p === 'app'), []);
+  it('default policy: a key user\'s key is its creator\'s to use and administer; the admin administers it and uses nothing; an admin\'s key nobody uses', async () => {
+    assert.deepEqual(await matrix(await keySet('app', 'by-app', 'app'), (p, op) => p === 'app' || administers(p, op)), []);
+    assert.deepEqual(await matrix(await keySet('admin', 'by-admin'), administers), []);
   });
 
-  it('granting one operation opens exactly that operation, and only for a principal with the key-user role', async () => {
+  it('granting one operation opens exactly that operation, and only for a principal with the key-user role; the admin still only administers', async () => {
     const others = principals.filter((p) => p !== 'admin');
     for (const granted of OPERATIONS) {
-      const k = await keySet('admin', `grant-${granted.replace(/_/g, '-')}`);
-      for (const key of [k.enc, k.sig, k.mac]) {
-        const updated = await ok('admin', 'UpdateKey', { key, policy: { grants: { [granted]: { principals: others } } } });
-        assert.deepEqual(updated.policy.grants[granted].principals, others);
-      }
-      assert.deepEqual(await matrix(k, (p, op) => p === 'admin' || (p === 'app' && op === granted)), [], `after granting ${granted}`);
+      const k = await adminKeySet(`grant-${granted.replace(/_/g, '-')}`, { [granted]: others });
+      const grants = (op: Operation) => op === granted || (granted === 'admin' && op === 'rotate'); // admin includes rotate
+      assert.deepEqual(await matrix(k, (p, op) => administers(p, op) || (p === 'app' && grants(op))), [], `after granting ${granted}`);
     }
+  });
+
+  it('the admin uses a key only when another principal names it: then exactly the named operations', async () => {
+    const k = await keySet('app', 'names-admin', 'app');
+    const policy = { grants: { decrypt: { principals: ['admin'] }, verify: { principals: ['admin'] }, admin: { principals: ['app'] } } };
+    for (const key of [k.enc, k.sig, k.mac]) await ok('app', 'UpdateKey', { key, policy }); // app names the admin, not itself: no self-grant
+    assert.deepEqual(await matrix(k, (p, op) => (p === 'admin' && ['decrypt', 'verify', 'rotate', 'admin'].includes(op)) || (p === 'app' && ADMINISTRATION.includes(op))), []);
   });
 
   it('a grant can be taken back: the operation closes again', async () => {
@@ -162,7 +202,7 @@ describe('per-key policy matrix: every principal × every key operation', { time
       ['PERMISSION_DENIED', 'PERMISSION_DENIED', 'PERMISSION_DENIED'],
       `app repointed, made or deleted an alias of the admin key: ${refusals.map((r) => `${r.code} ${r.details}`).join('; ')}`,
     );
-    const target = (await ok('admin', 'Encrypt', { key: 'alias/pm-pay', plaintext: MESSAGE })).key_id;
+    const target = (await ok('admin', 'GetKey', { key: 'alias/pm-pay' })).id;
     assert.equal(target, (await ok('admin', 'GetKey', { key: 'pm-payments' })).id, 'alias/pm-pay still names the admin key');
   });
 

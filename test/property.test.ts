@@ -56,15 +56,18 @@ const KEY_CODES: Record<string, Code[]> = {
   EncryptBatch: ['OK', 'INVALID_ARGUMENT'],
   DecryptBatch: ['OK', 'INVALID_ARGUMENT'],
 };
-/** Calls that check the per-key policy: a key user may be PERMISSION_DENIED by it. */
+/** Calls that check the per-key policy: a key user, and an admin for a use, may be PERMISSION_DENIED by it. */
 const POLICY_CHECKED = new Set([...methodsOf('KeyService').filter((m) => !KEY_CODES[m]), 'CreateAlias', 'UpdateAlias', 'DeleteAlias']);
 const keyCodes = (m: string) => KEY_CODES[m] ?? USE;
 /** Batch items carry numeric gRPC codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (+ PERMISSION_DENIED). */
-const itemCodes = (principal: string) => [grpc.status.INVALID_ARGUMENT, grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION, ...(principal === 'app' ? [grpc.status.PERMISSION_DENIED] : [])];
+const itemCodes = (_principal: string) => [grpc.status.INVALID_ARGUMENT, grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION, grpc.status.PERMISSION_DENIED];
 
 function allowedKeyCodes(principal: string, method: string): Code[] {
   if (principal === 'auditor') return ['PERMISSION_DENIED']; // not a key user: refused before anything runs
   const codes = keyCodes(method);
+  // Separation of duties: an admin is refused every use a policy does not name it for, and a policy
+  // (CreateKey, UpdateKey) or alias that would give it a use (key-policy.ts).
+  if (principal === 'admin' && (POLICY_CHECKED.has(method) || method === 'CreateKey')) return [...codes, 'PERMISSION_DENIED'];
   return principal === 'app' && POLICY_CHECKED.has(method) ? [...codes, 'PERMISSION_DENIED'] : codes;
 }
 
@@ -247,21 +250,23 @@ describe('property: random and malformed requests to every RPC', { timeout: 300_
       return a!.res;
     };
     const types = { 'fz-aes': 'aes256-gcm', 'fz-chacha': 'chacha20-poly1305', 'fz-hmac': 'hmac-sha256', 'fz-ed': 'ed25519', 'fz-p256': 'ecdsa-p256', 'fz-k1': 'ecdsa-secp256k1' };
-    for (const [name, type] of Object.entries(types)) fixture.ids.push((await ok('admin', 'CreateKey', { name, type })).id);
+    // The admin makes the fixture keys for app, which uses them (admins administer keys; they do not use them).
+    const forApp = { grants: Object.fromEntries(['encrypt', 'decrypt', 'sign', 'verify', 'mac', 'generate_data_key'].map((op) => [op, { principals: ['app'] }])) };
+    for (const [name, type] of Object.entries(types)) fixture.ids.push((await ok('admin', 'CreateKey', { name, type, policy: forApp })).id);
     fixture.ids.push((await ok('app', 'CreateKey', { name: 'fz-app' })).id);
     for (const name of VICTIMS) await ok('admin', 'CreateKey', { name });
     await ok('admin', 'CreateAlias', { name: 'fz-alias', key: 'fz-aes' });
     fixture.refs = [...Object.keys(types), 'fz-app', 'alias/fz-alias', ...fixture.ids];
     for (const key of ['fz-aes', 'fz-chacha', 'fz-aes']) {
       const plaintext = secretPlaintext(randomBytes(24));
-      fixture.ciphertexts.push({ blob: (await ok('admin', 'Encrypt', { key, plaintext, context: fixture.context })).ciphertext, context: fixture.context, plaintext });
+      fixture.ciphertexts.push({ blob: (await ok('app', 'Encrypt', { key, plaintext, context: fixture.context })).ciphertext, context: fixture.context, plaintext });
     }
     for (const key of ['fz-ed', 'fz-p256', 'fz-k1']) {
       const message = Buffer.from(`signed by ${key}`);
-      fixture.signatures.push({ key, message, signature: (await ok('admin', 'Sign', { key, message })).signature });
+      fixture.signatures.push({ key, message, signature: (await ok('app', 'Sign', { key, message })).signature });
     }
-    fixture.mac.mac = (await ok('admin', 'Mac', { key: 'fz-hmac', message: fixture.mac.message })).mac;
-    fixture.ed25519X = JSON.parse((await ok('admin', 'GetPublicKey', { key: 'fz-ed' })).jwk).x;
+    fixture.mac.mac = (await ok('app', 'Mac', { key: 'fz-hmac', message: fixture.mac.message })).mac;
+    fixture.ed25519X = JSON.parse((await ok('app', 'GetPublicKey', { key: 'fz-ed' })).jwk).x;
   });
 
   after(async () => {
@@ -404,7 +409,7 @@ describe('property: random and malformed requests to every RPC', { timeout: 300_
     );
     await fc.assert(
       fc.asyncProperty(fc.array(mutated, { minLength: 1, maxLength: 20 }), async (items) => {
-        const a = await keyCall('admin', 'DecryptBatch', { items: items.map((m) => ({ ciphertext: m.blob, context: m.context })) });
+        const a = await keyCall('app', 'DecryptBatch', { items: items.map((m) => ({ ciphertext: m.blob, context: m.context })) });
         assert.equal(a?.code, 'OK', a?.details);
         assert.ok(a!.res.results.every((r: { result: unknown }) => !r.result), 'no modified ciphertext decrypts in a batch');
       }),
@@ -436,10 +441,10 @@ describe('property: random and malformed requests to every RPC', { timeout: 300_
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...fixture.signatures), fc.nat(), fc.integer({ min: 1, max: 255 }), fc.nat(80), async (s, i, x, cut) => {
         for (const signature of [flipped(s.signature, i, x), s.signature.subarray(0, cut % s.signature.length)]) {
-          const a = await keyCall('admin', 'Verify', { key: s.key, message: s.message, signature });
+          const a = await keyCall('app', 'Verify', { key: s.key, message: s.message, signature });
           assert.equal(a?.res?.valid, false, `a modified ${s.key} signature must not verify (${a?.code} ${a?.details})`);
         }
-        const m = await keyCall('admin', 'VerifyMac', { key: 'fz-hmac', message: fixture.mac.message, mac: flipped(fixture.mac.mac, i, x) });
+        const m = await keyCall('app', 'VerifyMac', { key: 'fz-hmac', message: fixture.mac.message, mac: flipped(fixture.mac.mac, i, x) });
         assert.equal(m?.res?.valid, false, 'a modified MAC must not verify');
       }),
       runs(60),

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { ADMIN, DevCluster, REPO_ROOT } from '@keyshard/devcluster';
+import { ADMIN, APP, DevCluster, REPO_ROOT } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 
 const run = promisify(execFile);
@@ -154,7 +154,7 @@ describe('Python SDK against a dev cluster (two coordinator replicas)', { timeou
 
   /** Runs a scenario with the connection in the CLI's environment variables; resolves with its JSON. */
   async function py<T = Record<string, unknown>>(scenario: string, args: Record<string, unknown>, addresses?: string[]): Promise<T> {
-    const tls = cluster!.layout.certs[ADMIN]!;
+    const tls = cluster!.layout.certs[APP]!; // a service principal: it makes and uses keys
     const env = pythonEnv({
       KEYSHARD_ADDR: (addresses ?? cluster!.coordinatorIds.map((id) => cluster!.coordinatorAddressOf(id))).join(','),
       KEYSHARD_CA: tls.ca,
@@ -177,7 +177,7 @@ describe('Python SDK against a dev cluster (two coordinator replicas)', { timeou
     cluster = await DevCluster.create({ dir: path.join(dir, 'cluster'), custodians: 3, threshold: 2, coordinators: 2 });
     await cluster.start();
     await cluster.bootstrap();
-    ts = cluster.client();
+    ts = cluster.client(APP);
     keyName = `py-${randomBytes(4).toString('hex')}`;
     keyId = (await ts.createKey(keyName)).id;
   }, { timeout: 240_000 });
@@ -283,7 +283,12 @@ describe('Python SDK against a dev cluster (two coordinator replicas)', { timeou
   });
   test('sealed: SealedError (reason SEALED) from a sealed cluster, also after failing over past a stopped replica', async () => {
     // Seal seals every replica (the second is stopped by the test before).
-    assert.equal((await ts!.seal()).sealed, true);
+    const admin = cluster!.client(ADMIN); // sealing is the admin's
+    try {
+      assert.equal((await admin.seal()).sealed, true);
+    } finally {
+      admin.close();
+    }
     const alone = await py<{ encrypt: PyError; status_sealed: boolean }>('sealed', { key: keyName }, [cluster!.coordinatorAddress]);
     assert.equal(alone.status_sealed, true);
     assert.equal(alone.encrypt.class, 'SealedError', JSON.stringify(alone.encrypt));

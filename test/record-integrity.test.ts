@@ -84,15 +84,15 @@ describe('records altered in etcd are detected by their MAC, refused, audited an
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('a policy rewritten to grant app decrypt on an admin-only key: refused with the integrity error; app never decrypts', async () => {
-    const key = await admin.createKey('admin-only');
-    const { ciphertext } = await admin.encrypt(key.id, Buffer.from('for admins'));
+  it('a policy rewritten to grant app decrypt on an encrypt-only key: refused with the integrity error; app never decrypts', async () => {
+    const key = await admin.createKey('encrypt-only', { policy: { encrypt: [APP] } });
+    const { ciphertext } = await app.encrypt(key.id, Buffer.from('for the key owner'));
     await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');
     const path = `keys/${key.id}`;
     const original = await raw(path);
     await put(path, altered(original, (r) => (r.policy = { decrypt: [APP], encrypt: [APP] })));
     await rejectsWith(app.decrypt(ciphertext), 'FAILED_PRECONDITION', integrityError(path));
-    await rejectsWith(admin.decrypt(ciphertext), 'FAILED_PRECONDITION', integrityError(path)); // fail closed: nobody uses it
+    await rejectsWith(app.encrypt(key.id, Buffer.from('x')), 'FAILED_PRECONDITION', integrityError(path)); // fail closed: nobody uses it
     await detected(path);
     // The same grant with the MAC removed (a record as written before record MACs): refused alike.
     await put(path, altered(original, (r) => {
@@ -100,40 +100,39 @@ describe('records altered in etcd are detected by their MAC, refused, audited an
       delete r.mac;
     }));
     await rejectsWith(app.decrypt(ciphertext), 'FAILED_PRECONDITION', integrityError(path));
-    // The original record (its MAC valid) back: usable again, and app is still refused.
+    // The original record (its MAC valid) back: usable again, and app is still refused decrypt.
     await put(path, original);
-    await waitFor('the key usable again', async () => (await admin.decrypt(ciphertext).then(() => true, () => undefined)));
-    assert.deepEqual((await admin.decrypt(ciphertext)).plaintext, Buffer.from('for admins'));
+    await waitFor('the key usable again', async () => (await app.encrypt(key.id, Buffer.from('x')).then(() => true, () => undefined)));
     await rejectsWith(app.decrypt(ciphertext), 'PERMISSION_DENIED');
   });
 
   it('a disabled key set to enabled in etcd stays unusable', async () => {
-    const key = await admin.createKey('disabled-one');
+    const key = await app.createKey('disabled-one');
     await admin.disableKey(key.id);
-    await rejectsWith(admin.encrypt(key.id, Buffer.from('x')), 'FAILED_PRECONDITION', /not enabled/);
+    await rejectsWith(app.encrypt(key.id, Buffer.from('x')), 'FAILED_PRECONDITION', /not enabled/);
     const path = `keys/${key.id}`;
     await put(path, altered(await raw(path), (r) => (r.state = 'KEY_STATE_ENABLED')));
-    await rejectsWith(admin.encrypt(key.id, Buffer.from('x')), 'FAILED_PRECONDITION', integrityError(path));
+    await rejectsWith(app.encrypt(key.id, Buffer.from('x')), 'FAILED_PRECONDITION', integrityError(path));
     await rejectsWith(admin.enableKey(key.id), 'FAILED_PRECONDITION', integrityError(path)); // nor is it changed on top of the altered record
     await detected(path);
   });
 
   it('an alias pointed at another key in etcd does not redirect', async () => {
-    const meant = await admin.createKey('alias-target');
-    const other = await admin.createKey('attacker-chosen');
+    const meant = await app.createKey('alias-target');
+    const other = await app.createKey('attacker-chosen');
     await admin.createAlias('payments-current', meant.id);
-    assert.equal((await admin.encrypt('alias/payments-current', Buffer.from('x'))).key_id, meant.id);
+    assert.equal((await app.encrypt('alias/payments-current', Buffer.from('x'))).key_id, meant.id);
     const path = 'aliases/payments-current';
     const stored = await raw(path);
     // In whatever form the alias is stored: a bare key id before record MACs, {keyId, mac} after.
     await put(path, stored.startsWith('{') ? altered(stored, (r) => (r.keyId = other.id)) : other.id);
-    await rejectsWith(admin.encrypt('alias/payments-current', Buffer.from('x')), 'FAILED_PRECONDITION', integrityError(path));
+    await rejectsWith(app.encrypt('alias/payments-current', Buffer.from('x')), 'FAILED_PRECONDITION', integrityError(path));
     await detected(path);
-    assert.equal((await admin.encrypt(meant.id, Buffer.from('x'))).key_id, meant.id, 'the keys themselves are untouched');
+    assert.equal((await app.encrypt(meant.id, Buffer.from('x'))).key_id, meant.id, 'the keys themselves are untouched');
   });
 
   it('a raised seal epoch does not seal the replica; an admin seal still does, and is audited', async () => {
-    const key = await admin.createKey('still-open');
+    const key = await app.createKey('still-open');
     const stored = await etcd.get(`${prefix}seal-epoch`).string();
     const epoch = stored === null ? 0 : stored.startsWith('{') ? (JSON.parse(stored) as { epoch: number }).epoch : Number(stored);
     // As etcdctl would: the next epoch, with the old MAC (or none).
@@ -141,7 +140,7 @@ describe('records altered in etcd are detected by their MAC, refused, audited an
     // Once its refusal is audited the replica has judged the altered record (its watch handler refuses or seals in that same step): it must still be unsealed.
     await detected('seal-epoch');
     assert.equal((await admin.status()).sealed, false, 'one etcd put does not seal the cluster');
-    assert.equal((await admin.encrypt(key.id, Buffer.from('x'))).key_id, key.id);
+    assert.equal((await app.encrypt(key.id, Buffer.from('x'))).key_id, key.id);
 
     await admin.seal();
     assert.equal((await admin.status()).sealed, true);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ADMIN, DevCluster, coordinatorId } from '@keyshard/devcluster';
+import { APP, DevCluster, coordinatorId } from '@keyshard/devcluster';
 import { readTls } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd } from '@keyshard/store';
 import type { Key, KeyshardClient } from '@keyshard/client';
@@ -42,8 +42,8 @@ describe('rotation across two coordinators', { timeout: 300_000 }, () => {
     });
     await cluster.start();
     await cluster.bootstrap();
-    one = cluster.client(ADMIN, { coordinator: coordinatorId(0) });
-    two = cluster.client(ADMIN, { coordinator: coordinatorId(1) });
+    one = cluster.client(APP, { coordinator: coordinatorId(0) });
+    two = cluster.client(APP, { coordinator: coordinatorId(1) });
   });
 
   after(async () => {

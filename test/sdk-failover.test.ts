@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ADMIN, DevCluster, freePort, REPO_ROOT } from '@keyshard/devcluster';
+import { ADMIN, APP, DevCluster, freePort, REPO_ROOT } from '@keyshard/devcluster';
 import { KeyshardClient, KeyshardError, type ClientOptions, type Key } from '@keyshard/client';
 import { waitFor } from './support/grpc.ts';
 
@@ -69,7 +69,7 @@ async function outcome<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok:
 describe('SDK failover over several coordinator addresses', { timeout: 240_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
-  let admin: KeyshardClient;
+  let app: KeyshardClient;
   let live: string;
   let dead: string;
   let dead2: string;
@@ -80,30 +80,30 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
   const msg = Buffer.from('failover payload');
 
   const client = (address: string[], opts: Partial<ClientOptions> = {}) => {
-    const c = new KeyshardClient({ address, tls: cluster.layout.certs[ADMIN]!, ...opts });
+    const c = new KeyshardClient({ address, tls: cluster.layout.certs[APP]!, ...opts });
     clients.push(c);
     return c;
   };
-  const count = async (name: string) => (await admin.listKeys(1000)).keys.filter((k) => k.name === name).length;
+  const count = async (name: string) => (await app.listKeys(1000)).keys.filter((k) => k.name === name).length;
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'keyshard-failover-'));
     cluster = await DevCluster.create({ dir, custodians: 2, threshold: 2, coordinators: 2 });
     await cluster.start();
     await cluster.bootstrap();
-    admin = cluster.client();
+    app = cluster.client(APP);
     live = cluster.coordinatorAddress;
     dead = `127.0.0.1:${await freePort()}`;
     dead2 = `127.0.0.1:${await freePort()}`;
     silent = net.createServer((s) => (silentSockets.add(s), s.on('error', () => {})));
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     silentAddress = `127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
-    await admin.createKey('failover');
+    await app.createKey('failover');
   });
 
   after(async () => {
     for (const c of clients) c.close();
-    admin?.close();
+    app?.close();
     for (const s of silentSockets) s.destroy();
     silent?.close();
     await cluster?.stop();
@@ -171,7 +171,7 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
       assert.ok(r.ok, `retried with its request token: ${r.ok ? '' : r.err.message}`);
       assert.equal(r.value.name, 'failover-cut');
       assert.equal(await count('failover-cut'), 1, 'exactly one key');
-      assert.equal((await admin.getKey('failover-cut')).id, r.value.id, 'the caller got the key that exists');
+      assert.equal((await app.getKey('failover-cut')).id, r.value.id, 'the caller got the key that exists');
       // The first attempt made it; the retry was answered its recorded outcome, audited as a replay.
       const events = await waitFor('the replayed CreateKey in the audit log', async () => {
         const es = auditOf(r.value.id).filter((e) => e.operation === 'keys.CreateKey');
@@ -197,8 +197,10 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
     const proxy = new CuttingProxy(Number(live.split(':')[1]), 1_000);
     const viaProxy = await proxy.listen();
     let id = '';
+    // Ceremonies are an admin's.
+    const admin = client([live], { tls: cluster.layout.certs[ADMIN]! });
     try {
-      const c = client([viaProxy, live]);
+      const c = client([viaProxy, live], { tls: cluster.layout.certs[ADMIN]! });
       // Two ceremony reads connect both replicas; round robin puts the next call on the proxy.
       await c.listCeremonies();
       await c.listCeremonies();
@@ -306,13 +308,13 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
   });
 
   it('the CLI takes a comma-separated --addr list', async () => {
-    const certs = cluster.layout.certs[ADMIN]!;
+    const certs = cluster.layout.certs[APP]!;
     const bin = path.join(REPO_ROOT, 'packages/cli/bin/keyshard.js');
     const args = ['--addr', `${dead},${live}`, '--ca', certs.ca, '--tls-cert', certs.cert, '--tls-key', certs.key, 'encrypt', '--key', 'failover'];
     const out = await new Promise<string>((resolve, reject) => {
       const child = execFile(process.execPath, [bin, ...args], { cwd: REPO_ROOT }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)));
       child.stdin!.end('via the CLI');
     });
-    assert.deepEqual((await admin.decrypt(Buffer.from(out.trim(), 'base64'))).plaintext, Buffer.from('via the CLI'));
+    assert.deepEqual((await app.decrypt(Buffer.from(out.trim(), 'base64'))).plaintext, Buffer.from('via the CLI'));
   });
 });

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { DevCluster, ETCD_ROOT } from '@keyshard/devcluster';
+import { APP, DevCluster, ETCD_ROOT } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { issueCert } from '@keyshard/pki';
 import { keyshardProto, makeClient, readTls, unaryCall, CHANNEL_OPTIONS } from '@keyshard/rpc';
@@ -30,6 +30,8 @@ describe('security properties', { timeout: 300_000 }, () => {
   let dir: string;
   let cluster: DevCluster;
   let client: KeyshardClient;
+  /** The service principal that makes and uses the keys (the admin administers; it does not use them). */
+  let user: KeyshardClient;
   let clusterId: string;
   const context = { tenant: 'security-test', record: '42' };
   const plaintexts = [0, 1, 2].map((i) => Buffer.from(`top secret payload ${i} ${randomBytes(12).toString('hex')}`));
@@ -41,13 +43,15 @@ describe('security properties', { timeout: 300_000 }, () => {
     await cluster.start();
     await cluster.bootstrap();
     client = cluster.client();
+    user = cluster.client(APP);
     clusterId = (await client.status()).cluster_id;
-    await client.createKey('payments');
-    for (const pt of plaintexts) ciphertexts.push({ blob: (await client.encrypt('payments', pt, context)).ciphertext, context });
+    await user.createKey('payments');
+    for (const pt of plaintexts) ciphertexts.push({ blob: (await user.encrypt('payments', pt, context)).ciphertext, context });
   });
 
   after(async () => {
     client?.close();
+    user?.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -112,7 +116,7 @@ describe('security properties', { timeout: 300_000 }, () => {
   });
 
   it('nothing on disk (etcd data, logs, audit log, configs, tokens) holds them either', async () => {
-    await client.decrypt(ciphertexts[0]!.blob, context);
+    await user.decrypt(ciphertexts[0]!.blob, context);
     const scanner = new LeakScanner(await probes());
     const { findings, files } = scanner.scanTree(dir);
     assert.ok(files > 20, `scanned ${files} files`);
@@ -191,21 +195,21 @@ describe('security properties', { timeout: 300_000 }, () => {
 
   it('bad input gets a clear status and crashes nothing', async () => {
     const ct = ciphertexts[0]!.blob;
-    await rejectsWith(client.encrypt('no-such-key', Buffer.from('x')), 'NOT_FOUND', /no-such-key/);
+    await rejectsWith(user.encrypt('no-such-key', Buffer.from('x')), 'NOT_FOUND', /no-such-key/);
     await rejectsWith(client.getKey('k_AAAAAAAAAAAAAAAAAAAAAA'), 'NOT_FOUND');
-    await rejectsWith(client.decrypt(Buffer.from('garbage that is not a ciphertext'), context), 'INVALID_ARGUMENT', /not a keyshard ciphertext/);
-    await rejectsWith(client.decrypt(ct.subarray(0, ct.length - 20), context), 'INVALID_ARGUMENT');
-    await rejectsWith(client.decrypt(ct.subarray(0, 10), context), 'INVALID_ARGUMENT', /truncated/);
-    await rejectsWith(client.decrypt(Buffer.alloc(0), context), 'INVALID_ARGUMENT', /truncated/);
-    await rejectsWith(client.encrypt('payments', Buffer.alloc(64 * 1024 + 1)), 'INVALID_ARGUMENT', /limit is 65536/);
-    const big = await client.encrypt('payments', Buffer.alloc(64 * 1024, 1));
-    assert.equal((await client.decrypt(big.ciphertext)).plaintext.length, 64 * 1024);
-    await rejectsWith(client.createKey(''), 'INVALID_ARGUMENT', /must not be empty/);
-    await rejectsWith(client.createKey('x'.repeat(129)), 'INVALID_ARGUMENT', /longer than 128/);
-    await rejectsWith(client.createKey('bad name!'), 'INVALID_ARGUMENT');
-    await rejectsWith(client.createKey('payments'), 'ALREADY_EXISTS');
+    await rejectsWith(user.decrypt(Buffer.from('garbage that is not a ciphertext'), context), 'INVALID_ARGUMENT', /not a keyshard ciphertext/);
+    await rejectsWith(user.decrypt(ct.subarray(0, ct.length - 20), context), 'INVALID_ARGUMENT');
+    await rejectsWith(user.decrypt(ct.subarray(0, 10), context), 'INVALID_ARGUMENT', /truncated/);
+    await rejectsWith(user.decrypt(Buffer.alloc(0), context), 'INVALID_ARGUMENT', /truncated/);
+    await rejectsWith(user.encrypt('payments', Buffer.alloc(64 * 1024 + 1)), 'INVALID_ARGUMENT', /limit is 65536/);
+    const big = await user.encrypt('payments', Buffer.alloc(64 * 1024, 1));
+    assert.equal((await user.decrypt(big.ciphertext)).plaintext.length, 64 * 1024);
+    await rejectsWith(user.createKey(''), 'INVALID_ARGUMENT', /must not be empty/);
+    await rejectsWith(user.createKey('x'.repeat(129)), 'INVALID_ARGUMENT', /longer than 128/);
+    await rejectsWith(user.createKey('bad name!'), 'INVALID_ARGUMENT');
+    await rejectsWith(user.createKey('payments'), 'ALREADY_EXISTS');
     await rejectsWith(client.listKeys(5000), 'INVALID_ARGUMENT', /page_size/);
-    const err = await rejectsWith(client.decrypt(ct, { tenant: 'other' }), 'INVALID_ARGUMENT', 'WRONG_CONTEXT');
+    const err = await rejectsWith(user.decrypt(ct, { tenant: 'other' }), 'INVALID_ARGUMENT', 'WRONG_CONTEXT');
     for (const pt of plaintexts) assert.ok(!err.message.includes(pt.toString()));
     assert.ok(cluster.process('coordinator-1').running, 'the coordinator is still running');
   });
@@ -232,7 +236,7 @@ describe('security properties', { timeout: 300_000 }, () => {
     const records = readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const encrypts = records.filter((r) => r.event.operation === 'keys.Encrypt' && r.event.result === 'ok');
     assert.ok(encrypts.length >= plaintexts.length + 1);
-    assert.ok(encrypts.every((r) => r.event.key_id.startsWith('k_') && r.event.principal === 'admin' && r.event.request_id));
+    assert.ok(encrypts.every((r) => r.event.key_id.startsWith('k_') && r.event.principal === 'app' && r.event.request_id));
     for (const op of ['ceremony.Init', 'ceremony.unseal.created', 'ceremony.unseal.share_accepted', 'ceremony.unseal.completed', 'custodian.ProposeCeremony', 'custodian.DeliverShare'])
       assert.ok(records.some((r) => r.event.operation === op), `audit has ${op}`);
     records.forEach((r, i) => assert.equal(r.index, i));

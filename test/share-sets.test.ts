@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { ADMIN, COORDINATOR, DevCluster, REPO_ROOT } from '@keyshard/devcluster';
+import { ADMIN, APP, COORDINATOR, DevCluster, REPO_ROOT } from '@keyshard/devcluster';
 import { SOFTHSM_MODULE } from '@keyshard/hsm';
 import type { KeyshardClient } from '@keyshard/client';
 import { rejectsWith } from './support/grpc.ts';
@@ -27,6 +27,7 @@ describe('reshare, rotate-root and destroy-cluster', { timeout: 600_000 }, () =>
   let dir: string;
   let cluster: DevCluster;
   let admin: KeyshardClient;
+  let app: KeyshardClient;
   const secrets: { ciphertext: Buffer; plaintext: string }[] = [];
 
   const ks = async (args: string[]) => {
@@ -51,11 +52,11 @@ describe('reshare, rotate-root and destroy-cluster', { timeout: 600_000 }, () =>
     await cluster.bootstrap();
   };
   const allDecrypt = async () => {
-    for (const s of secrets) assert.equal((await admin.decrypt(s.ciphertext)).plaintext.toString(), s.plaintext);
+    for (const s of secrets) assert.equal((await app.decrypt(s.ciphertext)).plaintext.toString(), s.plaintext);
   };
   const remember = async (label: string) => {
     const plaintext = `secret before ${label}`;
-    secrets.push({ ciphertext: (await admin.encrypt('k', Buffer.from(plaintext))).ciphertext, plaintext });
+    secrets.push({ ciphertext: (await app.encrypt('k', Buffer.from(plaintext))).ciphertext, plaintext });
   };
 
   before(async () => {
@@ -64,14 +65,16 @@ describe('reshare, rotate-root and destroy-cluster', { timeout: 600_000 }, () =>
     cluster = await DevCluster.create({ dir, custodians: 6, threshold: 3, coordinatorOverrides: { custodianPollMs: 100, registrationTtlSeconds: 2 } });
     await cluster.start();
     admin = cluster.client();
+    app = cluster.client(APP); // makes and uses the key; the admin runs the ceremonies
     await admin.init(5, 3); // custodian-6 holds nothing yet
     await cluster.bootstrap();
-    await admin.createKey('k');
+    await app.createKey('k');
     await remember('start');
   });
 
   after(async () => {
     admin?.close();
+    app?.close();
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -125,6 +128,6 @@ describe('reshare, rotate-root and destroy-cluster', { timeout: 600_000 }, () =>
     assert.equal(s.sealed, true);
     assert.equal(s.initialized, false);
     await rejectsWith(admin.startUnseal(), 'FAILED_PRECONDITION', 'UNINITIALIZED');
-    await rejectsWith(admin.encrypt('k', Buffer.from('x')), 'FAILED_PRECONDITION', 'UNINITIALIZED'); // not "sealed": nothing could unseal it
+    await rejectsWith(app.encrypt('k', Buffer.from('x')), 'FAILED_PRECONDITION', 'UNINITIALIZED'); // not "sealed": nothing could unseal it
   });
 });

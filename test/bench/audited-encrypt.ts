@@ -28,7 +28,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DevCluster, coordinatorId } from '@keyshard/devcluster';
+import { APP, DevCluster, coordinatorId } from '@keyshard/devcluster';
 import type { BenchRun } from './bench-run.ts';
 import { log, type Child } from './common.ts';
 import { compareRounds, runLoad, type Comparison, type Row } from './load-run.ts';
@@ -64,12 +64,12 @@ export async function startAuditComparisonCluster(run: BenchRun): Promise<{ clus
 
   await cluster.start();
   await cluster.bootstrap();
-  await run.withAdmin(async (admin) => {
-    const key = await admin.createKey(KEY_NAME, { description: 'bench:audit' });
+  await run.withKeyUser(async (app) => {
+    const key = await app.createKey(KEY_NAME, { description: 'bench:audit' });
     log(`key ${key.name} (${key.id})`);
   });
   for (const coordinator of [AUDITED, UNAUDITED]) {
-    const client = cluster.client(undefined, { coordinator });
+    const client = cluster.client(APP, { coordinator });
     try {
       await client.encrypt(KEY_NAME, Buffer.alloc(1024), {});
     } finally {

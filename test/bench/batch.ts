@@ -30,11 +30,11 @@ const INFLIGHT = envNumber('BENCH_BATCH_INFLIGHT', 4, { integer: true });
 
 await BenchRun.main(async (run) => {
   await run.startCluster();
-  await run.withAdmin(async (admin) => {
-    const key = await admin.createKey(KEY_NAME, { description: 'bench:batch' });
+  await run.withKeyUser(async (app) => {
+    const key = await app.createKey(KEY_NAME, { description: 'bench:batch' });
     // One audited batch before any load: fails fast if the path is broken.
     const plaintext = randomBytes(DEFAULT_PAYLOAD);
-    const { results } = await admin.encryptBatch(Array.from({ length: ITEMS }, () => ({ key: KEY_NAME, plaintext })));
+    const { results } = await app.encryptBatch(Array.from({ length: ITEMS }, () => ({ key: KEY_NAME, plaintext })));
     const failed = results.filter((r) => r.error).length;
     if (results.length !== ITEMS || failed > 0) throw new Error(`EncryptBatch of ${ITEMS}: ${results.length} results, ${failed} failed`);
     log(`key ${key.name} (${key.id})`);

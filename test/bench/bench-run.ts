@@ -19,7 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import { COORDINATOR, DevCluster, type CoordinatorOverrides } from '@keyshard/devcluster';
+import { APP, COORDINATOR, DevCluster, type CoordinatorOverrides } from '@keyshard/devcluster';
 import type { KeyshardClient } from '@keyshard/client';
 import { readTls } from '@keyshard/rpc';
 import { clusterNamespace, connectEtcd, type Etcd3, type Namespace } from '@keyshard/store';
@@ -142,7 +142,20 @@ export class BenchRun {
     return cluster;
   }
 
-  /** Runs `fn` with an SDK client of the admin (closed after); the benches' set-up calls. */
+  /**
+   * Runs `fn` with an SDK client of the service principal app (closed after): the benches' keys
+   * are made and used by it (admins administer keys, they do not use them).
+   */
+  async withKeyUser<T>(fn: (app: KeyshardClient) => Promise<T>): Promise<T> {
+    const app = this.cluster!.client(APP);
+    try {
+      return await fn(app);
+    } finally {
+      app.close();
+    }
+  }
+
+  /** Runs `fn` with an SDK client of the admin (closed after): cluster status and ceremonies. */
   async withAdmin<T>(fn: (admin: KeyshardClient) => Promise<T>): Promise<T> {
     const admin = this.cluster!.client();
     try {

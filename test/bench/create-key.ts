@@ -32,7 +32,7 @@ import { report } from './report.ts';
 
 await BenchRun.main(async (run) => {
   await run.startCluster();
-  const template = await run.withAdmin(async (admin) => (await admin.createKey('bench-ck-template')).id);
+  const template = await run.withKeyUser(async (app) => (await app.createKey('bench-ck-template')).id);
   log(`template key ${template}`);
   let round = 0;
   const cmp = await compareRounds(run, {

@@ -28,12 +28,12 @@ const KEY_NAME = 'bench-decrypt';
 
 await BenchRun.main(async (run) => {
   await run.startCluster();
-  await run.withAdmin(async (admin) => {
-    const key = await admin.createKey(KEY_NAME, { description: 'bench:decrypt' });
+  await run.withKeyUser(async (app) => {
+    const key = await app.createKey(KEY_NAME, { description: 'bench:decrypt' });
     const plaintext = randomBytes(DEFAULT_PAYLOAD);
-    const { ciphertext } = await admin.encrypt(KEY_NAME, plaintext);
+    const { ciphertext } = await app.encrypt(KEY_NAME, plaintext);
     // One audited round trip before any load: fails fast if the path is broken.
-    if (!(await admin.decrypt(ciphertext)).plaintext.equals(plaintext)) throw new Error('Decrypt did not return the plaintext');
+    if (!(await app.decrypt(ciphertext)).plaintext.equals(plaintext)) throw new Error('Decrypt did not return the plaintext');
     log(`key ${key.name} (${key.id}); ciphertext of ${plaintext.length} B is ${ciphertext.length} B`);
   });
   return compareWithEcho(run, {

@@ -75,11 +75,11 @@ async function extraSteps(run: BenchRun): Promise<((suffix: string) => Promise<R
 
 await BenchRun.main(async (run) => {
   await run.startCluster();
-  await run.withAdmin(async (admin) => {
-    const key = await admin.createKey(KEY_NAME, { description: 'bench:encrypt' });
+  await run.withKeyUser(async (app) => {
+    const key = await app.createKey(KEY_NAME, { description: 'bench:encrypt' });
     log(`key ${key.name} (${key.id})`);
     // One audited Encrypt end to end before any load: fails fast if the path is broken.
-    await admin.encrypt(KEY_NAME, Buffer.alloc(DEFAULT_PAYLOAD), {});
+    await app.encrypt(KEY_NAME, Buffer.alloc(DEFAULT_PAYLOAD), {});
   });
   return compareWithEcho(run, {
     bench: 'encrypt-1KiB-mtls-64',

@@ -5,7 +5,7 @@
  * run, with the median of each. report.ts prints them.
  */
 import { readFileSync } from 'node:fs';
-import { ADMIN, COORDINATOR } from '@keyshard/devcluster';
+import { APP, COORDINATOR } from '@keyshard/devcluster';
 import type { BenchRun } from './bench-run.ts';
 import { log, type Child } from './common.ts';
 
@@ -130,7 +130,7 @@ export async function etcdWindow(run: BenchRun): Promise<{ stop(): Promise<Recor
 /** Runs load.ts once against `spec` and samples the CPU of the watched processes meanwhile. */
 export async function runLoad(run: BenchRun, spec: LoadSpec): Promise<Row> {
   const { seconds, warmup } = run.settings;
-  const principal = spec.principal ?? ADMIN;
+  const principal = spec.principal ?? APP; // the keys' user: admins do not use keys
   const channels = spec.channels ?? run.settings.channels;
   const concurrency = spec.concurrency ?? DEFAULT_CONCURRENCY;
   const certs = run.cluster!.layout.certs[principal]!;

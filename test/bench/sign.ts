@@ -26,12 +26,12 @@ const KEY_NAME = 'bench-sign';
 
 await BenchRun.main(async (run) => {
   await run.startCluster();
-  await run.withAdmin(async (admin) => {
-    const key = await admin.createKey(KEY_NAME, { type: 'ed25519', description: 'bench:sign' });
+  await run.withKeyUser(async (app) => {
+    const key = await app.createKey(KEY_NAME, { type: 'ed25519', description: 'bench:sign' });
     const message = randomBytes(DEFAULT_PAYLOAD);
     // One audited Sign before any load, verified outside the service: fails fast if the path is broken.
-    const { signature } = await admin.sign(KEY_NAME, { message });
-    const { pem } = await admin.getPublicKey(KEY_NAME);
+    const { signature } = await app.sign(KEY_NAME, { message });
+    const { pem } = await app.getPublicKey(KEY_NAME);
     if (!verify(null, message, createPublicKey(pem), signature)) throw new Error('the Ed25519 signature does not verify');
     log(`key ${key.name} (${key.id}), ${key.type}`);
   });

@@ -18,7 +18,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { CheckpointTrust, MAX_APPEND_BATCH, fromCheckpointMsg } from '@keyshard/audit-log';
+import { CheckpointTrust, MAX_APPEND_BATCH, fromCheckpointMsg, type SignedCheckpoint } from '@keyshard/audit-log';
 import { KeyshardError, isReason, type ErrorCode } from '@keyshard/errors';
 import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, reasonOfStatus, type pb, type TlsMaterial } from '@keyshard/rpc';
 import { completeEvent, type AuditEvent, type AuditEventInput } from './event.ts';
@@ -39,7 +39,7 @@ export interface AuditClientOptions {
 }
 
 interface Pending {
-  event: AuditEvent;
+  event: AuditEvent | undefined; // undefined: a checkpoint probe (an empty batch)
   resolve: () => void;
   reject: (e: KeyshardError) => void;
   timer: NodeJS.Timeout | undefined;
@@ -94,6 +94,56 @@ export class AuditClient {
   /** The last checkpoint verified from the sink. */
   get lastCheckpoint() {
     return this.trust.last;
+  }
+
+  /**
+   * Anchors the checkpoint trust on a checkpoint kept outside the sink (the witness record in
+   * etcd), before anything is sent: the first acknowledgement must extend it. Returns why it
+   * cannot be an anchor (checkpoint-trust.ts `seed`).
+   */
+  seed(cp: SignedCheckpoint): string | undefined {
+    return this.trust.seed(cp);
+  }
+
+  /**
+   * After an operator's witness reset only: trusts the sink again from `cp` on. The stream in
+   * use (if any) is dropped, so no acknowledgement proven against the old anchor is checked
+   * against the new one. Returns why `cp` cannot be an anchor (nothing changes then).
+   */
+  reanchor(cp: SignedCheckpoint): string | undefined {
+    if (this.stream) this.fail(this.stream, unavailable('the checkpoint anchor was reset'), true);
+    const problem = this.trust.reanchor(cp);
+    if (!problem) this.pump();
+    return problem;
+  }
+
+  /** Stops trusting the sink for a reason found elsewhere (the witness); alerts once, like a failed acknowledgement. */
+  distrust(reason: string): void {
+    if (this.trust.problem) return;
+    this.trust.distrust(reason);
+    this.alert(reason);
+    for (const p of this.queue.splice(0)) this.settle(p, distrusted(reason));
+  }
+
+  /**
+   * The sink's current checkpoint, verified like any acknowledgement: an empty batch on the
+   * Append stream, so the answer must extend the last verified checkpoint (RFC 6962 §2.1.2)
+   * even when no event is being recorded. What a witness cosigns.
+   */
+  checkpoint(): Promise<SignedCheckpoint> {
+    if (this.closed) return Promise.reject(unavailable('client is closed'));
+    if (this.trust.problem) return Promise.reject(distrusted(this.trust.problem));
+    return new Promise<SignedCheckpoint>((resolve, reject) => {
+      const p: Pending = {
+        event: undefined,
+        resolve: () => (this.trust.last ? resolve(this.trust.last) : reject(unavailable('no verified checkpoint'))),
+        reject,
+        settled: false,
+        timer: setTimeout(() => this.settle(p, unavailable(`not acknowledged within ${this.timeoutMs} ms`)), this.timeoutMs),
+      };
+      this.queue.push(p);
+      this.pump();
+    });
   }
 
   /** Resolves once the sink has durably stored the event; rejects with KeyshardError otherwise. */
@@ -180,7 +230,7 @@ export class AuditClient {
     }, this.timeoutMs);
     const knownSize = this.trust.knownSize;
     this.inFlight = { batch, items, timer, knownSize };
-    stream.write({ events: items.map((p) => p.event), batch, known_tree_size: knownSize });
+    stream.write({ events: items.flatMap((p) => (p.event ? [p.event] : [])), batch, known_tree_size: knownSize });
   }
 
   private connect(): AppendStream {
@@ -250,14 +300,16 @@ export class AuditClient {
     } catch (e) {
       problem = `malformed acknowledgement (${(e as Error).name})`;
     }
-    if (problem && !already) {
-      try {
-        this.opts.onAlert?.({ reason: problem });
-      } catch {
-        // The alert hook's failure is its own: the client refuses all the same.
-      }
-    }
+    if (problem && !already) this.alert(problem);
     return problem;
+  }
+
+  private alert(reason: string): void {
+    try {
+      this.opts.onAlert?.({ reason });
+    } catch {
+      // The alert hook's failure is its own: the client refuses all the same.
+    }
   }
 
   private settle(p: Pending, err?: KeyshardError): void {
@@ -274,5 +326,5 @@ function unavailable(reason: string): KeyshardError {
 }
 
 function distrusted(reason: string): KeyshardError {
-  return new KeyshardError('UNAVAILABLE', `audit sink not trusted: ${reason}; events are not acknowledged until this component is restarted`, { reason: 'AUDIT_UNAVAILABLE' });
+  return new KeyshardError('UNAVAILABLE', `audit sink not trusted: ${reason}; events are not acknowledged until an operator resets the witnesses (keyshard audit witness reset) or restarts this component`, { reason: 'AUDIT_UNAVAILABLE' });
 }

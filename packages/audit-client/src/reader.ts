@@ -1,11 +1,11 @@
 /**
- * The read side of the audit sink, for auditors (CLI, tests): checkpoints, proofs, Query,
- * Tail, HashValue. Needs a certificate whose CN is one of the sink's `readers`.
+ * The read side of the audit sink, for auditors (CLI, tests): checkpoints, cosigned checkpoints,
+ * proofs, Query, Tail, HashValue (and the witnesses' AddCosignature, the one write). Needs a certificate whose CN is one of the sink's `readers`.
  * Proofs are returned verified: a reader never has to trust the sink's own arithmetic.
  */
 import * as grpc from '@grpc/grpc-js';
 import { AUDIT_SINK_ID, expectServer, keyshardProto, makeClient, requestMetadata, unaryCall, type pb, type TlsMaterial, type UnaryMethod, type UnaryRequest, type UnaryResponse } from '@keyshard/rpc';
-import { fromCheckpointMsg, verifyConsistency, verifyInclusion, type AuditEvent, type SignedCheckpoint } from '@keyshard/audit-log';
+import { fromCheckpointMsg, fromCosignedMsg, toCosignedMsg, verifyConsistency, verifyInclusion, type AuditEvent, type CosignedCheckpoint, type SignedCheckpoint } from '@keyshard/audit-log';
 
 export interface StoredAuditEvent {
   index: number;
@@ -89,6 +89,16 @@ export class AuditReader {
       opts.signal?.removeEventListener('abort', abort);
       stream.cancel();
     }
+  }
+
+  /** The latest cosigned checkpoint each witness published (not verified here: verifyCosignedCheckpoint with the trusted keys). */
+  async cosignedCheckpoints(): Promise<CosignedCheckpoint[]> {
+    return (await this.call('GetCosignedCheckpoints', {})).checkpoints.map(fromCosignedMsg);
+  }
+
+  /** A witness publishes its cosigned checkpoint (appender certificates only; the caller's own witness name). */
+  async addCosignature(c: CosignedCheckpoint): Promise<void> {
+    await this.call('AddCosignature', toCosignedMsg(c));
   }
 
   async hashValue(value: string): Promise<string> {

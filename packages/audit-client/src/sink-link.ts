@@ -37,6 +37,6 @@ export function logSinkAlert(log: Logger, address: string): (alert: { reason: st
   return ({ reason }) =>
     log.error(
       { alert: SINK_DISTRUSTED_ALERT, address, reason },
-      'ALERT: audit sink acknowledgement failed checkpoint verification; no further event is counted as stored (crypto calls spool, then are refused; ceremonies are refused) until this process is restarted',
+      'ALERT: audit sink acknowledgement failed checkpoint verification; no further event is counted as stored (crypto calls spool, then are refused; ceremonies are refused) until an operator resets the witnesses (keyshard audit witness reset) or, where no witness anchors this process (custodians), until it is restarted',
     );
 }

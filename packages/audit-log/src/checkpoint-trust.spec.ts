@@ -80,4 +80,20 @@ describe('CheckpointTrust', () => {
   it('needs at least one key', () => {
     assert.throws(() => new CheckpointTrust(new Map()), /at least one/);
   });
+  it('seeded on a checkpoint kept elsewhere, the first acknowledgement must extend it; reanchor is the way out', () => {
+    const trust = new CheckpointTrust(keys);
+    const other = generateKeyPairSync('ed25519');
+    assert.match(trust.seed(signCheckpoint(other.privateKey, keyId, 8, treeOf(8).root()))!, /does not verify/);
+    assert.equal(trust.seed(signCheckpoint(privateKey, keyId, 8, treeOf(8).root())), undefined);
+    assert.match(trust.seed(signCheckpoint(privateKey, keyId, 9, treeOf(9).root()))!, /already anchored/);
+    assert.equal(trust.knownSize, 8);
+    // Before seeding existed, this first acknowledgement of a smaller tree was the anchor.
+    assert.match(trust.accept(ack(treeOf(5), 0, 0), trust.knownSize)!, /rolled back: signed size 5 after 8/);
+    assert.match(trust.accept(ack(treeOf(9), 8, 8), 8)!, /rolled back/, 'the first problem is final');
+    assert.equal(trust.reanchor(signCheckpoint(privateKey, keyId, 5, treeOf(5).root())), undefined);
+    assert.equal(trust.problem, undefined);
+    assert.equal(trust.accept(ack(treeOf(7), 5, 5), 5), undefined);
+    trust.distrust('etcd holds a larger tree');
+    assert.equal(trust.problem, 'etcd holds a larger tree');
+  });
 });

@@ -10,8 +10,16 @@
  *    rewrite of history).
  * The first mismatch is final: `problem` stays set and the producer stops acknowledging events
  * (AuditClient rejects everything with UNAVAILABLE: crypto calls go to the spool until it is
- * full, then are refused; ceremonies fail closed) until it is restarted after an operator has
- * looked at the alert. A sink that lies once is not trusted again by the same process.
+ * full, then are refused; ceremonies fail closed) until an operator has looked at the alert and
+ * re-anchored it (`reanchor`), or the process restarts (and, on a coordinator, anchors again on
+ * its witness record, so the problem comes back). A sink that lies once is not trusted again by the same process.
+ *
+ * Anchors: a fresh CheckpointTrust would take the first signed checkpoint it sees as the truth,
+ * so a sink restored from an older copy of its folder while producers restart would go
+ * unnoticed. `seed` anchors it on a checkpoint kept elsewhere (the coordinator's witness record
+ * in etcd: services/coordinator/src/audit-witness/) before the first acknowledgement: the very
+ * first one must then be that tree or a proven extension of it. `reanchor` is the operator's
+ * way out after an alert (an audited witness reset): it replaces the anchor and clears the problem.
  */
 import type { KeyObject } from 'node:crypto';
 import { checkpointProblem, type SignedCheckpoint } from './checkpoint.ts';
@@ -48,6 +56,37 @@ export class CheckpointTrust {
   /** Why acknowledgements are no longer trusted, once one failed; undefined while all verified. */
   get problem(): string | undefined {
     return this.#problem;
+  }
+
+  /**
+   * Anchors a trust that has verified nothing yet on `cp` (a sink-signed checkpoint kept outside
+   * the sink): the first acknowledgement must then prove consistency from it. Returns why `cp`
+   * cannot be an anchor (bad signature, unknown key, already anchored); nothing changes then.
+   */
+  seed(cp: SignedCheckpoint): string | undefined {
+    if (this.#last || this.#problem) return 'the trust is already anchored';
+    const bad = checkpointProblem(cp, this.keys);
+    if (bad) return `anchor checkpoint of size ${String(cp.tree_size)}: ${bad}`;
+    this.#last = cp;
+    return undefined;
+  }
+
+  /**
+   * Replaces the anchor by `cp` and forgets the problem, if any: only after an operator decided
+   * that the sink's current log is to be trusted from now on (an audited witness reset). Returns
+   * why `cp` cannot be an anchor; nothing changes then.
+   */
+  reanchor(cp: SignedCheckpoint): string | undefined {
+    const bad = checkpointProblem(cp, this.keys);
+    if (bad) return `anchor checkpoint of size ${String(cp.tree_size)}: ${bad}`;
+    this.#last = cp;
+    this.#problem = undefined;
+    return undefined;
+  }
+
+  /** Records a problem found outside an acknowledgement (e.g. a witness record larger than the sink's tree); the first one stays. */
+  distrust(problem: string): void {
+    this.#problem ??= problem;
   }
 
   /**

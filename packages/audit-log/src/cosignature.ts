@@ -17,7 +17,8 @@
  * carries both: the sink-signed checkpoint and the witness cosignatures of its note body.
  */
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
-import { checkpointProblem, type SignedCheckpoint } from './checkpoint.ts';
+import type { pb } from '@keyshard/rpc';
+import { checkpointProblem, fromCheckpointMsg, toCheckpointMsg, type SignedCheckpoint } from './checkpoint.ts';
 
 const ED25519_ALG = 0x04; // signed-note signature type of cosignature/v1 (C2SP tlog-cosignature)
 const SIG_PREFIX = '\u2014 '; // EM DASH, space: a signed-note signature line
@@ -40,6 +41,10 @@ export interface Witness {
   keyId: Buffer; // 4 bytes
   publicKey: KeyObject;
 }
+
+/** Bounds of a published CosignedCheckpoint (the sink refuses more): witness lines, and characters per line or note. */
+export const MAX_COSIGNATURES = 16;
+export const MAX_COSIGNATURE_LINE = 512;
 
 export const witnessName = (coordinatorId: string): string => `keyshard.dev/witness/${coordinatorId}`;
 export const logOrigin = (sinkKeyId: string): string => `keyshard.dev/audit/${sinkKeyId}`;
@@ -72,9 +77,12 @@ export function vkeyOf(name: string, publicKey: KeyObject): string {
 
 /** Parses a vkey; throws saying what is wrong (never echoing more than 64 characters). */
 export function parseVkey(vkey: string): Witness {
-  const parts = typeof vkey === 'string' ? vkey.trim().split('+') : [];
-  if (parts.length !== 3) throw new Error(`not a witness verifier key (name+keyid+base64): ${JSON.stringify(String(vkey).slice(0, 64))}`);
-  const [name, idHex, b64] = parts as [string, string, string];
+  // name+keyid+base64: the name has no '+', the base64 key may (signed-note: split at the first two).
+  const s = typeof vkey === 'string' ? vkey.trim() : '';
+  const i = s.indexOf('+');
+  const j = i < 0 ? -1 : s.indexOf('+', i + 1);
+  if (j < 0) throw new Error(`not a witness verifier key (name+keyid+base64): ${JSON.stringify(String(vkey).slice(0, 64))}`);
+  const [name, idHex, b64] = [s.slice(0, i), s.slice(i + 1, j), s.slice(j + 1)];
   checkName(name);
   const raw = Buffer.from(b64, 'base64');
   if (!/^[0-9a-f]{8}$/.test(idHex) || raw.length !== 33 || raw[0] !== ED25519_ALG || raw.toString('base64') !== b64)
@@ -149,4 +157,22 @@ export function verifyCosignedCheckpoint(c: CosignedCheckpoint, sinkKeys: Readon
   if (out.witnesses.length < quorum)
     return { ...out, problem: `cosigned by ${out.witnesses.length} trusted witness(es), ${quorum} required` };
   return out;
+}
+
+/** The witness name a signature line claims (`— <name> <base64>`), or undefined if it is not one. */
+export function cosignatureName(line: string): string | undefined {
+  if (typeof line !== 'string' || !line.startsWith(SIG_PREFIX)) return undefined;
+  const m = /^(\S+) ([A-Za-z0-9+/]+={0,2})$/.exec(line.slice(SIG_PREFIX.length));
+  return m && NAME_RE.test(m[1]!) ? m[1] : undefined;
+}
+
+/** The proto keyshard.v1.CosignedCheckpoint form (audit.proto). */
+export function toCosignedMsg(c: CosignedCheckpoint): pb.CosignedCheckpoint {
+  return { checkpoint: toCheckpointMsg(c.checkpoint), note: c.note, cosignatures: [...c.cosignatures] };
+}
+
+/** From the proto form; throws when the checkpoint is missing. */
+export function fromCosignedMsg(m: pb.CosignedCheckpoint__Output): CosignedCheckpoint {
+  if (!m.checkpoint) throw new Error('cosigned checkpoint without its checkpoint');
+  return { checkpoint: fromCheckpointMsg(m.checkpoint), note: m.note, cosignatures: [...m.cosignatures] };
 }

@@ -10,8 +10,9 @@
  *   checkpoint-trust.ts  what a producer accepts from the sink, checkpoint after checkpoint
  *   cosignature.ts       witness cosignatures (C2SP tlog-checkpoint / tlog-cosignature v1), vkeys
  *   sensitive.ts         HMAC-SHA256 of sensitive fields
- *   log-dir.ts           a log directory on disk: segments, keys, checkpoints.log
- *   verify.ts            offline verification of a log directory
+ *   log-dir.ts           a log directory on disk: segments, keys, checkpoints.log, cosigned.log
+ *   trust.ts             what a verifier is given from outside a log directory: trust roots, cosigned files
+ *   verify.ts            offline verification of a log directory, trusting only those roots
  * Every byte format is described in VECTORS.md and frozen by vectors/*.json, which the specs
  * recompute.
  */
@@ -24,4 +25,5 @@ export * from './log-dir.ts';
 export * from './merkle.ts';
 export * from './record-format.ts';
 export * from './sensitive.ts';
+export * from './trust.ts';
 export * from './verify.ts';

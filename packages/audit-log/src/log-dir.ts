@@ -6,6 +6,11 @@
  *   <dataDir>/audit.log -> segments/<active>.log      a symlink to the segment being appended
  *   <dataDir>/keys/<key id>.pem                       every public key that ever signed a checkpoint
  *   <dataDir>/checkpoints.log                         one signed checkpoint (checkpoint.ts) a line
+ *   <dataDir>/cosigned.log                            one CosignedCheckpoint (cosignature.ts) a line: a
+ *                                                     witness's cosignature the sink received
+ *
+ * A verifier trusts none of it by being there (keys/ least of all): every checkpoint must verify
+ * under sink keys it was given from outside (trust.ts), every cosignature under witness keys.
  *
  * Invariants a reader checks: segments are contiguous (each file's name is the index of its
  * first record and the previous one ends right before it); every line is a record that
@@ -16,12 +21,15 @@ import type { KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { publicKeyFromPem, type SignedCheckpoint } from './checkpoint.ts';
+import type { CosignedCheckpoint } from './cosignature.ts';
 import { checkRecord, type CheckedRecord } from './record-format.ts';
+import { parseCosignedFile } from './trust.ts';
 
 export const SEGMENT_DIR = 'segments';
 export const ACTIVE_LINK = 'audit.log';
 export const KEYS_DIR = 'keys';
 export const CHECKPOINTS_FILE = 'checkpoints.log';
+export const COSIGNED_FILE = 'cosigned.log';
 const SEGMENT_NAME = /^(\d{20})\.log$/;
 
 export const segmentName = (first: number) => `${String(first).padStart(20, '0')}.log`;
@@ -152,4 +160,61 @@ export function readCheckpointFile(file: string): CheckpointFileScan {
 /** One line of checkpoints.log: the stored JSON form of a checkpoint, fields in this order. */
 export function checkpointLine(c: SignedCheckpoint): string {
   return `${JSON.stringify({ tree_size: c.tree_size, root_hash: c.root_hash, time: c.time, key_id: c.key_id, signature: c.signature })}\n`;
+}
+
+/**
+ * The key ids of the PEM files in <dataDir>/keys, for a verifier to report (never to trust):
+ * a file that is not an Ed25519 public key is listed with its problem instead of an id.
+ */
+export function listDirKeys(dataDir: string): { file: string; id?: string; problem?: string }[] {
+  const dir = path.join(dataDir, KEYS_DIR);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((f) => f.endsWith('.pem')).sort();
+  } catch {
+    return [];
+  }
+  return names.map((f) => {
+    try {
+      return { file: f, id: publicKeyFromPem(fs.readFileSync(path.join(dir, f))).id };
+    } catch (e) {
+      return { file: f, problem: (e as Error).message.slice(0, 80) };
+    }
+  });
+}
+
+export interface CosignedFileScan {
+  exists: boolean;
+  items: CosignedCheckpoint[];
+  tornBytes: number;
+  bad?: { line: number; reason: string };
+}
+
+/** Reads <dataDir>/cosigned.log: JSON lines; a final line without its LF was never completed (torn). */
+export function readCosignedLog(file: string): CosignedFileScan {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { exists: false, items: [], tornBytes: 0 };
+    throw e;
+  }
+  const end = text.lastIndexOf('\n') + 1;
+  const res: CosignedFileScan = { exists: true, items: [], tornBytes: Buffer.byteLength(text.slice(end)) };
+  for (const [i, line] of text.slice(0, end).split('\n').entries()) {
+    if (line === '') continue;
+    try {
+      if (!line.trimStart().startsWith('{')) throw new Error('not a JSON object');
+      res.items.push(...parseCosignedFile(line));
+    } catch (e) {
+      res.bad = { line: i + 1, reason: (e as Error).message.replace(/^(item|line) 1: /, '') };
+      return res;
+    }
+  }
+  return res;
+}
+
+/** One line of cosigned.log. */
+export function cosignedLine(c: CosignedCheckpoint): string {
+  return `${JSON.stringify({ checkpoint: JSON.parse(checkpointLine(c.checkpoint)) as SignedCheckpoint, note: c.note, cosignatures: c.cosignatures })}\n`;
 }

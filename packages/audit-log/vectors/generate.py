@@ -265,16 +265,40 @@ def cosignature_vector(checkpoint: dict) -> dict:
     }
 
 
+# --- what a verifier is given from outside the log folder (trust file, cosigned files) --------------
+
+def trust_vector(checkpoint: dict, cosig: dict) -> dict:
+    trust = {"sinkKeys": [checkpoint["public_key_pem"]], "witnesses": [cosig["vkey"]], "witnessQuorum": 1}
+    cosigned = {"checkpoint": cosig["checkpoint"], "note": cosig["note"], "cosignatures": [cosig["cosignature"]]}
+    bare = {"checkpoint": cosig["checkpoint"], "note": cosig["note"], "cosignatures": []}
+    line = lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False) + "\n"
+    pretty = lambda v: json.dumps(v, indent=2, ensure_ascii=False) + "\n"
+    return {
+        "description": "TEST-ONLY keys (those of checkpoint.json and cosignature.json). The trust file an auditor keeps outside the log folder (packages/audit-log/src/trust.ts): a JSON object with exactly sinkKeys (SPKI PEMs of the sink's checkpoint keys), witnesses (signed-note vkeys) and witnessQuorum, written as JSON with 2-space indentation and a final LF. A cosigned checkpoint (VECTORS.md section 7) as a file `keyshard audit verify --cosigned` reads: one JSON object, a JSON array, or JSON lines (one object a line); cosigned_log_line is a line of <log dir>/cosigned.log (compact JSON, checkpoint fields in stored order, LF). The log directory of record.json + checkpoint.json verifies under trust_file with cosigned: every anchor matches, one witness of one required vouches.",
+        "trust_file": pretty(trust),
+        "sink_key_id": checkpoint["checkpoint"]["key_id"],
+        "witness_name": cosig["name"],
+        "witness_quorum": 1,
+        "cosigned": cosigned,
+        "cosigned_object": pretty(cosigned),
+        "cosigned_array": pretty([cosigned, bare]),
+        "cosigned_lines": line(cosigned) + line(bare),
+        "cosigned_log_line": line(cosigned),
+    }
+
+
 def build() -> dict:
     sensitive = sensitive_vector()
     record = record_vector(sensitive)
     checkpoint = checkpoint_vector(record)
+    cosignature = cosignature_vector(checkpoint)
     return {
         "merkle.json": merkle_vector(),
         "sensitive.json": sensitive,
         "record.json": record,
         "checkpoint.json": checkpoint,
-        "cosignature.json": cosignature_vector(checkpoint),
+        "cosignature.json": cosignature,
+        "trust.json": trust_vector(checkpoint, cosignature),
     }
 
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError } from 'commander';
-import { describeSeconds, keyValue, MAX_DURATION_SECONDS, oneOf, parseDuration, parseInteger, timestamp } from './parse.ts';
+import { describeSeconds, keyValue, MAX_DURATION_SECONDS, oneOf, parseDuration, parseGrant, parseInteger, timestamp } from './parse.ts';
 
 describe('parseDuration', () => {
   it('takes 90s, 15m, 24h, 30d and plain seconds', () => {
@@ -48,6 +48,15 @@ describe('flag value helpers', () => {
     assert.deepEqual(label('url=a=b'), { url: 'a=b' });
     assert.throws(() => label('team'), /expected --label name=value, got "team"/);
     assert.throws(() => label('=x'), InvalidArgumentError);
+  });
+
+  it('parseGrant collects op=principal[,principal] per operation and refuses unknown operations and bare words', () => {
+    let g = parseGrant('encrypt=app,billing');
+    g = parseGrant('decrypt=app', g);
+    g = parseGrant('encrypt=ops', g);
+    assert.deepEqual(g, { encrypt: ['app', 'billing', 'ops'], decrypt: ['app'] });
+    assert.deepEqual(parseGrant('admin='), { admin: [] }, 'an operation granted to nobody');
+    for (const bad of ['app', '=app', 'explode=app', 'Encrypt=app']) assert.throws(() => parseGrant(bad), InvalidArgumentError, bad);
   });
 
   it('timestamp takes RFC 3339 times with an offset, nothing vaguer', () => {

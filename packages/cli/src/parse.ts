@@ -50,6 +50,24 @@ export const keyValue = (what: string) => (value: string, previous: Record<strin
   return { ...previous, [value.slice(0, i)]: value.slice(i + 1) };
 };
 
+/**
+ * A key policy's operations (keys.proto KeyPolicy): the use operations, then administration
+ * (`rotate`; `admin`, which includes it). Cluster admins administer every key and use only
+ * what a policy names them for.
+ */
+export const USE_OPERATIONS = ['encrypt', 'decrypt', 'sign', 'verify', 'mac', 'generate_data_key'] as const;
+export const POLICY_OPERATIONS = [...USE_OPERATIONS, 'rotate', 'admin'] as const;
+
+/** One grant `OP=PRINCIPAL[,PRINCIPAL…]` added to `previous`; throws InvalidArgumentError naming what is wrong. */
+export function parseGrant(value: string, previous: Record<string, string[]> = {}): Record<string, string[]> {
+  const i = value.indexOf('=');
+  const op = i > 0 ? value.slice(0, i) : '';
+  if (!op) throw new InvalidArgumentError(`expected op=principal[,principal], got ${JSON.stringify(value)}`);
+  if (!(POLICY_OPERATIONS as readonly string[]).includes(op)) throw new InvalidArgumentError(`expected one of ${POLICY_OPERATIONS.join(' ')} before =, got ${JSON.stringify(op)}`);
+  const principals = value.slice(i + 1).split(',').filter(Boolean);
+  return { ...previous, [op]: [...(previous[op] ?? []), ...principals] };
+}
+
 /** A repeatable flag, collected into a list. */
 export const collect = (value: string, previous: string[] = []) => [...previous, value];
 

@@ -50,6 +50,8 @@ describe('keyshard command tree', () => {
     [['restore', 'f', '--ttl', 'soon'], '--ttl'],
     [['audit', 'tail', '-n', 'ten'], '--lines'],
     [['key', 'create', 'k', '--type', 'rsa'], '--type'],
+    [['key', 'create', 'k', '--grant', 'explode=app'], '--grant'],
+    [['key', 'create', 'k', '--grant', 'app'], '--grant'],
     [['dev', '--etcd-members', '2'], '--etcd-members'],
   ] as const)
     it(`refuses ${argv.join(' ')} on one line naming ${flag}`, async () => {

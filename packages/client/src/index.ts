@@ -175,6 +175,14 @@ export class KeyshardClient {
     return this.#c('GetShareExport', { id: ceremonyId }, o);
   }
 
+  /**
+   * After an audit witness alarm (a rolled-back or forked audit sink): re-anchors every replica's
+   * witness on the sink's current checkpoint. Admin only; audited (`witness.reset`).
+   */
+  resetWitnesses(confirm: boolean, o?: CallOptions) {
+    return this.#c('ResetWitnesses', { confirm }, o);
+  }
+
   cancelCeremony(id: string, o?: CallOptions) {
     return this.#c('CancelCeremony', { id }, o);
   }

@@ -20,12 +20,12 @@ import { readTls } from '@keyshard/rpc';
 import { connectEtcd } from '@keyshard/store';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, waitForCeremony, type Ceremony } from '@keyshard/client';
 import {
-  ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile,
+  ADMIN, APP, appEnvFile, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile, writeTrustFile,
   type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
 import { ManagedProcess, nodeService, REPO_ROOT } from './processes.ts';
 
-export { ADMIN, APP, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
+export { ADMIN, APP, appEnvFile, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 
@@ -51,6 +51,8 @@ export class DevCluster {
   readonly layout: Layout;
   readonly processes = new Map<string, ManagedProcess>();
   readonly envFile: string;
+  /** DIR/audit-trust.json: sink key, witness vkeys, quorum (layout.ts writeTrustFile). */
+  readonly trustFile: string;
   #progress: (msg: string) => void;
   /** deploy/etcd-auth.sh ran against this cluster's etcd since this object was made. */
   #etcdAuth = false;
@@ -60,6 +62,7 @@ export class DevCluster {
     this.#progress = progress;
     writeConfigs(layout);
     this.envFile = writeEnvFile(layout);
+    this.trustFile = writeTrustFile(layout);
     const initialCluster = layout.etcdMembers.map((m) => `${m.memberName}=http://127.0.0.1:${m.peerPort}`).join(',');
     for (const m of layout.etcdMembers) this.#add(etcdSpec(layout, m, initialCluster));
     this.#add({ name: 'audit-sink', ...nodeService('services/audit-sink/src/main.ts', layout.configFile('audit-sink')), ready: /"msg":"listening"/ });

@@ -7,6 +7,9 @@
  *                       the SO PIN is kept only in a dev cluster: production configs never hold it)
  *   transport/<id>.pem  each coordinator's long-term transport private key (0600), enrolled by
  *                       the dev SO into every custodian token (index.ts) before any ceremony
+ *   witness/<id>.pem    each coordinator's audit witness key (Ed25519, 0600: config witnessKeyFile)
+ *   audit-trust.json    the auditor's trust roots (sink public key, every witness vkey, quorum):
+ *                       what `keyshard audit verify` is given as trust roots
  *   etcd/               etcd data (one member), or etcd-1/ etcd-2/ etcd-3/ (three members)
  *   audit/              the audit sink's log;  config/  service configs
  *   logs/               every process's structured log;  env  shell exports for the CLI
@@ -15,6 +18,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } f
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { issueCert, type CertFiles, type CertProfile } from '@keyshard/pki';
+import { trustFileText, vkeyOf, witnessName } from '@keyshard/audit-log';
 import { initSoftHsmToken, SOFTHSM_MODULE } from '@keyshard/hsm';
 import { freePort } from './processes.ts';
 
@@ -59,6 +63,10 @@ export interface Layout {
   soPinFile: Record<string, string>;
   /** Each coordinator's transport private key file (config transportKeyFile). */
   transportKeyFile: Record<string, string>;
+  /** Each coordinator's audit witness key file (config witnessKeyFile). */
+  witnessKeyFile: Record<string, string>;
+  /** DIR/audit-trust.json: the trust roots an auditor verifies the log with. */
+  trustFile: string;
   configFile: (name: string) => string;
   auditDir: string;
   /** The first etcd member's data directory. */
@@ -165,6 +173,7 @@ export async function prepareLayout(
     softhsmConf[id] = (await initSoftHsmToken({ dir: tokenDir, label: id, pin, soPin: readFileSync(soPinFile[id]!, 'utf8').trim() })).confPath;
   }
   const transportKeyFile = Object.fromEntries(coordinatorIds.map((id) => [id, path.join(dir, 'transport', `${id}.pem`)]));
+  const witnessKeyFile = Object.fromEntries(coordinatorIds.map((id) => [id, path.join(dir, 'witness', `${id}.pem`)]));
   const configDir = path.join(dir, 'config');
   mkdirSync(configDir, { recursive: true });
   return {
@@ -179,6 +188,8 @@ export async function prepareLayout(
     pinFile,
     soPinFile,
     transportKeyFile,
+    witnessKeyFile,
+    trustFile: path.join(dir, 'audit-trust.json'),
     configFile: (name) => path.join(configDir, `${name}.json`),
     auditDir: path.join(dir, 'audit'),
     etcdDir: etcdMembers[0]!.dataDir,
@@ -259,6 +270,7 @@ export function writeConfigs(l: Layout): void {
           listen: addr(plan.ports.coordinators[i]!),
           tls: l.certs[id],
           transportKeyFile: l.transportKeyFile[id],
+          witnessKeyFile: l.witnessKeyFile[id],
           etcd: { endpoints: etcdClientUrls(l), tls: l.certs[id], serverName: 'etcd' },
           audit: { address: addr(plan.ports.audit), serverId: 'audit-sink', checkpointPublicKeys: [l.sinkCheckpointPublicKey], spoolDir: path.join(l.dir, 'spool', id) },
           custodians: l.custodianIds.map((cid, j) => ({ id: cid, address: addr(plan.ports.custodians[j]!) })),
@@ -304,6 +316,7 @@ export function writeEnvFile(l: Layout): string {
     `export KEYSHARD_CA=${q(admin.ca)}`,
     `export KEYSHARD_CERT=${q(admin.cert)}`,
     `export KEYSHARD_KEY=${q(admin.key)}`,
+    `# the admin administers keys; to use them as the service principal \`${APP}\`: . ${appEnvFile(l)}`,
     `export KEYSHARD_ETCD_ENDPOINTS=${q(etcdClientUrls(l).join(','))}`,
     '# the audit sink, read as the auditor (`keyshard audit …`)',
     `export KEYSHARD_AUDIT_DIR=${q(l.auditDir)}`,
@@ -317,12 +330,23 @@ export function writeEnvFile(l: Layout): string {
     `export SOFTHSM2_CONF=${q(l.softhsmConf[l.custodianIds[0]!]!)}`,
     '',
   ];
+  // The service principal `app` (config keyUsers): the key service as an application uses it.
+  // Cluster admins administer keys and use only those whose policy names them (separation of duties).
+  const app = l.certs[APP]!;
+  writeFileSync(
+    appEnvFile(l),
+    [`# the key service as \`${APP}\`, a service principal (key user): \`. ${appEnvFile(l)}\``, ...lines.slice(1, 4), `export KEYSHARD_CERT=${q(app.cert)}`, `export KEYSHARD_KEY=${q(app.key)}`, ''].join('\n'),
+    { mode: 0o600 },
+  );
   for (const id of l.custodianIds)
     writeFileSync(custodianEnvFile(l, id), [`# ${id}'s operator: \`. ${custodianEnvFile(l, id)}\` then \`npx keyshard custodian pending\``, `export KEYSHARD_CA=${q(admin.ca)}`, ...custodianExports(l, id), ''].join('\n'), { mode: 0o600 });
   const file = path.join(l.dir, 'env');
   writeFileSync(file, lines.join('\n'), { mode: 0o600 });
   return file;
 }
+
+/** DIR/app.env: the variables that make `keyshard …` act as the service principal `app` instead of the admin. */
+export const appEnvFile = (l: Layout) => path.join(l.dir, 'app.env');
 
 /** DIR/<custodian>.env: the variables that make `keyshard custodian …` act as that custodian's operator. */
 export const custodianEnvFile = (l: Layout, custodianId: string) => path.join(l.dir, `${custodianId}.env`);
@@ -355,3 +379,24 @@ export function ensureTransportKeys(l: Layout, ids = l.coordinatorIds): string[]
 /** The transport public key (SPKI PEM) of a coordinator of the layout. */
 export const transportPublicKeyPem = (l: Layout, id: string) =>
   createPublicKey(createPrivateKey(readFileSync(l.transportKeyFile[id]!, 'utf8'))).export({ type: 'spki', format: 'pem' }).toString();
+
+/**
+ * Makes each coordinator's witness key (Ed25519, PKCS#8, 0600) that is missing — here rather than
+ * by the coordinator on first start, so that the trust file can name every witness before
+ * anything runs — and writes DIR/audit-trust.json: the sink's checkpoint public key, every
+ * replica's witness vkey (name = keyshard.dev/witness/<certificate CN>; a dev certificate's CN is
+ * the coordinator id) and a witness quorum of 1. Returns the trust file's path.
+ */
+export function writeTrustFile(l: Layout): string {
+  const witnesses: string[] = [];
+  for (const id of l.coordinatorIds) {
+    const file = l.witnessKeyFile[id]!;
+    if (!existsSync(file)) {
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      writeFileSync(file, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+    }
+    witnesses.push(vkeyOf(witnessName(id), createPublicKey(createPrivateKey(readFileSync(file, 'utf8')))));
+  }
+  writeFileSync(l.trustFile, trustFileText([readFileSync(l.sinkCheckpointPublicKey, 'utf8')], witnesses, 1), { mode: 0o644 });
+  return l.trustFile;
+}

@@ -41,6 +41,8 @@ export const REASONS = {
   WRONG_KEY_STATE: "the key's lifecycle state does not allow that change (e.g. cancelling a destruction that is not scheduled)",
   WAITING_PERIOD: "the key's destruction waiting period has not ended",
   WRONG_KEY_USAGE: 'the key is of a type that does not do this (e.g. encrypting with a signing key)',
+  KEY_POLICY_DENIED: "the key's policy does not name the caller for that operation (cluster admins administer every key but use only those whose policy names them)",
+  SEPARATION_OF_DUTIES: 'the change would let its caller use a key it could not use before (itself in a use grant, an alias onto a key it uses): another principal must make it',
 
   // Ciphertexts
   INVALID_CIPHERTEXT: 'the ciphertext is not one keyshard made (truncated, unknown format or key id)',

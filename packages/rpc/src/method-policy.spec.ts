@@ -46,7 +46,7 @@ describe('method policy', () => {
   it('coordinator: the roles of the former ADMIN_METHODS, key-service and backup authorizers', () => {
     const adminOnly = (p: MethodPolicy) => p.roles.join() === 'ROLE_ADMIN';
     const keyUsers = (p: MethodPolicy) => p.roles.join() === 'ROLE_ADMIN,ROLE_KEY_USER';
-    assert.deepEqual(methodsWhere('CeremonyService', adminOnly), set('Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony', 'GetShareExport'));
+    assert.deepEqual(methodsWhere('CeremonyService', adminOnly), set('Init', 'StartUnseal', 'Seal', 'CancelCeremony', 'StartCeremony', 'GetShareExport', 'ResetWitnesses'));
     assert.deepEqual(methodsWhere('CeremonyService', keyUsers), set('Status', 'GetCeremony', 'ListCeremonies'));
     assert.equal(methodsWhere('KeyService', keyUsers).size, methodPolicies('KeyService').size);
     assert.equal(methodsWhere('BackupService', adminOnly).size, 3);
@@ -67,10 +67,10 @@ describe('method policy', () => {
     assert.equal(methodsWhere('CustodianService', (p) => p.audit === 'AUDIT_CLASS_SINK').size, methodPolicies('CustodianService').size);
   });
 
-  it('audit sink: appenders may Append and GetCheckpoint, readers every method but Append; nothing is audited', () => {
+  it('audit sink: appenders may Append, GetCheckpoint and publish cosignatures, readers every method but Append and AddCosignature; nothing is audited', () => {
     const holds = (role: string) => (p: MethodPolicy) => (p.roles as readonly string[]).includes(role);
-    assert.deepEqual(methodsWhere('AuditService', holds('ROLE_AUDIT_APPENDER')), set('Append', 'GetCheckpoint'));
-    assert.deepEqual(methodsWhere('AuditService', holds('ROLE_AUDITOR')), set('GetCheckpoint', 'GetInclusionProof', 'GetConsistencyProof', 'Query', 'Tail', 'HashValue'));
+    assert.deepEqual(methodsWhere('AuditService', holds('ROLE_AUDIT_APPENDER')), set('Append', 'GetCheckpoint', 'AddCosignature', 'GetCosignedCheckpoints'));
+    assert.deepEqual(methodsWhere('AuditService', holds('ROLE_AUDITOR')), set('GetCheckpoint', 'GetInclusionProof', 'GetConsistencyProof', 'Query', 'Tail', 'HashValue', 'GetCosignedCheckpoints'));
     assert.equal(methodsWhere('AuditService', (p) => p.audit === 'AUDIT_CLASS_LOG_ONLY').size, methodPolicies('AuditService').size);
   });
 

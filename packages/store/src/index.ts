@@ -25,6 +25,8 @@
  *   request-tokens/<digest>      {principal, method, token, params, at, outcome, mac}: a state change's idempotency
  *                                token and outcome, written in the change's transaction, kept 24 h
  *                                (services/coordinator/src/keys/request-tokens.ts)
+ *   audit/witness/<CN>           a replica's latest cosigned checkpoint of the audit sink (services/coordinator/src/audit-witness/witness-store.ts)
+ *   audit/witness-reset          {epoch, anchor, by, time}: the last operator reset of the witnesses (same module)
  * Records marked with a mac, key records, quorum ceremonies and unsealed registrations carry a
  * record MAC (services/coordinator/src/cluster/record-integrity.ts says which and why).
  */
@@ -157,14 +159,20 @@ export const paths = {
   /** A state change's idempotency token and outcome; `digest` names caller, method and token (request-tokens.ts). */
   requestToken: (digest: string) => `request-tokens/${digest}`,
   requestTokensPrefix: 'request-tokens/',
+  /** Witness records (signed by the witness and the sink: no record MAC needed) and the reset record. */
+  auditPrefix: 'audit/',
+  witness: (certificateCn: string) => `audit/witness/${certificateCn}`,
+  witnessesPrefix: 'audit/witness/',
+  witnessReset: 'audit/witness-reset',
 } as const;
 
 /**
  * What a backup holds, in the order it is written (KEKs before the versions they wrap): the
- * durable state of the cluster. Ceremonies, locks, replica registrations, seal epoch and
+ * durable state of the cluster, and the audit witnesses' records (the largest audit checkpoints
+ * the cluster vouched for; not the witness reset record: a restored reset must not re-anchor). Ceremonies, locks, replica registrations, seal epoch and
  * elections are live coordination and are not backed up. Exact names have no trailing slash.
  */
-export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/'] as const;
+export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versions/', 'usage/', 'names/', 'aliases/', 'audit/witness/'] as const;
 
 /** The deletion of one such entry: a prefix (trailing slash) or an exact key. */
 export const deletionOf = (ns: Namespace, path: string) => (path.endsWith('/') ? ns.delete().prefix(path) : ns.delete().key(path));

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { appendFileSync, cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +21,8 @@ after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 const newSigner = () => signerFromKey(generateKeyPairSync('ed25519').privateKey);
 const signer = newSigner();
 const ev = (id: string) => ({ id, operation: 'keys.Encrypt', key_id: 'k_1', details: { n: id } });
+// The verifier trusts the sink keys it is given (never the log's keys/): these signers', no witness.
+const trusting = (...signers: { keyId: string; publicKey: KeyObject }[]) => ({ trust: { sinkKeys: new Map(signers.map((x) => [x.keyId, x.publicKey])), witnesses: [], witnessQuorum: 0 } });
 const open = (dir: string, opts: Partial<Parameters<typeof AuditLog.open>[1]> = {}) => AuditLog.open(dir, { signer, ...opts });
 const segmentFiles = (dir: string) => readdirSync(path.join(dir, 'segments')).sort().map((f) => path.join(dir, 'segments', f));
 const allLines = (dir: string) => segmentFiles(dir).flatMap((f) => readFileSync(f, 'utf8').split('\n').filter(Boolean));
@@ -72,7 +74,7 @@ describe('AuditLog', () => {
     for await (const r of log.records(40, 47)) some.push(r.index);
     assert.deepEqual(some, [40, 41, 42, 43, 44, 45, 46]);
     await log.close();
-    const v = verifyLogDir(dir);
+    const v = verifyLogDir(dir, trusting(signer));
     assert.deepEqual([v.ok, v.records], [true, 96], v.reason);
   });
 
@@ -80,12 +82,12 @@ describe('AuditLog', () => {
     const dir = await filled(20);
     const active = segmentFiles(dir).at(-1)!;
     appendFileSync(active, '{"index":20,"leaf":"ab');
-    assert.match(verifyLogDir(dir).notes.join(), /torn final line/);
+    assert.match(verifyLogDir(dir, trusting(signer)).notes.join(), /torn final line/);
     const log = await open(dir);
     assert.deepEqual([log.size, log.openInfo.truncatedBytes], [20, 22]);
     assert.equal((await log.append([ev('x')])).firstIndex, 20);
     await log.close();
-    assert.equal(verifyLogDir(dir).ok, true);
+    assert.equal(verifyLogDir(dir, trusting(signer)).ok, true);
   });
 
   it('refuses to start on a changed record, and on a log cut shorter than a checkpoint', async () => {
@@ -109,7 +111,7 @@ describe('AuditLog', () => {
     const stored = readFileSync(path.join(dir, 'checkpoints.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     assert.deepEqual(new Set(stored.map((c) => c.key_id)), new Set([signer.keyId, second.keyId]));
     for (const c of stored) assert.equal(checkpointProblem(c, keys), undefined);
-    const v = verifyLogDir(dir);
+    const v = verifyLogDir(dir, trusting(signer, second));
     assert.deepEqual([v.ok, v.records, v.checkpoints], [true, 6, stored.length]);
   });
 
@@ -148,7 +150,7 @@ describe('offline verifier: tampering names the first bad index', () => {
 
   it('finds a flipped byte, a deleted record, a reordered pair and a truncated tail', async () => {
     const src = await filled(40);
-    assert.equal(verifyLogDir(src).ok, true);
+    assert.equal(verifyLogDir(src, trusting(signer)).ok, true);
     const cases: [string, (l: string[]) => string[], number, RegExp][] = [
       ['flip', (l) => l.map((x, i) => (i === 17 ? x.replace('"e17"', '"e1\u0037 "') : x)), 17, /leaf hash|canonical/],
       ['delete', (l) => l.filter((_, i) => i !== 23), 23, /expected index 23, found 24/],
@@ -158,7 +160,7 @@ describe('offline verifier: tampering names the first bad index', () => {
     for (const [name, fn, index, reason] of cases) {
       const d = copyOf(src);
       edit(d, fn);
-      const v = verifyLogDir(d);
+      const v = verifyLogDir(d, trusting(signer));
       assert.equal(v.ok, false, name);
       assert.equal(v.firstBadIndex, index, `${name}: ${v.reason}`);
       assert.match(v.reason!, reason, name);
@@ -182,9 +184,9 @@ describe('offline verifier: tampering names the first bad index', () => {
     );
     const cps = path.join(dir, 'checkpoints.log');
     writeFileSync(cps, readFileSync(cps, 'utf8').split('\n').slice(0, 2).join('\n') + '\n'); // drop the later checkpoints too
-    const alone = verifyLogDir(dir);
+    const alone = verifyLogDir(dir, trusting(signer));
     assert.equal(alone.ok, true, 'without a checkpoint held elsewhere, a cut tail looks like a shorter log');
-    const v = verifyLogDir(dir, { checkpoint: held });
+    const v = verifyLogDir(dir, { ...trusting(signer), checkpoint: held });
     assert.deepEqual([v.ok, v.firstBadIndex], [false, 19]);
     assert.match(v.reason!, /covers 20 records, the log holds 19/);
   });

@@ -131,7 +131,7 @@ describe('audit sink end to end', () => {
     );
     const file = path.join(dir, 'data', 'audit.log');
     assert.equal(readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 500);
-    const v = verifyLogDir(path.join(dir, 'data'));
+    const v = verifyLogDir(path.join(dir, 'data'), { trust: { sinkKeys: sinkKeys(), witnesses: [], witnessQuorum: 0 } });
     assert.equal(v.ok, true, v.reason);
     assert.equal(v.records, 500);
 
@@ -189,7 +189,7 @@ describe('audit sink end to end', () => {
       [[501, 'coordinator', 'audit-sink', 'PERMISSION_DENIED', 'custodian.GetStatus', 'custodian-1'], [502, 'coordinator', 'audit-sink', 'PERMISSION_DENIED', 'audit.alert', undefined]],
       'the unlisted intruder is refused before it is an appender: nothing to record',
     );
-    assert.equal(verifyLogDir(path.join(dir, 'data')).records, 503);
+    assert.equal(verifyLogDir(path.join(dir, 'data'), { trust: { sinkKeys: sinkKeys(), witnesses: [], witnessQuorum: 0 } }).records, 503);
   });
 
   it('a producer over its quota is refused RESOURCE_EXHAUSTED: its spool keeps the events, backs off and ships them all once the bucket refills', async () => {
@@ -219,7 +219,7 @@ describe('audit sink end to end', () => {
       );
       await spool.close();
       await client.close();
-      const v = verifyLogDir(path.join(dir, 'quota-data'));
+      const v = verifyLogDir(path.join(dir, 'quota-data'), { trust: { sinkKeys: sinkKeys(), witnesses: [], witnessQuorum: 0 } });
       assert.equal(v.ok, true, v.reason);
       assert.equal(v.records, 2001, 'every event once, and the one refusal');
     } finally {
@@ -250,7 +250,7 @@ describe('audit sink end to end', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    const v = verifyLogDir(path.join(dir, 'data'));
+    const v = verifyLogDir(path.join(dir, 'data'), { trust: { sinkKeys: sinkKeys(), witnesses: [], witnessQuorum: 0 } });
     assert.equal(v.ok, true, v.reason);
     assert.equal(v.records, 505);
     // The restarted sink proved its new checkpoint extends the one the client verified before the kill.

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger, loadConfig, runMain, type Logger } from '@keyshard/config';
 import { serveMetrics, type MetricsServer } from '@keyshard/metrics';
 import { HealthService, keyshardProto, principalOfCertificate, readTls, serverCredentials, serverOptions } from '@keyshard/rpc';
-import { SensitiveFields, loadHmacKey } from '@keyshard/audit-log';
+import { KEYS_DIR, SensitiveFields, loadHmacKey, loadPublicKeys } from '@keyshard/audit-log';
 import { AlertEngine, alertReporter } from './alerts.ts';
 import { AuditLog } from './audit-log.ts';
 import { loadSigner } from './checkpoint-store.ts';
@@ -19,6 +19,7 @@ import { auditSinkConfigSchema, type AuditSinkConfig } from './config.ts';
 import { AppenderQuotas } from './quota.ts';
 import { RefusalRecorder } from './refusals.ts';
 import { createAuditService } from './server.ts';
+import { CosignedStore } from './cosigned.ts';
 import { createSinkMetrics } from './sink-metrics.ts';
 
 export interface RunningSink {
@@ -65,13 +66,14 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
   const cp = log.checkpoint;
   logger.info({ dataDir: cfg.dataDir, records: log.size, root: cp.root_hash, keyId: cp.key_id, truncatedBytes: log.openInfo.truncatedBytes }, 'audit log opened');
 
+  const cosigned = await CosignedStore.open(cfg.dataDir, loadPublicKeys(path.join(cfg.dataDir, KEYS_DIR)));
   const refusals = new RefusalRecorder({
     identity: principalOfCertificate(tls.cert), append: (events) => log.append(events), sensitive, logger,
     refusalsTotal: metrics.appendRefusals, windowSeconds: cfg.quotas.refusalRecordSeconds,
   });
   const service = createAuditService(log, {
     appenders: cfg.appenders, readers: cfg.readers, quotas: new AppenderQuotas(cfg.quotas), refusals, sensitive, logger,
-    appendBatchSeconds: metrics.appendBatchSeconds,
+    appendBatchSeconds: metrics.appendBatchSeconds, cosigned,
   });
   const server = new grpc.Server(serverOptions(16 * 1024 * 1024));
   server.addService(keyshardProto().AuditService.service, service.implementation);
@@ -116,6 +118,7 @@ export async function startAuditSink(cfg: AuditSinkConfig, logger: Logger): Prom
         });
       });
       await log.close();
+      await cosigned.close();
       await metricsServer?.close();
       logger.info({ records: log.size, root: log.checkpoint.root_hash }, 'stopped');
     })());

@@ -20,6 +20,7 @@ import { copyEvent, eventBytes, forgedSource } from './event.ts';
 import { queryLog } from './query.ts';
 import type { AppenderQuotas } from './quota.ts';
 import type { RefusalRecorder } from './refusals.ts';
+import type { CosignedStore } from './cosigned.ts';
 
 type Who = { principal: string; requestId: string; method: string };
 
@@ -30,6 +31,8 @@ export interface AuditServiceOptions {
   refusals: RefusalRecorder;
   sensitive: SensitiveFields;
   logger: Logger;
+  /** The witnesses' published cosignatures (cosigned.ts). */
+  cosigned: CosignedStore;
   /** Observes each Append batch's seconds from arrival to durability. */
   appendBatchSeconds?: Histogram;
 }
@@ -83,6 +86,8 @@ export function createAuditService(log: AuditLog, opts: AuditServiceOptions): Au
       return { path: log.consistencyProof(first, second), first_size: first, second_size: second };
     },
     Query: (req) => queryLog(log, req),
+    AddCosignature: async (req, ctx) => (await opts.cosigned.add(req, ctx.principal, log), {}),
+    GetCosignedCheckpoints: async () => ({ checkpoints: opts.cosigned.latest() }),
     HashValue: async (req) => {
       if (req.value.length > MAX_HASH_INPUT) throw invalidArgument(`value is longer than ${MAX_HASH_INPUT} characters`);
       return { hash: opts.sensitive.hash(req.value) };

@@ -20,6 +20,15 @@ export const coordinatorConfig = z.object({
    * officer (`keyshard custodian enroll`) before the custodians release shares to this coordinator.
    */
   transportKeyFile: z.string().min(1),
+  /**
+   * This replica's witness key (Ed25519, PKCS#8 PEM, mode 0600, outside any data dir), created on
+   * first start if absent: it cosigns the audit sink's checkpoints as the witness
+   * `keyshard.dev/witness/<certificate CN>` (services/coordinator/src/audit-witness/). Its public
+   * half (a vkey, shown by `keyshard status`) goes into auditors' trust files.
+   */
+  witnessKeyFile: z.string().min(1),
+  /** How often the witness asks the sink for a proven checkpoint and cosigns it if it grew. */
+  witnessIntervalMs: z.number().int().min(100).default(2_000),
   etcd: z
     .object({
       endpoints: z.array(z.string().url()).min(1),

@@ -19,6 +19,10 @@ export interface CoordinatorState {
   spoolPending(): number;
   /** KeyService calls admitted by the concurrency limit and not yet answered. */
   keyCallsInFlight(): number;
+  /** Whether this replica's audit witness is in alarm (audit-witness/witness.ts). */
+  witnessAlarm?(): boolean;
+  /** Tree size of the last checkpoint this replica's witness cosigned. */
+  witnessCosignedSize?(): number;
 }
 
 export interface CoordinatorMetrics {
@@ -56,6 +60,8 @@ export function createCoordinatorMetrics(state: CoordinatorState): CoordinatorMe
   gauge('keyshard_sealed', '1 while this replica is sealed (holds no root key), 0 while unsealed', () => (state.sealed() ? 1 : 0));
   gauge('keyshard_leader', '1 while this replica is the elected leader running background jobs', () => (state.leading() ? 1 : 0));
   gauge('keyshard_audit_spool_pending_events', 'Audit events in the local spool not yet acknowledged by the sink', () => state.spoolPending());
+  gauge('keyshard_audit_witness_alarm', '1 while this replica\'s audit witness saw a checkpoint it cannot prove consistent (rolled back, forked): audited operations are refused until `keyshard audit witness reset`', () => (state.witnessAlarm?.() ? 1 : 0));
+  gauge('keyshard_audit_witness_cosigned_tree_size', 'Tree size of the last audit checkpoint this replica cosigned as a witness', () => state.witnessCosignedSize?.() ?? 0);
   gauge('keyshard_key_calls_in_flight', 'KeyService calls running (bounded by maxConcurrentCalls)', () => state.keyCallsInFlight());
   const ceremonies = new Counter({
     name: 'keyshard_ceremonies_total',

@@ -40,6 +40,9 @@ import { QuorumCeremonies } from './ceremonies/quorum-ceremonies.ts';
 import { CeremonyStore } from './ceremonies/ceremony-store.ts';
 import { destroyKeyOperation } from './keys/key-destruction.ts';
 import { destroyClusterOperation, shareSetOperation, type ShareSetDeps } from './cluster/share-sets.ts';
+import { AuditWitness } from './audit-witness/witness.ts';
+import { WitnessStore } from './audit-witness/witness-store.ts';
+import { loadOrCreateWitnessKey } from './audit-witness/witness-key.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig(coordinatorConfig);
@@ -59,6 +62,23 @@ async function main(): Promise<void> {
     address: config.audit.address, tls, source, timeoutMs: config.audit.timeoutMs,
     serverId: config.audit.serverId, checkpointKeys, onAlert: logSinkAlert(log, config.audit.address),
   });
+  // The witness anchors the producer on its record in etcd before anything is recorded (the
+  // spool ships what it holds as soon as it opens): the sink must prove consistency from there.
+  const witnessKey = loadOrCreateWitnessKey(config.witnessKeyFile, source);
+  if (witnessKey.created) log.info({ file: config.witnessKeyFile, vkey: witnessKey.vkey }, "created the witness key: give its vkey to the audit log's auditors (trust file)");
+  // Status asks the sink for a checkpoint; a short reconnect backoff so it notices at once that the sink is back.
+  const sinkReader = new AuditReader({
+    address: config.audit.address, tls, timeoutMs: 1_000, serverId: config.audit.serverId,
+    channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
+  });
+  const witness = new AuditWitness({
+    key: witnessKey, store: new WitnessStore(ns, source), sink, sinkKeys: checkpointKeys, log,
+    publish: (c) => sinkReader.addCosignature(c),
+    sinkCheckpoint: () => sinkReader.checkpoint(),
+    intervalMs: config.witnessIntervalMs,
+    initialized: () => cluster.initialized,
+  });
+  await witness.anchor();
   const spool = config.audit.spoolDir
     ? await AuditSpool.open({ dir: config.audit.spoolDir, source, maxPending: config.audit.spoolMaxEvents }, sink, log)
     : undefined;
@@ -71,6 +91,8 @@ async function main(): Promise<void> {
     leading: () => leader.leading,
     spoolPending: () => spool?.pending ?? 0,
     keyCallsInFlight: () => keyCalls.inFlight,
+    witnessAlarm: () => Boolean(witness.status().alarm),
+    witnessCosignedSize: () => witness.cosigned?.checkpoint.tree_size ?? 0,
   });
   auditSinkDistrustedGauge(metrics.registry, () => Boolean(sink.distrusted));
   // Ceremonies record each step through this: their outcomes are counted as they are audited.
@@ -173,11 +195,6 @@ async function main(): Promise<void> {
   const { probeIntervalMs: intervalMs, unreachableAfterMs } = config.etcd;
   const etcdReads = new EtcdReachability(() => clusterStore.probe(probeTimeoutMs), { intervalMs, unreachableAfterMs, log });
   const onReply = (r: CallReply) => metrics.calls.observe(r.ctx.method, r.code, r.durationMs);
-  // Status asks the sink for a checkpoint; a short reconnect backoff so it notices at once that the sink is back.
-  const sinkReader = new AuditReader({
-    address: config.audit.address, tls, timeoutMs: 1_000, serverId: config.audit.serverId,
-    channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
-  });
   // State-changing calls are recorded before they run; crypto calls are recorded before they answer (the protos' method policy, server/methods.ts).
   const before = auditIntent(audit, STATE_CHANGING_METHODS);
   // Each state-changing call gets an info log line with its request id; crypto calls and reads a debug one.
@@ -203,6 +220,7 @@ async function main(): Promise<void> {
         etcdStatus: () => etcdStatus(etcd, etcdReads),
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
+        witness,
         tokens: requestTokens,
       }),
       {
@@ -249,6 +267,7 @@ async function main(): Promise<void> {
     metricsServer = await serveMetrics(metrics.registry, config.metrics.listen);
     log.info({ address: metricsServer.address, port: metricsServer.port }, 'metrics listening');
   }
+  witness.start();
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   log.info({ address: `${host}:${port}`, coordinatorId: config.coordinatorId, initialized: cluster.initialized, sealed: true }, 'listening');
 
@@ -261,6 +280,7 @@ async function main(): Promise<void> {
     await usage.stop().catch(() => {}); // last-use times, written (with their record MAC) while still unsealed
     seal.seal();
     await leader.stop();
+    await witness.stop();
     await unfollowCluster().catch(() => {});
     etcdReads.stop();
     health.shutdown();

@@ -3,11 +3,12 @@
  * directory (a copy is enough); the others talk to the audit sink (KEYSHARD_AUDIT_ADDR) with an
  * audit reader's certificate (KEYSHARD_AUDIT_CERT/KEY, or --tls-cert/--tls-key).
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { readTls } from '@keyshard/rpc';
 import { AuditReader, type StoredAuditEvent } from '@keyshard/audit-client/reader';
-import { ALERT_OPERATION, hmacValue, readCheckpointJson, verifyLogDir } from '@keyshard/audit-log';
-import { tlsFrom } from '../connection.ts';
+import { ALERT_OPERATION, cosignatureName, describeAge, fromCheckpointMsg, hmacValue, verifyLogDir, type CosignedCheckpoint, type VerifyResult } from '@keyshard/audit-log';
+import { DEFAULT_MAX_AGE, cosignedFromFlags, heldCheckpoint, maxAge, trustFromFlags, type VerifyFlags } from '../audit-verify-flags.ts';
+import { tlsFrom, withClient } from '../connection.ts';
 import { UsageError, printJson } from '../output.ts';
 import { collect, integer, oneOf, readFlagFile, timestamp } from '../parse.ts';
 
@@ -31,6 +32,23 @@ export function describeEvent({ index, event: e }: StoredAuditEvent): string {
   return parts.join('  ');
 }
 
+/** One line per cosigned checkpoint: the witness(es) it names, its size, root and time. */
+function describeCosigned(c: CosignedCheckpoint): string {
+  const names = c.cosignatures.map((l) => cosignatureName(l) ?? '(not a signature line)').join(', ');
+  return `${names}  tree size ${c.checkpoint.tree_size}  root ${c.checkpoint.root_hash}  time ${c.checkpoint.time}`;
+}
+
+/** `ok: …` with what vouched for the log, or `BAD index N: why` (`BAD: why` when no record is named). */
+export function describeVerdict(r: VerifyResult, now = Date.now()): string {
+  if (!r.ok) return `BAD${r.firstBadIndex !== undefined ? ` index ${r.firstBadIndex}` : ''}: ${r.reason}`;
+  const parts = [`ok: ${r.records} records, root ${r.rootHash}`, `${r.checkpoints} stored checkpoints verified`];
+  if (r.trusted.held !== undefined) parts.push(`the given checkpoint (size ${r.trusted.held}) contained`);
+  if (r.witnesses.length)
+    parts.push(`cosigned by ${r.witnesses.length} trusted witness(es) of ${r.witnessQuorum} required (${r.witnesses.map((w) => `${w.name.replace(/^keyshard\.dev\/witness\//, '')} at size ${w.treeSize}`).join(', ')})`);
+  else parts.push(`no witness quorum required`);
+  if (r.newest) parts.push(`newest trusted time ${describeAge(Math.max(0, now - Date.parse(r.newest.time)))} ago`);
+  return parts.join(', ');
+}
 
 export function registerAudit(program: Command): void {
   const audit = program
@@ -64,28 +82,68 @@ export function registerAudit(program: Command): void {
 
   audit
     .command('verify <log-dir>')
-    .description('recompute the Merkle tree of a log directory, check every checkpoint; name the first bad index (no sink needed)')
-    .option('--checkpoint <file>', 'a checkpoint kept elsewhere (from `keyshard audit checkpoint --json`) that the log must contain')
-    .option('--key <file>', 'trusted checkpoint public key (PEM file or directory; repeatable); default: <log-dir>/keys', collect)
+    .description(
+      'verify a log directory (the live one or a copy) against trust roots from outside it: every record, the Merkle tree, every checkpoint ' +
+        "under the sink's keys, witness cosignatures up to a quorum, freshness; `ok …` or `BAD index N: why` (exit 1). No sink needed",
+    )
+    .option('--trust <file>', 'trust roots kept outside the log folder: JSON {sinkKeys, witnesses, witnessQuorum} (`keyshard dev` writes DIR/audit-trust.json)')
+    .option('--sink-key <file>', "the sink's checkpoint public key, PEM (repeatable: every key that signed; adds to --trust)", collect)
+    .option('--witness <vkey>', "a witness's verifier key, name+keyid+base64 (repeatable; adds to --trust)", collect)
+    .option('--witness-quorum <n>', "distinct trusted witnesses that must have cosigned a checkpoint the log contains (default: the trust file's, else 1)", integer({ min: 0, max: 64 }))
+    .option('--cosigned <file>', 'witness-cosigned checkpoints kept outside the folder (`keyshard audit checkpoint --cosigned --json`; JSON object, array or lines; repeatable)', collect)
+    .option('--checkpoint <file>', 'a sink checkpoint kept elsewhere (`keyshard audit checkpoint --json`) that the log must contain')
+    .option('--fetch', "also fetch the witnesses' latest cosigned checkpoints from the sink (KEYSHARD_AUDIT_ADDR; checked like --cosigned, through their signatures)")
+    .addOption(
+      new Option('--max-age <duration>', 'the newest trusted checkpoint or cosignature may be at most this old (90s, 15m, 24h, 30d), or none for an archived copy')
+        .argParser(maxAge)
+        .default(DEFAULT_MAX_AGE.seconds, DEFAULT_MAX_AGE.text),
+    )
     .option('--json', 'print the result as JSON')
-    .action((dir: string, opts: { checkpoint?: string; key?: string[]; json?: boolean }) => {
-      if (opts.checkpoint) readFlagFile('--checkpoint', opts.checkpoint); // a missing file is a usage error, not a BAD log
-      const r = verifyLogDir(dir, { keys: opts.key, ...(opts.checkpoint ? { checkpoint: readCheckpointJson(opts.checkpoint) } : {}) });
+    .action(async (dir: string, opts: VerifyFlags & { json?: boolean; fetch?: boolean }) => {
+      const trust = trustFromFlags(dir, opts);
+      const cosigned = cosignedFromFlags(opts.cosigned ?? []);
+      if (opts.fetch) cosigned.push({ source: 'fetched from the sink', items: await withReader((r) => r.cosignedCheckpoints()) });
+      const checkpoint = opts.checkpoint ? heldCheckpoint(opts.checkpoint) : undefined;
+      const r = verifyLogDir(dir, { trust, cosigned, ...(checkpoint ? { checkpoint } : {}), ...(opts.maxAge !== 'none' ? { maxAgeSeconds: opts.maxAge } : {}) });
       if (opts.json) printJson(r);
-      else if (r.ok) process.stdout.write(`ok: ${r.records} records, root ${r.rootHash}, ${r.checkpoints} signed checkpoints verified${opts.checkpoint ? ' and the given checkpoint is contained' : ''}\n`);
-      else process.stdout.write(`BAD${r.firstBadIndex !== undefined ? ` at index ${r.firstBadIndex}` : ''}: ${r.reason}\n`);
+      else process.stdout.write(`${describeVerdict(r)}\n`);
       for (const n of opts.json ? [] : r.notes) process.stderr.write(`note: ${n}\n`);
       if (!r.ok) process.exitCode = 1;
     });
 
   audit
     .command('checkpoint')
-    .description("the sink's current signed checkpoint (keep it: `audit verify --checkpoint` proves the log still contains it)")
-    .option('--json', 'print JSON')
-    .action(async (opts: { json?: boolean }) => {
+    .description("the sink's current signed checkpoint (keep it: `audit verify --checkpoint` proves the log still contains it); with --cosigned, the latest one each witness cosigned")
+    .option('--cosigned', 'the latest cosigned checkpoint of each witness (coordinator replica), as the sink publishes them')
+    .option('--json', 'print JSON (with --cosigned: an array of cosigned checkpoints, what `audit verify --cosigned FILE` reads)')
+    .action(async (opts: { cosigned?: boolean; json?: boolean }) => {
+      if (opts.cosigned) {
+        const all = await withReader((r) => r.cosignedCheckpoints());
+        if (opts.json) return printJson(all);
+        if (all.length === 0) return void process.stdout.write('no cosigned checkpoints published yet\n');
+        process.stdout.write(`${all.map(describeCosigned).join('\n')}\n(signatures not checked here: \`keyshard audit verify --cosigned FILE\` with your trust file)\n`);
+        return;
+      }
       const c = await withReader((r) => r.checkpoint());
       if (opts.json) printJson(c);
       else process.stdout.write(`tree size ${c.tree_size}\nroot      ${c.root_hash}\ntime      ${c.time}\nkey id    ${c.key_id}\n`);
+    });
+
+  audit
+    .command('witness')
+    .description("the coordinator replicas as witnesses of the sink's checkpoints (asks a coordinator, KEYSHARD_ADDR, as an admin)")
+    .command('reset')
+    .description("after a witness alarm (rolled-back or forked sink): trust the sink's current log from now on, on every replica (audited)")
+    .option('--confirm', "required: the sink's current log is accepted as it is, whatever history it lost")
+    .option('--json', 'print JSON')
+    .action(async (opts: { confirm?: boolean; json?: boolean }) => {
+      if (!opts.confirm) throw new UsageError("--confirm is required: a reset makes every witness trust the sink's current log, history it lost included");
+      const r = await withClient(program, (client) => client.resetWitnesses(true));
+      if (opts.json) return printJson({ previous: r.previous ? fromCheckpointMsg(r.previous) : null, anchor: r.anchor ? fromCheckpointMsg(r.anchor) : null, previous_alarm: r.previous_alarm });
+      process.stdout.write(
+        `witnesses re-anchored on the sink's checkpoint of size ${r.anchor?.tree_size ?? 0} (root ${r.anchor?.root_hash ?? ''})\n` +
+          `previous cosigned size ${r.previous?.tree_size ?? 0}${r.previous_alarm ? `; alarm was: ${r.previous_alarm}` : ''}\n`,
+      );
     });
 
   audit

@@ -26,13 +26,15 @@ function describe(s: Status): string {
     lines.push(`etcd         ${(m.name || m.id).padEnd(14)} ${(m.client_urls[0] ?? '(not started)').padEnd(22)} ${m.leader ? 'leader' : m.learner ? 'learner' : 'member'}${s.etcd!.version ? `  v${s.etcd!.version}` : ''}`);
   const sink = s.audit_sink;
   if (sink) lines.push(`audit sink   ${''.padEnd(14)} ${sink.address.padEnd(22)} ${sink.reachable ? `reachable, ${sink.tree_size} records` : `UNREACHABLE: ${sink.error}`}`);
+  const w = s.witness;
+  if (w) lines.push(`witness      ${w.name}  ${w.alarm ? `ALARM: ${w.alarm} (audited operations refused until \`keyshard audit witness reset\`)` : `cosigned ${w.cosigned_tree_size} records`}`);
   return lines.join('\n');
 }
 
 export function registerCluster(program: Command): void {
   program
     .command('status')
-    .description('show seal state, quorum, ceremony progress, replicas, custodians, etcd members and the audit sink')
+    .description('show seal state, quorum, ceremony progress, replicas, custodians, etcd members, the audit sink and this replica\'s witness of it')
     .option('--json', 'print JSON (has a boolean field "sealed")')
     .action(async (opts: { json?: boolean }) => {
       const s = await withClient(program, (client) => client.status());

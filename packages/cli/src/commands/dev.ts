@@ -2,7 +2,7 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { Ceremony } from '@keyshard/client';
-import { custodianEnvFile, DevCluster, ETCD_ROOT } from '@keyshard/devcluster';
+import { appEnvFile, custodianEnvFile, DevCluster, ETCD_ROOT } from '@keyshard/devcluster';
 import { printJson, progress, UsageError } from '../output.ts';
 import { integer, oneOf } from '../parse.ts';
 
@@ -70,6 +70,8 @@ export function registerDev(program: Command): void {
         custodians: Object.fromEntries(cluster.custodianIds.map((id) => [id, cluster.custodianAddress(id)])),
         logs: cluster.layout.logDir,
         env: cluster.envFile,
+        app_env: appEnvFile(cluster.layout),
+        audit_trust: cluster.trustFile,
       };
       if (opts.json) printJson(endpoints);
       else
@@ -82,8 +84,10 @@ export function registerDev(program: Command): void {
             `  etcd auth    coordinators only; the etcd operator's certificate is ${cluster.layout.certs[ETCD_ROOT]!.cert}`,
             ...cluster.custodianIds.map((id) => `  ${id.padEnd(12)} ${cluster.custodianAddress(id)}`),
             `  logs         ${cluster.layout.logDir}`,
+            `  audit trust  ${cluster.trustFile}  (sink key + witness keys for \`keyshard audit verify\`; keep a copy outside the log folder)`,
             '',
-            `In another shell:  . ${cluster.envFile} && npx keyshard status`,
+            `In another shell:  . ${cluster.envFile} && npx keyshard status   (the admin: administers keys, uses none unless a policy names it)`,
+            `As the service principal app, which uses keys:  . ${appEnvFile(cluster.layout)}`,
             'Press Ctrl-C to stop every process.',
             '',
           ].join('\n'),

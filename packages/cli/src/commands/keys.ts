@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import type { Key } from '@keyshard/client';
 import { withClient } from '../connection.ts';
 import { parseContext, printJson, progressBar, readStdin, UsageError } from '../output.ts';
-import { collect, describeSeconds, duration, integer, keyValue, oneOf } from '../parse.ts';
+import { InvalidArgumentError } from 'commander';
+import { collect, describeSeconds, duration, integer, keyValue, oneOf, parseGrant, POLICY_OPERATIONS } from '../parse.ts';
 
 export const KEY_TYPES = ['aes256-gcm', 'chacha20-poly1305', 'hmac-sha256', 'ed25519', 'ecdsa-p256', 'ecdsa-secp256k1'];
 
@@ -24,18 +25,28 @@ function printKey(k: Key, json?: boolean, suffix = ''): void {
 
 const JSON_FLAG = ['--json', 'print JSON'] as const;
 
+/** `encrypt=app decrypt=app,billing`, or `(none)`. */
+const describeGrants = (grants: Record<string, string[]>) =>
+  Object.entries(grants).map(([op, principals]) => `${op}=${principals.join(',') || '(nobody)'}`).join(' ') || '(none)';
+
 export function registerKeys(program: Command): void {
   const key = program.command('key').description('manage keys');
   key
     .command('create <name>')
-    .description('create a key; prints its id (--json: the key)')
+    .description(
+      'create a key; prints its id (--json: the key). Without --grant only its creator uses it (a cluster admin who creates it ' +
+        'only administers it: name the users with --grant; nobody may grant itself a use)',
+    )
     .option('--type <type>', KEY_TYPES.join(' | '), oneOf(...KEY_TYPES), 'aes256-gcm')
+    .option('--grant <op=principal[,principal]>', `the key's policy, one operation per flag (repeatable): ${POLICY_OPERATIONS.join(' ')}`, parseGrant)
     .option('--description <text>', 'description')
     .option('--label <name=value>', 'a label (repeatable)', keyValue('--label name'))
     .option('--rotation-period <duration>', 'rotate automatically every 90s, 15m, 24h, 30d or N seconds', duration())
     .option(...JSON_FLAG)
-    .action(async (name: string, opts: { type: string; description?: string; label?: Record<string, string>; rotationPeriod?: number; json?: boolean }) => {
-      const k = await withClient(program, (c) => c.createKey(name, { type: opts.type, description: opts.description, labels: opts.label, rotationPeriodSeconds: opts.rotationPeriod }));
+    .action(async (name: string, opts: { type: string; description?: string; label?: Record<string, string>; rotationPeriod?: number; grant?: Record<string, string[]>; json?: boolean }) => {
+      const k = await withClient(program, (c) =>
+        c.createKey(name, { type: opts.type, description: opts.description, labels: opts.label, rotationPeriodSeconds: opts.rotationPeriod, policy: opts.grant }),
+      );
       if (opts.json) printJson(k);
       else process.stdout.write(`${k.id}\n`);
     });
@@ -144,9 +155,12 @@ export function registerKeys(program: Command): void {
     .action(async (ref: string, opts: { json?: boolean }) => {
       const k = await withClient(program, (c) => c.getKey(ref));
       if (opts.json) return printJson(k.versions);
+      // Usage statistics are shown only to the key's administrators (keys.proto Key.caller_administers).
+      const usage = (v: Key['versions'][number]) =>
+        k.caller_administers ? `  encryptions ≤${v.encryptions}  last used ${v.last_used_at || 'never'}` : '  usage shown to its administrators only';
       for (const v of k.versions)
         process.stdout.write(
-          `v${v.version}  created ${v.created_at}  encryptions ≤${v.encryptions}  last used ${v.last_used_at || 'never'}` +
+          `v${v.version}  created ${v.created_at}${usage(v)}` +
             `${v.version === k.primary_version ? '  primary' : ''}${v.version < k.min_decryption_version ? '  retired' : ''}\n`,
         );
     });
@@ -161,28 +175,40 @@ export function registerKeys(program: Command): void {
       if (opts.json) printJson({ key_version: r.key_version, pem: r.pem, jwk: JSON.parse(r.jwk) as unknown });
       else process.stdout.write(opts.format === 'pem' ? r.pem : `${r.jwk}\n`);
     });
-  const policy = key.command('policy').description("a key's access policy");
+  const policy = key
+    .command('policy')
+    .description(
+      "a key's access policy. Use (encrypt decrypt sign verify mac generate_data_key) and administration (rotate, admin) are separate: " +
+        'cluster admins administer every key and use only what a policy names them for; nobody may grant itself a use',
+    );
   policy
     .command('get <key>')
-    .description('the policy as JSON: operation -> principals')
+    .description('the policy as JSON: operation -> principals ({} is the default: the creator uses the key). Shown only to who administers the key')
     .option('--json', 'print JSON (the only format)')
     .action(async (ref: string) => {
       const k = await withClient(program, (c) => c.getKey(ref));
+      if (!k.caller_administers) throw new Error(`you do not administer key ${k.name}: only its administrators see its policy`);
       printJson(Object.fromEntries(Object.entries(k.policy?.grants ?? {}).map(([op, l]) => [op, l.principals])));
     });
   policy
     .command('set <key> <grants...>')
-    .description('replace the policy: op=principal[,principal] ... (ops: encrypt decrypt sign verify mac generate_data_key rotate admin)')
+    .description(
+      `replace the policy: op=principal[,principal] ... (ops: ${POLICY_OPERATIONS.join(' ')}). ` +
+        'A change that names you for a use you do not hold is refused (separation of duties: another administrator makes it)',
+    )
     .option('--json', 'print the key as JSON')
     .action(async (ref: string, grants: string[], opts: { json?: boolean }) => {
-      const parsed = Object.fromEntries(grants.map((g) => {
-        const [op, list] = g.split('=');
-        if (!op || list === undefined) throw new UsageError(`expected op=principal[,principal], got ${JSON.stringify(g)}`);
-        return [op, list.split(',').filter(Boolean)];
-      }));
+      let parsed: Record<string, string[]> = {};
+      for (const g of grants) {
+        try {
+          parsed = parseGrant(g, parsed);
+        } catch (e) {
+          throw new UsageError(e instanceof InvalidArgumentError ? e.message : String(e));
+        }
+      }
       const k = await withClient(program, (c) => c.updateKey(ref, { policy: parsed }));
       if (opts.json) printJson(k);
-      else process.stdout.write('policy updated\n');
+      else process.stdout.write(`policy of ${k.name} updated: ${describeGrants(parsed)}\n`);
     });
   key
     .command('list')
@@ -206,7 +232,7 @@ export function registerKeys(program: Command): void {
     });
   key
     .command('show <key>')
-    .description('show a key (id, name or alias/<name>) as JSON')
+    .description("show a key (id, name or alias/<name>) as JSON; its policy and usage statistics only if you administer it (caller_administers)")
     .option('--json', 'print JSON (the only format)')
     .action(async (ref: string) => {
       const k = await withClient(program, (client) => client.getKey(ref));

@@ -38,18 +38,25 @@ export function loadOrCreateTransportKey(file: string): TransportKey {
     writeFileSync(file, pem, { mode: 0o600, flag: 'wx' }); // never over a file that appeared meanwhile
     return { publicKeyPem: publicPem(privateKey), privateKey, created: true };
   }
-  const mode = statSync(file).mode & 0o777;
-  if (mode & 0o077) throw new KeyshardError('FAILED_PRECONDITION', `transport key file ${file} must be readable by its owner only (mode 0600, is ${mode.toString(8)})`);
-  let privateKey: KeyObject;
-  try {
-    privateKey = createPrivateKey(readFileSync(file, 'utf8'));
-  } catch {
-    throw new KeyshardError('FAILED_PRECONDITION', `transport key file ${file} does not hold a private key PEM`);
-  }
+  const privateKey = readOwnerOnlyPrivateKey(file, 'transport');
   const bits = privateKey.asymmetricKeyDetails?.modulusLength ?? 0;
   if (privateKey.asymmetricKeyType !== 'rsa' || bits < 2048 || bits > 8192)
     throw new KeyshardError('FAILED_PRECONDITION', `transport key file ${file} must hold an RSA key of 2048..8192 bits`);
   return { publicKeyPem: publicPem(privateKey), privateKey, created: false };
+}
+
+/**
+ * A private key PEM file only its owner may read (transport and witness keys): FAILED_PRECONDITION
+ * naming the file (never its content) when group or others may read it or it holds no private key.
+ */
+export function readOwnerOnlyPrivateKey(file: string, what: string): KeyObject {
+  const mode = statSync(file).mode & 0o777;
+  if (mode & 0o077) throw new KeyshardError('FAILED_PRECONDITION', `${what} key file ${file} must be readable by its owner only (mode 0600, is ${mode.toString(8)})`);
+  try {
+    return createPrivateKey(readFileSync(file, 'utf8'));
+  } catch {
+    throw new KeyshardError('FAILED_PRECONDITION', `${what} key file ${file} does not hold a private key PEM`);
+  }
 }
 
 const publicPem = (k: KeyObject) => createPublicKey(k).export({ type: 'spki', format: 'pem' }).toString();

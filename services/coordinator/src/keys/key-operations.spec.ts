@@ -34,7 +34,7 @@ describe('key operations (real etcd, no custodian)', { timeout: 60_000 }, () => 
     ({ keyring } = testKeyring(ns, replica));
     const bounds = { limit: 1_000_000, rotateAt: 900_000, reserveBlock: 100, flushSeconds: 3600 };
     usage = new VersionUsage(ns, replica.integrity, bounds, async () => {}, createLogger('key-operations.spec', 'silent'));
-    ops = new KeyOperations(keyring, usage, { maxPlaintextBytes: 1024, admins: new Set(['admin']), minDestructionWaitSeconds: 60, defaultDestructionWaitSeconds: 3600 });
+    ops = new KeyOperations(keyring, usage, { maxPlaintextBytes: 1024, admins: new Set(['admin', 'admin-2']), minDestructionWaitSeconds: 60, defaultDestructionWaitSeconds: 3600 });
   });
   after(async () => {
     await keyring?.close();
@@ -58,12 +58,14 @@ describe('key operations (real etcd, no custodian)', { timeout: 60_000 }, () => 
     await rejectsWith(ops.encrypt('missing', text('x'), {}, 'writer'), 'NOT_FOUND', 'KEY_NOT_FOUND');
     await rejectsWith(ops.encrypt('guarded', text('x'), {}, 'app'), 'PERMISSION_DENIED', /app may not encrypt/);
     const e = await ops.encrypt('guarded', text('x'), {}, 'writer');
-    await rejectsWith(ops.decrypt(e.ciphertext, {}, 'writer'), 'PERMISSION_DENIED', 'NOT_AUTHORIZED');
-    await ops.decrypt(e.ciphertext, {}, 'admin'); // admins may always
-    await ops.setState('guarded', 'admin', 'disable');
+    await rejectsWith(ops.decrypt(e.ciphertext, {}, 'writer'), 'PERMISSION_DENIED', 'KEY_POLICY_DENIED');
+    await rejectsWith(ops.decrypt(e.ciphertext, {}, 'admin'), 'PERMISSION_DENIED', /cluster admins administer keys but use one only when its policy names them/);
+    await ops.setState('guarded', 'admin', 'disable'); // administration: cluster admins may
     await rejectsWith(ops.encrypt('guarded', text('x'), {}, 'writer'), 'FAILED_PRECONDITION', 'KEY_DISABLED');
     await ops.setState('guarded', 'admin', 'enable');
-    await rejectsWith(ops.sign('guarded', { message: text('m') }, 'admin'), 'FAILED_PRECONDITION', 'WRONG_KEY_USAGE');
+    await rejectsWith(ops.sign('guarded', { message: text('m') }, 'admin'), 'PERMISSION_DENIED', 'KEY_POLICY_DENIED'); // policy before usage
+    await ops.updateKey('guarded', { policy: { encrypt: ['writer'], decrypt: ['reader'], sign: ['writer'] } }, 'admin');
+    await rejectsWith(ops.sign('guarded', { message: text('m') }, 'writer'), 'FAILED_PRECONDITION', 'WRONG_KEY_USAGE');
   });
 
   it('old versions decrypt until the minimum decryption version passes them, which can only rise', async () => {
@@ -91,15 +93,43 @@ describe('key operations (real etcd, no custodian)', { timeout: 60_000 }, () => 
     await rejectsWith(ops.cancelDestruction('retiring', 'app'), 'FAILED_PRECONDITION', 'WRONG_KEY_STATE');
   });
 
-  it('an alias is administered by whoever administers the keys it names', async () => {
-    const mine = await keyring.create({ name: 'mine' }, 'app');
+  it('an alias is administered by whoever administers the keys it names, and never points at a key its maker uses', async () => {
+    const mine = await keyring.create({ name: 'mine', policy: { admin: ['app'], encrypt: ['svc'] } }, 'app');
     await keyring.create({ name: 'theirs' }, 'bob');
-    await rejectsWith(ops.putAlias('shortcut', 'mine', false, 'bob'), 'PERMISSION_DENIED');
+    await rejectsWith(ops.putAlias('shortcut', 'mine', false, 'bob'), 'PERMISSION_DENIED', 'KEY_POLICY_DENIED');
     assert.deepEqual(await ops.putAlias('shortcut', 'mine', false, 'app'), { name: 'shortcut', keyId: mine.id });
     await rejectsWith(ops.putAlias('shortcut', 'theirs', true, 'app'), 'PERMISSION_DENIED', /theirs/);
+    // bob uses `theirs` (its creator, default policy): it may not steer a name onto it, even one of its own.
+    await rejectsWith(ops.putAlias('bobs', 'theirs', false, 'bob'), 'PERMISSION_DENIED', 'SEPARATION_OF_DUTIES');
     await rejectsWith(ops.deleteAlias('shortcut', 'bob'), 'PERMISSION_DENIED');
     await ops.deleteAlias('shortcut', 'app');
     await rejectsWith(keyring.resolve('alias/shortcut'), 'NOT_FOUND');
+  });
+
+  it('separation of duties: nobody grants itself a use, on creation or by a policy change', async () => {
+    // A cluster admin's key: the default policy gives it no use, and it may not name itself.
+    await rejectsWith(ops.createKey({ name: 'self-made', policy: { decrypt: ['admin'] } }, 'admin'), 'PERMISSION_DENIED', 'SEPARATION_OF_DUTIES');
+    await rejectsWith(keyring.resolve('self-made'), 'NOT_FOUND', undefined); // refused before anything was stored
+    const made = await ops.createKey({ name: 'admin-made' }, 'admin');
+    await rejectsWith(ops.encrypt('admin-made', text('x'), {}, 'admin'), 'PERMISSION_DENIED', 'KEY_POLICY_DENIED');
+    await rejectsWith(ops.updateKey('admin-made', { policy: { encrypt: ['app'], decrypt: ['app', 'admin'] } }, 'admin'), 'PERMISSION_DENIED', /separation of duties: admin may not grant itself decrypt/);
+    assert.deepEqual((await keyring.resolve(made.id)).policy, {}, 'the refused change was not applied');
+    await ops.updateKey('admin-made', { policy: { encrypt: ['app'], decrypt: ['app'] } }, 'admin'); // naming others is administration
+    await rejectsWith(ops.encrypt('admin-made', text('x'), {}, 'admin'), 'PERMISSION_DENIED', 'KEY_POLICY_DENIED');
+    await ops.encrypt('admin-made', text('x'), {}, 'app');
+    // A key user who administers its key may drop a use, and may keep what it holds, but not take it back alone.
+    await ops.createKey({ name: 'app-made', policy: { admin: ['app'], encrypt: ['app'], decrypt: ['app'] } }, 'app');
+    await ops.updateKey('app-made', { policy: { admin: ['app'], encrypt: ['app'] } }, 'app');
+    await rejectsWith(ops.updateKey('app-made', { policy: { admin: ['app'], encrypt: ['app'], decrypt: ['app'] } }, 'app'), 'PERMISSION_DENIED', 'SEPARATION_OF_DUTIES');
+    await ops.updateKey('app-made', { policy: { admin: ['app'], encrypt: ['app'], decrypt: ['app'] } }, 'admin'); // another principal may
+    // A second cluster admin may name the first (dual control); the first keeps it when it edits the policy.
+    await ops.updateKey('admin-made', { policy: { encrypt: ['app'], decrypt: ['app', 'admin'] } }, 'admin-2');
+    await ops.updateKey('admin-made', { policy: { encrypt: ['app'], decrypt: ['admin'] } }, 'admin');
+  });
+
+  it('GetKey/ListKeys show the policy only to who administers the key', async () => {
+    const k = await ops.createKey({ name: 'shown', policy: { encrypt: ['app'], admin: ['ops'] } }, 'admin');
+    assert.deepEqual(['admin', 'admin-2', 'ops', 'app', 'stranger'].map((p) => ops.showsPolicyTo(k, p)), [true, true, true, false, false]);
   });
 
   it('a batch holds 1 to MAX_BATCH items, each with its own outcome', async () => {

@@ -11,10 +11,10 @@ import {
   pooledRandomBytes, validateContext, verifyHmacSha256, verifyWith, zeroize, type EncryptionContext, type KeyUsage,
 } from '@keyshard/crypto';
 import { failedPrecondition, invalidArgument, notFound, unavailable } from '@keyshard/errors';
-import type { Keyring } from './keyring.ts';
+import type { CreateKeyInput, Keyring } from './keyring.ts';
 import { keyStateRefusal, rotationFrom, stateWord, validateDescription, validateLabels, validateName, type KeyRecord } from './key-record.ts';
 import type { VersionUsage } from './version-usage.ts';
-import { authorizeKey, validatePolicy, type KeyOperation } from './key-policy.ts';
+import { authorizeAdmin, authorizeUse, mayAdminister, refuseAliasToUsable, refuseSelfGrant, validatePolicy, type AdminOperation, type UseOperation } from './key-policy.ts';
 
 export interface KeyOperationsOptions {
   maxPlaintextBytes: number;
@@ -57,10 +57,10 @@ export class KeyOperations {
     return this.keyring.material(k, version);
   }
 
-  /** Resolves, authorizes and checks state; `usage` also checks the key type. */
-  async #use(ref: string, principal: string, op: KeyOperation, usage?: KeyUsage): Promise<KeyRecord> {
+  /** Resolves, authorizes the use (key-policy.ts: admins use only what a policy names them for) and checks state; `usage` also checks the key type. */
+  async #use(ref: string, principal: string, op: UseOperation, usage?: KeyUsage): Promise<KeyRecord> {
     const k = await this.keyring.resolve(ref);
-    authorizeKey(k, principal, op, this.opts.admins);
+    authorizeUse(k, principal, op, this.opts.admins);
     if (k.state === 'KEY_STATE_DESTROYED') throw keyStateRefusal(k, `key ${k.name} is destroyed`);
     if (k.state !== 'KEY_STATE_ENABLED') throw keyStateRefusal(k, `key ${k.name} is not enabled (${stateWord(k.state)})`);
     if (usage) requireUsage(k.type, usage, k.name);
@@ -184,9 +184,27 @@ export class KeyOperations {
 
   // ---- lifecycle -----------------------------------------------------------------------
 
-  async #admin(ref: string, principal: string, op: KeyOperation = 'admin'): Promise<KeyRecord> {
+  /**
+   * Creates a key; its creator may not name itself for a use the default policy would not give it
+   * (key-policy.ts refuseSelfGrant: a cluster admin's key is used by whom its policy names).
+   */
+  async createKey(req: CreateKeyInput, principal: string): Promise<KeyRecord> {
+    validateName(req.name);
+    if (req.policy) {
+      const policy = validatePolicy(req.policy);
+      refuseSelfGrant({ policy: {}, createdBy: principal }, { policy, createdBy: principal, name: req.name }, principal, this.opts.admins);
+    }
+    return this.keyring.create(req, principal);
+  }
+
+  /** Whether `principal` sees the key's policy and usage statistics (GetKey, ListKeys): only who administers it. */
+  showsPolicyTo(k: KeyRecord, principal: string): boolean {
+    return mayAdminister(k, principal, this.opts.admins);
+  }
+
+  async #admin(ref: string, principal: string, op: AdminOperation = 'admin'): Promise<KeyRecord> {
     const k = await this.keyring.resolve(ref);
-    authorizeKey(k, principal, op, this.opts.admins);
+    authorizeAdmin(k, principal, this.opts.admins, op);
     if (k.state === 'KEY_STATE_DESTROYED') throw keyStateRefusal(k, `key ${k.name} is destroyed`);
     return k;
   }
@@ -236,10 +254,14 @@ export class KeyOperations {
 
   // ---- aliases: administering an alias means administering the key(s) it names -------------
 
-  /** Creates an alias of a key, or repoints one: needs `admin` on the new key and on the key it named. */
+  /**
+   * Creates an alias of a key, or repoints one: needs `admin` on the new key and on the key it
+   * named, and the new key must be one the caller may not use (key-policy.ts refuseAliasToUsable).
+   */
   async putAlias(alias: string, ref: string, update: boolean, principal: string): Promise<{ name: string; keyId: string }> {
     validateName(alias, 'alias');
     const target = await this.#admin(ref, principal);
+    refuseAliasToUsable(target, alias, principal, this.opts.admins);
     const from = update ? await this.#admin(`alias/${alias}`, principal) : undefined;
     return this.keyring.putAlias(alias, target, from?.id);
   }
@@ -261,6 +283,9 @@ export class KeyOperations {
     if (change.labels !== undefined) validateLabels(change.labels);
     const policy = change.policy ? validatePolicy(change.policy) : undefined;
     return this.keyring.update(k.id, (cur) => {
+      // Judged again against the record being replaced (inside its compare-and-swap), not only the cached one.
+      authorizeAdmin(cur, principal, this.opts.admins);
+      if (policy) refuseSelfGrant(cur, { ...cur, policy }, principal, this.opts.admins);
       const min = change.minDecryptionVersion || cur.minDecryptionVersion;
       if (min < cur.minDecryptionVersion) throw invalidArgument('min_decryption_version can only be raised');
       if (min > cur.primaryVersion) throw invalidArgument(`min_decryption_version ${min} is above the primary version ${cur.primaryVersion}`);

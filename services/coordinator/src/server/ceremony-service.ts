@@ -20,6 +20,8 @@ import { withRequestTokens, type RequestTokens, type TokenRecord } from '../keys
 import type { AuditSinkStatus, EtcdStatus } from '../cluster/cluster-status.ts';
 import { getShareExport } from '../cluster/share-recovery.ts';
 import type { ClusterStore } from '../cluster/cluster-store.ts';
+import type { AuditWitness } from '../audit-witness/witness.ts';
+import { toCheckpointMsg } from '@keyshard/audit-log';
 
 export interface CeremonyDeps {
   cluster: Cluster;
@@ -40,6 +42,8 @@ export interface CeremonyDeps {
   auditSinkStatus: () => Promise<AuditSinkStatus>;
   /** Seals every replica and tells the custodians (seal-notice.ts). */
   sealCluster: (principal: string) => Promise<number>;
+  /** This replica's witness of the audit sink (Status; ResetWitnesses). */
+  witness: AuditWitness;
   /** Request tokens of Init, StartUnseal and StartCeremony (keys/request-tokens.ts). */
   tokens?: RequestTokens;
 }
@@ -128,7 +132,13 @@ function ceremonyHandlersUntokened(d: CeremonyDeps): ServiceHandlers<'CeremonySe
         replicas: registered.map((r) => ({ id: r.id, address: r.address, sealed: r.sealed, leader: r.id === leader })),
         etcd,
         audit_sink: auditSink,
+        witness: d.witness.status(),
       };
+    },
+    async ResetWitnesses(req, ctx) {
+      const r = await d.witness.reset(ctx.principal, req.confirm);
+      ctx.facts.details = { previous_tree_size: String(r.previous?.tree_size ?? 0), anchor_tree_size: String(r.anchor.tree_size), anchor_root: r.anchor.root_hash };
+      return { previous: r.previous ? toCheckpointMsg(r.previous) : null, anchor: toCheckpointMsg(r.anchor), previous_alarm: r.previousAlarm };
     },
     async Init(req, ctx) {
       const r = await d.cluster.init(req.shares || d.links.length, req.threshold || 3, d.replicas);

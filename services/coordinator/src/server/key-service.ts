@@ -17,8 +17,12 @@ export type UsageOf = (keyId: string, versions: number[]) => Promise<Map<number,
 
 const NEVER_USED: UsageRecord = { encryptions: 0, lastUsedAt: '' };
 
-/** A key's message; `usage` by version (a version absent from it has never been used). */
-export function keyMessage(k: KeyRecord, usage: Map<number, UsageRecord>): pb.Key {
+/**
+ * A key's message; `usage` by version (a version absent from it has never been used), or
+ * `undefined` for a caller who does not administer the key: it gets no policy and no usage
+ * statistics (keys.proto Key; key-policy.ts).
+ */
+export function keyMessage(k: KeyRecord, usage: Map<number, UsageRecord> | undefined): pb.Key {
   return {
     id: k.id,
     name: k.name,
@@ -33,12 +37,13 @@ export function keyMessage(k: KeyRecord, usage: Map<number, UsageRecord>): pb.Ke
     rotated_at: k.rotatedAt,
     created_by: k.createdBy,
     versions: k.versions.map((v) => {
-      const u = usage.get(v.version) ?? NEVER_USED;
+      const u = usage?.get(v.version) ?? NEVER_USED;
       return { version: v.version, created_at: v.createdAt, last_used_at: u.lastUsedAt, encryptions: u.encryptions };
     }),
     rotation: { period_seconds: k.rotation.periodSeconds, next_rotation_at: k.rotation.nextRotationAt },
-    policy: { grants: Object.fromEntries(Object.entries(k.policy).map(([op, principals]) => [op, { principals }])) },
+    policy: { grants: usage ? Object.fromEntries(Object.entries(k.policy).map(([op, principals]) => [op, { principals }])) : {} },
     destruction_at: k.destructionAt,
+    caller_administers: usage !== undefined,
   };
 }
 
@@ -89,10 +94,12 @@ async function aliasAnswer(p: Promise<{ name: string; keyId: string }>): Promise
  * interceptor of server/methods.ts (`intercepted('keys', …)`), which refuses them while sealed.
  */
 export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: UsageOf, tokens?: RequestTokens): AnsweringHandlers<'KeyService'> {
-  const message = async (k: KeyRecord) => keyMessage(k, await usageOf(k.id, k.versions.map((v) => v.version)));
-  const keyAnswer = async (k: Promise<KeyRecord>, details?: Record<string, string>): Promise<Answer<pb.Key>> => {
+  /** The key as `principal` may see it: policy and usage only for who administers it. */
+  const message = async (k: KeyRecord, principal: string) =>
+    keyMessage(k, ops.showsPolicyTo(k, principal) ? await usageOf(k.id, k.versions.map((v) => v.version)) : undefined);
+  const keyAnswer = async (k: Promise<KeyRecord>, ctx: CallContext, details?: Record<string, string>): Promise<Answer<pb.Key>> => {
     const rec = await k;
-    return { audit: { keyId: rec.id, ...(details && { details }) }, reply: message(rec) };
+    return { audit: { keyId: rec.id, ...(details && { details }) }, reply: message(rec, ctx.principal) };
   };
   const encryptOne = (req: pb.EncryptRequest__Output, ctx: CallContext) => ops.encrypt(req.key, bytes(req.plaintext, 'plaintext'), req.context ?? {}, ctx.principal);
   const decryptOne = (req: pb.DecryptRequest__Output, ctx: CallContext) => ops.decrypt(bytes(req.ciphertext, 'ciphertext'), req.context ?? {}, ctx.principal, req.key || undefined);
@@ -102,13 +109,13 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
   };
 
   /** A repeated call's answer: the outcome its token recorded (request-tokens.ts), audited as a replay. */
-  const replay = (method: string, r: TokenRecord): Answer<unknown> => {
+  const replay = (method: string, r: TokenRecord, { principal }: CallContext): Answer<unknown> => {
     const o = r.outcome;
     const details = { replay: 'true', request_token: r.token };
     if ('key' in o)
       return {
         audit: { keyId: o.key.id, details: { ...details, version: String(o.key.primaryVersion) } },
-        reply: method === 'CreateKey' ? keyMessage(o.key, new Map()) : message(o.key),
+        reply: method === 'CreateKey' ? keyMessage(o.key, ops.showsPolicyTo(o.key, principal) ? new Map() : undefined) : message(o.key, principal),
       };
     if ('alias' in o) return { audit: { keyId: o.alias.keyId, details }, reply: { name: o.alias.name, key_id: o.alias.keyId } };
     return { audit: { details }, reply: {} };
@@ -117,7 +124,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
   return withRequestTokens('KeyService', tokens, {
     // A key just created has never been used: no usage to read.
     async CreateKey(req, ctx) {
-      const rec = await keyring.create(
+      const rec = await ops.createKey(
         {
           name: req.name,
           type: req.type,
@@ -128,13 +135,13 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
         },
         ctx.principal,
       );
-      return { audit: { keyId: rec.id }, reply: keyMessage(rec, new Map()) };
+      return { audit: { keyId: rec.id }, reply: keyMessage(rec, ops.showsPolicyTo(rec, ctx.principal) ? new Map() : undefined) };
     },
-    GetKey: (req) => keyAnswer(keyring.resolve(req.key)),
-    async ListKeys(req) {
+    GetKey: (req, ctx) => keyAnswer(keyring.resolve(req.key), ctx),
+    async ListKeys(req, ctx) {
       const { keys, next } = await keyring.list(req.page_size, req.page_token);
       const messages: pb.Key[] = new Array(keys.length);
-      await forEachConcurrent([...keys.keys()], 16, async (i) => void (messages[i] = await message(keys[i]!)));
+      await forEachConcurrent([...keys.keys()], 16, async (i) => void (messages[i] = await message(keys[i]!, ctx.principal)));
       return { reply: { keys: messages, next_page_token: next } };
     },
     UpdateKey: (req, ctx) =>
@@ -149,16 +156,17 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
           },
           ctx.principal,
         ),
+        ctx,
       ),
-    EnableKey: (req, ctx) => keyAnswer(ops.setState(req.key, ctx.principal, 'enable')),
-    DisableKey: (req, ctx) => keyAnswer(ops.setState(req.key, ctx.principal, 'disable')),
-    ScheduleKeyDestruction: (req, ctx) => keyAnswer(ops.scheduleDestruction(req.key, seconds(req.waiting_period_seconds, 'waiting_period_seconds'), ctx.principal)),
-    CancelKeyDestruction: (req, ctx) => keyAnswer(ops.cancelDestruction(req.key, ctx.principal)),
+    EnableKey: (req, ctx) => keyAnswer(ops.setState(req.key, ctx.principal, 'enable'), ctx),
+    DisableKey: (req, ctx) => keyAnswer(ops.setState(req.key, ctx.principal, 'disable'), ctx),
+    ScheduleKeyDestruction: (req, ctx) => keyAnswer(ops.scheduleDestruction(req.key, seconds(req.waiting_period_seconds, 'waiting_period_seconds'), ctx.principal), ctx),
+    CancelKeyDestruction: (req, ctx) => keyAnswer(ops.cancelDestruction(req.key, ctx.principal), ctx),
     async RotateKey(req, ctx) {
       const r = await ops.rotate(req.key, ctx.principal, req.only_if_due === true);
-      return keyAnswer(Promise.resolve(r.key), { rotated: String(r.rotated), version: String(r.key.primaryVersion) });
+      return keyAnswer(Promise.resolve(r.key), ctx, { rotated: String(r.rotated), version: String(r.key.primaryVersion) });
     },
-    SetRotationPolicy: (req, ctx) => keyAnswer(ops.setRotationPolicy(req.key, seconds(req.rotation?.period_seconds, 'rotation.period_seconds'), ctx.principal)),
+    SetRotationPolicy: (req, ctx) => keyAnswer(ops.setRotationPolicy(req.key, seconds(req.rotation?.period_seconds, 'rotation.period_seconds'), ctx.principal), ctx),
 
     async Encrypt(req, ctx) {
       const r = await encryptOne(req, ctx);
