@@ -166,6 +166,18 @@ export function cosignatureName(line: string): string | undefined {
   return m && NAME_RE.test(m[1]!) ? m[1] : undefined;
 }
 
+/**
+ * The timestamp (seconds) a signature line claims, UNVERIFIED (the sink holds no witness key: it
+ * orders a witness's own publications by it); undefined if the line is not a cosignature/v1 line.
+ */
+export function cosignatureTime(line: string): number | undefined {
+  if (!cosignatureName(line)) return undefined;
+  const raw = Buffer.from(line.slice(line.lastIndexOf(' ') + 1), 'base64');
+  if (raw.length !== 4 + 8 + 64) return undefined;
+  const ts = raw.readBigUInt64BE(4);
+  return ts > BigInt(Number.MAX_SAFE_INTEGER) ? undefined : Number(ts);
+}
+
 /** The proto keyshard.v1.CosignedCheckpoint form (audit.proto). */
 export function toCosignedMsg(c: CosignedCheckpoint): pb.CosignedCheckpoint {
   return { checkpoint: toCheckpointMsg(c.checkpoint), note: c.note, cosignatures: [...c.cosignatures] };
