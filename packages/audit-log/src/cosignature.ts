@@ -45,6 +45,8 @@ export interface Witness {
 /** Bounds of a published CosignedCheckpoint (the sink refuses more): witness lines, and characters per line or note. */
 export const MAX_COSIGNATURES = 16;
 export const MAX_COSIGNATURE_LINE = 512;
+/** A witness publishes at the sink at most this often, and the sink writes at most one line per caller this often (cosigned.ts). */
+export const COSIGNATURE_PUBLISH_INTERVAL_MS = 10_000;
 
 export const witnessName = (coordinatorId: string): string => `keyshard.dev/witness/${coordinatorId}`;
 export const logOrigin = (sinkKeyId: string): string => `keyshard.dev/audit/${sinkKeyId}`;

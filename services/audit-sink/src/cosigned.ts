@@ -21,7 +21,7 @@
  *                             witness cannot lock out its own later lines;
  *                           - at most one write per caller per MIN_WRITE_INTERVAL_MS, else
  *                             RESOURCE_EXHAUSTED / AUDIT_QUOTA (counted and recorded as a refusal).
- *                          The witness publishes at most that often (witness.ts PUBLISH_INTERVAL_MS).
+ *                          The witness publishes at most that often (COSIGNATURE_PUBLISH_INTERVAL_MS).
  *   DIR/cosigned.log       one JSON CosignedCheckpoint a line (one witness's line each), appended
  *                          and fdatasync'ed before the call succeeds; read back at start as a
  *                          stream, line by line (a line over MAX_LINE_BYTES, torn or unreadable is
@@ -40,7 +40,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { KeyshardError, invalidArgument, failedPrecondition } from '@keyshard/errors';
 import {
-  COSIGNED_FILE, MAX_COSIGNATURE_LINE, checkpointNote, checkpointProblem, cosignatureName, cosignatureTime, cosignedLine, fromCosignedMsg, toCosignedMsg, witnessName,
+  COSIGNATURE_PUBLISH_INTERVAL_MS, COSIGNED_FILE, MAX_COSIGNATURE_LINE, checkpointNote, checkpointProblem, cosignatureName, cosignatureTime, cosignedLine, fromCosignedMsg, toCosignedMsg, witnessName,
   type CosignedCheckpoint,
 } from '@keyshard/audit-log';
 import type { pb } from '@keyshard/rpc';
@@ -52,7 +52,7 @@ export interface LogTree {
 }
 
 /** One write per caller at most this often (ms). */
-export const MIN_WRITE_INTERVAL_MS = 10_000;
+export const MIN_WRITE_INTERVAL_MS = COSIGNATURE_PUBLISH_INTERVAL_MS;
 const FUTURE_SKEW_S = 300;
 /** A cosigned.log line is far smaller (a checkpoint, a note of <= 512 and one line of <= 512 characters). */
 const MAX_LINE_BYTES = 8192;
