@@ -205,7 +205,7 @@ export class AuditWitness {
     const line = c?.cosignatures[0];
     const now = this.#now();
     if (!c || !line || line === this.#published?.line) return;
-    if (this.#published && (now - this.#published.at) * 1000 < COSIGNATURE_PUBLISH_INTERVAL_MS) return; // the sink takes one a caller per interval
+    if (this.#published && (now - this.#published.at) * 1000 <= COSIGNATURE_PUBLISH_INTERVAL_MS) return; // the sink takes one a caller per interval (whole seconds here: wait one more)
     try {
       await this.d.publish(c);
       this.#published = { line, at: now };
