@@ -223,6 +223,7 @@ async function main(): Promise<void> {
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
         witness,
+        tokens: requestTokens,
       }),
       {
         name: 'ceremony',

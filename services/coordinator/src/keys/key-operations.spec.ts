@@ -111,6 +111,7 @@ describe('key operations (real etcd, no custodian)', { timeout: 60_000 }, () => 
     await rejectsWith(ops.createKey({ name: 'self-made', policy: { decrypt: ['admin'] } }, 'admin'), 'PERMISSION_DENIED', 'SEPARATION_OF_DUTIES');
     await rejectsWith(keyring.resolve('self-made'), 'NOT_FOUND', undefined); // refused before anything was stored
     const made = await ops.createKey({ name: 'admin-made' }, 'admin');
+    assert.equal((await keyring.resolve(made.id)).creatorAdmin, true, 'the record keeps that an admin made it, for after it leaves `admins`');
     await rejectsWith(ops.encrypt('admin-made', text('x'), {}, 'admin'), 'PERMISSION_DENIED', 'KEY_POLICY_DENIED');
     await rejectsWith(ops.updateKey('admin-made', { policy: { encrypt: ['app'], decrypt: ['app', 'admin'] } }, 'admin'), 'PERMISSION_DENIED', /separation of duties: admin may not grant itself decrypt/);
     assert.deepEqual((await keyring.resolve(made.id)).policy, {}, 'the refused change was not applied');

@@ -194,7 +194,7 @@ export class KeyOperations {
       const policy = validatePolicy(req.policy);
       refuseSelfGrant({ policy: {}, createdBy: principal }, { policy, createdBy: principal, name: req.name }, principal, this.opts.admins);
     }
-    return this.keyring.create(req, principal);
+    return this.keyring.create(req, principal, this.opts.admins.has(principal));
   }
 
   /** Whether `principal` sees the key's policy and usage statistics (GetKey, ListKeys): only who administers it. */

@@ -53,6 +53,13 @@ describe('key policy: who may use and who may administer a key', () => {
     });
   });
 
+  it('default policy made by a cluster admin: still unusable by its creator after it leaves `admins` (recorded at creation)', () => {
+    const made = { ...key({}, 'former-admin'), creatorAdmin: true as const };
+    // `former-admin` is no longer in ADMINS: without the record it would now use the key as its creator.
+    assert.deepEqual(table(made, ['former-admin']), { 'former-admin': { uses: '', admin: true, rotate: true } });
+    assert.equal(mayUse(key({}, 'former-admin'), 'former-admin', 'decrypt', ADMINS), true, 'an older record without the flag follows the current admins');
+  });
+
   it('an explicit policy: exactly who it names, per operation; admin implies rotate; cluster admins administer and use only what names them', () => {
     const k = key({ encrypt: ['app', 'admin'], decrypt: ['app'], rotate: ['rotator'], admin: ['ops'] }, 'app');
     assert.deepEqual(table(k, ['app', 'admin', 'admin-2', 'ops', 'rotator', 'other']), {

@@ -30,7 +30,7 @@ export type AdminOperation = (typeof ADMIN_OPERATIONS)[number];
 export type KeyOperation = (typeof KEY_OPERATIONS)[number];
 
 /** What authorization reads of a key: its policy and creator (and, for messages, its name and id). */
-export type PolicyHolder = Pick<KeyRecord, 'policy' | 'createdBy'> & Partial<Pick<KeyRecord, 'id' | 'name'>>;
+export type PolicyHolder = Pick<KeyRecord, 'policy' | 'createdBy'> & Partial<Pick<KeyRecord, 'id' | 'name' | 'creatorAdmin'>>;
 
 /** Documented maxima (keys.proto KeyPolicy, README "Observability and limits"): checked before anything is stored. */
 export const MAX_PRINCIPALS_PER_GRANT = 64;
@@ -58,7 +58,9 @@ const isDefault = (k: PolicyHolder) => Object.keys(k.policy ?? {}).length === 0;
 
 /** Whether `principal` may do the use operation `op` with the key. */
 export function mayUse(k: PolicyHolder, principal: string, op: UseOperation, admins: ReadonlySet<string>): boolean {
-  if (isDefault(k)) return principal === k.createdBy && !admins.has(principal);
+  // A creator that was a cluster admin when it made the key never uses it by default, also after
+  // leaving `admins` (or on a replica whose `admins` differ): it was made as an administrator's key.
+  if (isDefault(k)) return principal === k.createdBy && !admins.has(principal) && !k.creatorAdmin;
   return (k.policy[op] ?? []).includes(principal);
 }
 

@@ -29,6 +29,11 @@ export interface KeyRecord {
   createdAt: string;
   rotatedAt: string;
   createdBy: string;
+  /**
+   * Set when the creator was a cluster admin at creation: with the default policy it then never uses
+   * the key, even after leaving `admins` (key-policy.ts mayUse). Absent on older records.
+   */
+  creatorAdmin?: true;
   versions: { version: number; createdAt: string }[];
   /** operation -> principals; empty means the default: the creator (and admins, always). */
   policy: Record<string, string[]>;
@@ -87,9 +92,11 @@ export function newKeyRecord(
   k: Pick<KeyRecord, 'id' | 'name' | 'type' | 'description' | 'labels' | 'policy'> & { periodSeconds: number },
   principal: string,
   now: Date,
+  creatorAdmin = false,
 ): KeyRecord {
   const at = now.toISOString();
   return {
+    ...(creatorAdmin ? { creatorAdmin: true as const } : {}),
     id: k.id,
     name: k.name,
     type: k.type,

@@ -113,7 +113,8 @@ export class Keyring {
     return p;
   }
 
-  async create(req: CreateKeyInput, principal: string): Promise<KeyRecord> {
+  /** `creatorAdmin`: the creator is a cluster admin now (recorded: key-record.ts creatorAdmin). */
+  async create(req: CreateKeyInput, principal: string, creatorAdmin = false): Promise<KeyRecord> {
     await this.#ready();
     validateName(req.name);
     const type = parseKeyType(req.type);
@@ -122,7 +123,7 @@ export class Keyring {
     const policy = req.policy ? validatePolicy(req.policy) : {};
     const period = this.rotationPeriod(req.rotationPeriodSeconds);
     const id = `k_${pooledRandomBytes(16).toString('base64url')}`;
-    const key = newKeyRecord({ id, name: req.name, type, description: req.description ?? '', labels: req.labels ?? {}, policy, periodSeconds: period }, principal, new Date());
+    const key = newKeyRecord({ id, name: req.name, type, description: req.description ?? '', labels: req.labels ?? {}, policy, periodSeconds: period }, principal, new Date(), creatorAdmin);
     const pending = this.#material.pending();
     try {
       // Created only if the name never was (names are never deleted), so a resent create cannot apply twice.
