@@ -129,7 +129,7 @@ export class AuditWitness {
   async anchor(): Promise<void> {
     const records = await this.d.store.load();
     this.#reset = { epoch: records.reset?.epoch ?? 0, revision: records.resetRevision };
-    if (records.own && !checkpointProblem(records.own.checkpoint, this.d.sinkKeys)) this.#cosigned = records.own; // no cosignature time: refreshed at the first round
+    if (records.own && !checkpointProblem(records.own.checkpoint, this.d.sinkKeys)) this.#cosigned = records.own; // its cosignature time says when it is due for a refresh
     else if (records.own) this.d.log.info({ witness: this.name }, "this replica's witness record is not of the configured audit sink (key id unknown): it is not an anchor, and is replaced by the first checkpoint cosigned");
     const chosen = chooseAnchor(records, this.d.sinkKeys);
     if (!chosen) {
