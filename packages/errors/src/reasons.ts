@@ -68,8 +68,8 @@ export const REASONS = {
   AUDIT_UNAVAILABLE: 'the audit sink cannot record the call, so it is refused (fail closed)',
 
   // The audit sink's appenders
-  AUDIT_SCOPE: "an audit event's operation is outside what its appender may record (a custodian recording a key operation); the sink refused the batch",
-  AUDIT_QUOTA: "the appender is over its audit event or byte rate, or sent a batch over the sink's size limit; the sink refused the batch (producers retry later, crypto events wait in their spool)",
+  AUDIT_SCOPE: "an audit event's operation is outside what its appender may record (a custodian recording a key operation), or a non-coordinator appender published a witness cosignature; the sink refused it",
+  AUDIT_QUOTA: "the appender is over its audit event or byte rate, sent a batch over the sink's size limit, or published cosignatures faster than one per 10 s; the sink refused it (producers retry later, crypto events wait in their spool)",
 } as const satisfies Record<string, string>;
 
 export type Reason = keyof typeof REASONS;

@@ -71,8 +71,9 @@ async function main(): Promise<void> {
     address: config.audit.address, tls, timeoutMs: 1_000, serverId: config.audit.serverId,
     channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
   });
+  const witnessStore = new WitnessStore(ns, source);
   const witness = new AuditWitness({
-    key: witnessKey, store: new WitnessStore(ns, source), sink, sinkKeys: checkpointKeys, log,
+    key: witnessKey, store: witnessStore, sink, sinkKeys: checkpointKeys, log, refreshSeconds: config.witnessRefreshSeconds,
     publish: (c) => sinkReader.addCosignature(c),
     sinkCheckpoint: () => sinkReader.checkpoint(),
     intervalMs: config.witnessIntervalMs,
@@ -99,6 +100,7 @@ async function main(): Promise<void> {
   const ceremonyAudit = metrics.countingCeremonies(audit);
   // A record that fails its MAC is refused where it is read, and reported (logged, counted, audited).
   const integrity = new RecordIntegrity(seal, integrityReporter({ principal: config.coordinatorId, log, audit, count: (path) => metrics.integrityFailure(path) }));
+  witnessStore.useMacs(integrity); // the reset record is MAC'd (witness-store.ts)
   const clusterStore = new ClusterStore(ns, integrity);
   const cluster = new Cluster(clusterStore, links, seal, config.oaepHash);
   await cluster.load();
