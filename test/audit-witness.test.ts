@@ -73,10 +73,11 @@ describe('audit witnesses: cosigned checkpoints, a rolled-back sink, the operato
     });
     const trust = JSON.parse(readFileSync(cluster.trustFile, 'utf8')) as { sinkKeys: string[]; witnesses: string[]; witnessQuorum: number };
     assert.equal(trust.witnesses.length, 2);
+    assert.equal(trust.witnessQuorum, 2, 'every replica: a split view shows as a witness whose fresh cosignature the log does not contain');
     const sinkKeys = new Map(trust.sinkKeys.map((pem) => [publicKeyFromPem(pem).id, publicKeyFromPem(pem).key]));
     const witnesses = trust.witnesses.map(parseVkey);
     for (const id of ids) {
-      const v = verifyCosignedCheckpoint(records.get(id)!, sinkKeys, witnesses, trust.witnessQuorum);
+      const v = verifyCosignedCheckpoint(records.get(id)!, sinkKeys, witnesses, 1);
       assert.equal(v.problem, undefined, `${id}'s etcd record verifies`);
       assert.deepEqual(v.witnesses.map((w) => w.name), [`keyshard.dev/witness/${id}`]);
     }
@@ -92,6 +93,10 @@ describe('audit witnesses: cosigned checkpoints, a rolled-back sink, the operato
       return v.witnesses[0]!.name;
     });
     assert.deepEqual(names.sort(), ids.map((id) => `keyshard.dev/witness/${id}`));
+    // The auditor's check with the dev trust file (quorum 2) and the witnesses' fresh cosignatures.
+    const verified = await keyshard(['audit', 'verify', cluster.layout.auditDir, '--trust', cluster.trustFile, '--fetch', '--json'], env);
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+    assert.equal((JSON.parse(verified.stdout) as { witnesses: unknown[] }).witnesses.length, 2);
     // A cosignature is refused by the verifier under a witness key it does not trust.
     assert.match(verifyCosignedCheckpoint(published[0]!, sinkKeys, [], 1).problem!, /0 trusted witness/);
     const s = await statusOf(ids[0]!);
@@ -154,5 +159,12 @@ describe('audit witnesses: cosigned checkpoints, a rolled-back sink, the operato
     assert.equal(audited.details.anchor_tree_size, String(r.anchor.tree_size));
     assert.equal(audited.details.anchor_root, r.anchor.root_hash);
     assert.ok(Number(audited.details.previous_tree_size) >= 0 && audited.details.previous_alarm !== '');
+    // The other replica followed the reset and said so in the log, with the reset record's etcd revision.
+    const followed = await waitFor('witness.reset.followed in the audit log', async () => {
+      for await (const e of reader.query({ operation: 'witness.reset.followed' })) if (e.event.principal === `keyshard.dev/witness/${ids[1]}`) return e.event;
+      return undefined;
+    });
+    assert.equal(followed.details.anchor_root, r.anchor.root_hash);
+    assert.match(followed.details.revision ?? '', /^[1-9]\d*$/);
   });
 });

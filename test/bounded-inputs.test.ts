@@ -126,7 +126,7 @@ describe('bounded inputs', { timeout: 300_000 }, () => {
       CeremonyService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => 'admin' },
       BackupService: { address: cluster.coordinatorAddress, cn: COORDINATOR, identityFor: () => 'admin' },
       CustodianService: { address: cluster.custodianAddress('custodian-1'), cn: 'custodian-1', identityFor: (roles) => (roles.includes('ROLE_COORDINATOR') ? COORDINATOR : operatorOf('custodian-1')) },
-      AuditService: { address: `127.0.0.1:${cluster.layout.plan.ports.audit}`, cn: 'audit-sink', identityFor: () => AUDITOR },
+      AuditService: { address: `127.0.0.1:${cluster.layout.plan.ports.audit}`, cn: 'audit-sink', identityFor: (roles) => (roles.includes('ROLE_AUDITOR') ? AUDITOR : COORDINATOR) }, // AddCosignature: a coordinator's witness
     };
     const connections = new Map<string, grpc.Client>();
     const connection = (address: string, cn: string, principal: string) => {

@@ -104,7 +104,13 @@ describe('Python SDK: install (offline, Debian packages only) and unit tests', (
     assert.ok(out.file.startsWith(path.join(dir, 'venv')), `imported from the venv: ${out.file}`);
     assert.equal(out.stub, 'KeyServiceStub');
     assert.equal(out.status, 'google.rpc.Status');
-    assert.deepEqual([out.safety.KeyService!.Decrypt, out.safety.KeyService!.CreateKey, out.safety.CeremonyService!.Seal], ['idempotent', 'once', 'once'], 'idempotency from the protos\' idempotency_level');
+    // From the protos: idempotency_level (Decrypt, Seal) or a request_token field (CreateKey, StartCeremony); CancelCeremony has neither.
+    const s = out.safety;
+    assert.deepEqual(
+      [s.KeyService!.Decrypt, s.KeyService!.CreateKey, s.CeremonyService!.StartCeremony, s.CeremonyService!.Seal, s.CeremonyService!.CancelCeremony],
+      ['idempotent', 'idempotent', 'idempotent', 'idempotent', 'once'],
+      'idempotency from the protos\' idempotency_level and request_token fields',
+    );
     // The stubs are build output, never committed.
     const tracked = (await sh('git', ['ls-files', '--', 'clients/python'])).split('\n').filter(Boolean);
     assert.ok(tracked.includes('clients/python/setup.py'), tracked.join(' '));

@@ -4,7 +4,8 @@
  * handshake), hung (a second replica, SIGSTOPped with a call in flight) or cut by a
  * fault-injecting TCP proxy after a request went through. Idempotent calls always succeed on the
  * live replica; a state change is retried with its request token and applied once (a lost answer,
- * a replica hung with it in flight); deadlines hold.
+ * a replica hung with it in flight; a ceremony start whose answer is lost opens one ceremony);
+ * deadlines hold.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { APP, DevCluster, freePort, REPO_ROOT } from '@keyshard/devcluster';
+import { ADMIN, APP, DevCluster, freePort, REPO_ROOT } from '@keyshard/devcluster';
 import { KeyshardClient, KeyshardError, type ClientOptions, type Key } from '@keyshard/client';
 import { waitFor } from './support/grpc.ts';
 
@@ -149,9 +150,11 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
     }
   });
 
-  /** The audit events (as the sink stored them) about key `keyId`. */
-  const auditOf = (keyId: string) =>
-    readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event as { operation: string; key_id?: string; details?: Record<string, string> }).filter((e) => e.key_id === keyId);
+  /** The audit events (as the sink stored them). */
+  const audited = () =>
+    readFileSync(cluster.auditLogFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event as { operation: string; key_id?: string; ceremony_id?: string; details?: Record<string, string> });
+  /** The audit events about key `keyId`. */
+  const auditOf = (keyId: string) => audited().filter((e) => e.key_id === keyId);
 
   it('a CreateKey whose answer is lost (cut by a TCP proxy after the coordinator acted) is retried with its token: one key, and the caller gets it', async (t) => {
     // 1 s between the request and the cut: the coordinator creates the key, its answer is swallowed.
@@ -187,6 +190,41 @@ describe('SDK failover over several coordinator addresses', { timeout: 240_000 }
       assert.deepEqual((await c2.decrypt(e.ciphertext)).plaintext, msg);
     } finally {
       proxy.close();
+    }
+  });
+
+  it('a StartCeremony whose answer is lost is retried with its token: one ceremony, and the caller gets its id', async () => {
+    const proxy = new CuttingProxy(Number(live.split(':')[1]), 1_000);
+    const viaProxy = await proxy.listen();
+    let id = '';
+    // Ceremonies are an admin's.
+    const admin = client([live], { tls: cluster.layout.certs[ADMIN]! });
+    try {
+      const c = client([viaProxy, live], { tls: cluster.layout.certs[ADMIN]! });
+      // Two ceremony reads connect both replicas; round robin puts the next call on the proxy.
+      await c.listCeremonies();
+      await c.listCeremonies();
+      proxy.armed = true;
+      // A reshare to the same custodians and threshold: the dev custodians approve it at once, and it keeps the root.
+      const r = await outcome(c.startCeremony('reshare'));
+      assert.equal(proxy.cuts, 1);
+      assert.ok(r.ok, `retried with its request token: ${r.ok ? '' : r.err.message}`);
+      id = r.value.id;
+      assert.equal(r.value.operation, 'reshare');
+      const all = (await admin.listCeremonies(true)).ceremonies.filter((x) => x.operation === 'reshare');
+      assert.deepEqual(all.map((x) => x.id), [id], 'exactly one ceremony, the one the caller got');
+      // Opened once (one creation event); the retry answered it, audited as a replay.
+      const events = await waitFor('the replayed StartCeremony in the audit log', async () => {
+        const es = audited().filter((e) => e.ceremony_id === id && e.operation === 'ceremony.StartCeremony');
+        return es.length >= 2 ? es : undefined;
+      });
+      assert.deepEqual(events.map((e) => e.details?.replay ?? 'false').sort(), ['false', 'true']);
+      assert.equal(audited().filter((e) => e.ceremony_id === id && e.operation === 'ceremony.reshare.created').length, 1);
+    } finally {
+      proxy.close();
+      // Ended (completed, or cancelled here) before the next test.
+      if (id) await admin.cancelCeremony(id).catch(() => {});
+      if (id) await waitFor('the reshare to end', async () => ((await admin.getCeremony(id)).state !== 'CEREMONY_STATE_OPEN' ? true : undefined));
     }
   });
 

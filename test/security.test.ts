@@ -240,7 +240,8 @@ describe('security properties', { timeout: 300_000 }, () => {
     for (const op of ['ceremony.Init', 'ceremony.unseal.created', 'ceremony.unseal.share_accepted', 'ceremony.unseal.completed', 'custodian.ProposeCeremony', 'custodian.DeliverShare'])
       assert.ok(records.some((r) => r.event.operation === op), `audit has ${op}`);
     records.forEach((r, i) => assert.equal(r.index, i));
-    const { stdout } = await run(process.execPath, ['packages/audit-log/dist/verify.js', cluster.auditLogFile]); // the compiled verifier, as shipped
+    // The compiled CLI, as shipped, with the trust roots `keyshard dev` keeps outside the log folder.
+    const { stdout } = await run(process.execPath, ['packages/cli/bin/keyshard.js', 'audit', 'verify', cluster.layout.auditDir, '--trust', cluster.trustFile, '--json']);
     const verdict = JSON.parse(stdout) as { ok: boolean; records: number };
     assert.equal(verdict.ok, true);
     assert.equal(verdict.records, records.length);

@@ -23,8 +23,10 @@ class Safety(unittest.TestCase):
             self.assertEqual(k[m], _policy.IDEMPOTENT, m)
         c = keyshard.METHOD_SAFETY['CeremonyService']
         self.assertEqual(c['Status'], _policy.IDEMPOTENT)
+        # Ceremony starts and Init take a request token too; Seal is declared IDEMPOTENT (sealed stays sealed).
         for m in ('Seal', 'Init', 'StartUnseal', 'StartCeremony'):
-            self.assertEqual(c[m], _policy.ONCE, m)
+            self.assertEqual(c[m], _policy.IDEMPOTENT, m)
+        self.assertEqual(c['CancelCeremony'], _policy.ONCE)
 
     def test_idempotent_exactly_where_the_protos_say_so(self):
         # State changes declare nothing (IDEMPOTENCY_UNKNOWN): sent once unless their request takes

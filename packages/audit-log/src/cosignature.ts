@@ -45,6 +45,8 @@ export interface Witness {
 /** Bounds of a published CosignedCheckpoint (the sink refuses more): witness lines, and characters per line or note. */
 export const MAX_COSIGNATURES = 16;
 export const MAX_COSIGNATURE_LINE = 512;
+/** A witness publishes at the sink at most this often, and the sink writes at most one line per caller this often (cosigned.ts). */
+export const COSIGNATURE_PUBLISH_INTERVAL_MS = 10_000;
 
 export const witnessName = (coordinatorId: string): string => `keyshard.dev/witness/${coordinatorId}`;
 export const logOrigin = (sinkKeyId: string): string => `keyshard.dev/audit/${sinkKeyId}`;
@@ -164,6 +166,18 @@ export function cosignatureName(line: string): string | undefined {
   if (typeof line !== 'string' || !line.startsWith(SIG_PREFIX)) return undefined;
   const m = /^(\S+) ([A-Za-z0-9+/]+={0,2})$/.exec(line.slice(SIG_PREFIX.length));
   return m && NAME_RE.test(m[1]!) ? m[1] : undefined;
+}
+
+/**
+ * The timestamp (seconds) a signature line claims, UNVERIFIED (the sink holds no witness key: it
+ * orders a witness's own publications by it); undefined if the line is not a cosignature/v1 line.
+ */
+export function cosignatureTime(line: string): number | undefined {
+  if (!cosignatureName(line)) return undefined;
+  const raw = Buffer.from(line.slice(line.lastIndexOf(' ') + 1), 'base64');
+  if (raw.length !== 4 + 8 + 64) return undefined;
+  const ts = raw.readBigUInt64BE(4);
+  return ts > BigInt(Number.MAX_SAFE_INTEGER) ? undefined : Number(ts);
 }
 
 /** The proto keyshard.v1.CosignedCheckpoint form (audit.proto). */

@@ -249,8 +249,51 @@ describe('verifyLogDir: trust only from outside the folder', () => {
   it('the newest trusted checkpoint older than --max-age is BAD; no limit for an archived copy', () => {
     const { log, newest } = goodLog();
     const later = new Date(T0 + 3 * 86_400_000);
-    bad(verify(log, { cosigned: held(...newest), now: later }), undefined, /^the newest trusted checkpoint is 2 d old \(size 40, .*cosigned by keyshard\.dev\/witness\/coordinator-\d\), more than the 24 h allowed/);
+    bad(verify(log, { cosigned: held(...newest), now: later }), undefined, /^the newest trusted witness cosignature is 2 d old \(size 40, .*cosigned by keyshard\.dev\/witness\/coordinator-\d\), more than the 24 h allowed/);
     assert.equal(verify(log, { cosigned: held(...newest), now: later, maxAgeSeconds: undefined }).ok, true);
+  });
+
+  it('ATTACK (sink host): a cut tail re-signed by the sink dated now (or 2099) passes no --max-age: freshness is on the witnesses\' cosignature times', () => {
+    // Reproduced before the fix: 40 records, both witnesses cosigned 20 and 40; the sink host
+    // cuts 20..39, trims checkpoints.log and cosigned.log, signs its cut tree dated "now" with
+    // the sink key it holds, and withholds the newer cosignatures; 30 days later, quorum 2,
+    // max-age 1 day: ok (the sink's fresh checkpoint was the newest trusted time).
+    const { log } = goodLog();
+    log.rewrite(log.events.slice(0, 20));
+    log.trim(CHECKPOINTS_FILE, 3); // sizes 0, 10, 20
+    log.trim(COSIGNED_FILE, 2); // the cosignatures of 20
+    const later = new Date(T0 + 30 * 86_400_000);
+    const fresh = signCheckpoint(sinkPair.privateKey, SINK_ID, 20, log.tree().root(20), later);
+    appendFileSync(log.file(CHECKPOINTS_FILE), checkpointLine(fresh));
+    const withheld = log.cosigned.slice(0, 2); // what the sink serves (GetCosignedCheckpoints): the cosignatures of 20
+    bad(verify(log, { trust: trust(2), cosigned: held(...withheld), now: later }), undefined, /^the oldest of the quorum's 2 freshest trusted witness cosignatures \(one per witness\) is 29 d old \(size 20/);
+    bad(verify(log, { trust: trust(1), now: later }), undefined, /^the newest trusted witness cosignature is 29 d old/);
+    // Dated ahead instead (2099): BAD whatever the max-age.
+    const future = signCheckpoint(sinkPair.privateKey, SINK_ID, 20, log.tree().root(20), new Date('2099-01-01T00:00:00Z'));
+    appendFileSync(log.file(CHECKPOINTS_FILE), checkpointLine(future));
+    bad(verify(log, { trust: trust(2), cosigned: held(...withheld), now: later, maxAgeSeconds: undefined }), undefined, /checkpoints\.log line 5, signed by the sink is dated 2099-01-01T00:00:00\.000Z, more than 5 min ahead/);
+  });
+
+  it('freshness needs the quorum: one witness cosigning fresh, the other withheld, is BAD under quorum 2; a witness time from the future is BAD', () => {
+    const { log, newest } = goodLog();
+    const later = new Date(T0 + 2 * 86_400_000);
+    const refreshed = (w: (typeof witnesses)[number], at: Date) => {
+      const cp = log.checkpoints.at(-1)!;
+      return { checkpoint: cp, note: checkpointNote(cp), cosignatures: [cosign(w.privateKey, w.name, checkpointNote(cp), Math.floor(at.getTime() / 1000))] };
+    };
+    // A witness refresh (same tree, a fresh time) keeps an idle log fresh.
+    assert.equal(verify(log, { trust: trust(2), cosigned: held(refreshed(witnesses[0]!, later), refreshed(witnesses[1]!, later)), now: later }).ok, true);
+    bad(verify(log, { trust: trust(2), cosigned: held(refreshed(witnesses[0]!, later), newest[1]!), now: later }), undefined, /^the oldest of the quorum's 2 freshest trusted witness cosignatures \(one per witness\) is 47 h old/);
+    assert.equal(verify(log, { trust: trust(1), cosigned: held(refreshed(witnesses[0]!, later), newest[1]!), now: later }).ok, true);
+    bad(verify(log, { trust: trust(2), cosigned: held(refreshed(witnesses[0]!, new Date(later.getTime() + 3600_000)), newest[1]!), now: later }), undefined, /cosigned by keyshard\.dev\/witness\/coordinator-1 is dated .* ahead of this machine's clock/);
+  });
+
+  it('witness quorum 0: --max-age is measured on the sink\'s times, and the result says freshness rests on the sink host\'s word', () => {
+    const { log } = goodLog();
+    const r = verify(log, { trust: trust(0) });
+    assert.equal(r.ok, true, r.reason);
+    assert.match(r.notes.join('\n'), /witness quorum 0: .*freshness rests on the sink host's word/);
+    bad(verify(log, { trust: trust(0), now: new Date(T0 + 3 * 86_400_000) }), undefined, /^the newest checkpoint signed by the sink is 2 d old/);
   });
 
   it('never takes a key from keys/: a log signed only by a key there does not verify, and the key is reported', () => {

@@ -15,8 +15,19 @@
  *  - at least checkpoints.log holds one checkpoint (the sink writes one when it opens a log);
  *  - at least `witnessQuorum` distinct trusted witnesses cosigned (C2SP tlog-cosignature) a
  *    checkpoint the log contains;
- *  - the newest trusted time (a checkpoint's signed time or a trusted witness's cosignature
- *    time) is at most `maxAgeSeconds` old.
+ *  - no trusted time (a checkpoint's signed time, a trusted witness's cosignature time) is more
+ *    than FUTURE_SKEW_MS ahead of this machine's clock (a checkpoint dated ahead would pass any
+ *    later --max-age);
+ *  - freshness (`maxAgeSeconds`), on witness cosignature times only: each trusted witness's
+ *    newest cosignature of a checkpoint the log contains; the `witnessQuorum`-th newest of those
+ *    must be at most `maxAgeSeconds` old. Never on the sink's own checkpoint times: the sink host
+ *    holds the sink key, so after cutting the tail it can sign its shortened tree dated now and
+ *    withhold the newer cosignatures (they reach auditors through it: cosigned.log,
+ *    GetCosignedCheckpoints). Witnesses re-cosign their latest checkpoint with a fresh time at
+ *    least every witnessRefreshSeconds even when the log is idle (as C2SP witnesses do), so a
+ *    cosignature time that is fresh means "at that time this was the largest tree the witness
+ *    had seen". With witnessQuorum 0 there is no witness time: freshness is measured on the
+ *    sink's checkpoint times, and a note says that it rests on the sink host's word.
  *
  * Where a change is, is named as precisely as the evidence allows. A record whose bytes do not
  * match its own leaf is found exactly. A record changed together with its leaf (recomputed
@@ -64,7 +75,10 @@ export interface VerifyResult {
   /** Trusted witnesses that cosigned a checkpoint the log contains: the largest such size, the newest cosignature time. */
   witnesses: { name: string; treeSize: number; time: string }[];
   witnessQuorum: number;
-  /** The newest trusted time, and what signed it. */
+  /**
+   * The time freshness was measured on, and what signed it: the witnessQuorum-th newest trusted
+   * witness cosignature (with quorum 0, the newest sink-signed time).
+   */
   newest?: { time: string; treeSize: number; source: string };
   notes: string[];
 }
@@ -235,12 +249,15 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
       reason: fork ? `${what}; yet ${fork.source} (size ${fork.size}) matches the log: the sink key signed two histories (a fork)` : what,
     });
   }
-  // 4. Witnesses: distinct trusted names that cosigned a checkpoint the log contains.
-  const vouched = new Map<string, { treeSize: number; ms: number }>();
+  // 4. Witnesses: distinct trusted names that cosigned a checkpoint the log contains; for each,
+  // its newest such cosignature (what freshness is measured on) and the largest size it vouched.
+  const vouched = new Map<string, { treeSize: number; ms: number; size: number; source: string }>();
   for (const a of matching)
     for (const w of a.witnesses) {
       const v = vouched.get(w.name);
-      vouched.set(w.name, { treeSize: Math.max(v?.treeSize ?? 0, a.size), ms: Math.max(v?.ms ?? 0, w.timestamp * 1000) });
+      const ms = w.timestamp * 1000;
+      const newer = !v || ms > v.ms;
+      vouched.set(w.name, { treeSize: Math.max(v?.treeSize ?? 0, a.size), ms: newer ? ms : v.ms, size: newer ? a.size : v.size, source: newer ? a.source : v.source });
     }
   if (vouched.size < trust.witnessQuorum) {
     const given = (opts.cosigned ?? []).length > 0;
@@ -250,16 +267,34 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
   }
   if (trust.witnessQuorum > 0 && vouched.size >= trust.witnessQuorum && !(opts.cosigned ?? []).some((s) => s.items.length > 0))
     notes.push(`the witnesses' cosignatures came only from ${COSIGNED_FILE}, in the folder: whoever controls it can cut the tail and trim that file too; give the newest cosigned checkpoints from outside (--cosigned FILE)`);
-  if (trust.witnessQuorum === 0) notes.push('witness quorum 0: only the sink key vouches for the log, and the sink host holds that key');
 
-  // 5. Freshness: the newest trusted time among anchors the log contains.
+  // 5. Times from the future: a checkpoint or cosignature dated ahead would pass any later --max-age.
+  for (const a of anchors)
+    for (const t of a.times)
+      if (Number.isFinite(t.ms) && t.ms > now + FUTURE_SKEW_MS)
+        findings.push({
+          reason: `${t.by} is dated ${new Date(t.ms).toISOString()}, more than ${describeAge(FUTURE_SKEW_MS)} ahead of this machine's clock: a time from the future vouches for no freshness (a sink host can sign its tree dated ahead; or a signer's clock is wrong)`,
+        });
+
+  // 6. Freshness: on witness cosignature times only (see the header).
   let newest: { ms: number; by: string; size: number } | undefined;
-  for (const a of matching) for (const t of a.times) if (Number.isFinite(t.ms) && (!newest || t.ms > newest.ms)) newest = { ...t, size: a.size };
-  if (newest && newest.ms > now + FUTURE_SKEW_MS) notes.push(`the newest trusted time ${new Date(newest.ms).toISOString()} (${newest.by}) is ahead of this machine's clock`);
-  if (opts.maxAgeSeconds !== undefined && newest && now - newest.ms > opts.maxAgeSeconds * 1000)
+  if (trust.witnessQuorum > 0) {
+    const times = [...vouched].map(([name, v]) => ({ ms: v.ms, by: `${v.source}, cosigned by ${name}`, size: v.size })).sort((x, y) => y.ms - x.ms);
+    newest = times[trust.witnessQuorum - 1]; // undefined when too few witnesses vouch: already a finding
+  } else {
+    for (const a of matching) for (const t of a.times) if (Number.isFinite(t.ms) && (!newest || t.ms > newest.ms)) newest = { ...t, size: a.size };
+    notes.push(
+      opts.maxAgeSeconds !== undefined
+        ? "witness quorum 0: only the sink key vouches for the log, and the sink host holds that key; --max-age is measured on the sink's own checkpoint times, so freshness rests on the sink host's word (it can cut the tail and sign its shorter tree dated now)"
+        : 'witness quorum 0: only the sink key vouches for the log, and the sink host holds that key',
+    );
+  }
+  if (opts.maxAgeSeconds !== undefined && newest && now - newest.ms > opts.maxAgeSeconds * 1000) {
+    const whose = trust.witnessQuorum > 0 ? `${trust.witnessQuorum === 1 ? 'the newest trusted witness cosignature' : `the oldest of the quorum's ${trust.witnessQuorum} freshest trusted witness cosignatures (one per witness)`}` : 'the newest checkpoint signed by the sink';
     findings.push({
-      reason: `the newest trusted checkpoint is ${describeAge(now - newest.ms)} old (size ${newest.size}, ${new Date(newest.ms).toISOString()}, ${newest.by}), more than the ${describeAge(opts.maxAgeSeconds * 1000)} allowed: records after it may be missing; verify against a fresh checkpoint (--cosigned, --checkpoint) or raise --max-age`,
+      reason: `${whose} is ${describeAge(now - newest.ms)} old (size ${newest.size}, ${new Date(newest.ms).toISOString()}, ${newest.by}), more than the ${describeAge(opts.maxAgeSeconds * 1000)} allowed: records after it may be missing (witnesses re-cosign at least every minute, so an old newest cosignature means newer ones were withheld or the witnesses are down); verify against fresh cosigned checkpoints (--cosigned, --fetch) or raise --max-age`,
     });
+  }
 
   const maxMatching = matching.reduce((m, a) => Math.max(m, a.size), 0);
   if (records > maxMatching && !scan.bad && matching.length > 0) notes.push(`records ${maxMatching}..${records - 1} are not yet covered by a trusted checkpoint`);

@@ -25,8 +25,13 @@ export interface VerifyFlags {
   maxAge: number | 'none';
 }
 
-/** The default --max-age: a log that no trusted checkpoint or cosignature vouched for within a day fails. */
-export const DEFAULT_MAX_AGE = { seconds: 86_400, text: '24h' } as const;
+/**
+ * The default --max-age: a log whose witness quorum cosigned nothing it contains within the last
+ * hour fails. Witnesses re-cosign at least every minute even when the log is idle
+ * (witnessRefreshSeconds), so an hour is far above the refresh and still bounds how long a cut
+ * tail stays unnoticed (verify.ts: freshness is measured on witness cosignature times only).
+ */
+export const DEFAULT_MAX_AGE = { seconds: 3_600, text: '1h' } as const;
 
 export const TRUST_ROOTS_NEEDED =
   'audit verify needs the trust roots from outside the log folder: --trust FILE (sinkKeys, witnesses, witnessQuorum), or --sink-key FILE with --witness VKEY (--witness-quorum N)';

@@ -14,16 +14,20 @@ describe('call policy', () => {
     assert.equal(methodSafety('DeliverShare'), 'once', 'custodian methods are not the SDK\'s');
   });
 
-  const TOKENED = ['CreateKey', 'RotateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'SetRotationPolicy'];
+  const TOKENED = [
+    'CreateKey', 'RotateKey', 'UpdateKey', 'EnableKey', 'DisableKey', 'CreateAlias', 'UpdateAlias', 'DeleteAlias', 'ScheduleKeyDestruction', 'CancelKeyDestruction', 'SetRotationPolicy',
+    'Init', 'StartUnseal', 'StartCeremony',
+  ];
 
   it('repeats reads, pure crypto, and state changes that carry a request token; nothing else', () => {
     const proto = keyshardProto();
     const methods = [...Object.keys(proto.KeyService.service), ...Object.keys(proto.CeremonyService.service)];
     const idempotent = methods.filter((m) => methodSafety(m) === 'idempotent' && !TOKENED.includes(m));
-    for (const m of idempotent) assert.match(m, /^(Get|List|Status$|Encrypt|Decrypt|ReEncrypt|GenerateDataKey|Sign$|Verify|Mac$|VerifyMac$)/, m);
-    assert.equal(idempotent.length, 19);
+    for (const m of idempotent) assert.match(m, /^(Get|List|Status$|Encrypt|Decrypt|ReEncrypt|GenerateDataKey|Sign$|Verify|Mac$|VerifyMac$|Seal$)/, m);
+    assert.equal(idempotent.length, 20);
+    assert.deepEqual([methodSafety('Seal'), takesRequestToken('Seal')], ['idempotent', false], 'sealed stays sealed');
     for (const m of TOKENED) assert.deepEqual([methodSafety(m), takesRequestToken(m)], ['idempotent', true], m);
-    for (const m of ['Init', 'StartUnseal', 'Seal', 'StartCeremony', 'CancelCeremony']) assert.deepEqual([methodSafety(m), takesRequestToken(m)], ['once', false], m);
+    assert.deepEqual([methodSafety('CancelCeremony'), takesRequestToken('CancelCeremony')], ['once', false]);
     assert.equal(takesRequestToken('Encrypt'), false);
   });
 

@@ -5,12 +5,13 @@
  *   and for key operations on a sealed replica's FAILED_PRECONDITION (reason SEALED) when another replica is
  *   not known to be sealed. Repeating it changes no key state; it may appear twice in the
  *   audit log, with the same request id.
- * - A state change whose request takes a `request_token` (every KeyService state change) is
- *   `idempotent` too: the SDK fills one random token per logical call (index.ts), every attempt
- *   carries it, and the coordinator applies the change at most once and answers a repeat with
- *   the original outcome (keys.proto, "Idempotent state changes").
- * - A `once` call changes state without a token (Seal, Init, ceremonies): a second one would act
- *   twice. It is sent at most once, and moves to another replica only when it provably was not
+ * - A state change whose request takes a `request_token` (every KeyService state change, Init,
+ *   StartUnseal, StartCeremony) is `idempotent` too: the SDK fills one random token per logical
+ *   call (index.ts), every attempt carries it, and the coordinator applies the change at most
+ *   once and answers a repeat with the original outcome — the same key, the same ceremony
+ *   (keys.proto and ceremony.proto, "Idempotent state changes"). Seal is idempotent as it is.
+ * - A `once` call changes state without a token (CancelCeremony): a second one would be refused.
+ *   It is sent at most once, and moves to another replica only when it provably was not
  *   sent: the chosen connection never became READY, so the SDK never handed the request to grpc-js.
  * - DEADLINE_EXCEEDED is never retried: every attempt carries the caller's whole remaining
  *   deadline, so when it expires no time remains, and a server-side expiry means an
@@ -31,10 +32,10 @@ let safety: ReadonlyMap<string, Safety> | undefined;
  * How the SDK may repeat a unary method of KeyService or CeremonyService, as the protos say it
  * (each rpc's `idempotency_level` and request fields, read by @keyshard/rpc method-policy.ts):
  * NO_SIDE_EFFECTS (reads) and IDEMPOTENT (pure crypto: fresh nonces or data keys each time, no
- * key state changes, the first answer simply dropped) are 'idempotent', and so is a state change
- * whose request takes a `request_token` (sent with one: the server applies it once). Every other
- * method changes state without a token (Seal seals the replica that answers, a retry elsewhere
- * would seal a second one) and is 'once', as is a method the protos do not declare.
+ * key state changes, the first answer simply dropped; Seal: sealed stays sealed) are 'idempotent',
+ * and so is a state change whose request takes a `request_token` (sent with one: the server
+ * applies it once). Every other method changes state without a token (CancelCeremony) and is
+ * 'once', as is a method the protos do not declare.
  */
 export function methodSafety(method: string): Safety {
   safety ??= new Map(
@@ -47,9 +48,11 @@ export function methodSafety(method: string): Safety {
 
 let tokened: ReadonlySet<string> | undefined;
 
-/** Whether a KeyService method's request takes a `request_token` (the SDK fills one per logical call). */
+/** Whether a KeyService or CeremonyService method's request takes a `request_token` (the SDK fills one per logical call). */
 export function takesRequestToken(method: string): boolean {
-  tokened ??= new Set([...methodPolicies('KeyService').values()].filter((p) => p.requestToken).map((p) => p.method));
+  tokened ??= new Set(
+    (['KeyService', 'CeremonyService'] as const).flatMap((s) => [...methodPolicies(s).values()].filter((p) => p.requestToken).map((p) => p.method)),
+  );
   return tokened.has(method);
 }
 

@@ -132,7 +132,8 @@ export class KeyshardClient {
   }
 
   #c<M extends UnaryMethod<CeremonyClient>>(method: M, req: UnaryRequest<CeremonyClient, M>, o?: CallOptions, timeoutMs = this.#timeoutMs) {
-    return typed(this.#ceremony.call<UnaryResponse<CeremonyClient, M>>(method, req, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
+    const request = takesRequestToken(method) ? { ...req, request_token: o?.requestToken || newRequestToken() } : req;
+    return typed(this.#ceremony.call<UnaryResponse<CeremonyClient, M>>(method, request, deadlineOf(o, timeoutMs), o?.requestId), o?.requestId);
   }
 
   status(o?: CallOptions) {

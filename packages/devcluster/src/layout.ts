@@ -434,7 +434,10 @@ export const transportPublicKeyPem = (l: Layout, id: string) =>
  * by the coordinator on first start, so that the trust file can name every witness before
  * anything runs — and writes DIR/audit-trust.json: the sink's checkpoint public key, every
  * replica's witness vkey (name = keyshard.dev/witness/<certificate CN>; a dev certificate's CN is
- * the coordinator id) and a witness quorum of 1. Returns the trust file's path.
+ * the coordinator id) and a witness quorum of EVERY replica: each witness checks only its own
+ * chain, so a sink can show one replica history A and another history B (a split view); an
+ * auditor that requires every witness, each with a fresh cosignature (verify.ts --max-age), sees
+ * that B's fresh cosignature is of a tree A's log does not contain. Returns the trust file's path.
  */
 export function writeTrustFile(l: Layout): string {
   const witnesses: string[] = [];
@@ -446,6 +449,6 @@ export function writeTrustFile(l: Layout): string {
     }
     witnesses.push(vkeyOf(witnessName(id), createPublicKey(createPrivateKey(readFileSync(file, 'utf8')))));
   }
-  writeFileSync(l.trustFile, trustFileText(l.sinkCheckpointPublicKeys.map((f) => readFileSync(f, 'utf8')), witnesses, 1), { mode: 0o644 });
+  writeFileSync(l.trustFile, trustFileText(l.sinkCheckpointPublicKeys.map((f) => readFileSync(f, 'utf8')), witnesses, witnesses.length), { mode: 0o644 });
   return l.trustFile;
 }

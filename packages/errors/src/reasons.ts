@@ -68,10 +68,10 @@ export const REASONS = {
   AUDIT_UNAVAILABLE: 'the audit sink cannot record the call, so it is refused (fail closed)',
 
   // The audit sink's appenders
-  AUDIT_SCOPE: "an audit event's operation is outside what its appender may record (a custodian recording a key operation); the sink refused the batch",
+  AUDIT_SCOPE: "an audit event's operation is outside what its appender may record (a custodian recording a key operation), or a non-coordinator appender published a witness cosignature; the sink refused it",
+  AUDIT_QUOTA: "the appender is over its audit event or byte rate, sent a batch over the sink's size limit, or published cosignatures faster than one per 10 s; the sink refused it (producers retry later, crypto events wait in their spool)",
   AUDIT_NOT_LEADER: 'this audit sink replica is not the leader of the replicated log; send the batch to the leader (ErrorInfo `leader_address` when known) — nothing of it was stored here',
   AUDIT_REPLICA_DIVERGED: "this audit sink replica's log differs from the leader's (tampering or a bug); it stopped taking part in replication until an operator looks at it",
-  AUDIT_QUOTA: "the appender is over its audit event or byte rate, or sent a batch over the sink's size limit; the sink refused the batch (producers retry later, crypto events wait in their spool)",
 } as const satisfies Record<string, string>;
 
 export type Reason = keyof typeof REASONS;

@@ -80,15 +80,20 @@ describe('method policy', () => {
       retryable('KeyService'),
       set('GetKey', 'ListKeys', 'GetPublicKey', 'ListAliases', 'Encrypt', 'Decrypt', 'ReEncrypt', 'EncryptBatch', 'DecryptBatch', 'GenerateDataKey', 'GenerateDataKeyWithoutPlaintext', 'Sign', 'Verify', 'Mac', 'VerifyMac'),
     );
-    assert.deepEqual(retryable('CeremonyService'), set('Status', 'GetCeremony', 'ListCeremonies', 'GetShareExport'));
-    assert.equal(methodPolicy('CeremonyService', 'Seal').idempotency, 'IDEMPOTENCY_UNKNOWN');
+    // Seal is idempotent (sealed stays sealed; ceremony.proto): the SDK may resend it.
+    assert.deepEqual(retryable('CeremonyService'), set('Status', 'GetCeremony', 'ListCeremonies', 'GetShareExport', 'Seal'));
+    assert.equal(methodPolicy('CeremonyService', 'Seal').idempotency, 'IDEMPOTENT');
+    assert.equal(methodPolicy('CeremonyService', 'CancelCeremony').idempotency, 'IDEMPOTENCY_UNKNOWN');
     assert.equal(methodPolicy('KeyService', 'GetKey').idempotency, 'NO_SIDE_EFFECTS');
     assert.equal(methodPolicy('KeyService', 'Encrypt').idempotency, 'IDEMPOTENT');
   });
 
-  it('request tokens: every KeyService state change takes one (so the SDK may resend it), nothing else does', () => {
+  it('request tokens: every KeyService state change takes one, and the ceremony starts and Init (so the SDK may resend them); nothing else does', () => {
     assert.deepEqual(methodsWhere('KeyService', (p) => p.requestToken), methodsWhere('KeyService', (p) => p.changesState));
-    assert.equal(methodsWhere('CeremonyService', (p) => p.requestToken).size, 0);
+    assert.deepEqual(methodsWhere('CeremonyService', (p) => p.requestToken), set('Init', 'StartUnseal', 'StartCeremony'));
+    // Every coordinator state change is resendable but CancelCeremony (a repeat answers CEREMONY_CLOSED) and the streams of BackupService.
+    assert.deepEqual(methodsWhere('CeremonyService', (p) => p.changesState && !p.requestToken && !p.retryable), set('CancelCeremony'));
+    assert.equal(methodsWhere('BackupService', (p) => p.requestToken).size, 0);
     assert.throws(() => policyOf('KeyService', 'GetKey', { '(keyshard.v1.policy)': { audit: 'AUDIT_CLASS_SPOOL', roles: ['ROLE_ADMIN'], seal: 'SEAL_POLICY_OPEN' } }, ['key', 'request_token']), /request_token is for state changes/);
   });
 

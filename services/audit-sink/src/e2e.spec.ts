@@ -9,13 +9,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { AuditClient, AuditSpool } from '@keyshard/audit-client';
+import { AuditReader } from '@keyshard/audit-client/reader';
 import { createLogger } from '@keyshard/config';
-import { hmacValue, keyIdOf, verifyInclusion, verifyLogDir } from '@keyshard/audit-log';
+import { COSIGNED_FILE, checkpointNote, cosign, fromCheckpointMsg, hmacValue, keyIdOf, verifyInclusion, verifyLogDir, witnessName } from '@keyshard/audit-log';
 import { makeTestPki, type TestPki } from '@keyshard/pki/testing';
 import { KeyshardError } from '@keyshard/errors';
-import { isServiceError, keyshardProto, makeClient, unaryCall } from '@keyshard/rpc';
+import { isServiceError, keyshardProto, makeClient, reasonOfStatus, unaryCall } from '@keyshard/rpc';
 import * as grpc from '@grpc/grpc-js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -96,7 +97,7 @@ describe('audit sink end to end', () => {
     const file = path.join(dir, `sink-${Math.random().toString(36).slice(2)}.json`);
     const keys = path.join(dir, 'sink-keys');
     const cfg = {
-      listen, dataDir, tls: pki.files('audit-sink'), appenders: [{ principal: 'coordinator', scope: 'coordinator' }], readers: ['auditor'], logLevel: 'info',
+      listen, dataDir, tls: pki.files('audit-sink'), appenders: [{ principal: 'coordinator', scope: 'coordinator' }, { principal: 'custodian-1', scope: 'custodian' }], readers: ['auditor'], logLevel: 'info',
       checkpointKeyFile: path.join(keys, 'checkpoint.pem'), hmacKeyFile: path.join(keys, 'hmac.key'), sensitive: { details: ['tenant'] }, ...more,
     };
     writeFileSync(file, JSON.stringify(cfg));
@@ -105,7 +106,7 @@ describe('audit sink end to end', () => {
 
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'audit-e2e-'));
-    pki = await makeTestPki(dir, 'audit-sink', ['coordinator', 'intruder', 'auditor']);
+    pki = await makeTestPki(dir, 'audit-sink', ['coordinator', 'intruder', 'auditor', 'custodian-1']);
     configFile = writeConfig('127.0.0.1:0');
     sink = await startSink(configFile);
   });
@@ -270,6 +271,41 @@ describe('audit sink end to end', () => {
     await assert.rejects(startSink(writeConfig('127.0.0.1:0', bad)), (e: { exitCode?: number; stderr?: string }) =>
       e.exitCode === 1 && /failed verification at record 1/.test(e.stderr ?? ''),
     );
+  });
+
+  it('ATTACK (appender): AddCosignature only from coordinators, one write per caller per interval: a custodian is refused, a flooding coordinator after its first', async () => {
+    const readers: AuditReader[] = [];
+    const readerOf = (cn: string) => (readers.push(new AuditReader({ address: sink.address, tls: pki.material(cn) })), readers.at(-1)!);
+    const witnessKey = generateKeyPairSync('ed25519').privateKey;
+    const cp = fromCheckpointMsg((await unaryCall(rawClient('coordinator'), 'GetCheckpoint', {}))!);
+    const note = checkpointNote(cp);
+    const cosigned = (cn: string, time: number) => ({ checkpoint: cp, note, cosignatures: [cosign(witnessKey, witnessName(cn), note, time)] });
+    const reason = (code: grpc.status, want: string) => (e: unknown) => isServiceError(e) && e.code === code && reasonOfStatus(e) === want;
+    const lines = () => readFileSync(path.join(dir, 'data', COSIGNED_FILE), 'utf8').split('\n').filter(Boolean).length;
+    const t = Math.floor(Date.now() / 1000);
+    try {
+      // Before the fix a custodian (any appender) could append lines to cosigned.log at will.
+      await assert.rejects(readerOf('custodian-1').addCosignature(cosigned('custodian-1', t)), reason(grpc.status.PERMISSION_DENIED, 'AUDIT_SCOPE'));
+      const coordinator = readerOf('coordinator');
+      await coordinator.addCosignature(cosigned('coordinator', t));
+      await coordinator.addCosignature(cosigned('coordinator', t)); // nothing newer: accepted, not written
+      await assert.rejects(coordinator.addCosignature(cosigned('coordinator', t + 1)), reason(grpc.status.RESOURCE_EXHAUSTED, 'AUDIT_QUOTA'));
+      for (let i = 2; i < 20; i++) await coordinator.addCosignature(cosigned('coordinator', t + i)).catch(() => {});
+      await assert.rejects(coordinator.addCosignature({ ...cosigned('coordinator', t + 30), cosignatures: [cosigned('coordinator', t + 30).cosignatures[0]!, cosigned('coordinator', t + 31).cosignatures[0]!] }), (e) => isServiceError(e) && e.code === grpc.status.INVALID_ARGUMENT);
+      assert.equal(lines(), 1, 'one line written for the whole flood');
+      let page = await unaryCall(rawClient('auditor'), 'Query', { operation: 'audit.append_refused' });
+      for (let i = 0; i < 50 && page.events.filter((e) => e.event?.details.tried_operation === 'AuditService.AddCosignature').length < 2; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        page = await unaryCall(rawClient('auditor'), 'Query', { operation: 'audit.append_refused' });
+      }
+      assert.deepEqual(
+        page.events.filter((e) => e.event?.details.tried_operation === 'AuditService.AddCosignature').map((e) => [e.event?.principal, e.event?.code, e.event?.details.reason]),
+        [['custodian-1', 'PERMISSION_DENIED', 'AUDIT_SCOPE'], ['coordinator', 'RESOURCE_EXHAUSTED', 'AUDIT_QUOTA']],
+        'each refusal recorded like the Append refusals (once per window)',
+      );
+    } finally {
+      for (const r of readers) r.close();
+    }
   });
 
   it('SIGTERM drains, closes the log and exits 0', async () => {

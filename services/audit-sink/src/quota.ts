@@ -45,8 +45,8 @@ export class TokenBucket {
   }
 }
 
-/** Which limit refused a batch: its rate of events or bytes, or its own size. */
-export type QuotaLimit = 'events' | 'bytes' | 'batch';
+/** What a refusal hit: an Append bucket or batch bound, or cosigned.ts's one cosignature write per caller per interval. */
+export type QuotaLimit = 'events' | 'bytes' | 'batch' | 'cosignatures';
 
 export interface QuotaRefusal {
   limit: QuotaLimit;

@@ -8,6 +8,8 @@
  * (@keyshard/audit-log appender-scope.ts, else PERMISSION_DENIED / AUDIT_SCOPE; `audit.*` is the
  * sink's own) and every `source` the appender's CN (the same refusal), refusals are counted and recorded (refusals.ts); then sensitive values are
  * replaced by HMACs (@keyshard/audit-log sensitive.ts) and the events hashed and stored.
+ * AddCosignature is for coordinator-scope appenders only (the same AUDIT_SCOPE refusal, counted
+ * and recorded), and bounded per caller by cosigned.ts (AUDIT_QUOTA, counted and recorded).
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '@keyshard/config';
@@ -39,6 +41,8 @@ export interface AuditServiceOptions {
   appendBatchSeconds?: Histogram;
 }
 
+/** The `tried_operation` of a refused AddCosignature (refusals.ts). */
+const COSIGNATURE_OPERATION = 'AuditService.AddCosignature';
 const MAX_OUTSTANDING = 16; // unacknowledged batches per stream before we stop reading it
 const MAX_HASH_INPUT = 4096;
 
@@ -88,7 +92,22 @@ export function createAuditService(log: SinkLog, opts: AuditServiceOptions): Aud
       return { path: log.consistencyProof(first, second), first_size: first, second_size: second };
     },
     Query: (req) => queryLog(log, req),
-    AddCosignature: async (req, ctx) => (await opts.cosigned.add(req, ctx.principal, log), {}),
+    AddCosignature: async (req, ctx) => {
+      // Witnesses are coordinator replicas: a custodian (or any other scope) publishes none.
+      const scope = scopes.get(ctx.principal)!; // authorized for appenders only
+      if (scope !== 'coordinator') {
+        opts.refusals.refused({ kind: 'scope', principal: ctx.principal, scope, operation: COSIGNATURE_OPERATION, events: 0, bytes: 0 });
+        throw permissionDenied(`${ctx.principal} (appender scope ${scope}) may not publish cosignatures: only coordinator replicas are witnesses`, { reason: 'AUDIT_SCOPE' });
+      }
+      try {
+        await opts.cosigned.add(req, ctx.principal, log);
+      } catch (e) {
+        if (e instanceof KeyshardError && e.reason === 'AUDIT_QUOTA')
+          opts.refusals.refused({ kind: 'quota', principal: ctx.principal, scope, operation: COSIGNATURE_OPERATION, limit: 'cosignatures', events: 0, bytes: 0 });
+        throw e;
+      }
+      return {};
+    },
     GetCosignedCheckpoints: async () => ({ checkpoints: opts.cosigned.latest() }),
     HashValue: async (req) => {
       if (req.value.length > MAX_HASH_INPUT) throw invalidArgument(`value is longer than ${MAX_HASH_INPUT} characters`);

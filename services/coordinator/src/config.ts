@@ -29,6 +29,12 @@ export const coordinatorConfig = z.object({
   witnessKeyFile: z.string().min(1),
   /** How often the witness asks the sink for a proven checkpoint and cosigns it if it grew. */
   witnessIntervalMs: z.number().int().min(100).default(2_000),
+  /**
+   * Seconds after which the witness cosigns the same tree again with a fresh time when the log
+   * did not grow (C2SP witnesses refresh their timestamps): auditors' `--max-age` (default 1h) is
+   * measured on cosignature times, so this must stay well below it.
+   */
+  witnessRefreshSeconds: z.number().int().min(1).max(1_800).default(60),
   etcd: z
     .object({
       endpoints: z.array(z.string().url()).min(1),

@@ -74,8 +74,9 @@ async function main(): Promise<void> {
   const replicaReaders = (config.audit.replicas ?? [])
     .filter((r) => r.address !== config.audit.address)
     .map((r) => new AuditReader({ address: r.address, tls, timeoutMs: 1_000, serverId: r.serverId }));
+  const witnessStore = new WitnessStore(ns, source);
   const witness = new AuditWitness({
-    key: witnessKey, store: new WitnessStore(ns, source), sink, sinkKeys: checkpointKeys, log,
+    key: witnessKey, store: witnessStore, sink, sinkKeys: checkpointKeys, log, refreshSeconds: config.witnessRefreshSeconds,
     // A replicated sink: every replica keeps the cosignatures it is given (services/audit-sink
     // REPLICATION.md); published wherever it can be, failing only if no replica took it.
     publish: async (c) => {
@@ -107,6 +108,7 @@ async function main(): Promise<void> {
   const ceremonyAudit = metrics.countingCeremonies(audit);
   // A record that fails its MAC is refused where it is read, and reported (logged, counted, audited).
   const integrity = new RecordIntegrity(seal, integrityReporter({ principal: config.coordinatorId, log, audit, count: (path) => metrics.integrityFailure(path) }));
+  witnessStore.useMacs(integrity); // the reset record is MAC'd (witness-store.ts)
   const clusterStore = new ClusterStore(ns, integrity);
   const cluster = new Cluster(clusterStore, links, seal, config.oaepHash);
   await cluster.load();
@@ -229,6 +231,7 @@ async function main(): Promise<void> {
         etcdReachable: () => etcdReads.reachable,
         auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
         witness,
+        tokens: requestTokens,
       }),
       {
         name: 'ceremony',

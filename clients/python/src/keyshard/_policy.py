@@ -5,11 +5,13 @@
   retried on another replica after UNAVAILABLE, and, for key operations, after a replica
   answered SEALED while another is not known to be sealed.
 - A state change whose request has a `request_token` field (every KeyService state change:
-  CreateKey, RotateKey, UpdateKey, ...) is idempotent too: the client fills one random 128-bit
+  CreateKey, RotateKey, UpdateKey, ...; CeremonyService's Init, StartUnseal and StartCeremony)
+  is idempotent too: the client fills one random 128-bit
   token per logical call (client.py), every attempt carries it, and the coordinator applies the
   change once and answers a repeat with the original outcome (keys.proto, "Idempotent state
   changes"; AWS idempotency tokens, Google AIP-155).
-- Any other call changes state without a token (Seal, ceremonies) and is sent at most once: it
+- Any other call changes state without a token (CancelCeremony; Seal is declared IDEMPOTENT)
+  and is sent at most once: it
   moves to another replica only when it provably was not sent (the connection never became
   ready, or the server failed its identity check).
 - DEADLINE_EXCEEDED is never retried; every attempt carries what is left of the caller's one

@@ -46,7 +46,7 @@ export function describeVerdict(r: VerifyResult, now = Date.now()): string {
   if (r.witnesses.length)
     parts.push(`cosigned by ${r.witnesses.length} trusted witness(es) of ${r.witnessQuorum} required (${r.witnesses.map((w) => `${w.name.replace(/^keyshard\.dev\/witness\//, '')} at size ${w.treeSize}`).join(', ')})`);
   else parts.push(`no witness quorum required`);
-  if (r.newest) parts.push(`newest trusted time ${describeAge(Math.max(0, now - Date.parse(r.newest.time)))} ago`);
+  if (r.newest) parts.push(`${r.witnessQuorum > 0 ? 'witness quorum cosigned' : 'newest sink checkpoint'} ${describeAge(Math.max(0, now - Date.parse(r.newest.time)))} ago`);
   return parts.join(', ');
 }
 
@@ -94,7 +94,7 @@ export function registerAudit(program: Command): void {
     .option('--checkpoint <file>', 'a sink checkpoint kept elsewhere (`keyshard audit checkpoint --json`) that the log must contain')
     .option('--fetch', "also fetch the witnesses' latest cosigned checkpoints from the sink (KEYSHARD_AUDIT_ADDR; checked like --cosigned, through their signatures)")
     .addOption(
-      new Option('--max-age <duration>', 'the newest trusted checkpoint or cosignature may be at most this old (90s, 15m, 24h, 30d), or none for an archived copy')
+      new Option('--max-age <duration>', "the witness quorum's newest cosignatures of checkpoints the log contains may be at most this old (90s, 15m, 24h, 30d; with --witness-quorum 0 the sink's own checkpoint times, on the sink host's word), or none for an archived copy")
         .argParser(maxAge)
         .default(DEFAULT_MAX_AGE.seconds, DEFAULT_MAX_AGE.text),
     )

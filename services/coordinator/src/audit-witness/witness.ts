@@ -13,6 +13,17 @@
  * acknowledgement must prove consistency), so a rolled-back sink is noticed without traffic.
  * When the verified checkpoint grew, it is cosigned (Ed25519 witness key, cosignature/v1 note
  * signature), stored forward-only (witness-store.ts), then pushed to the sink (AddCosignature).
+ * When it did not grow, the same tree is cosigned again with a fresh time once the last
+ * cosignature is `refreshSeconds` old (as C2SP witnesses refresh their timestamps): auditors
+ * measure freshness on cosignature times only (`keyshard audit verify --max-age`), so an idle log
+ * stays verifiable and a sink that cut its tail cannot show a fresh cosignature of the shorter
+ * tree. Only then is it stored and published, to keep etcd and sink writes low; publication is
+ * at most every COSIGNATURE_PUBLISH_INTERVAL_MS (the sink refuses more, cosigned.ts).
+ *
+ * Split view: each round also reads the peers' records from etcd; two sink-signed checkpoints of
+ * the same key and tree size with different roots (this replica's and a peer's, or two peers')
+ * prove that the sink showed the witnesses different histories: the same alarm. (Auditors catch
+ * the rest by requiring every witness: `keyshard dev` writes witnessQuorum = replicas.)
  *
  * Alarm: once the trust holds a problem (rolled back, forked, unsigned, or etcd holding a larger
  * cosigned tree than the sink's), the replica acknowledges no audited operation (AuditClient
@@ -21,13 +32,17 @@
  * gauge, and tries to audit `witness.alarm` (which a distrusted sink cannot take: the attempt
  * and its failure are logged). It stays so, across restarts (the anchor is in etcd), until an
  * admin resets the witnesses (`reset`): every replica re-anchors on the sink's current checkpoint.
+ * A replica follows another's reset only if its anchor verifies under the configured sink keys
+ * and (while unsealed) the reset record's MAC verifies (witness-store.ts); it then records
+ * `witness.reset.followed` (the reset's checkpoint and the record's etcd revision) through the
+ * new anchor, or, if that cannot be recorded, keeps refusing and tries again next round.
  */
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from '@keyshard/config';
 import { failedPrecondition, invalidArgument } from '@keyshard/errors';
-import { checkpointNote, checkpointProblem, cosign, type CosignedCheckpoint, type SignedCheckpoint } from '@keyshard/audit-log';
+import { COSIGNATURE_PUBLISH_INTERVAL_MS, checkpointNote, checkpointProblem, cosign, cosignatureTime, type CosignedCheckpoint, type SignedCheckpoint } from '@keyshard/audit-log';
 import type { AuditRecorder } from '@keyshard/audit-client';
-import { chooseAnchor, type ResetRecord, type WitnessStore } from './witness-store.ts';
+import { chooseAnchor, findSplitView, type ResetRecord, type WitnessRecords, type WitnessStore } from './witness-store.ts';
 import type { WitnessKey } from './witness-key.ts';
 
 /** The stable `alert` field of the witness's alarm log line. */
@@ -54,6 +69,8 @@ export interface WitnessDeps {
   sinkCheckpoint: () => Promise<SignedCheckpoint>;
   log: Logger;
   intervalMs: number;
+  /** Re-cosign the same tree with a fresh time once the last cosignature is this old (seconds; default 60). */
+  refreshSeconds?: number;
   /**
    * Whether the cluster is initialized: an uninitialized cluster keeps nothing in etcd (a restore
    * needs it empty), so the witness verifies but neither stores nor publishes until then.
@@ -73,7 +90,8 @@ export interface WitnessStatus {
 
 export class AuditWitness {
   #cosigned: CosignedCheckpoint | undefined;
-  #published = -1;
+  /** The cosignature line last published at the sink, and when (seconds). */
+  #published: { line: string; at: number } | undefined;
   #alarm: string | undefined;
   #reset = { epoch: 0, revision: '0' };
   #timer: NodeJS.Timeout | undefined;
@@ -111,7 +129,7 @@ export class AuditWitness {
   async anchor(): Promise<void> {
     const records = await this.d.store.load();
     this.#reset = { epoch: records.reset?.epoch ?? 0, revision: records.resetRevision };
-    if (records.own && !checkpointProblem(records.own.checkpoint, this.d.sinkKeys)) this.#cosigned = records.own;
+    if (records.own && !checkpointProblem(records.own.checkpoint, this.d.sinkKeys)) this.#cosigned = records.own; // its cosignature time says when it is due for a refresh
     else if (records.own) this.d.log.info({ witness: this.name }, "this replica's witness record is not of the configured audit sink (key id unknown): it is not an anchor, and is replaced by the first checkpoint cosigned");
     const chosen = chooseAnchor(records, this.d.sinkKeys);
     if (!chosen) {
@@ -142,8 +160,18 @@ export class AuditWitness {
     return this.#running;
   }
 
+  #now(): number {
+    return this.d.now?.() ?? Math.floor(Date.now() / 1000);
+  }
+
   async #round(): Promise<void> {
-    await this.#followReset();
+    const records = await this.d.store.load();
+    await this.#followReset(records);
+    const split = findSplitView([{ who: this.name, c: this.#cosigned }, ...[...records.others].map(([cn, c]) => ({ who: `the witness of ${cn}`, c }))], this.d.sinkKeys);
+    if (split) {
+      this.d.sink.distrust(split);
+      return this.#raise(split);
+    }
     if (this.d.sink.distrusted) return this.#raise(this.d.sink.distrusted);
     let cp: SignedCheckpoint;
     try {
@@ -154,10 +182,13 @@ export class AuditWitness {
       return;
     }
     if (this.d.initialized && !this.d.initialized()) return;
-    const had = this.#cosigned?.checkpoint;
-    if (!had || had.tree_size < cp.tree_size || (had.tree_size === cp.tree_size && had.root_hash !== cp.root_hash)) {
+    const had = this.#cosigned;
+    const now = this.#now();
+    const grew = !had || had.checkpoint.tree_size < cp.tree_size || (had.checkpoint.tree_size === cp.tree_size && had.checkpoint.root_hash !== cp.root_hash);
+    const stale = had !== undefined && now - (cosignatureTime(had.cosignatures[0] ?? '') ?? 0) >= (this.d.refreshSeconds ?? 60);
+    if (grew || stale) {
       const note = checkpointNote(cp);
-      const next: CosignedCheckpoint = { checkpoint: cp, note, cosignatures: [cosign(this.d.key.privateKey, this.name, note, this.d.now?.() ?? Math.floor(Date.now() / 1000))] };
+      const next: CosignedCheckpoint = { checkpoint: cp, note, cosignatures: [cosign(this.d.key.privateKey, this.name, note, now)] };
       const stored = await this.d.store.store(next, this.d.sinkKeys, this.#reset.revision);
       if (stored === 'fenced') return; // a reset came first: the next round follows it
       if (typeof stored === 'object') {
@@ -171,40 +202,72 @@ export class AuditWitness {
 
   async #publish(): Promise<void> {
     const c = this.#cosigned;
-    if (!c || c.checkpoint.tree_size <= this.#published) return;
+    const line = c?.cosignatures[0];
+    const now = this.#now();
+    if (!c || !line || line === this.#published?.line) return;
+    if (this.#published && (now - this.#published.at) * 1000 <= COSIGNATURE_PUBLISH_INTERVAL_MS) return; // the sink takes one a caller per interval (whole seconds here: wait one more)
     try {
       await this.d.publish(c);
-      this.#published = c.checkpoint.tree_size;
+      this.#published = { line, at: now };
     } catch (e) {
       this.d.log.warn({ witness: this.name, treeSize: c.checkpoint.tree_size, err: (e as Error).message }, 'could not publish the cosigned checkpoint at the audit sink; trying again');
     }
   }
 
-  /** Another replica's reset: re-anchor on its checkpoint, and start cosigning from there. */
-  async #followReset(): Promise<void> {
-    const { reset, revision } = await this.d.store.reset();
-    if (revision === this.#reset.revision || !reset) return;
-    if (checkpointProblem(reset.anchor, this.d.sinkKeys)) {
-      // Not this sink's checkpoint (written against another sink): nothing to re-anchor on.
-      this.#reset = { epoch: reset.epoch, revision };
-      this.d.log.warn({ witness: this.name, epoch: reset.epoch }, "a witness reset names a checkpoint of another audit sink (key not configured): ignored");
+  /** Another replica's reset: re-anchor on its checkpoint, audit that, and start cosigning from there. */
+  async #followReset(records: WitnessRecords): Promise<void> {
+    const { reset, resetRevision: revision, resetRefused } = records;
+    if (revision === this.#reset.revision) return;
+    if (resetRefused) {
+      // Refused and reported (integrity.record_refused) by the store; cosigning goes on from this replica's own anchor.
+      this.#reset = { epoch: this.#reset.epoch, revision };
+      this.d.log.error({ alert: WITNESS_ALARM, witness: this.name, reason: resetRefused, revision }, 'ALERT: a witness reset record that fails its integrity check is not followed');
       return;
     }
-    this.#adopt(reset, revision);
-  }
-
-  #adopt(reset: ResetRecord, revision: string): void {
+    if (!reset) return;
+    if (checkpointProblem(reset.anchor, this.d.sinkKeys)) {
+      // Not this sink's checkpoint (written against another sink, or forged): nothing to re-anchor on.
+      this.#reset = { epoch: reset.epoch, revision };
+      this.d.log.error({ witness: this.name, epoch: reset.epoch, revision }, 'a witness reset names a checkpoint the configured audit sink keys do not verify: not followed');
+      return;
+    }
+    const previous = this.#cosigned?.checkpoint;
+    const wasAlarm = this.#alarm ?? this.d.sink.distrusted ?? '';
     const problem = this.d.sink.reanchor(reset.anchor);
-    this.#reset = { epoch: reset.epoch, revision };
     if (problem) {
+      this.#reset = { epoch: reset.epoch, revision };
       this.d.log.error({ alert: WITNESS_ALARM, witness: this.name, reason: problem, epoch: reset.epoch }, 'ALERT: the witness reset names a checkpoint this replica cannot verify; it keeps refusing');
       return;
     }
-    const was = this.#alarm;
+    const details: Record<string, string> = {
+      epoch: String(reset.epoch),
+      revision,
+      by: String(reset.by).slice(0, 256),
+      anchor_tree_size: String(reset.anchor.tree_size),
+      anchor_root: reset.anchor.root_hash,
+      anchor_time: reset.anchor.time,
+      previous_tree_size: String(previous?.tree_size ?? 0),
+      previous_root: previous?.root_hash ?? '',
+      previous_alarm: wasAlarm.slice(0, 256),
+    };
+    try {
+      await this.d.sink.record({ principal: this.name, operation: 'witness.reset.followed', result: 'ok', details });
+    } catch (e) {
+      // Not recorded, not followed: refuse as before, and try again next round.
+      this.d.sink.distrust(wasAlarm || `the witness reset (epoch ${reset.epoch}) could not be audited: ${(e as Error).message}`);
+      this.d.log.error({ witness: this.name, epoch: reset.epoch, err: (e as Error).message }, 'a witness reset could not be audited (witness.reset.followed): not followed yet');
+      return;
+    }
+    this.#adopted(reset, revision, wasAlarm);
+  }
+
+  /** This replica now trusts from `reset.anchor` (already re-anchored). */
+  #adopted(reset: ResetRecord, revision: string, previousAlarm: string): void {
+    this.#reset = { epoch: reset.epoch, revision };
     this.#alarm = undefined;
     this.#cosigned = undefined;
-    this.#published = -1;
-    this.d.log.warn({ witness: this.name, epoch: reset.epoch, by: reset.by, treeSize: reset.anchor.tree_size, previousAlarm: was ?? '' }, 'witnesses reset by an operator: re-anchored on the audit sink\'s checkpoint');
+    this.#published = undefined;
+    this.d.log.warn({ witness: this.name, epoch: reset.epoch, by: reset.by, revision, treeSize: reset.anchor.tree_size, previousAlarm }, "witnesses reset by an operator: re-anchored on the audit sink's checkpoint");
   }
 
   #raise(reason: string): void {
@@ -256,7 +319,7 @@ export class AuditWitness {
       if (previousAlarm) this.d.sink.distrust(previousAlarm);
       throw failedPrecondition('another witness reset happened at the same time; look at `keyshard status` and try again');
     }
-    this.#adopt(written.record, written.revision);
+    this.#adopted(written.record, written.revision, previousAlarm);
     void this.tick();
     return { previous, anchor, previousAlarm };
   }

@@ -15,11 +15,15 @@
  * whose bound fields still hash to what the custodians saw; a record changed underneath is
  * never written over. Which of the two a read expects comes from the caller's own knowledge of
  * the ceremony (its lock or its in-memory copy), never from the stored operation field.
+ * A start carrying a request token (keys/request-tokens.ts) records it with the ceremony's id in
+ * the creating transaction, which then also requires the token unrecorded: a repeated start
+ * answers that ceremony and never opens a second one.
  */
 import { ceremonyHash, RELEASING_OPERATIONS, type Ceremony } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
 import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
+import { boundToken, settle } from '../keys/request-tokens.ts';
 
 /** A vouch as stored (join-voucher.ts writes it; the joiner reads it). */
 export interface StoredVouch {
@@ -129,13 +133,27 @@ export class CeremonyStore implements CeremonyRecords {
     await etcdCall('release ceremony lock', () => this.#ns.if(key, 'Value', '==', id).then(this.#ns.delete().key(key)).commit());
   }
 
-  /** Stores a new ceremony and takes its lock, in one transaction; false if the lock is held. */
+  /**
+   * Stores a new ceremony and takes its lock, in one transaction; false if the lock is held. The
+   * running call's request token, if any, is recorded in it (throws if a concurrent attempt of
+   * the same call recorded it first: request-tokens.ts `settle`).
+   */
   async create(c: Ceremony): Promise<boolean> {
+    const ns = this.#ns;
     const lock = paths.ceremonyLock(lockOf(c));
     const body = this.#body(c);
-    const res = await etcdCall(`create ${c.operation} ceremony`, () =>
-      this.#ns.if(lock, 'Create', '==', 0).then(this.#ns.put(lock).value(c.id), this.#ns.put(paths.ceremony(c.id)).value(body)).commit(),
-    );
+    const t = boundToken();
+    const puts = [ns.put(lock).value(c.id), ns.put(paths.ceremony(c.id)).value(body)];
+    if (t) {
+      const [path, value] = t.put({ ceremony: { id: c.id, operation: c.operation } }, this.#integrity);
+      puts.push(ns.put(path).value(value));
+    }
+    const res = await etcdCall(`create ${c.operation} ceremony`, () => {
+      const cmp = ns.if(lock, 'Create', '==', 0);
+      if (t) cmp.and(t.path, 'Create', '==', 0);
+      return cmp.then(...puts).commit();
+    });
+    await settle(ns, t, res.succeeded);
     return res.succeeded;
   }
 

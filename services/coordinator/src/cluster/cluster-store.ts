@@ -20,6 +20,7 @@ import { unwrapKek, unwrapRecordMacKey, wrapKek, wrapRecordMacKey, type ShareMan
 import { KeyshardError } from '@keyshard/errors';
 import { BACKUP_PREFIXES, deletionOf, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { RecordIntegrity } from './record-integrity.ts';
+import { boundToken, settle, type InitOutcome } from '../keys/request-tokens.ts';
 
 export interface ClusterRecord {
   clusterId: string;
@@ -27,6 +28,11 @@ export interface ClusterRecord {
   state: 'initializing' | 'initialized' | 'restoring';
   kekEpoch: number;
   createdAt: string;
+  /**
+   * `initializing`: the replica process (`<id>/<instance>`, replicas.ts driverOf) running the
+   * init, while it runs; another init waits for it, or takes over once that process is gone.
+   */
+  driver?: string;
 }
 
 /** keks/<epoch>: one KEK, wrapped under the root key (key-hierarchy.ts). */
@@ -127,27 +133,42 @@ export class ClusterStore {
     return { manifest: kv && (JSON.parse(kv.value.toString()) as ShareManifest), revision: kv?.mod_revision };
   }
 
-  /** Writes `record` as the cluster record only if there is none (init's claim); whether it did. */
-  async claim(record: ClusterRecord): Promise<boolean> {
+  /**
+   * Writes `record` as the cluster record only if there is none (init's claim), or, given
+   * `replacing`, only if the stored one is still exactly that (an init taking over or leaving
+   * its claim); whether it did.
+   */
+  async claim(record: ClusterRecord, replacing?: ClusterRecord): Promise<boolean> {
     const res = await etcdCall('init claim', () =>
-      this.ns.if(paths.cluster, 'Create', '==', 0).then(this.ns.put(paths.cluster).value(JSON.stringify(record))).commit(),
+      (replacing ? this.ns.if(paths.cluster, 'Value', '==', JSON.stringify(replacing)) : this.ns.if(paths.cluster, 'Create', '==', 0))
+        .then(this.ns.put(paths.cluster).value(JSON.stringify(record)))
+        .commit(),
     );
     return res.succeeded;
   }
 
-  /** Init's commit: manifest, first KEK, record MAC key and cluster record at once, only if no manifest exists. */
-  async commitInit(init: { manifest: ShareManifest; kek: KekRecord; recordMacKey: RecordMacKeyRecord; record: ClusterRecord }): Promise<boolean> {
-    const res = await etcdCall('init commit', () =>
-      this.ns
-        .if(paths.manifest, 'Create', '==', 0)
+  /**
+   * Init's commit: manifest, first KEK, record MAC key and cluster record at once, only if no
+   * manifest exists; the running call's request token, if any, is recorded with `outcome` in the
+   * same transaction (keys/request-tokens.ts; unMAC'd: the cluster is sealed).
+   */
+  async commitInit(init: { manifest: ShareManifest; kek: KekRecord; recordMacKey: RecordMacKeyRecord; record: ClusterRecord }, outcome?: InitOutcome): Promise<boolean> {
+    const t = outcome ? boundToken() : undefined;
+    const token = outcome && t?.put({ init: outcome }, this.integrity);
+    const res = await etcdCall('init commit', () => {
+      const cmp = this.ns.if(paths.manifest, 'Create', '==', 0);
+      if (t) cmp.and(t.path, 'Create', '==', 0);
+      return cmp
         .then(
           this.ns.put(paths.manifest).value(JSON.stringify(init.manifest)),
           this.ns.put(paths.kek(init.kek.epoch)).value(JSON.stringify(init.kek)),
           this.ns.put(paths.recordMacKey).value(JSON.stringify(init.recordMacKey)),
           this.ns.put(paths.cluster).value(JSON.stringify(init.record)),
+          ...(token ? [this.ns.put(token[0]).value(token[1])] : []),
         )
-        .commit(),
-    );
+        .commit();
+    });
+    await settle(this.ns, t, res.succeeded);
     return res.succeeded;
   }
 

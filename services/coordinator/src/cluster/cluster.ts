@@ -7,6 +7,11 @@
  * returns; the cluster stays sealed. Manifest, first KEK and the cluster record are written in
  * one etcd transaction (cluster-store.ts), so a crash leaves either no cluster or a complete
  * one; a crashed init is retried with the same cluster id and the custodians' shares replaced.
+ * One init runs at a time, cluster-wide: the `initializing` record names the replica process
+ * running it (`driver`), and another init is refused CEREMONY_IN_PROGRESS while that process is
+ * registered and still at it (so a resent Init never delivers a second set of shares over the
+ * first one's); an init that failed leaves the claim, and one whose process is gone is taken over.
+ * A tokened Init records its answer in the commit (keys/request-tokens.ts): its repeat answers it.
  *
  * The record MAC key (record-integrity.ts) is derived from the root at init (deriveRootKey,
  * purpose `record-mac`) and stored beside the KEKs, wrapped under the root with its own AAD
@@ -32,8 +37,15 @@ export interface InitResult {
   manifestFingerprint: string;
 }
 
+/** This replica process, as an init names it in its claim (replicas.ts `self`, `alive`). */
+export interface InitDriver {
+  self: string;
+  alive(driver: string): Promise<boolean>;
+}
+
 export class Cluster {
   #store: ClusterStore;
+  #initRunning = false;
   #links: CustodianLink[];
   #oaepHash: OaepHash;
   #seal: Seal;
@@ -76,7 +88,17 @@ export class Cluster {
     });
   }
 
-  async init(shares: number, threshold: number): Promise<InitResult> {
+  async init(shares: number, threshold: number, driver?: InitDriver): Promise<InitResult> {
+    if (this.#initRunning) throw failedPrecondition('an init is in progress on this replica', { reason: 'CEREMONY_IN_PROGRESS' });
+    this.#initRunning = true;
+    try {
+      return await this.#init(shares, threshold, driver);
+    } finally {
+      this.#initRunning = false;
+    }
+  }
+
+  async #init(shares: number, threshold: number, driver?: InitDriver): Promise<InitResult> {
     await this.load();
     if (this.initialized) throw failedPrecondition('cluster is already initialized', { reason: 'ALREADY_INITIALIZED' });
     if (shares > this.#links.length)
@@ -85,12 +107,13 @@ export class Cluster {
     const links = this.#links.slice(0, shares);
     // A retried init (a previous one crashed after claiming) replaces the shares it delivered.
     const retry = this.record?.state === 'initializing';
-    const clusterId = await this.#claimClusterId();
+    const clusterId = await this.#claimClusterId(driver);
     const identities = await this.identities(links);
     const root = randomBytes(32);
     const kek = randomBytes(32);
     let macKey: Buffer | undefined;
     let split: Awaited<ReturnType<typeof splitRootKey>> | undefined;
+    let committed = false;
     try {
       split = await splitRootKey(
         root,
@@ -106,19 +129,19 @@ export class Cluster {
       const record: ClusterRecord = { clusterId, state: 'initialized', kekEpoch: 1, createdAt: new Date().toISOString() };
       macKey = deriveRootKey(root, clusterId, 'record-mac', 32);
       const manifest = split.manifest;
-      const committed = await this.#store.commitInit({ manifest, kek: kekRecord(root, clusterId, 1, kek), recordMacKey: recordMacKeyRecord(root, clusterId, macKey), record });
+      const result: InitResult = { clusterId, threshold, shares, custodianIds: manifest.custodians.map((c) => c.id), manifestFingerprint: manifestFingerprint(manifest) };
+      committed = await this.#store.commitInit({ manifest, kek: kekRecord(root, clusterId, 1, kek), recordMacKey: recordMacKeyRecord(root, clusterId, macKey), record }, result);
       if (!committed) throw failedPrecondition('cluster was initialized concurrently', { reason: 'ALREADY_INITIALIZED' });
       this.record = record;
       this.manifest = manifest;
-      return {
-        clusterId,
-        threshold,
-        shares,
-        custodianIds: manifest.custodians.map((c) => c.id),
-        manifestFingerprint: manifestFingerprint(manifest),
-      };
+      return result;
     } finally {
       zeroize(root, kek, macKey, ...(split?.shares ?? []));
+      // A failed init leaves its claim (the cluster id custodians may hold shares of) to the next init, on any replica.
+      if (!committed && driver && this.record?.state === 'initializing' && this.record.driver === driver.self) {
+        const { driver: _, ...left } = this.record;
+        if (await this.#store.claim(left, this.record).catch(() => false)) this.record = left;
+      }
     }
   }
 
@@ -155,10 +178,23 @@ export class Cluster {
     );
   }
 
-  /** Reuses the id of a crashed init, or records a new one; concurrent inits race on etcd. */
-  async #claimClusterId(): Promise<string> {
-    if (this.record?.state === 'initializing') return this.record.clusterId;
-    const record: ClusterRecord = { clusterId: newClusterId(), state: 'initializing', kekEpoch: 0, createdAt: new Date().toISOString() };
+  /**
+   * Reuses the id of a crashed or failed init, or records a new one; concurrent inits race on
+   * etcd. An init still running in another live replica process is not taken over.
+   */
+  async #claimClusterId(driver?: InitDriver): Promise<string> {
+    const held = this.record;
+    if (held?.state === 'initializing') {
+      if (held.driver && held.driver !== driver?.self && (await driver?.alive(held.driver)))
+        throw failedPrecondition(`an init is in progress (run by ${held.driver}); its cluster id is ${held.clusterId}`, { reason: 'CEREMONY_IN_PROGRESS' });
+      if (driver && held.driver !== driver.self) {
+        const mine: ClusterRecord = { ...held, driver: driver.self };
+        if (!(await this.#store.claim(mine, held))) throw failedPrecondition('another init is in progress', { reason: 'CEREMONY_IN_PROGRESS' });
+        this.record = mine;
+      }
+      return held.clusterId;
+    }
+    const record: ClusterRecord = { clusterId: newClusterId(), state: 'initializing', kekEpoch: 0, createdAt: new Date().toISOString(), driver: driver?.self };
     if (!(await this.#store.claim(record))) throw failedPrecondition('another init is in progress', { reason: 'CEREMONY_IN_PROGRESS' });
     this.record = record;
     return record.clusterId;

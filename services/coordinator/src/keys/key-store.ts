@@ -19,10 +19,10 @@
  * (a concurrent attempt of the same call won) throws, and the call answers the recorded outcome.
  */
 import { commitCas, CreateBatcher, deleteCas, etcdCall, getJson, paths, type CasResult, type Namespace } from '@keyshard/store';
-import { unavailable, type KeyshardError } from '@keyshard/errors';
+import type { KeyshardError } from '@keyshard/errors';
 import { integrityError, type RecordIntegrity } from '../cluster/record-integrity.ts';
 import type { AliasRecord, KeyRecord, VersionRecord } from './key-record.ts';
-import { boundToken, type TokenBinding, type TokenOutcome } from './request-tokens.ts';
+import { boundToken, settle, type TokenBinding, type TokenOutcome } from './request-tokens.ts';
 
 /** A leader's fence: writes also require its election key to be the one it was elected with. */
 export interface Fence {
@@ -166,20 +166,13 @@ export class KeyStore {
 
   /** The put recording token `t` with `outcome` (request-tokens.ts). */
   #tokenPut(t: TokenBinding, outcome: TokenOutcome): [string, string] {
-    return [t.path, this.#integrity.stamp(t.path, t.record(outcome))];
+    return t.put(outcome, this.#integrity);
   }
 
-  /**
-   * A write's result, noting that it recorded token `t`; a write that did not apply while `t`
-   * is recorded (by a concurrent attempt of the same call) throws, so the call answers that
-   * attempt's outcome (RequestTokens.run) instead of trying its change again.
-   */
+  /** A write's result, once token `t` is settled (request-tokens.ts `settle`). */
   async #recording(t: TokenBinding | undefined, write: Promise<CasResult>): Promise<CasResult> {
     const res = await write;
-    if (!t) return res;
-    if (res.outcome === 'applied') t.consumed = true;
-    else if ((await etcdCall('read request token', () => this.#ns.get(t.path).exec())).kvs.length > 0)
-      throw unavailable('a concurrent attempt of this call applied it first', { reason: 'CONTENDED' });
+    await settle(this.#ns, t, res.outcome === 'applied');
     return res;
   }
 

@@ -1,17 +1,24 @@
 /**
- * Idempotent state changes: request tokens (keys.proto, "Idempotent state changes"; after AWS's
- * idempotency tokens — ClientToken, RFC-less but documented for EC2/KMS — and Google AIP-155
- * request identification).
+ * Idempotent state changes: request tokens (keys.proto and ceremony.proto, "Idempotent state
+ * changes"; after AWS's idempotency tokens — ClientToken, RFC-less but documented for EC2/KMS —
+ * and Google AIP-155 request identification). The one place of the concept in the coordinator:
+ * KeyService's state changes and CeremonyService's Init, StartUnseal and StartCeremony use it.
  *
- * A state-changing KeyService call may carry a `request_token`. Its record, at
- * `request-tokens/<digest>` (digest = SHA-256 of caller, method and token), holds the caller,
- * method, token, a hash of the request's other fields, when, and the outcome: the key record as
- * the change left it, the alias it made, or a deletion. The record carries a record MAC
- * (record-integrity.ts) and is written IN THE SAME etcd transaction as the change
- * (key-store.ts asks `boundToken()` which token the running call carries): that transaction
- * also requires the token to be unrecorded, so of two attempts running at once one applies and
- * the other fails its compare and answers the winner's outcome; and a change whose answer was
- * lost is found applied by its repeat, never applied twice.
+ * A state-changing call may carry a `request_token`. Its record, at `request-tokens/<digest>`
+ * (digest = SHA-256 of caller, method and token), holds the caller, method, token, a hash of the
+ * request's other fields, when, and the outcome: the key record as the change left it, the alias
+ * it made, a deletion, the ceremony it opened, or the cluster an Init made. The record is written
+ * IN THE SAME etcd transaction as the change (key-store.ts, ceremony-store.ts and
+ * cluster-store.ts ask `boundToken()` which token the running call carries, add `put()` to their
+ * write and settle it with `settle()`): that transaction also requires the token to be
+ * unrecorded, so of two attempts running at once one applies and the other fails its compare and
+ * answers the winner's outcome; and a change whose answer was lost is found applied by its
+ * repeat, never applied twice.
+ *
+ * Records carry a record MAC (record-integrity.ts), except those of changes a sealed replica
+ * makes (Init, and opening an unseal or recover ceremony): no replica holds the MAC key then. The
+ * caller's request says which a record must be (never the stored record), and such an unMAC'd
+ * outcome only names what the replay then reads and checks again (the cluster, the ceremony).
  *
  * `RequestTokens.run` wraps one call: a recorded outcome is answered at once (parameters equal)
  * or refused FAILED_PRECONDITION REQUEST_TOKEN_REUSED (parameters differ); else the call runs
@@ -19,11 +26,13 @@
  * token, the record is read once more (a concurrent attempt may have recorded it: its outcome is
  * the answer). A refused call records nothing, and neither does one that wrote nothing.
  * Records are kept REQUEST_TOKEN_WINDOW_MS at least; the leader sweeps older ones (fenced).
+ * `withRequestTokens` runs a service's tokened handlers (method-policy.ts `requestToken`) so.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { etcdCall, paths, type Namespace } from '@keyshard/store';
-import { failedPrecondition, invalidArgument, quote } from '@keyshard/errors';
+import { failedPrecondition, invalidArgument, quote, unavailable } from '@keyshard/errors';
+import { methodPolicies, type CallContext, type ServiceName } from '@keyshard/rpc';
 import type { RecordIntegrity } from '../cluster/record-integrity.ts';
 import type { KeyRecord } from './key-record.ts';
 
@@ -32,8 +41,25 @@ export const REQUEST_TOKEN_WINDOW_MS = 24 * 60 * 60 * 1000;
 export const MAX_REQUEST_TOKEN_LENGTH = 128;
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]+$/;
 
-/** What a change left: the key record as written, an alias made or repointed, or a deletion. */
-export type TokenOutcome = { key: KeyRecord } | { alias: { name: string; keyId: string } } | { deleted: true };
+/** What Init made (cluster.ts InitResult). */
+export interface InitOutcome {
+  clusterId: string;
+  threshold: number;
+  shares: number;
+  custodianIds: string[];
+  manifestFingerprint: string;
+}
+
+/**
+ * What a change left: the key record as written, an alias made or repointed, a deletion, the
+ * ceremony opened (its id and operation: a replay reads it again), or the cluster an Init made.
+ */
+export type TokenOutcome =
+  | { key: KeyRecord }
+  | { alias: { name: string; keyId: string } }
+  | { deleted: true }
+  | { ceremony: { id: string; operation: string } }
+  | { init: InitOutcome };
 
 export interface TokenRecord {
   principal: string;
@@ -58,6 +84,8 @@ export class TokenBinding {
     readonly method: string,
     readonly token: string,
     readonly params: string,
+    /** Whether its record carries a record MAC (false: a change made while sealed; see above). */
+    readonly macked = true,
   ) {
     this.path = paths.requestToken(createHash('sha256').update(principal).update('\0').update(method).update('\0').update(token).digest('base64url'));
   }
@@ -65,6 +93,12 @@ export class TokenBinding {
   /** The record of this call's change. */
   record(outcome: TokenOutcome, now = new Date()): TokenRecord {
     return { principal: this.principal, method: this.method, token: this.token, params: this.params, at: now.toISOString(), outcome };
+  }
+
+  /** The put that records `outcome` in the change's transaction (MAC'd unless `macked` is false). */
+  put(outcome: TokenOutcome, integrity: Pick<RecordIntegrity, 'stamp'>): [string, string] {
+    const r = this.record(outcome);
+    return [this.path, this.macked ? integrity.stamp(this.path, r) : JSON.stringify(r)];
   }
 }
 
@@ -74,6 +108,19 @@ const scope = new AsyncLocalStorage<TokenBinding>();
 export function boundToken(): TokenBinding | undefined {
   const b = scope.getStore();
   return b && !b.consumed && !b.ended ? b : undefined;
+}
+
+/**
+ * After a write that carried token `t` (its put, and the compare that `t.path` was never
+ * created): an applied write consumed `t`; one that did not apply while `t` is recorded now (a
+ * concurrent attempt of the same call won) throws, so the call answers that attempt's outcome
+ * (RequestTokens.run) instead of trying its change again.
+ */
+export async function settle(ns: Namespace, t: TokenBinding | undefined, applied: boolean): Promise<void> {
+  if (!t) return;
+  if (applied) t.consumed = true;
+  else if ((await etcdCall('read request token', () => ns.get(t.path).exec())).kvs.length > 0)
+    throw unavailable('a concurrent attempt of this call applied it first', { reason: 'CONTENDED' });
 }
 
 /** A request token as the caller sent it: '' (none) or 1 to 128 characters of [A-Za-z0-9_-]. */
@@ -128,13 +175,13 @@ export class RequestTokens {
    * outcome recorded for its token. `execute`'s state change records the token (key-store.ts).
    */
   async run<T>(
-    call: { principal: string; method: string; request: Record<string, unknown> },
+    call: { principal: string; method: string; request: Record<string, unknown>; macked?: boolean },
     execute: () => Promise<T>,
     replay: (r: TokenRecord) => Promise<T> | T,
   ): Promise<T> {
     const token = validateRequestToken(call.request.request_token);
     if (!token) return execute();
-    const b = new TokenBinding(call.principal, call.method, token, paramsHash(call.request));
+    const b = new TokenBinding(call.principal, call.method, token, paramsHash(call.request), call.macked ?? true);
     const prior = await this.recorded(b);
     if (prior) return replay(prior);
     try {
@@ -155,7 +202,8 @@ export class RequestTokens {
   async recorded(b: TokenBinding): Promise<TokenRecord | undefined> {
     const kv = (await etcdCall('read request token', () => this.#ns.get(b.path).exec())).kvs[0];
     if (!kv) return undefined;
-    const r = this.#integrity.open<TokenRecord>(b.path, kv.value);
+    const r = b.macked ? this.#integrity.open<TokenRecord>(b.path, kv.value) : plain(kv.value);
+    if (!r) throw this.#integrity.refuse(b.path, 'not JSON', kv.value.toString());
     if (r.principal !== b.principal || r.method !== b.method || r.token !== b.token)
       throw this.#integrity.refuse(b.path, 'holds the token of another call', kv.value.toString());
     if (r.params !== b.params)
@@ -196,6 +244,47 @@ export class RequestTokens {
     }
     return deleted;
   }
+}
+
+/** An unMAC'd record as stored (one with a MAC read so keeps it, unused); undefined if not a JSON object. */
+function plain(raw: Buffer): TokenRecord | undefined {
+  try {
+    const r = JSON.parse(raw.toString()) as TokenRecord;
+    return r && typeof r === 'object' && r.outcome && typeof r.outcome === 'object' ? r : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How a service's tokened handlers answer (withRequestTokens). */
+export interface TokenedService<R> {
+  /** A repeat's answer: the outcome its token recorded, audited as a replay (`replay=true`). */
+  replay(method: string, r: TokenRecord, ctx: CallContext): Promise<R> | R;
+  /** The first application's answer, noting its token for the audit record (replays link to it). */
+  applied(method: string, result: R, token: string, ctx: CallContext): R;
+  /** Whether the record of `method` called with `request` carries a record MAC (default: yes). */
+  macked?(method: string, request: Record<string, unknown>): boolean;
+}
+
+/**
+ * `handlers` of `service` with those of the methods whose request takes a `request_token`
+ * (method-policy.ts) run through the token store (RequestTokens.run); the others as they are.
+ */
+export function withRequestTokens<H extends object, R>(service: ServiceName, tokens: RequestTokens | undefined, handlers: H, s: TokenedService<R>): H {
+  if (!tokens) return handlers;
+  const policies = methodPolicies(service);
+  type Handler = (req: Record<string, unknown>, ctx: CallContext) => Promise<R>;
+  return Object.fromEntries(
+    Object.entries(handlers as Record<string, Handler>).map(([m, h]) => {
+      if (!policies.get(m as never)?.requestToken) return [m, h];
+      const tokened: Handler = (req, ctx) => {
+        const token = typeof req.request_token === 'string' ? req.request_token : '';
+        const call = { principal: ctx.principal, method: `${service}.${m}`, request: req, macked: s.macked?.(m, req) ?? true };
+        return tokens.run(call, async () => (token ? s.applied(m, await h(req, ctx), token, ctx) : h(req, ctx)), (r) => s.replay(m, r, ctx));
+      };
+      return [m, tokened];
+    }),
+  ) as H;
 }
 
 /** An etcd key as read through the namespace, relative to it again. */

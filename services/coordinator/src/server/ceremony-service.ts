@@ -4,8 +4,9 @@
  * each method) and the audit observer.
  */
 import { permissionDenied, invalidArgument, failedPrecondition, ceremonyNotFound, quote } from '@keyshard/errors';
-import { OPERATIONS } from '@keyshard/crypto';
+import { OPERATIONS, RELEASING_OPERATIONS } from '@keyshard/crypto';
 import type { Ceremony } from '@keyshard/crypto';
+import { paths } from '@keyshard/store';
 import { roleAuthorizer, type CallContext, type ServiceHandlers } from '@keyshard/rpc';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { Seal } from '../cluster/seal.ts';
@@ -13,7 +14,9 @@ import type { Replicas } from '../cluster/replicas.ts';
 import type { UnsealCeremonies } from '../ceremonies/unseal-ceremony.ts';
 import type { QuorumCeremonies } from '../ceremonies/quorum-ceremonies.ts';
 import type { CustodianLink } from '../ceremonies/custodian-link.ts';
-import type { CeremonyStore } from '../ceremonies/ceremony-store.ts';
+import { macked, type CeremonyStore } from '../ceremonies/ceremony-store.ts';
+import { integrityError } from '../cluster/record-integrity.ts';
+import { withRequestTokens, type RequestTokens, type TokenRecord } from '../keys/request-tokens.ts';
 import type { AuditSinkStatus, EtcdStatus } from '../cluster/cluster-status.ts';
 import { getShareExport } from '../cluster/share-recovery.ts';
 import type { ClusterStore } from '../cluster/cluster-store.ts';
@@ -41,6 +44,8 @@ export interface CeremonyDeps {
   sealCluster: (principal: string) => Promise<number>;
   /** This replica's witness of the audit sink (Status; ResetWitnesses). */
   witness: AuditWitness;
+  /** Request tokens of Init, StartUnseal and StartCeremony (keys/request-tokens.ts). */
+  tokens?: RequestTokens;
 }
 
 /** Ceremony calls that change state need the admin role; reads admin or key-user (ceremony.proto's roles). */
@@ -60,7 +65,41 @@ function withFacts(c: Ceremony, ctx: CallContext): Ceremony {
   return c;
 }
 
+/**
+ * A repeated Init or ceremony start: the outcome its token recorded, read again as it stands
+ * now and checked to be the caller's (a record made while sealed carries no MAC), audited as a replay.
+ */
+async function replay(d: CeremonyDeps, r: TokenRecord, ctx: CallContext): Promise<unknown> {
+  const o = r.outcome;
+  ctx.facts.details = { replay: 'true', request_token: r.token };
+  if ('init' in o) {
+    await d.cluster.load();
+    const { record } = d.cluster.requireInitialized();
+    if (record.clusterId !== o.init.clusterId) throw integrityError(paths.cluster);
+    ctx.facts.details = { ...ctx.facts.details, cluster_id: o.init.clusterId, shares: String(o.init.shares), threshold: String(o.init.threshold) };
+    return { cluster_id: o.init.clusterId, threshold: o.init.threshold, shares: o.init.shares, custodian_ids: o.init.custodianIds, manifest_fingerprint: o.init.manifestFingerprint };
+  }
+  if (!('ceremony' in o)) throw integrityError(paths.ceremoniesPrefix);
+  const { id, operation } = o.ceremony;
+  const c = RELEASING_OPERATIONS.has(operation) ? await d.unseal.get(id) : await d.ceremonies.show(id);
+  if (!c) throw ceremonyNotFound(id);
+  if (c.id !== id || c.operation !== operation || c.initiator !== r.principal) throw integrityError(paths.ceremony(id));
+  return withFacts(c, ctx);
+}
+
 export function ceremonyHandlers(d: CeremonyDeps): ServiceHandlers<'CeremonyService'> {
+  return withRequestTokens('CeremonyService', d.tokens, ceremonyHandlersUntokened(d), {
+    replay: (_method, r, ctx) => replay(d, r, ctx),
+    applied: (_method, reply, token, ctx) => {
+      ctx.facts.details = { ...ctx.facts.details, request_token: token };
+      return reply;
+    },
+    // Init and unseal/recover starts are made by a sealed replica: no record MAC can be made or checked.
+    macked: (method, req) => method === 'StartCeremony' && macked(String(req.operation)),
+  });
+}
+
+function ceremonyHandlersUntokened(d: CeremonyDeps): ServiceHandlers<'CeremonyService'> {
   return {
     async Status() {
       // With etcd unreachable, Status still answers at once from what this replica last read, and says so.
@@ -102,7 +141,7 @@ export function ceremonyHandlers(d: CeremonyDeps): ServiceHandlers<'CeremonyServ
       return { previous: r.previous ? toCheckpointMsg(r.previous) : null, anchor: toCheckpointMsg(r.anchor), previous_alarm: r.previousAlarm };
     },
     async Init(req, ctx) {
-      const r = await d.cluster.init(req.shares || d.links.length, req.threshold || 3);
+      const r = await d.cluster.init(req.shares || d.links.length, req.threshold || 3, d.replicas);
       ctx.facts.details = { cluster_id: r.clusterId, shares: String(r.shares), threshold: String(r.threshold) };
       return {
         cluster_id: r.clusterId,

@@ -4,8 +4,8 @@
  * batch sizes). The seal check and the audit class are per method, in server/methods.ts.
  */
 import { invalidArgument, permissionDenied, KeyshardError } from '@keyshard/errors';
-import { methodPolicies, roleAuthorizer, STATUS_OF, type CallContext, type pb } from '@keyshard/rpc';
-import type { RequestTokens, TokenRecord } from '../keys/request-tokens.ts';
+import { roleAuthorizer, STATUS_OF, type CallContext, type pb } from '@keyshard/rpc';
+import { withRequestTokens, type RequestTokens, type TokenRecord } from '../keys/request-tokens.ts';
 import type { Keyring } from '../keys/keyring.ts';
 import type { KeyRecord, UsageRecord } from '../keys/key-record.ts';
 import type { KeyOperations } from '../keys/key-operations.ts';
@@ -109,7 +109,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
   };
 
   /** A repeated call's answer: the outcome its token recorded (request-tokens.ts), audited as a replay. */
-  const replay = (method: string) => (r: TokenRecord, principal: string): Answer<unknown> => {
+  const replay = (method: string, r: TokenRecord, { principal }: CallContext): Answer<unknown> => {
     const o = r.outcome;
     const details = { replay: 'true', request_token: r.token };
     if ('key' in o)
@@ -121,7 +121,7 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
     return { audit: { details }, reply: {} };
   };
 
-  return withRequestTokens(tokens, replay, {
+  return withRequestTokens('KeyService', tokens, {
     // A key just created has never been used: no usage to read.
     async CreateKey(req, ctx) {
       const rec = await ops.createKey(
@@ -232,30 +232,11 @@ export function keyHandlers(keyring: Keyring, ops: KeyOperations, usageOf: Usage
     async ListAliases(req) {
       return { reply: { aliases: (await keyring.listAliases(req.key || undefined)).map((a) => ({ name: a.name, key_id: a.keyId })) } };
     },
+  }, {
+    replay,
+    // The change's own audit event names its token too, so its replays link to it.
+    applied: (_method, a: Answer<unknown>, token) => ({ ...a, audit: { ...a.audit, details: { ...a.audit?.details, request_token: token } } }),
   });
-}
-
-/**
- * The handlers of the methods whose request takes a `request_token` (method-policy.ts), run
- * through the token store (RequestTokens.run): a repeat answers `replay` of the recorded outcome.
- */
-function withRequestTokens<H extends object>(tokens: RequestTokens | undefined, replay: (method: string) => (r: TokenRecord, principal: string) => Answer<unknown>, handlers: H): H {
-  if (!tokens) return handlers;
-  const policies = methodPolicies('KeyService');
-  type Handler = (req: Record<string, unknown>, ctx: CallContext) => Promise<Answer<unknown>>;
-  return Object.fromEntries(
-    Object.entries(handlers as Record<string, Handler>).map(([m, h]) => {
-      if (!policies.get(m as never)?.requestToken) return [m, h];
-      const answer = replay(m);
-      // The change's own audit event names its token too, so its replays link to it.
-      const run = async (req: Record<string, unknown>, ctx: CallContext): Promise<Answer<unknown>> => {
-        const a = await h(req, ctx);
-        return { ...a, audit: { ...a.audit, details: { ...a.audit?.details, request_token: String(req.request_token) } } };
-      };
-      const tokened: Handler = (req, ctx) => tokens.run({ principal: ctx.principal, method: `KeyService.${m}`, request: req }, () => (req.request_token ? run : h)(req, ctx), (r: TokenRecord) => answer(r, ctx.principal));
-      return [m, tokened];
-    }),
-  ) as H;
 }
 
 /** Only configured key users and admins may call KeyService (keys.proto's roles); components and readers may not. */
