@@ -9,7 +9,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { APP, DevCluster } from '@keyshard/devcluster';
@@ -73,6 +73,16 @@ describe('replicated audit log: 3 sink replicas, audit leader SIGKILLed under SD
       await cluster.start([leader]);
       const atReturn = created.length;
       await waitFor('20 more keys with the replica back', async () => (created.length >= atReturn + 20 ? true : undefined), 60_000);
+      // The witness publishes (at most every 10 s, while the log grows) to every replica, the one
+      // that was down included once it is back.
+      await waitFor('a cosignature published on every replica', async () =>
+        cluster.auditSinkIds.every((id) => {
+          const f = path.join(cluster.layout.auditDirOf(id), 'cosigned.log');
+          return existsSync(f) && readFileSync(f, 'utf8').trim() !== '';
+        })
+          ? true
+          : undefined,
+      30_000);
       console.log(`# audit leader ${leader} killed, ${next} took over; CreateKey ok ${created.length}, failed ${failedCreates}; Encrypt ok ${encrypts}`);
     } finally {
       running = false;
