@@ -284,8 +284,6 @@ export function writeConfigs(l: Layout): void {
         ? {
             replication: {
               replicas: l.auditSinkIds.map((r, i) => ({ id: r, address: l.auditSinkAddress(r), checkpointPublicKey: l.sinkCheckpointPublicKeys[i]! })),
-              electionTimeoutMs: 1000,
-              heartbeatMs: 100,
             },
           }
         : {}),

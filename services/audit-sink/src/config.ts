@@ -167,9 +167,9 @@ export const replicationSchema = z
         if (new Set(list.map((r) => r.id)).size !== list.length) ctx.addIssue({ code: 'custom', message: 'replica ids must be distinct' });
       }),
     /** A follower that hears no leader for a random time in [this, 2·this) starts an election; a leader that hears no majority for this long steps down. */
-    electionTimeoutMs: z.number().int().min(100).max(60_000).default(1500),
+    electionTimeoutMs: z.number().int().min(100).max(60_000).default(1000),
     /** How often the leader sends its state to each follower when idle. */
-    heartbeatMs: z.number().int().min(10).max(10_000).default(200),
+    heartbeatMs: z.number().int().min(10).max(10_000).default(100),
   })
   .refine((r) => r.heartbeatMs * 2 <= r.electionTimeoutMs, 'replication.heartbeatMs must be at most half of electionTimeoutMs');
 

@@ -166,8 +166,8 @@ export class Replica {
     this.majority = Math.floor(n / 2) + 1;
     this.log = opts.log;
     this.store = opts.store;
-    this.electionMs = opts.electionMs ?? 1500;
-    this.heartbeatMs = opts.heartbeatMs ?? 200;
+    this.electionMs = opts.electionMs ?? 1000;
+    this.heartbeatMs = opts.heartbeatMs ?? 100;
     this.term = opts.store.state.currentTerm;
     this.votedFor = opts.store.state.votedFor;
     this.appliedTerm = opts.store.state.appliedTerm;
