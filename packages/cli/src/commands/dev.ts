@@ -26,7 +26,7 @@ export function registerDev(program: Command): void {
     .option('--threshold <t>', 'shares needed to unseal (first start only)', integer({ min: 1, max: 255 }), 3)
     .option('--coordinators <n>', 'coordinator replicas (first start only)', integer({ min: 1, max: 9 }), 1)
     .option('--etcd-members <n>', 'etcd members, 1 or 3 (first start only)', oneOf('1', '3'), '1')
-    .option('--audit-replicas <n>', 'audit sink replicas, 1, 3, 5 or 7: an event is acknowledged once a majority holds it (first start only)', oneOf('1', '3', '5', '7'), '1')
+    .option('--audit-replicas <n>', 'audit sink replicas, 1, 3, 5 or 7: an event is acknowledged once a majority holds it (first start only)', oneOf('1', '3', '5', '7'), '3')
     .option('--manual', 'custodians wait for `keyshard custodian approve` instead of auto-approving (first start only); prints the commands')
     .option('--no-init', 'leave a fresh cluster uninitialized (to restore a backup into: `keyshard restore FILE`)')
     .option('--json', 'print the endpoints as JSON once the cluster is up')
