@@ -48,7 +48,8 @@ describe('verifyLogDir on a log directory built from the frozen vectors', () => 
       trusted: { stored: record.tree_size, cosigned: [record.tree_size] },
       witnesses: [{ name: trustVector.witness_name, treeSize: record.tree_size, time: '2026-12-06T10:00:04.000Z' }],
       witnessQuorum: 1,
-      newest: { time: '2026-12-06T10:00:04.000Z', treeSize: record.tree_size, source: 'checkpoints.log line 1, signed by the sink' },
+      // Freshness is measured on witness cosignature times only (the sink's own times prove nothing).
+      newest: { time: '2026-12-06T10:00:04.000Z', treeSize: record.tree_size, source: `cosigned.log line 1, cosigned by ${trustVector.witness_name}` },
       notes: [
         `the witnesses' cosignatures came only from cosigned.log, in the folder: whoever controls it can cut the tail and trim that file too; give the newest cosigned checkpoints from outside (--cosigned FILE)`,
       ],
