@@ -117,7 +117,6 @@ interface Round {
   lines: Buffer;
   acks: Set<string>;
   committed: () => void;
-  done: Promise<void>;
 }
 
 interface PeerState {
@@ -666,7 +665,7 @@ export class Replica {
       lost = rej;
     });
     done.catch(() => {}); // awaited below; a loss before then must not count as unhandled
-    const round: Round = { term, start, end, lines, acks: new Set(), committed, done };
+    const round: Round = { term, start, end, lines, acks: new Set(), committed };
     this.round = round;
     const onLost = () => {
       if (!this.isLeader(term)) lost(this.notLeader());
