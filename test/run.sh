@@ -22,6 +22,7 @@ if [ "$part" = all ] || [ "$part" = unit ]; then
   echo "== frozen vectors match their independent generators" >&2
   python3 packages/crypto/vectors/generate.py --check
   python3 packages/audit-log/vectors/generate.py --check
+  python3 services/audit-sink/vectors/generate.py --check
   python3 packages/client/vectors/generate.py --check
   echo "== unit tests" >&2
   mapfile -t specs < <(find packages services -path '*/node_modules' -prune -o -name '*.spec.ts' -print | sort)

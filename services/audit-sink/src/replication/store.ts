@@ -106,7 +106,8 @@ export class ReplicaStore {
   }
 }
 
-function pendingEntry(p: PendingBatch): Buffer {
+/** One pending.log entry: header line, then the lines (vectors: services/audit-sink/vectors/replication.json). */
+export function pendingEntry(p: PendingBatch): Buffer {
   const header = JSON.stringify({ term: p.term, start: p.start, bytes: p.lines.length, sha256: createHash('sha256').update(p.lines).digest('hex') });
   return Buffer.concat([Buffer.from(`${header}\n`, 'utf8'), p.lines]);
 }
