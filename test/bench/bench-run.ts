@@ -9,6 +9,7 @@
  *   BENCH_WARMUP    warm-up seconds per timed run (default 2)
  *   BENCH_CHANNELS  channels (= TLS connections) a load spreads over (default 4, the SDK's default)
  *   BENCH_ROUNDS    baseline/measured pairs, alternating; the median run of each counts (default 3)
+ *   BENCH_AUDIT_REPLICAS  audit sink replicas of the cluster (default 1; 3 = the replicated log)
  *   BENCH_KEEP=1    keep the cluster directory (logs)
  *   BENCH_CPU_PROF=DIR  run the coordinator, the audit sink and the echo servers under
  *                   `node --cpu-prof`; profiles land in DIR/<process>/ when they exit.
@@ -43,6 +44,8 @@ export interface BenchSettings {
   channels: number;
   rounds: number;
   keep: boolean;
+  /** Audit sink replicas (BENCH_AUDIT_REPLICAS, default 1). */
+  auditReplicas: number;
   cpuProf: string | undefined;
   audit: AuditMode;
 }
@@ -55,6 +58,7 @@ export function benchSettings(): BenchSettings {
     // Medians of alternating rounds damp the noise of a shared machine.
     rounds: envNumber('BENCH_ROUNDS', 3, { integer: true }),
     keep: process.env.BENCH_KEEP === '1',
+    auditReplicas: envNumber('BENCH_AUDIT_REPLICAS', 1, { integer: true }),
     cpuProf: process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined,
     audit: auditMode(),
   };
@@ -127,6 +131,7 @@ export class BenchRun {
       dir: this.dir,
       custodians: 3,
       threshold: 2,
+      auditReplicas: this.settings.auditReplicas,
       coordinatorOverrides: opts.coordinatorOverrides,
       progress: log,
     });
