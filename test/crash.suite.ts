@@ -218,7 +218,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
         what = `CreateKey ${name} on ${victim}: ${r.ok ? 'acknowledged' : r.code}`;
         // The caller's retry with the same token: the key the killed call made, or a new one; one key either way.
         const existed = await admin.getKey(name).catch(() => undefined);
-        const retried = await admin.createKey(name, {}, { requestToken });
+        const retried = await admin.createKey(name, { policy: FOR_APP }, { requestToken }); // the same request, as a caller's retry sends it
         if (existed) assert.equal(retried.id, existed.id, `${what}: the retry answered the key the killed call made`);
         if (r.ok) assert.equal(retried.id, r.value.id, `${what}: the retry answered the acknowledged key`);
         what += `; retried with its token: ${existed ? 'replayed' : 'applied now'}`;
