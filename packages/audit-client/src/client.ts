@@ -288,7 +288,7 @@ export class AuditClient {
       // A refusal keeps the sink's own reason (NOT_AUTHORIZED, INVALID_ARGUMENT, ...): it is not
       // an outage, and a caller must not retry it as one.
       const reason = reasonOfStatus(e);
-      if (!code && this.targets.length > 1 && this.moveOn(s, reason === 'AUDIT_NOT_LEADER' ? errorInfoOf(e)?.metadata?.leader_address : undefined)) return;
+      if (!code && this.targets.length > 1 && this.moveOn(s, reason === 'AUDIT_NOT_LEADER' ? errorInfoOf(e)?.metadata : undefined)) return;
       const err = code ? new KeyshardError(code, `audit sink refused: ${e.details}`, { reason: isReason(reason) ? reason : undefined }) : unavailable(e.details || e.message);
       this.fail(s, err);
     });
@@ -301,12 +301,14 @@ export class AuditClient {
   }
 
   /**
-   * A replicated sink: the replica used is not the leader (it named `leader`) or is down. Drops
+   * A replicated sink: the replica used is not the leader (it named `leader`: the leader's id, and
+   * its address as that replica reaches it — this client may reach it at another, so the id is
+   * matched first) or is down. Drops
    * the stream, puts the unacknowledged batch back at the head of the queue and sends it to the
    * leader (or the next replica) after a short pause that grows while no replica acknowledges.
    * Each record() keeps its own deadline. False (the caller fails as before) once the client is closed.
    */
-  private moveOn(s: AppendStream, leader: string | undefined): boolean {
+  private moveOn(s: AppendStream, leader: { leader?: string; leader_address?: string } | undefined): boolean {
     if (this.stream !== s || this.closed) return false;
     this.stream = undefined;
     s.cancel();
@@ -314,7 +316,8 @@ export class AuditClient {
     this.inFlight = undefined;
     clearTimeout(f?.timer);
     if (f) this.queue.unshift(...f.items.filter((p) => !p.settled));
-    const hinted = leader ? this.targets.findIndex((t) => t.address === leader) : -1;
+    const byId = leader?.leader ? this.targets.findIndex((t) => t.serverId === leader.leader) : -1;
+    const hinted = byId >= 0 ? byId : leader?.leader_address ? this.targets.findIndex((t) => t.address === leader.leader_address) : -1;
     const next = hinted >= 0 && hinted !== this.target ? hinted : (this.target + 1) % this.targets.length;
     if (next !== this.target) {
       this.client?.close();

@@ -21,11 +21,11 @@ import { connectEtcd } from '@keyshard/store';
 import { KeyshardClient, CustodianOperatorClient, unsealAndWait, waitForCeremony, type Ceremony } from '@keyshard/client';
 import {
   ADMIN, APP, appEnvFile, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ensureTransportKeys, ETCD_ROOT, etcdClientUrls, operatorOf, prepareLayout, transportPublicKeyPem, writeConfigs, writeEnvFile, writeTrustFile,
-  type CoordinatorOverrides, type EtcdMember, type Layout,
+  type AuditRoute, type CoordinatorOverrides, type EtcdMember, type Layout,
 } from './layout.ts';
 import { ManagedProcess, nodeService, REPO_ROOT } from './processes.ts';
 
-export { ADMIN, APP, appEnvFile, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ETCD_ROOT, operatorOf, transportPublicKeyPem, type CoordinatorOverrides, type EtcdMember, type Layout };
+export { ADMIN, APP, appEnvFile, AUDITOR, COORDINATOR, coordinatorId, custodianEnvFile, ETCD_ROOT, operatorOf, transportPublicKeyPem, type AuditRoute, type CoordinatorOverrides, type EtcdMember, type Layout };
 export { ManagedProcess, freePort, REPO_ROOT } from './processes.ts';
 export { unsealAndWait } from '@keyshard/client';
 
@@ -46,6 +46,8 @@ export interface DevClusterOptions {
   coordinatorOverrides?: CoordinatorOverrides;
   /** Deep-merged into the named replica's config after coordinatorOverrides (arrays replace). */
   replicaOverrides?: Record<string, CoordinatorOverrides>;
+  /** The address a process dials to reach an audit sink replica (Layout.auditRoute; tests: TCP links to partition a replica). */
+  auditRoute?: AuditRoute;
   progress?: (msg: string) => void;
 }
 
@@ -98,6 +100,7 @@ export class DevCluster {
         auditReplicas: opts.auditReplicas ?? 1,
         coordinatorOverrides: opts.coordinatorOverrides,
         replicaOverrides: opts.replicaOverrides,
+        auditRoute: opts.auditRoute,
       },
       progress,
     );

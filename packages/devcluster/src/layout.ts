@@ -49,6 +49,9 @@ export interface EtcdMember {
 /** Deep-merged into every coordinator's config (tests: e.g. small usage bounds). */
 export type CoordinatorOverrides = Record<string, unknown>;
 
+/** See Layout.auditRoute. */
+export type AuditRoute = (from: string, sinkId: string) => string | undefined;
+
 export interface Layout {
   dir: string;
   plan: ClusterPlan;
@@ -58,6 +61,12 @@ export interface Layout {
   coordinatorOverrides: CoordinatorOverrides;
   /** Deep-merged into one replica's config, after coordinatorOverrides (tests: e.g. a replica's etcd path through a proxy). */
   replicaOverrides: Record<string, CoordinatorOverrides>;
+  /**
+   * The address `from` (a coordinator, custodian or audit sink replica) dials to reach audit sink
+   * replica `sinkId`, when not the replica's own (tests: a TCP link in between, to partition one
+   * replica); undefined: the replica's listen address.
+   */
+  auditRoute?: AuditRoute;
   softhsmConf: Record<string, string>;
   pinFile: Record<string, string>;
   /** Dev only: each token's security-officer PIN (what enrolls transport keys). */
@@ -144,7 +153,7 @@ async function newPlan(opts: PlanOptions): Promise<ClusterPlan> {
 
 export async function prepareLayout(
   dir: string,
-  opts: PlanOptions & { coordinatorOverrides?: CoordinatorOverrides; replicaOverrides?: Record<string, CoordinatorOverrides> },
+  opts: PlanOptions & { coordinatorOverrides?: CoordinatorOverrides; replicaOverrides?: Record<string, CoordinatorOverrides>; auditRoute?: AuditRoute },
   progress: (msg: string) => void,
 ): Promise<Layout> {
   dir = path.resolve(dir);
@@ -209,6 +218,7 @@ export async function prepareLayout(
     coordinatorIds,
     coordinatorOverrides: opts.coordinatorOverrides ?? {},
     replicaOverrides: opts.replicaOverrides ?? {},
+    ...(opts.auditRoute ? { auditRoute: opts.auditRoute } : {}),
     softhsmConf,
     pinFile,
     soPinFile,
@@ -267,6 +277,7 @@ export function writeConfigs(l: Layout): void {
   const { plan } = l;
   const write = (name: string, cfg: unknown) => writeFileSync(l.configFile(name), JSON.stringify(cfg, null, 2));
   const replicated = l.auditSinkIds.length > 1;
+  const route = (from: string, sinkId: string) => l.auditRoute?.(from, sinkId) ?? l.auditSinkAddress(sinkId);
   for (const id of l.auditSinkIds)
     write(id, {
       listen: l.auditSinkAddress(id),
@@ -283,17 +294,18 @@ export function writeConfigs(l: Layout): void {
       ...(replicated
         ? {
             replication: {
-              replicas: l.auditSinkIds.map((r, i) => ({ id: r, address: l.auditSinkAddress(r), checkpointPublicKey: l.sinkCheckpointPublicKeys[i]! })),
+              replicas: l.auditSinkIds.map((r, i) => ({ id: r, address: r === id ? l.auditSinkAddress(r) : route(id, r), checkpointPublicKey: l.sinkCheckpointPublicKeys[i]! })),
             },
           }
         : {}),
     });
-  const sinkPin = {
-    address: addr(plan.ports.audit),
+  /** How producer `from` reaches the audit log: the first replica, or every replica. */
+  const sinkPin = (from: string) => ({
+    address: route(from, 'audit-sink'),
     serverId: 'audit-sink',
     checkpointPublicKeys: l.sinkCheckpointPublicKeys,
-    ...(replicated ? { replicas: l.auditSinkIds.map((id) => ({ address: l.auditSinkAddress(id), serverId: id })) } : {}),
-  };
+    ...(replicated ? { replicas: l.auditSinkIds.map((id) => ({ address: route(from, id), serverId: id })) } : {}),
+  });
   l.custodianIds.forEach((id, i) =>
     write(id, {
       custodianId: id,
@@ -304,7 +316,7 @@ export function writeConfigs(l: Layout): void {
       approvalPolicy: plan.approvalPolicy,
       coordinators: l.coordinatorIds,
       operators: [operatorOf(id)],
-      audit: sinkPin,
+      audit: sinkPin(id),
     }),
   );
   l.coordinatorIds.forEach((id, i) =>
@@ -319,7 +331,7 @@ export function writeConfigs(l: Layout): void {
           transportKeyFile: l.transportKeyFile[id],
           witnessKeyFile: l.witnessKeyFile[id],
           etcd: { endpoints: etcdClientUrls(l), tls: l.certs[id], serverName: 'etcd' },
-          audit: { ...sinkPin, spoolDir: path.join(l.dir, 'spool', id) },
+          audit: { ...sinkPin(id), spoolDir: path.join(l.dir, 'spool', id) },
           custodians: l.custodianIds.map((cid, j) => ({ id: cid, address: addr(plan.ports.custodians[j]!) })),
           admins: [ADMIN],
           keyUsers: [APP],

@@ -1,0 +1,92 @@
+/**
+ * The replicated audit log as a test sees it on disk: each replica's records (its segment files,
+ * concatenated in order) and the checks the fault and crash suites make after a replica fault —
+ * the replicas agree byte for byte once caught up, and every acknowledged event is in every
+ * live replica's log.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { DevCluster } from '@keyshard/devcluster';
+import { sleep } from './load.ts';
+
+/** One replica's records as stored: its segments concatenated, cut after the last complete line. */
+export function logBytes(auditDir: string): Buffer {
+  const d = path.join(auditDir, 'segments');
+  if (!existsSync(d)) return Buffer.alloc(0);
+  const all = Buffer.concat(
+    readdirSync(d)
+      .sort()
+      .map((f) => readFileSync(path.join(d, f))),
+  );
+  return all.subarray(0, all.lastIndexOf(0x0a) + 1);
+}
+
+export interface StoredEvent {
+  operation: string;
+  result: string;
+  key_id?: string;
+  time: string;
+}
+
+/** The events of a log's records. */
+export function eventsOf(bytes: Buffer): StoredEvent[] {
+  return bytes
+    .toString('utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => (JSON.parse(l) as { event: StoredEvent }).event);
+}
+
+/**
+ * Waits until every replica in `ids` holds at least the records the longest of them held when
+ * called, then checks that each one's log starts with exactly those bytes: the logs are the same
+ * records in the same order, and a replica that was down, stopped or cut off has caught up.
+ * Resolves with that common prefix; rejects naming the replica that diverged or never caught up.
+ */
+export async function replicasAgree(cluster: DevCluster, ids = cluster.auditSinkIds, timeoutMs = 60_000): Promise<Buffer> {
+  const now = ids.map((id) => logBytes(cluster.layout.auditDirOf(id)));
+  const reference = now.reduce((a, b) => (b.length > a.length ? b : a));
+  const ref = Buffer.from(reference);
+  const deadline = Date.now() + timeoutMs;
+  for (const id of ids) {
+    for (;;) {
+      const b = logBytes(cluster.layout.auditDirOf(id));
+      const n = Math.min(b.length, ref.length);
+      if (!b.subarray(0, n).equals(ref.subarray(0, n))) {
+        const at = firstDifference(b, ref);
+        throw new Error(`audit replica ${id}'s log differs from the longest one at byte ${at} (record ${ref.subarray(0, at).toString('utf8').split('\n').length})`);
+      }
+      if (b.length >= ref.length) break;
+      if (Date.now() > deadline) throw new Error(`audit replica ${id} holds ${b.length} of the ${ref.length} bytes the others held ${timeoutMs / 1000} s ago: it did not catch up`);
+      await sleep(200);
+    }
+  }
+  return ref;
+}
+
+function firstDifference(a: Buffer, b: Buffer): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return n;
+}
+
+/**
+ * Of `keyIds` (keys whose CreateKey was acknowledged), those without a `keys.CreateKey` ok event
+ * in the log of some replica of `ids`, with the replica: [] when every replica has every one.
+ * Waits up to `timeoutMs` for followers that trail the leader by a heartbeat.
+ */
+export async function createEventsMissing(cluster: DevCluster, keyIds: string[], ids = cluster.auditSinkIds, timeoutMs = 30_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const missing = ids.flatMap((id) => {
+      const logged = new Set(
+        eventsOf(logBytes(cluster.layout.auditDirOf(id)))
+          .filter((e) => e.operation === 'keys.CreateKey' && e.result === 'ok')
+          .map((e) => e.key_id),
+      );
+      return keyIds.filter((k) => !logged.has(k)).map((k) => `${k} not in ${id}'s log`);
+    });
+    if (missing.length === 0 || Date.now() > deadline) return missing;
+    await sleep(300);
+  }
+}
