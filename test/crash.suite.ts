@@ -1,9 +1,10 @@
 /**
- * Crash consistency (issue 7): SIGKILL a coordinator at a random moment of CreateKey, RotateKey,
- * a scheduled-rotation sweep, or a reshare / rotate-root ceremony (at a random time, or at one
- * of the ceremony's named crash points: faultInjection.crashAt), restart it — it rejoins by the
- * join policy, so the custodians' shares are checked against the manifest every time — and
- * check after every iteration:
+ * Crash consistency (issues 7 and 18): SIGKILL a coordinator at a random moment of CreateKey,
+ * RotateKey, a scheduled-rotation sweep, or a reshare / rotate-root ceremony (at a random time, or
+ * at one of the ceremony's named crash points: faultInjection.crashAt), restart it — it rejoins by
+ * the join policy, so the custodians' shares are checked against the manifest every time — or
+ * SIGKILL an audit sink replica during a burst of CreateKeys and restart it (audit replica
+ * catch-up, below); and check after every iteration:
  *  - every acknowledged ciphertext (one per key version, at least) still decrypts;
  *  - key versions are contiguous 1..primary; a RotateKey made at most one version (exactly one
  *    if acknowledged); no scheduled rotation ran twice (versions of a key rotated every P
@@ -15,11 +16,26 @@
  *    now — never twice;
  *  - the cluster unseals: the killed replica rejoins; every 10th iteration and at the end the
  *    whole cluster is sealed and unsealed from the custodians' shares.
- * One cluster (1 etcd member, 2 coordinators, 3 custodians, t = 2) serves every iteration;
- * only the killed coordinator restarts.
+ * Audit replica catch-up ('audit-replica', every CRASH_AUDIT_EVERY-th iteration, default 5, so
+ * that CI's 20 iterations run it 4 times): BURST_CALLERS callers run CreateKeys through the
+ * client of both coordinators, each with its request token and, when it fails, sent again with
+ * it as the SDK's retry would (CreateKey is audited fail-closed: answered only once the
+ * replicated log acknowledged its event); at a random moment of the burst the audit leader or a
+ * follower (the seed chooses) is SIGKILLed; the burst goes on until AFTER_KILL calls that
+ * started after the kill were acknowledged (committed by the two replicas left, so the killed one
+ * lacks them), then the replica restarts. Checks: every acknowledged CreateKey of the whole run
+ * has its `keys.CreateKey` ok event in every replica's log (the restarted one included: it
+ * caught up), the three logs agree byte for byte up to what the longest held, and the usual
+ * invariants (the burst's keys exist and encrypt and decrypt).
+ * At the very end (the last test) the coordinators and custodians stop, the replicas converge
+ * and stop, their logs are byte-identical and `keyshard audit verify --trust` passes on each
+ * replica's folder.
+ * One cluster (1 etcd member, 2 coordinators, 3 custodians, t = 2, 3 audit sink replicas)
+ * serves every iteration; only the killed process restarts.
  *
  * Run: `npm run test:crash`; CRASH_ITERATIONS (default 100; about 6 s each), CRASH_SEED (the
- * run prints the one it used, to replay it), KEEP_DIR=1 keeps the cluster's state and logs.
+ * run prints the one it used, to replay it), CRASH_AUDIT_EVERY (default 5; 1 makes every
+ * iteration an audit replica crash), KEEP_DIR=1 keeps the cluster's state and logs.
  * Named *.suite.ts so that `npm test` (test/run.sh runs test/*.test.ts) does not run it.
  */
 import { after, before, describe, it } from 'node:test';
@@ -27,6 +43,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { witnessName } from '@keyshard/audit-log';
 import { ADMIN, APP, DevCluster, coordinatorId } from '@keyshard/devcluster';
 
 /** The crash suite's keys: made by the admin, used by app. */
@@ -34,6 +51,8 @@ const FOR_APP = { encrypt: [APP], decrypt: [APP] };
 import { KeyshardClient, waitForCeremony, type Key } from '@keyshard/client';
 import { codeOf, sleep, verifyLedger, type Ledger } from './support/load.ts';
 import { waitFor } from './support/grpc.ts';
+import { cosignersOf, createEventsMissing, logBytes, replicasAgree } from './support/audit-logs.ts';
+import { keyshard, readEnvFile } from './support/cli.ts';
 
 const ITERATIONS = Number(process.env.CRASH_ITERATIONS ?? 100);
 const SEED = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -43,7 +62,13 @@ const CEREMONY_DRIVER = COORDINATORS[0]!;
 const SWEEP_PERIOD_S = 2;
 const SWEEP_KEYS = ['sweep-0', 'sweep-1', 'sweep-2', 'sweep-3'];
 const CRASH_POINTS = ['reserved', 'delivered', 'switched', 'retired'];
-type Kind = 'create-key' | 'rotate-key' | 'sweep' | 'ceremony';
+const KINDS = ['create-key', 'rotate-key', 'sweep', 'ceremony', 'audit-replica'] as const;
+type Kind = (typeof KINDS)[number];
+const AUDIT_EVERY = Number(process.env.CRASH_AUDIT_EVERY ?? 5);
+/** Concurrent CreateKey callers of an audit replica crash's burst. */
+const BURST_CALLERS = 4;
+/** CreateKeys started after the kill that the burst waits to see acknowledged before the replica restarts. */
+const AFTER_KILL = 8;
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed with CRASH_SEED. */
 function prng(seed: number): () => number {
@@ -77,11 +102,27 @@ async function within<T>(p: Promise<T>, ms: number, message: string): Promise<T>
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** An acknowledged CreateKey of a burst: when its first attempt started and when it was answered. */
+interface BurstKey {
+  name: string;
+  id: string;
+  startedAt: number;
+  ackAt: number;
+}
+
+/** Records (lines) in a replica's log bytes. */
+function recordsIn(b: Buffer): number {
+  let n = 0;
+  for (let i = b.indexOf(0x0a); i >= 0; i = b.indexOf(0x0a, i + 1)) n++;
+  return n;
+}
+
 describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SEED})`, { timeout: (ITERATIONS * 90 + 600) * 1000 }, () => {
   const rand = prng(SEED);
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!;
-  const plan: Kind[] = Array.from({ length: ITERATIONS }, () => {
-    const r = rand();
+  const plan: Kind[] = Array.from({ length: ITERATIONS }, (_, i) => {
+    const r = rand(); // drawn for every iteration: the other iterations' kinds do not depend on AUDIT_EVERY
+    if (i % AUDIT_EVERY === AUDIT_EVERY - 1) return 'audit-replica';
     return r < 0.25 ? 'create-key' : r < 0.5 ? 'rotate-key' : r < 0.7 ? 'sweep' : 'ceremony';
   });
   let dir: string;
@@ -93,10 +134,12 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
   /** The keys' user, over every replica: the admin makes the keys for it (admins do not use keys). */
   let app: KeyshardClient;
   const ledger: Ledger = { ciphertexts: [], keys: [] };
-  const window = { createKey: 20, rotateKey: 20, ceremony: 2_000 };
+  const window = { createKey: 20, rotateKey: 20, ceremony: 2_000, auditBurst: 500 };
   let manualVersions = 1;
   const timings: { kind: Kind; ms: number }[] = [];
   const created: { name: string; acked: boolean }[] = [];
+  /** The ids of every acknowledged CreateKey: each must have its `keys.CreateKey` ok event in every audit replica's log. */
+  const audited: string[] = [];
 
   const encrypt = async (key: string) => {
     const plaintext = Buffer.from(`crash ${key} ${ledger.ciphertexts.length}`);
@@ -124,6 +167,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
       custodians: 3,
       threshold: 2,
       coordinators: 2,
+      auditReplicas: 3,
       // Short TTLs: a killed replica's registration, leadership and open ceremony lapse quickly.
       coordinatorOverrides: { registrationTtlSeconds: 2, leaderTtlSeconds: 2, custodianPollMs: 100, joinCheckSeconds: 1, rotationSweepSeconds: 1, ceremonyTtlSeconds: 60 },
     });
@@ -132,9 +176,9 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     for (const id of COORDINATORS) direct.set(id, cluster.client(ADMIN, { coordinator: id }));
     admin = new KeyshardClient({ address: COORDINATORS.map((id) => cluster.coordinatorAddressOf(id)), tls: cluster.layout.certs[ADMIN]!, timeoutMs: 20_000 });
     app = new KeyshardClient({ address: COORDINATORS.map((id) => cluster.coordinatorAddressOf(id)), tls: cluster.layout.certs[APP]!, timeoutMs: 20_000 });
-    await admin.createKey('enc', { policy: FOR_APP });
-    await admin.createKey('manual-rot', { policy: FOR_APP });
-    for (const name of SWEEP_KEYS) await admin.createKey(name, { rotationPeriodSeconds: SWEEP_PERIOD_S, policy: FOR_APP });
+    audited.push((await admin.createKey('enc', { policy: FOR_APP })).id);
+    audited.push((await admin.createKey('manual-rot', { policy: FOR_APP })).id);
+    for (const name of SWEEP_KEYS) audited.push((await admin.createKey(name, { rotationPeriodSeconds: SWEEP_PERIOD_S, policy: FOR_APP })).id);
     for (const k of ['enc', 'manual-rot', ...SWEEP_KEYS]) await encrypt(k);
     // How long the calls take, so a random kill lands inside them.
     const c1 = direct.get(COORDINATORS[0]!)!;
@@ -142,7 +186,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     const rotates: number[] = [];
     for (let i = 0; i < 5; i++) {
       let t = Date.now();
-      await c1.createKey(`crash-warm-${i}`);
+      audited.push((await c1.createKey(`crash-warm-${i}`)).id);
       creates.push(Date.now() - t);
       t = Date.now();
       await c1.rotateKey('manual-rot');
@@ -151,10 +195,19 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     }
     window.createKey = 2 * median(creates) + 5;
     window.rotateKey = 2 * median(rotates) + 5;
-    const t = Date.now();
+    let t = Date.now();
+    const warm = await createBurst('crash-warm-burst', (acked) => acked.length >= 3 * BURST_CALLERS);
+    window.auditBurst = Date.now() - t;
+    for (const k of warm.acked) {
+      audited.push(k.id);
+      ledger.keys.push({ id: k.id, name: k.name, ackAt: k.ackAt });
+    }
+    t = Date.now();
     await waitForCeremony(direct.get(CEREMONY_DRIVER)!, await direct.get(CEREMONY_DRIVER)!.startCeremony('reshare', { threshold: '2' }), () => {}, 60_000);
     window.ceremony = Math.round(1.5 * (Date.now() - t));
-    process.stdout.write(`crash suite: seed ${SEED}; kill windows: CreateKey ${window.createKey} ms, RotateKey ${window.rotateKey} ms, ceremony ${window.ceremony} ms, sweep ${SWEEP_PERIOD_S * 1000} ms\n`);
+    process.stdout.write(
+      `crash suite: seed ${SEED}; kill windows: CreateKey ${window.createKey} ms, RotateKey ${window.rotateKey} ms, ceremony ${window.ceremony} ms, sweep ${SWEEP_PERIOD_S * 1000} ms, CreateKey burst (audit replica) ${window.auditBurst} ms\n`,
+    );
   });
 
   after(async () => {
@@ -164,7 +217,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     await cluster?.stop();
     if (timings.length) {
       const by = (k: Kind) => timings.filter((t) => t.kind === k).map((t) => t.ms);
-      const line = (['create-key', 'rotate-key', 'sweep', 'ceremony'] as Kind[])
+      const line = KINDS
         .map((k) => `${k} ×${by(k).length} median ${(median(by(k).length ? by(k) : [0]) / 1000).toFixed(1)} s`)
         .join(', ');
       const total = timings.reduce((s, t) => s + t.ms, 0);
@@ -173,6 +226,48 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     if (process.env.KEEP_DIR === '1') process.stdout.write(`cluster state and logs kept in ${dir}\n`);
     else rmSync(dir, { recursive: true, force: true });
   });
+
+  /**
+   * CreateKeys (made for app) by BURST_CALLERS concurrent callers through `admin` (both
+   * coordinators) until `done(acknowledged so far)` holds when a caller is about to start one.
+   * Each carries its request token and, when it fails, is sent again with it until `timeoutMs`
+   * (the SDK already retried what it may; this is the caller's own retry, the same request).
+   * Resolves with the acknowledged keys and the codes of the attempts that failed.
+   */
+  const createBurst = async (prefix: string, done: (acked: BurstKey[]) => boolean, timeoutMs = 60_000) => {
+    const acked: BurstKey[] = [];
+    const failures: string[] = [];
+    const deadline = Date.now() + timeoutMs;
+    let n = 0;
+    let aborted = false;
+    const caller = async () => {
+      while (!done(acked) && !aborted) {
+        const name = `${prefix}-${n++}`;
+        const requestToken = `${name}-${SEED}`;
+        const startedAt = Date.now();
+        for (;;) {
+          try {
+            const k = await admin.createKey(name, { policy: FOR_APP }, { requestToken });
+            acked.push({ name, id: k.id, startedAt, ackAt: Date.now() });
+            break;
+          } catch (e) {
+            failures.push(codeOf(e));
+            if (Date.now() > deadline || aborted) {
+              aborted = true;
+              throw new Error(`CreateKey ${name} not acknowledged within ${timeoutMs / 1000} s (${acked.length} others were; failed attempts: ${failures.join(', ')})`);
+            }
+            await sleep(200);
+          }
+        }
+        if (Date.now() > deadline) {
+          aborted = true;
+          throw new Error(`a burst of CreateKeys did not reach its end within ${timeoutMs / 1000} s (${acked.length} acknowledged)`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: BURST_CALLERS }, caller));
+    return { acked, failures };
+  };
 
   /** Kills `victim` once `call` is under way (after a random delay below `windowMs`); returns the call's outcome. */
   const killDuring = async <T>(victim: string, call: () => Promise<T>, windowMs: number) => {
@@ -253,6 +348,39 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
         await cluster.process(victim).kill();
         await restart(victim);
         what = `sweep: leader ${victim} killed ${Math.round(delay)} ms in`;
+      } else if (kind === 'audit-replica') {
+        // Drawn up front, so the seed decides them whatever the timing.
+        const role = rand() < 0.5 ? 'leader' : 'follower';
+        const followerPick = rand();
+        const delay = Math.round(rand() * window.auditBurst);
+        let killedAt: number | undefined;
+        const afterKill = (acked: BurstKey[]) => (killedAt === undefined ? 0 : acked.filter((k) => k.startedAt > killedAt!).length);
+        const burst = createBurst(`crash-audit-${i}`, (acked) => afterKill(acked) >= AFTER_KILL);
+        burst.catch(() => {}); // awaited below; a failure before the kill is reported there
+        await sleep(delay);
+        const leaderNow = await cluster.waitForAuditLeader();
+        const followers = cluster.auditSinkIds.filter((id) => id !== leaderNow);
+        victim = role === 'leader' ? leaderNow : followers[Math.floor(followerPick * followers.length)]!;
+        await cluster.process(victim).kill();
+        killedAt = Date.now();
+        const b = await burst;
+        const victimDir = cluster.layout.auditDirOf(victim);
+        const heldAtRestart = recordsIn(logBytes(victimDir));
+        await cluster.start([victim]);
+        const slowest = Math.max(...b.acked.map((k) => k.ackAt - k.startedAt));
+        what =
+          `audit replica ${victim} (${role}) SIGKILLed ${delay} ms into a burst of CreateKeys: ${b.acked.length} acknowledged ` +
+          `(${afterKill(b.acked)} started after the kill; slowest ${slowest} ms), ${b.failures.length} failed attempts sent again${b.failures.length ? ` (${[...new Set(b.failures)].join(', ')})` : ''}`;
+        for (const k of b.acked) {
+          audited.push(k.id);
+          ledger.keys.push({ id: k.id, name: k.name, ackAt: k.ackAt });
+        }
+        // The restarted replica catches up from the leader; every acknowledged CreateKey of the run is in every log.
+        const missing = await createEventsMissing(cluster, audited);
+        assert.deepEqual(missing, [], `${what}: acknowledged CreateKeys without their audit event`);
+        const agreed = recordsIn(await replicasAgree(cluster));
+        assert.ok(recordsIn(logBytes(victimDir)) >= agreed, `${what}: ${victim} caught up`);
+        what += `; restarted holding ${heldAtRestart} records, caught up to ${agreed}: the 3 logs agree`;
       } else {
         victim = CEREMONY_DRIVER;
         const op = rand() < 0.5 ? 'reshare' : 'rotate-root';
@@ -312,6 +440,41 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     await waitForCeremony(b!, await b!.startCeremony('reshare', { threshold: '2' }), () => {}, 60_000);
     await sealAndUnseal();
     await verifyLedger(app, ledger, 10_000).then((c) => assert.equal(c.undecryptable.length, 0));
+  });
+
+  // Stops the cluster's processes: keep it the last test.
+  it('at the very end: the producers stopped, the audit replicas hold the same log and each folder verifies offline', async () => {
+    // The trust file's witness quorum is every witness (both coordinators, layout.ts
+    // writeTrustFile): each publishes its cosignatures on every replica, at most every 10 s.
+    const witnesses = COORDINATORS.map(witnessName);
+    await waitFor(
+      'a cosignature of each witness on every audit replica',
+      async () => (cluster.auditSinkIds.every((id) => witnesses.every((w) => cosignersOf(cluster.layout.auditDirOf(id)).includes(w))) ? true : undefined),
+      60_000,
+    );
+    assert.deepEqual(await createEventsMissing(cluster, audited), [], 'acknowledged CreateKeys without their audit event');
+    // Offline verification reads a folder's segments, then its checkpoints and cosignatures: on a
+    // live folder a checkpoint written between the two reads names records it did not read. So
+    // first nothing may append: the producers stop; then the followers learn the last commit
+    // (next heartbeat) and every log is the same; then the replicas stop (each writes a last
+    // checkpoint) and the folders are still.
+    for (const id of [...COORDINATORS, ...cluster.custodianIds]) await cluster.process(id).stop();
+    await replicasAgree(cluster);
+    await Promise.all(cluster.auditSinkIds.map((id) => cluster.process(id).stop()));
+    const final = cluster.auditSinkIds.map((id) => logBytes(cluster.layout.auditDirOf(id)));
+    for (const [j, id] of cluster.auditSinkIds.entries())
+      assert.ok(final[j]!.equals(final[0]!), `${id}'s log (${recordsIn(final[j]!)} records) differs from ${cluster.auditSinkIds[0]}'s (${recordsIn(final[0]!)} records)`);
+    assert.deepEqual(await createEventsMissing(cluster, audited, cluster.auditSinkIds, 0), [], 'acknowledged CreateKeys without their audit event (stopped)');
+    const env = readEnvFile(cluster.envFile);
+    const verified: string[] = [];
+    for (const id of cluster.auditSinkIds) {
+      const v = await keyshard(['audit', 'verify', cluster.layout.auditDirOf(id), '--trust', cluster.layout.trustFile, '--json'], env);
+      assert.equal(v.code, 0, `keyshard audit verify ${id}'s folder: ${v.stdout}${v.stderr}`);
+      const r = JSON.parse(v.stdout) as { ok: boolean; records: number; rootHash: string };
+      assert.ok(r.ok, `${id}: ${v.stdout}`);
+      verified.push(`${id} ${r.records} records, root ${r.rootHash.slice(0, 12)}`);
+    }
+    process.stdout.write(`crash suite: ${audited.length} acknowledged CreateKeys in every audit replica's log; logs byte-identical (${recordsIn(final[0]!)} records); audit verify ok: ${verified.join('; ')}\n`);
   });
 });
 

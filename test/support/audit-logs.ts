@@ -2,10 +2,11 @@
  * The replicated audit log as a test sees it on disk: each replica's records (its segment files,
  * concatenated in order) and the checks the fault and crash suites make after a replica fault —
  * the replicas agree byte for byte once caught up, and every acknowledged event is in every
- * live replica's log.
+ * live replica's log; which witnesses a replica holds cosignatures of.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { readCosignedLog } from '@keyshard/audit-log';
 import type { DevCluster } from '@keyshard/devcluster';
 import { sleep } from './load.ts';
 
@@ -89,4 +90,14 @@ export async function createEventsMissing(cluster: DevCluster, keyIds: string[],
     if (missing.length === 0 || Date.now() > deadline) return missing;
     await sleep(300);
   }
+}
+
+/**
+ * The witnesses (names, e.g. keyshard.dev/witness/coordinator) with a cosignature line in a
+ * replica's cosigned.log, whatever checkpoint it is of: what `keyshard audit verify`'s witness
+ * quorum can count at most. Read as published, unverified (verify checks the signatures).
+ */
+export function cosignersOf(auditDir: string): string[] {
+  const names = readCosignedLog(path.join(auditDir, 'cosigned.log')).items.flatMap((c) => c.cosignatures.map((line) => line.replace(/^\u2014 /, '').split(' ')[0]!));
+  return [...new Set(names)].sort();
 }
