@@ -13,6 +13,7 @@ import { existsSync, readFileSync, readdirSync, mkdtempSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { APP, DevCluster } from '@keyshard/devcluster';
+import type { Status } from '@keyshard/client';
 import { keyshard, readEnvFile } from './support/cli.ts';
 import { waitFor } from './support/grpc.ts';
 
@@ -70,6 +71,23 @@ describe('replicated audit log: 3 sink replicas, audit leader SIGKILLed under SD
         return l && l !== leader ? l : undefined;
       });
       await waitFor('30 more keys after the kill', async () => (created.length >= atKill + 30 ? true : undefined), 60_000);
+      // `keyshard status` shows every replica: the killed one unreachable, the one that leads now
+      // marked leader (it acknowledged the coordinator's latest batch) and sent to.
+      const env = readEnvFile(cluster.envFile);
+      const shown = await waitFor('status naming the new leader', async () => {
+        const r = await keyshard(['status', '--json'], env);
+        assert.equal(r.code, 0, r.stderr);
+        const s = JSON.parse(r.stdout) as Status;
+        const lead = s.audit_replicas.filter((x) => x.leader).map((x) => x.server_id);
+        return lead.length === 1 && lead[0] === cluster.auditLeader() ? s : undefined;
+      }, 30_000);
+      assert.deepEqual(shown.audit_replicas.map((x) => [x.server_id, x.address, x.reachable]), cluster.auditSinkIds.map((id) => [id, cluster.layout.auditSinkAddress(id), id !== leader]));
+      const sentTo = shown.audit_replicas.filter((x) => x.sending);
+      assert.deepEqual(sentTo.map((x) => x.server_id), [shown.audit_replicas.find((x) => x.leader)!.server_id], 'the leader is the replica sent to');
+      assert.equal(shown.audit_sink?.server_id, sentTo[0]!.server_id, 'audit_sink: the replica the coordinator sends to');
+      const text = (await keyshard(['status'], env)).stdout;
+      for (const id of cluster.auditSinkIds) assert.match(text, new RegExp(`^audit sink\\s+${id}\\s+127\\.0\\.0\\.1:\\d+\\s+(reachable|UNREACHABLE)`, 'm'), text);
+      assert.match(text, new RegExp(`^audit sink\\s+${leader}\\s+\\S+\\s+UNREACHABLE`, 'm'), text);
       await cluster.start([leader]);
       const atReturn = created.length;
       await waitFor('20 more keys with the replica back', async () => (created.length >= atReturn + 20 ? true : undefined), 60_000);

@@ -5,7 +5,9 @@
  * keys, so a misspelt key would otherwise pass); every file a config names is mounted or
  * handed over; ports agree between config listen addresses, container ports, Services, probes
  * and the peers' configs; every Secret and ConfigMap a workload uses exists (with the keys it
- * reads); etcd has 3 members. Every runtime command (containers, probes, ExecStart) runs
+ * reads); etcd has 3 members; the audit sink's replicas (replication.replicas) are the deployed
+ * ones at the addresses producers use, and every producer lists every replica and its checkpoint
+ * key (audit.replicas, audit.checkpointPublicKeys). Every runtime command (containers, probes, ExecStart) runs
  * compiled output with plain node, never tsx: each entry point it names exists after
  * `npm run build` and loads with plain node; the image installs production dependencies only,
  * which do not include tsx.
@@ -70,14 +72,15 @@ function filesOf(component: Component, cfg: any): string[] {
   const tls = (t: any) => (t ? [t.ca, t.cert, t.key] : []);
   if (component === 'coordinator') return [...tls(cfg.tls), ...tls(cfg.etcd.tls), ...cfg.audit.checkpointPublicKeys, ...(cfg.audit.spoolDir ? [cfg.audit.spoolDir] : []), cfg.transportKeyFile, cfg.witnessKeyFile];
   if (component === 'custodian') return [...tls(cfg.tls), ...cfg.audit.checkpointPublicKeys, ...(cfg.token.pinFile ? [cfg.token.pinFile] : [])];
-  return [...tls(cfg.tls), cfg.dataDir, cfg.checkpointKeyFile, cfg.hmacKeyFile];
+  return [...tls(cfg.tls), cfg.dataDir, cfg.checkpointKeyFile, cfg.hmacKeyFile, ...(cfg.replication?.replicas ?? []).map((r: any) => r.checkpointPublicKey)];
 }
 
 /** Coordinator, custodian and sink configs that must name each other consistently. */
 interface Deployment {
   coordinators: any[];
   custodians: { cfg: any; address: string }[]; // address: how coordinators reach it
-  sink: { cfg: any; address: string };
+  /** The audit sink, or each replica of a replicated one: its id (certificate CN), how producers reach it, its config. */
+  sinks: { id: string; address: string; cfg: any }[];
   etcdEndpoints: string[];
   /** Every coordinator identity, when `coordinators` holds only an example of them (systemd: one host's file). */
   coordinatorIds?: string[];
@@ -94,19 +97,54 @@ function checkPeers(d: Deployment): void {
       d.custodians.map((x) => [x.cfg.custodianId, x.address]),
       `${c.coordinatorId}: custodians are the deployed ones, at their listen ports`,
     );
-    assert.equal(c.audit.address, d.sink.address, `${c.coordinatorId}: audit address is the sink's`);
+    checkAuditProducer(c.coordinatorId, c.audit, d.sinks);
     assert.deepEqual([...c.etcd.endpoints].sort(), [...d.etcdEndpoints].sort(), `${c.coordinatorId}: etcd endpoints are the members'`);
   }
   for (const { cfg } of d.custodians) {
     assert.deepEqual([...cfg.coordinators].sort(), [...coordinatorIds].sort(), `${cfg.custodianId}: releases shares to exactly the coordinators`);
-    assert.equal(cfg.audit.address, d.sink.address, `${cfg.custodianId}: audit address is the sink's`);
+    checkAuditProducer(cfg.custodianId, cfg.audit, d.sinks);
     assert.equal(cfg.token.label, cfg.custodianId, `${cfg.custodianId}: token label`);
   }
-  const scopeOf = new Map(d.sink.cfg.appenders.map((a: { principal: string; scope: string }) => [a.principal, a.scope]));
-  for (const id of coordinatorIds) assert.equal(scopeOf.get(id), 'coordinator', `the sink accepts coordinator events from ${id}`);
-  for (const id of custodianIds) assert.equal(scopeOf.get(id), 'custodian', `the sink accepts custodian events (only) from ${id}`);
+  checkAuditReplicas(d.sinks);
+  for (const sink of d.sinks) {
+    const scopeOf = new Map(sink.cfg.appenders.map((a: { principal: string; scope: string }) => [a.principal, a.scope]));
+    for (const id of coordinatorIds) assert.equal(scopeOf.get(id), 'coordinator', `${sink.id} accepts coordinator events from ${id}`);
+    for (const id of custodianIds) assert.equal(scopeOf.get(id), 'custodian', `${sink.id} accepts custodian events (only) from ${id}`);
+  }
   const hashes = new Set([...d.coordinators, ...d.custodians.map((c) => c.cfg)].map((c) => c.oaepHash));
   assert.equal(hashes.size, 1, 'coordinators and custodians use the same RSA-OAEP hash');
+}
+
+/** A producer's `audit` names the one sink, or every replica with every replica's checkpoint key. */
+function checkAuditProducer(label: string, audit: any, sinks: Deployment['sinks']): void {
+  if (sinks.length === 1 && !sinks[0]!.cfg.replication) {
+    assert.equal(audit.address, sinks[0]!.address, `${label}: audit address is the sink's`);
+    assert.equal(audit.replicas, undefined, `${label}: one sink, no audit.replicas`);
+    return;
+  }
+  assert.deepEqual(audit.replicas, sinks.map((s) => ({ address: s.address, serverId: s.id })), `${label}: audit.replicas are the sink replicas, at their addresses, pinned to their ids (certificate CNs)`);
+  assert.ok(audit.replicas.some((r: any) => r.address === audit.address && r.serverId === audit.serverId), `${label}: audit.address and serverId are one of the replicas`);
+  const keyNames = sinks[0]!.cfg.replication.replicas.map((r: any) => path.basename(r.checkpointPublicKey));
+  assert.deepEqual(audit.checkpointPublicKeys.map((f: string) => path.basename(f)).sort(), [...keyNames].sort(), `${label}: checkpointPublicKeys is every replica's key`);
+}
+
+/**
+ * Replicas of one audit log: each lists every replica, itself included (found by its certificate
+ * CN), at the address producers use and on the port it listens on; an odd number; one HMAC key
+ * file (the same value must hash the same whichever replica leads) and the same appenders.
+ */
+function checkAuditReplicas(sinks: Deployment['sinks']): void {
+  if (sinks.length === 1 && !sinks[0]!.cfg.replication) return;
+  assert.equal(sinks.length % 2, 1, 'an odd number of audit sink replicas');
+  for (const s of sinks) {
+    const listed = s.cfg.replication?.replicas ?? [];
+    assert.deepEqual(listed.map((r: any) => [r.id, r.address]), sinks.map((x) => [x.id, x.address]), `${s.id}: replication.replicas is every replica, itself included`);
+    assert.equal(portOf(s.address), portOf(s.cfg.listen), `${s.id}: reached on the port it listens on`);
+    assert.deepEqual(s.cfg.appenders, sinks[0]!.cfg.appenders, `${s.id}: the same appenders as every replica`);
+    assert.equal(s.cfg.hmacKeyFile, sinks[0]!.cfg.hmacKeyFile, `${s.id}: the shared HMAC key`);
+  }
+  const keys = sinks[0]!.cfg.replication.replicas.map((r: any) => r.checkpointPublicKey);
+  assert.equal(new Set(keys).size, keys.length, 'each replica its own checkpoint key');
 }
 
 // ---------------------------------------------------------------- Kubernetes
@@ -250,6 +288,8 @@ function containerPort(c: Obj, port: string | number): number {
 
 interface Pod {
   name: string;
+  /** ConfigMap/key of its config file (several pods may share one). */
+  configKey: string;
   component: Component;
   cfg: any;
   listenPort: number;
@@ -265,7 +305,9 @@ function checkKeyshardWorkload(k: Cluster, w: Obj): Pod[] {
   assert.equal(main.workingDir, '/app', `${w.metadata.name}: runs in the image's /app`);
   checkRuntimeCommand(main.command, '', `${w.metadata.name} command`);
   const pods: Pod[] = [];
-  const names = main.command.join(' ').includes('$(POD_NAME)') ? k.podNames(w) : [`${w.metadata.name}`];
+  // One config per pod ($(POD_NAME)), or one config for every pod of a StatefulSet (audit sink replicas).
+  const perPod = main.command.join(' ').includes('$(POD_NAME)') || (w.kind === 'StatefulSet' && (w.spec.replicas ?? 1) > 1);
+  const names = perPod ? k.podNames(w) : [`${w.metadata.name}`];
   for (const name of names) {
     const env = { POD_NAME: name };
     const args = main.command.map((a: string) => expand(a, env));
@@ -288,7 +330,7 @@ function checkKeyshardWorkload(k: Cluster, w: Obj): Pod[] {
         assert.ok(writer, `${name}: an init container writes ${f.rel} into volume ${f.volume.name}`);
       }
     }
-    pods.push({ name, component, cfg, listenPort: portOf(cfg.listen), workload: w });
+    pods.push({ name, component, cfg, listenPort: portOf(cfg.listen), workload: w, configKey: `${r.volume.configMap?.name}/${r.rel}` });
   }
   const port = pods[0]!.listenPort;
   assert.ok(pods.every((p) => p.listenPort === port), `${w.metadata.name}: every pod listens on one port`);
@@ -390,9 +432,9 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
   it('every config file validates with its service schema and names only mounted files', () => {
     const pods = keyshard();
     const count = (c: Component) => pods.filter((p) => p.component === c).length;
-    assert.deepEqual([count('coordinator'), count('custodian'), count('audit-sink')], [3, 3, 1]);
+    assert.deepEqual([count('coordinator'), count('custodian'), count('audit-sink')], [3, 3, 3]);
     // No config file in a ConfigMap goes unchecked.
-    const checked = pods.length;
+    const checked = new Set(pods.map((p) => p.configKey)).size;
     const configs = k.all('ConfigMap').flatMap((c) => Object.keys(c.data ?? {}).filter((key) => key.endsWith('.json')));
     assert.equal(configs.length, checked, `${configs.length} config files in ConfigMaps, ${checked} used by pods`);
   });
@@ -408,12 +450,14 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
     const etcdFlags = flags(etcd.spec.template.spec.containers[0].command);
     const clientPort = portOf(etcdFlags.get('listen-client-urls')!);
     const fqdn = (pod: Pod) => `${pod.name}.${pod.workload.spec.serviceName}.${DOMAIN}`;
-    const [sink] = of('audit-sink');
-    const sinkService = k.servicesOf(sink!.workload)[0]!;
+    const sinkPods = of('audit-sink');
+    const sinkService = k.servicesOf(sinkPods[0]!.workload)[0]!;
+    // A replicated sink: each replica at its own name (headless Service); one sink: its Service.
+    const sinks = sinkPods.map((p) => ({ id: p.name, cfg: p.cfg, address: p.cfg.replication ? `${fqdn(p)}:${p.listenPort}` : `${sinkService.metadata.name}.${DOMAIN}:${p.listenPort}` }));
     checkPeers({
       coordinators: of('coordinator').map((p) => p.cfg),
       custodians: of('custodian').map((p) => ({ cfg: p.cfg, address: `${fqdn(p)}:${p.listenPort}` })),
-      sink: { cfg: sink!.cfg, address: `${sinkService.metadata.name}.${DOMAIN}:${sink!.listenPort}` },
+      sinks,
       etcdEndpoints: k.podNames(etcd).map((n) => `https://${n}.${etcd.spec.serviceName}.${DOMAIN}:${clientPort}`),
     });
     for (const w of k.workloads.filter((x) => x.kind === 'StatefulSet')) k.get('Service', w.spec.serviceName);
@@ -568,7 +612,10 @@ describe('systemd units (deploy/systemd)', () => {
     checkPeers({
       coordinators: [coordinator.cfg],
       custodians: custodians.map((u: any, i: number) => ({ cfg: u.cfg, address: `${hosts[i]}:${portOf(u.cfg.listen)}` })),
-      sink: { cfg: sink.cfg, address: `${hostOf(coordinator.cfg.audit.address)}:${portOf(sink.cfg.listen)}` },
+      // The sink config shipped is the same on every sink host (each replica finds itself by its certificate CN).
+      sinks: sink.cfg.replication
+        ? sink.cfg.replication.replicas.map((r: any) => ({ id: r.id, address: r.address, cfg: sink.cfg }))
+        : [{ id: coordinator.cfg.audit.serverId, address: `${hostOf(coordinator.cfg.audit.address)}:${portOf(sink.cfg.listen)}`, cfg: sink.cfg }],
       etcdEndpoints: members.map((url) => url.replace(/:\d+$/, `:${clientPort}`)),
       // One coordinator host's file is shipped; the others differ only in coordinatorId.
       coordinatorIds: ['coordinator-1', 'coordinator-2', 'coordinator-3'],

@@ -28,7 +28,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
 interface Outcome {
   bench: string;
   code: number | null;
-  verdict?: { bench: string; value: number; baseline: number; ratio: number; unit?: string; target?: number };
+  /** `target_for: 'value'`: the target is for the value (bench:audit's events/s), not the ratio. */
+  verdict?: { bench: string; value: number; baseline: number; ratio: number; unit?: string; target?: number; target_for?: 'value' | 'ratio' };
   json?: string;
 }
 const outcomes: Outcome[] = [];
@@ -43,9 +44,10 @@ for (const bench of chosen.length ? BENCHES.filter((b) => chosen.includes(b)) : 
 
 const body = outcomes.map((o) => {
   const v = o.verdict;
-  const met = v && v.target !== undefined ? (v.ratio >= v.target ? 'met' : 'NOT met') : '-';
+  const measured = v?.target_for === 'value' ? v.value : v?.ratio;
+  const met = v && v.target !== undefined ? (measured! >= v.target ? 'met' : 'NOT met') : '-';
   return [`bench:${o.bench}`, v ? String(v.value) : '-', v ? String(v.baseline) : '-', v?.unit ?? '-', v ? v.ratio.toFixed(3) : '-',
-    v?.target !== undefined ? `>= ${v.target}` : '-', met, String(o.code)];
+    v?.target !== undefined ? `${v.target_for === 'value' ? 'value ' : ''}>= ${v.target}` : '-', met, String(o.code)];
 });
 console.log('');
 console.log(formatTable(['script', 'value', 'baseline', 'unit', 'ratio', 'target', 'verdict', 'exit'], body));

@@ -1,13 +1,16 @@
 /**
  * bench:audit, part 4: what auditing costs an Encrypt call. One dev cluster (3 custodians,
- * threshold 2, one etcd, the real audit sink) with two coordinator replicas that differ only
- * in where their audit events go:
+ * threshold 2, one etcd, the real audit sink: one, or BENCH_AUDIT_REPLICAS replicas of the
+ * replicated log) with two coordinator replicas that differ only in where their audit events go:
  *
  *   audited    coordinator-1, as in every dev cluster: each Encrypt is answered once its event
  *              is durable in the replica's local spool (O_DSYNC group commit, on disk); the
  *              spool ships events in batches to the real audit sink, which normalizes them,
  *              replaces sensitive values by HMACs, appends them to its Merkle log (fdatasync)
- *              and signs a checkpoint per group. All of it shares the host's 2 cores.
+ *              and signs a checkpoint per group. With replicas the batches go to the leader,
+ *              acknowledged once a majority of replicas hold them fsync'ed (REPLICATION.md); the
+ *              spool keeps that latency off the Encrypt path, not its CPU. All of it shares the
+ *              host's cores.
  *   unaudited  coordinator-2: audit storage switched off, the closest the coordinator allows
  *              without a config switch it does not have (and should not have). Its spool lives
  *              on /dev/shm (a write waits for no disk) and ships to ack-sink.ts, which
@@ -29,7 +32,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { APP, DevCluster, coordinatorId } from '@keyshard/devcluster';
-import type { BenchRun } from './bench-run.ts';
+import { auditLabel, type BenchRun } from './bench-run.ts';
+import { pointAuditAt } from './audit-modes.ts';
 import { log, type Child } from './common.ts';
 import { compareRounds, runLoad, type Comparison, type Row } from './load-run.ts';
 import { formatTable } from './report.ts';
@@ -46,9 +50,9 @@ export const UNAUDITED = coordinatorId(1);
 export async function startAuditComparisonCluster(run: BenchRun): Promise<{ cluster: DevCluster; ackSink: Child }> {
   run.dir = mkdtempSync(path.join(os.tmpdir(), 'keyshard-bench-audit-'));
   log(`cluster in ${run.dir}`);
-  const cluster = await DevCluster.create({ dir: run.dir, custodians: 3, threshold: 2, coordinators: 2, progress: log });
+  const cluster = await DevCluster.create({ dir: run.dir, custodians: 3, threshold: 2, coordinators: 2, auditReplicas: run.settings.auditReplicas, progress: log });
   run.cluster = cluster;
-  if (run.settings.cpuProf) for (const name of [AUDITED, UNAUDITED, 'audit-sink']) cluster.process(name).spec.args.unshift(...run.profArgs(name));
+  if (run.settings.cpuProf) for (const name of [AUDITED, UNAUDITED, ...cluster.auditSinkIds]) cluster.process(name).spec.args.unshift(...run.profArgs(name));
 
   const sinkCerts = cluster.layout.certs['audit-sink']!;
   const ackSink = run.spawn('ack-sink', 'ack-sink.ts', ['--ca', sinkCerts.ca, '--cert', sinkCerts.cert, '--key', sinkCerts.key, '--checkpoint-key', cluster.layout.sinkCheckpointKey]);
@@ -57,10 +61,10 @@ export async function startAuditComparisonCluster(run: BenchRun): Promise<{ clus
   run.onCleanup(() => rmSync(shmDir, { recursive: true, force: true }), { afterCluster: true });
   const file = cluster.layout.configFile(UNAUDITED);
   const cfg = JSON.parse(readFileSync(file, 'utf8')) as { audit: Record<string, unknown> };
-  cfg.audit.address = ackAddress;
+  pointAuditAt(cfg.audit, ackAddress);
   cfg.audit.spoolDir = path.join(shmDir, 'spool');
   writeFileSync(file, JSON.stringify(cfg, null, 2));
-  log(`${UNAUDITED} (unaudited): spool on tmpfs (${shmDir}), shipping to ack-sink.ts (${ackAddress}); ${AUDITED} (audited): spool on disk, the real sink`);
+  log(`${UNAUDITED} (unaudited): spool on tmpfs (${shmDir}), shipping to ack-sink.ts (${ackAddress}); ${AUDITED} (audited): spool on disk, the real sink (${auditLabel(cluster.auditSinkIds.length)})`);
 
   await cluster.start();
   await cluster.bootstrap();
@@ -89,7 +93,7 @@ export function compareAuditedEncrypt(run: BenchRun, ackSink: Child): Promise<Co
       args: ['--keyname', KEY_NAME],
       address: cluster.coordinatorAddressOf(coordinator),
       // Both sinks in both rows: the idle one shows that it was.
-      watch: { coordinator: () => cluster.process(coordinator).pid, ...run.pids('audit-sink', 'etcd'), 'ack-sink': () => ackSink.pid },
+      watch: { coordinator: () => cluster.process(coordinator).pid, ...run.pids(...run.sinkIds, 'etcd'), 'ack-sink': () => ackSink.pid },
       etcd: true,
     });
   return compareRounds(run, {

@@ -9,7 +9,9 @@
  *   BENCH_WARMUP    warm-up seconds per timed run (default 2)
  *   BENCH_CHANNELS  channels (= TLS connections) a load spreads over (default 4, the SDK's default)
  *   BENCH_ROUNDS    baseline/measured pairs, alternating; the median run of each counts (default 3)
- *   BENCH_AUDIT_REPLICAS  audit sink replicas of the cluster (default 1; 3 = the replicated log)
+ *   BENCH_AUDIT_REPLICAS  audit sink replicas of the cluster: 1 (default, one sink) or 3 (also 5, 7:
+ *                   the replicated log, services/audit-sink REPLICATION.md); producers the bench
+ *                   starts itself send to every replica, as coordinators do (auditProducer)
  *   BENCH_KEEP=1    keep the cluster directory (logs)
  *   BENCH_CPU_PROF=DIR  run the coordinator, the audit sink and the echo servers under
  *                   `node --cpu-prof`; profiles land in DIR/<process>/ when they exit.
@@ -38,6 +40,25 @@ export function envNumber(name: string, fallback: number, opts: { min?: number; 
   return v;
 }
 
+function auditReplicas(): number {
+  const n = envNumber('BENCH_AUDIT_REPLICAS', 1, { integer: true });
+  if (![1, 3, 5, 7].includes(n)) throw new Error(`BENCH_AUDIT_REPLICAS must be 1, 3, 5 or 7 (got ${n})`);
+  return n;
+}
+
+/** How the bench's own producers reach the cluster's audit log: as a coordinator's `audit` config does. */
+export interface AuditProducerConfig {
+  /** The first replica (the one tried first). */
+  address: string;
+  /** Every replica, when there are several (AuditClient `replicas`). */
+  replicas?: { address: string; serverId: string }[];
+  /** Every replica's checkpoint public key (PEM files). */
+  checkpointPublicKeys: string[];
+}
+
+/** "one audit sink" / "3 audit sink replicas": how reports label the audit setup. */
+export const auditLabel = (replicas: number) => (replicas > 1 ? `${replicas} audit sink replicas` : 'one audit sink');
+
 export interface BenchSettings {
   seconds: number;
   warmup: number;
@@ -58,7 +79,7 @@ export function benchSettings(): BenchSettings {
     // Medians of alternating rounds damp the noise of a shared machine.
     rounds: envNumber('BENCH_ROUNDS', 3, { integer: true }),
     keep: process.env.BENCH_KEEP === '1',
-    auditReplicas: envNumber('BENCH_AUDIT_REPLICAS', 1, { integer: true }),
+    auditReplicas: auditReplicas(),
     cpuProf: process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined,
     audit: auditMode(),
   };
@@ -138,8 +159,8 @@ export class BenchRun {
     this.cluster = cluster;
     if (this.settings.cpuProf) {
       // Diagnostics only: DevCluster runs services as `node dist/main.js` (or from source); put --cpu-prof first.
-      for (const name of [COORDINATOR, 'audit-sink']) cluster.process(name).spec.args.unshift(...this.profArgs(name));
-      log(`CPU profiles of ${COORDINATOR}, audit-sink and echo servers go to ${this.settings.cpuProf}`);
+      for (const name of [COORDINATOR, ...cluster.auditSinkIds]) cluster.process(name).spec.args.unshift(...this.profArgs(name));
+      log(`CPU profiles of ${COORDINATOR}, ${cluster.auditSinkIds.join(', ')} and echo servers go to ${this.settings.cpuProf}`);
     }
     await applyAuditMode(this, cluster, this.settings.audit);
     await cluster.start();
@@ -168,6 +189,28 @@ export class BenchRun {
     } finally {
       admin.close();
     }
+  }
+
+  /** The cluster's audit sink replicas (process names = certificate CNs): `audit-sink`, then `audit-sink-2`, … */
+  get sinkIds(): string[] {
+    return this.cluster!.auditSinkIds;
+  }
+
+  /** Where a producer the bench starts sends audit events: every replica, as the coordinators' config says. */
+  auditProducer(): AuditProducerConfig {
+    const l = this.cluster!.layout;
+    const replicas = l.auditSinkIds.map((id) => ({ address: l.auditSinkAddress(id), serverId: id }));
+    return { address: replicas[0]!.address, ...(replicas.length > 1 ? { replicas } : {}), checkpointPublicKeys: l.sinkCheckpointPublicKeys };
+  }
+
+  /** auditProducer() as flags of a bench child (echo-server.ts, load.ts --target audit): see `auditFlagsProducer` in common.ts. */
+  auditFlags(): string[] {
+    const p = this.auditProducer();
+    return [
+      '--audit-address', p.address,
+      '--audit-key', p.checkpointPublicKeys.join(','),
+      ...(p.replicas ? ['--audit-replicas', p.replicas.map((r) => `${r.serverId}=${r.address}`).join(',')] : []),
+    ];
   }
 
   /** PID getters of the cluster's processes, for CPU sampling. */

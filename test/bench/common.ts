@@ -113,6 +113,20 @@ export function required(flags: Record<string, string>, name: string): string {
   return v;
 }
 
+/**
+ * An AuditClient's sink from a bench child's flags (BenchRun.auditFlags): --audit-address HOST:PORT
+ * (the first replica), --audit-key PEM[,PEM…] (every replica's checkpoint public key) and, for a
+ * replicated log, --audit-replicas ID=HOST:PORT[,…].
+ */
+export function auditSinkFromFlags(flags: Record<string, string>): { address: string; keyFiles: string[]; replicas?: { address: string; serverId: string }[] } {
+  const replicas = flags['audit-replicas']?.split(',').map((r) => {
+    const eq = r.indexOf('=');
+    if (eq <= 0) throw new Error(`--audit-replicas: ID=HOST:PORT, not ${r}`);
+    return { serverId: r.slice(0, eq), address: r.slice(eq + 1) };
+  });
+  return { address: required(flags, 'audit-address'), keyFiles: required(flags, 'audit-key').split(','), ...(replicas ? { replicas } : {}) };
+}
+
 /** The certificates named by --ca, --cert and --key. */
 export const tlsFromFlags = (flags: Record<string, string>): TlsMaterial =>
   readTls({ ca: required(flags, 'ca'), cert: required(flags, 'cert'), key: required(flags, 'key') });

@@ -21,7 +21,9 @@ export async function startEcho(run: BenchRun, label: string, wrap: 'none' | 'rp
   const c = run.cluster!;
   const certs = c.layout.certs[COORDINATOR]!;
   const args = ['--ca', certs.ca, '--cert', certs.cert, '--key', certs.key, '--wrap', wrap];
-  if (wrap === 'audit') args.push('--audit-address', auditAddress ?? `127.0.0.1:${c.layout.plan.ports.audit}`, '--audit-source', COORDINATOR, '--audit-key', c.layout.sinkCheckpointPublicKey);
+  // The cluster's audit log as coordinators reach it (every replica), or a stand-in at `auditAddress` (ack-sink.ts).
+  const sink = auditAddress ? ['--audit-address', auditAddress, '--audit-key', c.layout.sinkCheckpointPublicKey] : run.auditFlags();
+  if (wrap === 'audit') args.push(...sink, '--audit-source', COORDINATOR);
   const child = run.spawn(`echo-server ${label}`, 'echo-server.ts', args, run.profArgs(label));
   const line = await child.waitFor(/"listening"/);
   return { label, address: (JSON.parse(line) as { listening: string }).listening, child };

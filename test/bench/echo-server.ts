@@ -4,7 +4,8 @@
  * CA) serving keyshard.bench.Echo, which returns the request's payload.
  *
  *   node --conditions=keyshard-source --import tsx test/bench/echo-server.ts --ca CA --cert CERT --key KEY [--listen 127.0.0.1:0]
- *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1 --audit-key SINK-PUBLIC-KEY-PEM]
+ *        [--wrap none|rpc|audit --audit-address HOST:PORT --audit-source coordinator-1 --audit-key SINK-PUBLIC-KEY-PEM[,PEM…]
+ *         [--audit-replicas ID=HOST:PORT,…]]   (a replicated log: every replica, as a coordinator's audit.replicas)
  *
  * --wrap none (default) is the bare baseline. For attributing the coordinator's per-call cost:
  *   rpc    serves Echo through @keyshard/rpc `unaryService` (principal from the peer cert,
@@ -20,7 +21,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '@keyshard/config';
 import { readTls, serverCredentials, serverOptions, unaryService, type Observer } from '@keyshard/rpc';
 import { AuditClient, auditObserver, loadCheckpointKeys, type AuditRecorder } from '@keyshard/audit-client';
-import { echoService, parseFlags, required } from './common.ts';
+import { auditSinkFromFlags, echoService, parseFlags, required } from './common.ts';
 
 const flags = parseFlags(process.argv.slice(2));
 const tls = readTls({ ca: required(flags, 'ca'), cert: required(flags, 'cert'), key: required(flags, 'key') });
@@ -106,7 +107,8 @@ if (wrap === 'none') {
 } else if (wrap === 'rpc' || wrap === 'audit') {
   let observer: Observer | undefined;
   if (wrap === 'audit') {
-    const a = new AuditClient({ address: required(flags, 'audit-address'), tls, source: required(flags, 'audit-source'), checkpointKeys: loadCheckpointKeys([required(flags, 'audit-key')]) });
+    const sink = auditSinkFromFlags(flags);
+    const a = new AuditClient({ address: sink.address, replicas: sink.replicas, tls, source: required(flags, 'audit-source'), checkpointKeys: loadCheckpointKeys(sink.keyFiles) });
     recorder = a;
     batchSeq = () => (a as unknown as { batchSeq: number }).batchSeq;
     closeAudit = () => a.close();

@@ -55,21 +55,20 @@ async function extraSteps(run: BenchRun): Promise<((suffix: string) => Promise<R
     await startEcho(run, 'echo+rpc+audit', 'audit'),
     await startEcho(run, 'echo+rpc+audit[ack-sink]', 'audit', ackSink),
   ];
-  const sinkAddress = `127.0.0.1:${cluster.layout.plan.ports.audit}`;
   return [
     ...servers.map((x) => (suffix: string) =>
       runLoad(run, {
         label: `${x.label}${suffix}`,
         target: 'echo',
         address: x.address,
-        watch: { 'echo-server': () => x.child.pid, ...run.pids('audit-sink') },
+        watch: { 'echo-server': () => x.child.pid, ...run.pids(...run.sinkIds) },
         probe: x.child,
       }),
     ),
-    // The audit pipeline alone: 64 closed-loop record() callers straight into the sink, as
-    // coordinator-1, over one Append stream like the coordinator.
+    // The audit pipeline alone: 64 closed-loop record() callers straight into the sink (every
+    // replica of a replicated one), as coordinator-1, over one Append stream like the coordinator.
     (suffix: string) =>
-      runLoad(run, { label: `audit only${suffix}`, target: 'audit', address: sinkAddress, watch: run.pids('audit-sink'), principal: COORDINATOR, channels: 1, args: ['--audit-key', run.cluster!.layout.sinkCheckpointPublicKey] }),
+      runLoad(run, { label: `audit only${suffix}`, target: 'audit', address: run.auditProducer().address, watch: run.pids(...run.sinkIds), principal: COORDINATOR, channels: 1, args: run.auditFlags() }),
   ];
 }
 

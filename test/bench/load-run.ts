@@ -215,7 +215,7 @@ export async function compareRounds(
 
 /** LoadSpec fields of a run against the coordinator: its address, its processes watched. */
 export function atCoordinator(run: BenchRun): Pick<LoadSpec, 'address' | 'watch' | 'etcd'> {
-  return { address: run.cluster!.coordinatorAddress, watch: run.pids(COORDINATOR, 'audit-sink', 'etcd'), etcd: true };
+  return { address: run.cluster!.coordinatorAddress, watch: run.pids(COORDINATOR, ...run.sinkIds, 'etcd'), etcd: true };
 }
 
 /** LoadSpec fields of an etcd-baseline.ts run: the cluster's etcd with the coordinator's client certificate. */

@@ -12,6 +12,8 @@
  * way the coordinator does: each "call" is one record() awaited until the sink's durable ack; the
  * cert must be an appender's (e.g. coordinator-1) and --source its CN. --channels here is the
  * number of AuditClient instances (= Append streams, i.e. batches in flight). Reports batches.
+ * --audit-key PEM[,PEM…] the sink's checkpoint keys; a replicated log: --audit-replicas
+ * ID=HOST:PORT,… (every replica; --address is the one tried first).
  *
  * Throughput counts calls that complete inside the measurement window; latency is per call
  * (issue to completion) for those calls. Failed calls count as errors (with their status codes),

@@ -4,7 +4,7 @@
  *   {"bench","value","baseline","ratio", ...details, "unit","target","errors"}
  */
 import os from 'node:os';
-import type { BenchRun } from './bench-run.ts';
+import { auditLabel, type BenchRun } from './bench-run.ts';
 import type { Comparison, Row } from './load-run.ts';
 
 export function formatTable(head: string[], body: string[][]): string {
@@ -61,7 +61,7 @@ export interface Report {
 export function report(run: BenchRun, c: Comparison, r: Report): number {
   const rows = [...(r.before ?? []), ...c.rows];
   console.log('');
-  console.log(`${r.title}, ${os.cpus().length} CPUs`);
+  console.log(`${r.title}, ${os.cpus().length} CPUs, ${auditLabel(run.settings.auditReplicas)}`);
   console.log('(cpu% = share of one core used by each process during the measured window; other = other processes on the host, irq+steal = interrupts/softirq/steal)');
   console.log(table(rows, r.perCall === undefined ? undefined : { unit: r.unit, perCall: r.perCall }));
   console.log('');
@@ -100,6 +100,7 @@ export function report(run: BenchRun, c: Comparison, r: Report): number {
       ...latencies,
       ...r.details,
       ...(run.settings.audit !== 'disk' ? { diagnostic: `audit=${run.settings.audit}` } : {}),
+      ...(run.settings.auditReplicas > 1 ? { audit_replicas: run.settings.auditReplicas } : {}),
       unit: r.unit,
       target: r.target,
       errors: c.errors,

@@ -21,7 +21,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { keyshardProto, makeClient, unaryCallUnchecked, type ClientConstructor } from '@keyshard/rpc';
 import { AuditClient, loadCheckpointKeys } from '@keyshard/audit-client';
-import { echoService, required, tlsFromFlags } from './common.ts';
+import { auditSinkFromFlags, echoService, required, tlsFromFlags } from './common.ts';
 import { etcdTarget } from './etcd-baseline.ts';
 
 export type Flags = Record<string, string>;
@@ -78,9 +78,11 @@ function batchCheck(items: number) {
 
 function auditTarget(flags: Flags): Target {
   const tls = tlsFromFlags(flags);
+  // --address is the sink (its first replica); --audit-replicas, when given, every replica (BenchRun.auditFlags).
+  const sink = auditSinkFromFlags({ 'audit-address': required(flags, 'address'), ...flags });
   const audits = Array.from(
     { length: Number(flags.channels ?? 1) },
-    () => new AuditClient({ address: required(flags, 'address'), tls, source: required(flags, 'source'), timeoutMs: 10_000, checkpointKeys: loadCheckpointKeys([required(flags, 'audit-key')]) }),
+    () => new AuditClient({ address: sink.address, replicas: sink.replicas, tls, source: required(flags, 'source'), timeoutMs: 10_000, checkpointKeys: loadCheckpointKeys(sink.keyFiles) }),
   );
   // An operation of the coordinator's appender scope: the bench appends as coordinator-1.
   const event = { principal: 'admin', operation: 'keys.Encrypt', result: 'ok', key_id: 'k_AAAAAAAAAAAAAAAAAAAAAA', details: { version: '1' } };

@@ -4,7 +4,7 @@
  * the replicas agree byte for byte once caught up, and every acknowledged event is in every
  * live replica's log; which witnesses a replica holds cosignatures of.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { readCosignedLog } from '@keyshard/audit-log';
 import type { DevCluster } from '@keyshard/devcluster';
@@ -22,6 +22,13 @@ export function logBytes(auditDir: string): Buffer {
   return all.subarray(0, all.lastIndexOf(0x0a) + 1);
 }
 
+/** How many bytes one replica's segments hold (cheap: no reading), to wait on before comparing. */
+export function logSize(auditDir: string): number {
+  const d = path.join(auditDir, 'segments');
+  if (!existsSync(d)) return 0;
+  return readdirSync(d).reduce((n, f) => n + statSync(path.join(d, f)).size, 0);
+}
+
 export interface StoredEvent {
   operation: string;
   result: string;
@@ -29,13 +36,20 @@ export interface StoredEvent {
   time: string;
 }
 
-/** The events of a log's records. */
-export function eventsOf(bytes: Buffer): StoredEvent[] {
+/** The events of a log's records; with `pick`, only those whose line passes it (a cheap text test made before parsing). */
+export function eventsOf(bytes: Buffer, pick: (line: string) => boolean = () => true): StoredEvent[] {
   return bytes
     .toString('utf8')
     .split('\n')
-    .filter(Boolean)
+    .filter((l) => l && pick(l))
     .map((l) => (JSON.parse(l) as { event: StoredEvent }).event);
+}
+
+/** How many records a log holds. */
+export function recordCount(bytes: Buffer): number {
+  let n = 0;
+  for (let i = bytes.indexOf(0x0a); i >= 0; i = bytes.indexOf(0x0a, i + 1)) n += 1;
+  return n;
 }
 
 /**
@@ -45,21 +59,20 @@ export function eventsOf(bytes: Buffer): StoredEvent[] {
  * Resolves with that common prefix; rejects naming the replica that diverged or never caught up.
  */
 export async function replicasAgree(cluster: DevCluster, ids = cluster.auditSinkIds, timeoutMs = 60_000): Promise<Buffer> {
-  const now = ids.map((id) => logBytes(cluster.layout.auditDirOf(id)));
-  const reference = now.reduce((a, b) => (b.length > a.length ? b : a));
-  const ref = Buffer.from(reference);
+  const dirs = ids.map((id) => cluster.layout.auditDirOf(id));
+  const longest = dirs.reduce((a, b) => (logSize(b) > logSize(a) ? b : a));
+  const ref = Buffer.from(logBytes(longest));
   const deadline = Date.now() + timeoutMs;
-  for (const id of ids) {
-    for (;;) {
-      const b = logBytes(cluster.layout.auditDirOf(id));
-      const n = Math.min(b.length, ref.length);
-      if (!b.subarray(0, n).equals(ref.subarray(0, n))) {
-        const at = firstDifference(b, ref);
-        throw new Error(`audit replica ${id}'s log differs from the longest one at byte ${at} (record ${ref.subarray(0, at).toString('utf8').split('\n').length})`);
-      }
-      if (b.length >= ref.length) break;
-      if (Date.now() > deadline) throw new Error(`audit replica ${id} holds ${b.length} of the ${ref.length} bytes the others held ${timeoutMs / 1000} s ago: it did not catch up`);
+  for (const [i, id] of ids.entries()) {
+    // Wait on sizes (cheap), then read once to compare.
+    while (logSize(dirs[i]!) < ref.length) {
+      if (Date.now() > deadline) throw new Error(`audit replica ${id} holds ${logSize(dirs[i]!)} of the ${ref.length} bytes the others held ${timeoutMs / 1000} s ago: it did not catch up`);
       await sleep(200);
+    }
+    const b = logBytes(dirs[i]!);
+    if (b.length < ref.length || !b.subarray(0, ref.length).equals(ref)) {
+      const at = firstDifference(b, ref);
+      throw new Error(`audit replica ${id}'s log differs from the longest one at byte ${at} (record ${recordCount(ref.subarray(0, at)) + 1})`);
     }
   }
   return ref;
@@ -81,7 +94,7 @@ export async function createEventsMissing(cluster: DevCluster, keyIds: string[],
   for (;;) {
     const missing = ids.flatMap((id) => {
       const logged = new Set(
-        eventsOf(logBytes(cluster.layout.auditDirOf(id)))
+        eventsOf(logBytes(cluster.layout.auditDirOf(id)), (l) => l.includes('"operation":"keys.CreateKey"'))
           .filter((e) => e.operation === 'keys.CreateKey' && e.result === 'ok')
           .map((e) => e.key_id),
       );

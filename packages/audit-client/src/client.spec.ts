@@ -77,14 +77,18 @@ describe('AuditClient', () => {
     assert.equal(sink.streams, streamsBefore + 1);
   });
 
-  it('rejects every pending event when the stream fails', async () => {
+  it('rejects every pending event when the stream fails (sendingTo: acknowledged again only after the next acknowledgement)', async () => {
     const c = client();
+    assert.deepEqual(c.sendingTo, { address, serverId: 'audit-sink', acknowledged: false }, 'nothing sent yet');
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
+    assert.equal(c.sendingTo.acknowledged, true);
     sink.lie = 'fail';
     const all = await Promise.allSettled(Array.from({ length: 20 }, () => c.record({ principal: 'p', operation: 'op', result: 'ok' })));
     sink.lie = 'none';
     assert.ok(all.every((r) => r.status === 'rejected' && (r.reason as KeyshardError).code === 'UNAVAILABLE'));
+    assert.equal(c.sendingTo.acknowledged, false, 'the stream failed');
     await c.record({ principal: 'p', operation: 'op', result: 'ok' });
+    assert.equal(c.sendingTo.acknowledged, true);
   });
 
   it('keeps a quota refusal as RESOURCE_EXHAUSTED with its reason (callers fail closed, the spool retries later); the next batch goes through', async () => {

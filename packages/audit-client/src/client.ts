@@ -82,6 +82,7 @@ export class AuditClient {
   private readonly targets: readonly { address: string; serverId: string }[];
   private target = 0;
   private moves = 0; // consecutive moves to another replica without an acknowledgement
+  private acknowledgedHere = false; // the target acknowledged a batch since the client last moved or lost its stream
   private stream: AppendStream | undefined;
   private queue: Pending[] = [];
   private inFlight: { batch: number; items: Pending[]; timer: NodeJS.Timeout; knownSize: number } | undefined;
@@ -104,6 +105,16 @@ export class AuditClient {
   /** host:port of the sink (replica) batches go to now. */
   get address(): string {
     return this.targets[this.target]!.address;
+  }
+
+  /**
+   * The sink (replica) batches go to now, and whether it acknowledged a batch since this client
+   * last moved to it or lost its stream. With `replicas` only the leader acknowledges, so
+   * `acknowledged` means it leads the log as far as this client knows (Status shows it).
+   */
+  get sendingTo(): { address: string; serverId: string; acknowledged: boolean } {
+    const t = this.targets[this.target]!;
+    return { address: t.address, serverId: t.serverId, acknowledged: this.acknowledgedHere };
   }
 
   /** Why the sink's acknowledgements are no longer trusted (then every record() is refused). */
@@ -279,6 +290,7 @@ export class AuditClient {
       }
       this.inFlight = undefined;
       this.moves = 0;
+      this.acknowledgedHere = true;
       clearTimeout(f.timer);
       for (const p of f.items) this.settle(p);
       this.pump();
@@ -311,6 +323,7 @@ export class AuditClient {
   private moveOn(s: AppendStream, leader: { leader?: string; leader_address?: string } | undefined): boolean {
     if (this.stream !== s || this.closed) return false;
     this.stream = undefined;
+    this.acknowledgedHere = false;
     s.cancel();
     const f = this.inFlight;
     this.inFlight = undefined;
@@ -341,6 +354,7 @@ export class AuditClient {
   private fail(s: AppendStream, err: KeyshardError, keepQueue = false): void {
     if (this.stream !== s) return;
     this.stream = undefined;
+    this.acknowledgedHere = false;
     s.cancel();
     const pending = [...(this.inFlight?.items ?? []), ...(keepQueue ? [] : this.queue.splice(0))];
     clearTimeout(this.inFlight?.timer);

@@ -26,6 +26,8 @@ export type ShareExport = pb.ShareExport__Output;
 /**
  * keyshard.v1.StatusResponse: `leader_id` is empty if no replica is elected; `etcd` and
  * `audit_sink` are null from an older coordinator; `audit_sink.tree_size` is the records in its log.
+ * `audit_replicas` lists every audit sink replica (one sink: that sink; empty from an older
+ * coordinator), `audit_sink` being the one this coordinator sends to.
  */
 export type Status = pb.StatusResponse__Output;
 

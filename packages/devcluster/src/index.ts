@@ -230,7 +230,7 @@ export class DevCluster {
     await Promise.all(sinks.map(starting));
     if (sinks.length > 0 && this.auditSinkIds.length > 1) await this.waitForAuditLeader();
     for (const name of custodians) await starting(name);
-    const newKeys = ensureTransportKeys(this.layout, this.coordinatorIds);
+    const newKeys = await ensureTransportKeys(this.layout, this.coordinatorIds);
     // A coordinator with a new key needs it in every running token; a (re)started custodian, every coordinator's.
     const toEnroll = newKeys.length > 0 ? this.custodianIds.filter((id) => this.process(id).running) : custodians;
     for (const id of toEnroll) await this.enrollTransportKeys(id);

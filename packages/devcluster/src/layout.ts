@@ -14,7 +14,8 @@
  *   audit/              the audit sink's log;  config/  service configs
  *   logs/               every process's structured log;  env  shell exports for the CLI
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPair, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { issueCert, type CertFiles, type CertProfile } from '@keyshard/pki';
@@ -421,19 +422,28 @@ function custodianExports(l: Layout, id: string): string[] {
   ];
 }
 
-/** Creates (RSA-3072, PKCS#8, 0600) each coordinator's transport key file that is missing; returns the ids created. */
-export function ensureTransportKeys(l: Layout, ids = l.coordinatorIds): string[] {
+/**
+ * Creates (RSA-3072, PKCS#8, 0600) each coordinator's transport key file that is missing; resolves
+ * with the ids created. Generated off the event loop (libuv's thread pool): RSA-3072 takes a
+ * second or more on a loaded machine, and a test process that relays the cluster's traffic (TCP
+ * links) must not stall meanwhile.
+ */
+export async function ensureTransportKeys(l: Layout, ids = l.coordinatorIds): Promise<string[]> {
   const created: string[] = [];
-  for (const id of ids) {
-    const file = l.transportKeyFile[id]!;
-    if (existsSync(file)) continue;
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 3072 });
-    writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
-    created.push(id);
-  }
-  return created;
+  await Promise.all(
+    ids.map(async (id) => {
+      const file = l.transportKeyFile[id]!;
+      if (existsSync(file)) return;
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      const { privateKey } = await generateRsa('rsa', { modulusLength: 3072 });
+      writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+      created.push(id);
+    }),
+  );
+  return ids.filter((id) => created.includes(id));
 }
+
+const generateRsa = promisify(generateKeyPair);
 
 /** The transport public key (SPKI PEM) of a coordinator of the layout. */
 export const transportPublicKeyPem = (l: Layout, id: string) =>

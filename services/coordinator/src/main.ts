@@ -8,7 +8,7 @@ import { AuditClient, AuditSpool, RoutedAudit, auditIntent, auditObserver, logSi
 import { AuditReader } from '@keyshard/audit-client/reader';
 import { coordinatorConfig } from './config.ts';
 import { createCoordinatorMetrics } from './coordinator-metrics.ts';
-import { auditSinkStatus, etcdStatus } from './cluster/cluster-status.ts';
+import { auditSinkStatuses, etcdStatus } from './cluster/cluster-status.ts';
 import { EtcdReachability } from './cluster/etcd-reachability.ts';
 import { Seal } from './cluster/seal.ts';
 import { Cluster } from './cluster/cluster.ts';
@@ -66,21 +66,26 @@ async function main(): Promise<void> {
   // spool ships what it holds as soon as it opens): the sink must prove consistency from there.
   const witnessKey = loadOrCreateWitnessKey(config.witnessKeyFile, source);
   if (witnessKey.created) log.info({ file: config.witnessKeyFile, vkey: witnessKey.vkey }, "created the witness key: give its vkey to the audit log's auditors (trust file)");
-  // Status asks the sink for a checkpoint; a short reconnect backoff so it notices at once that the sink is back.
-  const sinkReader = new AuditReader({
-    address: config.audit.address, tls, timeoutMs: 1_000, serverId: config.audit.serverId,
-    channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 },
-  });
+  // Status asks each sink replica for a checkpoint; a short reconnect backoff so it notices at once that one is back.
+  const statusReader = (address: string, serverId: string) =>
+    new AuditReader({ address, tls, timeoutMs: 1_000, serverId, channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 } });
+  // audit.address pinned like the producer pins it: as the replica at that address, if one is.
+  const sinkReader = statusReader(config.audit.address, config.audit.replicas?.find((r) => r.address === config.audit.address)?.serverId ?? config.audit.serverId);
   const replicaReaders = (config.audit.replicas ?? [])
     .filter((r) => r.address !== config.audit.address)
-    .map((r) => new AuditReader({ address: r.address, tls, timeoutMs: 1_000, serverId: r.serverId }));
+    .map((r) => ({ ...r, reader: statusReader(r.address, r.serverId) }));
+  // What Status probes: every configured replica (one sink: that sink), in config order.
+  const sinkProbes = (config.audit.replicas ?? [{ address: config.audit.address, serverId: config.audit.serverId }]).map((r) => ({
+    ...r,
+    reader: r.address === config.audit.address ? sinkReader : replicaReaders.find((x) => x.address === r.address)!.reader,
+  }));
   const witnessStore = new WitnessStore(ns, source);
   const witness = new AuditWitness({
     key: witnessKey, store: witnessStore, sink, sinkKeys: checkpointKeys, log, refreshSeconds: config.witnessRefreshSeconds,
     // A replicated sink: every replica keeps the cosignatures it is given (services/audit-sink
     // REPLICATION.md); published wherever it can be, failing only if no replica took it.
     publish: async (c) => {
-      const results = await Promise.allSettled([sinkReader, ...replicaReaders].map((r) => r.addCosignature(c)));
+      const results = await Promise.allSettled([sinkReader, ...replicaReaders.map((r) => r.reader)].map((r) => r.addCosignature(c)));
       if (!results.some((r) => r.status === 'fulfilled')) throw (results[0] as PromiseRejectedResult).reason;
     },
     sinkCheckpoint: () => sinkReader.checkpoint(),
@@ -229,7 +234,7 @@ async function main(): Promise<void> {
         cluster, seal, unseal, quorum, ceremonies, links, replicas, clusterStore, coordinatorId: config.coordinatorId, leaderId: () => leader.currentLeader(), sealCluster: sealEverywhere,
         etcdStatus: () => etcdStatus(etcd, etcdReads),
         etcdReachable: () => etcdReads.reachable,
-        auditSinkStatus: () => auditSinkStatus(sinkReader, config.audit.address),
+        auditSinkStatus: () => auditSinkStatuses(sinkProbes, sink),
         witness,
         tokens: requestTokens,
       }),
@@ -298,7 +303,7 @@ async function main(): Promise<void> {
     await metricsServer?.close();
     metrics.close();
     sinkReader.close();
-    for (const r of replicaReaders) r.close();
+    for (const r of replicaReaders) r.reader.close();
     await replicas.stop();
     await spool?.close();
     await sink.close();

@@ -24,17 +24,29 @@ function describe(s: Status): string {
   if (s.etcd && !s.etcd.reachable) lines.push(`etcd         UNREACHABLE: ${s.etcd.error}`);
   for (const m of s.etcd?.members ?? [])
     lines.push(`etcd         ${(m.name || m.id).padEnd(14)} ${(m.client_urls[0] ?? '(not started)').padEnd(22)} ${m.leader ? 'leader' : m.learner ? 'learner' : 'member'}${s.etcd!.version ? `  v${s.etcd!.version}` : ''}`);
-  const sink = s.audit_sink;
-  if (sink) lines.push(`audit sink   ${''.padEnd(14)} ${sink.address.padEnd(22)} ${sink.reachable ? `reachable, ${sink.tree_size} records` : `UNREACHABLE: ${sink.error}`}`);
+  lines.push(...auditSinkLines(s));
   const w = s.witness;
   if (w) lines.push(`witness      ${w.name}  ${w.alarm ? `ALARM: ${w.alarm} (audited operations refused until \`keyshard audit witness reset\`)` : `cosigned ${w.cosigned_tree_size} records`}`);
   return lines.join('\n');
 }
 
+/**
+ * The audit sink: one line, or with a replicated sink (more than one in `audit_replicas`) one
+ * line per replica, named, marked `leader` (it acknowledged this coordinator's latest batch) or
+ * `sending` (the coordinator sends there, no acknowledgement yet). An older coordinator sends no
+ * `audit_replicas`: its `audit_sink` alone.
+ */
+export function auditSinkLines(s: Pick<Status, 'audit_sink' | 'audit_replicas'>): string[] {
+  const state = (r: NonNullable<Status['audit_sink']>) => (r.reachable ? `reachable, ${r.tree_size} records` : `UNREACHABLE: ${r.error}`);
+  const replicas = s.audit_replicas ?? [];
+  if (replicas.length <= 1) return s.audit_sink ? [`audit sink   ${''.padEnd(14)} ${s.audit_sink.address.padEnd(22)} ${state(s.audit_sink)}`] : [];
+  return replicas.map((r) => `audit sink   ${r.server_id.padEnd(14)} ${r.address.padEnd(22)} ${state(r)}${r.leader ? '  leader' : r.sending ? '  sending' : ''}`);
+}
+
 export function registerCluster(program: Command): void {
   program
     .command('status')
-    .description('show seal state, quorum, ceremony progress, replicas, custodians, etcd members, the audit sink and this replica\'s witness of it')
+    .description('show seal state, quorum, ceremony progress, replicas, custodians, etcd members, the audit sink (each replica of a replicated one) and this replica\'s witness of it')
     .option('--json', 'print JSON (has a boolean field "sealed")')
     .action(async (opts: { json?: boolean }) => {
       const s = await withClient(program, (client) => client.status());

@@ -166,6 +166,8 @@ describe('replicated audit sink: 3 processes, SIGSTOP and SIGKILL of the leader 
     try {
       const atStop = load.acked.length;
       await waitFor('100 acknowledged while the old leader is stopped', () => (load.acked.length >= atStop + 100 ? true : undefined), 30_000);
+      // What a coordinator's Status shows: the replica it sends to, acknowledged there (so the leader), not the stopped one.
+      await waitFor('the producer sending to an acknowledging replica', () => (client!.sendingTo.acknowledged && client!.sendingTo.serverId !== first ? true : undefined));
       await new Promise((r) => setTimeout(r, 4000 - 0));
     } finally {
       stopped.child.kill('SIGCONT');

@@ -85,20 +85,24 @@ export function decideStore(existing: CosignedCheckpoint | undefined, next: Cosi
 const cosignedTime = (c: CosignedCheckpoint): number | undefined => (Array.isArray(c.cosignatures) && c.cosignatures[0] ? cosignatureTime(c.cosignatures[0]) : undefined);
 
 /**
- * Two checkpoints of the same sink key and tree size with different roots, among the records
- * given (this replica's and its peers'): the sink showed the witnesses different histories (a
- * split view). Only records the sink keys verify count (a sink-signed pair is proof of a fork).
+ * Two checkpoints of the same tree size with different roots, among the records given (this
+ * replica's and its peers'): the sink showed the witnesses different histories (a split view).
+ * Only records the sink keys verify count (a sink-signed pair is proof of a fork). The keys need
+ * not be the same: every configured key signs the one log — a single sink's, or each replica's of
+ * a replicated log (services/audit-sink REPLICATION.md), whose committed logs are prefixes of one
+ * sequence — so two replicas' checkpoints of one size with different roots are a fork too.
  */
 export function findSplitView(records: readonly { who: string; c: CosignedCheckpoint | undefined }[], sinkKeys: ReadonlyMap<string, KeyObject>): string | undefined {
-  const seen = new Map<string, { who: string; root: string }>();
+  const seen = new Map<number, { who: string; root: string; key: string }>();
   for (const { who, c } of records) {
     const cp = c?.checkpoint;
     if (!cp || typeof cp !== 'object' || checkpointProblem(cp, sinkKeys)) continue;
-    const at = `${cp.key_id}\0${cp.tree_size}`;
-    const had = seen.get(at);
-    if (!had) seen.set(at, { who, root: cp.root_hash });
-    else if (had.root !== cp.root_hash)
-      return `the log forked (split view): the sink signed two trees of size ${cp.tree_size} with different roots, one cosigned by ${had.who}, the other by ${who}`;
+    const had = seen.get(cp.tree_size);
+    if (!had) seen.set(cp.tree_size, { who, root: cp.root_hash, key: cp.key_id });
+    else if (had.root !== cp.root_hash) {
+      const keys = had.key === cp.key_id ? `key ${cp.key_id}` : `keys ${had.key} and ${cp.key_id}`;
+      return `the log forked (split view): the sink signed two trees of size ${cp.tree_size} with different roots (${keys}), one cosigned by ${had.who}, the other by ${who}`;
+    }
   }
   return undefined;
 }

@@ -26,7 +26,13 @@ import { loadOrCreateWitnessKey } from './witness-key.ts';
 
 const sinkKey = generateKeyPairSync('ed25519');
 const sinkKeyId = keyIdOf(sinkKey.publicKey);
-const sinkKeys = new Map([[sinkKeyId, sinkKey.publicKey]]);
+/** Another replica of a replicated audit log: its own checkpoint key, the same log. */
+const replica2Key = generateKeyPairSync('ed25519');
+const replica2KeyId = keyIdOf(replica2Key.publicKey);
+const sinkKeys = new Map([
+  [sinkKeyId, sinkKey.publicKey],
+  [replica2KeyId, replica2Key.publicKey],
+]);
 const log = createLogger('witness-spec', 'silent');
 
 function treeOf(n: number, tag = 'e'): MerkleTree {
@@ -241,6 +247,26 @@ describe('audit witness', () => {
     await space.put(paths.witness('coordinator-2')).value(JSON.stringify({ checkpoint: other, note: checkpointNote(other), cosignatures: [] }));
     await w.tick();
     assert.match(w.alarm!, /forked \(split view\): the sink signed two trees of size 6 with different roots/);
+    assert.ok(sink.distrusted, 'the producer refuses too');
+  });
+
+  it('ATTACK (a replicated audit log\'s replica, split view): another replica\'s checkpoint of the same size with another root raises the fork alarm', async () => {
+    const space = etcd.namespace('split-replicas');
+    const sink = new TreeSink();
+    const w = witnessIn(space, 'coordinator-1', sink);
+    await w.anchor();
+    sink.tree = treeOf(6);
+    await w.tick();
+    // The same history signed by the other replica is no fork.
+    const same = signed(treeOf(6), replica2Key.privateKey, replica2KeyId);
+    await space.put(paths.witness('coordinator-2')).value(JSON.stringify({ checkpoint: same, note: checkpointNote(same), cosignatures: [] }));
+    await w.tick();
+    assert.equal(w.alarm, undefined, 'two replicas signing the same tree');
+    // What coordinator-3's witness stored after replica 2, leading, showed it history B of the same size.
+    const other = signed(treeOf(6, 'b'), replica2Key.privateKey, replica2KeyId);
+    await space.put(paths.witness('coordinator-3')).value(JSON.stringify({ checkpoint: other, note: checkpointNote(other), cosignatures: [] }));
+    await w.tick();
+    assert.match(w.alarm!, /forked \(split view\): the sink signed two trees of size 6 with different roots \(keys /);
     assert.ok(sink.distrusted, 'the producer refuses too');
   });
 

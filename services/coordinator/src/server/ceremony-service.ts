@@ -39,7 +39,8 @@ export interface CeremonyDeps {
   etcdStatus: () => Promise<EtcdStatus>;
   /** Whether this replica's etcd reads succeed (etcd-reachability.ts). */
   etcdReachable: () => boolean;
-  auditSinkStatus: () => Promise<AuditSinkStatus>;
+  /** The sink the producer sends to, and every configured replica (cluster-status.ts auditSinkStatuses). */
+  auditSinkStatus: () => Promise<{ sink: AuditSinkStatus; replicas: AuditSinkStatus[] }>;
   /** Seals every replica and tells the custodians (seal-notice.ts). */
   sealCluster: (principal: string) => Promise<number>;
   /** This replica's witness of the audit sink (Status; ResetWitnesses). */
@@ -131,7 +132,8 @@ function ceremonyHandlersUntokened(d: CeremonyDeps): ServiceHandlers<'CeremonySe
         leader_id: leader,
         replicas: registered.map((r) => ({ id: r.id, address: r.address, sealed: r.sealed, leader: r.id === leader })),
         etcd,
-        audit_sink: auditSink,
+        audit_sink: auditSink.sink,
+        audit_replicas: auditSink.replicas,
         witness: d.witness.status(),
       };
     },
