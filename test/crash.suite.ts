@@ -51,7 +51,7 @@ const FOR_APP = { encrypt: [APP], decrypt: [APP] };
 import { KeyshardClient, waitForCeremony, type Key } from '@keyshard/client';
 import { codeOf, sleep, verifyLedger, type Ledger } from './support/load.ts';
 import { waitFor } from './support/grpc.ts';
-import { cosignersOf, createEventsMissing, logBytes, replicasAgree } from './support/audit-logs.ts';
+import { cosignersOf, createEventsMissing, logBytes, recordCount, replicasAgree } from './support/audit-logs.ts';
 import { keyshard, readEnvFile } from './support/cli.ts';
 
 const ITERATIONS = Number(process.env.CRASH_ITERATIONS ?? 100);
@@ -109,13 +109,6 @@ interface BurstKey {
   id: string;
   startedAt: number;
   ackAt: number;
-}
-
-/** Records (lines) in a replica's log bytes. */
-function recordsIn(b: Buffer): number {
-  let n = 0;
-  for (let i = b.indexOf(0x0a); i >= 0; i = b.indexOf(0x0a, i + 1)) n++;
-  return n;
 }
 
 describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SEED})`, { timeout: (ITERATIONS * 90 + 600) * 1000 }, () => {
@@ -364,7 +357,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
         killedAt = Date.now();
         const b = await burst;
         const victimDir = cluster.layout.auditDirOf(victim);
-        const heldAtRestart = recordsIn(logBytes(victimDir));
+        const heldAtRestart = recordCount(logBytes(victimDir));
         await cluster.start([victim]);
         const slowest = Math.max(...b.acked.map((k) => k.ackAt - k.startedAt));
         what =
@@ -377,7 +370,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
         // The restarted replica catches up from the leader; every acknowledged CreateKey of the run is in every log.
         const missing = await createEventsMissing(cluster, audited);
         assert.deepEqual(missing, [], `${what}: acknowledged CreateKeys without their audit event`);
-        const agreed = recordsIn(await replicasAgree(cluster)); // the restarted replica included: it caught up
+        const agreed = recordCount(await replicasAgree(cluster)); // the restarted replica included: it caught up
         what += `; restarted holding ${heldAtRestart} records, caught up to ${agreed}: the 3 logs agree`;
       } else {
         victim = CEREMONY_DRIVER;
@@ -474,7 +467,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
     await Promise.all(cluster.auditSinkIds.map((id) => cluster.process(id).stop()));
     const final = logs();
     for (const [j, id] of cluster.auditSinkIds.entries())
-      assert.ok(final[j]!.equals(final[0]!), `${id}'s log (${recordsIn(final[j]!)} records) differs from ${cluster.auditSinkIds[0]}'s (${recordsIn(final[0]!)} records)`);
+      assert.ok(final[j]!.equals(final[0]!), `${id}'s log (${recordCount(final[j]!)} records) differs from ${cluster.auditSinkIds[0]}'s (${recordCount(final[0]!)} records)`);
     assert.deepEqual(await createEventsMissing(cluster, audited, cluster.auditSinkIds, 0), [], 'acknowledged CreateKeys without their audit event (stopped)');
     const env = readEnvFile(cluster.envFile);
     const verified: string[] = [];
@@ -485,7 +478,7 @@ describe(`crash consistency: ${ITERATIONS} SIGKILLs at random moments (seed ${SE
       assert.ok(r.ok, `${id}: ${v.stdout}`);
       verified.push(`${id} ${r.records} records, root ${r.rootHash.slice(0, 12)}`);
     }
-    process.stdout.write(`crash suite: ${audited.length} acknowledged CreateKeys in every audit replica's log; logs byte-identical (${recordsIn(final[0]!)} records); audit verify ok: ${verified.join('; ')}\n`);
+    process.stdout.write(`crash suite: ${audited.length} acknowledged CreateKeys in every audit replica's log; logs byte-identical (${recordCount(final[0]!)} records); audit verify ok: ${verified.join('; ')}\n`);
   });
 });
 
