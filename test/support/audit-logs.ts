@@ -64,15 +64,20 @@ export async function replicasAgree(cluster: DevCluster, ids = cluster.auditSink
   const ref = Buffer.from(logBytes(longest));
   const deadline = Date.now() + timeoutMs;
   for (const [i, id] of ids.entries()) {
-    // Wait on sizes (cheap), then read once to compare.
-    while (logSize(dirs[i]!) < ref.length) {
+    // Wait on sizes (cheap), then read to compare; a shorter exact prefix (a record being written
+    // when the size was taken) is waited on too.
+    for (;;) {
+      if (logSize(dirs[i]!) >= ref.length) {
+        const b = logBytes(dirs[i]!);
+        const n = Math.min(b.length, ref.length);
+        if (!b.subarray(0, n).equals(ref.subarray(0, n))) {
+          const at = firstDifference(b, ref);
+          throw new Error(`audit replica ${id}'s log differs from the longest one at byte ${at} (record ${recordCount(ref.subarray(0, at)) + 1})`);
+        }
+        if (b.length >= ref.length) break;
+      }
       if (Date.now() > deadline) throw new Error(`audit replica ${id} holds ${logSize(dirs[i]!)} of the ${ref.length} bytes the others held ${timeoutMs / 1000} s ago: it did not catch up`);
       await sleep(200);
-    }
-    const b = logBytes(dirs[i]!);
-    if (b.length < ref.length || !b.subarray(0, ref.length).equals(ref)) {
-      const at = firstDifference(b, ref);
-      throw new Error(`audit replica ${id}'s log differs from the longest one at byte ${at} (record ${recordCount(ref.subarray(0, at)) + 1})`);
     }
   }
   return ref;
