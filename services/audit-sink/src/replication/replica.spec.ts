@@ -153,6 +153,9 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     }
   }
 
+  /** Every running replica holds `ref`'s log size (followers learn a commit with the leader's next message: a round or a heartbeat). */
+  const allHold = (ref: Node) => waitFor(`every replica at ${ref.id}'s size`, () => [...nodes.values()].every((n) => n.log.size === ref.log.size));
+
   const segmentBytes = (id: string) =>
     fs
       .readdirSync(path.join(dataDir(id), 'segments'))
@@ -190,6 +193,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     assert.equal(checkpointProblem(r.checkpoint, new Map([[r.checkpoint.key_id, keys.get(l.id)!.publicKey]])), undefined);
     // Followers append once they learn the commit (next Replicate).
     await waitFor('followers at size 3', () => [...nodes.values()].every((n) => n.log.size === 3));
+    await allHold(l);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
     // Every replica signs its own checkpoint over the same root: verifiable by any other with that replica's key.
     for (const n of nodes.values()) {
@@ -222,6 +226,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     // Each stored once: 200 distinct indexes (a resend after a leader change is acknowledged with count 0).
     assert.equal(new Set(rs.filter((r) => r.count === 1).map((r) => r.firstIndex)).size, rs.filter((r) => r.count === 1).length);
     await waitFor('followers caught up', () => [...nodes.values()].every((n) => n.log.size === l.log.size));
+    await allHold(l);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
   });
 
@@ -238,6 +243,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     const back = await restart(killed.id);
     assert.equal(back.replica.inSync, false, 'a returning replica serves only once it proved its log against the leader');
     await waitFor('returning replica caught up and in sync', () => back.replica.inSync && back.log.size === l.log.size);
+    await allHold(l);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
     for (const n of nodes.values()) {
       await n.log.freshCheckpoint();
@@ -262,6 +268,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     const back = await restart(victim.id);
     const { node: now } = await appendViaLeader([event('after-return')]);
     await waitFor('victim caught up', () => back.replica.inSync && back.log.size === now.log.size);
+    await allHold(now);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(now.id));
     assert.ok(!segmentBytes(back.id).includes('planted'), 'the planted uncommitted record is in no log');
   });
@@ -282,6 +289,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     }
     await waitFor('the healed follower caught up', () => f.log.size === l.log.size);
     assert.deepEqual([l.replica.role, l.replica.currentTerm], ['leader', term], 'the leader kept its term through the heal');
+    await allHold(l);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(l.id));
   });
 
@@ -298,6 +306,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     }
     const { node: now } = await appendViaLeader([event('healed')]);
     await waitFor('all equal', () => [...nodes.values()].every((n) => n.log.size === now.log.size));
+    await allHold(now);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(now.id));
   });
 
@@ -316,6 +325,7 @@ describe('replicated audit log (3 replicas, real sockets)', () => {
     for (const o of others) await restart(o.id);
     const { node: again } = await appendViaLeader([event('majority-back')]);
     await waitFor('all equal', () => [...nodes.values()].every((n) => n.log.size === again.log.size));
+    await allHold(again);
     for (const n of nodes.values()) assert.deepEqual(segmentBytes(n.id), segmentBytes(again.id));
   });
 

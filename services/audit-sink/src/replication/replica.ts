@@ -125,6 +125,10 @@ interface PeerState {
   /** The follower's log size when it said it lacks committed records (catch-up from there). */
   behind: number | undefined;
   lastContact: number;
+  /** When the last Replicate was sent to it (heartbeats go out when nothing else did for heartbeatMs). */
+  lastSent: number;
+  /** The round it acknowledged holding: not sent again (it learns the commit from the next message). */
+  acked: Round | undefined;
 }
 
 const ROUND_MAX_BYTES = 4 * 1024 * 1024;
@@ -149,6 +153,7 @@ export class Replica {
   private leader: string | undefined;
   private synced = false;
   private leaderContact = 0; // when a leader of the current term was last heard (ms)
+  private lastCheckedCheckpoint: string | undefined; // leader and checkpoint whose signature verified last
   private closed = false;
   private diverged: string | undefined;
   private electionTimer: NodeJS.Timeout | undefined;
@@ -176,7 +181,7 @@ export class Replica {
       this.keyOf.set(r.id, r.publicKey);
       if (r.id === opts.self) continue;
       const client = makeClient<grpc.Client>(ReplicaClient, r.address, opts.tls, { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 }, expectServer(`audit sink replica ${r.id}`, r.id));
-      this.peers.set(r.id, { peer: r, client, behind: undefined, lastContact: 0 });
+      this.peers.set(r.id, { peer: r, client, behind: undefined, lastContact: 0, lastSent: 0, acked: undefined });
     }
   }
 
@@ -489,8 +494,13 @@ export class Replica {
   private checkLeaderCheckpoint(leader: string, c: SignedCheckpoint, size: number): void {
     const key = this.keyOf.get(leader);
     if (!key) this.fail(`${leader} is not a configured replica`);
-    const problem = checkpointProblem(c, new Map([[c.key_id, key]]));
-    if (problem) this.fail(`the leader's checkpoint does not verify under its key: ${problem}`);
+    // The same signed checkpoint comes with every heartbeat until the next commit: its signature is checked once.
+    const seen = `${leader}\0${JSON.stringify(c)}`;
+    if (seen !== this.lastCheckedCheckpoint) {
+      const problem = checkpointProblem(c, new Map([[c.key_id, key]]));
+      if (problem) this.fail(`the leader's checkpoint does not verify under its key: ${problem}`);
+      this.lastCheckedCheckpoint = seen;
+    }
     if (c.tree_size !== size) throw invalidArgument(`checkpoint of size ${c.tree_size}, expected ${size}`);
     if (c.root_hash !== this.log.rootAt(size).toString('hex')) this.fail(`the leader's signed root at size ${size} differs from this log's`);
   }
@@ -591,6 +601,8 @@ export class Replica {
     for (const p of this.peers.values()) {
       p.lastContact = now;
       p.behind = undefined;
+      p.lastSent = 0;
+      p.acked = undefined;
       void this.peerLoop(p, term);
     }
     this.quorumTimer = setInterval(() => {
@@ -712,7 +724,15 @@ export class Replica {
         }
         const round = this.round;
         const start = this.log.size;
-        const useRound = round && round.start === start && this.pending?.term === term;
+        const useRound = round && round.start === start && this.pending?.term === term && p.acked !== round;
+        // A follower that holds the current round is not sent it again (it would check every
+        // record again): it learns the commit from the next round or heartbeat (§5.3: the commit
+        // index rides on the next AppendEntries).
+        if (!useRound && Date.now() - p.lastSent < this.heartbeatMs) {
+          await waitFor;
+          continue;
+        }
+        p.lastSent = Date.now();
         const req: ReplicateRequest = { term, leader: this.opts.self, start, prevRoot: this.log.rootAt(start).toString('hex'), checkpoint: this.log.checkpoint, end: useRound ? round.end : start };
         if (req.checkpoint.tree_size !== start) req.checkpoint = await this.log.freshCheckpoint();
         const res = await this.call<ReplicateResponse>(p, 'Replicate', { header: req, records: useRound ? round.lines : EMPTY }, replicateResponse, Math.max(this.electionMs, 2000));
@@ -726,7 +746,10 @@ export class Replica {
           continue;
         }
         p.behind = undefined;
-        if (useRound && this.round === round && res.end >= round.end) this.ack(round, p.peer.id);
+        if (useRound && this.round === round && res.end >= round.end) {
+          p.acked = round;
+          this.ack(round, p.peer.id);
+        }
       } catch (e) {
         this.opts.logger.debug({ peer: p.peer.id, err: (e as Error).message }, 'replication call failed');
         await sleep(Math.min(this.heartbeatMs, 200));
