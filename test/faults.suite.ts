@@ -297,6 +297,15 @@ describe('fault injection under steady SDK load', { timeout: 25 * 60_000 }, () =
     r.note = [r.note, `${acked.length} CreateKeys acknowledged since the fault, each in all 3 logs; logs identical (${recordCount(agreed)} records)`].filter(Boolean).join('; ');
   };
 
+  /** Holds until a replica other than `victim` leads the audit log; says which and when. */
+  const auditFailover = (victim: string) => async (t0: number) => {
+    const next = await waitFor('another audit leader', async () => {
+      const l = cluster.auditLeader();
+      return l && l !== victim ? l : undefined;
+    }, 30_000);
+    return { note: `${victim} → ${next} after ${((Date.now() - t0) / 1000).toFixed(1)} s` };
+  };
+
   /** Restarts audit replicas; says how long each took to listen. */
   const restartAudit = async (ids: string[]) => {
     const t0 = Date.now();
@@ -306,15 +315,7 @@ describe('fault injection under steady SDK load', { timeout: 25 * 60_000 }, () =
 
   it('SIGKILL of the audit leader replica: another leads; CreateKey 100 %, nothing acknowledged missing from any log', async () => {
     const victim = await auditLeader();
-    const r = await scenario('kill audit leader', () => cluster.process(victim).kill(), () => restartAudit([victim]), {
-      hold: async (t0) => {
-        const next = await waitFor('a new audit leader', async () => {
-          const l = cluster.auditLeader();
-          return l && l !== victim ? l : undefined;
-        }, 30_000);
-        return { note: `${victim} → ${next} after ${((Date.now() - t0) / 1000).toFixed(1)} s` };
-      },
-    });
+    const r = await scenario('kill audit leader', () => cluster.process(victim).kill(), () => restartAudit([victim]), { hold: auditFailover(victim) });
     assertRow(r);
     await auditIntact(r, r.times.fault);
   });
@@ -337,16 +338,7 @@ describe('fault injection under steady SDK load', { timeout: 25 * 60_000 }, () =
   it('partition of the audit leader from the other replicas and the coordinators: CreateKey 100 %; healed, it follows and catches up', async () => {
     const victim = await auditLeader();
     const cut = [...auditLinks.entries()].flatMap(([from, m]) => (from === victim ? [...m.values()] : m.has(victim) ? [m.get(victim)!] : []));
-    const r = await scenario('partition audit leader', () => relay.cut(cut), () => relay.heal(cut), {
-      note: victim,
-      hold: async (t0) => {
-        const next = await waitFor('another audit leader', async () => {
-          const l = cluster.auditLeader();
-          return l && l !== victim ? l : undefined;
-        }, 30_000);
-        return { note: `${victim} → ${next} after ${((Date.now() - t0) / 1000).toFixed(1)} s` };
-      },
-    });
+    const r = await scenario('partition audit leader', () => relay.cut(cut), () => relay.heal(cut), { hold: auditFailover(victim) });
     assertRow(r);
     await auditIntact(r, r.times.fault);
   });
