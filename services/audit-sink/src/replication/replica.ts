@@ -370,11 +370,13 @@ export class Replica {
 
   private changed(timeoutMs: number): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(done, timeoutMs);
-      function done() {
+      const done = () => {
         clearTimeout(t);
+        const i = this.waiters.indexOf(done); // timed out: no longer waiting (wake() empties the list itself)
+        if (i >= 0) this.waiters.splice(i, 1);
         resolve();
-      }
+      };
+      const t = setTimeout(done, timeoutMs);
       this.waiters.push(done);
     });
   }
@@ -704,6 +706,8 @@ export class Replica {
       return await this.exclusive(() => this.applyPending());
     } finally {
       if (this.round === round) this.round = undefined;
+      // Followers that hold the round hear of its commit at once (the next round, or a heartbeat now).
+      for (const p of this.peers.values()) if (p.acked === round) p.lastSent = 0;
       this.wake();
     }
   }
@@ -729,7 +733,7 @@ export class Replica {
         // record again): it learns the commit from the next round or heartbeat (§5.3: the commit
         // index rides on the next AppendEntries).
         if (!useRound && Date.now() - p.lastSent < this.heartbeatMs) {
-          await waitFor;
+          await this.changed(p.lastSent + this.heartbeatMs - Date.now()); // a change, or the heartbeat's due time
           continue;
         }
         p.lastSent = Date.now();
