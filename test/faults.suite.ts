@@ -386,7 +386,7 @@ describe('fault injection under steady SDK load', { timeout: 25 * 60_000 }, () =
       );
     }
     await auditIntact(r, upAt);
-    r.note = [r.note, `${creates.length} CreateKeys started without a majority: none made while it lasted, ${made.length} made after the restart by the SDK's retries (outcomes: ${codes}); ${answered} crypto calls answered, each logged in all 3 logs`].filter(Boolean).join('; ');
+    r.note = [r.note, `${creates.length} CreateKeys started without a majority: none made while it lasted, ${made.length} made after the restart by the SDK's retries (outcomes: ${codes}); ${answered} crypto calls answered, as many crypto events in each of the 3 logs`].filter(Boolean).join('; ');
   });
 
   it('partition of the leader coordinator from etcd: another replica leads, the old leader is fenced', async () => {
