@@ -28,7 +28,7 @@ const sha256: (data: Uint8Array) => Buffer = crypto.hash
   ? (data) => crypto.hash('sha256', data, 'buffer')
   : (data) => createHash('sha256').update(data).digest();
 
-// `0x00 || UTF-8(entry)` of a string entry is encoded into this, reused (hashing is
+// `0x00 || entry` (a string entry as UTF-8) is written into this, reused (hashing is
 // synchronous, so no two calls use it at once): no buffer per leaf on the append path.
 const leafScratch = Buffer.allocUnsafe(64 * 1024);
 
@@ -40,7 +40,7 @@ export function leafHash(entry: Uint8Array | string): Buffer {
     const n = input.write(entry, 1, 'utf8');
     return sha256(input.subarray(0, n + 1));
   }
-  const input = Buffer.allocUnsafe(entry.length + 1);
+  const input = entry.length + 1 <= leafScratch.length ? leafScratch.subarray(0, entry.length + 1) : Buffer.allocUnsafe(entry.length + 1);
   input[0] = LEAF_PREFIX;
   input.set(entry, 1);
   return sha256(input);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { canonicalJson } from '@keyshard/crypto';
-import { canonicalEventJson, checkRecord, encodeEntry, encodeRecord, encodeRecords } from './record-format.ts';
+import { canonicalEventJson, checkRecord, encodeEntry, encodeRecord, encodeRecords, fastRecordCheck, fullRecordCheck } from './record-format.ts';
 import { leafHash } from './merkle.ts';
 
 const str = fc.string({ unit: 'binary', maxLength: 12 });
@@ -41,5 +41,39 @@ describe('record format', () => {
     assert.match((checkRecord(line, 5) as { reason: string }).reason, /expected index 5, found 4/);
     const spaced = Buffer.from(line.toString().replace('"index":4,', '"index": 4,'));
     assert.match((checkRecord(spaced, 4) as { reason: string }).reason, /canonical form/);
+  });
+
+  it('the fast path accepts every line encodeRecord writes, and nothing the full check refuses', () => {
+    const mutation = fc.oneof(
+      fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bits: fc.integer({ min: 1, max: 255 }) }),
+      fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), byte: fc.constantFrom(0x20, 0x22, 0x5c, 0x30, 0x7d, 0xc3, 0xff) }),
+      fc.record({ kind: fc.constant('delete' as const), at: fc.nat() }),
+    );
+    fc.assert(
+      fc.property(auditEvent, fc.nat({ max: 2 ** 40 }), fc.array(mutation, { maxLength: 2 }), fc.boolean(), (raw, index, mutations, otherIndex) => {
+        const event = { ...raw, id: `x${raw.id}` };
+        const json = canonicalJson(event);
+        const line = Buffer.from(encodeRecord(index, leafHash(json), json));
+        const fast = fastRecordCheck(line, index);
+        assert.ok(fast, 'a canonical line takes the fast path');
+        assert.deepEqual(fast, fullRecordCheck(line, index));
+        let bad: Buffer = line;
+        for (const m of mutations) {
+          const at = m.at % bad.length;
+          if (m.kind === 'flip') {
+            bad = Buffer.from(bad);
+            bad[at] = bad[at]! ^ m.bits;
+          }
+          else if (m.kind === 'insert') bad = Buffer.concat([bad.subarray(0, at), Buffer.from([m.byte]), bad.subarray(at)]);
+          else bad = Buffer.concat([bad.subarray(0, at), bad.subarray(at + 1)]);
+        }
+        const expected = otherIndex ? index + 1 : index;
+        const accepted = fastRecordCheck(bad, expected);
+        const full = fullRecordCheck(bad, expected);
+        if (accepted) assert.deepEqual(accepted, full, 'the fast path accepted a line the full check refuses or reads otherwise');
+        assert.deepEqual(checkRecord(bad, expected), full);
+      }),
+      { numRuns: 3000 },
+    );
   });
 });

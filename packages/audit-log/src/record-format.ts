@@ -8,6 +8,7 @@
  * redundant with the event; it is there so a reader can name the exact record an edit hit,
  * while the signed checkpoints catch an attacker who recomputes it.
  */
+import { isUtf8 } from 'node:buffer';
 import { canonicalJson } from '@keyshard/crypto';
 import { AUDIT_EVENT_STRING_FIELDS } from './audit-event.ts';
 import { leafHash } from './merkle.ts';
@@ -106,8 +107,53 @@ export interface CheckedRecord {
 /**
  * Verifies one newline-terminated line as the record with index `expected`: its form, its
  * index, its leaf hash and that it is byte-exact canonical. Returns the reason it is bad.
+ *
+ * A line as encodeRecord writes it is accepted by a fast path (a replication follower checks
+ * every record its leader sends, a sink every record at start): the fixed prefix for
+ * `expected`, valid UTF-8, and the event part parsed once and compared as a string with its
+ * canonical JSON — accepting exactly what the full check below accepts, which runs (and names
+ * the reason) whenever the fast path does not accept.
  */
 export function checkRecord(line: Buffer, expected: number): CheckedRecord | { reason: string } {
+  return fastRecordCheck(line, expected) ?? fullRecordCheck(line, expected);
+}
+
+const EVENT_INFIX = '","event":';
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** The fast path of checkRecord: the record if the line is exactly as encodeRecord writes it, else undefined (exported for its tests). */
+export function fastRecordCheck(line: Buffer, expected: number): CheckedRecord | undefined {
+  const n = line.length;
+  if (n < 2 || line[n - 1] !== 0x0a || line[n - 2] !== 0x7d || !isUtf8(line)) return undefined;
+  const s = line.toString('utf8');
+  const prefix = `{"index":${expected},"leaf":"`;
+  if (!s.startsWith(prefix)) return undefined;
+  const hexEnd = prefix.length + 64;
+  const leafHex = s.slice(prefix.length, hexEnd);
+  if (!HEX64.test(leafHex) || !s.startsWith(EVENT_INFIX, hexEnd)) return undefined;
+  const eventJson = s.slice(hexEnd + EVENT_INFIX.length, s.length - 2);
+  let event: unknown;
+  try {
+    event = JSON.parse(eventJson);
+  } catch {
+    return undefined;
+  }
+  if (typeof event !== 'object' || event === null || Array.isArray(event)) return undefined;
+  const id = (event as Record<string, unknown>).id;
+  if (typeof id !== 'string' || id === '') return undefined;
+  try {
+    if (canonicalEventJson(event) !== eventJson) return undefined;
+  } catch {
+    return undefined;
+  }
+  // The line is valid UTF-8, so these bytes are UTF-8(eventJson): the Merkle entry itself.
+  const h = leafHash(line.subarray(hexEnd + EVENT_INFIX.length, n - 2)); // the prefix is ASCII: its chars are its bytes
+  if (h.toString('hex') !== leafHex) return undefined;
+  return { event: event as StoredEvent, leaf: h };
+}
+
+/** The reference check of checkRecord: parses the whole line, re-encodes it, compares bytes; names the reason. */
+export function fullRecordCheck(line: Buffer, expected: number): CheckedRecord | { reason: string } {
   let rec: unknown;
   try {
     rec = JSON.parse(line.toString('utf8'));
@@ -122,8 +168,6 @@ export function checkRecord(line: Buffer, expected: number): CheckedRecord | { r
   if (typeof id !== 'string' || id === '') return { reason: 'event has no id' };
   let eventJson: string;
   try {
-    // canonicalEventJson: canonicalJson's exact bytes (property-tested in record-format.spec.ts), faster
-    // for the sink's event shape: a follower checks every record its leader sends, a sink every record at start.
     eventJson = canonicalEventJson(event);
   } catch {
     return { reason: 'event is not representable' };

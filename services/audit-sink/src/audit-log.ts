@@ -35,6 +35,7 @@ import {
   type StoredEvent,
 } from '@keyshard/audit-log';
 import { CheckpointFile, publishKey, type CheckpointSigner } from './checkpoint-store.ts';
+import { IdSet } from './id-set.ts';
 import { lockDir } from './lock.ts';
 import { SegmentFiles, type StoredRecord } from './segments.ts';
 
@@ -88,7 +89,7 @@ const DEFAULT_CHECKPOINT_MS = 10_000;
 
 export class AuditLog {
   private readonly tree: MerkleTree;
-  private readonly ids: Set<string>;
+  private readonly ids: IdSet;
   private readonly grown = new EventEmitter();
   private queue: PendingAppend[] = [];
   private flushing: Promise<void> | undefined;
@@ -103,7 +104,7 @@ export class AuditLog {
     private readonly files: SegmentFiles,
     private readonly checkpoints: CheckpointFile,
     tree: MerkleTree,
-    ids: Set<string>,
+    ids: IdSet,
     lastStored: SignedCheckpoint | undefined,
     readonly openInfo: OpenInfo,
     private readonly opts: AuditLogOptions,
@@ -124,11 +125,10 @@ export class AuditLog {
     const unlock = lockDir(dataDir);
     try {
       const tree = new MerkleTree();
-      const ids = new Set<string>();
+      const ids = new IdSet();
       const offsets: number[] = [];
       const scan = scanSegments(dataDir, (_i, rec, offset) => {
-        if (ids.has(rec.event.id)) throw refuse(dataDir, _i, 'duplicate event id');
-        ids.add(rec.event.id);
+        if (!ids.add(rec.event.id)) throw refuse(dataDir, _i, 'duplicate event id');
         tree.appendLeafHash(rec.leaf);
         offsets.push(offset);
       });
@@ -196,11 +196,10 @@ export class AuditLog {
         for (const p of group) {
           const firstOfCaller = first + entries.length;
           for (let i = 0; i < p.ids.length; i++) {
-            // Taken before the write (one hash probe: add, then see whether the set grew): a
-            // later duplicate in this group is skipped, and one in a later group is acknowledged
+            // Taken before the write (one probe: add says whether it was new): a later
+            // duplicate in this group is skipped, and one in a later group is acknowledged
             // only after this group's fsync. If the write fails, the log refuses everything.
-            const known = this.ids.size;
-            if (this.ids.add(p.ids[i]!).size === known) continue;
+            if (!this.ids.add(p.ids[i]!)) continue;
             committed.push({ index: first + entries.length, event: p.events[i]! });
             entries.push(p.entries[i]!);
           }
@@ -258,10 +257,13 @@ export class AuditLog {
     // `verified`: what the caller already checked of exactly these lines (splitRecords, or the
     // leader's own encoding of them); otherwise every line is verified here.
     const checked = verified ?? splitRecords(lines, first);
-    const seen = new Set<string>();
-    for (const c of checked) {
-      if (this.ids.has(c.event.id) || seen.has(c.event.id)) throw invalidArgument(`record ${first + seen.size}: event id is already stored`);
-      seen.add(c.event.id);
+    // Ids are taken before the write, as append() takes them (one probe each); a batch with a
+    // stored or repeated id gives its ids back and is refused whole. If the write fails, the
+    // log refuses everything anyway.
+    for (let i = 0; i < checked.length; i++) {
+      if (this.ids.add(checked[i]!.event.id)) continue;
+      for (let j = 0; j < i; j++) this.ids.delete(checked[j]!.event.id);
+      throw invalidArgument(`record ${first + i}: event id is already stored`);
     }
     if (checked.length > 0) {
       const run = (async () => {
@@ -272,10 +274,7 @@ export class AuditLog {
           this.opts.onFailure?.(this.failure);
           throw writeFailed(this.failure);
         }
-        for (const c of checked) {
-          this.ids.add(c.event.id);
-          this.tree.appendLeafHash(c.leaf);
-        }
+        for (const c of checked) this.tree.appendLeafHash(c.leaf);
         this.latest = this.opts.signer.sign(this.tree.size, this.tree.root());
       })();
       this.flushing = run.then(

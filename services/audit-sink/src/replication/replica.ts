@@ -646,8 +646,8 @@ export class Replica {
         for (const g of groups) {
           const firstOfGroup = first + entries.length;
           g.events.forEach((e, i) => {
-            if (this.log.hasId(e.id) || seen.has(e.id)) return;
-            seen.add(e.id);
+            const before = seen.size;
+            if (seen.add(e.id).size === before || this.log.hasId(e.id)) return;
             entries.push(g.entries[i]!);
             verified.push({ event: e as VerifiedRecord['event'], leaf: g.entries[i]!.leaf });
           });
