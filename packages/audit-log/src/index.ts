@@ -5,6 +5,7 @@
  *   audit-event.ts       keyshard.v1.AuditEvent, its bounds, the sink's own events (alerts, refusals)
  *   appender-scope.ts    which operations each kind of appender (coordinator, custodian) may record
  *   record-format.ts     one record line on disk; its Merkle entry (canonical JSON of the event)
+ *   id-index.ts          every event id with its record index (beyond the 2^24 entries of one Map)
  *   merkle.ts            RFC 6962 / RFC 9162 tree hashing, inclusion and consistency proofs
  *   checkpoint.ts        signed checkpoints (tree heads): body bytes, Ed25519, key ids
  *   checkpoint-trust.ts  what a producer accepts from the sink, checkpoint after checkpoint
@@ -21,6 +22,7 @@ export * from './audit-event.ts';
 export * from './checkpoint.ts';
 export * from './checkpoint-trust.ts';
 export * from './cosignature.ts';
+export * from './id-index.ts';
 export * from './log-dir.ts';
 export * from './merkle.ts';
 export * from './record-format.ts';

@@ -131,6 +131,14 @@ describe('verifyLogDir: trust only from outside the folder', () => {
     assert.deepEqual(r.notes, []);
   });
 
+  it('an event stored twice (the same id): BAD at the second record, naming the first', () => {
+    const log = new TestLog().append(5);
+    log.events.push({ ...log.events[1]! });
+    log.rewrite();
+    log.checkpoint();
+    bad(verify(log), 5, /duplicate event id \(first stored at index 1\)/);
+  });
+
   it('a cut tail with checkpoints.log and cosigned.log trimmed: BAD at the first missing record, from the witnesses\' checkpoint held outside', () => {
     const { log, newest } = goodLog();
     log.rewrite(log.events.slice(0, 25));

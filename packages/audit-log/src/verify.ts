@@ -45,6 +45,7 @@ import path from 'node:path';
 import { checkpointProblem, type SignedCheckpoint } from './checkpoint.ts';
 import { verifyCosignedCheckpoint, type CosignedCheckpoint } from './cosignature.ts';
 import { ACTIVE_LINK, CHECKPOINTS_FILE, COSIGNED_FILE, KEYS_DIR, listDirKeys, readCheckpointFile, readCosignedLog, scanSegments } from './log-dir.ts';
+import { IdIndex } from './id-index.ts';
 import { MerkleTree } from './merkle.ts';
 import type { TrustRoots } from './trust.ts';
 
@@ -115,12 +116,10 @@ export function verifyLogDir(dir: string, opts: VerifyOptions): VerifyResult {
 
   // 1. The records and their tree.
   const tree = new MerkleTree();
-  const ids = new Map<string, number>();
+  const ids = new IdIndex();
   let dup: { index: number; first: number } | undefined;
   const scan = scanSegments(dataDir, (index, rec) => {
-    const seen = ids.get(rec.event.id);
-    if (seen !== undefined) dup ??= { index, first: seen };
-    ids.set(rec.event.id, index);
+    if (!ids.add(rec.event.id, index)) dup ??= { index, first: ids.indexOf(rec.event.id)! };
     tree.appendLeafHash(rec.leaf);
   });
   const records = tree.size;

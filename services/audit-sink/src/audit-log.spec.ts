@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { canonicalJson } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
-import { checkpointProblem, leafHash, loadPublicKeys, verifyInclusion, verifyLogDir } from '@keyshard/audit-log';
+import { checkpointProblem, encodeEntry, encodeRecords, leafHash, loadPublicKeys, verifyInclusion, verifyLogDir } from '@keyshard/audit-log';
 import { AuditLog } from './audit-log.ts';
 import { signerFromKey } from './checkpoint-store.ts';
 
@@ -147,6 +147,23 @@ describe('offline verifier: tampering names the first bad index', () => {
     const file = segmentFiles(dir)[0]!;
     writeFileSync(file, `${fn(readFileSync(file, 'utf8').split('\n').filter(Boolean)).join('\n')}\n`);
   };
+
+  it('appendRecords refuses a batch with a stored or repeated id whole, and forgets the ids it took', async () => {
+    const log = await open(tmp());
+    await log.append([ev('a'), ev('b')]);
+    const lines = (first: number, ids: string[]) => encodeRecords(first, ids.map((id) => encodeEntry(ev(id))));
+    await assert.rejects(log.appendRecords(2, lines(2, ['c', 'a'])), /record 3: event id is already stored \(at index 0\)/);
+    await assert.rejects(log.appendRecords(2, lines(2, ['x', 'x'])), /record 3: event id is already stored \(at index 2\)/);
+    assert.equal(log.size, 2);
+    assert.ok(!log.hasId('c') && !log.hasId('x'), 'the refused batches left no id behind');
+    assert.equal((await log.appendRecords(2, lines(2, ['c', 'x']))).count, 2);
+    assert.equal((await log.append([ev('c'), ev('d')])).count, 1, 'c is stored: resent, it is skipped');
+    await log.close();
+    // Reopened, every id is known again from the records.
+    const again = await open(log.dataDir);
+    assert.ok(['a', 'b', 'c', 'x', 'd'].every((id) => again.hasId(id)));
+    await again.close();
+  });
 
   it('finds a flipped byte, a deleted record, a reordered pair and a truncated tail', async () => {
     const src = await filled(40);

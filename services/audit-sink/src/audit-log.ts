@@ -20,6 +20,7 @@ import path from 'node:path';
 import { KeyshardError, invalidArgument } from '@keyshard/errors';
 import {
   CHECKPOINTS_FILE,
+  IdIndex,
   KEYS_DIR,
   MerkleTree,
   checkRecord,
@@ -35,7 +36,6 @@ import {
   type StoredEvent,
 } from '@keyshard/audit-log';
 import { CheckpointFile, publishKey, type CheckpointSigner } from './checkpoint-store.ts';
-import { IdSet } from './id-set.ts';
 import { lockDir } from './lock.ts';
 import { SegmentFiles, type StoredRecord } from './segments.ts';
 
@@ -89,7 +89,7 @@ const DEFAULT_CHECKPOINT_MS = 10_000;
 
 export class AuditLog {
   private readonly tree: MerkleTree;
-  private readonly ids: IdSet;
+  private readonly ids: IdIndex;
   private readonly grown = new EventEmitter();
   private queue: PendingAppend[] = [];
   private flushing: Promise<void> | undefined;
@@ -104,7 +104,7 @@ export class AuditLog {
     private readonly files: SegmentFiles,
     private readonly checkpoints: CheckpointFile,
     tree: MerkleTree,
-    ids: IdSet,
+    ids: IdIndex,
     lastStored: SignedCheckpoint | undefined,
     readonly openInfo: OpenInfo,
     private readonly opts: AuditLogOptions,
@@ -125,10 +125,10 @@ export class AuditLog {
     const unlock = lockDir(dataDir);
     try {
       const tree = new MerkleTree();
-      const ids = new IdSet();
+      const ids = new IdIndex();
       const offsets: number[] = [];
       const scan = scanSegments(dataDir, (_i, rec, offset) => {
-        if (!ids.add(rec.event.id)) throw refuse(dataDir, _i, 'duplicate event id');
+        if (!ids.add(rec.event.id, _i)) throw refuse(dataDir, _i, `duplicate event id (first stored at index ${ids.indexOf(rec.event.id)})`);
         tree.appendLeafHash(rec.leaf);
         offsets.push(offset);
       });
@@ -199,7 +199,7 @@ export class AuditLog {
             // Taken before the write (one probe: add says whether it was new): a later
             // duplicate in this group is skipped, and one in a later group is acknowledged
             // only after this group's fsync. If the write fails, the log refuses everything.
-            if (!this.ids.add(p.ids[i]!)) continue;
+            if (!this.ids.add(p.ids[i]!, first + entries.length)) continue;
             committed.push({ index: first + entries.length, event: p.events[i]! });
             entries.push(p.entries[i]!);
           }
@@ -261,9 +261,10 @@ export class AuditLog {
     // stored or repeated id gives its ids back and is refused whole. If the write fails, the
     // log refuses everything anyway.
     for (let i = 0; i < checked.length; i++) {
-      if (this.ids.add(checked[i]!.event.id)) continue;
+      if (this.ids.add(checked[i]!.event.id, first + i)) continue;
+      const err = invalidArgument(`record ${first + i}: event id is already stored (at index ${this.ids.indexOf(checked[i]!.event.id)})`);
       for (let j = 0; j < i; j++) this.ids.delete(checked[j]!.event.id);
-      throw invalidArgument(`record ${first + i}: event id is already stored`);
+      throw err;
     }
     if (checked.length > 0) {
       const run = (async () => {
