@@ -9,6 +9,7 @@ import { KeyshardError } from '@keyshard/errors';
 import { checkpointProblem, encodeEntry, encodeRecords, leafHash, loadPublicKeys, verifyInclusion, verifyLogDir } from '@keyshard/audit-log';
 import { AuditLog } from './audit-log.ts';
 import { signerFromKey } from './checkpoint-store.ts';
+import { OffsetList } from './segments.ts';
 
 const dirs: string[] = [];
 const tmp = () => {
@@ -163,6 +164,27 @@ describe('offline verifier: tampering names the first bad index', () => {
     const again = await open(log.dataDir);
     assert.ok(['a', 'b', 'c', 'x', 'd'].every((id) => again.hasId(id)));
     await again.close();
+  });
+
+  it('reopens a log of 200,000 records and reads across it (every offset was spread into one push(): past ~120 k records the sink could not start)', async () => {
+    const dir = tmp();
+    const log = await open(dir);
+    for (let b = 0; b < 200; b++) await log.append(Array.from({ length: 1000 }, (_, i) => ev(`b${b}-${i}`)));
+    await log.close();
+    const again = await open(dir);
+    assert.equal(again.size, 200_000);
+    const read: string[] = [];
+    for await (const r of again.records(131_070, 131_075)) read.push(`${r.index}:${r.event.id}`);
+    assert.deepEqual(read, ['131070:b131-70', '131071:b131-71', '131072:b131-72', '131073:b131-73', '131074:b131-74']);
+    await again.close();
+  });
+
+  it('OffsetList keeps every offset across its chunks', () => {
+    const list = new OffsetList();
+    for (let i = 0; i < 200_000; i++) list.push(i * 300 + 7);
+    assert.equal(list.length, 200_000);
+    for (const i of [0, 65_535, 65_536, 131_072, 199_999]) assert.equal(list.at(i), i * 300 + 7);
+    assert.throws(() => list.at(200_000), RangeError);
   });
 
   it('finds a flipped byte, a deleted record, a reordered pair and a truncated tail', async () => {

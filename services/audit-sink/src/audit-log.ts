@@ -37,7 +37,7 @@ import {
 } from '@keyshard/audit-log';
 import { CheckpointFile, publishKey, type CheckpointSigner } from './checkpoint-store.ts';
 import { lockDir } from './lock.ts';
-import { SegmentFiles, type StoredRecord } from './segments.ts';
+import { OffsetList, SegmentFiles, type StoredRecord } from './segments.ts';
 
 export type { StoredRecord } from './segments.ts';
 
@@ -126,7 +126,7 @@ export class AuditLog {
     try {
       const tree = new MerkleTree();
       const ids = new IdIndex();
-      const offsets: number[] = [];
+      const offsets = new OffsetList();
       const scan = scanSegments(dataDir, (_i, rec, offset) => {
         if (!ids.add(rec.event.id, _i)) throw refuse(dataDir, _i, `duplicate event id (first stored at index ${ids.indexOf(rec.event.id)})`);
         tree.appendLeafHash(rec.leaf);

@@ -21,11 +21,34 @@ export interface StoredRecord {
   event: StoredEvent;
 }
 
+/**
+ * A growable list of non-negative integers (record byte offsets) in fixed Float64Array chunks: no
+ * limit but memory (a JavaScript array stops at ~1.3·10^8 elements with a fatal error, and
+ * spreading a long one into push() overflows the stack), no copy when it grows.
+ */
+export class OffsetList {
+  private static readonly PER_CHUNK = 1 << 16;
+  private readonly chunks: Float64Array[] = [];
+  length = 0;
+
+  push(n: number): void {
+    const c = Math.floor(this.length / OffsetList.PER_CHUNK);
+    if (c === this.chunks.length) this.chunks.push(new Float64Array(OffsetList.PER_CHUNK));
+    this.chunks[c]![this.length % OffsetList.PER_CHUNK] = n;
+    this.length += 1;
+  }
+
+  at(i: number): number {
+    if (!(i >= 0 && i < this.length)) throw new RangeError(`no offset ${i} (of ${this.length})`);
+    return this.chunks[Math.floor(i / OffsetList.PER_CHUNK)]![i % OffsetList.PER_CHUNK]!;
+  }
+}
+
 /** Appends to the active segment and reads committed records back. One writer per data dir. */
 export class SegmentFiles {
   /** fdatasync calls made; group commit keeps this far below the number of appends. */
   syncs = 0;
-  private readonly offsets: number[] = []; // per record: its byte offset in its segment
+  private readonly offsets: OffsetList; // per record: its byte offset in its segment
   private active: { first: number; file: string; fh: fs.promises.FileHandle; bytes: number };
 
   private constructor(
@@ -34,13 +57,15 @@ export class SegmentFiles {
     private readonly segments: Segment[],
     fh: fs.promises.FileHandle,
     bytes: number,
+    offsets: OffsetList,
   ) {
+    this.offsets = offsets;
     const last = segments.at(-1)!;
     this.active = { ...last, fh, bytes };
   }
 
   /** Opens after a clean scan: cuts the torn tail, creates the first segment if needed. */
-  static async open(dataDir: string, scan: ScanResult, offsets: number[], segmentBytes: number): Promise<SegmentFiles> {
+  static async open(dataDir: string, scan: ScanResult, offsets: OffsetList, segmentBytes: number): Promise<SegmentFiles> {
     const legacy = path.join(dataDir, ACTIVE_LINK);
     if (fs.existsSync(legacy) && !fs.lstatSync(legacy).isSymbolicLink()) {
       throw new Error(`${legacy} is a log of the earlier hash-chain format; move it aside to start a Merkle log here`);
@@ -62,9 +87,7 @@ export class SegmentFiles {
       await fh.close();
       throw e;
     }
-    const files = new SegmentFiles(dataDir, segmentBytes, segments, fh, scan.activeBytes);
-    files.offsets.push(...offsets);
-    return files;
+    return new SegmentFiles(dataDir, segmentBytes, segments, fh, scan.activeBytes, offsets);
   }
 
   get records(): number {
@@ -105,8 +128,8 @@ export class SegmentFiles {
       const next = this.segments[s + 1];
       const segEnd = next ? next.first : this.offsets.length; // index just past the segment's last record
       const end = Math.min(to, segEnd);
-      const startByte = this.offsets[index]!;
-      const endByte = end < segEnd ? this.offsets[end]! : next ? (await fs.promises.stat(this.segments[s]!.file)).size : this.active.bytes;
+      const startByte = this.offsets.at(index);
+      const endByte = end < segEnd ? this.offsets.at(end) : next ? (await fs.promises.stat(this.segments[s]!.file)).size : this.active.bytes;
       const fh = await fs.promises.open(this.segments[s]!.file, 'r');
       try {
         const chunk = Buffer.alloc(Math.min(1 << 20, Math.max(1, endByte - startByte)));
