@@ -103,6 +103,14 @@ export class Seal {
     this.#recordMacKey = undefined;
     this.#keks = new Map();
     clearRandomPool(); // CSPRNG bytes that would have become the next keys
-    for (const l of this.#onSeal) l();
+    // Every listener runs even if one throws (each drops its own material); the first error is rethrown after.
+    let failed: { error: unknown } | undefined;
+    for (const l of this.#onSeal)
+      try {
+        l();
+      } catch (error) {
+        failed ??= { error };
+      }
+    if (failed) throw failed.error;
   }
 }

@@ -23,7 +23,9 @@ export class VersionMaterial {
     this.#seal = seal;
     this.#store = store;
     seal.onSeal(() => {
-      zeroize(...this.#unwrapped.values());
+      // One call per buffer: spreading a cache of >~120 k versions into one call overflows the
+      // stack, and the material stayed in memory.
+      for (const material of this.#unwrapped.values()) zeroize(material);
       this.#unwrapped.clear();
     });
   }
