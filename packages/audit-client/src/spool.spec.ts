@@ -108,16 +108,58 @@ describe('AuditSpool', () => {
     await third.close();
   });
 
-  it('empties a fully shipped spool file once it is large', async () => {
+  it('drops the shipped head of its file while events keep waiting to be shipped (steady load), losing and repeating none', async () => {
     const dir = path.join(root, 'd');
     const sink = new FakeSink();
-    const spool = await AuditSpool.open({ dir, source: 'c', compactBytes: 2_000, shipDelayMs: 1 }, sink.asClient(), log);
-    for (let i = 0; i < 30; i++) await spool.record(ev(i));
+    const slow = { recordAll: async (events: AuditEvent[]) => (await new Promise((r) => setTimeout(r, 3)), sink.recordAll(events)) };
+    const spool = await AuditSpool.open({ dir, source: 'c', compactBytes: 2_000, shipDelayMs: 1 }, slow as unknown as AuditClient, log);
+    const file = path.join(dir, 'spool.log');
+    // Beyond what waits to be shipped, the file holds compactBytes of shipped events and at most
+    // about one shipping batch more (shipped since the last compaction); before, it shrank only
+    // at a moment when nothing waited, which steady load never gives: it held nearly all 800.
+    let worst = 0; // the largest excess of the file over what waited in it, in lines
+    let allShipped = 0;
+    let line = 0;
+    await Promise.all(
+      [0, 1, 2, 3].map(async (w) => {
+        for (let i = w; i < 800; i += 4) {
+          await spool.record(ev(i));
+          line ||= Buffer.byteLength(readFileSync(file, 'utf8').split('\n')[0]!) + 1;
+          worst = Math.max(worst, (statSync(file).size - 2_000) / line - spool.pending);
+          if (spool.pending === 0) allShipped++;
+        }
+      }),
+    );
     await until(() => spool.pending === 0);
-    await new Promise((r) => setTimeout(r, 20));
-    await spool.record(ev(30));
-    assert.ok(statSync(path.join(dir, 'spool.log')).size < 1_000, 'compacted before the next write');
-    await until(() => sink.events.length === 31);
+    assert.ok(800 * line > 50 * 2_000, `${800 * line} bytes were spooled in all`);
+    assert.ok(worst <= 100, `the file held ${worst.toFixed(1)} lines more than compactBytes and what waited (${allShipped} moments had nothing waiting)`);
+    assert.equal(sink.events.length, 800);
+    assert.deepEqual(new Set(sink.events.map((e) => e.request_id)).size, 800);
     await spool.close();
+    // Opened again: everything was shipped, nothing is shipped twice.
+    const again = new FakeSink();
+    const reopened = await AuditSpool.open({ dir, source: 'c', compactBytes: 2_000, shipDelayMs: 1 }, again.asClient(), log);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(again.events.length, 0);
+    await reopened.record(ev(800));
+    await until(() => again.events.length === 1);
+    await reopened.close();
+  });
+
+  it('after a crash right after compacting, ships what waited in the kept tail', async () => {
+    const dir = path.join(root, 'e');
+    const sink = new FakeSink();
+    const spool = await AuditSpool.open({ dir, source: 'c', compactBytes: 1_000, shipDelayMs: 1 }, sink.asClient(), log);
+    for (let i = 0; i < 20; i++) await spool.record(ev(i));
+    await until(() => spool.pending === 0);
+    sink.up = false; // events from now on wait in the spool
+    for (let i = 20; i < 30; i++) await spool.record(ev(i)); // the first of these compacts: the tail is all unshipped
+    // "Crash": no close; a new spool over the same files ships the ten that waited, in order.
+    const after = new FakeSink();
+    const reopened = await AuditSpool.open({ dir, source: 'c', compactBytes: 1_000, shipDelayMs: 1 }, after.asClient(), log);
+    await until(() => after.events.length >= 10);
+    assert.deepEqual(after.events.map((e) => e.request_id).filter((r) => Number(r.slice(1)) >= 20), Array.from({ length: 10 }, (_, i) => `r${20 + i}`));
+    await reopened.close();
+    await spool.close(0);
   });
 });

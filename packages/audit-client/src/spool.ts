@@ -16,8 +16,7 @@
  *    UNAVAILABLE: an outage of the sink turns into refusal, never into unrecorded operations;
  *  - the spool never holds secrets: only audit events, which never carry any.
  */
-import { closeSync, constants, existsSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, write, writeFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { closeSync, constants, existsSync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, renameSync, write, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
 import { runOutsideCall } from '@keyshard/rpc';
@@ -35,7 +34,7 @@ export interface AuditSpoolOptions {
   shipBatch?: number;
   /** How long the oldest unshipped event may wait for a fuller batch. */
   shipDelayMs?: number;
-  /** Spool file size above which it is truncated once everything in it is shipped. */
+  /** Shipped bytes at the head of the spool file above which the file is rewritten without them. */
   compactBytes?: number;
 }
 
@@ -83,13 +82,13 @@ export class AuditSpool implements AuditRecorder {
   #groups: Group[] = []; // written or being written but not yet complete, oldest first
   #writes = 0; // writes running
   #failed = false; // a write failed; no new write until the running ones are done
+  #broken: Error | undefined; // the spool file cannot be trusted to stay (compaction failed midway): refuse
   #shippedTo = 0; // byte offset up to which the sink has acknowledged
   #unshipped: { event: AuditEvent; end: number }[] = [];
   #waiting: Waiter[] = [];
   #flushQueued = false;
   #shipping = false;
   #closed = false;
-  #compactDue = false;
   #savedAt = 0;
   #shipTimer: NodeJS.Timeout | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -139,6 +138,7 @@ export class AuditSpool implements AuditRecorder {
 
   record(input: AuditEventInput): Promise<void> {
     if (this.#closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit spool is closed', { reason: 'AUDIT_UNAVAILABLE' }));
+    if (this.#broken) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { reason: 'AUDIT_UNAVAILABLE' }));
     if (this.pending >= this.#opts.maxPending)
       return Promise.reject(new KeyshardError('UNAVAILABLE', `audit sink unavailable and the local spool is full (${this.pending} events)`, { reason: 'AUDIT_UNAVAILABLE' }));
     let event: AuditEvent;
@@ -170,7 +170,7 @@ export class AuditSpool implements AuditRecorder {
       return;
     }
     if (this.#writes >= MAX_GROUPS_IN_FLIGHT || this.#failed) return; // resumes from #settled
-    if (this.#compactDue && this.#writes === 0 && this.#unshipped.length === 0 && !this.#shipping) this.#compact();
+    if (this.#writes === 0 && this.#shippedTo >= this.#opts.compactBytes) this.#compact();
     const waiters = this.#waiting.splice(0);
     let text = '';
     for (const w of waiters) text += w.line;
@@ -272,32 +272,71 @@ export class AuditSpool implements AuditRecorder {
 
   /**
    * Saves the shipped position at most every 200 ms. Not fsync'ed on purpose: an older value
-   * only re-ships events the sink already holds (it stores each id once).
+   * only re-ships events the sink already holds (it stores each id once). Written synchronously
+   * (a few bytes, at most 5 times a second): no write of a position can still be on its way
+   * when #compact makes positions relative to a new file.
    */
   async #saveProgress(): Promise<void> {
-    this.#compactDue = this.#unshipped.length === 0 && this.#size > this.#opts.compactBytes;
     const now = Date.now();
     if (now - this.#savedAt < 200 && this.#unshipped.length > 0) return;
     this.#savedAt = now;
-    await writeFile(this.#offsetFile, String(this.#shippedTo));
+    writeFileSync(this.#offsetFile, String(this.#shippedTo));
   }
 
   /**
-   * Empties a fully shipped spool file. Runs only inside #flush with no write in flight. The offset
-   * goes durably to 0 first: a crash in between re-ships old events (harmless) and can never
-   * make a stale offset skip new ones.
+   * Drops the shipped head of the spool file (under steady load nothing is ever all shipped at
+   * once, so the file must shrink while events wait in it). Runs only inside #flush with no
+   * write in flight. Order, each step durable before the next: the unshipped tail to
+   * spool.log.tmp; the offset to 0 (a crash now re-ships the old file from its start:
+   * duplicates, which the sink stores once); the tail renamed over spool.log. Positions in
+   * memory (also those of a batch being shipped) move down by what was dropped.
    */
   #compact(): void {
-    const fd = openSync(this.#offsetFile, 'w');
-    writeFileSync(fd, '0');
-    fdatasyncSync(fd);
-    closeSync(fd);
-    ftruncateSync(this.#fd!, 0);
-    fdatasyncSync(this.#fd!);
-    this.#size = 0;
-    this.#reserved = 0;
+    const dropped = this.#shippedTo;
+    const tmp = `${this.#file}.tmp`;
+    let fd: number | undefined;
+    try {
+      const tail = Buffer.alloc(this.#size - dropped);
+      for (let got = 0; got < tail.length; ) {
+        const n = readSync(this.#fd!, tail, got, tail.length - got, dropped + got);
+        if (n === 0) throw new Error('file shorter than its durable size');
+        got += n;
+      }
+      fd = openSync(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC | constants.O_DSYNC, 0o600);
+      for (let put = 0; put < tail.length; ) put += writeSync(fd, tail, put, tail.length - put, put);
+      fdatasyncSync(fd);
+      const off = openSync(this.#offsetFile, 'w');
+      try {
+        writeFileSync(off, '0');
+        fdatasyncSync(off);
+      } finally {
+        closeSync(off);
+      }
+      renameSync(tmp, this.#file);
+    } catch (e) {
+      // Nothing changed but the offset, at worst set to 0 (the next save corrects it; a crash re-ships).
+      if (fd !== undefined) closeSync(fd);
+      this.log.warn({ err: (e as Error).message }, 'audit spool: cannot compact, will try again');
+      return;
+    }
+    try {
+      const dir = openSync(this.#opts.dir, 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    } catch (e) {
+      // Writes to the new file could vanish with its name after a crash: refuse every record() instead.
+      this.#broken = e as Error;
+      this.log.error({ err: (e as Error).message }, 'audit spool: cannot make the compacted file durable; refusing audit events');
+    }
+    closeSync(this.#fd!);
+    this.#fd = fd; // the tail's file, now spool.log
+    for (const u of this.#unshipped) u.end -= dropped;
+    this.#size -= dropped;
+    this.#reserved -= dropped;
     this.#shippedTo = 0;
-    this.#compactDue = false;
   }
 
   /** Waits (up to `timeoutMs`) for the spool to drain to the sink, then stops shipping. */
