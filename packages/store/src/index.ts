@@ -31,7 +31,7 @@
  * record MAC (services/coordinator/src/cluster/record-integrity.ts says which and why).
  */
 import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
-import { Etcd3, isRecoverableError, type Lease, type Namespace, type IOptions, type Watcher } from 'etcd3';
+import { Etcd3, Range, isRecoverableError, type Lease, type Namespace, type IOptions, type Watcher } from 'etcd3';
 import { ResendPolicy } from './resend-policy.ts';
 import { etcdCall } from './etcd-call.ts';
 
@@ -176,6 +176,12 @@ export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versio
 
 /** The deletion of one such entry: a prefix (trailing slash) or an exact key. */
 export const deletionOf = (ns: Namespace, path: string) => (path.endsWith('/') ? ns.delete().prefix(path) : ns.delete().key(path));
+
+/** Deletes of every key under `prefix` but `keep`: two ranges, however many keys (one delete per key would exceed etcd's 128 operations per transaction). */
+export function deletionsExcept(ns: Namespace, prefix: string, keep: string) {
+  const all = Range.prefix(prefix);
+  return [ns.delete().inRange(new Range(all.start, keep)), ns.delete().inRange(new Range(`${keep}\0`, all.end))];
+}
 
 export async function getJson<T>(ns: Namespace, key: string): Promise<T | undefined> {
   const raw = await etcdCall(`get ${key}`, () => ns.get(key).string());

@@ -133,6 +133,9 @@ describe('ClusterStore', { timeout: 60_000 }, () => {
     const erased = [
       paths.cluster, paths.manifest, paths.kek(1), paths.recordMacKey, paths.key('k1'), paths.version('k1', 1), paths.usage('k1', 1),
       paths.name('n'), paths.alias('a'), paths.ceremony('unseal-1'), paths.ceremonyLock('reshare'), paths.shareSetNext,
+      // More ceremonies than etcd takes operations in one transaction (128): one delete each failed destroy-cluster.
+      ...Array.from({ length: 150 }, (_, i) => paths.ceremony(`c-${String(i).padStart(3, '0')}`)),
+      paths.ceremony('destroy-0'), paths.ceremony('destroy-10'), paths.ceremony('destroy-1x'),
     ];
     for (const k of [...kept, ...erased]) await ns.put(k).value('{}');
     const revision = await store.erase('destroy-1');

@@ -18,7 +18,7 @@
  */
 import { unwrapKek, unwrapRecordMacKey, wrapKek, wrapRecordMacKey, type ShareManifest } from '@keyshard/crypto';
 import { KeyshardError } from '@keyshard/errors';
-import { BACKUP_PREFIXES, deletionOf, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
+import { BACKUP_PREFIXES, deletionOf, deletionsExcept, etcdCall, getJson, paths, type Namespace } from '@keyshard/store';
 import type { RecordIntegrity } from './record-integrity.ts';
 import { boundToken, settle, type InitOutcome } from '../keys/request-tokens.ts';
 
@@ -283,12 +283,16 @@ export class ClusterStore {
    * against. Returns the revision to compact at.
    */
   async erase(keep: string): Promise<string> {
-    const others = (await etcdCall('list ceremonies', () => this.ns.getAll().prefix(paths.ceremoniesPrefix).keys())).filter((k) => k !== paths.ceremony(keep));
-    const erased = [...BACKUP_PREFIXES, paths.requestTokensPrefix, paths.ceremonyLocksPrefix, paths.shareSetNext, ...others];
+    // The ceremonies but the kept one as two ranges: one delete per ceremony exceeded etcd's 128
+    // operations per transaction once a cluster had held ~120 ceremonies.
+    const erased = [...BACKUP_PREFIXES, paths.requestTokensPrefix, paths.ceremonyLocksPrefix, paths.shareSetNext];
     const res = await etcdCall('erase cluster state', () =>
       this.ns
         .if(paths.cluster, 'Create', '>', 0)
-        .then(...erased.map((p) => deletionOf(this.ns, p)))
+        .then(
+          ...erased.map((p) => deletionOf(this.ns, p)),
+          ...deletionsExcept(this.ns, paths.ceremoniesPrefix, paths.ceremony(keep)),
+        )
         .commit(),
     );
     return res.header.revision;
