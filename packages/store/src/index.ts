@@ -177,6 +177,26 @@ export const BACKUP_PREFIXES = ['cluster', 'manifest', 'keks/', 'keys/', 'versio
 /** The deletion of one such entry: a prefix (trailing slash) or an exact key. */
 export const deletionOf = (ns: Namespace, path: string) => (path.endsWith('/') ? ns.delete().prefix(path) : ns.delete().key(path));
 
+/**
+ * The key-values under `prefix`, `pageSize` at a time, in key order (keys relative to `ns`): a
+ * growing prefix read in one call outgrows the client's message limit.
+ */
+export async function* pagesOf(ns: Namespace, prefix: string, pageSize: number, what: string): AsyncGenerator<{ key: string; value: Buffer; modRevision: string }[]> {
+  const end = Range.prefix(prefix).end;
+  let from: string = prefix;
+  const nsPrefix = ns.prefix.toString();
+  for (;;) {
+    const res = await etcdCall(what, () => ns.getAll().inRange(new Range(from, end)).limit(pageSize).exec());
+    const page = res.kvs.map((kv) => {
+      const k = kv.key.toString();
+      return { key: k.startsWith(nsPrefix) ? k.slice(nsPrefix.length) : k, value: kv.value, modRevision: kv.mod_revision };
+    });
+    if (page.length > 0) yield page;
+    if (page.length < pageSize) return;
+    from = `${page.at(-1)!.key}\0`;
+  }
+}
+
 /** Deletes of every key under `prefix` but `keep`: two ranges, however many keys (one delete per key would exceed etcd's 128 operations per transaction). */
 export function deletionsExcept(ns: Namespace, prefix: string, keep: string) {
   const all = Range.prefix(prefix);

@@ -92,10 +92,15 @@ export class LeaderJobs {
         }
       });
       if (failed) throw failed;
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'rotation sweep stopped');
+    }
+    // Expired request tokens go even when a rotation failed (they would pile up while it keeps failing).
+    try {
       const swept = await this.opts.requestTokens?.sweep(now, fence);
       if (swept) this.log.info({ swept }, 'expired request tokens deleted');
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'rotation sweep stopped');
+      this.log.warn({ err: (e as Error).message }, 'request token sweep stopped');
     } finally {
       this.#sweeping = false;
     }

@@ -141,4 +141,21 @@ describe('request tokens (real etcd, no custodian)', { timeout: 60_000 }, () => 
     // Expired and swept: the token is unknown again, so its repeat runs (and finds the name taken).
     await assert.rejects(createKey({ name: 'tok-g', request_token: 'tok-9' }), (e) => reason(e) === 'ALREADY_EXISTS/ALREADY_EXISTS');
   });
+
+  it('the sweep reads the records page by page: thousands of expired ones go, a key just outside the prefix stays', async () => {
+    const old = new Date(Date.now() - 2 * 86_400_000).toISOString();
+    const total = 2_300; // more than two pages
+    for (let i = 0; i < total; i += 100) {
+      const tx = ns.if('none', 'Version', '==', 0);
+      const puts = Array.from({ length: Math.min(100, total - i) }, (_, j) => ns.put(`${paths.requestTokensPrefix}bulk-${String(i + j).padStart(5, '0')}`).value(JSON.stringify({ at: old })));
+      await tx.then(...puts).commit();
+    }
+    const outside = `${paths.requestTokensPrefix.slice(0, -1)}0stay`; // sorts right after the prefix's range
+    await ns.put(outside).value(JSON.stringify({ at: old }));
+    await ns.put('election/paged').value('leader');
+    const [election] = (await ns.get('election/paged').exec()).kvs;
+    assert.equal(await tokens.sweep(Date.now(), { key: 'election/paged', createRevision: election!.create_revision }), total);
+    assert.equal(await tokenCount(), 0);
+    assert.equal(await ns.get(outside).string(), JSON.stringify({ at: old }));
+  });
 });

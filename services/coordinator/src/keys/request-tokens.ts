@@ -30,7 +30,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import { etcdCall, paths, type Namespace } from '@keyshard/store';
+import { etcdCall, pagesOf, paths, type Namespace } from '@keyshard/store';
 import { failedPrecondition, invalidArgument, quote, unavailable } from '@keyshard/errors';
 import { methodPolicies, type CallContext, type ServiceName } from '@keyshard/rpc';
 import type { RecordIntegrity } from '../cluster/record-integrity.ts';
@@ -158,6 +158,7 @@ export interface SweepFence {
 
 /** Expired records deleted per transaction (each with its own compare; etcd allows 128 operations). */
 const SWEEP_BATCH = 64;
+const SWEEP_PAGE = 1000;
 
 export class RequestTokens {
   readonly #ns: Namespace;
@@ -221,26 +222,28 @@ export class RequestTokens {
    */
   async sweep(now: number, fence: SweepFence): Promise<number> {
     const ns = this.#ns;
-    const all = await etcdCall('list request tokens', () => ns.getAll().prefix(paths.requestTokensPrefix).exec());
-    const expired = all.kvs.filter((kv) => {
-      let at = Number.NaN;
-      try {
-        at = Date.parse((JSON.parse(kv.value.toString()) as { at?: string }).at ?? '');
-      } catch {
-        // not JSON: expired
-      }
-      return !(at + this.#windowMs > now);
-    });
     let deleted = 0;
-    for (let i = 0; i < expired.length; i += SWEEP_BATCH) {
-      const batch = expired.slice(i, i + SWEEP_BATCH);
-      const res = await etcdCall('sweep request tokens', () => {
-        const cmp = ns.if(fence.key, 'Create', '==', fence.createRevision);
-        for (const kv of batch) cmp.and(relative(ns, kv.key), 'Mod', '==', kv.mod_revision);
-        return cmp.then(...batch.map((kv) => ns.delete().key(relative(ns, kv.key)))).commit();
+    // Page by page: the records of a 24 h window outgrow one read (each holds a key record).
+    for await (const page of pagesOf(ns, paths.requestTokensPrefix, SWEEP_PAGE, 'list request tokens')) {
+      const expired = page.filter((kv) => {
+        let at = Number.NaN;
+        try {
+          at = Date.parse((JSON.parse(kv.value.toString()) as { at?: string }).at ?? '');
+        } catch {
+          // not JSON: expired
+        }
+        return !(at + this.#windowMs > now);
       });
-      if (!res.succeeded) break; // fenced off, or a record changed: the next sweep looks again
-      deleted += batch.length;
+      for (let i = 0; i < expired.length; i += SWEEP_BATCH) {
+        const batch = expired.slice(i, i + SWEEP_BATCH);
+        const res = await etcdCall('sweep request tokens', () => {
+          const cmp = ns.if(fence.key, 'Create', '==', fence.createRevision);
+          for (const kv of batch) cmp.and(kv.key, 'Mod', '==', kv.modRevision);
+          return cmp.then(...batch.map((kv) => ns.delete().key(kv.key))).commit();
+        });
+        if (!res.succeeded) return deleted; // fenced off, or a record changed: the next sweep looks again
+        deleted += batch.length;
+      }
     }
     return deleted;
   }
@@ -287,9 +290,3 @@ export function withRequestTokens<H extends object, R>(service: ServiceName, tok
   ) as H;
 }
 
-/** An etcd key as read through the namespace, relative to it again. */
-function relative(ns: Namespace, key: Buffer): string {
-  const k = key.toString();
-  const prefix = ns.prefix.toString();
-  return k.startsWith(prefix) ? k.slice(prefix.length) : k;
-}
