@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLogger } from '@keyshard/config';
@@ -161,5 +161,20 @@ describe('AuditSpool', () => {
     assert.deepEqual(after.events.map((e) => e.request_id).filter((r) => Number(r.slice(1)) >= 20), Array.from({ length: 10 }, (_, i) => `r${20 + i}`));
     await reopened.close();
     await spool.close(0);
+  });
+
+  it('a saved position that is not on a line boundary (an older file with a newer offset) ships from the start instead of failing to open', async () => {
+    const dir = path.join(root, 'f');
+    const first = new FakeSink();
+    first.up = false;
+    const spool = await AuditSpool.open({ dir, source: 'c', shipDelayMs: 1 }, first.asClient(), log);
+    for (let i = 0; i < 3; i++) await spool.record(ev(i));
+    await spool.close(0);
+    writeFileSync(path.join(dir, 'spool.offset'), '7'); // inside the first line
+    const sink = new FakeSink();
+    const reopened = await AuditSpool.open({ dir, source: 'c', shipDelayMs: 1 }, sink.asClient(), log);
+    await until(() => sink.events.length === 3);
+    assert.deepEqual(sink.events.map((e) => e.request_id), ['r0', 'r1', 'r2']);
+    await reopened.close();
   });
 });

@@ -16,7 +16,7 @@
  *    UNAVAILABLE: an outage of the sink turns into refusal, never into unrecorded operations;
  *  - the spool never holds secrets: only audit events, which never carry any.
  */
-import { closeSync, constants, existsSync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, renameSync, write, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, write, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { KeyshardError } from '@keyshard/errors';
 import { runOutsideCall } from '@keyshard/rpc';
@@ -83,6 +83,7 @@ export class AuditSpool implements AuditRecorder {
   #writes = 0; // writes running
   #failed = false; // a write failed; no new write until the running ones are done
   #broken: Error | undefined; // the spool file cannot be trusted to stay (compaction failed midway): refuse
+  #compactAt = 0; // shipped bytes at which the next compaction is tried (set at open)
   #shippedTo = 0; // byte offset up to which the sink has acknowledged
   #unshipped: { event: AuditEvent; end: number }[] = [];
   #waiting: Waiter[] = [];
@@ -95,6 +96,7 @@ export class AuditSpool implements AuditRecorder {
 
   private constructor(opts: AuditSpoolOptions, private readonly client: AuditClient, private readonly log: Logger) {
     this.#opts = { maxPending: 100_000, shipBatch: 500, shipDelayMs: 50, compactBytes: 8 * 1024 * 1024, ...opts };
+    this.#compactAt = this.#opts.compactBytes;
     this.#file = path.join(opts.dir, 'spool.log');
     this.#offsetFile = path.join(opts.dir, 'spool.offset');
   }
@@ -119,7 +121,8 @@ export class AuditSpool implements AuditRecorder {
     const data = readFileSync(this.#file);
     const complete = data.lastIndexOf(0x0a) + 1; // a torn tail was never acknowledged to anyone
     const saved = existsSync(this.#offsetFile) ? Number(readFileSync(this.#offsetFile, 'utf8')) : 0;
-    this.#shippedTo = Number.isInteger(saved) && saved >= 0 && saved <= complete ? saved : 0;
+    // A saved position counts only on a line boundary (a crash can pair an older file with a newer offset: re-ship from 0, the sink stores each id once).
+    this.#shippedTo = Number.isInteger(saved) && saved >= 0 && saved <= complete && (saved === 0 || data[saved - 1] === 0x0a) ? saved : 0;
     let pos = this.#shippedTo;
     while (pos < complete) {
       const end = data.indexOf(0x0a, pos) + 1;
@@ -170,7 +173,12 @@ export class AuditSpool implements AuditRecorder {
       return;
     }
     if (this.#writes >= MAX_GROUPS_IN_FLIGHT || this.#failed) return; // resumes from #settled
-    if (this.#writes === 0 && this.#shippedTo >= this.#opts.compactBytes) this.#compact();
+    if (this.#writes === 0 && this.#shippedTo >= this.#compactAt) this.#compact();
+    if (this.#broken) {
+      const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { reason: 'AUDIT_UNAVAILABLE' });
+      for (const w of this.#waiting.splice(0)) w.reject(err);
+      return;
+    }
     const waiters = this.#waiting.splice(0);
     let text = '';
     for (const w of waiters) text += w.line;
@@ -277,6 +285,7 @@ export class AuditSpool implements AuditRecorder {
    * when #compact makes positions relative to a new file.
    */
   async #saveProgress(): Promise<void> {
+    if (this.#broken) return;
     const now = Date.now();
     if (now - this.#savedAt < 200 && this.#unshipped.length > 0) return;
     this.#savedAt = now;
@@ -316,6 +325,8 @@ export class AuditSpool implements AuditRecorder {
     } catch (e) {
       // Nothing changed but the offset, at worst set to 0 (the next save corrects it; a crash re-ships).
       if (fd !== undefined) closeSync(fd);
+      rmSync(tmp, { force: true });
+      this.#compactAt = dropped + this.#opts.compactBytes; // not again at every group commit
       this.log.warn({ err: (e as Error).message }, 'audit spool: cannot compact, will try again');
       return;
     }
@@ -337,6 +348,7 @@ export class AuditSpool implements AuditRecorder {
     this.#size -= dropped;
     this.#reserved -= dropped;
     this.#shippedTo = 0;
+    this.#compactAt = this.#opts.compactBytes;
   }
 
   /** Waits (up to `timeoutMs`) for the spool to drain to the sink, then stops shipping. */
