@@ -66,6 +66,9 @@ function writeAt(fd: number, buf: Buffer, position: number): Promise<void> {
  */
 const MAX_GROUPS_IN_FLIGHT = 1;
 
+/** The refusal while the spool cannot write (or cannot trust) its file. */
+const cannotWrite = (cause?: Error) => new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { ...(cause ? { cause } : {}), reason: 'AUDIT_UNAVAILABLE' });
+
 interface Group {
   waiters: Waiter[];
   end: number; // file offset just past this group
@@ -141,7 +144,7 @@ export class AuditSpool implements AuditRecorder {
 
   record(input: AuditEventInput): Promise<void> {
     if (this.#closed) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit spool is closed', { reason: 'AUDIT_UNAVAILABLE' }));
-    if (this.#broken) return Promise.reject(new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { reason: 'AUDIT_UNAVAILABLE' }));
+    if (this.#broken) return Promise.reject(cannotWrite());
     if (this.pending >= this.#opts.maxPending)
       return Promise.reject(new KeyshardError('UNAVAILABLE', `audit sink unavailable and the local spool is full (${this.pending} events)`, { reason: 'AUDIT_UNAVAILABLE' }));
     let event: AuditEvent;
@@ -168,14 +171,14 @@ export class AuditSpool implements AuditRecorder {
     if (this.#waiting.length === 0 || this.#fd === undefined) return;
     if (this.#failed && this.#writes === 0) {
       // The file could not be cut back after a failed write: refuse rather than risk a corrupt spool.
-      const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { reason: 'AUDIT_UNAVAILABLE' });
+      const err = cannotWrite();
       for (const w of this.#waiting.splice(0)) w.reject(err);
       return;
     }
     if (this.#writes >= MAX_GROUPS_IN_FLIGHT || this.#failed) return; // resumes from #settled
     if (this.#writes === 0 && this.#shippedTo >= this.#compactAt) this.#compact();
     if (this.#broken) {
-      const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { reason: 'AUDIT_UNAVAILABLE' });
+      const err = cannotWrite();
       for (const w of this.#waiting.splice(0)) w.reject(err);
       return;
     }
@@ -220,7 +223,7 @@ export class AuditSpool implements AuditRecorder {
    */
   #fail(e: Error): void {
     this.#failed = true;
-    const err = new KeyshardError('UNAVAILABLE', 'audit spool cannot write to disk', { cause: e, reason: 'AUDIT_UNAVAILABLE' });
+    const err = cannotWrite(e);
     this.log.error({ err: e.message }, 'audit spool write failed');
     const failed = this.#groups.splice(0);
     for (const g of failed) for (const w of g.waiters) w.reject(err);

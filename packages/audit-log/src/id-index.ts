@@ -37,11 +37,10 @@ export class IdIndex {
 
   /** Records `id` as stored at `index`; false (and nothing changes) if it is already known. */
   add(id: string, index: number): boolean {
+    if (this.has(id)) return false;
     const g = this.generations;
     let newest = g[g.length - 1]!;
-    if (g.length > 1 && this.indexOf(id) !== undefined) return false;
-    const before = newest.size;
-    if (newest.set(id, newest.get(id) ?? index).size === before) return false;
+    newest.set(id, index);
     this.count += 1;
     if (newest.size >= this.generation) g.push((newest = new Map()));
     return true;
